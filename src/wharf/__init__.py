@@ -1,0 +1,3 @@
+"""Wharf: an enterprise container-cloud PaaS on Kubernetes."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,50 @@
+"""The `wharf` command: server, lab, and (as capabilities land) kubectl-like resource verbs."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+import wharf
+from wharf.lab.cli import app as lab_app
+
+app = typer.Typer(
+    name="wharf",
+    help="Wharf: an enterprise container-cloud PaaS on Kubernetes.",
+    no_args_is_help=True,
+)
+app.add_typer(lab_app, name="lab")
+
+
+@app.command()
+def version() -> None:
+    """Print Wharf's version."""
+    typer.echo(wharf.__version__)
+
+
+@app.command()
+def server(
+    host: Annotated[str | None, typer.Option(help="Listen address [default: $WHARF_HOST]")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port [default: $WHARF_PORT]")] = None,
+) -> None:
+    """Run the Wharf server: migrations, REST API, health and metrics."""
+    import uvicorn
+
+    from wharf.core.config import get_settings
+    from wharf.core.logging import configure_logging
+    from wharf.server import create_app
+
+    settings = get_settings()
+    configure_logging(settings.log_format, settings.log_level)
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.host,
+        port=port or settings.port,
+        log_config=None,
+        access_log=False,
+    )
+
+
+def main() -> None:
+    app()

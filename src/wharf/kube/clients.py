@@ -1,0 +1,35 @@
+"""Clients for one cluster, from a kubeconfig file or its parsed content."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from lightkube import AsyncClient, Client
+from lightkube.config.kubeconfig import KubeConfig, SingleConfig
+
+# Every write Wharf makes to a cluster is a server-side apply under this manager.
+FIELD_MANAGER = "wharf"
+
+
+class KubeconfigError(ValueError):
+    """A kubeconfig that has no usable context."""
+
+
+def _config(kubeconfig: Path | dict[str, Any], context: str | None) -> SingleConfig:
+    config = (
+        KubeConfig.from_dict(kubeconfig)
+        if isinstance(kubeconfig, dict)
+        else KubeConfig.from_file(kubeconfig)
+    ).get(context)
+    if config is None:
+        raise KubeconfigError(f"kubeconfig has no context {context or '(current)'}")
+    return config
+
+
+def async_client(kubeconfig: Path | dict[str, Any], context: str | None = None) -> AsyncClient:
+    return AsyncClient(_config(kubeconfig, context), field_manager=FIELD_MANAGER)
+
+
+def sync_client(kubeconfig: Path | dict[str, Any], context: str | None = None) -> Client:
+    return Client(_config(kubeconfig, context), field_manager=FIELD_MANAGER)

@@ -1,0 +1,360 @@
+"""Build the lab's binaries from the Go module proxy into a cache outside the repository.
+
+Kubernetes does not publish its commands as standalone modules: `k8s.io/kubernetes` requires
+its staging modules at `v0.0.0` and replaces them with `./staging/...` paths that only exist in
+its own source tree. A generated wrapper module therefore requires `k8s.io/kubernetes` and
+replaces each of those staging modules with the published `v0.X.Y` of the same release.
+etcd gets a wrapper `main` that calls `etcdmain.Main`; kwok builds from its own module.
+
+The versions are pinned. Where a Kubernetes release does not build, the next older line is
+tried, and the one used is recorded in `build.json` beside the binaries.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import resource
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from wharf.core.paths import cache_home
+
+# Newest first: the first that builds is used.
+KUBERNETES_VERSIONS = ("v1.37.2", "v1.36.3", "v1.35.4", "v1.34.4")
+ETCD_VERSION = "v3.6.16"
+KWOK_VERSION = "v0.8.0"
+
+KUBERNETES_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
+ALL_BINARIES = (*KUBERNETES_COMMANDS, "etcd", "kwok")
+
+# The kwok Stage definitions that make simulated nodes Ready and pods Running.
+KWOK_STAGES = (
+    "kustomize/stage/node/fast/node-initialize.yaml",
+    "kustomize/stage/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
+    "kustomize/stage/pod/fast/pod-ready.yaml",
+    "kustomize/stage/pod/fast/pod-complete.yaml",
+    "kustomize/stage/pod/fast/pod-delete.yaml",
+)
+
+Progress = Callable[[str], None]
+
+
+class BuildError(Exception):
+    """A lab binary could not be built; the message names the module and the Go error."""
+
+
+@dataclass(frozen=True)
+class LabBinaries:
+    """A complete set of built lab binaries."""
+
+    root: Path
+    kubernetes_version: str
+    etcd_version: str
+    kwok_version: str
+
+    def path(self, name: str) -> Path:
+        return self.root / "bin" / name
+
+    @property
+    def stages(self) -> list[Path]:
+        return sorted((self.root / "stages").glob("*.yaml"))
+
+
+@dataclass
+class BuildResult:
+    binaries: LabBinaries
+    seconds: float
+    peak_rss_mib: float
+    built: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed_versions: dict[str, str] = field(default_factory=dict)
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("WHARF_LAB_CACHE") or cache_home() / "lab")
+
+
+def find_binaries(root: Path | None = None) -> LabBinaries | None:
+    """The binaries of the last complete build, or None when nothing is built yet."""
+    root = root or cache_root()
+    try:
+        current = json.loads((root / "current.json").read_text())
+    except (OSError, ValueError):
+        return None
+    version_dir = root / current["kubernetes_version"]
+    binaries = LabBinaries(
+        root=version_dir,
+        kubernetes_version=current["kubernetes_version"],
+        etcd_version=current["etcd_version"],
+        kwok_version=current["kwok_version"],
+    )
+    if all(binaries.path(name).is_file() for name in ALL_BINARIES) and binaries.stages:
+        return binaries
+    return None
+
+
+def _go_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("GOFLAGS", "-buildvcs=false")
+    env.setdefault("CGO_ENABLED", "0")
+    return env
+
+
+def _run(
+    args: Sequence[str], cwd: Path, progress: Progress, what: str, count_packages: bool = False
+) -> None:
+    """Run a go command, streaming a short progress line now and then; raise with its tail."""
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        list(args),
+        cwd=cwd,
+        env=_go_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    tail: list[str] = []
+    packages = 0
+    last_report = started
+    for line in proc.stdout:
+        tail = [*tail[-40:], line.rstrip()]
+        if count_packages and not line.startswith(("go: ", "#")):
+            packages += 1
+        now = time.monotonic()
+        if now - last_report >= 30:
+            last_report = now
+            done = f", {packages} packages compiled" if count_packages else ""
+            progress(f"  {what}: {now - started:.0f}s{done}")
+    if proc.wait() != 0:
+        raise BuildError(f"{what} failed (exit {proc.returncode}):\n" + "\n".join(tail))
+
+
+def _module_dir(module: str, version: str, cwd: Path, progress: Progress) -> Path:
+    out = subprocess.run(
+        ["go", "mod", "download", "-json", f"{module}@{version}"],
+        cwd=cwd,
+        env=_go_env(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    try:
+        info = json.loads(out.stdout)
+    except ValueError as exc:
+        raise BuildError(f"go mod download {module}@{version}: {out.stderr.strip()}") from exc
+    if out.returncode != 0 or "Error" in info:
+        raise BuildError(f"go mod download {module}@{version}: {info.get('Error', out.stderr)}")
+    return Path(info["Dir"])
+
+
+def staging_replacements(kubernetes_go_mod: str, kubernetes_version: str) -> dict[str, str]:
+    """Map each staging module that k8s.io/kubernetes requires at v0.0.0 to its release."""
+    published = "v0." + kubernetes_version.removeprefix("v1.")
+    staged = set(re.findall(r"^\s*(k8s\.io/[\w.-]+)\s+=>\s+\./staging/", kubernetes_go_mod, re.M))
+    required = set(re.findall(r"^\s*(k8s\.io/[\w.-]+)\s+v0\.0\.0\b", kubernetes_go_mod, re.M))
+    return {module: published for module in sorted(staged & required)}
+
+
+def _kubernetes_ldflags(version: str) -> str:
+    major, minor, _ = version.removeprefix("v").split(".", 2)
+    stamps = {
+        "k8s.io/component-base/version.gitVersion": version,
+        "k8s.io/component-base/version.gitMajor": major,
+        "k8s.io/component-base/version.gitMinor": minor,
+        "k8s.io/component-base/version.gitTreeState": "clean",
+        "k8s.io/client-go/pkg/version.gitVersion": version,
+        "k8s.io/client-go/pkg/version.gitMajor": major,
+        "k8s.io/client-go/pkg/version.gitMinor": minor,
+    }
+    return "-s -w " + " ".join(f"-X {key}={value}" for key, value in stamps.items())
+
+
+def _build_kubernetes(version: str, root: Path, progress: Progress) -> None:
+    src = root / "src" / "kubernetes"
+    src.mkdir(parents=True, exist_ok=True)
+    bin_dir = root / "bin"
+    progress(f"kubernetes {version}: resolving k8s.io/kubernetes and its staging modules")
+    module_dir = _module_dir("k8s.io/kubernetes", version, src, progress)
+    go_mod = (module_dir / "go.mod").read_text()
+    go_line = re.search(r"^go (\S+)", go_mod, re.M)
+    lines = [
+        "// Generated by `wharf lab build`: builds Kubernetes commands from the module proxy.",
+        "module wharf.local/lab/kubernetes",
+        "",
+        f"go {go_line.group(1) if go_line else '1.24.0'}",
+        "",
+        f"require k8s.io/kubernetes {version}",
+        "",
+    ]
+    lines += [f"replace {m} => {m} {v}" for m, v in staging_replacements(go_mod, version).items()]
+    (src / "go.mod").write_text("\n".join(lines) + "\n")
+    imports = "\n".join(f'\t_ "k8s.io/kubernetes/cmd/{cmd}"' for cmd in KUBERNETES_COMMANDS)
+    (src / "tools.go").write_text(f"//go:build tools\n\npackage tools\n\nimport (\n{imports}\n)\n")
+    _run(["go", "mod", "tidy"], src, progress, f"go mod tidy (kubernetes {version})")
+    missing = [c for c in KUBERNETES_COMMANDS if not (bin_dir / c).is_file()]
+    progress(
+        f"kubernetes {version}: compiling {', '.join(missing)} "
+        "(a cold build takes 20-40 minutes on 2 cores)"
+    )
+    _run(
+        [
+            "go",
+            "build",
+            "-v",
+            "-trimpath",
+            "-ldflags",
+            _kubernetes_ldflags(version),
+            "-o",
+            str(bin_dir) + "/",
+            *(f"k8s.io/kubernetes/cmd/{cmd}" for cmd in missing),
+        ],
+        src,
+        progress,
+        f"go build kubernetes {version}",
+        count_packages=True,
+    )
+
+
+def _build_etcd(root: Path, progress: Progress) -> str:
+    src = root / "src" / "etcd"
+    src.mkdir(parents=True, exist_ok=True)
+    (src / "go.mod").write_text(
+        "// Generated by `wharf lab build`.\nmodule wharf.local/lab/etcd\n\ngo 1.26.0\n\n"
+        f"require go.etcd.io/etcd/server/v3 {ETCD_VERSION}\n"
+    )
+    (src / "main.go").write_text(
+        "// Command etcd runs etcd's own main from go.etcd.io/etcd/server/v3/etcdmain.\n"
+        'package main\n\nimport (\n\t"os"\n\n\t"go.etcd.io/etcd/server/v3/etcdmain"\n)\n\n'
+        "func main() { etcdmain.Main(os.Args) }\n"
+    )
+    try:
+        _run(["go", "mod", "tidy"], src, progress, "go mod tidy (etcd)")
+        progress(f"etcd {ETCD_VERSION}: compiling")
+        _run(
+            ["go", "build", "-v", "-trimpath", "-ldflags", "-s -w", "-o", str(root / "bin/etcd")],
+            src,
+            progress,
+            f"go build etcd {ETCD_VERSION}",
+            count_packages=True,
+        )
+        return ETCD_VERSION
+    except BuildError as exc:
+        debian = shutil.which("etcd") or "/usr/bin/etcd"
+        if not Path(debian).is_file():
+            raise BuildError(
+                f"{exc}\nThe fallback, Debian's etcd-server, is not installed either: "
+                "apt-get install etcd-server"
+            ) from exc
+        progress(f"etcd {ETCD_VERSION} did not build; using Debian's {debian}")
+        shutil.copy2(debian, root / "bin/etcd")
+        return "debian"
+
+
+def _build_kwok(root: Path, progress: Progress) -> None:
+    src = root / "src" / "kwok"
+    src.mkdir(parents=True, exist_ok=True)
+    (src / "go.mod").write_text(
+        "// Generated by `wharf lab build`.\nmodule wharf.local/lab/kwok\n\ngo 1.26.0\n\n"
+        f"require sigs.k8s.io/kwok {KWOK_VERSION}\n"
+    )
+    (src / "tools.go").write_text(
+        '//go:build tools\n\npackage tools\n\nimport _ "sigs.k8s.io/kwok/cmd/kwok"\n'
+    )
+    _run(["go", "mod", "tidy"], src, progress, "go mod tidy (kwok)")
+    if not (root / "bin/kwok").is_file():
+        progress(f"kwok {KWOK_VERSION}: compiling")
+        _run(
+            [
+                "go",
+                "build",
+                "-v",
+                "-trimpath",
+                "-ldflags",
+                "-s -w",
+                "-o",
+                str(root / "bin/kwok"),
+                "sigs.k8s.io/kwok/cmd/kwok",
+            ],
+            src,
+            progress,
+            f"go build kwok {KWOK_VERSION}",
+            count_packages=True,
+        )
+    module_dir = _module_dir("sigs.k8s.io/kwok", KWOK_VERSION, src, progress)
+    stages = root / "stages"
+    stages.mkdir(exist_ok=True)
+    for stage in KWOK_STAGES:
+        shutil.copyfile(module_dir / stage, stages / Path(stage).name)
+
+
+def build(progress: Progress = print, versions: Sequence[str] = KUBERNETES_VERSIONS) -> BuildResult:
+    """Build (or find already built) every lab binary; return where they are."""
+    if shutil.which("go") is None:
+        raise BuildError("the lab is built with Go, and `go` is not on PATH")
+    started = time.monotonic()
+    root_all = cache_root()
+    failed: dict[str, str] = {}
+    built: list[str] = []
+    skipped: list[str] = []
+    for version in versions:
+        root = root_all / version
+        (root / "bin").mkdir(parents=True, exist_ok=True)
+        if all((root / "bin" / c).is_file() for c in KUBERNETES_COMMANDS):
+            skipped += KUBERNETES_COMMANDS
+            progress(f"kubernetes {version}: already built in {root / 'bin'}")
+            break
+        try:
+            _build_kubernetes(version, root, progress)
+            built += KUBERNETES_COMMANDS
+            break
+        except BuildError as exc:
+            failed[version] = str(exc)
+            progress(f"kubernetes {version} did not build; trying the next older release")
+    else:
+        raise BuildError(
+            "no Kubernetes release built:\n"
+            + "\n\n".join(f"k8s.io/kubernetes@{v}: {err}" for v, err in failed.items())
+        )
+    manifest = root / "build.json"
+    recorded = json.loads(manifest.read_text()) if manifest.is_file() else {}
+    etcd_version = recorded.get("etcd_version", ETCD_VERSION)
+    if (root / "bin/etcd").is_file():
+        skipped.append("etcd")
+    else:
+        etcd_version = _build_etcd(root, progress)
+        built.append("etcd")
+    (skipped if (root / "bin/kwok").is_file() else built).append("kwok")
+    _build_kwok(root, progress)
+    binaries = LabBinaries(
+        root=root, kubernetes_version=version, etcd_version=etcd_version, kwok_version=KWOK_VERSION
+    )
+    record = {
+        "kubernetes_version": version,
+        "etcd_version": etcd_version,
+        "kwok_version": KWOK_VERSION,
+        "failed_versions": failed,
+    }
+    manifest.write_text(json.dumps(record, indent=2) + "\n")
+    (root_all / "current.json").write_text(json.dumps(record, indent=2) + "\n")
+    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return BuildResult(
+        binaries=binaries,
+        seconds=time.monotonic() - started,
+        peak_rss_mib=peak_kib / 1024,
+        built=built,
+        skipped=skipped,
+        failed_versions=failed,
+    )
+
+
+def describe(result: BuildResult) -> dict[str, object]:
+    data = asdict(result)
+    data["binaries"]["root"] = str(result.binaries.root)
+    return data

@@ -1,0 +1,609 @@
+"""Start, supervise and stop real Kubernetes control planes on loopback.
+
+Each lab cluster runs etcd, kube-apiserver (TLS, client certificates, RBAC, service-account
+tokens), kube-controller-manager, kube-scheduler and kwok, which keeps simulated nodes Ready and
+moves scheduled pods to Running. Every process binds to 127.0.0.1 on a free port and records its
+pid and start time in a pid file, so that a later `up` or `down` finds exactly the processes it
+started (never by process name), even after a crash of the command that started them.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from wharf.core.paths import state_home
+from wharf.lab.build import LabBinaries, find_binaries
+from wharf.lab.pki import CertificateAuthority, KeyPair, signing_key
+
+SERVICE_CIDR = "10.96.0.0/16"
+POD_CIDR = "10.244.0.0/16"
+KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
+# The order to start in; stopping goes the other way.
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+
+Progress = Callable[[str], None]
+
+
+class LabError(Exception):
+    """The lab could not be brought up, or is not in the state a command needs."""
+
+
+def default_lab_dir() -> Path:
+    return Path(os.environ.get("WHARF_LAB_DIR") or state_home() / "lab")
+
+
+def _free_ports(count: int) -> list[int]:
+    """Ports free on loopback now; all sockets stay open until all are chosen, so no repeats."""
+    with contextlib.ExitStack() as stack:
+        ports = []
+        for _ in range(count):
+            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            sock.bind(("127.0.0.1", 0))
+            ports.append(sock.getsockname()[1])
+        return ports
+
+
+def _process_start_time(pid: int) -> str | None:
+    """The kernel's start time of pid (clock ticks since boot), None if it is gone or a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    if fields[0] == "Z":
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        return None
+    return fields[19]
+
+
+@dataclass(frozen=True)
+class PidFile:
+    path: Path
+
+    def write(self, pid: int) -> None:
+        start = _process_start_time(pid) or ""
+        self.path.write_text(f"{pid} {start}\n")
+
+    def running_pid(self) -> int | None:
+        """The recorded pid if that very process still runs (pid reuse is caught by start time)."""
+        try:
+            pid_text, start = self.path.read_text().split()
+        except (OSError, ValueError):
+            return None
+        pid = int(pid_text)
+        return pid if _process_start_time(pid) == start else None
+
+
+def _encode(path: Path) -> str:
+    return base64.b64encode(path.read_bytes()).decode()
+
+
+def kubeconfig_dict(
+    entries: list[tuple[str, str, Path, KeyPair]], current: str | None = None
+) -> dict[str, Any]:
+    """A kubeconfig with one context per (name, server, ca, client pair), certificates inline."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "preferences": {},
+        "clusters": [
+            {"name": n, "cluster": {"server": s, "certificate-authority-data": _encode(ca)}}
+            for n, s, ca, _ in entries
+        ],
+        "users": [
+            {
+                "name": n,
+                "user": {
+                    "client-certificate-data": _encode(pair.cert),
+                    "client-key-data": _encode(pair.key),
+                },
+            }
+            for n, _, _, pair in entries
+        ],
+        "contexts": [{"name": n, "context": {"cluster": n, "user": n}} for n, _, _, _ in entries],
+        "current-context": current or entries[0][0],
+    }
+
+
+def _write_yaml(path: Path, data: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    path.chmod(0o600)
+    return path
+
+
+class LabCluster:
+    """One lab cluster: its directory, ports, certificates and processes."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.name = directory.name
+        self.pki_dir = directory / "pki"
+        self.run_dir = directory / "run"
+        self.log_dir = directory / "logs"
+        self._ports: dict[str, int] | None = None
+
+    # -- layout ---------------------------------------------------------------------------
+    @property
+    def ports(self) -> dict[str, int]:
+        if self._ports is None:
+            self._ports = json.loads((self.directory / "ports.json").read_text())
+        return self._ports
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.ports['kube-apiserver']}"
+
+    @property
+    def kubeconfig(self) -> Path:
+        """The admin kubeconfig (group system:masters)."""
+        return self.directory / "kubeconfig"
+
+    @property
+    def ca(self) -> CertificateAuthority:
+        return CertificateAuthority(self.pki_dir)
+
+    def pid_file(self, component: str) -> PidFile:
+        return PidFile(self.run_dir / f"{component}.pid")
+
+    def log_file(self, component: str) -> Path:
+        return self.log_dir / f"{component}.log"
+
+    def user_kubeconfig(self, user: str, groups: tuple[str, ...] = ()) -> Path:
+        """A kubeconfig for a user authenticated by a client certificate of the lab's CA."""
+        pair = self.ca.issue(f"user-{user}", user, groups, directory=self.pki_dir / "users")
+        path = self.directory / "users" / f"{user}.kubeconfig"
+        path.parent.mkdir(exist_ok=True)
+        entry = (self.name, self.server, self.ca.pair.cert, pair)
+        return _write_yaml(path, kubeconfig_dict([entry]))
+
+    # -- preparing --------------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Choose ports, issue certificates and write kubeconfigs (certificates are kept)."""
+        for d in (self.pki_dir, self.run_dir, self.log_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        names = (
+            "etcd",
+            "etcd-peer",
+            "kube-apiserver",
+            "kube-controller-manager",
+            "kube-scheduler",
+            "kwok",
+        )
+        self._ports = dict(zip(names, _free_ports(len(names)), strict=True))
+        (self.directory / "ports.json").write_text(json.dumps(self._ports, indent=2))
+        ca = self.ca
+        ca.issue(
+            "apiserver",
+            "kube-apiserver",
+            server_names=(
+                "127.0.0.1",
+                "localhost",
+                "kubernetes",
+                "kubernetes.default",
+                "kubernetes.default.svc",
+                "kubernetes.default.svc.cluster.local",
+                "10.96.0.1",
+            ),
+        )
+        signing_key(self.pki_dir / "service-account.key")
+        clients = {
+            "admin": ("wharf-lab-admin", ("system:masters",)),
+            "kube-controller-manager": ("system:kube-controller-manager", ()),
+            "kube-scheduler": ("system:kube-scheduler", ()),
+            "kwok": ("system:kwok-controller", ("system:masters",)),
+        }
+        for name, (cn, groups) in clients.items():
+            pair = ca.issue(name, cn, groups)
+            path = self.kubeconfig if name == "admin" else self.directory / f"{name}.kubeconfig"
+            _write_yaml(path, kubeconfig_dict([(self.name, self.server, ca.pair.cert, pair)]))
+        stages = [yaml.safe_load(p.read_text()) for p in self._binaries.stages]
+        (self.directory / "kwok.yaml").write_text(yaml.safe_dump_all(stages))
+
+    _binaries: LabBinaries
+
+    def command(self, component: str) -> list[str]:
+        b, p, pki, d = self._binaries, self.ports, self.pki_dir, self.directory
+        loop = "127.0.0.1"
+        if component == "etcd":
+            return [
+                str(b.path("etcd")),
+                f"--name={self.name}",
+                f"--data-dir={d / 'etcd-data'}",
+                f"--listen-client-urls=http://{loop}:{p['etcd']}",
+                f"--advertise-client-urls=http://{loop}:{p['etcd']}",
+                f"--listen-peer-urls=http://{loop}:{p['etcd-peer']}",
+                f"--initial-advertise-peer-urls=http://{loop}:{p['etcd-peer']}",
+                f"--initial-cluster={self.name}=http://{loop}:{p['etcd-peer']}",
+                "--listen-metrics-urls=",
+                "--quota-backend-bytes=2147483648",
+                "--auto-compaction-retention=1",
+                "--log-level=warn",
+            ]
+        if component == "kube-apiserver":
+            return [
+                str(b.path("kube-apiserver")),
+                f"--etcd-servers=http://{loop}:{p['etcd']}",
+                f"--bind-address={loop}",
+                f"--advertise-address={loop}",
+                f"--secure-port={p['kube-apiserver']}",
+                f"--tls-cert-file={pki / 'apiserver.crt'}",
+                f"--tls-private-key-file={pki / 'apiserver.key'}",
+                f"--client-ca-file={pki / 'ca.crt'}",
+                "--authorization-mode=RBAC",
+                f"--service-account-key-file={pki / 'service-account.pub'}",
+                f"--service-account-signing-key-file={pki / 'service-account.key'}",
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--enable-admission-plugins=NamespaceLifecycle,LimitRanger,ServiceAccount,"
+                "DefaultStorageClass,ResourceQuota",
+                "--allow-privileged=true",
+                "--endpoint-reconciler-type=none",
+                f"--cert-dir={pki}",
+                "--profiling=false",
+                "--v=0",
+            ]
+        if component == "kube-controller-manager":
+            return [
+                str(b.path("kube-controller-manager")),
+                f"--kubeconfig={d / 'kube-controller-manager.kubeconfig'}",
+                f"--authentication-kubeconfig={d / 'kube-controller-manager.kubeconfig'}",
+                f"--authorization-kubeconfig={d / 'kube-controller-manager.kubeconfig'}",
+                f"--bind-address={loop}",
+                f"--secure-port={p['kube-controller-manager']}",
+                f"--cert-dir={pki / 'kcm-serving'}",
+                "--use-service-account-credentials=true",
+                f"--service-account-private-key-file={pki / 'service-account.key'}",
+                f"--root-ca-file={pki / 'ca.crt'}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--leader-elect=false",
+                "--controllers=*,-nodeipam",
+                "--kube-api-qps=200",
+                "--kube-api-burst=400",
+                "--v=0",
+            ]
+        if component == "kube-scheduler":
+            return [
+                str(b.path("kube-scheduler")),
+                f"--kubeconfig={d / 'kube-scheduler.kubeconfig'}",
+                f"--authentication-kubeconfig={d / 'kube-scheduler.kubeconfig'}",
+                f"--authorization-kubeconfig={d / 'kube-scheduler.kubeconfig'}",
+                f"--bind-address={loop}",
+                f"--secure-port={p['kube-scheduler']}",
+                f"--cert-dir={pki / 'scheduler-serving'}",
+                "--leader-elect=false",
+                "--v=0",
+            ]
+        if component == "kwok":
+            return [
+                str(b.path("kwok")),
+                f"--kubeconfig={d / 'kwok.kubeconfig'}",
+                f"--config={d / 'kwok.yaml'}",
+                "--manage-all-nodes=false",
+                f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
+                f"--cidr={POD_CIDR}",
+                f"--node-ip={loop}",
+                f"--server-address={loop}:{p['kwok']}",
+                f"--tls-cert-file={pki / 'apiserver.crt'}",
+                f"--tls-private-key-file={pki / 'apiserver.key'}",
+                "--node-lease-duration-seconds=40",
+            ]
+        raise ValueError(component)
+
+    # -- processes --------------------------------------------------------------------------
+    def start(self, component: str) -> None:
+        with self.log_file(component).open("ab") as log:
+            proc = subprocess.Popen(
+                self.command(component),
+                cwd=self.directory,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # survives the command that started it
+            )
+        self.pid_file(component).write(proc.pid)
+
+    def running(self) -> dict[str, int | None]:
+        return {c: self.pid_file(c).running_pid() for c in COMPONENTS}
+
+    def stop(self, timeout: float = 15.0) -> list[str]:
+        """Stop every process this cluster's pid files name; return the ones that were running."""
+        stopped = []
+        for component in reversed(COMPONENTS):
+            pid_file = self.pid_file(component)
+            pid = pid_file.running_pid()
+            if pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
+                deadline = time.monotonic() + timeout
+                while pid_file.running_pid() is not None and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                if pid_file.running_pid() is not None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                    while pid_file.running_pid() is not None:
+                        time.sleep(0.05)
+                stopped.append(component)
+            pid_file.path.unlink(missing_ok=True)
+        return stopped
+
+    def log_tail(self, component: str, lines: int = 25) -> str:
+        try:
+            return "\n".join(self.log_file(component).read_text().splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def check_alive(self, component: str) -> None:
+        if self.pid_file(component).running_pid() is None:
+            raise LabError(
+                f"{self.name}: {component} exited; last lines of {self.log_file(component)}:\n"
+                + self.log_tail(component)
+            )
+
+    def ssl_context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(self.pki_dir / "ca.crt"))
+        ctx.load_cert_chain(self.pki_dir / "admin.crt", self.pki_dir / "admin.key")
+        return ctx
+
+    def http(self) -> httpx.Client:
+        """An admin HTTP client to the apiserver, for health checks."""
+        return httpx.Client(base_url=self.server, verify=self.ssl_context(), timeout=5.0)
+
+    def healthy(self) -> bool:
+        try:
+            with self.http() as client:
+                return client.get("/readyz").status_code == 200
+        except (httpx.HTTPError, OSError):
+            return False
+
+
+def _wait(what: str, check: Callable[[], bool], timeout: float, alive: Callable[[], None]) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        alive()
+        try:
+            if check():
+                return
+        except (httpx.HTTPError, OSError):
+            pass
+        if time.monotonic() > deadline:
+            raise LabError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.2)
+
+
+def _check_alive(cluster: LabCluster, components: tuple[str, ...]) -> None:
+    for component in components:
+        cluster.check_alive(component)
+
+
+def _etcd_healthy(cluster: LabCluster) -> bool:
+    url = f"http://127.0.0.1:{cluster.ports['etcd']}/health"
+    return bool(httpx.get(url, timeout=2.0).json().get("health") == "true")
+
+
+def _register_nodes(cluster: LabCluster, nodes: int) -> None:
+    with cluster.http() as client:
+        for i in range(1, nodes + 1):
+            name = f"{cluster.name}-node-{i}"
+            node = {
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {
+                    "name": name,
+                    "annotations": {KWOK_NODE_ANNOTATION: "fake"},
+                    "labels": {
+                        "kubernetes.io/hostname": name,
+                        "kubernetes.io/os": "linux",
+                        "kubernetes.io/arch": "amd64",
+                        "topology.kubernetes.io/zone": f"{cluster.name}-zone-{1 + i % 2}",
+                        "type": "kwok",
+                    },
+                },
+                "status": {
+                    "capacity": {"cpu": "16", "memory": "64Gi", "pods": "110"},
+                    "allocatable": {"cpu": "16", "memory": "64Gi", "pods": "110"},
+                },
+            }
+            response = client.post("/api/v1/nodes", json=node)
+            if response.status_code not in (201, 409):
+                raise LabError(f"{cluster.name}: creating node {name}: {response.text}")
+
+
+def _nodes_ready(cluster: LabCluster) -> int:
+    with cluster.http() as client:
+        items = client.get("/api/v1/nodes").json().get("items", [])
+    return sum(
+        1
+        for node in items
+        for cond in node.get("status", {}).get("conditions", [])
+        if cond["type"] == "Ready" and cond["status"] == "True"
+    )
+
+
+def _default_service_account(cluster: LabCluster) -> bool:
+    with cluster.http() as client:
+        return client.get("/api/v1/namespaces/default/serviceaccounts/default").is_success
+
+
+class Lab:
+    """A set of lab clusters under one directory, with a merged kubeconfig."""
+
+    def __init__(self, directory: Path | None = None, binaries: LabBinaries | None = None) -> None:
+        self.directory = directory or default_lab_dir()
+        self._binaries = binaries
+
+    @property
+    def binaries(self) -> LabBinaries:
+        if self._binaries is None:
+            self._binaries = find_binaries()
+            if self._binaries is None:
+                raise LabError("the lab binaries are not built yet: run `wharf lab build` first")
+        return self._binaries
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.directory / "kubeconfig"
+
+    @property
+    def spec_file(self) -> Path:
+        return self.directory / "lab.json"
+
+    def clusters(self) -> list[LabCluster]:
+        try:
+            names = json.loads(self.spec_file.read_text())["clusters"]
+        except (OSError, ValueError):
+            return []
+        return [self._cluster(name) for name in names]
+
+    def _cluster(self, name: str) -> LabCluster:
+        cluster = LabCluster(self.directory / "clusters" / name)
+        cluster._binaries = self.binaries
+        return cluster
+
+    def cluster(self, name: str) -> LabCluster:
+        for cluster in self.clusters():
+            if cluster.name == name:
+                return cluster
+        raise LabError(f"no lab cluster named {name!r} in {self.directory}")
+
+    def is_up(self) -> bool:
+        clusters = self.clusters()
+        return bool(clusters) and all(
+            all(pid is not None for pid in c.running().values()) and c.healthy() for c in clusters
+        )
+
+    def up(
+        self,
+        clusters: int = 2,
+        nodes: int = 3,
+        progress: Progress = print,
+        timeout: float = 180.0,
+    ) -> list[LabCluster]:
+        """Bring up `clusters` clusters of `nodes` simulated nodes each; reuse a healthy lab."""
+        if clusters < 1 or nodes < 1:
+            raise LabError("a lab needs at least one cluster and one node")
+        spec = {"clusters": [f"lab{i}" for i in range(1, clusters + 1)], "nodes": nodes}
+        previous = self._read_spec()
+        wanted = {**spec, "kubernetes_version": self.binaries.kubernetes_version}
+        if previous == wanted and self.is_up():
+            progress(f"lab already up in {self.directory}")
+            return self.clusters()
+        stale = self.down(progress=lambda _: None)
+        if stale:
+            progress(f"stopped {len(stale)} stale process(es) left from an earlier run")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.spec_file.write_text(json.dumps(wanted, indent=2))
+        members = self.clusters()
+        started = time.monotonic()
+
+        def wait_all(what: str, check: Callable[[LabCluster], bool], *components: str) -> None:
+            for c in members:
+                _wait(
+                    f"{c.name} {what}",
+                    partial(check, c),
+                    timeout,
+                    partial(_check_alive, c, components or COMPONENTS),
+                )
+
+        try:
+            for cluster in members:
+                # A fresh etcd each time: a lab is scratch state, and old data with new
+                # certificates or ports only confuses.
+                shutil.rmtree(cluster.directory / "etcd-data", ignore_errors=True)
+                cluster.prepare()
+            self._write_merged_kubeconfig(members)
+            self._start_phase(members, ["etcd"], progress)
+            wait_all("etcd", _etcd_healthy, "etcd")
+            self._start_phase(members, ["kube-apiserver"], progress)
+            wait_all("kube-apiserver /readyz", LabCluster.healthy, "kube-apiserver")
+            self._start_phase(
+                members, ["kube-controller-manager", "kube-scheduler", "kwok"], progress
+            )
+            for c in members:
+                _register_nodes(c, nodes)
+            progress(f"waiting for {nodes} Ready node(s) per cluster")
+            wait_all("nodes Ready", lambda c: _nodes_ready(c) >= nodes)
+            wait_all("default service account", _default_service_account)
+        except BaseException:
+            self.down(progress=lambda _: None)
+            raise
+        progress(f"lab up: {len(members)} cluster(s) in {time.monotonic() - started:.1f}s")
+        return members
+
+    def _read_spec(self) -> dict[str, Any] | None:
+        try:
+            data: dict[str, Any] = json.loads(self.spec_file.read_text())
+            return data
+        except (OSError, ValueError):
+            return None
+
+    @staticmethod
+    def _start_phase(members: list[LabCluster], components: list[str], progress: Progress) -> None:
+        for component in components:
+            for cluster in members:
+                cluster.start(component)
+        progress(f"started {', '.join(components)} in {len(members)} cluster(s)")
+
+    def _write_merged_kubeconfig(self, members: list[LabCluster]) -> None:
+        entries = [
+            (
+                c.name,
+                c.server,
+                c.pki_dir / "ca.crt",
+                KeyPair(c.pki_dir / "admin.crt", c.pki_dir / "admin.key"),
+            )
+            for c in members
+        ]
+        _write_yaml(self.kubeconfig, kubeconfig_dict(entries))
+
+    def down(self, progress: Progress = print) -> list[str]:
+        """Stop every process the pid files name, in every cluster directory found."""
+        stopped: list[str] = []
+        root = self.directory / "clusters"
+        for directory in sorted(root.iterdir()) if root.is_dir() else []:
+            cluster = LabCluster(directory)
+            names = cluster.stop()
+            stopped += [f"{cluster.name}/{n}" for n in names]
+        progress(f"stopped {len(stopped)} process(es)" if stopped else "nothing was running")
+        return stopped
+
+    def status(self) -> list[dict[str, Any]]:
+        rows = []
+        for cluster in self.clusters():
+            running = cluster.running()
+            up = all(pid is not None for pid in running.values())
+            rows.append(
+                {
+                    "cluster": cluster.name,
+                    "server": cluster.server if (cluster.directory / "ports.json").exists() else "",
+                    "healthy": up and cluster.healthy(),
+                    "nodes_ready": _nodes_ready(cluster) if up and cluster.healthy() else 0,
+                    "processes": running,
+                }
+            )
+        return rows
+
+    @contextlib.contextmanager
+    def running(self, clusters: int = 2, nodes: int = 3) -> Iterator[list[LabCluster]]:
+        members = self.up(clusters=clusters, nodes=nodes, progress=lambda _: None)
+        try:
+            yield members
+        finally:
+            self.down(progress=lambda _: None)

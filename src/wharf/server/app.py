@@ -1,0 +1,142 @@
+"""The FastAPI application: migrations on start, health and readiness, metrics, access logs."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from sqlalchemy import DateTime, Integer, String, column, insert, select, table
+from starlette.routing import Match
+
+import wharf
+from wharf.core.config import Settings
+from wharf.core.logging import get_logger
+from wharf.store import Database, migrate, schema_head
+
+log = get_logger("wharf.server")
+
+_installation = table(
+    "installation",
+    column("id", Integer),
+    column("installed_at", DateTime(timezone=True)),
+    column("installed_version", String),
+)
+
+
+class Metrics:
+    """The server's own Prometheus metrics, in a registry per app (tests build many apps)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "wharf_http_requests_total",
+            "HTTP requests served",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "wharf_http_request_duration_seconds",
+            "HTTP request latency",
+            ["method", "route"],
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
+
+
+def _route_template(request: Request) -> str:
+    # Label by route template, not raw path, so that metrics do not grow with every name.
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match is Match.FULL:
+            return str(getattr(route, "path", request.url.path))
+    return "unmatched"
+
+
+def _record_installation(db: Database) -> None:
+    with db.session() as session:
+        if session.execute(select(_installation.c.id)).first() is None:
+            session.execute(
+                insert(_installation).values(
+                    installed_at=dt.datetime.now(dt.UTC), installed_version=wharf.__version__
+                )
+            )
+
+
+def create_app(settings: Settings) -> FastAPI:
+    db = Database(settings.database_url)
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        revision = migrate(db)
+        _record_installation(db)
+        log.info("database ready", dialect=db.dialect, schema=revision)
+        yield
+        db.dispose()
+
+    app = FastAPI(
+        title="Wharf",
+        version=wharf.__version__,
+        description="Enterprise container-cloud PaaS on Kubernetes",
+        lifespan=lifespan,
+    )
+    app.state.db = db
+    app.state.metrics = metrics
+
+    @app.middleware("http")
+    async def observe(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        elapsed = time.perf_counter() - started
+        route = _route_template(request)
+        metrics.requests.labels(request.method, route, str(response.status_code)).inc()
+        metrics.latency.labels(request.method, route).observe(elapsed)
+        log.info(
+            "request",
+            method=request.method,
+            path=request.url.path,
+            status=response.status_code,
+            ms=round(elapsed * 1000, 2),
+            client=request.client.host if request.client else None,
+        )
+        return response
+
+    @app.get("/healthz", tags=["health"], summary="Liveness: the process serves requests")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"], summary="Readiness: database reachable, schema current")
+    def readyz() -> JSONResponse:
+        checks: dict[str, str] = {}
+        try:
+            db.ping()
+            checks["database"] = "ok"
+            current, head = db.current_revision(), schema_head()
+            checks["schema"] = "ok" if current == head else f"at {current}, expected {head}"
+        except Exception as exc:  # readiness reports, it does not crash
+            checks["database"] = f"unreachable: {type(exc).__name__}"
+        ready = all(v == "ok" for v in checks.values())
+        return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+
+    @app.get("/metrics", tags=["health"], summary="Prometheus metrics", include_in_schema=False)
+    def prometheus_metrics() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/api/v1/version", tags=["platform"], summary="Wharf's version and its database")
+    def version() -> dict[str, str | None]:
+        return {"version": wharf.__version__, "database": db.dialect, "schema": schema_head()}
+
+    return app

@@ -1,0 +1,43 @@
+from wharf.lab.build import _kubernetes_ldflags, staging_replacements
+
+GO_MOD = """module k8s.io/kubernetes
+
+go 1.26.0
+
+require (
+\tgithub.com/spf13/cobra v1.10.2
+\tk8s.io/api v0.0.0
+\tk8s.io/client-go v0.0.0
+\tk8s.io/klog/v2 v2.140.0
+\tk8s.io/kube-openapi v0.0.0-20260721132016-d427ff9ee9ad
+)
+
+replace (
+\tk8s.io/api => ./staging/src/k8s.io/api
+\tk8s.io/client-go => ./staging/src/k8s.io/client-go
+\tk8s.io/sample-controller => ./staging/src/k8s.io/sample-controller
+)
+"""
+
+
+def test_staging_modules_required_at_v0_are_replaced_by_the_release():
+    assert staging_replacements(GO_MOD, "v1.37.2") == {
+        "k8s.io/api": "v0.37.2",
+        "k8s.io/client-go": "v0.37.2",
+    }
+
+
+def test_a_staged_module_that_is_not_required_is_left_alone():
+    # sample-controller is staged but not required: no published release is needed for it.
+    assert "k8s.io/sample-controller" not in staging_replacements(GO_MOD, "v1.37.2")
+
+
+def test_pseudo_versions_are_not_taken_for_v0_0_0():
+    assert "k8s.io/kube-openapi" not in staging_replacements(GO_MOD, "v1.37.2")
+
+
+def test_version_is_stamped_on_component_base_and_client_go():
+    flags = _kubernetes_ldflags("v1.36.3")
+    assert "-X k8s.io/component-base/version.gitVersion=v1.36.3" in flags
+    assert "-X k8s.io/component-base/version.gitMinor=36" in flags
+    assert "-X k8s.io/client-go/pkg/version.gitVersion=v1.36.3" in flags

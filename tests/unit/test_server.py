@@ -1,0 +1,64 @@
+"""The server on both databases: migrations on start, health, readiness, metrics."""
+
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, text
+
+import wharf
+from wharf.core.config import Settings
+from wharf.server import create_app
+from wharf.store import schema_head
+
+
+def test_server_migrates_and_reports_ready(database_url):
+    app = create_app(Settings(database_url=database_url))
+    with TestClient(app) as client:
+        assert client.get("/healthz").json() == {"status": "ok"}
+        ready = client.get("/readyz")
+        assert ready.status_code == 200, ready.text
+        assert ready.json() == {"ready": True, "checks": {"database": "ok", "schema": "ok"}}
+        version = client.get("/api/v1/version").json()
+        assert version["version"] == wharf.__version__
+        assert version["database"] == database_url.split(":")[0].split("+")[0]
+    engine = create_engine(database_url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == schema_head()
+        assert conn.execute(text("SELECT count(*) FROM installation")).scalar() == 1
+    engine.dispose()
+
+
+def test_a_restart_keeps_one_installation_record(database_url):
+    for _ in range(2):
+        with TestClient(create_app(Settings(database_url=database_url))) as client:
+            assert client.get("/readyz").status_code == 200
+    engine = create_engine(database_url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM installation")).scalar() == 1
+    engine.dispose()
+
+
+def test_metrics_count_requests_by_route(tmp_path):
+    app = create_app(Settings(database_url=f"sqlite:///{tmp_path / 'w.db'}"))
+    with TestClient(app) as client:
+        for _ in range(3):
+            client.get("/healthz")
+        client.get("/no/such/page")
+        body = client.get("/metrics").text
+    assert 'wharf_http_requests_total{method="GET",route="/healthz",status="200"} 3.0' in body
+    assert 'route="unmatched",status="404"' in body
+    assert "wharf_http_request_duration_seconds_bucket" in body
+
+
+def test_readiness_fails_when_the_database_is_unreachable(tmp_path):
+    url = "postgresql+psycopg://nobody:nothing@127.0.0.1:1/none"
+    app = create_app(Settings(database_url=url))
+    # Without the lifespan (which would migrate), readiness must say 503 and why.
+    client = TestClient(app)
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["checks"]["database"].startswith("unreachable")
+
+
+def test_openapi_describes_the_health_endpoints(tmp_path):
+    app = create_app(Settings(database_url=f"sqlite:///{tmp_path / 'w.db'}"))
+    paths = TestClient(app).get("/openapi.json").json()["paths"]
+    assert {"/healthz", "/readyz", "/api/v1/version"} <= set(paths)
