@@ -21,7 +21,9 @@ def test_server_migrates_and_reports_ready(database_url):
         assert version["database"] == database_url.split(":")[0].split("+")[0]
     engine = create_engine(database_url)
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == schema_head()
+        assert (
+            conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == schema_head()
+        )
         assert conn.execute(text("SELECT count(*) FROM installation")).scalar() == 1
     engine.dispose()
 
