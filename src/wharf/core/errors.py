@@ -1,0 +1,72 @@
+"""Errors a caller can act on, each with a stable code, an HTTP status and a docs link.
+
+    WharfError
+    ├── InvalidError          422  bad input: names the field and what is wrong
+    ├── UnauthenticatedError  401  no or bad credentials
+    ├── ForbiddenError        403  known object, action not allowed for this caller
+    ├── NotFoundError         404  no such object, or one the caller may not know of
+    ├── ConflictError         409  stale resourceVersion, or the name is taken
+    └── QuotaExceededError    422  the change would break the quota hierarchy (says by how much)
+
+A caller of another tenant gets NotFoundError, never ForbiddenError, so that an error never
+reveals that an object exists.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+DOCS = "https://wharf.dev/docs/errors#"
+
+
+class WharfError(Exception):
+    code: ClassVar[str] = "error"
+    status: ClassVar[int] = 500
+
+    def __init__(self, message: str, *, field: str | None = None, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.details = details
+
+    def body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "code": self.code,
+            "message": self.message,
+            "docs": DOCS + self.code,
+        }
+        if self.field:
+            body["field"] = self.field
+        if self.details:
+            body["details"] = self.details
+        return body
+
+
+class InvalidError(WharfError):
+    code = "invalid"
+    status = 422
+
+
+class UnauthenticatedError(WharfError):
+    code = "unauthenticated"
+    status = 401
+
+
+class ForbiddenError(WharfError):
+    code = "forbidden"
+    status = 403
+
+
+class NotFoundError(WharfError):
+    code = "not_found"
+    status = 404
+
+
+class ConflictError(WharfError):
+    code = "conflict"
+    status = 409
+
+
+class QuotaExceededError(WharfError):
+    code = "quota_exceeded"
+    status = 422

@@ -1,0 +1,1 @@
+"""Identity and access: users, API tokens, built-in roles and who holds them where."""

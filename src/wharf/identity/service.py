@@ -1,0 +1,218 @@
+"""Users, passwords (argon2), API tokens (random, shown once, stored hashed) and memberships."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import secrets
+from collections.abc import Iterable
+from typing import Any
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.orm import Session
+
+from wharf.core.errors import ConflictError, InvalidError, NotFoundError, UnauthenticatedError
+from wharf.core.resources import check_name
+from wharf.identity.model import ROLES, Grant, Principal, TokenScope
+from wharf.store.tables import api_tokens, memberships, users
+
+_hasher = PasswordHasher()
+TOKEN_PREFIX = "wharf"
+MAX_TOKEN_TTL = dt.timedelta(days=365)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+def create_user(session: Session, name: str, password: str | None) -> None:
+    check_name(name, "name", max_length=64)
+    if password is not None and len(password) < 8:
+        raise InvalidError("password: use at least 8 characters", field="password")
+    if session.execute(select(users.c.name).where(users.c.name == name)).first():
+        raise ConflictError(f"user {name!r} already exists", field="name")
+    session.execute(
+        insert(users).values(
+            name=name,
+            password_hash=_hasher.hash(password) if password else None,
+            created_at=_now(),
+            disabled=False,
+        )
+    )
+
+
+def user_exists(session: Session, name: str) -> bool:
+    return session.execute(select(users.c.name).where(users.c.name == name)).first() is not None
+
+
+def list_users(session: Session) -> list[str]:
+    return list(session.execute(select(users.c.name).order_by(users.c.name)).scalars())
+
+
+def verify_password(session: Session, name: str, password: str) -> bool:
+    row = session.execute(
+        select(users.c.password_hash, users.c.disabled).where(users.c.name == name)
+    ).first()
+    if row is None or row.disabled or not row.password_hash:
+        _hasher.hash(password)  # same cost either way: timing does not reveal who exists
+        return False
+    try:
+        return _hasher.verify(row.password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def issue_token(
+    session: Session,
+    user: str,
+    name: str,
+    ttl: dt.timedelta,
+    scope: TokenScope | None = None,
+) -> dict[str, Any]:
+    """A new token; its secret is in the answer and nowhere else (only its hash is kept)."""
+    if ttl <= dt.timedelta(0) or ttl > MAX_TOKEN_TTL:
+        raise InvalidError("expiresIn: must be between 1 second and 365 days", field="expiresIn")
+    scope = scope or TokenScope()
+    token_id = secrets.token_hex(8)
+    secret = secrets.token_urlsafe(32)
+    expires = _now() + ttl
+    session.execute(
+        insert(api_tokens).values(
+            id=token_id,
+            user=user,
+            name=name,
+            secret_hash=_digest(secret),
+            scope={"tenant": scope.tenant, "project": scope.project, "readOnly": scope.read_only},
+            created_at=_now(),
+            expires_at=expires,
+        )
+    )
+    return {
+        "id": token_id,
+        "name": name,
+        "token": f"{TOKEN_PREFIX}_{token_id}_{secret}",
+        "expiresAt": expires.isoformat(timespec="seconds"),
+    }
+
+
+def list_tokens(session: Session, user: str) -> list[dict[str, Any]]:
+    rows = session.execute(
+        select(api_tokens).where(api_tokens.c.user == user).order_by(api_tokens.c.created_at)
+    )
+    return [
+        {
+            "id": r.id,
+            "name": r.name,
+            "scope": r.scope,
+            "createdAt": _aware(r.created_at).isoformat(timespec="seconds"),
+            "expiresAt": _aware(r.expires_at).isoformat(timespec="seconds"),
+            "expired": _aware(r.expires_at) <= _now(),
+        }
+        for r in rows
+    ]
+
+
+def revoke_token(session: Session, user: str, token_id: str) -> None:
+    result = session.execute(
+        delete(api_tokens).where(api_tokens.c.id == token_id, api_tokens.c.user == user)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise NotFoundError(f"token {token_id!r} not found")
+
+
+def grants_of(session: Session, user: str) -> frozenset[Grant]:
+    rows = session.execute(select(memberships).where(memberships.c.user == user))
+    return frozenset(Grant(r.role, r.tenant, r.project) for r in rows)
+
+
+def authenticate(session: Session, bearer: str, source: str = "") -> Principal:
+    """The caller behind a bearer token; UnauthenticatedError for anything not valid now."""
+    parts = bearer.split("_", 2)
+    if len(parts) != 3 or parts[0] != TOKEN_PREFIX:
+        raise UnauthenticatedError("the bearer token is malformed")
+    row = session.execute(
+        select(api_tokens, users.c.disabled)
+        .join(users, users.c.name == api_tokens.c.user)
+        .where(api_tokens.c.id == parts[1])
+    ).first()
+    if row is None or not hmac.compare_digest(row.secret_hash, _digest(parts[2])):
+        raise UnauthenticatedError("the token is not valid")
+    if _aware(row.expires_at) <= _now():
+        raise UnauthenticatedError("the token has expired")
+    if row.disabled:
+        raise UnauthenticatedError("the user is disabled")
+    scope = TokenScope(
+        tenant=row.scope.get("tenant", ""),
+        project=row.scope.get("project", ""),
+        read_only=bool(row.scope.get("readOnly")),
+    )
+    return Principal(
+        user=row.user, grants=grants_of(session, row.user), token_scope=scope, source=source
+    )
+
+
+def grant(session: Session, user: str, role: str, tenant: str = "", project: str = "") -> None:
+    if role not in ROLES:
+        raise InvalidError(f"role: {role!r} is not one of {', '.join(ROLES)}", field="role")
+    existing = session.execute(
+        select(memberships).where(
+            memberships.c.user == user,
+            memberships.c.role == role,
+            memberships.c.tenant == tenant,
+            memberships.c.project == project,
+        )
+    ).first()
+    if existing is None:
+        session.execute(
+            insert(memberships).values(user=user, role=role, tenant=tenant, project=project)
+        )
+
+
+def revoke(session: Session, user: str, role: str, tenant: str = "", project: str = "") -> None:
+    session.execute(
+        delete(memberships).where(
+            memberships.c.user == user,
+            memberships.c.role == role,
+            memberships.c.tenant == tenant,
+            memberships.c.project == project,
+        )
+    )
+
+
+def replace_members(
+    session: Session, tenant: str, project: str, members: Iterable[tuple[str, str]]
+) -> None:
+    """Set exactly these (user, role) pairs at a tenant or project scope; nothing else there."""
+    wanted = set(members)
+    rows = session.execute(
+        select(memberships.c.user, memberships.c.role).where(
+            memberships.c.tenant == tenant, memberships.c.project == project
+        )
+    )
+    current = {(r.user, r.role) for r in rows}
+    for user, role in current - wanted:
+        revoke(session, user, role, tenant, project)
+    for user, role in wanted - current:
+        grant(session, user, role, tenant, project)
+
+
+def remove_scope(session: Session, tenant: str, project: str = "") -> None:
+    query = delete(memberships).where(memberships.c.tenant == tenant)
+    if project:
+        query = query.where(memberships.c.project == project)
+    session.execute(query)
+
+
+def disable_user(session: Session, name: str) -> None:
+    session.execute(update(users).where(users.c.name == name).values(disabled=True))

@@ -1,0 +1,385 @@
+"""The generic use cases every kind shares: authorize, validate, write with optimistic
+concurrency, audit in the same transaction, list with filters and pagination.
+
+A kind plugs in through `KindRules`: who may see and change it, how its spec is validated
+against the rest of the platform (quota, references), and what else changes with it.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import ValidationError
+from sqlalchemy.orm import Session
+
+from wharf.core.audit import diff, mask
+from wharf.core.errors import (
+    ConflictError,
+    ForbiddenError,
+    InvalidError,
+    NotFoundError,
+    WharfError,
+)
+from wharf.core.resources import API_VERSION, Kind, Manifest, check_name
+from wharf.identity.model import Action, Principal
+from wharf.store import Database
+from wharf.store.audit import AuditEvent, record
+from wharf.store.resources import ResourceStore, StoredResource
+
+Verdict = Literal["allow", "forbid", "hide"]
+MAX_PAGE = 500
+
+
+@dataclass(frozen=True)
+class Change:
+    """A write about to happen, handed to a kind's rules for validation."""
+
+    session: Session
+    principal: Principal
+    tenant: str
+    name: str
+    old: StoredResource | None
+    spec: dict[str, Any]
+
+
+class KindRules:
+    """Defaults for a kind; capabilities subclass and override what differs."""
+
+    kind: Kind
+
+    def verdict(
+        self, p: Principal, action: Action, tenant: str, name: str, old: StoredResource | None
+    ) -> Verdict:
+        if self.kind.scope == "platform":
+            if p.can(action):
+                return "allow"
+            return "forbid" if p.can("read") else "hide"
+        if not p.sees_tenant(tenant):
+            return "hide"
+        return "allow" if p.can(action, tenant) else ("forbid" if p.can("read", tenant) else "hide")
+
+    def visible_scopes(self, p: Principal, tenant: str | None) -> list[tuple[str, set[str] | None]]:
+        """(tenant, names or None for all) pairs the caller may list; [] for nothing."""
+        if self.kind.scope == "platform":
+            return [("", None)] if p.can("read") else []
+        tenants = p.visible_tenants()
+        if tenant is not None:
+            if tenants is not None and tenant not in tenants:
+                return []
+            return [(tenant, None)]
+        return [("*", None)] if tenants is None else [(t, None) for t in sorted(tenants)]
+
+    def validate(self, change: Change) -> dict[str, Any]:
+        """Check the spec against the rest of the platform; return the spec to store."""
+        return change.spec
+
+    def before_delete(self, session: Session, p: Principal, old: StoredResource) -> None:
+        """Refuse a delete that would leave something broken (raise a WharfError)."""
+
+    def after_write(
+        self, session: Session, stored: StoredResource | None, old: StoredResource | None
+    ) -> None:
+        """Keep derived rows (memberships, say) in step; stored is None after a delete."""
+
+    def present_status(self, stored: StoredResource, p: Principal) -> dict[str, Any]:
+        return stored.status
+
+
+def encode_continue(tenant: str, name: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps([tenant, name]).encode()).decode()
+
+
+def decode_continue(token: str) -> tuple[str, str]:
+    try:
+        tenant, name = json.loads(base64.urlsafe_b64decode(token.encode()))
+        return str(tenant), str(name)
+    except (ValueError, TypeError) as exc:
+        raise InvalidError("continue: not a token from a previous page", field="continue") from exc
+
+
+def parse_selector(text: str | None) -> dict[str, str]:
+    """`a=b,c=d` (equality only, as `kubectl -l` takes it)."""
+    out: dict[str, str] = {}
+    for part in (text or "").split(","):
+        if not part.strip():
+            continue
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip():
+            raise InvalidError(f"labelSelector: {part!r} is not key=value", field="labelSelector")
+        out[key.strip()] = value.strip().lstrip("=")
+    return out
+
+
+class ResourceService:
+    def __init__(self, db: Database, rules: dict[str, KindRules]) -> None:
+        self.db = db
+        self.rules = rules
+
+    def kind_rules(self, kind: str) -> KindRules:
+        for rules in self.rules.values():
+            k = rules.kind
+            if kind in (k.name, k.plural, *k.short_names) or kind.lower() == k.name.lower():
+                return rules
+        raise NotFoundError(f"no kind {kind!r}: known kinds are {', '.join(sorted(self.rules))}")
+
+    # -- presentation -----------------------------------------------------------------------
+    def present(self, rules: KindRules, stored: StoredResource, p: Principal) -> dict[str, Any]:
+        metadata: dict[str, Any] = {"name": stored.name}
+        if rules.kind.scope == "tenant":
+            metadata["tenant"] = stored.tenant
+        metadata.update(
+            labels=stored.labels,
+            annotations=stored.annotations,
+            uid=stored.uid,
+            generation=stored.generation,
+            resourceVersion=str(stored.resource_version),
+            creationTimestamp=_ts(stored.created_at),
+            updateTimestamp=_ts(stored.updated_at),
+        )
+        return {
+            "apiVersion": API_VERSION,
+            "kind": rules.kind.name,
+            "metadata": metadata,
+            "spec": mask(stored.spec, rules.kind.secret_fields),
+            "status": rules.present_status(stored, p),
+        }
+
+    # -- reads ------------------------------------------------------------------------------
+    def _visible(
+        self,
+        rules: KindRules,
+        p: Principal,
+        action: Action,
+        tenant: str,
+        name: str,
+        old: StoredResource | None,
+    ) -> None:
+        verdict = rules.verdict(p, action, tenant, name, old)
+        if verdict == "hide" or (old is None and action == "read"):
+            raise NotFoundError(_not_found(rules.kind, tenant, name))
+        if verdict == "forbid":
+            raise ForbiddenError(
+                f"{p.user} may not {'change' if action == 'write' else 'read'} "
+                f"{rules.kind.name} {name!r}"
+            )
+
+    def get(self, p: Principal, kind: str, tenant: str, name: str) -> dict[str, Any]:
+        rules = self.kind_rules(kind)
+        tenant = self._tenant(rules, tenant)
+        with self.db.session() as session:
+            stored = ResourceStore(session).get(rules.kind.name, tenant, name)
+            if stored is None or rules.verdict(p, "read", tenant, name, stored) == "hide":
+                raise NotFoundError(_not_found(rules.kind, tenant, name))
+            self._visible(rules, p, "read", tenant, name, stored)
+            return self.present(rules, stored, p)
+
+    def list_(
+        self,
+        p: Principal,
+        kind: str,
+        tenant: str | None = None,
+        selector: str | None = None,
+        limit: int = 100,
+        continue_: str | None = None,
+    ) -> dict[str, Any]:
+        rules = self.kind_rules(kind)
+        if not 1 <= limit <= MAX_PAGE:
+            raise InvalidError(f"limit: must be between 1 and {MAX_PAGE}", field="limit")
+        labels = parse_selector(selector)
+        after = decode_continue(continue_) if continue_ else None
+        scopes = rules.visible_scopes(p, tenant if rules.kind.scope == "tenant" else None)
+        items: list[dict[str, Any]] = []
+        next_token = None
+        if scopes:
+            with self.db.session() as session:
+                rows = ResourceStore(session).query(
+                    rules.kind.name, scopes=scopes, selector=labels, limit=limit + 1, after=after
+                )
+                for stored in rows[:limit]:
+                    items.append(self.present(rules, stored, p))
+                if len(rows) > limit:
+                    last = rows[limit - 1]
+                    next_token = encode_continue(last.tenant, last.name)
+        return {
+            "apiVersion": API_VERSION,
+            "kind": f"{rules.kind.name}List",
+            "metadata": {"continue": next_token},
+            "items": items,
+        }
+
+    # -- writes -----------------------------------------------------------------------------
+    @contextmanager
+    def _audited(
+        self, p: Principal, action: str, kind: str, tenant: str, name: str
+    ) -> Iterator[tuple[Session, Callable[[list[dict[str, Any]]], None]]]:
+        """A transaction whose audit event commits with it; a refusal is audited on its own."""
+        try:
+            with self.db.session() as session:
+
+                def allowed(changes: list[dict[str, Any]]) -> None:
+                    record(
+                        session,
+                        AuditEvent(
+                            p.user, p.source, action, kind, tenant, name, "allowed", diff=changes
+                        ),
+                    )
+
+                yield session, allowed
+        except WharfError as exc:
+            outcome = "denied" if exc.status in (401, 403, 404) else "failed"
+            with self.db.session() as session:
+                record(
+                    session,
+                    AuditEvent(
+                        p.user, p.source, action, kind, tenant, name, outcome, reason=exc.message
+                    ),
+                )
+            raise
+
+    def apply(
+        self,
+        p: Principal,
+        body: dict[str, Any],
+        tenant: str | None = None,
+        kind: str | None = None,
+        name: str | None = None,
+        create_only: bool = False,
+    ) -> tuple[dict[str, Any], bool]:
+        """Create or update from a whole manifest; return (object, created)."""
+        try:
+            manifest = Manifest.model_validate(body)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(x) for x in first["loc"])
+            raise InvalidError(f"{where}: {first['msg']}", field=where) from None
+        rules = self.kind_rules(manifest.kind)
+        if kind is not None and self.kind_rules(kind) is not rules:
+            raise InvalidError(
+                f"kind: the body is a {manifest.kind}, the URL is for {kind}", field="kind"
+            )
+        if name is not None and manifest.metadata.name != name:
+            raise InvalidError(
+                f"metadata.name: {manifest.metadata.name!r} does not match the URL's {name!r}",
+                field="metadata.name",
+            )
+        tenant = self._tenant(rules, tenant if tenant is not None else manifest.metadata.tenant)
+        name = check_name(manifest.metadata.name)
+        expected = manifest.metadata.resourceVersion
+        with self._audited(p, "apply", rules.kind.name, tenant, name) as (session, allowed):
+            store = ResourceStore(session)
+            old = store.get(rules.kind.name, tenant, name)
+            self._visible(rules, p, "write", tenant, name, old)
+            if old is not None and create_only:
+                raise ConflictError(
+                    f"{rules.kind.name} {name!r} already exists", field="metadata.name"
+                )
+            spec = rules.kind.parse_spec(manifest.spec).model_dump(
+                mode="json", by_alias=True, exclude_none=True
+            )
+            spec = self._keep_secrets(rules, spec, old)
+            spec = rules.validate(Change(session, p, tenant, name, old, spec))
+            labels, annotations = manifest.metadata.labels, manifest.metadata.annotations
+            if old is None:
+                stored = store.create(
+                    rules.kind.name, tenant, name, labels=labels, annotations=annotations, spec=spec
+                )
+                action_diff = diff({}, mask(spec, rules.kind.secret_fields))
+            else:
+                stored = store.update(
+                    old,
+                    labels=labels,
+                    annotations=annotations,
+                    spec=spec,
+                    expected_version=int(expected) if expected else None,
+                )
+                action_diff = diff(
+                    {"spec": mask(old.spec, rules.kind.secret_fields), "labels": old.labels},
+                    {"spec": mask(spec, rules.kind.secret_fields), "labels": labels},
+                )
+            if stored is not old:
+                rules.after_write(session, stored, old)
+                allowed(action_diff)
+            return self.present(rules, stored, p), old is None
+
+    def delete(
+        self, p: Principal, kind: str, tenant: str, name: str, confirm: str | None = None
+    ) -> dict[str, Any]:
+        rules = self.kind_rules(kind)
+        tenant = self._tenant(rules, tenant)
+        with self._audited(p, "delete", rules.kind.name, tenant, name) as (session, allowed):
+            store = ResourceStore(session)
+            old = store.get(rules.kind.name, tenant, name)
+            self._visible(rules, p, "write", tenant, name, old)
+            if old is None:
+                raise NotFoundError(_not_found(rules.kind, tenant, name))
+            if confirm != name:
+                raise InvalidError(
+                    f"deleting {rules.kind.name} {name!r} needs confirm={name} (it removes "
+                    "what it owns in the clusters too)",
+                    field="confirm",
+                )
+            rules.before_delete(session, p, old)
+            store.delete(old)
+            rules.after_write(session, None, old)
+            allowed(diff({"spec": mask(old.spec, rules.kind.secret_fields)}, {}))
+            return self.present(rules, old, p)
+
+    # -- controllers ------------------------------------------------------------------------
+    def write_status(
+        self, kind: str, tenant: str, name: str, build: Callable[[StoredResource], dict[str, Any]]
+    ) -> StoredResource | None:
+        """Compute and store a new status from the current row; no write when unchanged."""
+        with self.db.session() as session:
+            store = ResourceStore(session)
+            stored = store.get(kind, tenant, name)
+            if stored is None:
+                return None
+            return store.write_status(stored, build(stored))
+
+    # -- helpers ----------------------------------------------------------------------------
+    @staticmethod
+    def _tenant(rules: KindRules, tenant: str | None) -> str:
+        if rules.kind.scope == "platform":
+            return ""
+        if not tenant:
+            raise InvalidError(
+                f"metadata.tenant: a {rules.kind.name} belongs to a tenant; name it",
+                field="metadata.tenant",
+            )
+        return check_name(tenant, "metadata.tenant")
+
+    @staticmethod
+    def _keep_secrets(
+        rules: KindRules, spec: dict[str, Any], old: StoredResource | None
+    ) -> dict[str, Any]:
+        """A secret sent back masked (as `get` shows it) means "unchanged", not a new value."""
+        if old is None:
+            return spec
+        masked_old = mask(old.spec, rules.kind.secret_fields) or {}
+        for dotted in rules.kind.secret_fields:
+            *parents, leaf = dotted.split(".")
+            node, old_node, masked_node = spec, old.spec, masked_old
+            for part in parents:
+                node = node.get(part, {}) if isinstance(node, dict) else {}
+                old_node = old_node.get(part, {}) if isinstance(old_node, dict) else {}
+                masked_node = masked_node.get(part, {}) if isinstance(masked_node, dict) else {}
+            if isinstance(node, dict) and leaf in node and node[leaf] == masked_node.get(leaf):
+                node[leaf] = old_node.get(leaf)
+        return spec
+
+
+def _ts(value: dt.datetime) -> str:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return str(value.isoformat(timespec="seconds").replace("+00:00", "Z"))
+
+
+def _not_found(kind: Kind, tenant: str, name: str) -> str:
+    where = f" in tenant {tenant!r}" if kind.scope == "tenant" else ""
+    return f"{kind.name} {name!r} not found{where}"

@@ -1,0 +1,86 @@
+"""Writing and reading audit events. A write goes in the caller's transaction, so that an
+allowed change and its audit event commit or roll back together."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import insert, select
+from sqlalchemy.orm import Session
+
+from wharf.store.tables import audit_events
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    actor: str
+    source: str
+    action: str
+    kind: str
+    tenant: str
+    name: str
+    outcome: str
+    reason: str = ""
+    diff: list[dict[str, Any]] | None = None
+
+
+def record(session: Session, event: AuditEvent) -> None:
+    session.execute(
+        insert(audit_events).values(
+            time=dt.datetime.now(dt.UTC),
+            actor=event.actor,
+            source=event.source,
+            action=event.action,
+            kind=event.kind,
+            tenant=event.tenant,
+            name=event.name,
+            outcome=event.outcome,
+            reason=event.reason,
+            diff=event.diff or [],
+        )
+    )
+
+
+def query(
+    session: Session,
+    *,
+    tenants: Collection[str] | None,
+    actor: str | None = None,
+    kind: str | None = None,
+    action: str | None = None,
+    outcome: str | None = None,
+    name: str | None = None,
+    since: dt.datetime | None = None,
+    before_id: int | None = None,
+    limit: int = 100,
+) -> list[dict[str, Any]]:
+    """Newest first; `before_id` continues a previous page."""
+    q = select(audit_events)
+    if tenants is not None:
+        q = q.where(audit_events.c.tenant.in_(list(tenants)))
+    for column, value in (
+        ("actor", actor),
+        ("kind", kind),
+        ("action", action),
+        ("outcome", outcome),
+        ("name", name),
+    ):
+        if value:
+            q = q.where(audit_events.c[column] == value)
+    if since is not None:
+        q = q.where(audit_events.c.time >= since)
+    if before_id is not None:
+        q = q.where(audit_events.c.id < before_id)
+    q = q.order_by(audit_events.c.id.desc()).limit(limit)
+    rows = []
+    for row in session.execute(q):
+        item = dict(row._mapping)
+        when = item["time"]
+        if when.tzinfo is None:  # SQLite returns naive datetimes
+            when = when.replace(tzinfo=dt.UTC)
+        item["time"] = when.isoformat(timespec="seconds").replace("+00:00", "Z")
+        rows.append(item)
+    return rows

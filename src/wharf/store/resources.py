@@ -1,0 +1,230 @@
+"""Storage of every kind of resource in one table, with optimistic concurrency.
+
+Each write bumps `resource_version`; an update names the version it read and fails with a
+conflict when the row moved on. `generation` moves only when the spec changes, so that
+controllers can tell desired-state changes (observedGeneration) from status writes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, delete, func, insert, or_, select, tuple_, update
+from sqlalchemy.orm import Session
+
+from wharf.core.errors import ConflictError
+from wharf.store.tables import resource_labels, resources
+
+# Which rows a caller may see: (tenant or "*" for any, names or None for all) pairs, OR-ed.
+Scopes = Sequence[tuple[str, Collection[str] | None]]
+
+
+@dataclass(frozen=True)
+class StoredResource:
+    id: int
+    kind: str
+    tenant: str
+    name: str
+    uid: str
+    generation: int
+    resource_version: int
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    spec: dict[str, Any]
+    status: dict[str, Any]
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+def _row(row: Any) -> StoredResource:
+    return StoredResource(**{k: getattr(row, k) for k in StoredResource.__dataclass_fields__})
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class ResourceStore:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def get(self, kind: str, tenant: str, name: str) -> StoredResource | None:
+        row = self.session.execute(
+            select(resources).where(
+                resources.c.kind == kind, resources.c.tenant == tenant, resources.c.name == name
+            )
+        ).first()
+        return _row(row) if row else None
+
+    def _filtered(
+        self, kind: str, scopes: Scopes | None, selector: Mapping[str, str] | None
+    ) -> Any:
+        query = select(resources).where(resources.c.kind == kind)
+        if scopes is not None and not any(t == "*" and n is None for t, n in scopes):
+            clauses = []
+            for tenant, names in scopes:
+                clause = resources.c.tenant == tenant if tenant != "*" else None
+                if names is not None:
+                    by_name = resources.c.name.in_(sorted(names))
+                    clause = by_name if clause is None else and_(clause, by_name)
+                if clause is not None:
+                    clauses.append(clause)
+            query = query.where(or_(*clauses) if clauses else resources.c.id.is_(None))
+        for key, value in (selector or {}).items():
+            query = query.where(
+                select(resource_labels.c.resource_id)
+                .where(
+                    resource_labels.c.resource_id == resources.c.id,
+                    resource_labels.c.key == key,
+                    resource_labels.c.value == value,
+                )
+                .exists()
+            )
+        return query
+
+    def query(
+        self,
+        kind: str,
+        *,
+        scopes: Scopes | None = None,
+        selector: Mapping[str, str] | None = None,
+        limit: int | None = None,
+        after: tuple[str, str] | None = None,
+    ) -> list[StoredResource]:
+        """Resources of a kind ordered by (tenant, name); `after` continues a previous page."""
+        query = self._filtered(kind, scopes, selector)
+        if after is not None:
+            query = query.where(
+                or_(
+                    resources.c.tenant > after[0],
+                    and_(resources.c.tenant == after[0], resources.c.name > after[1]),
+                )
+            )
+        query = query.order_by(resources.c.tenant, resources.c.name)
+        if limit is not None:
+            query = query.limit(limit)
+        return [_row(r) for r in self.session.execute(query)]
+
+    def count(
+        self,
+        kind: str,
+        *,
+        scopes: Scopes | None = None,
+        selector: Mapping[str, str] | None = None,
+    ) -> int:
+        query = self._filtered(kind, scopes, selector).subquery()
+        return int(self.session.execute(select(func.count()).select_from(query)).scalar_one())
+
+    def get_many(self, kind: str, keys: Collection[tuple[str, str]]) -> list[StoredResource]:
+        if not keys:
+            return []
+        query = select(resources).where(
+            resources.c.kind == kind,
+            tuple_(resources.c.tenant, resources.c.name).in_(list(keys)),
+        )
+        return [_row(r) for r in self.session.execute(query)]
+
+    def create(
+        self,
+        kind: str,
+        tenant: str,
+        name: str,
+        *,
+        labels: dict[str, str],
+        annotations: dict[str, str],
+        spec: dict[str, Any],
+        status: dict[str, Any] | None = None,
+    ) -> StoredResource:
+        if self.get(kind, tenant, name) is not None:
+            where = f" in tenant {tenant}" if tenant else ""
+            raise ConflictError(f"{kind} {name!r} already exists{where}", field="metadata.name")
+        now = _now()
+        values: dict[str, Any] = {
+            "kind": kind,
+            "tenant": tenant,
+            "name": name,
+            "uid": str(uuid.uuid4()),
+            "generation": 1,
+            "resource_version": 1,
+            "labels": labels,
+            "annotations": annotations,
+            "spec": spec,
+            "status": status or {},
+            "created_at": now,
+            "updated_at": now,
+        }
+        new_id = int(
+            self.session.execute(
+                insert(resources).values(**values).returning(resources.c.id)
+            ).scalar_one()
+        )
+        self._write_labels(new_id, labels)
+        return StoredResource(id=new_id, **values)
+
+    def _write_labels(self, resource_id: int, labels: Mapping[str, str]) -> None:
+        self.session.execute(
+            delete(resource_labels).where(resource_labels.c.resource_id == resource_id)
+        )
+        if labels:
+            self.session.execute(
+                insert(resource_labels),
+                [{"resource_id": resource_id, "key": k, "value": v} for k, v in labels.items()],
+            )
+
+    def _update(self, old: StoredResource, expected_version: int, **values: Any) -> StoredResource:
+        values["resource_version"] = old.resource_version + 1
+        values["updated_at"] = _now()
+        result = self.session.execute(
+            update(resources)
+            .where(resources.c.id == old.id, resources.c.resource_version == expected_version)
+            .values(**values)
+        )
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            raise ConflictError(
+                f"{old.kind} {old.name!r} was changed by someone else (resourceVersion "
+                f"{expected_version} is stale): read it again and retry",
+                field="metadata.resourceVersion",
+            )
+        fields = {k: getattr(old, k) for k in StoredResource.__dataclass_fields__}
+        return StoredResource(**{**fields, **values})
+
+    def update(
+        self,
+        old: StoredResource,
+        *,
+        labels: dict[str, str],
+        annotations: dict[str, str],
+        spec: dict[str, Any],
+        expected_version: int | None = None,
+    ) -> StoredResource:
+        """Replace labels, annotations and spec; None when nothing differs (no write at all)."""
+        if (labels, annotations, spec) == (old.labels, old.annotations, old.spec):
+            if expected_version is not None and expected_version != old.resource_version:
+                self._update(old, expected_version)  # raises the conflict
+            return old
+        generation = old.generation + (1 if spec != old.spec else 0)
+        new = self._update(
+            old,
+            old.resource_version if expected_version is None else expected_version,
+            labels=labels,
+            annotations=annotations,
+            spec=spec,
+            generation=generation,
+        )
+        if labels != old.labels:
+            self._write_labels(old.id, labels)
+        return new
+
+    def write_status(self, old: StoredResource, status: dict[str, Any]) -> StoredResource:
+        """Replace the status; writes nothing when it is unchanged."""
+        if status == old.status:
+            return old
+        return self._update(old, old.resource_version, status=status)
+
+    def delete(self, old: StoredResource) -> None:
+        self.session.execute(delete(resource_labels).where(resource_labels.c.resource_id == old.id))
+        self.session.execute(delete(resources).where(resources.c.id == old.id))

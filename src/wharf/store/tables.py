@@ -1,0 +1,105 @@
+"""The tables. Wharf's own resources share one generic table; identity and audit have theirs."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+# BigInteger primary keys autoincrement on PostgreSQL; SQLite needs INTEGER for rowid aliasing.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+resources = Table(
+    "resources",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("kind", String(64), nullable=False),
+    Column("tenant", String(64), nullable=False, server_default=""),  # "" = platform scope
+    Column("name", String(128), nullable=False),
+    Column("uid", String(36), nullable=False, unique=True),
+    Column("generation", Integer, nullable=False),
+    Column("resource_version", Integer, nullable=False),
+    Column("labels", JSON, nullable=False),
+    Column("annotations", JSON, nullable=False),
+    Column("spec", JSON, nullable=False),
+    Column("status", JSON, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("kind", "tenant", "name", name="uq_resources_kind_tenant_name"),
+    Index("ix_resources_tenant_kind", "tenant", "kind"),
+)
+
+# One row per label, so that label selectors run as indexed SQL.
+resource_labels = Table(
+    "resource_labels",
+    metadata,
+    Column("resource_id", Id, ForeignKey("resources.id", ondelete="CASCADE"), primary_key=True),
+    Column("key", String(317), primary_key=True),
+    Column("value", String(63), nullable=False),
+    Index("ix_resource_labels_key_value", "key", "value"),
+)
+
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("time", DateTime(timezone=True), nullable=False, index=True),
+    Column("actor", String(128), nullable=False),
+    Column("source", String(64), nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("kind", String(64), nullable=False),
+    Column("tenant", String(64), nullable=False, server_default=""),
+    Column("name", String(128), nullable=False),
+    Column("outcome", String(16), nullable=False),  # allowed | denied | failed
+    Column("reason", Text, nullable=False, server_default=""),
+    Column("diff", JSON, nullable=False),
+    Index("ix_audit_events_tenant_time", "tenant", "time"),
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("password_hash", String(255), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("disabled", Boolean, nullable=False, default=False),
+)
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("user", String(64), ForeignKey("users.name", ondelete="CASCADE"), nullable=False),
+    Column("name", String(64), nullable=False),
+    Column("secret_hash", String(64), nullable=False),
+    Column("scope", JSON, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("last_used_at", DateTime(timezone=True), nullable=True),
+    Index("ix_api_tokens_user", "user"),
+)
+
+# Who holds which role where; rebuilt from tenant and project specs, or granted at platform scope.
+memberships = Table(
+    "memberships",
+    metadata,
+    Column("user", String(64), primary_key=True),
+    Column("role", String(32), primary_key=True),
+    Column("tenant", String(64), primary_key=True, server_default=""),
+    Column("project", String(64), primary_key=True, server_default=""),
+    Index("ix_memberships_scope", "tenant", "project"),
+)
