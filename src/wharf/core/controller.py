@@ -1,0 +1,122 @@
+"""The controller runtime: a de-duplicating work queue, workers, periodic resync, backoff.
+
+Level-triggered: an event only says *which* object to look at; the reconcile function reads
+the desired and observed state afresh each time, so a lost or repeated event does no harm.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Hashable, Iterable
+from typing import Any
+
+import structlog
+
+log = structlog.get_logger("wharf.controller")
+
+
+class WorkQueue:
+    """Keys waiting to be reconciled; a key queued twice is reconciled once."""
+
+    def __init__(self) -> None:
+        self._pending: dict[Hashable, None] = {}
+        self._event = asyncio.Event()
+
+    def add(self, key: Hashable) -> None:
+        self._pending[key] = None
+        self._event.set()
+
+    async def get(self) -> Hashable:
+        while not self._pending:
+            self._event.clear()
+            await self._event.wait()
+        key = next(iter(self._pending))
+        del self._pending[key]
+        return key
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+
+class Controller:
+    """Runs `reconcile(key)` for queued keys; all keys from `list_keys` every `resync` s."""
+
+    def __init__(
+        self,
+        name: str,
+        reconcile: Callable[[Any], Awaitable[None]],
+        list_keys: Callable[[], Awaitable[Iterable[Hashable]]],
+        resync: float = 30.0,
+        workers: int = 2,
+    ) -> None:
+        self.name = name
+        self.reconcile = reconcile
+        self.list_keys = list_keys
+        self.resync = resync
+        self.workers = workers
+        self.queue = WorkQueue()
+        self._failures: dict[Hashable, int] = {}
+        self._active: set[Hashable] = set()
+        self.reconciles = 0
+
+    async def _worker(self) -> None:
+        while True:
+            key = await self.queue.get()
+            if key in self._active:  # another worker has it; look again after it is done
+                await asyncio.sleep(0.05)
+                self.queue.add(key)
+                continue
+            self._active.add(key)
+            try:
+                await self.reconcile(key)
+                self._failures.pop(key, None)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failures = self._failures.get(key, 0) + 1
+                self._failures[key] = failures
+                delay = min(30.0, 0.5 * 2**failures)
+                log.warning(
+                    "reconcile failed",
+                    controller=self.name,
+                    key=str(key),
+                    error=f"{type(exc).__name__}: {exc}",
+                    retry_in=delay,
+                )
+                asyncio.get_running_loop().call_later(delay, self.queue.add, key)
+            finally:
+                self._active.discard(key)
+                self.reconciles += 1
+
+    async def _resync(self) -> None:
+        while True:
+            try:
+                for key in await self.list_keys():
+                    self.queue.add(key)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("listing keys failed", controller=self.name, error=str(exc))
+            await asyncio.sleep(self.resync)
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._resync())
+            for _ in range(self.workers):
+                group.create_task(self._worker())
+
+    async def idle(self, timeout: float = 30.0) -> None:
+        """Wait until nothing is queued or running (for tests and the demo)."""
+        async with asyncio.timeout(timeout):
+            while self.queue or self._active:
+                await asyncio.sleep(0.05)
+
+
+async def cancel(tasks: Iterable[asyncio.Task[Any]]) -> None:
+    tasks = list(tasks)
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task

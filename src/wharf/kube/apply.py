@@ -1,0 +1,92 @@
+"""Make one object in a cluster match what Wharf wants — and write nothing when it already does.
+
+Server-side apply (field manager `wharf`, forced, so an out-of-band edit of a field Wharf owns is
+taken back) is sent only when the observed object does not already contain every desired field.
+Quantities compare by value, since the API server keeps its own canonical spelling
+(`1024Mi` comes back as `1Gi`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lightkube import AsyncClient
+from lightkube.codecs import from_dict
+from lightkube.core.exceptions import ApiError
+from lightkube.core.resource import api_info
+
+from wharf.core.quantity import QuantityError, parse_quantity
+
+MANAGED_BY = "app.kubernetes.io/managed-by"
+
+
+def contains(desired: Any, observed: Any) -> bool:
+    """Whether `observed` already holds every field and value of `desired`."""
+    if isinstance(desired, dict):
+        return isinstance(observed, dict) and all(
+            contains(v, observed.get(k)) for k, v in desired.items()
+        )
+    if isinstance(desired, list):
+        return (
+            isinstance(observed, list)
+            and len(desired) == len(observed)
+            and all(contains(d, o) for d, o in zip(desired, observed, strict=True))
+        )
+    if desired == observed:
+        return True
+    if isinstance(desired, str) and isinstance(observed, str | int):
+        try:
+            return parse_quantity(desired) == parse_quantity(observed)
+        except QuantityError:
+            return False
+    return False
+
+
+def _type_of(obj: dict[str, Any]) -> Any:
+    return type(from_dict(obj))
+
+
+async def observe(client: AsyncClient, obj: dict[str, Any]) -> dict[str, Any] | None:
+    meta = obj["metadata"]
+    try:
+        current = await client.get(_type_of(obj), meta["name"], namespace=meta.get("namespace"))
+    except ApiError as exc:
+        if exc.status.code == 404:
+            return None
+        raise
+    result: dict[str, Any] = current.to_dict()
+    return result
+
+
+async def ensure(client: AsyncClient, obj: dict[str, Any]) -> bool:
+    """Apply `obj` unless the cluster already matches it; return whether it wrote."""
+    current = await observe(client, obj)
+    if current is not None and contains(obj, current):
+        return False
+    await client.apply(from_dict(obj), force=True)
+    return True
+
+
+async def prune(
+    client: AsyncClient,
+    kind_obj: dict[str, Any],
+    namespace: str | None,
+    labels: dict[str, str],
+    keep: set[str],
+) -> list[str]:
+    """Delete objects of a kind that carry `labels` and are not in `keep`; return their names."""
+    res = _type_of(kind_obj)
+    removed = []
+    kwargs: dict[str, Any] = {"labels": labels}
+    if api_info(res).resource.namespaced:
+        kwargs["namespace"] = namespace
+    async for item in client.list(res, **kwargs):
+        name = item.metadata.name
+        if name not in keep:
+            try:
+                await client.delete(res, name, namespace=namespace)
+            except ApiError as exc:
+                if exc.status.code != 404:
+                    raise
+            removed.append(name)
+    return removed

@@ -1,0 +1,38 @@
+"""One async client per registered cluster, rebuilt only when its kubeconfig changes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from lightkube import AsyncClient
+
+from wharf.kube.clients import async_client
+
+
+class ClusterConnections:
+    def __init__(self) -> None:
+        self._clients: dict[str, tuple[str, AsyncClient]] = {}
+
+    def client(self, cluster: str, kubeconfig: dict[str, Any]) -> AsyncClient:
+        fingerprint = hashlib.sha256(json.dumps(kubeconfig, sort_keys=True).encode()).hexdigest()
+        known = self._clients.get(cluster)
+        if known and known[0] == fingerprint:
+            return known[1]
+        client = async_client(kubeconfig)
+        self._clients[cluster] = (fingerprint, client)
+        return client
+
+    def cached(self, cluster: str) -> AsyncClient | None:
+        known = self._clients.get(cluster)
+        return known[1] if known else None
+
+    async def forget(self, cluster: str) -> None:
+        known = self._clients.pop(cluster, None)
+        if known:
+            await known[1].close()
+
+    async def close(self) -> None:
+        for name in list(self._clients):
+            await self.forget(name)

@@ -1,0 +1,80 @@
+"""A watch-backed cache of one resource type in one cluster: list, then watch, relist on error."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+from lightkube import AsyncClient
+
+log = structlog.get_logger("wharf.kube.informer")
+
+Handler = Callable[[str, dict[str, Any]], None]
+
+
+class Informer:
+    def __init__(
+        self,
+        client: AsyncClient,
+        resource: Any,
+        *,
+        labels: dict[str, Any] | None = None,
+        on_event: Handler | None = None,
+        name: str = "",
+    ) -> None:
+        self.client = client
+        self.resource = resource
+        self.labels = labels
+        self.on_event = on_event
+        self.name = name
+        self.items: dict[tuple[str, str], dict[str, Any]] = {}
+        self.synced = asyncio.Event()
+        self.error: str | None = None
+
+    @staticmethod
+    def _key(obj: dict[str, Any]) -> tuple[str, str]:
+        meta = obj.get("metadata", {})
+        return meta.get("namespace") or "", meta.get("name", "")
+
+    async def _list(self) -> str:
+        items: dict[tuple[str, str], dict[str, Any]] = {}
+        listing = self.client.list(self.resource, labels=self.labels)
+        async for item in listing:
+            obj = item.to_dict()
+            items[self._key(obj)] = obj
+        self.items = items
+        return str(listing.resourceVersion)
+
+    async def run(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                version = await self._list()
+                self.error = None
+                self.synced.set()
+                if self.on_event:
+                    self.on_event("SYNCED", {})
+                delay = 0.5
+                watch = self.client.watch(
+                    self.resource, labels=self.labels, resource_version=version
+                )
+                async for event, item in watch:
+                    obj = item.to_dict()
+                    if event == "DELETED":
+                        self.items.pop(self._key(obj), None)
+                    else:
+                        self.items[self._key(obj)] = obj
+                    if self.on_event:
+                        self.on_event(event, obj)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.error = f"{type(exc).__name__}: {exc}"
+                self.synced.clear()
+                if self.on_event:
+                    self.on_event("ERROR", {})
+                log.info("watch interrupted", informer=self.name, error=self.error, retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
