@@ -33,3 +33,11 @@ def async_client(kubeconfig: Path | dict[str, Any], context: str | None = None) 
 
 def sync_client(kubeconfig: Path | dict[str, Any], context: str | None = None) -> Client:
     return Client(_config(kubeconfig, context), field_manager=FIELD_MANAGER)
+
+
+async def server_version(client: AsyncClient) -> str:
+    """The cluster's gitVersion from /version (lightkube has no typed call for it)."""
+    http = client._client._client  # the configured HTTP client: base URL, TLS, credentials
+    response = await http.get("/version")
+    response.raise_for_status()
+    return str(response.json().get("gitVersion", ""))

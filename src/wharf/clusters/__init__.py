@@ -1,0 +1,1 @@
+"""Clusters and node pools: registration, encrypted credentials, health and capacity."""

@@ -1,0 +1,106 @@
+"""Cluster and NodePool specs, and the pure arithmetic of capacity."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from fractions import Fraction
+from typing import Any, Literal
+
+from pydantic import Field
+
+from wharf.core.quantity import QuantityError, format_resources, parse_quantity
+from wharf.core.resources import Kind, Spec
+
+# What capacity is counted in, and the quota names that draw on each.
+CAPACITY_RESOURCES = ("cpu", "memory", "pods", "nvidia.com/gpu")
+QUOTA_TO_CAPACITY = {
+    "cpu": "cpu",
+    "requests.cpu": "cpu",
+    "memory": "memory",
+    "requests.memory": "memory",
+    "pods": "pods",
+    "count/pods": "pods",
+    "nvidia.com/gpu": "nvidia.com/gpu",
+    "requests.nvidia.com/gpu": "nvidia.com/gpu",
+}
+
+
+class ClusterSpec(Spec):
+    kubeconfig: str = Field(description="A kubeconfig whose current context reaches the cluster")
+    description: str = ""
+
+
+class Taint(Spec):
+    key: str
+    value: str = ""
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] = "NoSchedule"
+
+
+class NodePoolSpec(Spec):
+    cluster: str
+    nodeSelector: dict[str, str] = Field(min_length=1)
+    taints: list[Taint] = Field(default_factory=list)
+    tenants: list[str] = Field(default_factory=list)
+
+
+CLUSTER = Kind(
+    name="Cluster",
+    plural="clusters",
+    scope="platform",
+    spec=ClusterSpec,
+    secret_fields=("kubeconfig",),
+    short_names=("cluster", "clusters"),
+    columns=(
+        ("STATUS", "status.phase"),
+        ("VERSION", "status.kubernetesVersion"),
+        ("NODES", "status.capacity.nodes"),
+    ),
+)
+NODE_POOL = Kind(
+    name="NodePool",
+    plural="nodepools",
+    scope="platform",
+    spec=NodePoolSpec,
+    short_names=("nodepool", "np"),
+    columns=(("CLUSTER", "spec.cluster"), ("NODES", "status.nodes")),
+)
+
+
+def _sum(items: Iterable[Mapping[str, Any]]) -> dict[str, Fraction]:
+    total: dict[str, Fraction] = dict.fromkeys(CAPACITY_RESOURCES, Fraction(0))
+    for resources in items:
+        for name in CAPACITY_RESOURCES:
+            try:
+                total[name] += parse_quantity(str(resources.get(name, "0")))
+            except QuantityError:
+                continue
+    return total
+
+
+def capacity_of(nodes: Iterable[dict[str, Any]], pods: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """Nodes, allocatable and requested resources, from node and pod objects."""
+    nodes = list(nodes)
+    ready = [n for n in nodes if not n.get("spec", {}).get("unschedulable")]
+    allocatable = _sum(n.get("status", {}).get("allocatable", {}) for n in ready)
+    requests: list[dict[str, Any]] = []
+    running = 0
+    for pod in pods:
+        if pod.get("status", {}).get("phase") in ("Succeeded", "Failed"):
+            continue
+        if not pod.get("spec", {}).get("nodeName"):
+            continue
+        running += 1
+        for container in pod.get("spec", {}).get("containers", []):
+            requests.append(container.get("resources", {}).get("requests", {}) or {})
+    requested = _sum(requests)
+    requested["pods"] = Fraction(running)
+    return {
+        "nodes": len(nodes),
+        "allocatable": format_resources(allocatable),
+        "requested": format_resources(requested),
+    }
+
+
+def node_matches(node: dict[str, Any], selector: Mapping[str, str]) -> bool:
+    labels = node.get("metadata", {}).get("labels", {}) or {}
+    return all(labels.get(k) == v for k, v in selector.items())
