@@ -30,7 +30,7 @@ from wharf.core.resources import API_VERSION, Kind, Manifest, check_name
 from wharf.identity.model import Action, Principal
 from wharf.store import Database
 from wharf.store.audit import AuditEvent, record
-from wharf.store.resources import ResourceStore, StoredResource
+from wharf.store.resources import ResourceStore, Scopes, StoredResource
 
 Verdict = Literal["allow", "forbid", "hide"]
 MAX_PAGE = 500
@@ -64,7 +64,7 @@ class KindRules:
             return "hide"
         return "allow" if p.can(action, tenant) else ("forbid" if p.can("read", tenant) else "hide")
 
-    def visible_scopes(self, p: Principal, tenant: str | None) -> list[tuple[str, set[str] | None]]:
+    def visible_scopes(self, p: Principal, tenant: str | None) -> Scopes:
         """(tenant, names or None for all) pairs the caller may list; [] for nothing."""
         if self.kind.scope == "platform":
             return [("", None)] if p.can("read") else []

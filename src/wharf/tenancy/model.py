@@ -1,0 +1,307 @@
+"""Tenants, projects and the quota hierarchy, as pure rules.
+
+capacity ≥ Σ tenant quotas ≥ Σ project quotas ≥ Σ namespace quotas, at every level. A project
+quota is split over its (environment, cluster) namespaces; the split is exact (fractions), so
+the namespaces' ResourceQuotas add up to the project quota and never to more.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from fractions import Fraction
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from wharf.core.errors import InvalidError, QuotaExceededError
+from wharf.core.quantity import (
+    QuantityError,
+    add,
+    format_quantity,
+    parse_resources,
+    split_quantity,
+)
+from wharf.core.resources import NAME_RE, Kind, Spec
+
+MANAGED_BY = "app.kubernetes.io/managed-by"
+TENANT_LABEL = "wharf.io/tenant"
+PROJECT_LABEL = "wharf.io/project"
+ENV_LABEL = "wharf.io/env"
+TENANT_NAME_MAX = 20
+PROJECT_NAME_MAX = 24
+ENV_NAME_MAX = 12
+
+_STANDARD = {
+    "cpu",
+    "memory",
+    "ephemeral-storage",
+    "pods",
+    "services",
+    "secrets",
+    "configmaps",
+    "replicationcontrollers",
+    "resourcequotas",
+    "persistentvolumeclaims",
+    "services.nodeports",
+    "services.loadbalancers",
+    "requests.cpu",
+    "requests.memory",
+    "requests.storage",
+    "requests.ephemeral-storage",
+    "limits.cpu",
+    "limits.memory",
+    "limits.ephemeral-storage",
+}
+_PATTERNS = (
+    re.compile(r"^count/[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"),
+    re.compile(
+        r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?\.storageclass\.storage\.k8s\.io/"
+        r"(requests\.storage|persistentvolumeclaims)$"
+    ),
+    re.compile(
+        r"^(requests\.|limits\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9-]+)+/[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$"
+    ),
+)
+# Spellings Kubernetes treats as the same quota resource.
+_CANONICAL = {
+    "cpu": "requests.cpu",
+    "memory": "requests.memory",
+    "ephemeral-storage": "requests.ephemeral-storage",
+}
+
+
+def canonical(resource: str) -> str:
+    """The one name a quota resource goes by, so that `cpu` and `requests.cpu` add up."""
+    if resource in _CANONICAL:
+        return _CANONICAL[resource]
+    if (
+        "/" in resource
+        and not resource.startswith(("requests.", "limits.", "count/"))
+        and (".storageclass.storage.k8s.io/" not in resource)
+    ):
+        return f"requests.{resource}"  # extended resources are quota'd by their requests
+    return resource
+
+
+def check_quota_names(quota: Mapping[str, str], where: str) -> None:
+    for name in quota:
+        if name not in _STANDARD and not any(p.match(name) for p in _PATTERNS):
+            raise InvalidError(
+                f"{where}.{name}: not a resource a Kubernetes ResourceQuota accepts "
+                "(for example cpu, memory, pods, services.nodeports, requests.storage, "
+                "nvidia.com/gpu, count/deployments.apps)",
+                field=f"{where}.{name}",
+            )
+
+
+def amounts(quota: Mapping[str, str], where: str) -> dict[str, Fraction]:
+    """Parse a quota into canonical names and exact amounts, with errors naming the field."""
+    check_quota_names(quota, where)
+    try:
+        parsed = parse_resources(dict(quota), where)
+    except QuantityError as exc:
+        raise InvalidError(str(exc), field=where) from None
+    out: dict[str, Fraction] = {}
+    for name, value in parsed.items():
+        key = canonical(name)
+        if key in out:
+            raise InvalidError(
+                f"{where}: {name} names the same resource as another key", field=f"{where}.{name}"
+            )
+        out[key] = value
+    return out
+
+
+class Member(Spec):
+    user: str
+    role: Literal["project-admin", "developer", "viewer"] = "developer"
+
+
+class Environment(Spec):
+    name: str
+    clusters: list[str] = Field(min_length=1)
+    quota: dict[str, str] = Field(default_factory=dict, description="This environment's share")
+
+    @field_validator("name")
+    @classmethod
+    def _env_name(cls, value: str) -> str:
+        if not NAME_RE.match(value) or len(value) > ENV_NAME_MAX:
+            raise ValueError(f"use at most {ENV_NAME_MAX} lowercase letters, digits and '-'")
+        return value
+
+
+class ContainerDefaults(Spec):
+    defaultRequest: dict[str, str] = Field(
+        default_factory=lambda: {"cpu": "100m", "memory": "128Mi"}
+    )
+    default: dict[str, str] = Field(default_factory=lambda: {"cpu": "500m", "memory": "512Mi"})
+
+
+class TenantSpec(Spec):
+    displayName: str = ""
+    admins: list[str] = Field(default_factory=list)
+    viewers: list[str] = Field(default_factory=list)
+    quota: dict[str, str] = Field(default_factory=dict)
+    clusters: list[str] = Field(default_factory=list)
+    nodePools: list[str] = Field(default_factory=list)
+    storageClasses: list[str] = Field(default_factory=list)
+
+
+class ProjectSpec(Spec):
+    displayName: str = ""
+    members: list[Member] = Field(default_factory=list)
+    quota: dict[str, str] = Field(default_factory=dict)
+    environments: list[Environment] = Field(default_factory=list)
+    containerDefaults: ContainerDefaults = Field(default_factory=ContainerDefaults)
+
+    @field_validator("environments")
+    @classmethod
+    def _unique_envs(cls, envs: list[Environment]) -> list[Environment]:
+        names = [e.name for e in envs]
+        if len(names) != len(set(names)):
+            raise ValueError("environment names must be unique")
+        return envs
+
+
+TENANT = Kind(
+    name="Tenant",
+    plural="tenants",
+    scope="platform",
+    spec=TenantSpec,
+    short_names=("tenant", "tenants"),
+    columns=(("CLUSTERS", "spec.clusters"), ("QUOTA", "spec.quota")),
+)
+PROJECT = Kind(
+    name="Project",
+    plural="projects",
+    scope="tenant",
+    spec=ProjectSpec,
+    short_names=("project", "projects", "proj"),
+    columns=(("READY", "status.phase"), ("QUOTA", "spec.quota")),
+)
+
+
+def namespace_name(tenant: str, project: str, env: str) -> str:
+    return f"{tenant}-{project}-{env}"
+
+
+def _fmt(resource: str, value: Fraction) -> str:
+    return format_quantity(value, resource)
+
+
+def check_within(
+    what: str,
+    parent: str,
+    limit: Mapping[str, Fraction],
+    others: Mapping[str, Fraction],
+    asked: Mapping[str, Fraction],
+    where: str,
+    unlimited: Iterable[str] = (),
+) -> None:
+    """Refuse `asked` when others + asked exceeds limit; the error says by how much."""
+    skip = set(unlimited)
+    for resource, value in asked.items():
+        if resource in skip:
+            continue
+        if resource not in limit:
+            raise QuotaExceededError(
+                f"{what}: {parent} has no quota for {resource}, so none can be handed out",
+                field=f"{where}.{resource}",
+            )
+        total = others.get(resource, Fraction(0)) + value
+        if total > limit[resource]:
+            over = total - limit[resource]
+            raise QuotaExceededError(
+                f"{what}: {resource} would exceed {parent} by {_fmt(resource, over)} "
+                f"({parent} {_fmt(resource, limit[resource])}, others hold "
+                f"{_fmt(resource, others.get(resource, Fraction(0)))}, "
+                f"this asks {_fmt(resource, value)})",
+                field=f"{where}.{resource}",
+                resource=resource,
+                exceededBy=_fmt(resource, over),
+            )
+
+
+def check_not_below(
+    what: str,
+    asked: Mapping[str, Fraction],
+    floor: Mapping[str, Fraction],
+    floor_name: str,
+    where: str,
+) -> None:
+    """Refuse lowering a quota under what is already used or handed out."""
+    for resource, needed in floor.items():
+        if needed <= 0:
+            continue
+        value = asked.get(resource)
+        if value is None:
+            raise QuotaExceededError(
+                f"{what}: removing {resource} from the quota would leave {floor_name} "
+                f"({_fmt(resource, needed)}) without a limit; lower it to at least that instead",
+                field=f"{where}.{resource}",
+            )
+        if value < needed:
+            raise QuotaExceededError(
+                f"{what}: {resource} {_fmt(resource, value)} is below {floor_name} "
+                f"({_fmt(resource, needed)}) by {_fmt(resource, needed - value)}; "
+                "quota is never cut below what is in use",
+                field=f"{where}.{resource}",
+                resource=resource,
+                shortBy=_fmt(resource, needed - value),
+            )
+
+
+def split_project_quota(
+    quota: Mapping[str, Fraction], environments: list[Environment]
+) -> dict[tuple[str, str], dict[str, Fraction]]:
+    """Each (environment, cluster) namespace's share of the project quota.
+
+    An environment that names a resource in its own quota gets that much; what is left of the
+    project's quota for that resource is split evenly over the environments that do not name
+    it. Each environment's share is split evenly over its clusters.
+    """
+    env_amounts = {
+        e.name: amounts(e.quota, f"spec.environments[{i}].quota")
+        for i, e in enumerate(environments)
+    }
+    per_env: dict[str, dict[str, Fraction]] = {e.name: {} for e in environments}
+    for resource, total in quota.items():
+        explicit = {e: a[resource] for e, a in env_amounts.items() if resource in a}
+        claimed = sum(explicit.values(), Fraction(0))
+        if claimed > total:
+            raise QuotaExceededError(
+                f"spec.environments: their {resource} quotas add up to "
+                f"{_fmt(resource, claimed)}, over the project's {_fmt(resource, total)} by "
+                f"{_fmt(resource, claimed - total)}",
+                field="spec.environments",
+            )
+        rest = [e.name for e in environments if e.name not in explicit]
+        shares = split_quantity(total - claimed, len(rest), resource) if rest else []
+        for env_name, share in zip(rest, shares, strict=True):
+            per_env[env_name][resource] = share
+        for env_name, value in explicit.items():
+            per_env[env_name][resource] = value
+    for i, env_amount in enumerate(env_amounts.values()):
+        extra = set(env_amount) - set(quota)
+        if extra:
+            name = sorted(extra)[0]
+            raise QuotaExceededError(
+                f"spec.environments[{i}].quota: the project has no quota for {name}",
+                field=f"spec.environments[{i}].quota",
+            )
+    result: dict[tuple[str, str], dict[str, Fraction]] = {}
+    for env in environments:
+        parts: dict[str, list[Fraction]] = {
+            r: split_quantity(v, len(env.clusters), r) for r, v in per_env[env.name].items()
+        }
+        for i, cluster in enumerate(env.clusters):
+            result[(env.name, cluster)] = {r: shares[i] for r, shares in parts.items()}
+    return result
+
+
+def total(items: Iterable[Mapping[str, Fraction]]) -> dict[str, Fraction]:
+    out: dict[str, Fraction] = {}
+    for item in items:
+        out = add(out, item)
+    return out

@@ -1,0 +1,234 @@
+"""Tenants and projects: who may see and change them, and the quota hierarchy on every write."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from wharf.clusters.model import QUOTA_TO_CAPACITY
+from wharf.core.errors import ConflictError, ForbiddenError, InvalidError, NotFoundError
+from wharf.core.quantity import QuantityError, format_resources, parse_quantity
+from wharf.core.resources import check_name
+from wharf.identity import service as identity
+from wharf.identity.model import Action, Principal
+from wharf.resources.service import Change, KindRules, Verdict
+from wharf.store.resources import ResourceStore, Scopes, StoredResource
+from wharf.tenancy.model import (
+    PROJECT,
+    PROJECT_NAME_MAX,
+    TENANT,
+    TENANT_NAME_MAX,
+    ProjectSpec,
+    amounts,
+    canonical,
+    check_not_below,
+    check_within,
+    split_project_quota,
+    total,
+)
+
+
+def _used(status: dict[str, Any]) -> dict[str, Fraction]:
+    out: dict[str, Fraction] = {}
+    for name, value in (status.get("used") or {}).items():
+        try:
+            out[name] = parse_quantity(value)
+        except QuantityError:
+            continue
+    return out
+
+
+def platform_capacity(session: Session) -> dict[str, Fraction]:
+    """Σ allocatable over every cluster that has reported its capacity."""
+    capacity: dict[str, Fraction] = {}
+    for cluster in ResourceStore(session).query("Cluster"):
+        for name, value in (cluster.status.get("capacity", {}).get("allocatable") or {}).items():
+            capacity[name] = capacity.get(name, Fraction(0)) + parse_quantity(value)
+    return capacity
+
+
+def _capacity_limits(capacity: dict[str, Fraction]) -> dict[str, Fraction]:
+    """The capacity in quota names (requests.cpu draws on cpu, and so on)."""
+    return {canonical(q): capacity.get(c, Fraction(0)) for q, c in QUOTA_TO_CAPACITY.items()}
+
+
+def _users_exist(session: Session, users: list[str], where: str) -> None:
+    for i, user in enumerate(users):
+        if not identity.user_exists(session, user):
+            raise InvalidError(f"{where}[{i}]: no user {user!r}", field=f"{where}[{i}]")
+
+
+class TenantRules(KindRules):
+    kind = TENANT
+
+    def verdict(
+        self, p: Principal, action: Action, tenant: str, name: str, old: StoredResource | None
+    ) -> Verdict:
+        if p.can(action):
+            return "allow"
+        if p.can("read") or (old is not None and p.sees_tenant(name)):
+            return "forbid" if action == "write" else "allow"
+        return "hide"
+
+    def visible_scopes(self, p: Principal, tenant: str | None) -> Scopes:
+        if p.can("read"):
+            return [("", None)]
+        tenants = p.visible_tenants()
+        return [("", tenants)] if tenants else []
+
+    def validate(self, change: Change) -> dict[str, Any]:
+        check_name(change.name, max_length=TENANT_NAME_MAX)
+        session, spec = change.session, change.spec
+        store = ResourceStore(session)
+        for i, cluster in enumerate(spec.get("clusters", [])):
+            if store.get("Cluster", "", cluster) is None:
+                raise InvalidError(
+                    f"spec.clusters[{i}]: no cluster {cluster!r}", field=f"spec.clusters[{i}]"
+                )
+        for i, pool in enumerate(spec.get("nodePools", [])):
+            stored_pool = store.get("NodePool", "", pool)
+            if stored_pool is None:
+                raise InvalidError(
+                    f"spec.nodePools[{i}]: no node pool {pool!r}", field=f"spec.nodePools[{i}]"
+                )
+            if stored_pool.spec.get("cluster") not in spec.get("clusters", []):
+                raise InvalidError(
+                    f"spec.nodePools[{i}]: {pool!r} is in cluster "
+                    f"{stored_pool.spec.get('cluster')!r}, which spec.clusters does not grant",
+                    field=f"spec.nodePools[{i}]",
+                )
+        _users_exist(session, spec.get("admins", []), "spec.admins")
+        _users_exist(session, spec.get("viewers", []), "spec.viewers")
+        asked = amounts(spec.get("quota", {}), "spec.quota")
+        others = total(
+            amounts(t.spec.get("quota", {}), "spec.quota")
+            for t in store.query("Tenant")
+            if t.name != change.name
+        )
+        limits = _capacity_limits(platform_capacity(session))
+        check_within(
+            f"tenant {change.name}",
+            "the platform's capacity",
+            limits,
+            others,
+            asked,
+            "spec.quota",
+            unlimited=set(asked) - set(limits),
+        )
+        projects = store.query("Project", scopes=[(change.name, None)])
+        handed_out = total(amounts(p.spec.get("quota", {}), "spec.quota") for p in projects)
+        check_not_below(
+            f"tenant {change.name}", asked, handed_out, "what its projects hold", "spec.quota"
+        )
+        return spec
+
+    def before_delete(self, session: Session, p: Principal, old: StoredResource) -> None:
+        projects = ResourceStore(session).query("Project", scopes=[(old.name, None)], limit=5)
+        if projects:
+            raise ConflictError(
+                f"tenant {old.name!r} still has projects ({', '.join(x.name for x in projects)}): "
+                "delete them first"
+            )
+
+    def after_write(
+        self, session: Session, stored: StoredResource | None, old: StoredResource | None
+    ) -> None:
+        if stored is None:
+            assert old is not None
+            identity.remove_scope(session, old.name)
+            return
+        members = [(u, "tenant-admin") for u in stored.spec.get("admins", [])]
+        members += [(u, "viewer") for u in stored.spec.get("viewers", [])]
+        identity.replace_members(session, stored.name, "", members)
+
+
+class ProjectRules(KindRules):
+    kind = PROJECT
+
+    def verdict(
+        self, p: Principal, action: Action, tenant: str, name: str, old: StoredResource | None
+    ) -> Verdict:
+        if p.can(action, tenant, name):
+            return "allow"
+        if p.can("read", tenant, name) and (old is not None or p.can("read", tenant)):
+            return "forbid"
+        return "hide"
+
+    def visible_scopes(self, p: Principal, tenant: str | None) -> Scopes:
+        tenants = p.visible_tenants()
+        if tenant is not None:
+            tenants = {tenant} if tenants is None or tenant in tenants else set()
+        if tenants is None:
+            return [("*", None)]
+        scopes = [(t, p.visible_projects(t)) for t in sorted(tenants)]
+        return [(t, names) for t, names in scopes if names is None or names]
+
+    def validate(self, change: Change) -> dict[str, Any]:
+        check_name(change.name, max_length=PROJECT_NAME_MAX)
+        session, spec, p = change.session, change.spec, change.principal
+        store = ResourceStore(session)
+        tenant = store.get("Tenant", "", change.tenant)
+        if tenant is None:
+            raise NotFoundError(f"tenant {change.tenant!r} not found")
+        old_quota = (change.old.spec.get("quota") if change.old else None) or {}
+        quota_changes = change.old is None or spec.get("quota", {}) != old_quota
+        if quota_changes and not p.is_tenant_admin(change.tenant):
+            raise ForbiddenError(
+                f"{p.user} may not set project quota: a tenant admin of "
+                f"{change.tenant} hands it out"
+            )
+        _users_exist(session, [m["user"] for m in spec.get("members", [])], "spec.members")
+        granted = tenant.spec.get("clusters", [])
+        for i, env in enumerate(spec.get("environments", [])):
+            for j, cluster in enumerate(env["clusters"]):
+                if cluster not in granted:
+                    raise InvalidError(
+                        f"spec.environments[{i}].clusters[{j}]: tenant {change.tenant} may not "
+                        f"use cluster {cluster!r} (it may use: {', '.join(granted) or 'none'})",
+                        field=f"spec.environments[{i}].clusters[{j}]",
+                    )
+        asked = amounts(spec.get("quota", {}), "spec.quota")
+        tenant_quota = amounts(tenant.spec.get("quota", {}), "spec.quota")
+        siblings = total(
+            amounts(x.spec.get("quota", {}), "spec.quota")
+            for x in store.query("Project", scopes=[(change.tenant, None)])
+            if x.name != change.name
+        )
+        check_within(
+            f"project {change.name}",
+            f"tenant {change.tenant}'s quota",
+            tenant_quota,
+            siblings,
+            asked,
+            "spec.quota",
+        )
+        if change.old is not None:
+            check_not_below(
+                f"project {change.name}",
+                asked,
+                _used(change.old.status),
+                "its current usage",
+                "spec.quota",
+            )
+        split_project_quota(asked, ProjectSpec.model_validate(spec).environments)
+        return spec
+
+    def after_write(
+        self, session: Session, stored: StoredResource | None, old: StoredResource | None
+    ) -> None:
+        if stored is None:
+            assert old is not None
+            identity.remove_scope(session, old.tenant, old.name)
+            return
+        members = [(m["user"], m["role"]) for m in stored.spec.get("members", [])]
+        identity.replace_members(session, stored.tenant, stored.name, members)
+
+
+def tenant_usage(session: Session, tenant: str) -> dict[str, Any]:
+    """What a tenant's projects hold (their quotas) and use (from the clusters)."""
+    projects = ResourceStore(session).query("Project", scopes=[(tenant, None)])
+    allocated = total(amounts(p.spec.get("quota", {}), "spec.quota") for p in projects)
+    used = total(_used(p.status) for p in projects)
+    return {"allocated": format_resources(allocated), "used": format_resources(used)}
