@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import hashlib
-import json
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -20,24 +17,16 @@ from lightkube.resources.core_v1 import Node, Pod
 
 from wharf.clusters.model import capacity_of, node_matches
 from wharf.clusters.service import ClusterRules
-from wharf.core.controller import Controller, cancel
+from wharf.core.controller import Controller
 from wharf.core.resources import now, set_condition
 from wharf.kube.apply import ensure
 from wharf.kube.clients import server_version
-from wharf.kube.connections import ClusterConnections
-from wharf.kube.informer import Informer
+from wharf.kube.connections import ClusterConnections, fingerprint
+from wharf.kube.informer import ClusterWatches, Informer
 from wharf.resources.service import ResourceService
 from wharf.store.resources import ResourceStore, StoredResource
 
 log = structlog.get_logger("wharf.clusters")
-
-
-@dataclass
-class Watch:
-    fingerprint: str
-    nodes: Informer
-    pods: Informer
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
 class ClusterController:
@@ -53,7 +42,7 @@ class ClusterController:
         self.rules = rules
         self.connections = connections
         self.heartbeat_write = heartbeat_write
-        self.watches: dict[str, Watch] = {}
+        self.watches = ClusterWatches()
         self.controller = Controller("clusters", self.reconcile, self.list_keys, resync=heartbeat)
 
     async def list_keys(self) -> Iterable[str]:
@@ -62,7 +51,7 @@ class ClusterController:
                 return [c.name for c in ResourceStore(session).query("Cluster")]
 
         keys = await asyncio.to_thread(names)
-        for gone in set(self.watches) - set(keys):
+        for gone in self.watches.clusters() - set(keys):
             self.controller.queue.add(gone)
         return keys
 
@@ -72,42 +61,31 @@ class ClusterController:
             pools = [p for p in store.query("NodePool") if p.spec.get("cluster") == name]
             return store.get("Cluster", "", name), pools
 
-    async def _watch(self, name: str, stored: StoredResource) -> Watch:
-        kubeconfig = self.rules.kubeconfig(stored)
-        fingerprint = hashlib.sha256(json.dumps(kubeconfig, sort_keys=True).encode()).hexdigest()
-        watch = self.watches.get(name)
-        if watch and watch.fingerprint == fingerprint:
-            return watch
-        if watch:
-            await cancel(watch.tasks)
+    async def _watch(self, name: str, kubeconfig: dict[str, Any]) -> tuple[Informer, Informer]:
         client = self.connections.client(name, kubeconfig)
 
         def changed(event: str, _obj: dict[str, Any]) -> None:
             if event != "SYNCED":
                 self.controller.queue.add(name)
 
-        watch = Watch(
-            fingerprint,
-            Informer(client, Node, on_event=changed, name=f"{name}/nodes"),
-            Informer(client, Pod, on_event=changed, name=f"{name}/pods"),
-        )
-        watch.tasks = [
-            asyncio.create_task(watch.nodes.run()),
-            asyncio.create_task(watch.pods.run()),
-        ]
-        self.watches[name] = watch
-        return watch
+        def make() -> list[Informer]:
+            return [
+                Informer(client, Node, on_event=changed, name=f"{name}/nodes"),
+                Informer(client, Pod, on_event=changed, name=f"{name}/pods"),
+            ]
+
+        nodes, pods = await self.watches.ensure(name, fingerprint(kubeconfig), make)
+        return nodes, pods
 
     async def reconcile(self, name: str) -> None:
         stored, pools = await asyncio.to_thread(self._load, name)
         if stored is None:
-            watch = self.watches.pop(name, None)
-            if watch:
-                await cancel(watch.tasks)
+            await self.watches.drop(name)
             await self.connections.forget(name)
             return
-        watch = await self._watch(name, stored)
-        client = self.connections.client(name, self.rules.kubeconfig(stored))
+        kubeconfig = self.rules.kubeconfig(stored)
+        nodes, pods = await self._watch(name, kubeconfig)
+        client = self.connections.client(name, kubeconfig)
         status = dict(stored.status)
         try:
             async with asyncio.timeout(5):
@@ -118,11 +96,9 @@ class ClusterController:
         conditions = status.get("conditions", [])
         if reachable:
             status["kubernetesVersion"] = version
-            if watch.nodes.synced.is_set() and watch.pods.synced.is_set():
-                status["capacity"] = capacity_of(
-                    watch.nodes.items.values(), watch.pods.items.values()
-                )
-                await self._node_pools(name, client, pools, list(watch.nodes.items.values()))
+            if nodes.synced.is_set() and pods.synced.is_set():
+                status["capacity"] = capacity_of(nodes.items.values(), pods.items.values())
+                await self._node_pools(name, client, pools, list(nodes.items.values()))
             conditions = set_condition(
                 conditions,
                 "Ready",
@@ -174,9 +150,7 @@ class ClusterController:
                 )
 
     async def stop(self) -> None:
-        for watch in self.watches.values():
-            await cancel(watch.tasks)
-        self.watches.clear()
+        await self.watches.stop()
 
 
 def _same(status: dict[str, Any], _stored: StoredResource) -> dict[str, Any]:

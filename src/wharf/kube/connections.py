@@ -16,12 +16,12 @@ class ClusterConnections:
         self._clients: dict[str, tuple[str, AsyncClient]] = {}
 
     def client(self, cluster: str, kubeconfig: dict[str, Any]) -> AsyncClient:
-        fingerprint = hashlib.sha256(json.dumps(kubeconfig, sort_keys=True).encode()).hexdigest()
+        print_ = fingerprint(kubeconfig)
         known = self._clients.get(cluster)
-        if known and known[0] == fingerprint:
+        if known and known[0] == print_:
             return known[1]
         client = async_client(kubeconfig)
-        self._clients[cluster] = (fingerprint, client)
+        self._clients[cluster] = (print_, client)
         return client
 
     def cached(self, cluster: str) -> AsyncClient | None:
@@ -36,3 +36,7 @@ class ClusterConnections:
     async def close(self) -> None:
         for name in list(self._clients):
             await self.forget(name)
+
+
+def fingerprint(kubeconfig: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(kubeconfig, sort_keys=True).encode()).hexdigest()

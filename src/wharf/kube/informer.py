@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -78,3 +79,42 @@ class Informer:
                 log.info("watch interrupted", informer=self.name, error=self.error, retry_in=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
+
+
+class ClusterWatches:
+    """Informers per cluster, started once and replaced when the cluster's credentials change."""
+
+    def __init__(self) -> None:
+        self._watches: dict[str, tuple[str, list[Informer], list[asyncio.Task[None]]]] = {}
+
+    def clusters(self) -> set[str]:
+        return set(self._watches)
+
+    def informers(self, cluster: str) -> list[Informer]:
+        known = self._watches.get(cluster)
+        return known[1] if known else []
+
+    async def ensure(
+        self, cluster: str, fingerprint: str, make: Callable[[], list[Informer]]
+    ) -> list[Informer]:
+        known = self._watches.get(cluster)
+        if known and known[0] == fingerprint:
+            return known[1]
+        await self.drop(cluster)
+        informers = make()
+        tasks = [asyncio.create_task(i.run(), name=i.name) for i in informers]
+        self._watches[cluster] = (fingerprint, informers, tasks)
+        return informers
+
+    async def drop(self, cluster: str) -> None:
+        known = self._watches.pop(cluster, None)
+        if known:
+            for task in known[2]:
+                task.cancel()
+            for task in known[2]:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    async def stop(self) -> None:
+        for cluster in list(self._watches):
+            await self.drop(cluster)

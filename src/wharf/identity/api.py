@@ -1,0 +1,206 @@
+"""Login, API tokens, users and platform role bindings over REST; the caller dependency."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, Field
+
+from wharf.core.errors import ForbiddenError, InvalidError, UnauthenticatedError
+from wharf.identity import service
+from wharf.identity.model import ROLES, Principal, TokenScope
+from wharf.store import Database
+from wharf.store.audit import AuditEvent, record
+
+LOGIN_TTL = dt.timedelta(hours=12)
+
+
+def database(request: Request) -> Database:
+    db: Database = request.app.state.db
+    return db
+
+
+def current_principal(request: Request) -> Principal:
+    """The authenticated caller; 401 without a valid bearer token."""
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise UnauthenticatedError("send Authorization: Bearer <token> (see `wharf login`)")
+    source = request.client.host if request.client else ""
+    with database(request).session() as session:
+        return service.authenticate(session, token.strip(), source)
+
+
+Caller = Annotated[Principal, Depends(current_principal)]
+router = APIRouter(prefix="/api/v1", tags=["identity"])
+
+
+class Login(BaseModel):
+    username: str
+    password: str
+
+
+class NewToken(BaseModel):
+    name: str = Field(min_length=1, max_length=64)
+    expiresIn: int = Field(default=30 * 86400, description="seconds", ge=1)
+    tenant: str = ""
+    project: str = ""
+    readOnly: bool = False
+
+
+class NewUser(BaseModel):
+    name: str
+    password: str | None = None
+
+
+class Binding(BaseModel):
+    user: str
+    role: str
+
+
+@router.post("/login", summary="Exchange a username and password for a 12-hour token")
+def login(body: Login, request: Request) -> dict[str, Any]:
+    db = database(request)
+    source = request.client.host if request.client else ""
+    with db.session() as session:
+        if not service.verify_password(session, body.username, body.password):
+            record(
+                session,
+                AuditEvent(
+                    body.username,
+                    source,
+                    "login",
+                    "User",
+                    "",
+                    body.username,
+                    "denied",
+                    "wrong username or password",
+                ),
+            )
+            ok = False
+        else:
+            token = service.issue_token(session, body.username, "login", LOGIN_TTL)
+            record(
+                session,
+                AuditEvent(body.username, source, "login", "User", "", body.username, "allowed"),
+            )
+            ok = True
+    if not ok:
+        raise UnauthenticatedError("wrong username or password")
+    return token
+
+
+@router.get("/whoami", summary="The caller, its grants and its token's scope")
+def whoami(p: Caller) -> dict[str, Any]:
+    return {
+        "user": p.user,
+        "grants": sorted(
+            ({"role": g.role, "tenant": g.tenant, "project": g.project} for g in p.grants),
+            key=lambda g: (g["tenant"], g["project"], g["role"]),
+        ),
+        "tokenScope": {
+            "tenant": p.token_scope.tenant,
+            "project": p.token_scope.project,
+            "readOnly": p.token_scope.read_only,
+        },
+    }
+
+
+@router.get("/tokens", summary="The caller's API tokens (never their secrets)")
+def list_tokens(p: Caller, request: Request) -> dict[str, Any]:
+    with database(request).session() as session:
+        return {"items": service.list_tokens(session, p.user)}
+
+
+@router.post("/tokens", status_code=201, summary="A new API token, shown once")
+def create_token(body: NewToken, p: Caller, request: Request) -> dict[str, Any]:
+    if p.token_scope.read_only:
+        raise ForbiddenError("a read-only token cannot make tokens")
+    # A token never reaches further than the token that made it.
+    scope = TokenScope(
+        tenant=body.tenant or p.token_scope.tenant,
+        project=body.project or p.token_scope.project,
+        read_only=body.readOnly,
+    )
+    with database(request).session() as session:
+        token = service.issue_token(
+            session, p.user, body.name, dt.timedelta(seconds=body.expiresIn), scope
+        )
+        record(
+            session,
+            AuditEvent(p.user, p.source, "create", "Token", scope.tenant, body.name, "allowed"),
+        )
+    return token
+
+
+@router.delete("/tokens/{token_id}", summary="Revoke one of the caller's tokens")
+def delete_token(token_id: str, p: Caller, request: Request) -> dict[str, str]:
+    with database(request).session() as session:
+        service.revoke_token(session, p.user, token_id)
+        record(session, AuditEvent(p.user, p.source, "delete", "Token", "", token_id, "allowed"))
+    return {"deleted": token_id}
+
+
+def _platform_admin(p: Principal, request: Request, action: str, name: str) -> None:
+    if not p.can("write"):
+        with database(request).session() as session:
+            record(
+                session,
+                AuditEvent(
+                    p.user,
+                    p.source,
+                    action,
+                    "User",
+                    "",
+                    name,
+                    "denied",
+                    "only a platform admin manages users",
+                ),
+            )
+        raise ForbiddenError("only a platform admin manages users and platform roles")
+
+
+@router.get("/users", summary="Local users (platform admins and viewers)")
+def list_users(p: Caller, request: Request) -> dict[str, Any]:
+    if not p.can("read"):
+        raise ForbiddenError("only platform admins and viewers list users")
+    with database(request).session() as session:
+        return {"items": [{"name": n} for n in service.list_users(session)]}
+
+
+@router.post("/users", status_code=201, summary="Create a local user")
+def create_user(body: NewUser, p: Caller, request: Request) -> dict[str, str]:
+    _platform_admin(p, request, "create", body.name)
+    with database(request).session() as session:
+        service.create_user(session, body.name, body.password)
+        record(session, AuditEvent(p.user, p.source, "create", "User", "", body.name, "allowed"))
+    return {"name": body.name}
+
+
+@router.post(
+    "/platform/rolebindings",
+    status_code=201,
+    summary=f"Bind a platform-scope role ({', '.join(ROLES)})",
+)
+def bind(body: Binding, p: Caller, request: Request) -> dict[str, str]:
+    _platform_admin(p, request, "bind", body.user)
+    with database(request).session() as session:
+        if not service.user_exists(session, body.user):
+            raise InvalidError(f"user: no user {body.user!r}", field="user")
+        service.grant(session, body.user, body.role)
+        record(
+            session,
+            AuditEvent(
+                p.user,
+                p.source,
+                "bind",
+                "User",
+                "",
+                body.user,
+                "allowed",
+                diff=[{"path": "role", "old": None, "new": body.role}],
+            ),
+        )
+    return {"user": body.user, "role": body.role}
