@@ -26,6 +26,15 @@ class Settings(BaseSettings):
     port: int = 8700
     log_format: str = Field(default="json", pattern="^(json|console)$")
     log_level: str = "info"
+    secret_key: str | None = Field(
+        default=None, description="Seals credentials at rest; a key file is made when unset"
+    )
+    admin_password: str | None = Field(
+        default=None, description="Password of the first user, 'admin' (generated when unset)"
+    )
+    controllers: bool = Field(default=True, description="Run the controllers in this process")
+    heartbeat_seconds: float = 5.0
+    resync_seconds: float = 30.0
 
     @property
     def sqlite_path(self) -> Path | None:
@@ -33,6 +42,10 @@ class Settings(BaseSettings):
         return (
             Path(self.database_url[len(prefix) :]) if self.database_url.startswith(prefix) else None
         )
+
+    def key_file(self) -> Path:
+        base = self.sqlite_path.parent if self.sqlite_path else state_home()
+        return base / "secret.key"
 
 
 @lru_cache(maxsize=1)

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -20,9 +21,15 @@ from sqlalchemy import DateTime, Integer, String, column, insert, select, table
 from starlette.routing import Match
 
 import wharf
+from wharf.audit import api as audit_api
 from wharf.core.config import Settings
+from wharf.core.errors import InvalidError, WharfError
 from wharf.core.logging import get_logger
+from wharf.identity import api as identity_api
+from wharf.resources.api import resource_router
+from wharf.server.platform import Platform
 from wharf.store import Database, migrate, schema_head
+from wharf.tenancy import api as tenancy_api
 
 log = get_logger("wharf.server")
 
@@ -77,12 +84,22 @@ def create_app(settings: Settings) -> FastAPI:
     db = Database(settings.database_url)
     metrics = Metrics()
 
+    platform = Platform(settings, db)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         revision = migrate(db)
         _record_installation(db)
         log.info("database ready", dialect=db.dialect, schema=revision)
+        password = platform.bootstrap()
+        if password:
+            log.warning(
+                "created the first user: admin (platform-admin); change its password",
+                password=password,
+            )
+        platform.start()
         yield
+        await platform.stop()
         db.dispose()
 
     app = FastAPI(
@@ -93,6 +110,30 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.db = db
     app.state.metrics = metrics
+    app.state.platform = platform
+    app.state.resources = platform.resources
+    app.state.cluster_rules = platform.cluster_rules
+    app.state.connections = platform.connections
+
+    @app.exception_handler(WharfError)
+    async def wharf_error(_request: Request, exc: WharfError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"field": ".".join(str(x) for x in e["loc"]), "message": e["msg"]} for e in exc.errors()
+        ]
+        first = errors[0] if errors else {"field": "", "message": "invalid request"}
+        error = InvalidError(
+            f"{first['field']}: {first['message']}", field=first["field"], errors=errors
+        )
+        return JSONResponse(error.body(), status_code=error.status)
+
+    app.include_router(identity_api.router)
+    app.include_router(audit_api.router)
+    app.include_router(tenancy_api.router)
+    app.include_router(resource_router(platform.rules))
 
     @app.middleware("http")
     async def observe(

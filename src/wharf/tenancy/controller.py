@@ -40,6 +40,7 @@ from wharf.tenancy.model import (
     TENANT_LABEL,
     ProjectSpec,
     amounts,
+    member_account,
     namespace_name,
     split_project_quota,
     total,
@@ -62,10 +63,6 @@ class Desired:
 
 def _labels(tenant: str, project: str, env: str) -> dict[str, str]:
     return {MANAGED_BY: "wharf", TENANT_LABEL: tenant, PROJECT_LABEL: project, ENV_LABEL: env}
-
-
-def member_account(user: str) -> str:
-    return f"wharf-{user}"
 
 
 def desired_namespace(

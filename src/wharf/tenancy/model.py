@@ -186,6 +186,11 @@ def namespace_name(tenant: str, project: str, env: str) -> str:
     return f"{tenant}-{project}-{env}"
 
 
+def member_account(user: str) -> str:
+    """The ServiceAccount a member's issued kubeconfigs authenticate as."""
+    return f"wharf-{user}"
+
+
 def _fmt(resource: str, value: Fraction) -> str:
     return format_quantity(value, resource)
 

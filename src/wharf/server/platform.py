@@ -1,0 +1,78 @@
+"""Wiring: the database, the kinds and their rules, cluster connections and the controllers.
+
+Everything the API and the controllers share is built here once per server process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from typing import Any
+
+from wharf.clusters.controller import ClusterController
+from wharf.clusters.service import ClusterRules, NodePoolRules
+from wharf.core.config import Settings
+from wharf.core.controller import cancel
+from wharf.core.crypto import SecretBox
+from wharf.core.logging import get_logger
+from wharf.identity import service as identity
+from wharf.kube.connections import ClusterConnections
+from wharf.resources.service import KindRules, ResourceService
+from wharf.store import Database
+from wharf.tenancy.controller import PlacementController
+from wharf.tenancy.service import ProjectRules, TenantRules
+
+log = get_logger("wharf.platform")
+
+
+class Platform:
+    def __init__(self, settings: Settings, db: Database) -> None:
+        self.settings = settings
+        self.db = db
+        box = (
+            SecretBox(settings.secret_key)
+            if settings.secret_key
+            else SecretBox.from_key_file(settings.key_file())
+        )
+        self.cluster_rules = ClusterRules(box)
+        self.rules: list[KindRules] = [
+            self.cluster_rules,
+            NodePoolRules(),
+            TenantRules(),
+            ProjectRules(),
+        ]
+        self.resources = ResourceService(db, {r.kind.name: r for r in self.rules})
+        self.connections = ClusterConnections()
+        self.clusters = ClusterController(
+            self.resources,
+            self.cluster_rules,
+            self.connections,
+            heartbeat=settings.heartbeat_seconds,
+        )
+        self.placement = PlacementController(
+            self.resources, self.cluster_rules, self.connections, resync=settings.resync_seconds
+        )
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    def bootstrap(self) -> str | None:
+        """Make the first user, `admin`, a platform admin; return a generated password."""
+        with self.db.session() as session:
+            if identity.list_users(session):
+                return None
+            password = self.settings.admin_password or secrets.token_urlsafe(12)
+            identity.create_user(session, "admin", password)
+            identity.grant(session, "admin", "platform-admin")
+        return None if self.settings.admin_password else password
+
+    def start(self) -> None:
+        if self.settings.controllers:
+            self._tasks = [
+                asyncio.create_task(self.clusters.controller.run(), name="clusters"),
+                asyncio.create_task(self.placement.controller.run(), name="placement"),
+            ]
+
+    async def stop(self) -> None:
+        await cancel(self._tasks)
+        await self.clusters.stop()
+        await self.placement.stop()
+        await self.connections.close()
