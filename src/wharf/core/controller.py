@@ -59,6 +59,7 @@ class Controller:
         self._failures: dict[Hashable, int] = {}
         self._active: set[Hashable] = set()
         self.reconciles = 0
+        self._background: set[asyncio.Task[None]] = set()
 
     async def _worker(self) -> None:
         while True:
@@ -89,15 +90,24 @@ class Controller:
                 self._active.discard(key)
                 self.reconciles += 1
 
+    async def _enqueue_all(self) -> None:
+        try:
+            for key in await self.list_keys():
+                self.queue.add(key)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("listing keys failed", controller=self.name, error=str(exc))
+
+    def queue_all(self) -> None:
+        """Look at every object soon (something they all depend on changed)."""
+        task = asyncio.get_running_loop().create_task(self._enqueue_all())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     async def _resync(self) -> None:
         while True:
-            try:
-                for key in await self.list_keys():
-                    self.queue.add(key)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("listing keys failed", controller=self.name, error=str(exc))
+            await self._enqueue_all()
             await asyncio.sleep(self.resync)
 
     async def run(self) -> None:

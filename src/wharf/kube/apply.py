@@ -13,7 +13,7 @@ from typing import Any
 from lightkube import AsyncClient
 from lightkube.codecs import from_dict
 from lightkube.core.exceptions import ApiError
-from lightkube.core.resource import api_info
+from lightkube.core.resource import NamespacedResource
 
 from wharf.core.quantity import QuantityError, parse_quantity
 
@@ -70,22 +70,24 @@ async def ensure(client: AsyncClient, obj: dict[str, Any]) -> tuple[bool, dict[s
 
 async def prune(
     client: AsyncClient,
-    kind_obj: dict[str, Any],
+    resource: Any,
     namespace: str | None,
-    labels: dict[str, str],
+    labels: dict[str, Any],
     keep: set[str],
 ) -> list[str]:
-    """Delete objects of a kind that carry `labels` and are not in `keep`; return their names."""
-    res = _type_of(kind_obj)
+    """Delete objects of a resource type that carry `labels` and are not in `keep`."""
     removed = []
-    kwargs: dict[str, Any] = {"labels": labels}
-    if api_info(res).resource.namespaced:
-        kwargs["namespace"] = namespace
-    async for item in client.list(res, **kwargs):
+    namespaced = issubclass(resource, NamespacedResource)
+    listing = (
+        client.list(resource, namespace=namespace, labels=labels)
+        if namespaced
+        else (client.list(resource, labels=labels))
+    )
+    async for item in listing:
         name = item.metadata.name
         if name not in keep:
             try:
-                await client.delete(res, name, namespace=namespace)
+                await client.delete(resource, name, namespace=namespace)
             except ApiError as exc:
                 if exc.status.code != 404:
                     raise

@@ -116,10 +116,19 @@ def parse_selector(text: str | None) -> dict[str, str]:
     return out
 
 
+Listener = Callable[[str, str, str], None]
+
+
 class ResourceService:
     def __init__(self, db: Database, rules: dict[str, KindRules]) -> None:
         self.db = db
         self.rules = rules
+        self.listeners: list[Listener] = []
+
+    def _changed(self, kind: str, tenant: str, name: str) -> None:
+        """Tell controllers (after the commit) which object to look at."""
+        for listener in self.listeners:
+            listener(kind, tenant, name)
 
     def kind_rules(self, kind: str) -> KindRules:
         for rules in self.rules.values():
@@ -302,10 +311,14 @@ class ResourceService:
                     {"spec": mask(old.spec, rules.kind.secret_fields), "labels": old.labels},
                     {"spec": mask(spec, rules.kind.secret_fields), "labels": labels},
                 )
-            if stored is not old:
+            changed = stored is not old
+            if changed:
                 rules.after_write(session, stored, old)
                 allowed(action_diff)
-            return self.present(rules, stored, p), old is None
+            result = self.present(rules, stored, p), old is None
+        if changed:
+            self._changed(rules.kind.name, tenant, name)
+        return result
 
     def delete(
         self, p: Principal, kind: str, tenant: str, name: str, confirm: str | None = None
@@ -328,7 +341,9 @@ class ResourceService:
             store.delete(old)
             rules.after_write(session, None, old)
             allowed(diff({"spec": mask(old.spec, rules.kind.secret_fields)}, {}))
-            return self.present(rules, old, p)
+            result = self.present(rules, old, p)
+        self._changed(rules.kind.name, tenant, name)
+        return result
 
     # -- controllers ------------------------------------------------------------------------
     def write_status(

@@ -53,6 +53,7 @@ class Platform:
             self.resources, self.cluster_rules, self.connections, resync=settings.resync_seconds
         )
         self._tasks: list[asyncio.Task[Any]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def bootstrap(self) -> str | None:
         """Make the first user, `admin`, a platform admin; return a generated password."""
@@ -64,7 +65,22 @@ class Platform:
             identity.grant(session, "admin", "platform-admin")
         return None if self.settings.admin_password else password
 
+    def _on_change(self, kind: str, tenant: str, name: str) -> None:
+        """Runs in the API's worker thread: hand the key to the controllers' event loop."""
+        loop = self._loop
+        if loop is None:
+            return
+        if kind == "Project":
+            loop.call_soon_threadsafe(self.placement.controller.queue.add, (tenant, name))
+        elif kind == "Cluster":
+            loop.call_soon_threadsafe(self.clusters.controller.queue.add, name)
+        if kind in ("Tenant", "Cluster", "NodePool"):
+            # Membership, quota or reachability may change any project's namespaces.
+            loop.call_soon_threadsafe(self.placement.controller.queue_all)
+
     def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.resources.listeners.append(self._on_change)
         if self.settings.controllers:
             self._tasks = [
                 asyncio.create_task(self.clusters.controller.run(), name="clusters"),

@@ -277,7 +277,7 @@ class PlacementController:
             keep = {d.namespace for d in desired}
             removed = await prune(
                 client,
-                {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "x"}},
+                Namespace,
                 None,
                 {**OWNED, TENANT_LABEL: key[0], PROJECT_LABEL: key[1]},
                 keep,
@@ -298,24 +298,9 @@ class PlacementController:
             self.writes += int(wrote)
             if obj["kind"] == "ResourceQuota":
                 quota = current
-        for kind, keep in (
-            (
-                "RoleBinding",
-                {o["metadata"]["name"] for o in d.objects if o["kind"] == "RoleBinding"},
-            ),
-            (
-                "ServiceAccount",
-                {o["metadata"]["name"] for o in d.objects if o["kind"] == "ServiceAccount"},
-            ),
-        ):
-            api = "rbac.authorization.k8s.io/v1" if kind == "RoleBinding" else "v1"
-            removed = await prune(
-                client,
-                {"apiVersion": api, "kind": kind, "metadata": {"name": "x"}},
-                d.namespace,
-                OWNED,
-                keep,
-            )
+        for resource in (RoleBinding, ServiceAccount):
+            keep = {o["metadata"]["name"] for o in d.objects if o["kind"] == resource.__name__}
+            removed = await prune(client, resource, d.namespace, OWNED, keep)
             self.writes += len(removed)
         return quota
 
