@@ -7,7 +7,11 @@ from typing import Annotated
 import typer
 
 import wharf
+from wharf.audit import cli as audit_cli
+from wharf.identity import cli as identity_cli
 from wharf.lab.cli import app as lab_app
+from wharf.resources import cli as resources_cli
+from wharf.tenancy import cli as tenancy_cli
 
 app = typer.Typer(
     name="wharf",
@@ -15,6 +19,10 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(lab_app, name="lab")
+resources_cli.register(app)
+identity_cli.register(app)
+audit_cli.register(app)
+tenancy_cli.register(app)
 
 
 @app.command()
