@@ -160,6 +160,24 @@ class LabCluster:
     def ca(self) -> CertificateAuthority:
         return CertificateAuthority(self.pki_dir)
 
+    @property
+    def audit_log(self) -> Path:
+        """The apiserver's audit log of writes (JSON lines)."""
+        return self.log_dir / "audit.log"
+
+    def writes_by(self, user: str) -> list[dict[str, Any]]:
+        """Audit events of every write `user` has made to this cluster so far."""
+        try:
+            lines = self.audit_log.read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        events = [json.loads(line) for line in lines if line.strip()]
+        return [
+            e
+            for e in events
+            if e.get("user", {}).get("username") == user and e.get("stage") == "ResponseComplete"
+        ]
+
     def pid_file(self, component: str) -> PidFile:
         return PidFile(self.run_dir / f"{component}.pid")
 
@@ -214,6 +232,20 @@ class LabCluster:
             pair = ca.issue(name, cn, groups)
             path = self.kubeconfig if name == "admin" else self.directory / f"{name}.kubeconfig"
             _write_yaml(path, kubeconfig_dict([(self.name, self.server, ca.pair.cert, pair)]))
+        # Writes only, at Metadata level: enough to count who changed what (tests do).
+        audit_policy = {
+            "apiVersion": "audit.k8s.io/v1",
+            "kind": "Policy",
+            "omitStages": ["RequestReceived"],
+            "rules": [
+                {
+                    "level": "Metadata",
+                    "verbs": ["create", "update", "patch", "delete", "deletecollection"],
+                },
+                {"level": "None"},
+            ],
+        }
+        _write_yaml(self.directory / "audit-policy.yaml", audit_policy)
         stages = [yaml.safe_load(p.read_text()) for p in self._binaries.stages]
         (self.directory / "kwok.yaml").write_text(yaml.safe_dump_all(stages))
 
@@ -254,6 +286,9 @@ class LabCluster:
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 "--enable-admission-plugins=NamespaceLifecycle,LimitRanger,ServiceAccount,"
                 "DefaultStorageClass,ResourceQuota",
+                f"--audit-policy-file={d / 'audit-policy.yaml'}",
+                f"--audit-log-path={self.audit_log}",
+                "--audit-log-maxsize=200",
                 "--allow-privileged=true",
                 "--endpoint-reconciler-type=none",
                 f"--cert-dir={pki}",

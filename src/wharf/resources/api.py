@@ -76,6 +76,14 @@ def _routes(router: APIRouter, rules: KindRules) -> None:
         return service.delete(p, kind.name, tenant, name, confirm)
 
     router.add_api_route(base, list_, methods=["GET"], tags=tags, summary=f"List {kind.plural}")
+    if kind.scope == "tenant":
+        router.add_api_route(
+            f"/{kind.plural}",
+            list_,
+            methods=["GET"],
+            tags=tags,
+            summary=f"List {kind.plural} of every tenant the caller may see",
+        )
     router.add_api_route(
         base, create, methods=["POST"], tags=tags, status_code=201, summary=f"Create a {kind.name}"
     )

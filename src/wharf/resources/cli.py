@@ -138,7 +138,11 @@ def register(app: typer.Typer) -> None:
         client = ApiClient()
         try:
             info = Kinds(client).find(kind)
-            base = collection_path(info, tenant)
+            base = (
+                f"/api/v1/{info['plural']}"
+                if not name and not tenant
+                else collection_path(info, tenant)
+            )
             if name:
                 items = [client.json("GET", f"{base}/{name}")]
             else:
