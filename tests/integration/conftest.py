@@ -1,0 +1,182 @@
+"""A whole Wharf server (API + controllers) per test, on SQLite and on PostgreSQL, with the lab's
+two clusters registered. Tenants get unique names, so tests never see each other's objects.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from wharf.core.config import Settings
+from wharf.lab import Lab, LabCluster
+from wharf.server import create_app
+
+ADMIN_PASSWORD = "admin-password-1"
+WHARF_USER = "wharf"  # the identity Wharf uses in the lab clusters (counted in their audit logs)
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+        time.sleep(0.25)
+
+
+@dataclass
+class Api:
+    """A caller of the REST API with one token."""
+
+    client: TestClient
+    token: str = ""
+    user: str = ""
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        return self.client.request(method, path, headers=headers, **kwargs)
+
+    def get(self, path: str, **kw: Any) -> httpx.Response:
+        return self.request("GET", path, **kw)
+
+    def put(self, path: str, body: dict[str, Any]) -> httpx.Response:
+        return self.request("PUT", path, json=body)
+
+    def delete(self, path: str, **kw: Any) -> httpx.Response:
+        return self.request("DELETE", path, **kw)
+
+    def ok(self, method: str, path: str, **kw: Any) -> dict[str, Any]:
+        response = self.request(method, path, **kw)
+        assert response.status_code < 300, (
+            f"{method} {path}: {response.status_code} {response.text}"
+        )
+        result: dict[str, Any] = response.json()
+        return result
+
+
+@dataclass
+class Wharf:
+    app: FastAPI
+    client: TestClient
+    admin: Api
+    lab: Lab
+    names: list[str] = field(default_factory=list)
+
+    @property
+    def platform(self) -> Any:
+        return self.app.state.platform
+
+    def login(self, user: str, password: str) -> Api:
+        answer = self.client.post("/api/v1/login", json={"username": user, "password": password})
+        assert answer.status_code == 200, answer.text
+        return Api(self.client, answer.json()["token"], user)
+
+    def user(self, name: str | None = None) -> Api:
+        """A new local user, logged in."""
+        name = name or f"u{uuid.uuid4().hex[:8]}"
+        self.admin.ok("POST", "/api/v1/users", json={"name": name, "password": "password-123"})
+        return self.login(name, "password-123")
+
+    def tenant(self, quota: dict[str, str], admins: list[str] = (), **spec: Any) -> str:  # type: ignore[assignment]
+        name = f"t{uuid.uuid4().hex[:8]}"
+        body = {
+            "kind": "Tenant",
+            "metadata": {"name": name},
+            "spec": {"quota": quota, "admins": list(admins), "clusters": ["lab1", "lab2"], **spec},
+        }
+        self.admin.ok("PUT", f"/api/v1/tenants/{name}", json=body)
+        return name
+
+    def project(
+        self,
+        tenant: str,
+        name: str,
+        quota: dict[str, str],
+        api: Api | None = None,
+        members: list[dict[str, str]] = (),
+        envs: list[dict[str, Any]] | None = None,  # type: ignore[assignment]
+    ) -> dict[str, Any]:
+        body = {
+            "kind": "Project",
+            "metadata": {"name": name},
+            "spec": {
+                "quota": quota,
+                "members": list(members),
+                "environments": envs or [{"name": "dev", "clusters": ["lab1", "lab2"]}],
+            },
+        }
+        return (api or self.admin).ok("PUT", f"/api/v1/tenants/{tenant}/projects/{name}", json=body)
+
+    def wait_placed(self, tenant: str, project: str, api: Api | None = None) -> dict[str, Any]:
+        path = f"/api/v1/tenants/{tenant}/projects/{project}"
+
+        def placed() -> dict[str, Any] | None:
+            obj = (api or self.admin).ok("GET", path)
+            generation = obj["metadata"]["generation"]
+            status = obj["status"]
+            if status.get("phase") == "Ready" and status.get("observedGeneration") == generation:
+                return obj
+            return None
+
+        return wait_for(placed, what=f"project {tenant}/{project} placed")  # type: ignore[no-any-return]
+
+
+def register_clusters(admin: Api, lab: Lab) -> None:
+    for cluster in lab.clusters():
+        kubeconfig = cluster.user_kubeconfig(WHARF_USER, ("system:masters",)).read_text()
+        body = {
+            "kind": "Cluster",
+            "metadata": {"name": cluster.name, "labels": {"env": "lab"}},
+            "spec": {"kubeconfig": kubeconfig},
+        }
+        admin.ok("PUT", f"/api/v1/clusters/{cluster.name}", json=body)
+
+    def ready() -> bool:
+        items = admin.ok("GET", "/api/v1/clusters")["items"]
+        return len(items) == 2 and all(
+            c["status"].get("phase") == "Ready" and c["status"].get("capacity") for c in items
+        )
+
+    wait_for(ready, what="both clusters Ready with capacity")
+
+
+@pytest.fixture
+def wharf(lab: Lab, database_url: str) -> Iterator[Wharf]:
+    settings = Settings(
+        database_url=database_url,
+        admin_password=ADMIN_PASSWORD,
+        secret_key="integration-test-key",
+        heartbeat_seconds=1.0,
+        resync_seconds=5.0,
+    )
+    app = create_app(settings)
+    with TestClient(app) as client:
+        answer = client.post(
+            "/api/v1/login", json={"username": "admin", "password": ADMIN_PASSWORD}
+        )
+        admin = Api(client, answer.json()["token"], "admin")
+        register_clusters(admin, lab)
+        yield Wharf(app, client, admin, lab)
+
+
+def cluster_writes(cluster: LabCluster, namespace: str) -> list[dict[str, Any]]:
+    """Writes Wharf made to one namespace (and to that Namespace object) in a cluster."""
+    return [
+        e
+        for e in cluster.writes_by(WHARF_USER)
+        if e.get("objectRef", {}).get("namespace") == namespace
+        or (
+            e.get("objectRef", {}).get("resource") == "namespaces"
+            and e.get("objectRef", {}).get("name") == namespace
+        )
+    ]

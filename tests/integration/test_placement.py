@@ -1,0 +1,265 @@
+"""Placement: a project on both lab clusters gets its namespace and everything in it, and the
+clusters enforce the quota. Drift is reverted, a no-op reconcile writes nothing, and deleting
+a project removes exactly its own namespaces."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+
+from sqlalchemy import event, text
+
+from tests.integration.conftest import Wharf, cluster_writes, wait_for
+
+
+def kubectl_json(kubectl, cluster, *args: str) -> dict:
+    return json.loads(kubectl(cluster, "get", *args, "-o", "json").stdout)
+
+
+def test_a_project_on_two_clusters_gets_its_namespaces(wharf: Wharf, kubectl):
+    alice = wharf.user()
+    bob = wharf.user()
+    tenant = wharf.tenant({"cpu": "10", "memory": "20Gi", "pods": "40"}, admins=[alice.user])
+    wharf.project(
+        tenant,
+        "shop",
+        {"cpu": "3", "memory": "6Gi", "pods": "10"},
+        members=[{"user": bob.user, "role": "developer"}],
+    )
+    project = wharf.wait_placed(tenant, "shop")
+    ns = f"{tenant}-shop-dev"
+    assert [
+        (p["cluster"], p["namespace"], p["state"]) for p in project["status"]["placements"]
+    ] == [
+        ("lab1", ns, "Ready"),
+        ("lab2", ns, "Ready"),
+    ]
+    # The project quota is split over the two clusters, exactly.
+    expected = {
+        "lab1": {"requests.cpu": "1500m", "requests.memory": "3Gi", "pods": "5"},
+        "lab2": {"requests.cpu": "1500m", "requests.memory": "3Gi", "pods": "5"},
+    }
+    for cluster in wharf.lab.clusters():
+        namespace = kubectl_json(kubectl, cluster, "namespace", ns)
+        assert namespace["metadata"]["labels"] == {
+            "app.kubernetes.io/managed-by": "wharf",
+            "kubernetes.io/metadata.name": ns,
+            "wharf.io/tenant": tenant,
+            "wharf.io/project": "shop",
+            "wharf.io/env": "dev",
+        }
+        quota = kubectl_json(kubectl, cluster, "-n", ns, "resourcequota", "wharf-quota")
+        assert quota["spec"]["hard"] == expected[cluster.name]
+        limits = kubectl_json(kubectl, cluster, "-n", ns, "limitrange", "wharf-container-defaults")
+        assert limits["spec"]["limits"][0]["defaultRequest"] == {"cpu": "100m", "memory": "128Mi"}
+        policy = kubectl_json(kubectl, cluster, "-n", ns, "networkpolicy", "wharf-tenant-isolation")
+        assert policy["spec"]["ingress"] == [
+            {"from": [{"namespaceSelector": {"matchLabels": {"wharf.io/tenant": tenant}}}]}
+        ]
+        bindings = {
+            b["metadata"]["name"]: (b["roleRef"]["name"], [s["name"] for s in b["subjects"]])
+            for b in kubectl_json(kubectl, cluster, "-n", ns, "rolebindings")["items"]
+        }
+        assert bindings == {
+            f"wharf-{alice.user}-tenant-admin": ("admin", [alice.user, f"wharf-{alice.user}"]),
+            f"wharf-{bob.user}-developer": ("edit", [bob.user, f"wharf-{bob.user}"]),
+        }
+
+    # The cluster itself enforces the quota: its 1500m of CPU does not fit a pod asking for 2.
+    lab1 = wharf.lab.cluster("lab1")
+    big = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "big"},
+        "spec": {
+            "containers": [
+                {
+                    "name": "c",
+                    "image": "registry.example/app:1",
+                    "resources": {"requests": {"cpu": "2"}, "limits": {"cpu": "2"}},
+                }
+            ]
+        },
+    }
+    wait_for(
+        lambda: (
+            kubectl_json(kubectl, lab1, "-n", ns, "resourcequota", "wharf-quota")
+            .get("status", {})
+            .get("used")
+        ),
+        what="quota status",
+    )
+    refused = kubectl(lab1, "-n", ns, "apply", "-f", "-", stdin=json.dumps(big), check=False)
+    assert refused.returncode != 0
+    assert "exceeded quota: wharf-quota" in refused.stderr
+
+
+def test_revoking_a_member_removes_the_role_binding(wharf: Wharf, kubectl):
+    bob = wharf.user()
+    tenant = wharf.tenant({"cpu": "4", "memory": "8Gi"})
+    members = [{"user": bob.user, "role": "viewer"}]
+    wharf.project(tenant, "api", {"cpu": "2", "memory": "2Gi"}, members=members)
+    wharf.wait_placed(tenant, "api")
+    ns = f"{tenant}-api-dev"
+    for cluster in wharf.lab.clusters():
+        names = [
+            b["metadata"]["name"]
+            for b in kubectl_json(kubectl, cluster, "-n", ns, "rolebindings")["items"]
+        ]
+        assert names == [f"wharf-{bob.user}-viewer"]
+    wharf.project(tenant, "api", {"cpu": "2", "memory": "2Gi"}, members=[])
+    wharf.wait_placed(tenant, "api")
+    for cluster in wharf.lab.clusters():
+        assert kubectl_json(kubectl, cluster, "-n", ns, "rolebindings")["items"] == []
+        accounts = [
+            a["metadata"]["name"]
+            for a in kubectl_json(kubectl, cluster, "-n", ns, "serviceaccounts")["items"]
+        ]
+        assert f"wharf-{bob.user}" not in accounts
+
+
+def test_drift_is_reverted_and_a_no_op_reconcile_writes_nothing(wharf: Wharf, kubectl):
+    tenant = wharf.tenant({"cpu": "8", "memory": "8Gi"})
+    wharf.project(tenant, "web", {"cpu": "2", "memory": "2Gi"})
+    wharf.wait_placed(tenant, "web")
+    ns = f"{tenant}-web-dev"
+    lab1, lab2 = wharf.lab.clusters()
+
+    # Out-of-band edit of an object Wharf owns: taken back within seconds (by the watch).
+    kubectl(
+        lab1,
+        "-n",
+        ns,
+        "patch",
+        "resourcequota",
+        "wharf-quota",
+        "--type=merge",
+        "-p",
+        '{"spec":{"hard":{"requests.cpu":"50"}}}',
+    )
+    kubectl(lab2, "-n", ns, "delete", "networkpolicy", "wharf-tenant-isolation")
+    wait_for(
+        lambda: (
+            kubectl_json(kubectl, lab1, "-n", ns, "resourcequota", "wharf-quota")["spec"]["hard"][
+                "requests.cpu"
+            ]
+            == "1"
+        ),
+        timeout=15,
+        what="quota drift reverted",
+    )
+    wait_for(
+        lambda: (
+            kubectl(
+                lab2, "-n", ns, "get", "networkpolicy", "wharf-tenant-isolation", check=False
+            ).returncode
+            == 0
+        ),
+        timeout=15,
+        what="deleted policy recreated",
+    )
+
+    # Let everything settle (the quota controller updates the quota's status after the revert,
+    # which the project's status reports), then reconcile again: zero writes to the clusters
+    # and zero writes of this tenant's and project's rows.
+    placement = wharf.platform.placement
+    portal = wharf.client.portal
+    assert portal is not None
+
+    async def settle() -> None:
+        async with asyncio.timeout(30):
+            await placement.controller.idle()
+
+    path = f"/api/v1/tenants/{tenant}/projects/web"
+    wait_for(
+        lambda: all(
+            p["hard"].get("requests.cpu") == "1"
+            for p in wharf.admin.ok("GET", path)["status"]["placements"]
+        ),
+        what="project status reports the reverted quota",
+    )
+    portal.call(settle)
+    before = {c.name: len(cluster_writes(c, ns)) for c in (lab1, lab2)}
+    assert all(before.values()), "the writes of the first placement are in the audit logs"
+    with wharf.platform.db.engine.connect() as conn:
+        query = text("SELECT id FROM resources WHERE tenant = :t OR name = :t")
+        ids = {row.id for row in conn.execute(query, {"t": tenant})}
+    assert len(ids) == 2
+    writes: list[str] = []
+
+    def count(_conn, _cursor, statement, parameters, *_args) -> None:
+        verb = statement.lstrip().split()[0].upper()
+        if verb in ("INSERT", "DELETE") or (verb == "UPDATE" and set(_flatten(parameters)) & ids):
+            writes.append(statement)
+
+    engine = wharf.platform.db.engine
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        for _ in range(3):
+            placement.controller.queue.add((tenant, "web"))
+            portal.call(settle)
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    after = {c.name: len(cluster_writes(c, ns)) for c in (lab1, lab2)}
+    assert after == before, "a no-op reconcile wrote to a cluster"
+    assert writes == [], f"a no-op reconcile wrote to the database: {writes}"
+
+
+def _flatten(parameters) -> list:
+    if isinstance(parameters, dict):
+        return list(parameters.values())
+    return list(parameters or [])
+
+
+def test_deleting_a_project_needs_confirmation_and_removes_only_its_own(wharf: Wharf, kubectl):
+    tenant = wharf.tenant({"cpu": "8", "memory": "8Gi"})
+    for name in ("keep", "gone"):
+        wharf.project(tenant, name, {"cpu": "1", "memory": "1Gi"})
+        wharf.wait_placed(tenant, name)
+    lab1 = wharf.lab.cluster("lab1")
+    bystander = f"by-{uuid.uuid4().hex[:6]}"
+    kubectl(lab1, "create", "namespace", bystander)
+
+    path = f"/api/v1/tenants/{tenant}/projects/gone"
+    refused = wharf.admin.delete(path)
+    assert refused.status_code == 422
+    assert "confirm=gone" in refused.json()["message"]
+    assert wharf.admin.get(path).status_code == 200
+
+    assert wharf.admin.delete(path, params={"confirm": "gone"}).status_code == 200
+    assert wharf.admin.get(path).status_code == 404
+    for cluster in wharf.lab.clusters():
+
+        def gone(c=cluster) -> bool:
+            result = kubectl(c, "get", "namespace", f"{tenant}-gone-dev", check=False)
+            return (
+                result.returncode != 0
+                or '"Terminating"'
+                in kubectl(
+                    c, "get", "namespace", f"{tenant}-gone-dev", "-o", "json", check=False
+                ).stdout
+            )
+
+        wait_for(gone, timeout=30, what="namespace of the deleted project removed")
+        assert (
+            kubectl(cluster, "get", "namespace", f"{tenant}-keep-dev", check=False).returncode == 0
+        )
+    assert kubectl(lab1, "get", "namespace", bystander, check=False).returncode == 0
+
+
+def test_kubectl_edits_by_users_outside_wharf_are_left_alone(wharf: Wharf, kubectl):
+    """Objects without Wharf's labels in a project namespace are never pruned."""
+    tenant = wharf.tenant({"cpu": "4", "memory": "4Gi"})
+    wharf.project(tenant, "ops", {"cpu": "1", "memory": "1Gi"})
+    wharf.wait_placed(tenant, "ops")
+    ns = f"{tenant}-ops-dev"
+    lab2 = wharf.lab.cluster("lab2")
+    kubectl(lab2, "-n", ns, "create", "rolebinding", "mine", "--clusterrole=view", "--user=carol")
+    wharf.platform.placement.controller.queue.add((tenant, "ops"))
+    wharf.client.portal.call(wharf.platform.placement.controller.idle)
+    names = {
+        b["metadata"]["name"]
+        for b in kubectl_json(kubectl, lab2, "-n", ns, "rolebindings")["items"]
+    }
+    assert "mine" in names
