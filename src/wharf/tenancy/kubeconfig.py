@@ -14,6 +14,7 @@ from typing import Any
 
 from lightkube.core.exceptions import ApiError
 from lightkube.models.authentication_v1 import TokenRequestSpec
+from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import ServiceAccount
 
 from wharf.clusters.service import ClusterRules
@@ -79,7 +80,10 @@ async def issue_kubeconfig(
         context = {c["name"]: c["context"] for c in admin["contexts"]}[admin["current-context"]]
         server = {c["name"]: c["cluster"] for c in admin["clusters"]}[context["cluster"]]
         client = connections.client(cluster.name, admin)
-        request = ServiceAccount.Token(spec=TokenRequestSpec(audiences=[], expirationSeconds=ttl))
+        request = ServiceAccount.Token(
+            metadata=ObjectMeta(name=member_account(user), namespace=namespace),
+            spec=TokenRequestSpec(audiences=[], expirationSeconds=ttl),
+        )
         try:
             answer = await client.create(request, name=member_account(user), namespace=namespace)
         except ApiError as exc:
