@@ -1,0 +1,226 @@
+"""An unreachable cluster is reported and caught up with; a killed server loses nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.integration.conftest import (
+    ADMIN_PASSWORD,
+    WHARF_USER,
+    Api,
+    Wharf,
+    register_clusters,
+    wait_for,
+)
+from wharf.lab import Lab, LabCluster, find_binaries
+
+
+@pytest.fixture(scope="module")
+def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabCluster]:
+    """A third cluster, in a lab of its own, that this module may freeze and thaw."""
+    binaries = find_binaries()
+    assert binaries is not None
+    lab = Lab(tmp_path_factory.mktemp("edge"), binaries)
+    lab.up(clusters=1, nodes=1, progress=lambda _: None)
+    yield lab.cluster("lab1")
+    lab.down(progress=lambda _: None)
+
+
+def test_an_unreachable_cluster_is_reported_and_caught_up_with(wharf: Wharf, edge, kubectl):
+    kubeconfig = edge.user_kubeconfig(WHARF_USER, ("system:masters",)).read_text()
+    wharf.admin.ok(
+        "PUT",
+        "/api/v1/clusters/edge",
+        json={"kind": "Cluster", "metadata": {"name": "edge"}, "spec": {"kubeconfig": kubeconfig}},
+    )
+    wait_for(
+        lambda: wharf.admin.ok("GET", "/api/v1/clusters/edge")["status"].get("phase") == "Ready",
+        what="edge Ready",
+    )
+    tenant = wharf.tenant({"cpu": "4", "memory": "4Gi"}, clusters=["lab1", "edge"])
+    wharf.project(
+        tenant,
+        "site",
+        {"cpu": "2", "memory": "2Gi"},
+        envs=[{"name": "prod", "clusters": ["lab1", "edge"]}],
+    )
+    wharf.wait_placed(tenant, "site")
+    ns = f"{tenant}-site-prod"
+    apiserver = edge.running()["kube-apiserver"]
+    assert apiserver is not None
+    os.kill(apiserver, signal.SIGSTOP)
+    try:
+        cluster = wait_for(
+            lambda: (
+                (c := wharf.admin.ok("GET", "/api/v1/clusters/edge"))["status"]["phase"]
+                == "Unreachable"
+                and c
+            ),
+            timeout=30,
+            what="edge Unreachable",
+        )
+        ready = next(c for c in cluster["status"]["conditions"] if c["type"] == "Ready")
+        assert (ready["status"], ready["reason"]) == ("False", "Unreachable")
+        # A change accepted while edge is away: lab1 gets it now, edge says why it has not.
+        member = wharf.user()
+        project = wharf.admin.ok("GET", f"/api/v1/tenants/{tenant}/projects/site")
+        project["spec"]["members"] = [{"user": member.user, "role": "developer"}]
+        wharf.admin.ok("PUT", f"/api/v1/tenants/{tenant}/projects/site", json=project)
+
+        def degraded() -> dict | None:
+            obj = wharf.admin.ok("GET", f"/api/v1/tenants/{tenant}/projects/site")
+            done = obj["status"].get("observedGeneration") == obj["metadata"]["generation"]
+            return obj if done and obj["status"]["phase"] == "Degraded" else None
+
+        status = wait_for(degraded, timeout=30, what="project reports edge")["status"]
+        condition = next(c for c in status["conditions"] if c["type"] == "Ready")
+        assert condition["reason"] == "ClusterUnreachable"
+        assert "cluster edge is Unreachable" in condition["message"]
+        states = {p["cluster"]: p["state"] for p in status["placements"]}
+        assert states == {"lab1": "Ready", "edge": "Unreachable"}
+        lab1 = wharf.lab.cluster("lab1")
+        wait_for(
+            lambda: (
+                kubectl(
+                    lab1,
+                    "-n",
+                    ns,
+                    "get",
+                    "rolebinding",
+                    f"wharf-{member.user}-developer",
+                    check=False,
+                ).returncode
+                == 0
+            ),
+            what="lab1 has the new member",
+        )
+    finally:
+        os.kill(apiserver, signal.SIGCONT)
+    # Back again: the controller catches up without anyone asking.
+    wharf.wait_placed(tenant, "site")
+    binding = kubectl(
+        edge, "-n", ns, "get", "rolebinding", f"wharf-{member.user}-developer", check=False
+    )
+    assert binding.returncode == 0, binding.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_killing_the_server_mid_reconcile_loses_nothing(lab, database_url, kubectl, tmp_path):
+    port = _free_port()
+    env = {
+        **os.environ,
+        "WHARF_DATABASE_URL": database_url,
+        "WHARF_PORT": str(port),
+        "WHARF_SECRET_KEY": "integration-test-key",
+        "WHARF_ADMIN_PASSWORD": ADMIN_PASSWORD,
+        "WHARF_HEARTBEAT_SECONDS": "1",
+        "WHARF_RESYNC_SECONDS": "5",
+        "WHARF_LOG_FORMAT": "console",
+    }
+    log = (tmp_path / "server.log").open("w")
+
+    def start() -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "wharf", "server"], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+        wait_for(lambda: _ready(port), timeout=30, what="server ready")
+        return proc
+
+    server = start()
+    try:
+        base = f"http://127.0.0.1:{port}"
+        token = httpx.post(
+            f"{base}/api/v1/login", json={"username": "admin", "password": ADMIN_PASSWORD}
+        ).json()["token"]
+        admin = Api(httpx.Client(base_url=base, timeout=30), token, "admin")  # type: ignore[arg-type]
+        register_clusters(admin, lab)
+        tenant = "crash" + os.urandom(3).hex()
+        admin.ok(
+            "PUT",
+            f"/api/v1/tenants/{tenant}",
+            json={
+                "kind": "Tenant",
+                "metadata": {"name": tenant},
+                "spec": {"quota": {"cpu": "6"}, "clusters": ["lab1", "lab2"]},
+            },
+        )
+        envs = [{"name": e, "clusters": ["lab1", "lab2"]} for e in ("dev", "test", "prod")]
+        admin.ok(
+            "PUT",
+            f"/api/v1/tenants/{tenant}/projects/big",
+            json={
+                "kind": "Project",
+                "metadata": {"name": "big"},
+                "spec": {"quota": {"cpu": "6"}, "environments": envs},
+            },
+        )
+        lab1 = lab.cluster("lab1")
+
+        def some_namespace() -> bool:
+            listing = kubectl(
+                lab1,
+                "get",
+                "namespaces",
+                "-l",
+                f"wharf.io/tenant={tenant}",
+                "-o",
+                "name",
+                check=False,
+            )
+            return bool(listing.stdout.strip())
+
+        # Kill it as soon as the first namespace shows: in the middle of placing six.
+        wait_for(some_namespace)
+        server.send_signal(signal.SIGKILL)
+        server.wait()
+        server = start()
+
+        def converged() -> dict | None:
+            obj = admin.ok("GET", f"/api/v1/tenants/{tenant}/projects/big")
+            return obj if obj["status"].get("phase") == "Ready" else None
+
+        project = wait_for(converged, timeout=60, what="convergence after restart")
+        assert len(project["status"]["placements"]) == 6
+        for cluster in lab.clusters():
+            names = kubectl(
+                cluster, "get", "namespaces", "-l", f"wharf.io/tenant={tenant}", "-o", "json"
+            ).stdout
+            found = sorted(n["metadata"]["name"] for n in json.loads(names)["items"])
+            assert found == [f"{tenant}-big-{e}" for e in ("dev", "prod", "test")]
+            for ns in found:
+                quota = json.loads(
+                    kubectl(
+                        cluster, "-n", ns, "get", "resourcequota", "wharf-quota", "-o", "json"
+                    ).stdout
+                )
+                assert quota["spec"]["hard"] == {"requests.cpu": "1"}
+        # What was accepted before the kill is all there: objects and their audit events.
+        audit = admin.ok("GET", "/api/v1/audit", params={"name": tenant})["items"]
+        assert [(e["kind"], e["action"]) for e in audit] == [("Tenant", "apply")]
+        audit = admin.ok("GET", "/api/v1/audit", params={"tenant": tenant})["items"]
+        assert [(e["kind"], e["action"]) for e in audit] == [("Project", "apply")]
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
+        log.close()
+
+
+def _ready(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
