@@ -70,7 +70,7 @@ def test_a_tenant_quota_cannot_drop_below_what_its_projects_hold(wharf: Wharf):
     )
     after = wharf.admin.ok("GET", f"/api/v1/tenants/{tenant}")
     assert after["spec"]["quota"]["cpu"] == "4"
-    assert after["metadata"]["resourceVersion"] == body["metadata"]["resourceVersion"]
+    assert after["metadata"]["generation"] == body["metadata"]["generation"]
 
 
 def test_usage_is_reported_and_a_project_quota_cannot_drop_below_it(wharf: Wharf, kubectl):
