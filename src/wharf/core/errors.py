@@ -5,7 +5,8 @@
     ├── UnauthenticatedError  401  no or bad credentials
     ├── ForbiddenError        403  known object, action not allowed for this caller
     ├── NotFoundError         404  no such object, or one the caller may not know of
-    ├── ConflictError         409  stale resourceVersion, or the name is taken
+    ├── ConflictError         409  the name is taken, or a rule about other objects
+    │   └── StaleError        409  stale resourceVersion: read again and retry
     └── QuotaExceededError    422  the change would break the quota hierarchy (says by how much)
 
 A caller of another tenant gets NotFoundError, never ForbiddenError, so that an error never
@@ -65,6 +66,10 @@ class NotFoundError(WharfError):
 class ConflictError(WharfError):
     code = "conflict"
     status = 409
+
+
+class StaleError(ConflictError):
+    """The object changed between read and write (optimistic concurrency)."""
 
 
 class QuotaExceededError(WharfError):

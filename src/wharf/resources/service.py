@@ -24,6 +24,7 @@ from wharf.core.errors import (
     ForbiddenError,
     InvalidError,
     NotFoundError,
+    StaleError,
     WharfError,
 )
 from wharf.core.resources import API_VERSION, Kind, Manifest, check_name
@@ -240,6 +241,8 @@ class ResourceService:
                     )
 
                 yield session, allowed
+        except StaleError:
+            raise  # retried by apply, or audited there when it gives up
         except WharfError as exc:
             outcome = "denied" if exc.status in (401, 403, 404) else "failed"
             with self.db.session() as session:
@@ -252,6 +255,45 @@ class ResourceService:
             raise
 
     def apply(
+        self,
+        p: Principal,
+        body: dict[str, Any],
+        tenant: str | None = None,
+        kind: str | None = None,
+        name: str | None = None,
+        create_only: bool = False,
+    ) -> tuple[dict[str, Any], bool]:
+        """Create or update from a whole manifest; return (object, created).
+
+        A manifest without metadata.resourceVersion means "make it so": when another write
+        slips in between read and write, it is applied again on top (as kubectl apply does).
+        One with a resourceVersion fails with 409 instead.
+        """
+        pinned = bool((body.get("metadata") or {}).get("resourceVersion"))
+        for attempt in range(5):
+            try:
+                return self._apply(p, body, tenant, kind, name, create_only)
+            except StaleError as exc:
+                if pinned or attempt == 4:
+                    meta = body.get("metadata") or {}
+                    with self.db.session() as session:
+                        record(
+                            session,
+                            AuditEvent(
+                                p.user,
+                                p.source,
+                                "apply",
+                                str(body.get("kind", "")),
+                                str(tenant or meta.get("tenant") or ""),
+                                str(meta.get("name", "")),
+                                "failed",
+                                reason=exc.message,
+                            ),
+                        )
+                    raise
+        raise AssertionError("unreachable")
+
+    def _apply(
         self,
         p: Principal,
         body: dict[str, Any],
@@ -282,7 +324,7 @@ class ResourceService:
         expected = manifest.metadata.resourceVersion
         with self._audited(p, "apply", rules.kind.name, tenant, name) as (session, allowed):
             store = ResourceStore(session)
-            old = store.get(rules.kind.name, tenant, name)
+            old = store.get(rules.kind.name, tenant, name, lock=True)
             self._visible(rules, p, "write", tenant, name, old)
             if old is not None and create_only:
                 raise ConflictError(
@@ -327,7 +369,7 @@ class ResourceService:
         tenant = self._tenant(rules, tenant)
         with self._audited(p, "delete", rules.kind.name, tenant, name) as (session, allowed):
             store = ResourceStore(session)
-            old = store.get(rules.kind.name, tenant, name)
+            old = store.get(rules.kind.name, tenant, name, lock=True)
             self._visible(rules, p, "write", tenant, name, old)
             if old is None:
                 raise NotFoundError(_not_found(rules.kind, tenant, name))
@@ -352,7 +394,7 @@ class ResourceService:
         """Compute and store a new status from the current row; no write when unchanged."""
         with self.db.session() as session:
             store = ResourceStore(session)
-            stored = store.get(kind, tenant, name)
+            stored = store.get(kind, tenant, name, lock=True)
             if stored is None:
                 return None
             return store.write_status(stored, build(stored))

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import and_, delete, func, insert, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
-from wharf.core.errors import ConflictError
+from wharf.core.errors import ConflictError, StaleError
 from wharf.store.tables import resource_labels, resources
 
 # Which rows a caller may see: (tenant or "*" for any, names or None for all) pairs, OR-ed.
@@ -52,12 +52,14 @@ class ResourceStore:
     def __init__(self, session: Session) -> None:
         self.session = session
 
-    def get(self, kind: str, tenant: str, name: str) -> StoredResource | None:
-        row = self.session.execute(
-            select(resources).where(
-                resources.c.kind == kind, resources.c.tenant == tenant, resources.c.name == name
-            )
-        ).first()
+    def get(
+        self, kind: str, tenant: str, name: str, *, lock: bool = False
+    ) -> StoredResource | None:
+        """One resource; `lock` holds its row until the transaction ends (read-then-write)."""
+        query = select(resources).where(
+            resources.c.kind == kind, resources.c.tenant == tenant, resources.c.name == name
+        )
+        row = self.session.execute(query.with_for_update() if lock else query).first()
         return _row(row) if row else None
 
     def _filtered(
@@ -184,7 +186,7 @@ class ResourceStore:
             .values(**values)
         )
         if result.rowcount != 1:  # type: ignore[attr-defined]
-            raise ConflictError(
+            raise StaleError(
                 f"{old.kind} {old.name!r} was changed by someone else (resourceVersion "
                 f"{expected_version} is stale): read it again and retry",
                 field="metadata.resourceVersion",

@@ -1,0 +1,178 @@
+"""The `wharf` CLI against a real server: login, apply -f, get, describe, audit, kubeconfig,
+delete — the way a kubectl user would drive it."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import yaml
+
+from tests.integration.conftest import ADMIN_PASSWORD, WHARF_USER, wait_for
+
+
+@pytest.fixture(scope="module")
+def server(lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    workdir = tmp_path_factory.mktemp("cli")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {
+        **os.environ,
+        "WHARF_DATABASE_URL": f"sqlite:///{workdir / 'wharf.db'}",
+        "WHARF_PORT": str(port),
+        "WHARF_ADMIN_PASSWORD": ADMIN_PASSWORD,
+        "WHARF_SECRET_KEY": "cli-test",
+        "WHARF_HEARTBEAT_SECONDS": "1",
+        "WHARF_CONFIG": str(workdir / "config.yaml"),
+    }
+    log = (workdir / "server.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "wharf", "server"], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+
+    def ready() -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_for(ready, timeout=30, what="server")
+        yield env
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
+def wharf(
+    env: dict[str, str], *args: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "wharf", *args],
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_a_kubectl_user_drives_the_platform_from_the_cli(server, lab, tmp_path):
+    url = f"http://127.0.0.1:{server['WHARF_PORT']}"
+    bad = wharf(server, "login", "--server", url, "-u", "admin", "-p", "wrong")
+    assert bad.returncode == 1
+    assert "401 unauthenticated" in bad.stderr
+    ok = wharf(server, "login", "--server", url, "-u", "admin", "-p", ADMIN_PASSWORD)
+    assert ok.returncode == 0, ok.stderr
+
+    clusters = "\n---\n".join(
+        yaml.safe_dump(
+            {
+                "apiVersion": "wharf.io/v1",
+                "kind": "Cluster",
+                "metadata": {"name": c.name, "labels": {"region": "local"}},
+                "spec": {
+                    "kubeconfig": c.user_kubeconfig(WHARF_USER, ("system:masters",)).read_text()
+                },
+            }
+        )
+        for c in lab.clusters()
+    )
+    applied = wharf(server, "apply", "-f", "-", stdin=clusters)
+    assert applied.stdout.splitlines() == ["cluster/lab1 created", "cluster/lab2 created"]
+    wait_for(
+        lambda: wharf(server, "get", "clusters").stdout.count("Ready") == 2,
+        what="clusters Ready in `wharf get`",
+    )
+    table = wharf(server, "get", "clusters").stdout.splitlines()
+    assert table[0].split() == ["NAME", "STATUS", "VERSION", "NODES", "AGE"]
+    assert table[1].split()[:4] == ["lab1", "Ready", "v1.37.2", "3"]
+
+    assert wharf(server, "user", "create", "dana", "--password", "password-123").returncode == 0
+    manifest = tmp_path / "team.yaml"
+    manifest.write_text(
+        textwrap.dedent("""\
+        apiVersion: wharf.io/v1
+        kind: Tenant
+        metadata: {name: retail}
+        spec:
+          admins: [dana]
+          quota: {cpu: "8", memory: 16Gi, pods: "50"}
+          clusters: [lab1, lab2]
+        ---
+        apiVersion: wharf.io/v1
+        kind: Project
+        metadata: {name: checkout, tenant: retail, labels: {team: payments}}
+        spec:
+          quota: {cpu: "2", memory: 4Gi, pods: "10"}
+          environments:
+          - {name: dev, clusters: [lab1, lab2]}
+        """)
+    )
+    applied = wharf(server, "apply", "-f", str(manifest))
+    assert applied.stdout.splitlines() == ["tenant/retail created", "project/checkout created"]
+    again = wharf(server, "apply", "-f", str(manifest))
+    assert again.stdout.splitlines() == ["tenant/retail configured", "project/checkout configured"]
+
+    wait_for(
+        lambda: "Ready" in wharf(server, "get", "projects", "-t", "retail").stdout,
+        what="project Ready",
+    )
+    listed = wharf(server, "get", "projects", "-l", "team=payments", "-o", "name")
+    assert listed.stdout.split() == ["project/checkout"]
+    described = wharf(server, "describe", "project", "checkout", "-t", "retail").stdout
+    assert "Tenant:       retail" in described
+    assert "Ready      True    Placed" in described
+    as_yaml = yaml.safe_load(wharf(server, "get", "tenant", "retail", "-o", "yaml").stdout)
+    assert as_yaml["status"]["allocated"] == {
+        "pods": "10",
+        "requests.cpu": "2",
+        "requests.memory": "4Gi",
+    }
+
+    # Bad input: a clear error naming the field, and nothing changes.
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(
+        "kind: Project\nmetadata: {name: checkout, tenant: retail}\nspec: {quota: {cpu: lots}}\n"
+    )
+    refused = wharf(server, "apply", "-f", str(broken))
+    assert refused.returncode == 1
+    assert "'lots' is not a Kubernetes quantity" in refused.stderr
+    missing = wharf(server, "get", "project", "nope", "-t", "retail")
+    assert missing.returncode == 1
+    assert "404 not_found" in missing.stderr
+
+    # The tenant admin logs in and gets a kubeconfig for the project.
+    dana_env = {**server, "WHARF_CONFIG": str(tmp_path / "dana.yaml")}
+    assert (
+        wharf(dana_env, "login", "--server", url, "-u", "dana", "-p", "password-123").returncode
+        == 0
+    )
+    config = tmp_path / "checkout.kubeconfig"
+    issued = wharf(
+        dana_env, "kubeconfig", "-t", "retail", "-p", "checkout", "-e", "dev", "-o", str(config)
+    )
+    assert issued.returncode == 0, issued.stderr
+    contexts = yaml.safe_load(config.read_text())["contexts"]
+    assert [c["context"]["namespace"] for c in contexts] == ["retail-checkout-dev"] * 2
+    token = wharf(dana_env, "token", "create", "ci", "--expires", "1d", "--read-only")
+    assert token.stdout.startswith("wharf_")
+    assert "ci" in wharf(dana_env, "token", "list").stdout
+
+    events = wharf(dana_env, "audit", "-o", "json").stdout
+    audited = [(e["action"], e["kind"], e["name"]) for e in yaml.safe_load(events)]
+    assert ("issue-kubeconfig", "Project", "checkout") in audited
+    assert ("apply", "Project", "checkout") in audited
+    assert all(e["tenant"] == "retail" for e in yaml.safe_load(events))
+
+    gone = wharf(server, "delete", "project", "checkout", "-t", "retail", "--yes")
+    assert gone.stdout.strip() == "project/checkout deleted"
+    assert wharf(server, "get", "projects", "-t", "retail").stderr.startswith("No projects")
