@@ -8,6 +8,7 @@ import typer
 
 import wharf
 from wharf.audit import cli as audit_cli
+from wharf.clusters import cli as clusters_cli
 from wharf.identity import cli as identity_cli
 from wharf.lab.cli import app as lab_app
 from wharf.resources import cli as resources_cli
@@ -22,6 +23,7 @@ app.add_typer(lab_app, name="lab")
 resources_cli.register(app)
 identity_cli.register(app)
 audit_cli.register(app)
+clusters_cli.register(app)
 tenancy_cli.register(app)
 
 

@@ -119,10 +119,17 @@ def create_token(body: NewToken, p: Caller, request: Request) -> dict[str, Any]:
     if p.token_scope.read_only:
         raise ForbiddenError("a read-only token cannot make tokens")
     # A token never reaches further than the token that made it.
+    held = p.token_scope
+    if held.tenant and body.tenant not in ("", held.tenant):
+        raise ForbiddenError(f"this token is limited to tenant {held.tenant}")
+    if held.project and body.project not in ("", held.project):
+        raise ForbiddenError(f"this token is limited to project {held.project}")
+    if body.project and not (body.tenant or held.tenant):
+        raise InvalidError("tenant: a project-scoped token names its tenant too", field="tenant")
     scope = TokenScope(
-        tenant=body.tenant or p.token_scope.tenant,
-        project=body.project or p.token_scope.project,
-        read_only=body.readOnly,
+        tenant=body.tenant or held.tenant,
+        project=body.project or held.project,
+        read_only=body.readOnly or held.read_only,
     )
     with database(request).session() as session:
         token = service.issue_token(

@@ -57,6 +57,8 @@ class Principal:
             return False
         if scope.tenant and tenant != scope.tenant:
             return False
+        if scope.project and action == "write" and project != scope.project:
+            return False  # a project token changes nothing above or beside its project
         return not (scope.project and project and project != scope.project)
 
     def can(self, action: Action, tenant: str = "", project: str = "") -> bool:
@@ -77,7 +79,9 @@ class Principal:
         return grant.role == "tenant-admin" or (grant.role == "project-admin" and bool(project))
 
     def is_tenant_admin(self, tenant: str) -> bool:
-        if not self._in_token_scope("write", tenant, ""):
+        if self.token_scope.read_only or self.token_scope.project:
+            return False
+        if self.token_scope.tenant and tenant != self.token_scope.tenant:
             return False
         return any(
             (g.scope == "platform" and g.role == "platform-admin")

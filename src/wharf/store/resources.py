@@ -178,7 +178,7 @@ class ResourceStore:
             )
 
     def _update(self, old: StoredResource, expected_version: int, **values: Any) -> StoredResource:
-        values["resource_version"] = old.resource_version + 1
+        values["resource_version"] = max(old.resource_version, expected_version) + 1
         values["updated_at"] = _now()
         result = self.session.execute(
             update(resources)

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 
 metadata = MetaData()
@@ -76,7 +77,7 @@ users = Table(
     Column("name", String(64), primary_key=True),
     Column("password_hash", String(255), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("disabled", Boolean, nullable=False, default=False),
+    Column("disabled", Boolean, nullable=False, server_default=false()),
 )
 
 api_tokens = Table(

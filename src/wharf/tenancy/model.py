@@ -98,10 +98,12 @@ def check_quota_names(quota: Mapping[str, str], where: str) -> None:
 def amounts(quota: Mapping[str, str], where: str) -> dict[str, Fraction]:
     """Parse a quota into canonical names and exact amounts, with errors naming the field."""
     check_quota_names(quota, where)
-    try:
-        parsed = parse_resources(dict(quota), where)
-    except QuantityError as exc:
-        raise InvalidError(str(exc), field=where) from None
+    parsed: dict[str, Fraction] = {}
+    for name, text in quota.items():
+        try:
+            parsed.update(parse_resources({name: text}, where))
+        except QuantityError as exc:
+            raise InvalidError(str(exc), field=f"{where}.{name}") from None
     out: dict[str, Fraction] = {}
     for name, value in parsed.items():
         key = canonical(name)
