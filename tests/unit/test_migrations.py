@@ -53,7 +53,7 @@ def _matters(change: tuple[Any, ...]) -> bool:
         if table is not None and table.name in NOT_IN_METADATA:
             return False
     if op == "modify_default":
-        _, _, table, column, _, live, declared = change
+        _, _, _table, _column, _, live, declared = change
         # SQLite reflects a server default of '' as the SQL text "('')", which Alembic does
         # not match with the declared ''; the defaults are the same.
         if live is not None and declared is not None:
