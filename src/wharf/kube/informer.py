@@ -9,6 +9,8 @@ from typing import Any
 
 import structlog
 from lightkube import AsyncClient
+from lightkube.core.generic_client import ALL_NS
+from lightkube.core.resource import NamespacedResource
 
 log = structlog.get_logger("wharf.kube.informer")
 
@@ -32,6 +34,8 @@ class Informer:
         self.name = name
         self.items: dict[tuple[str, str], dict[str, Any]] = {}
         self.synced = asyncio.Event()
+        # Namespaced kinds are watched in every namespace (a client's default is one).
+        self._where = {"namespace": ALL_NS} if issubclass(resource, NamespacedResource) else {}
         self.error: str | None = None
 
     @staticmethod
@@ -41,7 +45,7 @@ class Informer:
 
     async def _list(self) -> str:
         items: dict[tuple[str, str], dict[str, Any]] = {}
-        listing = self.client.list(self.resource, labels=self.labels)
+        listing = self.client.list(self.resource, labels=self.labels, **self._where)  # type: ignore[call-overload]
         async for item in listing:
             obj = item.to_dict()
             items[self._key(obj)] = obj
@@ -58,8 +62,8 @@ class Informer:
                 if self.on_event:
                     self.on_event("SYNCED", {})
                 delay = 0.5
-                watch = self.client.watch(
-                    self.resource, labels=self.labels, resource_version=version
+                watch = self.client.watch(  # type: ignore[call-overload]
+                    self.resource, labels=self.labels, resource_version=version, **self._where
                 )
                 async for event, item in watch:
                     obj = item.to_dict()

@@ -201,7 +201,7 @@ def _build_kubernetes(version: str, root: Path, progress: Progress) -> None:
     missing = [c for c in KUBERNETES_COMMANDS if not (bin_dir / c).is_file()]
     progress(
         f"kubernetes {version}: compiling {', '.join(missing)} "
-        "(a cold build takes 20-40 minutes on 2 cores)"
+        "(a cold build takes about 8 minutes on 2 cores)"
     )
     _run(
         [

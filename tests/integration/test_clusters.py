@@ -1,0 +1,101 @@
+"""Clusters report version and capacity from watches; node pools select and taint nodes."""
+
+from __future__ import annotations
+
+import json
+
+from tests.integration.conftest import Wharf, wait_for
+
+
+def test_cluster_status_has_version_health_and_capacity(wharf: Wharf, kubectl):
+    cluster = wharf.admin.ok("GET", "/api/v1/clusters/lab1")
+    status = cluster["status"]
+    assert status["kubernetesVersion"] == "v1.37.2"
+    assert status["lastHeartbeatTime"]
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("True", "Reachable")
+    assert status["capacity"]["nodes"] == 3
+    assert status["capacity"]["allocatable"] == {
+        "cpu": "48",
+        "memory": "192Gi",
+        "nvidia.com/gpu": "0",
+        "pods": "330",
+    }
+    assert cluster["metadata"]["labels"] == {"env": "lab"}
+
+    # Requested resources follow the pods, through the watches.
+    lab1 = wharf.lab.cluster("lab1")
+    before = status["capacity"]["requested"]
+    kubectl(lab1, "create", "namespace", "capacity-probe")
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "probe"},
+        "spec": {
+            "containers": [
+                {
+                    "name": "c",
+                    "image": "registry.example/probe:1",
+                    "resources": {"requests": {"cpu": "750m"}},
+                }
+            ]
+        },
+    }
+    try:
+        kubectl(lab1, "-n", "capacity-probe", "apply", "-f", "-", stdin=json.dumps(pod))
+
+        def requested() -> dict | None:
+            now = wharf.admin.ok("GET", "/api/v1/clusters/lab1")["status"]["capacity"]["requested"]
+            return now if now != before else None
+
+        after = wait_for(requested, what="requested capacity to follow a new pod")
+        assert int(after["pods"]) == int(before["pods"]) + 1
+    finally:
+        kubectl(lab1, "delete", "namespace", "capacity-probe", "--wait=false")
+
+
+def test_a_node_pool_selects_nodes_and_taints_them(wharf: Wharf, kubectl):
+    lab2 = wharf.lab.cluster("lab2")
+    body = {
+        "kind": "NodePool",
+        "metadata": {"name": "zone2"},
+        "spec": {
+            "cluster": "lab2",
+            "nodeSelector": {"topology.kubernetes.io/zone": "lab2-zone-2"},
+            "taints": [{"key": "wharf.io/pool", "value": "zone2", "effect": "PreferNoSchedule"}],
+        },
+    }
+    try:
+        wharf.admin.ok("PUT", "/api/v1/nodepools/zone2", json=body)
+        pool = wait_for(
+            lambda: (
+                (p := wharf.admin.ok("GET", "/api/v1/nodepools/zone2"))["status"].get("nodes") and p
+            ),
+            what="node pool status",
+        )
+        assert pool["status"]["nodeNames"] == ["lab2-node-1", "lab2-node-3"]
+
+        def tainted() -> bool:
+            nodes = json.loads(kubectl(lab2, "get", "nodes", "-o", "json").stdout)["items"]
+            keys = {
+                n["metadata"]["name"]: [t["key"] for t in n["spec"].get("taints", [])]
+                for n in nodes
+            }
+            return keys == {
+                "lab2-node-1": ["wharf.io/pool"],
+                "lab2-node-2": [],
+                "lab2-node-3": ["wharf.io/pool"],
+            }
+
+        wait_for(tainted, what="pool taints on exactly its nodes")
+        bad = {**body, "spec": {**body["spec"], "cluster": "nowhere"}}
+        refused = wharf.admin.put("/api/v1/nodepools/zone2", bad)
+        assert refused.status_code == 422
+        assert refused.json()["field"] == "spec.cluster"
+    finally:
+        wharf.admin.delete("/api/v1/nodepools/zone2", params={"confirm": "zone2"})
+        controller = wharf.platform.clusters.controller
+        seen = controller.reconciles
+        wait_for(lambda: controller.reconciles >= seen + 4, what="reconciles without the pool")
+        for node in ("lab2-node-1", "lab2-node-3"):
+            kubectl(lab2, "taint", "nodes", node, "wharf.io/pool-", check=False)
