@@ -82,6 +82,21 @@ def seed(http: httpx.Client, tenants: int, projects: int) -> None:
             ).raise_for_status()
 
 
+def wait_idle(http: httpx.Client) -> None:
+    """Measure the steady state: wait until the controllers have placed what was seeded."""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        depths = [
+            float(line.rsplit(" ", 1)[1])
+            for line in http.get("/metrics").text.splitlines()
+            if line.startswith("wharf_controller_queue_depth{")
+        ]
+        if depths and not any(depths):
+            return
+        time.sleep(0.5)
+    raise SystemExit("the controllers did not settle within 5 minutes")
+
+
 async def measure(client: httpx.AsyncClient, make, rate: float, seconds: float) -> list[float]:
     """Send make(i) at `rate` per second for `seconds`; return each latency in ms."""
     latencies: list[float] = []
@@ -163,6 +178,7 @@ def main() -> None:
             started = time.perf_counter()
             seed(http, args.tenants, args.projects)
             database = http.get("/api/v1/version").json()["database"]
+            wait_idle(http)
             print(
                 f"seeded {args.tenants} tenants, {args.projects} projects on {database} "
                 f"in {time.perf_counter() - started:.1f}s; {args.rate:.0f} req/s for "

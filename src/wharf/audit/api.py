@@ -48,7 +48,7 @@ def list_events(
             raise InvalidError("since: use an ISO 8601 time", field="since") from None
     if tenants is not None and not tenants:
         return {"items": [], "metadata": {"continue": None}}
-    with database(request).session() as session:
+    with database(request).reader() as session:
         items = audit.query(
             session,
             tenants=tenants,

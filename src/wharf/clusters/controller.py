@@ -47,7 +47,7 @@ class ClusterController:
 
     async def list_keys(self) -> Iterable[str]:
         def names() -> list[str]:
-            with self.service.db.session() as session:
+            with self.service.db.reader() as session:
                 return [c.name for c in ResourceStore(session).query("Cluster")]
 
         keys = await asyncio.to_thread(names)
@@ -56,7 +56,7 @@ class ClusterController:
         return keys
 
     def _load(self, name: str) -> tuple[StoredResource | None, list[StoredResource]]:
-        with self.service.db.session() as session:
+        with self.service.db.reader() as session:
             store = ResourceStore(session)
             pools = [p for p in store.query("NodePool") if p.spec.get("cluster") == name]
             return store.get("Cluster", "", name), pools

@@ -29,7 +29,7 @@ def current_principal(request: Request) -> Principal:
     if scheme.lower() != "bearer" or not token:
         raise UnauthenticatedError("send Authorization: Bearer <token> (see `wharf login`)")
     source = request.client.host if request.client else ""
-    with database(request).session() as session:
+    with database(request).reader() as session:
         return service.authenticate(session, token.strip(), source)
 
 
@@ -110,7 +110,7 @@ def whoami(p: Caller) -> dict[str, Any]:
 
 @router.get("/tokens", summary="The caller's API tokens (never their secrets)")
 def list_tokens(p: Caller, request: Request) -> dict[str, Any]:
-    with database(request).session() as session:
+    with database(request).reader() as session:
         return {"items": service.list_tokens(session, p.user)}
 
 
@@ -173,7 +173,7 @@ def _platform_admin(p: Principal, request: Request, action: str, name: str) -> N
 def list_users(p: Caller, request: Request) -> dict[str, Any]:
     if not p.can("read"):
         raise ForbiddenError("only platform admins and viewers list users")
-    with database(request).session() as session:
+    with database(request).reader() as session:
         return {"items": [{"name": n} for n in service.list_users(session)]}
 
 

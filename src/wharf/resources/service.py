@@ -182,7 +182,7 @@ class ResourceService:
     def get(self, p: Principal, kind: str, tenant: str, name: str) -> dict[str, Any]:
         rules = self.kind_rules(kind)
         tenant = self._tenant(rules, tenant)
-        with self.db.session() as session:
+        with self.db.reader() as session:
             stored = ResourceStore(session).get(rules.kind.name, tenant, name)
             if stored is None or rules.verdict(p, "read", tenant, name, stored) == "hide":
                 raise NotFoundError(_not_found(rules.kind, tenant, name))
@@ -207,7 +207,7 @@ class ResourceService:
         items: list[dict[str, Any]] = []
         next_token = None
         if scopes:
-            with self.db.session() as session:
+            with self.db.reader() as session:
                 rows = ResourceStore(session).query(
                     rules.kind.name, scopes=scopes, selector=labels, limit=limit + 1, after=after
                 )

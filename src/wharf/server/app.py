@@ -14,6 +14,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
 )
@@ -50,6 +51,23 @@ class Metrics:
             "wharf_http_requests_total",
             "HTTP requests served",
             ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.queue_depth = Gauge(
+            "wharf_controller_queue_depth",
+            "Keys waiting to be reconciled",
+            ["controller"],
+            registry=self.registry,
+        )
+        self.reconciles = Gauge(
+            "wharf_controller_reconciles",
+            "Reconciles done since start",
+            ["controller"],
+            registry=self.registry,
+        )
+        self.cluster_writes = Gauge(
+            "wharf_placement_cluster_writes",
+            "Writes the placement controller made to clusters",
             registry=self.registry,
         )
         self.latency = Histogram(
@@ -174,6 +192,10 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/metrics", tags=["health"], summary="Prometheus metrics", include_in_schema=False)
     def prometheus_metrics() -> Response:
+        for controller in platform.controllers():
+            metrics.queue_depth.labels(controller.name).set(len(controller.queue))
+            metrics.reconciles.labels(controller.name).set(controller.reconciles)
+        metrics.cluster_writes.set(platform.placement.writes)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/api/v1/version", tags=["platform"], summary="Wharf's version and its database")

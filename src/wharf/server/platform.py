@@ -12,7 +12,7 @@ from typing import Any
 from wharf.clusters.controller import ClusterController
 from wharf.clusters.service import ClusterRules, NodePoolRules
 from wharf.core.config import Settings
-from wharf.core.controller import cancel
+from wharf.core.controller import Controller, cancel
 from wharf.core.crypto import SecretBox
 from wharf.core.logging import get_logger
 from wharf.identity import service as identity
@@ -54,6 +54,9 @@ class Platform:
         )
         self._tasks: list[asyncio.Task[Any]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
+
+    def controllers(self) -> list[Controller]:
+        return [self.clusters.controller, self.placement.controller]
 
     def bootstrap(self) -> str | None:
         """Make the first user, `admin`, a platform admin; return a generated password."""

@@ -45,9 +45,13 @@ def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _on_sqlite_begin(connection: Any) -> None:
-    # Take the write lock at the start: a read-then-write transaction can then never find
-    # its row changed underneath it (PostgreSQL gets the same from SELECT ... FOR UPDATE).
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    # A writing transaction takes the write lock at its start: a read-then-write can then
+    # never find its row changed underneath it (PostgreSQL gets the same from SELECT ... FOR
+    # UPDATE). Readers begin deferred, so they neither wait for nor block each other.
+    if connection.get_execution_options().get("wharf_reader"):
+        connection.exec_driver_sql("BEGIN")
+    else:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 class Database:
@@ -67,8 +71,17 @@ class Database:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
+        """A transaction that may write; it commits at the end, or rolls back on error."""
         with self.sessions.begin() as session:
             yield session
+
+    @contextmanager
+    def reader(self) -> Iterator[Session]:
+        """A transaction that only reads (on SQLite it takes no write lock)."""
+        with self.sessions() as session:
+            session.connection(execution_options={"wharf_reader": True})
+            yield session
+            session.rollback()
 
     def current_revision(self) -> str | None:
         with self.engine.connect() as conn:

@@ -47,7 +47,7 @@ from wharf.tenancy.model import (
 )
 
 log = structlog.get_logger("wharf.tenancy")
-Key = tuple[str, str]  # (tenant, project)
+Key = tuple[str, str]  # (tenant, project); (tenant, "") recounts the tenant's totals
 OWNED = {MANAGED_BY: "wharf"}
 
 
@@ -151,7 +151,7 @@ class PlacementController:
 
     # -- what to reconcile ------------------------------------------------------------------
     def _ready_clusters(self) -> list[StoredResource]:
-        with self.service.db.session() as session:
+        with self.service.db.reader() as session:
             return [
                 c
                 for c in ResourceStore(session).query("Cluster")
@@ -160,7 +160,7 @@ class PlacementController:
 
     async def list_keys(self) -> Iterable[Key]:
         def projects() -> list[Key]:
-            with self.service.db.session() as session:
+            with self.service.db.reader() as session:
                 return [(p.tenant, p.name) for p in ResourceStore(session).query("Project")]
 
         keys = set(await asyncio.to_thread(projects))
@@ -206,7 +206,7 @@ class PlacementController:
     def _load(
         self, key: Key
     ) -> tuple[StoredResource | None, StoredResource | None, dict[str, StoredResource]]:
-        with self.service.db.session() as session:
+        with self.service.db.reader() as session:
             store = ResourceStore(session)
             project = store.get("Project", key[0], key[1])
             tenant = store.get("Tenant", "", key[0])
@@ -214,6 +214,9 @@ class PlacementController:
             return project, tenant, clusters
 
     async def reconcile(self, key: Key) -> None:
+        if not key[1]:
+            await asyncio.to_thread(self._tenant_status, key[0])
+            return
         project, tenant, clusters = await asyncio.to_thread(self._load, key)
         wanted: dict[str, list[Desired]] = {}
         if project is not None and tenant is not None:
@@ -234,16 +237,20 @@ class PlacementController:
             *(self._reconcile_cluster(key, clusters.get(c), wanted.get(c, [])) for c in targets)
         )
         placements = [p for cluster_placements in results for p in cluster_placements]
+        changed = project is None
         if project is not None:
-            await asyncio.to_thread(
+            written = await asyncio.to_thread(
                 self.service.write_status,
                 "Project",
                 key[0],
                 key[1],
                 partial(_project_status, placements),
             )
-        if tenant is not None:
-            await asyncio.to_thread(self._tenant_status, key[0])
+            changed = written is None or written.resource_version != project.resource_version
+        if tenant is not None and changed:
+            # The tenant's totals follow its projects: recount when one of them moved, once
+            # for many (the queue folds repeated keys into one).
+            self.controller.queue.add((key[0], ""))
 
     async def _reconcile_cluster(
         self, key: Key, cluster: StoredResource | None, desired: list[Desired]

@@ -32,7 +32,7 @@ MAX_TTL = 24 * 3600
 def _load(
     service: ResourceService, p: Principal, tenant: str, project: str, env: str
 ) -> tuple[str, list[tuple[StoredResource, str]]]:
-    with service.db.session() as session:
+    with service.db.reader() as session:
         store = ResourceStore(session)
         stored = store.get("Project", tenant, project)
         if stored is None or not p.can("read", tenant, project):
