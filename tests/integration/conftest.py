@@ -34,6 +34,20 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, what: str = ""
         time.sleep(0.25)
 
 
+def manifest(obj: dict[str, Any]) -> dict[str, Any]:
+    """What `wharf apply` would send for an object read back: no resourceVersion, so the
+    write is not refused because a controller updated the status in between."""
+    meta = {
+        k: v for k, v in obj["metadata"].items() if k in ("name", "tenant", "labels", "annotations")
+    }
+    return {
+        "apiVersion": obj["apiVersion"],
+        "kind": obj["kind"],
+        "metadata": meta,
+        "spec": obj["spec"],
+    }
+
+
 @dataclass
 class Api:
     """A caller of the REST API with one token."""

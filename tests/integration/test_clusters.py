@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 
 from tests.integration.conftest import Wharf, wait_for
 
@@ -26,7 +27,8 @@ def test_cluster_status_has_version_health_and_capacity(wharf: Wharf, kubectl):
     # Requested resources follow the pods, through the watches.
     lab1 = wharf.lab.cluster("lab1")
     before = status["capacity"]["requested"]
-    kubectl(lab1, "create", "namespace", "capacity-probe")
+    probe = f"capacity-probe-{uuid.uuid4().hex[:6]}"
+    kubectl(lab1, "create", "namespace", probe)
     pod = {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -42,7 +44,7 @@ def test_cluster_status_has_version_health_and_capacity(wharf: Wharf, kubectl):
         },
     }
     try:
-        kubectl(lab1, "-n", "capacity-probe", "apply", "-f", "-", stdin=json.dumps(pod))
+        kubectl(lab1, "-n", probe, "apply", "-f", "-", stdin=json.dumps(pod))
 
         def requested() -> dict | None:
             now = wharf.admin.ok("GET", "/api/v1/clusters/lab1")["status"]["capacity"]["requested"]
@@ -51,7 +53,7 @@ def test_cluster_status_has_version_health_and_capacity(wharf: Wharf, kubectl):
         after = wait_for(requested, what="requested capacity to follow a new pod")
         assert int(after["pods"]) == int(before["pods"]) + 1
     finally:
-        kubectl(lab1, "delete", "namespace", "capacity-probe", "--wait=false")
+        kubectl(lab1, "delete", "namespace", probe, "--wait=false")
 
 
 def test_a_node_pool_selects_nodes_and_taints_them(wharf: Wharf, kubectl):

@@ -8,7 +8,7 @@ import pytest
 import yaml
 from sqlalchemy import text
 
-from tests.integration.conftest import Api, Wharf, wait_for
+from tests.integration.conftest import Api, Wharf, manifest, wait_for
 
 
 @pytest.fixture
@@ -71,11 +71,11 @@ def test_a_tenant_gets_404_on_every_url_of_another_and_sees_none_of_its_objects(
 def test_a_viewer_cannot_mutate_anything(wharf: Wharf, two_tenants):
     a, a_admin, _, _ = two_tenants
     viewer = wharf.user()
-    tenant = wharf.admin.ok("GET", f"/api/v1/tenants/{a}")
+    tenant = manifest(wharf.admin.ok("GET", f"/api/v1/tenants/{a}"))
     tenant["spec"]["viewers"] = [viewer.user]
     wharf.admin.ok("PUT", f"/api/v1/tenants/{a}", json=tenant)
     assert viewer.ok("GET", f"/api/v1/tenants/{a}/projects/alpha")["metadata"]["name"] == "alpha"
-    project = viewer.ok("GET", f"/api/v1/tenants/{a}/projects/alpha")
+    project = manifest(viewer.ok("GET", f"/api/v1/tenants/{a}/projects/alpha"))
     attempts = [
         ("PUT", f"/api/v1/tenants/{a}/projects/alpha", project),
         (
@@ -130,7 +130,7 @@ def test_an_issued_kubeconfig_reaches_only_its_project(
 ):
     a, _a_admin, b, _ = two_tenants
     dev = wharf.user()
-    project = wharf.admin.ok("GET", f"/api/v1/tenants/{a}/projects/alpha")
+    project = manifest(wharf.admin.ok("GET", f"/api/v1/tenants/{a}/projects/alpha"))
     project["spec"]["members"] = [{"user": dev.user, "role": "developer"}]
     wharf.admin.ok("PUT", f"/api/v1/tenants/{a}/projects/alpha", json=project)
     wharf.wait_placed(a, "alpha")
@@ -196,7 +196,7 @@ def test_mutations_are_audited_with_secrets_masked(wharf: Wharf, two_tenants):
     assert "BEGIN" not in json.dumps(stored[0])
     assert wharf.admin.ok("GET", "/api/v1/clusters/lab1")["spec"]["kubeconfig"].startswith("***")
     # A tenant admin's change shows who, what and the diff.
-    project = a_admin.ok("GET", f"/api/v1/tenants/{a}/projects/alpha")
+    project = manifest(a_admin.ok("GET", f"/api/v1/tenants/{a}/projects/alpha"))
     project["spec"]["quota"]["cpu"] = "2"
     a_admin.ok("PUT", f"/api/v1/tenants/{a}/projects/alpha", json=project)
     latest = a_admin.ok("GET", "/api/v1/audit", params={"tenant": a, "kind": "Project"})["items"][0]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tests.integration.conftest import Wharf, wait_for
+from tests.integration.conftest import Wharf, manifest, wait_for
 
 
 def test_a_tenant_cannot_exceed_the_platform_capacity(wharf: Wharf):
@@ -60,7 +60,8 @@ def test_a_project_cannot_exceed_what_its_tenant_has_left(wharf: Wharf):
 def test_a_tenant_quota_cannot_drop_below_what_its_projects_hold(wharf: Wharf):
     tenant = wharf.tenant({"cpu": "4", "memory": "8Gi"})
     wharf.project(tenant, "one", {"cpu": "3", "memory": "4Gi"})
-    body = wharf.admin.ok("GET", f"/api/v1/tenants/{tenant}")
+    before = wharf.admin.ok("GET", f"/api/v1/tenants/{tenant}")
+    body = manifest(before)
     body["spec"]["quota"] = {"cpu": "2", "memory": "8Gi"}
     refused = wharf.admin.put(f"/api/v1/tenants/{tenant}", body)
     assert refused.status_code == 422
@@ -70,7 +71,7 @@ def test_a_tenant_quota_cannot_drop_below_what_its_projects_hold(wharf: Wharf):
     )
     after = wharf.admin.ok("GET", f"/api/v1/tenants/{tenant}")
     assert after["spec"]["quota"]["cpu"] == "4"
-    assert after["metadata"]["generation"] == body["metadata"]["generation"]
+    assert after["metadata"]["generation"] == before["metadata"]["generation"]
 
 
 def test_usage_is_reported_and_a_project_quota_cannot_drop_below_it(wharf: Wharf, kubectl):
@@ -122,7 +123,7 @@ def test_usage_is_reported_and_a_project_quota_cannot_drop_below_it(wharf: Wharf
         "requests.cpu": "4",
         "requests.memory": "8Gi",
     }
-    body = wharf.admin.ok("GET", path)
+    body = manifest(wharf.admin.ok("GET", path))
     body["spec"]["quota"]["cpu"] = "200m"
     refused = wharf.admin.put(path, body)
     assert refused.status_code == 422
@@ -170,3 +171,20 @@ def test_bad_quota_input_is_a_clear_4xx_that_changes_nothing(wharf: Wharf):
     events = wharf.admin.ok("GET", "/api/v1/audit", params={"tenant": tenant, "outcome": "failed"})
     assert len(events["items"]) == 5
     assert json.dumps(events).count("not a Kubernetes quantity") == 1
+
+
+def test_a_write_pinned_to_a_stale_resource_version_is_refused(wharf: Wharf):
+    tenant = wharf.tenant({"cpu": "4"})
+    wharf.project(tenant, "pin", {"cpu": "1"})
+    path = f"/api/v1/tenants/{tenant}/projects/pin"
+    read = wharf.admin.ok("GET", path)
+    newer = manifest(read)
+    newer["spec"]["displayName"] = "first"
+    wharf.admin.ok("PUT", path, json=newer)
+    stale = manifest(read)
+    stale["metadata"]["resourceVersion"] = read["metadata"]["resourceVersion"]
+    stale["spec"]["displayName"] = "second"
+    refused = wharf.admin.put(path, stale)
+    assert refused.status_code == 409
+    assert refused.json()["field"] == "metadata.resourceVersion"
+    assert wharf.admin.ok("GET", path)["spec"]["displayName"] == "first"

@@ -18,6 +18,7 @@ from tests.integration.conftest import (
     WHARF_USER,
     Api,
     Wharf,
+    manifest,
     register_clusters,
     wait_for,
 )
@@ -72,7 +73,7 @@ def test_an_unreachable_cluster_is_reported_and_caught_up_with(wharf: Wharf, edg
         assert (ready["status"], ready["reason"]) == ("False", "Unreachable")
         # A change accepted while edge is away: lab1 gets it now, edge says why it has not.
         member = wharf.user()
-        project = wharf.admin.ok("GET", f"/api/v1/tenants/{tenant}/projects/site")
+        project = manifest(wharf.admin.ok("GET", f"/api/v1/tenants/{tenant}/projects/site"))
         project["spec"]["members"] = [{"user": member.user, "role": "developer"}]
         wharf.admin.ok("PUT", f"/api/v1/tenants/{tenant}/projects/site", json=project)
 

@@ -193,6 +193,12 @@ def create_user(body: NewUser, p: Caller, request: Request) -> dict[str, str]:
 )
 def bind(body: Binding, p: Caller, request: Request) -> dict[str, str]:
     _platform_admin(p, request, "bind", body.user)
+    if body.role not in ("platform-admin", "viewer"):
+        raise InvalidError(
+            f"role: {body.role!r} is not a platform role (platform-admin or viewer); tenant "
+            "and project roles are granted in the tenant's and project's spec",
+            field="role",
+        )
     with database(request).session() as session:
         if not service.user_exists(session, body.user):
             raise InvalidError(f"user: no user {body.user!r}", field="user")

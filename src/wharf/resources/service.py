@@ -309,6 +309,11 @@ class ResourceService:
             first = exc.errors()[0]
             where = ".".join(str(x) for x in first["loc"])
             raise InvalidError(f"{where}: {first['msg']}", field=where) from None
+        if manifest.apiVersion != API_VERSION:
+            raise InvalidError(
+                f"apiVersion: {manifest.apiVersion!r} is not served here; use {API_VERSION}",
+                field="apiVersion",
+            )
         rules = self.kind_rules(manifest.kind)
         if kind is not None and self.kind_rules(kind) is not rules:
             raise InvalidError(
