@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import httpx2
 from lightkube import AsyncClient, Client
 from lightkube.config.kubeconfig import KubeConfig, SingleConfig
 
@@ -41,3 +42,8 @@ async def server_version(client: AsyncClient) -> str:
     response = await http.get("/version")
     response.raise_for_status()
     return str(response.json().get("gitVersion", ""))
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """Whether an error means the cluster could not be reached (rather than a refusal)."""
+    return isinstance(exc, httpx2.TransportError | TimeoutError | ConnectionError)

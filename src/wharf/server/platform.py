@@ -9,6 +9,7 @@ import asyncio
 import secrets
 from typing import Any
 
+from wharf.apps.service import AppTemplateRules, seed_catalog
 from wharf.clusters.controller import ClusterController
 from wharf.clusters.service import ClusterRules, NodePoolRules
 from wharf.core.config import Settings
@@ -40,6 +41,7 @@ class Platform:
             NodePoolRules(),
             TenantRules(),
             ProjectRules(),
+            AppTemplateRules(),
         ]
         self.resources = ResourceService(db, {r.kind.name: r for r in self.rules})
         self.connections = ClusterConnections()
@@ -59,8 +61,10 @@ class Platform:
         return [self.clusters.controller, self.placement.controller]
 
     def bootstrap(self) -> str | None:
-        """Make the first user, `admin`, a platform admin; return a generated password."""
+        """Make the first user, `admin`, a platform admin, and the built-in catalog; return a
+        generated password."""
         with self.db.session() as session:
+            seed_catalog(session)
             if identity.list_users(session):
                 return None
             password = self.settings.admin_password or secrets.token_urlsafe(12)

@@ -29,6 +29,7 @@ from wharf.core.quantity import format_resources, parse_quantity
 from wharf.core.resources import set_condition
 from wharf.identity.model import CLUSTER_ROLE_FOR
 from wharf.kube.apply import ensure, prune
+from wharf.kube.clients import is_unreachable
 from wharf.kube.connections import ClusterConnections, fingerprint
 from wharf.kube.informer import ClusterWatches, Informer
 from wharf.resources.service import ResourceService
@@ -244,7 +245,7 @@ class PlacementController:
                 "Project",
                 key[0],
                 key[1],
-                partial(_project_status, placements),
+                partial(_project_status, placements, project.generation),
             )
             changed = written is None or written.resource_version != project.resource_version
         if tenant is not None and changed:
@@ -296,7 +297,8 @@ class PlacementController:
         except Exception as exc:
             message = f"{type(exc).__name__}: {exc}"[:300]
             log.warning("placement failed", cluster=cluster.name, project=key, error=message)
-            return [placement(d, "Error", message) for d in desired]
+            state = "Unreachable" if is_unreachable(exc) else "Error"
+            return [placement(d, state, message) for d in desired]
 
     async def _apply_namespace(self, client: AsyncClient, d: Desired) -> dict[str, Any]:
         quota: dict[str, Any] = {}
@@ -335,7 +337,11 @@ class PlacementController:
         await self.watches.stop()
 
 
-def _project_status(placements: list[dict[str, Any]], stored: StoredResource) -> dict[str, Any]:
+def _project_status(
+    placements: list[dict[str, Any]], generation: int, stored: StoredResource
+) -> dict[str, Any]:
+    """The status for what this reconcile saw: `generation` is the spec it started from (a
+    newer spec written meanwhile gets its own reconcile, and must not be reported as seen)."""
     used = total({k: parse_quantity(v) for k, v in p.get("used", {}).items()} for p in placements)
     bad = [p for p in placements if p["state"] != "Ready"]
     conditions = stored.status.get("conditions", [])
@@ -344,7 +350,7 @@ def _project_status(placements: list[dict[str, Any]], stored: StoredResource) ->
         reason = (
             "ClusterUnreachable" if any(p["state"] == "Unreachable" for p in bad) else "ApplyFailed"
         )
-        conditions = set_condition(conditions, "Ready", "False", reason, message, stored.generation)
+        conditions = set_condition(conditions, "Ready", "False", reason, message, generation)
     else:
         conditions = set_condition(
             conditions,
@@ -352,11 +358,11 @@ def _project_status(placements: list[dict[str, Any]], stored: StoredResource) ->
             "True",
             "Placed",
             f"{len(placements)} namespace(s) in place",
-            stored.generation,
+            generation,
         )
     return {
         "phase": "Degraded" if bad else "Ready",
-        "observedGeneration": stored.generation,
+        "observedGeneration": generation,
         "placements": sorted(placements, key=lambda p: (p["environment"], p["cluster"])),
         "used": format_resources(used),
         "conditions": conditions,

@@ -1,0 +1,291 @@
+"""The built-in catalog: a web service, a worker, a stateful service with a volume, a cron job.
+
+Each is an AppTemplate with one published version, made on first start like the first user.
+Every container sets requests, limits and probes, and no image defaults to `:latest`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+LABELS = {"app.kubernetes.io/name": "${name}"}
+
+
+def _resources() -> dict[str, Any]:
+    return {
+        "requests": {"cpu": "${cpu}", "memory": "${memory}"},
+        "limits": {"cpu": "${cpu_limit}", "memory": "${memory_limit}"},
+    }
+
+
+def _sizing() -> dict[str, Any]:
+    return {
+        "cpu": {"type": "string", "default": "100m", "description": "CPU request"},
+        "memory": {"type": "string", "default": "128Mi", "description": "memory request"},
+        "cpu_limit": {"type": "string", "default": "500m"},
+        "memory_limit": {"type": "string", "default": "256Mi"},
+    }
+
+
+def _schema(extra: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {
+            "name": {
+                "type": "string",
+                "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+                "maxLength": 40,
+                "description": "name of the workload",
+            },
+            "image": {"type": "string", "description": "image, with a tag that is not latest"},
+            **_sizing(),
+            **extra,
+        },
+        "required": ["name", "image", *required],
+        "additionalProperties": False,
+    }
+
+
+def _container(port: bool) -> dict[str, Any]:
+    container: dict[str, Any] = {
+        "name": "${name}",
+        "image": "${image}",
+        "resources": _resources(),
+    }
+    if port:
+        probe = {"httpGet": {"path": "${health_path}", "port": "${port}"}, "periodSeconds": 10}
+        container["ports"] = [{"containerPort": "${port}", "name": "http"}]
+        container["readinessProbe"] = probe
+        container["livenessProbe"] = probe
+    else:
+        probe = {"exec": {"command": ["/bin/sh", "-c", "${health_command}"]}, "periodSeconds": 30}
+        container["readinessProbe"] = probe
+        container["livenessProbe"] = probe
+    return container
+
+
+WEB_SERVICE: dict[str, Any] = {
+    "description": "A stateless HTTP service: Deployment, Service, autoscaler, disruption budget",
+    "versions": [
+        {
+            "version": "1.0.0",
+            "published": True,
+            "parameters": _schema(
+                {
+                    "replicas": {"type": "integer", "minimum": 0, "maximum": 500, "default": 2},
+                    "port": {"type": "integer", "minimum": 1, "maximum": 65535, "default": 8080},
+                    "health_path": {"type": "string", "default": "/healthz"},
+                    "max_replicas": {"type": "integer", "minimum": 1, "default": 10},
+                },
+                [],
+            ),
+            "objects": [
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "Deployment",
+                    "metadata": {"name": "${name}", "labels": LABELS},
+                    "spec": {
+                        "replicas": "${replicas}",
+                        "selector": {"matchLabels": LABELS},
+                        "template": {
+                            "metadata": {"labels": LABELS},
+                            "spec": {"containers": [_container(port=True)]},
+                        },
+                    },
+                },
+                {
+                    "apiVersion": "v1",
+                    "kind": "Service",
+                    "metadata": {"name": "${name}", "labels": LABELS},
+                    "spec": {
+                        "selector": LABELS,
+                        "ports": [{"name": "http", "port": 80, "targetPort": "${port}"}],
+                    },
+                },
+                {
+                    "apiVersion": "autoscaling/v2",
+                    "kind": "HorizontalPodAutoscaler",
+                    "metadata": {"name": "${name}", "labels": LABELS},
+                    "spec": {
+                        "scaleTargetRef": {
+                            "apiVersion": "apps/v1",
+                            "kind": "Deployment",
+                            "name": "${name}",
+                        },
+                        "minReplicas": 1,
+                        "maxReplicas": "${max_replicas}",
+                        "metrics": [
+                            {
+                                "type": "Resource",
+                                "resource": {
+                                    "name": "cpu",
+                                    "target": {"type": "Utilization", "averageUtilization": 80},
+                                },
+                            }
+                        ],
+                    },
+                },
+                {
+                    "apiVersion": "policy/v1",
+                    "kind": "PodDisruptionBudget",
+                    "metadata": {"name": "${name}", "labels": LABELS},
+                    "spec": {"maxUnavailable": 1, "selector": {"matchLabels": LABELS}},
+                },
+            ],
+        }
+    ],
+}
+
+WORKER: dict[str, Any] = {
+    "description": "A background worker: a Deployment with no Service",
+    "versions": [
+        {
+            "version": "1.0.0",
+            "published": True,
+            "parameters": _schema(
+                {
+                    "replicas": {"type": "integer", "minimum": 0, "maximum": 500, "default": 1},
+                    "health_command": {"type": "string", "default": "test -e /tmp/healthy"},
+                },
+                [],
+            ),
+            "objects": [
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "Deployment",
+                    "metadata": {"name": "${name}", "labels": LABELS},
+                    "spec": {
+                        "replicas": "${replicas}",
+                        "selector": {"matchLabels": LABELS},
+                        "template": {
+                            "metadata": {"labels": LABELS},
+                            "spec": {"containers": [_container(port=False)]},
+                        },
+                    },
+                },
+            ],
+        }
+    ],
+}
+
+STATEFUL_SERVICE: dict[str, Any] = {
+    "description": "A stateful service with a volume per replica: StatefulSet and headless Service",
+    "versions": [
+        {
+            "version": "1.0.0",
+            "published": True,
+            "parameters": _schema(
+                {
+                    "replicas": {"type": "integer", "minimum": 1, "maximum": 50, "default": 1},
+                    "port": {"type": "integer", "minimum": 1, "maximum": 65535, "default": 5432},
+                    "health_path": {"type": "string", "default": "/healthz"},
+                    "storage": {"type": "string", "default": "1Gi", "description": "volume size"},
+                    "mount_path": {"type": "string", "default": "/data"},
+                },
+                [],
+            ),
+            "objects": [
+                {
+                    "apiVersion": "v1",
+                    "kind": "Service",
+                    "metadata": {"name": "${name}", "labels": LABELS},
+                    "spec": {
+                        "clusterIP": "None",
+                        "selector": LABELS,
+                        "ports": [{"name": "main", "port": "${port}"}],
+                    },
+                },
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "StatefulSet",
+                    "metadata": {"name": "${name}", "labels": LABELS},
+                    "spec": {
+                        "serviceName": "${name}",
+                        "replicas": "${replicas}",
+                        "selector": {"matchLabels": LABELS},
+                        "template": {
+                            "metadata": {"labels": LABELS},
+                            "spec": {
+                                "containers": [
+                                    {
+                                        **_container(port=True),
+                                        "volumeMounts": [
+                                            {"name": "data", "mountPath": "${mount_path}"}
+                                        ],
+                                    }
+                                ]
+                            },
+                        },
+                        "volumeClaimTemplates": [
+                            {
+                                "metadata": {"name": "data"},
+                                "spec": {
+                                    "accessModes": ["ReadWriteOnce"],
+                                    "resources": {"requests": {"storage": "${storage}"}},
+                                },
+                            }
+                        ],
+                    },
+                },
+            ],
+        }
+    ],
+}
+
+CRON_JOB: dict[str, Any] = {
+    "description": "A job on a schedule: CronJob",
+    "versions": [
+        {
+            "version": "1.0.0",
+            "published": True,
+            "parameters": _schema(
+                {
+                    "schedule": {
+                        "type": "string",
+                        "default": "0 * * * *",
+                        "description": "cron syntax",
+                    },
+                    "command": {"type": "string", "default": "echo hello"},
+                },
+                [],
+            ),
+            "objects": [
+                {
+                    "apiVersion": "batch/v1",
+                    "kind": "CronJob",
+                    "metadata": {"name": "${name}", "labels": LABELS},
+                    "spec": {
+                        "schedule": "${schedule}",
+                        "concurrencyPolicy": "Forbid",
+                        "jobTemplate": {
+                            "spec": {
+                                "backoffLimit": 2,
+                                "template": {
+                                    "metadata": {"labels": LABELS},
+                                    "spec": {
+                                        "restartPolicy": "OnFailure",
+                                        "containers": [
+                                            {
+                                                "name": "${name}",
+                                                "image": "${image}",
+                                                "command": ["/bin/sh", "-c", "${command}"],
+                                                "resources": _resources(),
+                                            }
+                                        ],
+                                    },
+                                },
+                            }
+                        },
+                    },
+                },
+            ],
+        }
+    ],
+}
+
+CATALOG: dict[str, dict[str, Any]] = {
+    "web-service": WEB_SERVICE,
+    "worker": WORKER,
+    "stateful-service": STATEFUL_SERVICE,
+    "cron-job": CRON_JOB,
+}
