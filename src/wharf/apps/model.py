@@ -9,15 +9,20 @@ substituted text is not scanned again. `$${x}` writes a literal `${x}`.
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import json
 import re
 from collections.abc import Iterator
-from typing import Any
+from fractions import Fraction
+from typing import Any, Literal
 
 import jsonschema
 import yaml
 from pydantic import Field, field_validator
 
 from wharf.core.errors import InvalidError
+from wharf.core.quantity import parse_quantity
 from wharf.core.resources import Kind, Spec
 
 PLACEHOLDER = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -211,3 +216,195 @@ def import_yaml(text: str, version: str = "1.0.0", description: str = "") -> Tem
     )
     check_version(tv, "version")
     return tv
+
+
+# -- applications ----------------------------------------------------------------------------
+
+WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob"}
+APP_LABEL = "wharf.io/app"
+CONFIG_HASH = "wharf.io/config-hash"
+
+
+class TemplateRef(Spec):
+    name: str
+    version: str
+
+
+class ContainerResources(Spec):
+    requests: dict[str, str] = Field(default_factory=dict)
+    limits: dict[str, str] = Field(default_factory=dict)
+
+
+class ClusterOverride(Spec):
+    replicas: int | None = Field(default=None, ge=0, le=1000)
+    registry: str | None = Field(
+        default=None, description="image registry mirror, e.g. mirror.local:5000"
+    )
+    env: dict[str, str] = Field(default_factory=dict)
+    resources: ContainerResources | None = None
+
+
+class Configuration(Spec):
+    configMaps: dict[str, dict[str, str]] = Field(default_factory=dict)
+    secrets: dict[str, dict[str, str]] = Field(default_factory=dict)
+
+
+class ApplicationSpec(Spec):
+    project: str
+    environment: str
+    template: TemplateRef
+    values: dict[str, Any] = Field(default_factory=dict)
+    overrides: dict[str, ClusterOverride] = Field(default_factory=dict, description="by cluster")
+    config: Configuration = Field(default_factory=Configuration)
+
+
+APPLICATION = Kind(
+    name="Application",
+    plural="applications",
+    scope="tenant",
+    spec=ApplicationSpec,
+    secret_fields=("config.secrets",),
+    short_names=("application", "app", "apps"),
+    columns=(
+        ("PROJECT", "spec.project"),
+        ("ENV", "spec.environment"),
+        ("TEMPLATE", "spec.template.name"),
+        ("STATE", "status.state"),
+        ("REVISION", "status.revision"),
+    ),
+)
+
+
+def config_hash(config: Configuration) -> str:
+    """A digest of the configuration: it goes on the pod template, so a change rolls pods."""
+    text = json.dumps(config.model_dump(mode="json"), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _pod_spec(obj: dict[str, Any]) -> dict[str, Any] | None:
+    spec = obj.get("spec", {})
+    if obj["kind"] == "CronJob":
+        spec = spec.get("jobTemplate", {}).get("spec", {})
+    template = spec.get("template")
+    return template if isinstance(template, dict) else None
+
+
+def _mirror(image: str, registry: str) -> str:
+    first, _, rest = image.partition("/")
+    path = rest if rest and ("." in first or ":" in first or first == "localhost") else image
+    return f"{registry.rstrip('/')}/{path}"
+
+
+def desired_objects(
+    app: str,
+    spec: ApplicationSpec,
+    rendered: list[dict[str, Any]],
+    cluster: str,
+    labels: dict[str, str],
+) -> list[dict[str, Any]]:
+    """The objects for one cluster: rendered, configuration added, overrides applied, labelled."""
+    override = spec.overrides.get(cluster, ClusterOverride())
+    objects = copy.deepcopy(rendered)
+    refs: list[dict[str, Any]] = []
+    for name, data in sorted(spec.config.configMaps.items()):
+        objects.append(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": f"{app}-{name}"},
+                "data": data,
+            }
+        )
+        refs.append({"configMapRef": {"name": f"{app}-{name}"}})
+    for name, data in sorted(spec.config.secrets.items()):
+        objects.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "type": "Opaque",
+                "metadata": {"name": f"{app}-{name}"},
+                "stringData": data,
+            }
+        )
+        refs.append({"secretRef": {"name": f"{app}-{name}"}})
+    digest = config_hash(spec.config)
+    for obj in objects:
+        meta = obj.setdefault("metadata", {})
+        meta["labels"] = {**meta.get("labels", {}), **labels, APP_LABEL: app}
+        if obj["kind"] not in WORKLOAD_KINDS:
+            continue
+        if override.replicas is not None and obj["kind"] in ("Deployment", "StatefulSet"):
+            obj["spec"]["replicas"] = override.replicas
+        template = _pod_spec(obj)
+        if template is None:
+            continue
+        template_meta = template.setdefault("metadata", {})
+        template_meta["annotations"] = {**template_meta.get("annotations", {}), CONFIG_HASH: digest}
+        template_meta["labels"] = {**template_meta.get("labels", {}), APP_LABEL: app}
+        for container in template.get("spec", {}).get("containers", []):
+            if override.registry:
+                container["image"] = _mirror(container["image"], override.registry)
+            if override.env:
+                env = [e for e in container.get("env", []) if e.get("name") not in override.env]
+                env += [{"name": k, "value": v} for k, v in sorted(override.env.items())]
+                container["env"] = env
+            if override.resources is not None:
+                container["resources"] = override.resources.model_dump(exclude_defaults=True)
+            if refs:
+                container["envFrom"] = [*container.get("envFrom", []), *refs]
+    return objects
+
+
+def workload_requests(objects: list[dict[str, Any]]) -> dict[str, Fraction]:
+    """What the workloads ask of a namespace quota: requests x replicas, and pods."""
+    total: dict[str, Fraction] = {}
+    for obj in objects:
+        if obj["kind"] not in ("Deployment", "StatefulSet"):
+            continue
+        replicas = int(obj.get("spec", {}).get("replicas", 1) or 0)
+        template = _pod_spec(obj) or {}
+        total["pods"] = total.get("pods", Fraction(0)) + replicas
+        for container in template.get("spec", {}).get("containers", []):
+            for name, value in container.get("resources", {}).get("requests", {}).items():
+                key = f"requests.{name}"
+                total[key] = total.get(key, Fraction(0)) + replicas * parse_quantity(str(value))
+    return total
+
+
+CheckLevel = Literal["refuse", "warn", "off"]
+
+
+def delivery_findings(
+    objects: list[dict[str, Any]], allowed_registries: list[str]
+) -> list[tuple[str, str]]:
+    """(check, message) for each container that breaks a delivery rule."""
+    findings: list[tuple[str, str]] = []
+    for obj in objects:
+        if obj["kind"] not in WORKLOAD_KINDS:
+            continue
+        template = _pod_spec(obj) or {}
+        for container in template.get("spec", {}).get("containers", []):
+            where = f"{obj['kind']} {obj['metadata']['name']}, container {container.get('name')}"
+            image = str(container.get("image", ""))
+            tag = image.rsplit("/", 1)[-1].partition("@")[0]
+            if ":" not in tag or tag.endswith(":latest"):
+                findings.append(("latestTag", f"{where}: image {image} has no tag or :latest"))
+            if allowed_registries and not any(
+                image.startswith(r.rstrip("/") + "/") for r in allowed_registries
+            ):
+                findings.append(
+                    (
+                        "registry",
+                        f"{where}: {image} is not from an allowed registry "
+                        f"({', '.join(allowed_registries)})",
+                    )
+                )
+            resources = container.get("resources", {})
+            if not resources.get("requests") or not resources.get("limits"):
+                findings.append(("resources", f"{where}: set both requests and limits"))
+            long_running = obj["kind"] in ("Deployment", "StatefulSet", "DaemonSet")
+            if long_running and not (
+                container.get("readinessProbe") and container.get("livenessProbe")
+            ):
+                findings.append(("probes", f"{where}: set readiness and liveness probes"))
+    return findings

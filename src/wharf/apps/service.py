@@ -2,16 +2,41 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from fractions import Fraction
 from typing import Any
 
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from wharf.apps.catalog import CATALOG
-from wharf.apps.model import APP_TEMPLATE, AppTemplateSpec, TemplateVersion, check_version
-from wharf.core.errors import InvalidError
+from wharf.apps.model import (
+    APP_TEMPLATE,
+    APPLICATION,
+    ApplicationSpec,
+    AppTemplateSpec,
+    TemplateVersion,
+    check_version,
+    delivery_findings,
+    desired_objects,
+    render,
+    workload_requests,
+)
+from wharf.core.audit import mask
+from wharf.core.errors import (
+    ConflictError,
+    ForbiddenError,
+    InvalidError,
+    NotFoundError,
+    QuotaExceededError,
+)
+from wharf.core.quantity import format_quantity, parse_quantity
+from wharf.core.resources import check_name
 from wharf.identity.model import Action, Principal
 from wharf.resources.service import Change, KindRules, Verdict
 from wharf.store.resources import ResourceStore, Scopes, StoredResource
+from wharf.store.tables import revisions
+from wharf.tenancy.model import ENV_LABEL, MANAGED_BY, PROJECT_LABEL, TENANT_LABEL, ProjectSpec
 
 
 class AppTemplateRules(KindRules):
@@ -91,3 +116,227 @@ def seed_catalog(session: Session) -> list[str]:
             )
             made.append(name)
     return made
+
+
+CHANGE_CAUSE = "wharf.io/change-cause"
+
+
+def _project(session: Session, p: Principal, tenant: str, name: str) -> StoredResource:
+    project = ResourceStore(session).get("Project", tenant, name)
+    if project is None or not p.can("read", tenant, name):
+        raise NotFoundError(
+            f"spec.project: project {name!r} not found in tenant {tenant!r}", field="spec.project"
+        )
+    return project
+
+
+def _share(project: StoredResource, env: str, cluster: str) -> dict[str, Any] | None:
+    for placement in project.status.get("placements", []):
+        if (placement["environment"], placement["cluster"]) == (env, cluster):
+            return dict(placement)
+    return None
+
+
+def rendered_for(session: Session, spec: ApplicationSpec) -> list[dict[str, Any]]:
+    tv = template_version(session, spec.template.name, spec.template.version)
+    return render(tv, spec.values)
+
+
+def app_labels(tenant: str, spec: ApplicationSpec) -> dict[str, str]:
+    return {
+        MANAGED_BY: "wharf",
+        TENANT_LABEL: tenant,
+        PROJECT_LABEL: spec.project,
+        ENV_LABEL: spec.environment,
+    }
+
+
+class ApplicationRules(KindRules):
+    """Developers deliver into their projects; everyone in the project reads."""
+
+    kind = APPLICATION
+
+    def verdict(
+        self, p: Principal, action: Action, tenant: str, name: str, old: StoredResource | None
+    ) -> Verdict:
+        if not p.sees_tenant(tenant):
+            return "hide"
+        if old is None:  # a new one: validate() checks the project it names
+            return "allow" if action == "write" else "hide"
+        project = old.spec.get("project", "")
+        if not p.can("read", tenant, project):
+            return "hide"
+        if action == "read" or p.can_deliver(tenant, project):
+            return "allow"
+        return "forbid"
+
+    def validate(self, change: Change) -> dict[str, Any]:
+        session, p, tenant = change.session, change.principal, change.tenant
+        check_name(change.name, max_length=40)
+        spec = ApplicationSpec.model_validate(change.spec)
+        project = _project(session, p, tenant, spec.project)
+        if not p.can_deliver(tenant, spec.project):
+            raise ForbiddenError(f"{p.user} may not deliver into project {spec.project}")
+        if change.old is not None:
+            before = ApplicationSpec.model_validate(change.old.spec)
+            if (before.project, before.environment) != (spec.project, spec.environment):
+                raise InvalidError(
+                    "spec.environment: an application stays in its project and environment; "
+                    "create a new one elsewhere",
+                    field="spec.environment",
+                )
+        project_spec = ProjectSpec.model_validate(project.spec)
+        envs = {e.name: e for e in project_spec.environments}
+        if spec.environment not in envs:
+            raise InvalidError(
+                f"spec.environment: project {spec.project} has no environment "
+                f"{spec.environment!r} (it has: {', '.join(envs) or 'none'})",
+                field="spec.environment",
+            )
+        clusters = envs[spec.environment].clusters
+        for cluster in spec.overrides:
+            if cluster not in clusters:
+                raise InvalidError(
+                    f"spec.overrides.{cluster}: environment {spec.environment} "
+                    f"is not placed on {cluster}",
+                    field=f"spec.overrides.{cluster}",
+                )
+        tv = template_version(session, spec.template.name, spec.template.version)
+        if not tv.published:
+            raise InvalidError(
+                f"spec.template.version: {spec.template.version} of "
+                f"{spec.template.name} is not published",
+                field="spec.template.version",
+            )
+        rendered = render(tv, spec.values)
+        previous = None
+        if change.old is not None:
+            try:
+                before = ApplicationSpec.model_validate(change.old.spec)
+                previous = (before, rendered_for(session, before))
+            except InvalidError:
+                previous = None
+        policy = project_spec.delivery
+        labels = app_labels(tenant, spec)
+        for cluster in clusters:
+            objects = desired_objects(change.name, spec, rendered, cluster, labels)
+            for check, message in delivery_findings(objects, policy.allowedRegistries):
+                if getattr(policy.checks, check) == "refuse":
+                    raise InvalidError(
+                        f"delivery check {check} refuses it: {message} (the project's "
+                        f"spec.delivery.checks.{check} is refuse)",
+                        field="spec.values",
+                    )
+            self._check_quota(change.name, spec, project, cluster, objects, previous, labels)
+        return change.spec
+
+    @staticmethod
+    def _check_quota(
+        app: str,
+        spec: ApplicationSpec,
+        project: StoredResource,
+        cluster: str,
+        objects: list[dict[str, Any]],
+        previous: tuple[ApplicationSpec, list[dict[str, Any]]] | None,
+        labels: dict[str, str],
+    ) -> None:
+        share = _share(project, spec.environment, cluster)
+        if share is None or not share.get("hard"):
+            raise ConflictError(
+                f"project {spec.project} is not placed in cluster {cluster} yet (see its status); "
+                "try again shortly"
+            )
+        need = workload_requests(objects)
+        held: dict[str, Fraction] = {}
+        if previous is not None:
+            held = workload_requests(
+                desired_objects(app, previous[0], previous[1], cluster, labels)
+            )
+        for resource, value in need.items():
+            if resource not in share["hard"]:
+                continue
+            hard = parse_quantity(share["hard"][resource])
+            used = parse_quantity(share.get("used", {}).get(resource, "0"))
+            available = hard - used + held.get(resource, Fraction(0))
+            if value > available:
+                raise QuotaExceededError(
+                    f"application {app}: {resource} {format_quantity(value, resource)} in cluster "
+                    f"{cluster} would exceed the namespace quota by "
+                    f"{format_quantity(value - available, resource)} (quota "
+                    f"{format_quantity(hard, resource)}, in use "
+                    f"{format_quantity(used, resource)}); nothing was applied",
+                    field="spec.values",
+                    resource=resource,
+                    cluster=cluster,
+                    exceededBy=format_quantity(value - available, resource),
+                )
+
+    def after_write(
+        self,
+        session: Session,
+        stored: StoredResource | None,
+        old: StoredResource | None,
+        p: Principal,
+    ) -> None:
+        if stored is None:
+            assert old is not None
+            session.execute(
+                delete(revisions).where(
+                    revisions.c.tenant == old.tenant, revisions.c.application == old.name
+                )
+            )
+            return
+        if old is not None and old.spec == stored.spec:
+            return
+        last = session.execute(
+            select(func.max(revisions.c.number)).where(
+                revisions.c.tenant == stored.tenant, revisions.c.application == stored.name
+            )
+        ).scalar()
+        session.execute(
+            insert(revisions).values(
+                tenant=stored.tenant,
+                application=stored.name,
+                number=(last or 0) + 1,
+                spec=stored.spec,
+                actor=p.user,
+                reason=stored.annotations.get(CHANGE_CAUSE, ""),
+                created_at=dt.datetime.now(dt.UTC),
+            )
+        )
+
+
+def list_revisions(session: Session, tenant: str, app: str) -> list[dict[str, Any]]:
+    rows = session.execute(
+        select(revisions)
+        .where(revisions.c.tenant == tenant, revisions.c.application == app)
+        .order_by(revisions.c.number)
+    )
+    out = []
+    for row in rows:
+        when = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=dt.UTC)
+        out.append(
+            {
+                "revision": row.number,
+                "actor": row.actor,
+                "reason": row.reason,
+                "time": when.isoformat(timespec="seconds").replace("+00:00", "Z"),
+                "template": row.spec["template"],
+                "spec": mask(row.spec, APPLICATION.secret_fields),
+            }
+        )
+    return out
+
+
+def revision_spec(session: Session, tenant: str, app: str, number: int) -> dict[str, Any]:
+    spec = session.execute(
+        select(revisions.c.spec).where(
+            revisions.c.tenant == tenant,
+            revisions.c.application == app,
+            revisions.c.number == number,
+        )
+    ).scalar()
+    if spec is None:
+        raise NotFoundError(f"application {app} has no revision {number}", field="revision")
+    result: dict[str, Any] = spec
+    return result

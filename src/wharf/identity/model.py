@@ -78,6 +78,21 @@ class Principal:
         # Writes: tenant admins in their tenant; project admins in their project only.
         return grant.role == "tenant-admin" or (grant.role == "project-admin" and bool(project))
 
+    def can_deliver(self, tenant: str, project: str) -> bool:
+        """May the caller deliver applications into this project (developers may)?"""
+        if not self._in_token_scope("write", tenant, project):
+            return False
+        return any(
+            (g.scope == "platform" and g.role == "platform-admin")
+            or (g.scope == "tenant" and g.tenant == tenant and g.role == "tenant-admin")
+            or (
+                g.tenant == tenant
+                and g.project == project
+                and g.role in ("project-admin", "developer")
+            )
+            for g in self.grants
+        )
+
     def is_tenant_admin(self, tenant: str) -> bool:
         if self.token_scope.read_only or self.token_scope.project:
             return False

@@ -84,7 +84,11 @@ class KindRules:
         """Refuse a delete that would leave something broken (raise a WharfError)."""
 
     def after_write(
-        self, session: Session, stored: StoredResource | None, old: StoredResource | None
+        self,
+        session: Session,
+        stored: StoredResource | None,
+        old: StoredResource | None,
+        p: Principal,
     ) -> None:
         """Keep derived rows (memberships, say) in step; stored is None after a delete."""
 
@@ -360,7 +364,7 @@ class ResourceService:
                 )
             changed = stored is not old
             if changed:
-                rules.after_write(session, stored, old)
+                rules.after_write(session, stored, old, p)
                 allowed(action_diff)
             result = self.present(rules, stored, p), old is None
         if changed:
@@ -386,7 +390,7 @@ class ResourceService:
                 )
             rules.before_delete(session, p, old)
             store.delete(old)
-            rules.after_write(session, None, old)
+            rules.after_write(session, None, old, p)
             allowed(diff({"spec": mask(old.spec, rules.kind.secret_fields)}, {}))
             result = self.present(rules, old, p)
         self._changed(rules.kind.name, tenant, name)

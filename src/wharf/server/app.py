@@ -22,6 +22,7 @@ from sqlalchemy import DateTime, Integer, String, column, insert, select, table
 from starlette.routing import Match
 
 import wharf
+from wharf.apps import api as apps_api
 from wharf.audit import api as audit_api
 from wharf.core.config import Settings
 from wharf.core.errors import InvalidError, WharfError
@@ -151,6 +152,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(identity_api.router)
     app.include_router(audit_api.router)
     app.include_router(tenancy_api.router)
+    app.include_router(apps_api.router)
     app.include_router(resource_router(platform.rules))
 
     @app.middleware("http")

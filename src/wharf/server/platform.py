@@ -9,7 +9,8 @@ import asyncio
 import secrets
 from typing import Any
 
-from wharf.apps.service import AppTemplateRules, seed_catalog
+from wharf.apps.controller import DeliveryController
+from wharf.apps.service import ApplicationRules, AppTemplateRules, seed_catalog
 from wharf.clusters.controller import ClusterController
 from wharf.clusters.service import ClusterRules, NodePoolRules
 from wharf.core.config import Settings
@@ -42,6 +43,7 @@ class Platform:
             TenantRules(),
             ProjectRules(),
             AppTemplateRules(),
+            ApplicationRules(),
         ]
         self.resources = ResourceService(db, {r.kind.name: r for r in self.rules})
         self.connections = ClusterConnections()
@@ -54,11 +56,14 @@ class Platform:
         self.placement = PlacementController(
             self.resources, self.cluster_rules, self.connections, resync=settings.resync_seconds
         )
+        self.delivery = DeliveryController(
+            self.resources, self.cluster_rules, self.connections, resync=settings.resync_seconds
+        )
         self._tasks: list[asyncio.Task[Any]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def controllers(self) -> list[Controller]:
-        return [self.clusters.controller, self.placement.controller]
+        return [self.clusters.controller, self.placement.controller, self.delivery.controller]
 
     def bootstrap(self) -> str | None:
         """Make the first user, `admin`, a platform admin, and the built-in catalog; return a
@@ -81,9 +86,13 @@ class Platform:
             loop.call_soon_threadsafe(self.placement.controller.queue.add, (tenant, name))
         elif kind == "Cluster":
             loop.call_soon_threadsafe(self.clusters.controller.queue.add, name)
+        elif kind == "Application":
+            loop.call_soon_threadsafe(self.delivery.controller.queue.add, (tenant, name))
         if kind in ("Tenant", "Cluster", "NodePool"):
             # Membership, quota or reachability may change any project's namespaces.
             loop.call_soon_threadsafe(self.placement.controller.queue_all)
+        if kind in ("Project", "Cluster", "AppTemplate"):
+            loop.call_soon_threadsafe(self.delivery.controller.queue_all)
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -92,10 +101,12 @@ class Platform:
             self._tasks = [
                 asyncio.create_task(self.clusters.controller.run(), name="clusters"),
                 asyncio.create_task(self.placement.controller.run(), name="placement"),
+                asyncio.create_task(self.delivery.controller.run(), name="delivery"),
             ]
 
     async def stop(self) -> None:
         await cancel(self._tasks)
         await self.clusters.stop()
         await self.placement.stop()
+        await self.delivery.stop()
         await self.connections.close()

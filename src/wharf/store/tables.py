@@ -104,3 +104,16 @@ memberships = Table(
     Column("project", String(64), primary_key=True, server_default=""),
     Index("ix_memberships_scope", "tenant", "project"),
 )
+
+# Every delivery of an application: what was asked (template, values, overrides, configuration).
+revisions = Table(
+    "revisions",
+    metadata,
+    Column("tenant", String(64), primary_key=True),
+    Column("application", String(128), primary_key=True),
+    Column("number", Integer, primary_key=True),
+    Column("spec", JSON, nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("reason", String(255), nullable=False, server_default=""),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)

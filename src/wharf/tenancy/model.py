@@ -140,6 +140,22 @@ class ContainerDefaults(Spec):
     default: dict[str, str] = Field(default_factory=lambda: {"cpu": "500m", "memory": "512Mi"})
 
 
+class DeliveryChecks(Spec):
+    """What each delivery check does when it finds something: refuse, warn or nothing."""
+
+    latestTag: Literal["refuse", "warn", "off"] = "refuse"
+    registry: Literal["refuse", "warn", "off"] = "refuse"
+    resources: Literal["refuse", "warn", "off"] = "refuse"
+    probes: Literal["refuse", "warn", "off"] = "warn"
+
+
+class DeliveryPolicy(Spec):
+    allowedRegistries: list[str] = Field(
+        default_factory=list, description="image prefixes allowed; empty allows any"
+    )
+    checks: DeliveryChecks = Field(default_factory=DeliveryChecks)
+
+
 class TenantSpec(Spec):
     displayName: str = ""
     admins: list[str] = Field(default_factory=list)
@@ -156,6 +172,7 @@ class ProjectSpec(Spec):
     quota: dict[str, str] = Field(default_factory=dict)
     environments: list[Environment] = Field(default_factory=list)
     containerDefaults: ContainerDefaults = Field(default_factory=ContainerDefaults)
+    delivery: DeliveryPolicy = Field(default_factory=DeliveryPolicy)
 
     @field_validator("environments")
     @classmethod

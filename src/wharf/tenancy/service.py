@@ -133,7 +133,11 @@ class TenantRules(KindRules):
             )
 
     def after_write(
-        self, session: Session, stored: StoredResource | None, old: StoredResource | None
+        self,
+        session: Session,
+        stored: StoredResource | None,
+        old: StoredResource | None,
+        p: Principal,
     ) -> None:
         if stored is None:
             assert old is not None
@@ -216,7 +220,11 @@ class ProjectRules(KindRules):
         return spec
 
     def after_write(
-        self, session: Session, stored: StoredResource | None, old: StoredResource | None
+        self,
+        session: Session,
+        stored: StoredResource | None,
+        old: StoredResource | None,
+        p: Principal,
     ) -> None:
         if stored is None:
             assert old is not None

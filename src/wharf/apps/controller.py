@@ -1,0 +1,293 @@
+"""The delivery controller: an application's objects in every cluster of its environment.
+
+All clusters are worked on concurrently. Objects are compared before they are applied (zero
+writes when nothing changed), pruned by the application's ownership labels, and watched, so
+that drift comes back and status follows the rollout. One overall state sums the clusters up,
+with reasons that name them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from functools import partial
+from typing import Any
+
+import structlog
+from lightkube import AsyncClient
+from lightkube.core.exceptions import ApiError
+from lightkube.core.generic_client import ALL_NS
+from lightkube.resources.apps_v1 import DaemonSet, Deployment, StatefulSet
+from lightkube.resources.autoscaling_v2 import HorizontalPodAutoscaler
+from lightkube.resources.batch_v1 import CronJob, Job
+from lightkube.resources.core_v1 import (
+    ConfigMap,
+    Pod,
+    Secret,
+    Service,
+    ServiceAccount,
+)
+from lightkube.resources.networking_v1 import Ingress
+from lightkube.resources.policy_v1 import PodDisruptionBudget
+
+from wharf.apps.model import APP_LABEL, ApplicationSpec, desired_objects
+from wharf.apps.service import app_labels, rendered_for
+from wharf.clusters.service import ClusterRules
+from wharf.core.controller import Controller
+from wharf.core.resources import set_condition
+from wharf.kube.apply import ensure, prune
+from wharf.kube.clients import is_unreachable
+from wharf.kube.connections import ClusterConnections, fingerprint
+from wharf.kube.informer import ClusterWatches, Informer
+from wharf.resources.service import ResourceService
+from wharf.store.resources import ResourceStore, StoredResource
+from wharf.tenancy.model import MANAGED_BY, TENANT_LABEL, namespace_name
+
+log = structlog.get_logger("wharf.apps")
+Key = tuple[str, str]  # (tenant, application)
+RESOURCES = (
+    Deployment,
+    StatefulSet,
+    DaemonSet,
+    Job,
+    CronJob,
+    Service,
+    Ingress,
+    ConfigMap,
+    Secret,
+    HorizontalPodAutoscaler,
+    PodDisruptionBudget,
+    ServiceAccount,
+)
+BY_KIND = {r.__name__: r for r in RESOURCES}
+
+
+class DeliveryController:
+    def __init__(
+        self,
+        service: ResourceService,
+        clusters: ClusterRules,
+        connections: ClusterConnections,
+        resync: float = 30.0,
+    ) -> None:
+        self.service = service
+        self.clusters = clusters
+        self.connections = connections
+        self.watches = ClusterWatches()
+        self.controller = Controller("delivery", self.reconcile, self.list_keys, resync=resync)
+        self.writes = 0
+
+    async def list_keys(self) -> Iterable[Key]:
+        def apps() -> list[Key]:
+            with self.service.db.reader() as session:
+                return [(a.tenant, a.name) for a in ResourceStore(session).query("Application")]
+
+        return await asyncio.to_thread(apps)
+
+    async def _watch(self, cluster: StoredResource) -> None:
+        kubeconfig = self.clusters.kubeconfig(cluster)
+        client = self.connections.client(cluster.name, kubeconfig)
+
+        def changed(event: str, obj: dict[str, Any]) -> None:
+            labels = obj.get("metadata", {}).get("labels") or {}
+            if event in ("ADDED", "MODIFIED", "DELETED") and APP_LABEL in labels:
+                self.controller.queue.add((labels.get(TENANT_LABEL, ""), labels[APP_LABEL]))
+
+        def make() -> list[Informer]:
+            return [
+                Informer(
+                    client,
+                    kind,
+                    labels={MANAGED_BY: "wharf", APP_LABEL: None},
+                    on_event=changed,
+                    name=f"{cluster.name}/apps/{kind.__name__}",
+                )
+                for kind in (Deployment, StatefulSet, Pod)
+            ]
+
+        await self.watches.ensure(f"apps/{cluster.name}", fingerprint(kubeconfig), make)
+
+    def _load(
+        self, key: Key
+    ) -> tuple[StoredResource | None, dict[str, StoredResource], list[dict[str, Any]], list[str]]:
+        with self.service.db.reader() as session:
+            store = ResourceStore(session)
+            app = store.get("Application", key[0], key[1])
+            clusters = {c.name: c for c in store.query("Cluster")}
+            if app is None:
+                return None, clusters, [], []
+            spec = ApplicationSpec.model_validate(app.spec)
+            project = store.get("Project", key[0], spec.project)
+            envs = {e["name"]: e for e in (project.spec if project else {}).get("environments", [])}
+            targets = envs.get(spec.environment, {}).get("clusters", [])
+            return app, clusters, rendered_for(session, spec), targets
+
+    async def reconcile(self, key: Key) -> None:
+        app, clusters, rendered, targets = await asyncio.to_thread(self._load, key)
+        if app is None:
+            await asyncio.gather(*(self._remove(key, c) for c in clusters.values()))
+            return
+        spec = ApplicationSpec.model_validate(app.spec)
+        results = await asyncio.gather(
+            *(self._deliver(key, app, spec, rendered, clusters.get(c), c) for c in targets)
+        )
+        # Clusters the environment no longer covers lose the application's objects.
+        for name, cluster in clusters.items():
+            if name not in targets:
+                await self._remove(key, cluster)
+        await asyncio.to_thread(
+            self.service.write_status,
+            "Application",
+            key[0],
+            key[1],
+            partial(_status, dict(zip(targets, results, strict=True)), app.generation),
+        )
+
+    async def _remove(self, key: Key, cluster: StoredResource) -> None:
+        if cluster.status.get("phase") != "Ready":
+            return
+        client = self.connections.client(cluster.name, self.clusters.kubeconfig(cluster))
+        labels: dict[str, Any] = {MANAGED_BY: "wharf", TENANT_LABEL: key[0], APP_LABEL: key[1]}
+        try:
+            for resource in RESOURCES:
+                listing = client.list(resource, namespace=ALL_NS, labels=labels)
+                async for item in listing:
+                    meta = item.to_dict()["metadata"]  # type: ignore[attr-defined]
+                    await client.delete(resource, meta["name"], namespace=meta["namespace"])
+                    self.writes += 1
+        except ApiError as exc:
+            log.warning(
+                "removing application failed", cluster=cluster.name, app=key, error=str(exc)
+            )
+
+    async def _deliver(
+        self,
+        key: Key,
+        app: StoredResource,
+        spec: ApplicationSpec,
+        rendered: list[dict[str, Any]],
+        cluster: StoredResource | None,
+        name: str,
+    ) -> dict[str, Any]:
+        if cluster is None:
+            return {"state": "Unreachable", "message": f"cluster {name} is not registered"}
+        if cluster.status.get("phase") != "Ready":
+            return {
+                "state": "Unreachable",
+                "message": f"cluster {name} is {cluster.status.get('phase', 'not observed')}",
+            }
+        namespace = namespace_name(key[0], spec.project, spec.environment)
+        objects = desired_objects(key[1], spec, rendered, name, app_labels(key[0], spec))
+        try:
+            client = self.connections.client(name, self.clusters.kubeconfig(cluster))
+            await self._watch(cluster)
+            observed = []
+            for obj in objects:
+                obj["metadata"]["namespace"] = namespace
+                wrote, current = await ensure(client, obj)
+                self.writes += int(wrote)
+                observed.append(current)
+            keep: dict[str, set[str]] = {}
+            for obj in objects:
+                keep.setdefault(obj["kind"], set()).add(obj["metadata"]["name"])
+            labels = {MANAGED_BY: "wharf", APP_LABEL: key[1]}
+            for resource in RESOURCES:
+                removed = await prune(
+                    client, resource, namespace, labels, keep.get(resource.__name__, set())
+                )
+                self.writes += len(removed)
+            return await _cluster_status(client, namespace, key[1], observed)
+        except Exception as exc:
+            message = f"{type(exc).__name__}: {exc}"[:300]
+            log.warning("delivery failed", cluster=name, app=key, error=message)
+            return {"state": "Unreachable" if is_unreachable(exc) else "Failed", "message": message}
+
+    async def stop(self) -> None:
+        await self.watches.stop()
+
+
+async def _cluster_status(
+    client: AsyncClient, namespace: str, app: str, observed: list[dict[str, Any]]
+) -> dict[str, Any]:
+    workloads = []
+    settled = True
+    for obj in observed:
+        if obj.get("kind") not in ("Deployment", "StatefulSet"):
+            continue
+        resource = BY_KIND[obj["kind"]]
+        current = (  # type: ignore[attr-defined]
+            await client.get(resource, obj["metadata"]["name"], namespace=namespace)
+        ).to_dict()
+        st = current.get("status", {})
+        desired = current.get("spec", {}).get("replicas", 1)
+        row = {
+            "kind": obj["kind"],
+            "name": obj["metadata"]["name"],
+            "desired": desired,
+            "updated": st.get("updatedReplicas", 0),
+            "ready": st.get("readyReplicas", 0),
+            "available": st.get("availableReplicas", 0),
+            "conditions": [
+                {"type": c["type"], "status": c["status"], "reason": c.get("reason", "")}
+                for c in st.get("conditions", [])
+            ],
+        }
+        done = (
+            st.get("observedGeneration", 0) >= current["metadata"].get("generation", 0)
+            and row["updated"] == desired
+            and row["ready"] == desired
+            and st.get("replicas", 0) == desired
+        )
+        settled = settled and done
+        workloads.append(row)
+    pods = []
+    async for pod in client.list(Pod, namespace=namespace, labels={APP_LABEL: app}):
+        d = pod.to_dict()
+        pods.append(
+            {
+                "name": d["metadata"]["name"],
+                "node": d["spec"].get("nodeName", ""),
+                "phase": d.get("status", {}).get("phase", ""),
+            }
+        )
+    return {
+        "state": "Available" if settled else "Progressing",
+        "message": "" if settled else "rolling out",
+        "workloads": workloads,
+        "pods": sorted(pods, key=lambda p: p["name"]),
+    }
+
+
+def _status(
+    clusters: dict[str, dict[str, Any]], generation: int, stored: StoredResource
+) -> dict[str, Any]:
+    states = {name: c["state"] for name, c in clusters.items()}
+    bad = sorted(n for n, s in states.items() if s in ("Unreachable", "Failed"))
+    if not clusters:
+        state, reason = "Failed", "the environment is placed on no cluster"
+    elif bad and len(bad) == len(states):
+        state = "Failed"
+        reason = "; ".join(f"{n}: {clusters[n]['message']}" for n in bad)
+    elif bad:
+        state = "Degraded"
+        reason = "; ".join(f"{n}: {clusters[n]['message']}" for n in bad)
+    elif all(s == "Available" for s in states.values()):
+        state, reason = "Available", f"available in {', '.join(sorted(states))}"
+    else:
+        waiting = sorted(n for n, s in states.items() if s != "Available")
+        state, reason = "Progressing", f"rolling out in {', '.join(waiting)}"
+    conditions = set_condition(
+        stored.status.get("conditions", []),
+        "Available",
+        "True" if state == "Available" else "False",
+        state,
+        reason,
+        generation,
+    )
+    return {
+        "state": state,
+        "reason": reason,
+        "observedGeneration": generation,
+        "clusters": clusters,
+        "conditions": conditions,
+    }

@@ -1,0 +1,190 @@
+"""Delivering applications from the catalog to both lab clusters: rollout, history, rollback,
+configuration changes, and the checks that refuse before anything is applied."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from tests.integration.conftest import Wharf, manifest, wait_for
+
+IMAGE = "registry.example/shop/web:1.4.2"
+
+
+@pytest.fixture
+def place(wharf: Wharf):
+    """A tenant and a project placed on both clusters, and a developer of that project."""
+    dev = wharf.user()
+    tenant = wharf.tenant({"cpu": "8", "memory": "16Gi", "pods": "40"})
+    wharf.project(
+        tenant,
+        "shop",
+        {"cpu": "4", "memory": "8Gi", "pods": "20"},
+        members=[{"user": dev.user, "role": "developer"}],
+    )
+    wharf.wait_placed(tenant, "shop")
+    return tenant, dev
+
+
+def application(tenant: str, name: str, values: dict[str, Any], **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "wharf.io/v1",
+        "kind": "Application",
+        "metadata": {"name": name, "tenant": tenant},
+        "spec": {
+            "project": "shop",
+            "environment": "dev",
+            "template": {"name": "web-service", "version": "1.0.0"},
+            "values": {"name": name, "image": IMAGE, **values},
+            **spec,
+        },
+    }
+
+
+def wait_available(wharf: Wharf, api, tenant: str, name: str) -> dict[str, Any]:
+    path = f"/api/v1/tenants/{tenant}/applications/{name}"
+
+    def available() -> dict[str, Any] | None:
+        obj = api.ok("GET", path)
+        status = obj["status"]
+        fresh = status.get("observedGeneration") == obj["metadata"]["generation"]
+        return obj if fresh and status.get("state") == "Available" else None
+
+    return wait_for(available, timeout=90, what=f"application {name} Available")  # type: ignore[no-any-return]
+
+
+def deployment(kubectl, cluster, namespace: str, name: str) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(
+        kubectl(cluster, "-n", namespace, "get", "deployment", name, "-o", "json").stdout
+    )
+    return result
+
+
+def test_an_application_reaches_available_rolls_out_changes_and_rolls_back(
+    wharf: Wharf, place, kubectl
+):
+    tenant, dev = place
+    path = f"/api/v1/tenants/{tenant}/applications/web"
+    created = dev.request("PUT", path, json=application(tenant, "web", {"replicas": 2}))
+    assert created.status_code == 201, created.text
+    app = wait_available(wharf, dev, tenant, "web")
+    ns = f"{tenant}-shop-dev"
+    for cluster in wharf.lab.clusters():
+        status = app["status"]["clusters"][cluster.name]
+        assert status["state"] == "Available"
+        assert status["workloads"][0]["ready"] == 2
+        assert {p["phase"] for p in status["pods"]} == {"Running"}
+        assert all(p["node"].startswith(f"{cluster.name}-node-") for p in status["pods"])
+        labels = deployment(kubectl, cluster, ns, "web")["metadata"]["labels"]
+        assert labels["wharf.io/app"] == "web"
+        assert labels["app.kubernetes.io/managed-by"] == "wharf"
+
+    # A parameter change rolls out; the history has two revisions.
+    dev.ok("PUT", path, json=application(tenant, "web", {"replicas": 3}))
+    wait_available(wharf, dev, tenant, "web")
+    for cluster in wharf.lab.clusters():
+        assert deployment(kubectl, cluster, ns, "web")["status"]["readyReplicas"] == 3
+    history = dev.ok("GET", f"{path}/revisions")["items"]
+    assert [(r["revision"], r["actor"]) for r in history] == [(1, dev.user), (2, dev.user)]
+    changes = dev.ok("GET", f"{path}/revisions/diff", params={"from": 1, "to": 2})["changes"]
+    assert changes == [{"path": "values.replicas", "old": 2, "new": 3}]
+
+    # Rolling back restores revision 1 in both clusters, as revision 3.
+    dev.ok("POST", f"{path}/rollback", params={"revision": 1})
+    wait_available(wharf, dev, tenant, "web")
+    for cluster in wharf.lab.clusters():
+        assert deployment(kubectl, cluster, ns, "web")["spec"]["replicas"] == 2
+    history = dev.ok("GET", f"{path}/revisions")["items"]
+    assert history[-1]["revision"] == 3
+    assert history[-1]["reason"] == "rollback to revision 1"
+    assert history[-1]["spec"] == history[0]["spec"]
+
+    # A configuration change rolls the pods, through the hash on their template.
+    lab1 = wharf.lab.cluster("lab1")
+    before = deployment(kubectl, lab1, ns, "web")["spec"]["template"]["metadata"]["annotations"]
+    dev.ok(
+        "PUT",
+        path,
+        json=application(
+            tenant, "web", {"replicas": 2}, config={"configMaps": {"settings": {"MODE": "blue"}}}
+        ),
+    )
+    wait_available(wharf, dev, tenant, "web")
+    after = deployment(kubectl, lab1, ns, "web")
+    assert (
+        after["spec"]["template"]["metadata"]["annotations"]["wharf.io/config-hash"]
+        != (before["wharf.io/config-hash"])
+    )
+    assert after["spec"]["template"]["spec"]["containers"][0]["envFrom"] == [
+        {"configMapRef": {"name": "web-settings"}}
+    ]
+    sets = json.loads(
+        kubectl(
+            lab1, "-n", ns, "get", "replicasets", "-l", "app.kubernetes.io/name=web", "-o", "json"
+        ).stdout
+    )["items"]
+    assert len(sets) >= 2, "the configuration change made a new ReplicaSet"
+
+    # Deleting the application removes exactly its objects, in every cluster.
+    kubectl(lab1, "-n", ns, "create", "configmap", "not-wharfs")
+    assert dev.request("DELETE", path, params={"confirm": "web"}).status_code == 200
+    for cluster in wharf.lab.clusters():
+        wait_for(
+            lambda c=cluster: (
+                kubectl(c, "-n", ns, "get", "deployment", "web", check=False).returncode != 0
+            ),
+            what="deployment removed",
+        )
+    assert kubectl(lab1, "-n", ns, "get", "configmap", "not-wharfs", check=False).returncode == 0
+
+
+def test_an_application_over_quota_or_on_latest_is_refused_before_anything_is_applied(
+    wharf: Wharf, place, kubectl
+):
+    tenant, dev = place
+    # 2 CPUs per cluster for the project's dev namespace; 30 replicas of 100m ask 3.
+    over = dev.request(
+        "PUT",
+        f"/api/v1/tenants/{tenant}/applications/big",
+        json=application(tenant, "big", {"replicas": 30}),
+    )
+    assert over.status_code == 422, over.text
+    error = over.json()
+    assert error["code"] == "quota_exceeded"
+    assert "would exceed the namespace quota by" in error["message"]
+    latest = application(tenant, "edge", {"replicas": 1})
+    latest["spec"]["values"]["image"] = "registry.example/shop/web:latest"
+    refused = dev.request("PUT", f"/api/v1/tenants/{tenant}/applications/edge", json=latest)
+    assert refused.status_code == 422
+    assert "delivery check latestTag refuses it" in refused.json()["message"]
+    injected = application(tenant, "inj", {"replicas": 1, "health_path": "${image}"})
+    made = dev.request("PUT", f"/api/v1/tenants/{tenant}/applications/inj", json=injected)
+    assert made.status_code == 201
+    for name in ("big", "edge"):
+        assert dev.get(f"/api/v1/tenants/{tenant}/applications/{name}").status_code == 404
+        for cluster in wharf.lab.clusters():
+            got = kubectl(
+                cluster, "-n", f"{tenant}-shop-dev", "get", "deployment", name, check=False
+            )
+            assert got.returncode != 0
+    app = wait_available(wharf, dev, tenant, "inj")
+    lab2 = wharf.lab.cluster("lab2")
+    probe = deployment(kubectl, lab2, f"{tenant}-shop-dev", "inj")["spec"]["template"]["spec"][
+        "containers"
+    ][0]["readinessProbe"]["httpGet"]["path"]
+    assert probe == "${image}"
+    assert app["status"]["state"] == "Available"
+    # A viewer of the tenant reads applications but cannot deliver.
+    viewer = wharf.user()
+    body = manifest(wharf.admin.ok("GET", f"/api/v1/tenants/{tenant}"))
+    body["spec"]["viewers"] = [viewer.user]
+    wharf.admin.ok("PUT", f"/api/v1/tenants/{tenant}", json=body)
+    assert viewer.get(f"/api/v1/tenants/{tenant}/applications/inj").status_code == 200
+    assert (
+        viewer.request(
+            "PUT", f"/api/v1/tenants/{tenant}/applications/inj", json=injected
+        ).status_code
+        == 403
+    )
