@@ -188,3 +188,81 @@ def test_an_application_over_quota_or_on_latest_is_refused_before_anything_is_ap
         ).status_code
         == 403
     )
+
+
+def test_objects_the_cluster_schema_refuses_are_applied_nowhere(wharf: Wharf, place, kubectl):
+    tenant, dev = place
+    template = {
+        "kind": "AppTemplate",
+        "metadata": {"name": "typo"},
+        "spec": {
+            "versions": [
+                {
+                    "version": "1.0.0",
+                    "published": True,
+                    "parameters": {"type": "object", "properties": {"name": {"type": "string"}}},
+                    "objects": [
+                        {
+                            "apiVersion": "v1",
+                            "kind": "ConfigMap",
+                            "metadata": {"name": "${name}-ok"},
+                            "data": {"a": "b"},
+                        },
+                        {
+                            "apiVersion": "apps/v1",
+                            "kind": "Deployment",
+                            "metadata": {"name": "${name}"},
+                            "spec": {
+                                "replicaz": 1,
+                                "selector": {"matchLabels": {"app": "x"}},
+                                "template": {
+                                    "metadata": {"labels": {"app": "x"}},
+                                    "spec": {
+                                        "containers": [
+                                            {
+                                                "name": "c",
+                                                "image": "registry.example/x:1",
+                                                "resources": {
+                                                    "requests": {"cpu": "10m"},
+                                                    "limits": {"cpu": "10m"},
+                                                },
+                                                "readinessProbe": {"tcpSocket": {"port": 1}},
+                                                "livenessProbe": {"tcpSocket": {"port": 1}},
+                                            }
+                                        ]
+                                    },
+                                },
+                            },
+                        },
+                    ],
+                }
+            ]
+        },
+    }
+    wharf.admin.ok("PUT", "/api/v1/apptemplates/typo", json=template)
+    body = {
+        "kind": "Application",
+        "metadata": {"name": "typo", "tenant": tenant},
+        "spec": {
+            "project": "shop",
+            "environment": "dev",
+            "template": {"name": "typo", "version": "1.0.0"},
+            "values": {"name": "typo"},
+        },
+    }
+    dev.ok("PUT", f"/api/v1/tenants/{tenant}/applications/typo", json=body)
+
+    def failed() -> dict[str, Any] | None:
+        obj = dev.ok("GET", f"/api/v1/tenants/{tenant}/applications/typo")
+        return obj if obj["status"].get("state") == "Failed" else None
+
+    app = wait_for(failed, what="application Failed")
+    for cluster in wharf.lab.clusters():
+        message = app["status"]["clusters"][cluster.name]["message"]
+        assert "rejected by the cluster" in message
+        assert "replicaz" in message
+        ns = f"{tenant}-shop-dev"
+        # Not even the valid ConfigMap went in: the revision is applied nowhere in the cluster.
+        assert (
+            kubectl(cluster, "-n", ns, "get", "configmap", "typo-ok", check=False).returncode != 0
+        )

@@ -225,3 +225,75 @@ def _ready(port: int) -> bool:
         return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def test_a_delivery_with_one_cluster_stopped_is_degraded_then_completes(
+    wharf: Wharf, edge, kubectl
+):
+    kubeconfig = edge.user_kubeconfig(WHARF_USER, ("system:masters",)).read_text()
+    wharf.admin.ok(
+        "PUT",
+        "/api/v1/clusters/edge",
+        json={"kind": "Cluster", "metadata": {"name": "edge"}, "spec": {"kubeconfig": kubeconfig}},
+    )
+    wait_for(
+        lambda: wharf.admin.ok("GET", "/api/v1/clusters/edge")["status"].get("phase") == "Ready",
+        what="edge Ready",
+    )
+    tenant = wharf.tenant({"cpu": "4", "memory": "4Gi"}, clusters=["lab1", "edge"])
+    wharf.project(
+        tenant,
+        "shop",
+        {"cpu": "2", "memory": "2Gi"},
+        envs=[{"name": "dev", "clusters": ["lab1", "edge"]}],
+    )
+    wharf.wait_placed(tenant, "shop")
+    apiserver = edge.running()["kube-apiserver"]
+    assert apiserver is not None
+    path = f"/api/v1/tenants/{tenant}/applications/web"
+    body = {
+        "kind": "Application",
+        "metadata": {"name": "web", "tenant": tenant},
+        "spec": {
+            "project": "shop",
+            "environment": "dev",
+            "template": {"name": "web-service", "version": "1.0.0"},
+            "values": {"name": "web", "image": "registry.example/web:2.0.1", "replicas": 1},
+        },
+    }
+    os.kill(apiserver, signal.SIGSTOP)
+    try:
+        wait_for(
+            lambda: (
+                wharf.admin.ok("GET", "/api/v1/clusters/edge")["status"]["phase"] == "Unreachable"
+            ),
+            timeout=30,
+            what="edge Unreachable",
+        )
+        wharf.admin.ok("PUT", path, json=body)
+
+        def degraded() -> dict | None:
+            obj = wharf.admin.ok("GET", path)
+            return obj if obj["status"].get("state") == "Degraded" else None
+
+        app = wait_for(degraded, timeout=60, what="application Degraded")
+        assert "edge" in app["status"]["reason"]
+        assert "lab1" not in app["status"]["reason"]
+        assert app["status"]["clusters"]["edge"]["state"] == "Unreachable"
+        wait_for(
+            lambda: (
+                wharf.admin.ok("GET", path)["status"]["clusters"]["lab1"]["state"] == "Available"
+            ),
+            timeout=60,
+            what="lab1 Available while edge is away",
+        )
+    finally:
+        os.kill(apiserver, signal.SIGCONT)
+    # Back again: the delivery completes there without anyone asking.
+    wait_for(
+        lambda: wharf.admin.ok("GET", path)["status"].get("state") == "Available",
+        timeout=90,
+        what="application Available in both clusters",
+    )
+    ns = f"{tenant}-shop-dev"
+    assert kubectl(edge, "-n", ns, "get", "deployment", "web", check=False).returncode == 0

@@ -35,7 +35,7 @@ from wharf.apps.service import app_labels, rendered_for
 from wharf.clusters.service import ClusterRules
 from wharf.core.controller import Controller
 from wharf.core.resources import set_condition
-from wharf.kube.apply import ensure, prune
+from wharf.kube.apply import RejectedError, contains, dry_run, ensure, observe, prune
 from wharf.kube.clients import is_unreachable
 from wharf.kube.connections import ClusterConnections, fingerprint
 from wharf.kube.informer import ClusterWatches, Informer
@@ -181,9 +181,15 @@ class DeliveryController:
         try:
             client = self.connections.client(name, self.clusters.kubeconfig(cluster))
             await self._watch(cluster)
-            observed = []
             for obj in objects:
                 obj["metadata"]["namespace"] = namespace
+            # Before anything changes, the cluster checks every object against its own schema
+            # (a dry run stores nothing); a revision it refuses is applied nowhere in it.
+            pending = [o for o in objects if not contains(o, await observe(client, o))]
+            for obj in pending:
+                await dry_run(client, obj)
+            observed = []
+            for obj in objects:
                 wrote, current = await ensure(client, obj)
                 self.writes += int(wrote)
                 observed.append(current)
@@ -197,6 +203,8 @@ class DeliveryController:
                 )
                 self.writes += len(removed)
             return await _cluster_status(client, namespace, key[1], observed)
+        except RejectedError as exc:
+            return {"state": "Failed", "message": f"rejected by the cluster: {exc}"[:400]}
         except Exception as exc:
             message = f"{type(exc).__name__}: {exc}"[:300]
             log.warning("delivery failed", cluster=name, app=key, error=message)

@@ -8,12 +8,13 @@ Quantities compare by value, since the API server keeps its own canonical spelli
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from lightkube import AsyncClient
 from lightkube.codecs import from_dict
 from lightkube.core.exceptions import ApiError
-from lightkube.core.resource import NamespacedResource
+from lightkube.core.resource import NamespacedResource, api_info
 
 from wharf.core.quantity import QuantityError, parse_quantity
 
@@ -93,3 +94,40 @@ async def prune(
                     raise
             removed.append(name)
     return removed
+
+
+class RejectedError(Exception):
+    """The cluster's own schema or admission refused an object (found by a dry run)."""
+
+
+def _path(resource: Any, name: str, namespace: str | None) -> str:
+    info = api_info(resource)
+    group, version = info.resource.group, info.resource.version
+    base = f"/apis/{group}/{version}" if group else f"/api/{version}"
+    where = f"/namespaces/{namespace}" if namespace else ""
+    return f"{base}{where}/{info.plural}/{name}"
+
+
+async def dry_run(client: AsyncClient, obj: dict[str, Any]) -> None:
+    """Server-side apply `obj` with dryRun=All and strict field validation: the target
+    cluster checks it against its own OpenAPI schema and admission, and stores nothing."""
+    resource = _type_of(obj)
+    meta = obj["metadata"]
+    http = client._client._client  # the configured HTTP client: base URL, TLS, credentials
+    response = await http.patch(
+        _path(resource, meta["name"], meta.get("namespace")),
+        content=json.dumps(obj),
+        headers={"Content-Type": "application/apply-patch+yaml"},
+        params={
+            "dryRun": "All",
+            "fieldManager": "wharf",
+            "fieldValidation": "Strict",
+            "force": "true",
+        },
+    )
+    if response.status_code >= 400:
+        try:
+            message = response.json().get("message", response.text)
+        except ValueError:
+            message = response.text
+        raise RejectedError(f"{obj['kind']} {meta['name']}: {message}")
