@@ -3,10 +3,12 @@ configuration changes, and the checks that refuse before anything is applied."""
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from tests.integration.conftest import Wharf, manifest, wait_for
 
@@ -266,3 +268,32 @@ def test_objects_the_cluster_schema_refuses_are_applied_nowhere(wharf: Wharf, pl
         assert (
             kubectl(cluster, "-n", ns, "get", "configmap", "typo-ok", check=False).returncode != 0
         )
+
+
+def test_secrets_are_sealed_at_rest_and_reach_the_clusters(wharf: Wharf, place, kubectl):
+    tenant, dev = place
+    path = f"/api/v1/tenants/{tenant}/applications/api"
+    body = application(
+        tenant, "api", {"replicas": 1}, config={"secrets": {"db": {"PASSWORD": "s3cret-value"}}}
+    )
+    dev.ok("PUT", path, json=body)
+    wait_available(wharf, dev, tenant, "api")
+    shown = dev.ok("GET", path)["spec"]["config"]["secrets"]
+    assert isinstance(shown, str)
+    assert shown.startswith("***")
+    with wharf.platform.db.engine.connect() as conn:
+        rows = [json.dumps(r[0]) for r in conn.execute(text("SELECT spec FROM resources"))]
+        rows += [json.dumps(r[0]) for r in conn.execute(text("SELECT spec FROM revisions"))]
+    assert not any("s3cret-value" in row for row in rows)
+    for cluster in wharf.lab.clusters():
+        secret = json.loads(
+            kubectl(
+                cluster, "-n", f"{tenant}-shop-dev", "get", "secret", "api-db", "-o", "json"
+            ).stdout
+        )
+        assert base64.b64decode(secret["data"]["PASSWORD"]).decode() == "s3cret-value"
+    # The same manifest again changes nothing: no new revision, no new generation.
+    generation = dev.ok("GET", path)["metadata"]["generation"]
+    dev.ok("PUT", path, json=body)
+    assert dev.ok("GET", path)["metadata"]["generation"] == generation
+    assert len(dev.ok("GET", f"{path}/revisions")["items"]) == 1

@@ -31,7 +31,7 @@ from lightkube.resources.networking_v1 import Ingress
 from lightkube.resources.policy_v1 import PodDisruptionBudget
 
 from wharf.apps.model import APP_LABEL, ApplicationSpec, desired_objects
-from wharf.apps.service import app_labels, rendered_for
+from wharf.apps.service import ApplicationRules, app_labels, rendered_for
 from wharf.clusters.service import ClusterRules
 from wharf.core.controller import Controller
 from wharf.core.resources import set_condition
@@ -66,11 +66,13 @@ class DeliveryController:
     def __init__(
         self,
         service: ResourceService,
+        rules: ApplicationRules,
         clusters: ClusterRules,
         connections: ClusterConnections,
         resync: float = 30.0,
     ) -> None:
         self.service = service
+        self.rules = rules
         self.clusters = clusters
         self.connections = connections
         self.watches = ClusterWatches()
@@ -127,7 +129,7 @@ class DeliveryController:
         if app is None:
             await asyncio.gather(*(self._remove(key, c) for c in clusters.values()))
             return
-        spec = ApplicationSpec.model_validate(app.spec)
+        spec = self.rules.unsealed(ApplicationSpec.model_validate(app.spec))
         results = await asyncio.gather(
             *(self._deliver(key, app, spec, rendered, clusters.get(c), c) for c in targets)
         )

@@ -23,6 +23,8 @@ from wharf.apps.model import (
     workload_requests,
 )
 from wharf.core.audit import mask
+from wharf.core.crypto import PREFIX as SEALED
+from wharf.core.crypto import SecretBox
 from wharf.core.errors import (
     ConflictError,
     ForbiddenError,
@@ -156,6 +158,9 @@ class ApplicationRules(KindRules):
 
     kind = APPLICATION
 
+    def __init__(self, box: SecretBox) -> None:
+        self.box = box
+
     def verdict(
         self, p: Principal, action: Action, tenant: str, name: str, old: StoredResource | None
     ) -> Verdict:
@@ -228,7 +233,53 @@ class ApplicationRules(KindRules):
                         field="spec.values",
                     )
             self._check_quota(change.name, spec, project, cluster, objects, previous, labels)
-        return change.spec
+        return self._seal(change)
+
+    def _seal(self, change: Change) -> dict[str, Any]:
+        """Secret values are kept sealed; an unchanged value keeps its old ciphertext, so that
+        applying the same manifest again changes nothing."""
+        old_secrets = (
+            change.old.spec.get("config", {}).get("secrets", {}) if change.old is not None else {}
+        )
+        spec = dict(change.spec)
+        config = dict(spec.get("config") or {})
+        sealed: dict[str, dict[str, str]] = {}
+        for name, data in (config.get("secrets") or {}).items():
+            sealed[name] = {}
+            for key, value in data.items():
+                where = f"spec.config.secrets.{name}.{key}"
+                if value.startswith(SEALED):
+                    try:
+                        self.box.open(value)
+                    except ValueError as exc:
+                        raise InvalidError(f"{where}: {exc}", field=where) from None
+                    sealed[name][key] = value
+                    continue
+                before = old_secrets.get(name, {}).get(key)
+                if before is not None and self.unseal_value(before) == value:
+                    sealed[name][key] = before
+                else:
+                    sealed[name][key] = self.box.seal(value)
+        if sealed:
+            config["secrets"] = sealed
+            spec["config"] = config
+        return spec
+
+    def unseal_value(self, value: str) -> str:
+        try:
+            return self.box.open(value) if value.startswith(SEALED) else value
+        except ValueError:
+            return value
+
+    def unsealed(self, spec: ApplicationSpec) -> ApplicationSpec:
+        """The spec with its secret values opened, for rendering into the clusters."""
+        secrets = {
+            name: {k: self.unseal_value(v) for k, v in data.items()}
+            for name, data in spec.config.secrets.items()
+        }
+        return spec.model_copy(
+            update={"config": spec.config.model_copy(update={"secrets": secrets})}
+        )
 
     @staticmethod
     def _check_quota(

@@ -37,13 +37,14 @@ class Platform:
             else SecretBox.from_key_file(settings.key_file())
         )
         self.cluster_rules = ClusterRules(box)
+        self.application_rules = ApplicationRules(box)
         self.rules: list[KindRules] = [
             self.cluster_rules,
             NodePoolRules(),
             TenantRules(),
             ProjectRules(),
             AppTemplateRules(),
-            ApplicationRules(),
+            self.application_rules,
         ]
         self.resources = ResourceService(db, {r.kind.name: r for r in self.rules})
         self.connections = ClusterConnections()
@@ -57,7 +58,11 @@ class Platform:
             self.resources, self.cluster_rules, self.connections, resync=settings.resync_seconds
         )
         self.delivery = DeliveryController(
-            self.resources, self.cluster_rules, self.connections, resync=settings.resync_seconds
+            self.resources,
+            self.application_rules,
+            self.cluster_rules,
+            self.connections,
+            resync=settings.resync_seconds,
         )
         self._tasks: list[asyncio.Task[Any]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
