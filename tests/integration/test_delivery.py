@@ -3,6 +3,7 @@ configuration changes, and the checks that refuse before anything is applied."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from tests.integration.conftest import Wharf, manifest, wait_for
+from tests.integration.conftest import Wharf, cluster_writes, manifest, wait_for
 
 IMAGE = "registry.example/shop/web:1.4.2"
 
@@ -297,3 +298,40 @@ def test_secrets_are_sealed_at_rest_and_reach_the_clusters(wharf: Wharf, place, 
     dev.ok("PUT", path, json=body)
     assert dev.ok("GET", path)["metadata"]["generation"] == generation
     assert len(dev.ok("GET", f"{path}/revisions")["items"]) == 1
+
+
+def test_application_drift_is_reverted_and_a_no_op_reconcile_writes_nothing(
+    wharf: Wharf, place, kubectl
+):
+    tenant, dev = place
+    dev.ok(
+        "PUT",
+        f"/api/v1/tenants/{tenant}/applications/calm",
+        json=application(tenant, "calm", {"replicas": 1}),
+    )
+    wait_available(wharf, dev, tenant, "calm")
+    ns = f"{tenant}-shop-dev"
+    lab1 = wharf.lab.cluster("lab1")
+    kubectl(lab1, "-n", ns, "scale", "deployment", "calm", "--replicas=4")
+    wait_for(
+        lambda: deployment(kubectl, lab1, ns, "calm")["spec"]["replicas"] == 1,
+        timeout=15,
+        what="replicas drift reverted",
+    )
+    wait_available(wharf, dev, tenant, "calm")
+
+    delivery = wharf.platform.delivery.controller
+    portal = wharf.client.portal
+    assert portal is not None
+
+    async def settle() -> None:
+        async with asyncio.timeout(30):
+            await delivery.idle()
+
+    portal.call(settle)
+    before = {c.name: len(cluster_writes(c, ns)) for c in wharf.lab.clusters()}
+    for _ in range(3):
+        delivery.queue.add((tenant, "calm"))
+        portal.call(settle)
+    after = {c.name: len(cluster_writes(c, ns)) for c in wharf.lab.clusters()}
+    assert after == before, "a no-op delivery wrote to a cluster"

@@ -35,7 +35,7 @@ from wharf.apps.service import ApplicationRules, app_labels, rendered_for
 from wharf.clusters.service import ClusterRules
 from wharf.core.controller import Controller
 from wharf.core.resources import set_condition
-from wharf.kube.apply import RejectedError, contains, dry_run, ensure, observe, prune
+from wharf.kube.apply import RejectedError, apply, contains, dry_run, observe, prune
 from wharf.kube.clients import is_unreachable
 from wharf.kube.connections import ClusterConnections, fingerprint
 from wharf.kube.informer import ClusterWatches, Informer
@@ -76,7 +76,10 @@ class DeliveryController:
         self.clusters = clusters
         self.connections = connections
         self.watches = ClusterWatches()
-        self.controller = Controller("delivery", self.reconcile, self.list_keys, resync=resync)
+        # Applications wait on the network, not the CPU: more of them are worked on at once.
+        self.controller = Controller(
+            "delivery", self.reconcile, self.list_keys, resync=resync, workers=8
+        )
         self.writes = 0
 
     async def list_keys(self) -> Iterable[Key]:
@@ -187,13 +190,18 @@ class DeliveryController:
                 obj["metadata"]["namespace"] = namespace
             # Before anything changes, the cluster checks every object against its own schema
             # (a dry run stores nothing); a revision it refuses is applied nowhere in it.
-            pending = [o for o in objects if not contains(o, await observe(client, o))]
-            for obj in pending:
-                await dry_run(client, obj)
+            currents = [await observe(client, o) for o in objects]
+            pending = [
+                i for i, c in enumerate(currents) if c is None or not contains(objects[i], c)
+            ]
+            for i in pending:
+                await dry_run(client, objects[i])
             observed = []
-            for obj in objects:
-                wrote, current = await ensure(client, obj)
-                self.writes += int(wrote)
+            for i, (obj, current) in enumerate(zip(objects, currents, strict=True)):
+                if i in pending:
+                    current = await apply(client, obj)
+                    self.writes += 1
+                assert current is not None
                 observed.append(current)
             keep: dict[str, set[str]] = {}
             for obj in objects:

@@ -26,7 +26,6 @@ from wharf.core.audit import mask
 from wharf.core.crypto import PREFIX as SEALED
 from wharf.core.crypto import SecretBox
 from wharf.core.errors import (
-    ConflictError,
     ForbiddenError,
     InvalidError,
     NotFoundError,
@@ -38,7 +37,15 @@ from wharf.identity.model import Action, Principal
 from wharf.resources.service import Change, KindRules, Verdict
 from wharf.store.resources import ResourceStore, Scopes, StoredResource
 from wharf.store.tables import revisions
-from wharf.tenancy.model import ENV_LABEL, MANAGED_BY, PROJECT_LABEL, TENANT_LABEL, ProjectSpec
+from wharf.tenancy.model import (
+    ENV_LABEL,
+    MANAGED_BY,
+    PROJECT_LABEL,
+    TENANT_LABEL,
+    ProjectSpec,
+    amounts,
+    split_project_quota,
+)
 
 
 class AppTemplateRules(KindRules):
@@ -291,12 +298,14 @@ class ApplicationRules(KindRules):
         previous: tuple[ApplicationSpec, list[dict[str, Any]]] | None,
         labels: dict[str, str],
     ) -> None:
-        share = _share(project, spec.environment, cluster)
-        if share is None or not share.get("hard"):
-            raise ConflictError(
-                f"project {spec.project} is not placed in cluster {cluster} yet (see its status); "
-                "try again shortly"
-            )
+        # The namespace's quota is the project's split (its source of truth); what is in use
+        # comes from the cluster, through the project's status.
+        shares = split_project_quota(
+            amounts(project.spec.get("quota", {}), "spec.quota"),
+            ProjectSpec.model_validate(project.spec).environments,
+        )
+        hard_by_name = shares.get((spec.environment, cluster), {})
+        observed = _share(project, spec.environment, cluster) or {}
         need = workload_requests(objects)
         held: dict[str, Fraction] = {}
         if previous is not None:
@@ -304,10 +313,10 @@ class ApplicationRules(KindRules):
                 desired_objects(app, previous[0], previous[1], cluster, labels)
             )
         for resource, value in need.items():
-            if resource not in share["hard"]:
+            if resource not in hard_by_name:
                 continue
-            hard = parse_quantity(share["hard"][resource])
-            used = parse_quantity(share.get("used", {}).get(resource, "0"))
+            hard = hard_by_name[resource]
+            used = parse_quantity(observed.get("used", {}).get(resource, "0"))
             available = hard - used + held.get(resource, Fraction(0))
             if value > available:
                 raise QuotaExceededError(

@@ -59,14 +59,19 @@ async def observe(client: AsyncClient, obj: dict[str, Any]) -> dict[str, Any] | 
     return result
 
 
+async def apply(client: AsyncClient, obj: dict[str, Any]) -> dict[str, Any]:
+    """Server-side apply (forced, field manager `wharf`); return the object as stored."""
+    applied = await client.apply(from_dict(obj), force=True)
+    result: dict[str, Any] = applied.to_dict()  # type: ignore[no-untyped-call]
+    return result
+
+
 async def ensure(client: AsyncClient, obj: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
     """Apply `obj` unless the cluster already matches it; return (wrote, object as it is)."""
     current = await observe(client, obj)
     if current is not None and contains(obj, current):
         return False, current
-    applied = await client.apply(from_dict(obj), force=True)
-    result: dict[str, Any] = applied.to_dict()  # type: ignore[no-untyped-call]
-    return True, result
+    return True, await apply(client, obj)
 
 
 async def prune(

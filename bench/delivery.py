@@ -1,0 +1,237 @@
+"""Deliver K applications to N clusters through Wharf, next to the physical limit: a plain
+concurrent server-side-apply loop of the same manifests, measured in the same run on the same
+lab. Prints objects per second, p50/p99 from submit to applied, and the ratio of the two.
+
+    uv run python bench/delivery.py [--apps 50] [--clusters 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from lightkube.codecs import from_dict
+
+from wharf.apps.catalog import CATALOG
+from wharf.apps.model import ApplicationSpec, TemplateVersion, desired_objects, render
+from wharf.kube import async_client
+from wharf.lab import Lab, find_binaries
+
+PASSWORD = "bench-password-1"
+IMAGE = "registry.example/bench/web:1.0.0"
+
+
+def pct(values: list[float], q: int) -> float:
+    return (
+        statistics.quantiles(values, n=100, method="inclusive")[q - 1]
+        if len(values) > 1
+        else values[0]
+    )
+
+
+def manifests(app: str, clusters: list[str]) -> dict[str, list[dict[str, Any]]]:
+    tv = TemplateVersion.model_validate(CATALOG["web-service"]["versions"][0])
+    spec = ApplicationSpec.model_validate(
+        {
+            "project": "bench",
+            "environment": "load",
+            "template": {"name": "web-service", "version": "1.0.0"},
+            "values": {"name": app, "image": IMAGE, "replicas": 1},
+        }
+    )
+    rendered = render(tv, spec.values)
+    return {c: desired_objects(app, spec, rendered, c, {"bench": "baseline"}) for c in clusters}
+
+
+async def baseline(lab: Lab, apps: int) -> tuple[float, list[float], int]:
+    """Plain SSA: every object of every app to every cluster, all at once."""
+    clusters = {c.name: async_client(c.kubeconfig) for c in lab.clusters()}
+    names = sorted(clusters)
+    for client in clusters.values():
+        await client.apply(
+            from_dict({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "baseline"}})
+        )
+    latencies: list[float] = []
+    count = 0
+
+    async def one(i: int) -> None:
+        nonlocal count
+        started = time.perf_counter()
+        per_cluster = manifests(f"app{i:03d}", names)
+
+        async def to(cluster: str) -> None:
+            nonlocal count
+            for obj in per_cluster[cluster]:
+                obj["metadata"]["namespace"] = "baseline"
+                await clusters[cluster].apply(from_dict(obj), force=True)
+                count += 1
+
+        await asyncio.gather(*(to(c) for c in names))
+        latencies.append((time.perf_counter() - started) * 1000)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(apps)))
+    elapsed = time.perf_counter() - started
+    for client in clusters.values():
+        await client.close()
+    return elapsed, latencies, count
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wharf(lab: Lab, apps: int, workdir: Path) -> tuple[float, list[float], int]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "WHARF_PORT": str(port),
+        "WHARF_ADMIN_PASSWORD": PASSWORD,
+        "WHARF_SECRET_KEY": "bench",
+        "WHARF_LOG_LEVEL": "warning",
+        "WHARF_HEARTBEAT_SECONDS": "1",
+    }
+    env.setdefault("WHARF_DATABASE_URL", f"sqlite:///{workdir / 'bench.db'}")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "wharf", "server"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(150):
+            try:
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        token = httpx.post(
+            f"{base}/api/v1/login", json={"username": "admin", "password": PASSWORD}
+        ).json()["token"]
+        http = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=60)
+        names = [c.name for c in lab.clusters()]
+        for cluster in lab.clusters():
+            http.put(
+                f"/api/v1/clusters/{cluster.name}",
+                json={
+                    "kind": "Cluster",
+                    "metadata": {"name": cluster.name},
+                    "spec": {"kubeconfig": cluster.kubeconfig.read_text()},
+                },
+            ).raise_for_status()
+        while not all(
+            c["status"].get("capacity") for c in http.get("/api/v1/clusters").json()["items"]
+        ):
+            time.sleep(0.2)
+        http.put(
+            "/api/v1/tenants/bench",
+            json={
+                "kind": "Tenant",
+                "metadata": {"name": "bench"},
+                "spec": {
+                    "quota": {"cpu": "40", "memory": "80Gi", "pods": "600"},
+                    "clusters": names,
+                },
+            },
+        ).raise_for_status()
+        http.put(
+            "/api/v1/tenants/bench/projects/bench",
+            json={
+                "kind": "Project",
+                "metadata": {"name": "bench"},
+                "spec": {
+                    "quota": {"cpu": "40", "memory": "80Gi", "pods": "600"},
+                    "environments": [{"name": "load", "clusters": names}],
+                },
+            },
+        ).raise_for_status()
+        while (
+            http.get("/api/v1/tenants/bench/projects/bench").json()["status"].get("phase")
+            != "Ready"
+        ):
+            time.sleep(0.2)
+        submitted: dict[str, float] = {}
+        applied: dict[str, float] = {}
+        started = time.perf_counter()
+        for i in range(apps):
+            name = f"app{i:03d}"
+            submitted[name] = time.perf_counter()
+            http.put(
+                f"/api/v1/tenants/bench/applications/{name}",
+                json={
+                    "kind": "Application",
+                    "metadata": {"name": name},
+                    "spec": {
+                        "project": "bench",
+                        "environment": "load",
+                        "template": {"name": "web-service", "version": "1.0.0"},
+                        "values": {"name": name, "image": IMAGE, "replicas": 1},
+                    },
+                },
+            ).raise_for_status()
+        while len(applied) < apps:
+            page = http.get("/api/v1/applications", params={"limit": 500}).json()["items"]
+            now = time.perf_counter()
+            for item in page:
+                name, status = item["metadata"]["name"], item["status"]
+                clusters = status.get("clusters", {})
+                done = (
+                    status.get("observedGeneration") == item["metadata"]["generation"]
+                    and len(clusters) == len(names)
+                    and all(c["state"] in ("Progressing", "Available") for c in clusters.values())
+                )
+                if done and name not in applied:
+                    applied[name] = now
+            time.sleep(0.05)
+        elapsed = max(applied.values()) - started
+        latencies = [(applied[n] - submitted[n]) * 1000 for n in submitted]
+        count = apps * len(names) * len(manifests("x", names)[names[0]])
+        return elapsed, latencies, count
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--apps", type=int, default=50)
+    parser.add_argument("--clusters", type=int, default=2)
+    args = parser.parse_args()
+    binaries = find_binaries()
+    if binaries is None:
+        raise SystemExit("build the lab first: uv run wharf lab build")
+    with tempfile.TemporaryDirectory() as tmp:
+        lab = Lab(Path(tmp) / "lab", binaries)
+        lab.up(clusters=args.clusters, nodes=3, progress=lambda _: None)
+        try:
+            base_s, base_lat, base_n = asyncio.run(baseline(lab, args.apps))
+            wharf_s, wharf_lat, wharf_n = wharf(lab, args.apps, Path(tmp))
+        finally:
+            lab.down(progress=lambda _: None)
+    print(f"{args.apps} applications (web-service) to {args.clusters} clusters")
+    print(f"{'':<28}{'objects/s':>10}{'p50 ms':>10}{'p99 ms':>10}")
+    base_rate, wharf_rate = base_n / base_s, wharf_n / wharf_s
+    for label, rate, lat in (
+        ("plain concurrent SSA loop", base_rate, base_lat),
+        ("wharf (submit to applied)", wharf_rate, wharf_lat),
+    ):
+        print(f"{label:<28}{rate:>10.1f}{pct(lat, 50):>10.0f}{pct(lat, 99):>10.0f}")
+    print(f"ratio wharf / plain: {wharf_rate / base_rate:.2f} of the objects per second")
+
+
+if __name__ == "__main__":
+    main()
