@@ -22,6 +22,7 @@ from lightkube.resources.autoscaling_v2 import HorizontalPodAutoscaler
 from lightkube.resources.batch_v1 import CronJob, Job
 from lightkube.resources.core_v1 import (
     ConfigMap,
+    Event,
     Pod,
     Secret,
     Service,
@@ -103,7 +104,10 @@ class DeliveryController:
                 Informer(
                     client,
                     kind,
-                    labels={MANAGED_BY: "wharf", APP_LABEL: None},
+                    # Pods carry only the app label (their template's), workloads both.
+                    labels={APP_LABEL: None}
+                    if kind is Pod
+                    else {MANAGED_BY: "wharf", APP_LABEL: None},
                     on_event=changed,
                     name=f"{cluster.name}/apps/{kind.__name__}",
                 )
@@ -212,7 +216,8 @@ class DeliveryController:
                     client, resource, namespace, labels, keep.get(resource.__name__, set())
                 )
                 self.writes += len(removed)
-            return await _cluster_status(client, namespace, key[1], observed)
+            informers = self.watches.informers(f"apps/{name}")
+            return await _cluster_status(client, informers, namespace, key[1], observed)
         except RejectedError as exc:
             return {"state": "Failed", "message": f"rejected by the cluster: {exc}"[:400]}
         except Exception as exc:
@@ -225,22 +230,30 @@ class DeliveryController:
 
 
 async def _cluster_status(
-    client: AsyncClient, namespace: str, app: str, observed: list[dict[str, Any]]
+    client: AsyncClient,
+    informers: list[Informer],
+    namespace: str,
+    app: str,
+    observed: list[dict[str, Any]],
 ) -> dict[str, Any]:
+    """Replicas, conditions, pods and recent events of the application in one cluster, read
+    from the watch caches (the API only when a watch has not synced yet)."""
+    cached = {i.resource.__name__: i for i in informers if i.synced.is_set()}
     workloads = []
     settled = True
     for obj in observed:
-        if obj.get("kind") not in ("Deployment", "StatefulSet"):
+        kind, name = obj.get("kind"), obj["metadata"]["name"]
+        if kind not in ("Deployment", "StatefulSet"):
             continue
-        resource = BY_KIND[obj["kind"]]
-        current = (  # type: ignore[attr-defined]
-            await client.get(resource, obj["metadata"]["name"], namespace=namespace)
-        ).to_dict()
+        current = cached[kind].items.get((namespace, name)) if kind in cached else None
+        if current is None:
+            fetched = await client.get(BY_KIND[kind], name, namespace=namespace)
+            current = fetched.to_dict()  # type: ignore[attr-defined]
         st = current.get("status", {})
         desired = current.get("spec", {}).get("replicas", 1)
         row = {
-            "kind": obj["kind"],
-            "name": obj["metadata"]["name"],
+            "kind": kind,
+            "name": name,
             "desired": desired,
             "updated": st.get("updatedReplicas", 0),
             "ready": st.get("readyReplicas", 0),
@@ -250,29 +263,64 @@ async def _cluster_status(
                 for c in st.get("conditions", [])
             ],
         }
-        done = (
+        settled = settled and (
             st.get("observedGeneration", 0) >= current["metadata"].get("generation", 0)
             and row["updated"] == desired
             and row["ready"] == desired
             and st.get("replicas", 0) == desired
         )
-        settled = settled and done
         workloads.append(row)
-    pods = []
-    async for pod in client.list(Pod, namespace=namespace, labels={APP_LABEL: app}):
-        d = pod.to_dict()
-        pods.append(
+    if "Pod" in cached:
+        pod_objects = [
+            p
+            for (ns, _), p in cached["Pod"].items.items()
+            if ns == namespace and p["metadata"].get("labels", {}).get(APP_LABEL) == app
+        ]
+    else:
+        pod_objects = [
+            p.to_dict()
+            async for p in client.list(Pod, namespace=namespace, labels={APP_LABEL: app})
+        ]
+    pods = sorted(
+        (
             {
-                "name": d["metadata"]["name"],
-                "node": d["spec"].get("nodeName", ""),
-                "phase": d.get("status", {}).get("phase", ""),
+                "name": p["metadata"]["name"],
+                "node": p["spec"].get("nodeName", ""),
+                "phase": p.get("status", {}).get("phase", ""),
             }
+            for p in pod_objects
+        ),
+        key=lambda p: p["name"],
+    )
+    workload_names = {w["name"] for w in workloads}
+    pod_names = {p["name"] for p in pods}
+
+    def about_app(name: str) -> bool:
+        # Pods by name; ReplicaSets and Jobs by their workload's name and a suffix.
+        return name in pod_names or any(
+            name.startswith(f"{w}-") or name == w for w in workload_names
         )
+
+    events = []
+    async for event in client.list(Event, namespace=namespace):
+        e = event.to_dict()
+        involved = e.get("involvedObject", {})
+        if about_app(involved.get("name", "")):
+            events.append(
+                {
+                    "type": e.get("type", ""),
+                    "reason": e.get("reason", ""),
+                    "object": f"{involved.get('kind')}/{involved.get('name')}",
+                    "message": e.get("message", ""),
+                    "time": e.get("lastTimestamp") or e.get("eventTime") or "",
+                }
+            )
     return {
         "state": "Available" if settled else "Progressing",
         "message": "" if settled else "rolling out",
         "workloads": workloads,
-        "pods": sorted(pods, key=lambda p: p["name"]),
+        "pods": pods,
+        "events": sorted(events, key=lambda e: str(e["time"]))[-5:],
     }
 
 

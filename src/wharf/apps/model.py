@@ -340,7 +340,8 @@ def desired_objects(
             continue
         template_meta = template.setdefault("metadata", {})
         template_meta["annotations"] = {**template_meta.get("annotations", {}), CONFIG_HASH: digest}
-        template_meta["labels"] = {**template_meta.get("labels", {}), APP_LABEL: app}
+        # Pods carry the ownership labels too (not in the selector), so watches find them.
+        template_meta["labels"] = {**template_meta.get("labels", {}), **labels, APP_LABEL: app}
         for container in template.get("spec", {}).get("containers", []):
             if override.registry:
                 container["image"] = _mirror(container["image"], override.registry)
