@@ -335,3 +335,27 @@ def test_application_drift_is_reverted_and_a_no_op_reconcile_writes_nothing(
         portal.call(settle)
     after = {c.name: len(cluster_writes(c, ns)) for c in wharf.lab.clusters()}
     assert after == before, "a no-op delivery wrote to a cluster"
+
+
+def test_a_project_can_make_a_check_warn_instead_of_refuse(wharf: Wharf, place):
+    tenant, dev = place
+    project = manifest(wharf.admin.ok("GET", f"/api/v1/tenants/{tenant}/projects/shop"))
+    project["spec"]["delivery"] = {
+        "checks": {"latestTag": "warn"},
+        "allowedRegistries": ["registry.example"],
+    }
+    wharf.admin.ok("PUT", f"/api/v1/tenants/{tenant}/projects/shop", json=project)
+    body = application(tenant, "edge", {"replicas": 1})
+    body["spec"]["values"]["image"] = "registry.example/shop/web:latest"
+    path = f"/api/v1/tenants/{tenant}/applications/edge"
+    assert dev.request("PUT", path, json=body).status_code == 201
+    app = wait_available(wharf, dev, tenant, "edge")
+    assert app["status"]["warnings"] == [
+        "Deployment edge, container edge: image registry.example/shop/web:latest has no tag "
+        "or :latest"
+    ]
+    # A registry outside the allowed list is still refused.
+    body["spec"]["values"]["image"] = "docker.io/library/nginx:1.27"
+    refused = dev.request("PUT", path, json=body)
+    assert refused.status_code == 422
+    assert "not from an allowed registry" in refused.json()["message"]

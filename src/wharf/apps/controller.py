@@ -31,7 +31,7 @@ from lightkube.resources.core_v1 import (
 from lightkube.resources.networking_v1 import Ingress
 from lightkube.resources.policy_v1 import PodDisruptionBudget
 
-from wharf.apps.model import APP_LABEL, ApplicationSpec, desired_objects
+from wharf.apps.model import APP_LABEL, ApplicationSpec, delivery_findings, desired_objects
 from wharf.apps.service import ApplicationRules, app_labels, rendered_for
 from wharf.clusters.service import ClusterRules
 from wharf.core.controller import Controller
@@ -42,7 +42,13 @@ from wharf.kube.connections import ClusterConnections, fingerprint
 from wharf.kube.informer import ClusterWatches, Informer
 from wharf.resources.service import ResourceService
 from wharf.store.resources import ResourceStore, StoredResource
-from wharf.tenancy.model import MANAGED_BY, TENANT_LABEL, namespace_name
+from wharf.tenancy.model import (
+    MANAGED_BY,
+    TENANT_LABEL,
+    DeliveryPolicy,
+    ProjectSpec,
+    namespace_name,
+)
 
 log = structlog.get_logger("wharf.apps")
 Key = tuple[str, str]  # (tenant, application)
@@ -118,25 +124,43 @@ class DeliveryController:
 
     def _load(
         self, key: Key
-    ) -> tuple[StoredResource | None, dict[str, StoredResource], list[dict[str, Any]], list[str]]:
+    ) -> tuple[
+        StoredResource | None,
+        dict[str, StoredResource],
+        list[dict[str, Any]],
+        list[str],
+        DeliveryPolicy,
+    ]:
         with self.service.db.reader() as session:
             store = ResourceStore(session)
             app = store.get("Application", key[0], key[1])
             clusters = {c.name: c for c in store.query("Cluster")}
             if app is None:
-                return None, clusters, [], []
+                return None, clusters, [], [], DeliveryPolicy()
             spec = ApplicationSpec.model_validate(app.spec)
             project = store.get("Project", key[0], spec.project)
-            envs = {e["name"]: e for e in (project.spec if project else {}).get("environments", [])}
-            targets = envs.get(spec.environment, {}).get("clusters", [])
-            return app, clusters, rendered_for(session, spec), targets
+            project_spec = ProjectSpec.model_validate(project.spec if project else {})
+            envs = {e.name: e.clusters for e in project_spec.environments}
+            targets = envs.get(spec.environment, [])
+            return app, clusters, rendered_for(session, spec), targets, project_spec.delivery
 
     async def reconcile(self, key: Key) -> None:
-        app, clusters, rendered, targets = await asyncio.to_thread(self._load, key)
+        app, clusters, rendered, targets, policy = await asyncio.to_thread(self._load, key)
         if app is None:
             await asyncio.gather(*(self._remove(key, c) for c in clusters.values()))
             return
         spec = self.rules.unsealed(ApplicationSpec.model_validate(app.spec))
+        warnings = sorted(
+            {
+                message
+                for cluster in targets
+                for check, message in delivery_findings(
+                    desired_objects(key[1], spec, rendered, cluster, app_labels(key[0], spec)),
+                    policy.allowedRegistries,
+                )
+                if getattr(policy.checks, check) == "warn"
+            }
+        )
         results = await asyncio.gather(
             *(self._deliver(key, app, spec, rendered, clusters.get(c), c) for c in targets)
         )
@@ -149,7 +173,7 @@ class DeliveryController:
             "Application",
             key[0],
             key[1],
-            partial(_status, dict(zip(targets, results, strict=True)), app.generation),
+            partial(_status, dict(zip(targets, results, strict=True)), warnings, app.generation),
         )
 
     async def _remove(self, key: Key, cluster: StoredResource) -> None:
@@ -325,7 +349,10 @@ async def _cluster_status(
 
 
 def _status(
-    clusters: dict[str, dict[str, Any]], generation: int, stored: StoredResource
+    clusters: dict[str, dict[str, Any]],
+    warnings: list[str],
+    generation: int,
+    stored: StoredResource,
 ) -> dict[str, Any]:
     states = {name: c["state"] for name, c in clusters.items()}
     bad = sorted(n for n, s in states.items() if s in ("Unreachable", "Failed"))
@@ -355,5 +382,6 @@ def _status(
         "reason": reason,
         "observedGeneration": generation,
         "clusters": clusters,
+        "warnings": warnings,
         "conditions": conditions,
     }
