@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 import wharf
+from wharf.apps import cli as apps_cli
 from wharf.audit import cli as audit_cli
 from wharf.clusters import cli as clusters_cli
 from wharf.identity import cli as identity_cli
@@ -25,6 +26,7 @@ identity_cli.register(app)
 audit_cli.register(app)
 clusters_cli.register(app)
 tenancy_cli.register(app)
+apps_cli.register(app)
 
 
 @app.command()

@@ -176,3 +176,76 @@ def test_a_kubectl_user_drives_the_platform_from_the_cli(server, lab, tmp_path):
     gone = wharf(server, "delete", "project", "checkout", "-t", "retail", "--yes")
     assert gone.stdout.strip() == "project/checkout deleted"
     assert wharf(server, "get", "projects", "-t", "retail").stderr.startswith("No projects")
+
+
+def test_delivering_and_rolling_back_an_application_from_the_cli(server, tmp_path):
+    """Runs after the test above, which logged in as admin and registered the clusters."""
+    setup = tmp_path / "media.yaml"
+    setup.write_text(
+        textwrap.dedent("""\
+        kind: Tenant
+        metadata: {name: media}
+        spec: {quota: {cpu: "4", memory: 8Gi, pods: "20"}, clusters: [lab1, lab2]}
+        ---
+        kind: Project
+        metadata: {name: video, tenant: media}
+        spec:
+          quota: {cpu: "2", memory: 4Gi, pods: "10"}
+          environments: [{name: prod, clusters: [lab1, lab2]}]
+        """)
+    )
+    assert wharf(server, "apply", "-f", str(setup)).returncode == 0
+    wait_for(
+        lambda: "Ready" in wharf(server, "get", "projects", "-t", "media").stdout,
+        what="project placed",
+    )
+    raw = tmp_path / "raw.yaml"
+    raw.write_text(
+        textwrap.dedent("""\
+        apiVersion: v1
+        kind: ConfigMap
+        metadata: {name: "${name}-banner"}
+        data: {text: "Now showing: ${title}"}
+        """)
+    )
+    imported = wharf(
+        server,
+        "template",
+        "import",
+        "-f",
+        str(raw),
+        "--name",
+        "banner",
+        "--version",
+        "1.0.0",
+        "--publish",
+    )
+    assert imported.stdout.strip() == "apptemplate/banner 1.0.0 imported (parameters: name, title)"
+    app = tmp_path / "app.yaml"
+    for title in ("Metropolis", "Nosferatu"):
+        app.write_text(
+            textwrap.dedent(f"""\
+            kind: Application
+            metadata: {{name: banner, tenant: media}}
+            spec:
+              project: video
+              environment: prod
+              template: {{name: banner, version: 1.0.0}}
+              values: {{name: main, title: {title}}}
+            """)
+        )
+        assert wharf(server, "apply", "-f", str(app)).returncode == 0
+    history = wharf(server, "app", "history", "banner", "-t", "media").stdout.splitlines()
+    assert [line.split()[0] for line in history] == ["REVISION", "1", "2"]
+    changes = wharf(server, "app", "diff", "banner", "-t", "media", "--from", "1", "--to", "2")
+    assert changes.stdout.strip() == 'values.title: "Metropolis" -> "Nosferatu"'
+    rolled = wharf(server, "app", "rollback", "banner", "-t", "media", "--to", "1")
+    assert rolled.stdout.strip() == "application/banner rolled back to revision 1"
+    wait_for(
+        lambda: "Available" in wharf(server, "get", "apps", "-t", "media").stdout,
+        what="application Available",
+    )
+    shown = yaml.safe_load(
+        wharf(server, "get", "app", "banner", "-t", "media", "-o", "yaml").stdout
+    )
+    assert shown["spec"]["values"]["title"] == "Metropolis"
