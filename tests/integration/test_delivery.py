@@ -359,3 +359,35 @@ def test_a_project_can_make_a_check_warn_instead_of_refuse(wharf: Wharf, place):
     refused = dev.request("PUT", path, json=body)
     assert refused.status_code == 422
     assert "not from an allowed registry" in refused.json()["message"]
+
+
+def test_per_cluster_overrides_apply_only_to_their_cluster(wharf: Wharf, place, kubectl):
+    tenant, dev = place
+    overrides = {
+        "lab2": {
+            "replicas": 1,
+            "registry": "mirror.lab2.local:5000",
+            "env": {"REGION": "two"},
+            "resources": {
+                "requests": {"cpu": "50m", "memory": "64Mi"},
+                "limits": {"cpu": "100m", "memory": "128Mi"},
+            },
+        }
+    }
+    body = application(tenant, "multi", {"replicas": 2}, overrides=overrides)
+    dev.ok("PUT", f"/api/v1/tenants/{tenant}/applications/multi", json=body)
+    wait_available(wharf, dev, tenant, "multi")
+    ns = f"{tenant}-shop-dev"
+    one = deployment(kubectl, wharf.lab.cluster("lab1"), ns, "multi")["spec"]
+    two = deployment(kubectl, wharf.lab.cluster("lab2"), ns, "multi")["spec"]
+    assert (one["replicas"], two["replicas"]) == (2, 1)
+    c1, c2 = one["template"]["spec"]["containers"][0], two["template"]["spec"]["containers"][0]
+    assert c1["image"] == IMAGE
+    assert c2["image"] == "mirror.lab2.local:5000/shop/web:1.4.2"
+    assert "env" not in c1
+    assert c2["env"] == [{"name": "REGION", "value": "two"}]
+    assert c2["resources"]["requests"] == {"cpu": "50m", "memory": "64Mi"}
+    bad = application(tenant, "multi", {"replicas": 2}, overrides={"lab9": {"replicas": 1}})
+    refused = dev.request("PUT", f"/api/v1/tenants/{tenant}/applications/multi", json=bad)
+    assert refused.status_code == 422
+    assert refused.json()["field"] == "spec.overrides.lab9"
