@@ -36,13 +36,11 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabCluster]:
     lab.down(progress=lambda _: None)
 
 
-def test_an_unreachable_cluster_is_reported_and_caught_up_with(wharf: Wharf, edge, kubectl):
+def project_on_lab1_and_edge(wharf: Wharf, edge: LabCluster, project: str, env: str) -> str:
+    """Register edge, and place a new tenant's project environment on lab1 and edge."""
     kubeconfig = edge.user_kubeconfig(WHARF_USER, ("system:masters",)).read_text()
-    wharf.admin.ok(
-        "PUT",
-        "/api/v1/clusters/edge",
-        json={"kind": "Cluster", "metadata": {"name": "edge"}, "spec": {"kubeconfig": kubeconfig}},
-    )
+    body = {"kind": "Cluster", "metadata": {"name": "edge"}, "spec": {"kubeconfig": kubeconfig}}
+    wharf.admin.ok("PUT", "/api/v1/clusters/edge", json=body)
     wait_for(
         lambda: wharf.admin.ok("GET", "/api/v1/clusters/edge")["status"].get("phase") == "Ready",
         what="edge Ready",
@@ -50,11 +48,16 @@ def test_an_unreachable_cluster_is_reported_and_caught_up_with(wharf: Wharf, edg
     tenant = wharf.tenant({"cpu": "4", "memory": "4Gi"}, clusters=["lab1", "edge"])
     wharf.project(
         tenant,
-        "site",
+        project,
         {"cpu": "2", "memory": "2Gi"},
-        envs=[{"name": "prod", "clusters": ["lab1", "edge"]}],
+        envs=[{"name": env, "clusters": ["lab1", "edge"]}],
     )
-    wharf.wait_placed(tenant, "site")
+    wharf.wait_placed(tenant, project)
+    return tenant
+
+
+def test_an_unreachable_cluster_is_reported_and_caught_up_with(wharf: Wharf, edge, kubectl):
+    tenant = project_on_lab1_and_edge(wharf, edge, "site", "prod")
     ns = f"{tenant}-site-prod"
     apiserver = edge.running()["kube-apiserver"]
     assert apiserver is not None
@@ -230,24 +233,7 @@ def _ready(port: int) -> bool:
 def test_a_delivery_with_one_cluster_stopped_is_degraded_then_completes(
     wharf: Wharf, edge, kubectl
 ):
-    kubeconfig = edge.user_kubeconfig(WHARF_USER, ("system:masters",)).read_text()
-    wharf.admin.ok(
-        "PUT",
-        "/api/v1/clusters/edge",
-        json={"kind": "Cluster", "metadata": {"name": "edge"}, "spec": {"kubeconfig": kubeconfig}},
-    )
-    wait_for(
-        lambda: wharf.admin.ok("GET", "/api/v1/clusters/edge")["status"].get("phase") == "Ready",
-        what="edge Ready",
-    )
-    tenant = wharf.tenant({"cpu": "4", "memory": "4Gi"}, clusters=["lab1", "edge"])
-    wharf.project(
-        tenant,
-        "shop",
-        {"cpu": "2", "memory": "2Gi"},
-        envs=[{"name": "dev", "clusters": ["lab1", "edge"]}],
-    )
-    wharf.wait_placed(tenant, "shop")
+    tenant = project_on_lab1_and_edge(wharf, edge, "shop", "dev")
     apiserver = edge.running()["kube-apiserver"]
     assert apiserver is not None
     path = f"/api/v1/tenants/{tenant}/applications/web"
