@@ -33,6 +33,10 @@ class Settings(BaseSettings):
         default=None, description="Password of the first user, 'admin' (generated when unset)"
     )
     controllers: bool = Field(default=True, description="Run the controllers in this process")
+    assets_dir: Path = Field(
+        default=Path(__file__).resolve().parents[3] / "node_modules",
+        description="npm packages of the console (./dev setup installs them)",
+    )
     heartbeat_seconds: float = 5.0
     resync_seconds: float = 30.0
 

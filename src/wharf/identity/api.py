@@ -15,6 +15,7 @@ from wharf.store import Database
 from wharf.store.audit import AuditEvent, record
 
 LOGIN_TTL = dt.timedelta(hours=12)
+SESSION_COOKIE = "wharf_session"
 
 
 def database(request: Request) -> Database:
@@ -26,6 +27,9 @@ def current_principal(request: Request) -> Principal:
     """The authenticated caller; 401 without a valid bearer token."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
+    if not header and request.cookies.get(SESSION_COOKIE):
+        # The console's session. Its cookie is SameSite=Strict, so other sites cannot ride it.
+        scheme, token = "bearer", request.cookies[SESSION_COOKIE]
     if scheme.lower() != "bearer" or not token:
         raise UnauthenticatedError("send Authorization: Bearer <token> (see `wharf login`)")
     source = request.client.host if request.client else ""
