@@ -5,18 +5,13 @@ A real `wharf server` with the lab's clusters registered; screenshots go to arti
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from playwright.sync_api import Browser, expect, sync_playwright
 
-from tests.integration.conftest import ADMIN_PASSWORD, Api, register_clusters, wait_for
+from tests.integration.conftest import ADMIN_PASSWORD, ServerProcess, register_clusters, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
@@ -24,36 +19,8 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 
 @pytest.fixture(scope="module")
 def server(lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    workdir = tmp_path_factory.mktemp("console")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {
-        **os.environ,
-        "WHARF_DATABASE_URL": f"sqlite:///{workdir / 'wharf.db'}",
-        "WHARF_PORT": str(port),
-        "WHARF_ADMIN_PASSWORD": ADMIN_PASSWORD,
-        "WHARF_SECRET_KEY": "console-test",
-        "WHARF_HEARTBEAT_SECONDS": "1",
-    }
-    log = (workdir / "server.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "wharf", "server"], env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-    base = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        try:
-            return httpx.get(f"{base}/readyz", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    try:
-        wait_for(ready, timeout=30, what="server")
-        token = httpx.post(
-            f"{base}/api/v1/login", json={"username": "admin", "password": ADMIN_PASSWORD}
-        ).json()["token"]
-        admin = Api(httpx.Client(base_url=base, timeout=30), token, "admin")  # type: ignore[arg-type]
+    with ServerProcess(tmp_path_factory.mktemp("console")) as process:
+        admin = process.login()
         register_clusters(admin, lab)
         for tenant in ("retail", "media"):
             admin.ok(
@@ -77,11 +44,7 @@ def server(lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                     },
                 },
             )
-        yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
+        yield process.url
 
 
 @pytest.fixture(scope="module")

@@ -4,10 +4,16 @@ two clusters registered. Tenants get unique names, so tests never see each other
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -194,3 +200,68 @@ def cluster_writes(cluster: LabCluster, namespace: str) -> list[dict[str, Any]]:
             and e.get("objectRef", {}).get("name") == namespace
         )
     ]
+
+
+class ServerProcess:
+    """A real `wharf server` process on a free loopback port, for the tests that need one
+    (the CLI, the browser, killing it mid-reconcile)."""
+
+    def __init__(self, workdir: Path, database_url: str | None = None, **env: str) -> None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = int(sock.getsockname()[1])
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.workdir = workdir
+        self.env = {
+            **os.environ,
+            "WHARF_DATABASE_URL": database_url or f"sqlite:///{workdir / 'wharf.db'}",
+            "WHARF_PORT": str(self.port),
+            "WHARF_ADMIN_PASSWORD": ADMIN_PASSWORD,
+            "WHARF_SECRET_KEY": "integration-test-key",
+            "WHARF_HEARTBEAT_SECONDS": "1",
+            "WHARF_RESYNC_SECONDS": "5",
+            "WHARF_LOG_FORMAT": "console",
+            **env,
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def _ready(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def start(self) -> None:
+        with (self.workdir / "server.log").open("a") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "wharf", "server"],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        wait_for(self._ready, timeout=30, what="wharf server ready")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+
+    def login(self) -> Api:
+        answer = httpx.post(
+            f"{self.url}/api/v1/login", json={"username": "admin", "password": ADMIN_PASSWORD}
+        )
+        answer.raise_for_status()
+        client = httpx.Client(base_url=self.url, timeout=30)
+        return Api(client, answer.json()["token"], "admin")  # type: ignore[arg-type]
+
+    def __enter__(self) -> ServerProcess:
+        self.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()

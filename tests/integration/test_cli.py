@@ -3,53 +3,22 @@ delete — the way a kubectl user would drive it."""
 
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
 
-import httpx
 import pytest
 import yaml
 
-from tests.integration.conftest import ADMIN_PASSWORD, WHARF_USER, wait_for
+from tests.integration.conftest import ADMIN_PASSWORD, WHARF_USER, ServerProcess, wait_for
 
 
 @pytest.fixture(scope="module")
 def server(lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     workdir = tmp_path_factory.mktemp("cli")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {
-        **os.environ,
-        "WHARF_DATABASE_URL": f"sqlite:///{workdir / 'wharf.db'}",
-        "WHARF_PORT": str(port),
-        "WHARF_ADMIN_PASSWORD": ADMIN_PASSWORD,
-        "WHARF_SECRET_KEY": "cli-test",
-        "WHARF_HEARTBEAT_SECONDS": "1",
-        "WHARF_CONFIG": str(workdir / "config.yaml"),
-    }
-    log = (workdir / "server.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "wharf", "server"], env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-
-    def ready() -> bool:
-        try:
-            return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    try:
-        wait_for(ready, timeout=30, what="server")
-        yield env
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
+    with ServerProcess(workdir, WHARF_CONFIG=str(workdir / "config.yaml")) as process:
+        yield process.env
 
 
 def wharf(

@@ -5,18 +5,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 
-import httpx
 import pytest
 
 from tests.integration.conftest import (
-    ADMIN_PASSWORD,
     WHARF_USER,
-    Api,
+    ServerProcess,
     Wharf,
     manifest,
     register_clusters,
@@ -117,40 +112,11 @@ def test_an_unreachable_cluster_is_reported_and_caught_up_with(wharf: Wharf, edg
     assert binding.returncode == 0, binding.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_killing_the_server_mid_reconcile_loses_nothing(lab, database_url, kubectl, tmp_path):
-    port = _free_port()
-    env = {
-        **os.environ,
-        "WHARF_DATABASE_URL": database_url,
-        "WHARF_PORT": str(port),
-        "WHARF_SECRET_KEY": "integration-test-key",
-        "WHARF_ADMIN_PASSWORD": ADMIN_PASSWORD,
-        "WHARF_HEARTBEAT_SECONDS": "1",
-        "WHARF_RESYNC_SECONDS": "5",
-        "WHARF_LOG_FORMAT": "console",
-    }
-    log = (tmp_path / "server.log").open("w")
-
-    def start() -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "wharf", "server"], env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-        wait_for(lambda: _ready(port), timeout=30, what="server ready")
-        return proc
-
-    server = start()
+    server = ServerProcess(tmp_path, database_url)
+    server.start()
     try:
-        base = f"http://127.0.0.1:{port}"
-        token = httpx.post(
-            f"{base}/api/v1/login", json={"username": "admin", "password": ADMIN_PASSWORD}
-        ).json()["token"]
-        admin = Api(httpx.Client(base_url=base, timeout=30), token, "admin")  # type: ignore[arg-type]
+        admin = server.login()
         register_clusters(admin, lab)
         tenant = "crash" + os.urandom(3).hex()
         admin.ok(
@@ -189,9 +155,8 @@ def test_killing_the_server_mid_reconcile_loses_nothing(lab, database_url, kubec
 
         # Kill it as soon as the first namespace shows: in the middle of placing six.
         wait_for(some_namespace)
-        server.send_signal(signal.SIGKILL)
-        server.wait()
-        server = start()
+        server.kill()
+        server.start()
 
         def converged() -> dict | None:
             obj = admin.ok("GET", f"/api/v1/tenants/{tenant}/projects/big")
@@ -218,16 +183,7 @@ def test_killing_the_server_mid_reconcile_loses_nothing(lab, database_url, kubec
         audit = admin.ok("GET", "/api/v1/audit", params={"tenant": tenant})["items"]
         assert [(e["kind"], e["action"]) for e in audit] == [("Project", "apply")]
     finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=30)
-        log.close()
-
-
-def _ready(port: int) -> bool:
-    try:
-        return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
+        server.stop()
 
 
 def test_a_delivery_with_one_cluster_stopped_is_degraded_then_completes(
