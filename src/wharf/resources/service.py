@@ -188,9 +188,8 @@ class ResourceService:
         tenant = self._tenant(rules, tenant)
         with self.db.reader() as session:
             stored = ResourceStore(session).get(rules.kind.name, tenant, name)
-            if stored is None or rules.verdict(p, "read", tenant, name, stored) == "hide":
-                raise NotFoundError(_not_found(rules.kind, tenant, name))
             self._visible(rules, p, "read", tenant, name, stored)
+            assert stored is not None  # _visible answers 404 for a missing one
             return self.present(rules, stored, p)
 
     def list_(
