@@ -27,7 +27,7 @@ def _sizing() -> dict[str, Any]:
     }
 
 
-def _schema(extra: dict[str, Any], required: list[str]) -> dict[str, Any]:
+def _schema(extra: dict[str, Any]) -> dict[str, Any]:
     return {
         "type": "object",
         "properties": {
@@ -41,7 +41,7 @@ def _schema(extra: dict[str, Any], required: list[str]) -> dict[str, Any]:
             **_sizing(),
             **extra,
         },
-        "required": ["name", "image", *required],
+        "required": ["name", "image"],
         "additionalProperties": False,
     }
 
@@ -64,224 +64,165 @@ def _container(port: bool) -> dict[str, Any]:
     return container
 
 
-WEB_SERVICE: dict[str, Any] = {
-    "description": "A stateless HTTP service: Deployment, Service, autoscaler, disruption budget",
-    "versions": [
-        {
-            "version": "1.0.0",
-            "published": True,
-            "parameters": _schema(
-                {
-                    "replicas": {"type": "integer", "minimum": 0, "maximum": 500, "default": 2},
-                    "port": {"type": "integer", "minimum": 1, "maximum": 65535, "default": 8080},
-                    "health_path": {"type": "string", "default": "/healthz"},
-                    "max_replicas": {"type": "integer", "minimum": 1, "default": 10},
-                },
-                [],
-            ),
-            "objects": [
-                {
-                    "apiVersion": "apps/v1",
-                    "kind": "Deployment",
-                    "metadata": {"name": "${name}", "labels": LABELS},
-                    "spec": {
-                        "replicas": "${replicas}",
-                        "selector": {"matchLabels": LABELS},
-                        "template": {
-                            "metadata": {"labels": LABELS},
-                            "spec": {"containers": [_container(port=True)]},
-                        },
-                    },
-                },
-                {
-                    "apiVersion": "v1",
-                    "kind": "Service",
-                    "metadata": {"name": "${name}", "labels": LABELS},
-                    "spec": {
-                        "selector": LABELS,
-                        "ports": [{"name": "http", "port": 80, "targetPort": "${port}"}],
-                    },
-                },
-                {
-                    "apiVersion": "autoscaling/v2",
-                    "kind": "HorizontalPodAutoscaler",
-                    "metadata": {"name": "${name}", "labels": LABELS},
-                    "spec": {
-                        "scaleTargetRef": {
-                            "apiVersion": "apps/v1",
-                            "kind": "Deployment",
-                            "name": "${name}",
-                        },
-                        "minReplicas": 1,
-                        "maxReplicas": "${max_replicas}",
-                        "metrics": [
-                            {
-                                "type": "Resource",
-                                "resource": {
-                                    "name": "cpu",
-                                    "target": {"type": "Utilization", "averageUtilization": 80},
-                                },
-                            }
-                        ],
-                    },
-                },
-                {
-                    "apiVersion": "policy/v1",
-                    "kind": "PodDisruptionBudget",
-                    "metadata": {"name": "${name}", "labels": LABELS},
-                    "spec": {"maxUnavailable": 1, "selector": {"matchLabels": LABELS}},
-                },
-            ],
-        }
-    ],
-}
+def _object(api_version: str, kind: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": api_version,
+        "kind": kind,
+        "metadata": {"name": "${name}", "labels": LABELS},
+        "spec": spec,
+    }
 
-WORKER: dict[str, Any] = {
-    "description": "A background worker: a Deployment with no Service",
-    "versions": [
-        {
-            "version": "1.0.0",
-            "published": True,
-            "parameters": _schema(
-                {
-                    "replicas": {"type": "integer", "minimum": 0, "maximum": 500, "default": 1},
-                    "health_command": {"type": "string", "default": "test -e /tmp/healthy"},
-                },
-                [],
-            ),
-            "objects": [
-                {
-                    "apiVersion": "apps/v1",
-                    "kind": "Deployment",
-                    "metadata": {"name": "${name}", "labels": LABELS},
-                    "spec": {
-                        "replicas": "${replicas}",
-                        "selector": {"matchLabels": LABELS},
-                        "template": {
-                            "metadata": {"labels": LABELS},
-                            "spec": {"containers": [_container(port=False)]},
-                        },
-                    },
-                },
-            ],
-        }
-    ],
-}
 
-STATEFUL_SERVICE: dict[str, Any] = {
-    "description": "A stateful service with a volume per replica: StatefulSet and headless Service",
-    "versions": [
+def _workload(kind: str, container: dict[str, Any], **spec: Any) -> dict[str, Any]:
+    """A Deployment or StatefulSet of one container, selected by the name label."""
+    return _object(
+        "apps/v1",
+        kind,
         {
-            "version": "1.0.0",
-            "published": True,
-            "parameters": _schema(
-                {
-                    "replicas": {"type": "integer", "minimum": 1, "maximum": 50, "default": 1},
-                    "port": {"type": "integer", "minimum": 1, "maximum": 65535, "default": 5432},
-                    "health_path": {"type": "string", "default": "/healthz"},
-                    "storage": {"type": "string", "default": "1Gi", "description": "volume size"},
-                    "mount_path": {"type": "string", "default": "/data"},
-                },
-                [],
-            ),
-            "objects": [
-                {
-                    "apiVersion": "v1",
-                    "kind": "Service",
-                    "metadata": {"name": "${name}", "labels": LABELS},
-                    "spec": {
-                        "clusterIP": "None",
-                        "selector": LABELS,
-                        "ports": [{"name": "main", "port": "${port}"}],
-                    },
-                },
-                {
-                    "apiVersion": "apps/v1",
-                    "kind": "StatefulSet",
-                    "metadata": {"name": "${name}", "labels": LABELS},
-                    "spec": {
-                        "serviceName": "${name}",
-                        "replicas": "${replicas}",
-                        "selector": {"matchLabels": LABELS},
-                        "template": {
-                            "metadata": {"labels": LABELS},
-                            "spec": {
-                                "containers": [
-                                    {
-                                        **_container(port=True),
-                                        "volumeMounts": [
-                                            {"name": "data", "mountPath": "${mount_path}"}
-                                        ],
-                                    }
-                                ]
-                            },
-                        },
-                        "volumeClaimTemplates": [
-                            {
-                                "metadata": {"name": "data"},
-                                "spec": {
-                                    "accessModes": ["ReadWriteOnce"],
-                                    "resources": {"requests": {"storage": "${storage}"}},
-                                },
-                            }
-                        ],
-                    },
-                },
-            ],
-        }
-    ],
-}
+            "replicas": "${replicas}",
+            "selector": {"matchLabels": LABELS},
+            "template": {"metadata": {"labels": LABELS}, "spec": {"containers": [container]}},
+            **spec,
+        },
+    )
 
-CRON_JOB: dict[str, Any] = {
-    "description": "A job on a schedule: CronJob",
-    "versions": [
+
+def _template(
+    description: str, parameters: dict[str, Any], *objects: dict[str, Any]
+) -> dict[str, Any]:
+    """An AppTemplate spec with one published version, 1.0.0."""
+    return {
+        "description": description,
+        "versions": [
+            {
+                "version": "1.0.0",
+                "published": True,
+                "parameters": _schema(parameters),
+                "objects": list(objects),
+            }
+        ],
+    }
+
+
+WEB_SERVICE = _template(
+    "A stateless HTTP service: Deployment, Service, autoscaler, disruption budget",
+    {
+        "replicas": {"type": "integer", "minimum": 0, "maximum": 500, "default": 2},
+        "port": {"type": "integer", "minimum": 1, "maximum": 65535, "default": 8080},
+        "health_path": {"type": "string", "default": "/healthz"},
+        "max_replicas": {"type": "integer", "minimum": 1, "default": 10},
+    },
+    _workload("Deployment", _container(port=True)),
+    _object(
+        "v1",
+        "Service",
         {
-            "version": "1.0.0",
-            "published": True,
-            "parameters": _schema(
+            "selector": LABELS,
+            "ports": [{"name": "http", "port": 80, "targetPort": "${port}"}],
+        },
+    ),
+    _object(
+        "autoscaling/v2",
+        "HorizontalPodAutoscaler",
+        {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "${name}"},
+            "minReplicas": 1,
+            "maxReplicas": "${max_replicas}",
+            "metrics": [
                 {
-                    "schedule": {
-                        "type": "string",
-                        "default": "0 * * * *",
-                        "description": "cron syntax",
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {"type": "Utilization", "averageUtilization": 80},
                     },
-                    "command": {"type": "string", "default": "echo hello"},
+                }
+            ],
+        },
+    ),
+    _object(
+        "policy/v1",
+        "PodDisruptionBudget",
+        {"maxUnavailable": 1, "selector": {"matchLabels": LABELS}},
+    ),
+)
+
+WORKER = _template(
+    "A background worker: a Deployment with no Service",
+    {
+        "replicas": {"type": "integer", "minimum": 0, "maximum": 500, "default": 1},
+        "health_command": {"type": "string", "default": "test -e /tmp/healthy"},
+    },
+    _workload("Deployment", _container(port=False)),
+)
+
+STATEFUL_SERVICE = _template(
+    "A stateful service with a volume per replica: StatefulSet and headless Service",
+    {
+        "replicas": {"type": "integer", "minimum": 1, "maximum": 50, "default": 1},
+        "port": {"type": "integer", "minimum": 1, "maximum": 65535, "default": 5432},
+        "health_path": {"type": "string", "default": "/healthz"},
+        "storage": {"type": "string", "default": "1Gi", "description": "volume size"},
+        "mount_path": {"type": "string", "default": "/data"},
+    },
+    _object(
+        "v1",
+        "Service",
+        {
+            "clusterIP": "None",
+            "selector": LABELS,
+            "ports": [{"name": "main", "port": "${port}"}],
+        },
+    ),
+    _workload(
+        "StatefulSet",
+        {**_container(port=True), "volumeMounts": [{"name": "data", "mountPath": "${mount_path}"}]},
+        serviceName="${name}",
+        volumeClaimTemplates=[
+            {
+                "metadata": {"name": "data"},
+                "spec": {
+                    "accessModes": ["ReadWriteOnce"],
+                    "resources": {"requests": {"storage": "${storage}"}},
                 },
-                [],
-            ),
-            "objects": [
-                {
-                    "apiVersion": "batch/v1",
-                    "kind": "CronJob",
-                    "metadata": {"name": "${name}", "labels": LABELS},
-                    "spec": {
-                        "schedule": "${schedule}",
-                        "concurrencyPolicy": "Forbid",
-                        "jobTemplate": {
-                            "spec": {
-                                "backoffLimit": 2,
-                                "template": {
-                                    "metadata": {"labels": LABELS},
-                                    "spec": {
-                                        "restartPolicy": "OnFailure",
-                                        "containers": [
-                                            {
-                                                "name": "${name}",
-                                                "image": "${image}",
-                                                "command": ["/bin/sh", "-c", "${command}"],
-                                                "resources": _resources(),
-                                            }
-                                        ],
-                                    },
-                                },
-                            }
+            }
+        ],
+    ),
+)
+
+CRON_JOB = _template(
+    "A job on a schedule: CronJob",
+    {
+        "schedule": {"type": "string", "default": "0 * * * *", "description": "cron syntax"},
+        "command": {"type": "string", "default": "echo hello"},
+    },
+    _object(
+        "batch/v1",
+        "CronJob",
+        {
+            "schedule": "${schedule}",
+            "concurrencyPolicy": "Forbid",
+            "jobTemplate": {
+                "spec": {
+                    "backoffLimit": 2,
+                    "template": {
+                        "metadata": {"labels": LABELS},
+                        "spec": {
+                            "restartPolicy": "OnFailure",
+                            "containers": [
+                                {
+                                    "name": "${name}",
+                                    "image": "${image}",
+                                    "command": ["/bin/sh", "-c", "${command}"],
+                                    "resources": _resources(),
+                                }
+                            ],
                         },
                     },
-                },
-            ],
-        }
-    ],
-}
+                }
+            },
+        },
+    ),
+)
 
 CATALOG: dict[str, dict[str, Any]] = {
     "web-service": WEB_SERVICE,

@@ -24,7 +24,6 @@ from wharf.core.errors import (
     ForbiddenError,
     InvalidError,
     NotFoundError,
-    StaleError,
     WharfError,
 )
 from wharf.core.resources import API_VERSION, Kind, Manifest, check_name
@@ -244,8 +243,6 @@ class ResourceService:
                     )
 
                 yield session, allowed
-        except StaleError:
-            raise  # retried by apply, or audited there when it gives up
         except WharfError as exc:
             outcome = "denied" if exc.status in (401, 403, 404) else "failed"
             with self.db.session() as session:
@@ -268,44 +265,10 @@ class ResourceService:
     ) -> tuple[dict[str, Any], bool]:
         """Create or update from a whole manifest; return (object, created).
 
-        A manifest without metadata.resourceVersion means "make it so": when another write
-        slips in between read and write, it is applied again on top (as kubectl apply does).
-        One with a resourceVersion fails with 409 instead.
+        The row is locked from read to write, so a manifest without metadata.resourceVersion
+        always lands on what is there (as kubectl apply does); one that pins a stale
+        resourceVersion fails with 409.
         """
-        pinned = bool((body.get("metadata") or {}).get("resourceVersion"))
-        for attempt in range(5):
-            try:
-                return self._apply(p, body, tenant, kind, name, create_only)
-            except StaleError as exc:
-                if pinned or attempt == 4:
-                    meta = body.get("metadata") or {}
-                    with self.db.session() as session:
-                        record(
-                            session,
-                            AuditEvent(
-                                p.user,
-                                p.source,
-                                "apply",
-                                str(body.get("kind", "")),
-                                str(tenant or meta.get("tenant") or ""),
-                                str(meta.get("name", "")),
-                                "failed",
-                                reason=exc.message,
-                            ),
-                        )
-                    raise
-        raise AssertionError("unreachable")
-
-    def _apply(
-        self,
-        p: Principal,
-        body: dict[str, Any],
-        tenant: str | None = None,
-        kind: str | None = None,
-        name: str | None = None,
-        create_only: bool = False,
-    ) -> tuple[dict[str, Any], bool]:
-        """Create or update from a whole manifest; return (object, created)."""
         try:
             manifest = Manifest.model_validate(body)
         except ValidationError as exc:
