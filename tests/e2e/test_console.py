@@ -1,50 +1,112 @@
 """The console in a real browser: Debian's Chromium, driven by Playwright (no downloaded browser).
 
-A real `wharf server` with the lab's clusters registered; screenshots go to artifacts/.
+A real `wharf server` (SQLite, then PostgreSQL) with the lab's two clusters registered. Logged in
+as each role, the journeys create a project with quota, deliver a catalog application to both
+clusters, watch it become Available without a reload, roll it back and find it all in the audit
+log; what a role may not do is neither offered nor accepted. Screenshots go to artifacts/.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import re
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
-from playwright.sync_api import Browser, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from tests.integration.conftest import ADMIN_PASSWORD, ServerProcess, register_clusters, wait_for
+from tests.conftest import fresh_postgres
+from tests.integration.conftest import (
+    ADMIN_PASSWORD,
+    Api,
+    ServerProcess,
+    register_clusters,
+    wait_for,
+)
+from wharf.lab import Lab
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
+PASSWORD = "password-123"
+LIVE = 120_000  # ms a live status may take to reach Available (pods start on kwok nodes)
 
 
-@pytest.fixture(scope="module")
-def server(lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with ServerProcess(tmp_path_factory.mktemp("console")) as process:
+@dataclass
+class Site:
+    url: str
+    admin: Api
+    db: str
+    retail: str  # tenant: admin tina, viewer vera; project "team" with developer dave
+    media: str  # tenant: admin mona; tina, dave and vera must never see it
+
+    def shot(self, page: Page, name: str) -> None:
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / f"console-{name}-{self.db}.png"), full_page=True)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def site(
+    request: pytest.FixtureRequest, lab: Lab, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Site]:
+    workdir = tmp_path_factory.mktemp(f"console-{request.param}")
+    with ExitStack() as stack:
+        url = (
+            stack.enter_context(fresh_postgres())
+            if request.param == "postgresql"
+            else f"sqlite:///{workdir / 'wharf.db'}"
+        )
+        process = stack.enter_context(ServerProcess(workdir, url))
         admin = process.login()
         register_clusters(admin, lab)
-        for tenant in ("retail", "media"):
+        for user in ("tina", "dave", "vera", "mona"):
+            admin.ok("POST", "/api/v1/users", json={"name": user, "password": PASSWORD})
+        prefix = request.param[0]  # each database's run has tenants (and namespaces) of its own
+        retail, media = f"{prefix}retail", f"{prefix}media"
+        for tenant, admins, viewers in ((retail, ["tina"], ["vera"]), (media, ["mona"], [])):
             admin.ok(
                 "PUT",
                 f"/api/v1/tenants/{tenant}",
                 json={
                     "kind": "Tenant",
                     "metadata": {"name": tenant},
-                    "spec": {"quota": {"cpu": "8"}, "clusters": ["lab1", "lab2"]},
-                },
-            )
-            admin.ok(
-                "PUT",
-                f"/api/v1/tenants/{tenant}/projects/web",
-                json={
-                    "kind": "Project",
-                    "metadata": {"name": "web"},
                     "spec": {
-                        "quota": {"cpu": "2"},
-                        "environments": [{"name": "dev", "clusters": ["lab1", "lab2"]}],
+                        "quota": {"cpu": "8", "memory": "16Gi", "pods": "60"},
+                        "admins": admins,
+                        "viewers": viewers,
+                        "clusters": ["lab1", "lab2"],
                     },
                 },
             )
-        yield process.url
+        admin.ok(
+            "PUT",
+            f"/api/v1/tenants/{retail}/projects/team",
+            json={
+                "kind": "Project",
+                "metadata": {"name": "team"},
+                "spec": {
+                    "members": [{"user": "dave", "role": "developer"}],
+                    "quota": {"cpu": "2", "memory": "4Gi", "pods": "20"},
+                    "environments": [{"name": "dev", "clusters": ["lab1", "lab2"]}],
+                },
+            },
+        )
+        admin.ok(
+            "PUT",
+            f"/api/v1/tenants/{media}/projects/news",
+            json={
+                "kind": "Project",
+                "metadata": {"name": "news"},
+                "spec": {
+                    "quota": {"cpu": "1"},
+                    "environments": [{"name": "dev", "clusters": ["lab1"]}],
+                },
+            },
+        )
+        yield Site(process.url, admin, request.param, retail, media)
 
 
 @pytest.fixture(scope="module")
@@ -68,39 +130,271 @@ def browser() -> Iterator[Browser]:
         browser.close()
 
 
-def test_an_admin_logs_in_and_sees_projects_placed(server, browser):
-    ARTIFACTS.mkdir(exist_ok=True)
-    page = browser.new_page(viewport={"width": 1280, "height": 800})
-    page.goto(f"{server}/console/")
-    expect(page).to_have_url(f"{server}/console/login")
-    page.get_by_label("Username").fill("admin")
-    page.get_by_label("Password").fill("not the password")
-    page.get_by_role("button", name="Log in").click()
-    expect(page.get_by_role("alert")).to_have_text("Wrong username or password.")
+@pytest.fixture
+def sign_in(site: Site, browser: Browser) -> Iterator[Callable[[str, str], Page]]:
+    pages: list[Page] = []
 
-    page.get_by_label("Username").fill("admin")
-    page.get_by_label("Password").fill(ADMIN_PASSWORD)
-    page.keyboard.press("Enter")  # the form works from the keyboard
-    expect(page.get_by_role("heading", name="Projects")).to_be_visible()
-    table = page.get_by_role("table", name="Projects")
-    expect(table.get_by_role("row")).to_have_count(3)  # header + two projects
-    # The controllers place both projects; a reload shows them Ready.
+    def open_as(user: str, password: str = PASSWORD) -> Page:
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        pages.append(page)
+        page.goto(f"{site.url}/console/")
+        expect(page).to_have_url(re.compile(r"/console/login"))
+        page.get_by_label("Username").fill(user)
+        page.get_by_label("Password").fill(password)
+        page.keyboard.press("Enter")  # the form works from the keyboard
+        expect(page.get_by_role("heading", name="Overview")).to_be_visible()
+        return page
+
+    yield open_as
+    for page in pages:
+        page.close()
+
+
+# -- the steps of a journey ----------------------------------------------------------------------
+def nav_links(page: Page) -> list[str]:
+    return page.get_by_role("navigation", name="Main").get_by_role("link").all_inner_texts()
+
+
+def create_project(page: Page, site: Site, tenant: str, name: str, members: str = "") -> None:
+    page.get_by_role("link", name="Projects", exact=True).click()
+    page.get_by_role("link", name="New project").click()
+    page.get_by_label("Tenant").select_option(tenant)
+    page.get_by_label(re.compile(r"^Name")).fill(name)
+    page.get_by_label(re.compile(r"^CPU")).fill("2")
+    page.get_by_label(re.compile(r"^Memory")).fill("4Gi")
+    page.get_by_label("Pods").fill("20")
+    page.get_by_label("lab1").check()
+    page.get_by_label("lab2").check()
+    if members:
+        page.get_by_label(re.compile(r"^Members")).fill(members)
+    page.get_by_role("button", name="Create project").click()
+    expect(page.get_by_role("heading", name=f"Project {name}")).to_be_visible()
+    quota = page.get_by_role("table", name="Project quota")
+    expect(quota.get_by_role("row", name=re.compile(r"^cpu 2"))).to_be_visible()
+    placement = page.get_by_role("table", name="Placement")
     wait_for(
-        lambda: page.reload() is not None and page.get_by_role("cell", name="Ready").count() == 2,
+        lambda: (
+            page.reload() is not None
+            and placement.get_by_role("cell", name="Ready", exact=True).count() == 2
+        ),
         timeout=60,
-        what="both projects Ready in the console",
+        what=f"project {name} placed on both clusters, shown on its page",
     )
-    page.screenshot(path=str(ARTIFACTS / "console-projects.png"), full_page=True)
 
-    page.get_by_label("Tenant").select_option("media")
-    expect(table.get_by_role("row")).to_have_count(2)
-    expect(table.get_by_role("cell", name="media")).to_be_visible()
 
-    # Laptop width: the wide columns give way, the page still works.
-    page.set_viewport_size({"width": 640, "height": 800})
-    expect(page.get_by_role("columnheader", name="Environments")).to_be_hidden()
+def deliver(page: Page, site: Site, tenant: str, project: str, app: str) -> None:
+    page.goto(f"{site.url}/console/tenants/{tenant}/projects/{project}")
+    page.get_by_role("link", name="Deliver an application").click()
+    page.get_by_label("Template").select_option("web-service")  # reloads with its form
+    expect(page.get_by_role("group", name=re.compile("Parameters of web-service"))).to_be_visible()
+    page.get_by_label(re.compile(r"^Application name")).fill(app)
+    page.get_by_label("Environment", exact=True).select_option("dev")
+    page.get_by_label(re.compile(r"^name")).fill(app)
+    page.get_by_label(re.compile(r"^image")).fill(f"registry.example/{app}:1.0.0")
+    page.get_by_label(re.compile(r"^replicas")).fill("2")
+    page.get_by_role("button", name="Deliver").click()
+    expect(page.get_by_role("heading", name=f"Application {app}")).to_be_visible()
+
+
+def watch_available(page: Page) -> None:
+    """The status turns Available in both clusters while the page stays loaded (SSE)."""
+    page.evaluate("window.stayed = true")
+    expect(page.locator("#app-state")).to_have_text("Available", timeout=LIVE)
+    per_cluster = page.get_by_role("table", name="Status per cluster")
+    expect(per_cluster.get_by_role("cell", name="Available", exact=True)).to_have_count(2)
+    pods = page.get_by_role("table", name="Pods")
+    expect(pods.get_by_role("cell", name="Running", exact=True)).to_have_count(4, timeout=LIVE)
+    assert page.evaluate("window.stayed") is True, "the page reloaded; the status must be live"
+
+
+def change_and_roll_back(page: Page, site: Site, tenant: str, app: str) -> None:
+    page.get_by_role("link", name="Change and deliver").click()
+    page.get_by_label(re.compile(r"^image")).fill(f"registry.example/{app}:2.0.0")
+    page.get_by_label(re.compile(r"^Why")).fill("try 2.0.0")
+    page.get_by_role("button", name="Deliver").click()
+    revisions = page.get_by_role("table", name="Revisions")
+    expect(revisions.get_by_role("row")).to_have_count(3)  # header + 2 revisions
+    revisions.get_by_role("link", name="Diff with 1").click()
+    diff = page.locator("#diff")
+    expect(diff.get_by_role("row", name=re.compile(r"values\.image"))).to_contain_text("2.0.0")
+    page.get_by_role("button", name="Roll back to revision 1").click()
+    expect(revisions.get_by_role("row")).to_have_count(4)
+    expect(revisions.get_by_role("row").nth(1)).to_contain_text("rollback to revision 1")
+    expect(page.locator("#app-state")).to_have_text("Available", timeout=LIVE)
+    # Delivered, not only recorded: both clusters run 1.0.0 again.
+    app_now = site.admin.ok("GET", f"/api/v1/tenants/{tenant}/applications/{app}")
+    assert app_now["spec"]["values"]["image"] == f"registry.example/{app}:1.0.0"
+    assert app_now["status"]["observedGeneration"] == app_now["metadata"]["generation"]
+
+
+def find_in_audit(page: Page, app: str, user: str, project: str | None = None) -> None:
+    page.get_by_role("link", name="Audit log").click()
+    page.get_by_label("Name").fill(app)
+    page.get_by_label("Actor").fill(user)
+    page.get_by_role("button", name="Filter").click()
+    events = page.get_by_role("table", name="Audit events")
+    # Deliver, change, roll back: three applies of the application, all allowed.
+    rows = events.get_by_role("row").filter(has_text="Application")
+    expect(rows).to_have_count(3)
+    expect(rows.filter(has_text="allowed")).to_have_count(3)
+    expect(rows.first).to_contain_text("registry.example")  # the diff of the rollback
+    if project:
+        page.get_by_label("Name").fill(project)
+        page.get_by_role("button", name="Filter").click()
+        expect(events.get_by_role("row").filter(has_text="Project")).to_have_count(1)
+
+
+# -- the journeys --------------------------------------------------------------------------------
+def test_platform_admin_journey(site: Site, sign_in: Callable[..., Page]):
+    page = sign_in("admin", ADMIN_PASSWORD)
+    assert nav_links(page) == [
+        "Overview",
+        "Clusters",
+        "Tenants",
+        "Projects",
+        "Applications",
+        "Audit log",
+        "API tokens",
+    ]
+    # Overview: both clusters with capacity bars; tenants' quota as bars.
+    for cluster in ("lab1", "lab2"):
+        card = page.get_by_role("article", name=f"Cluster {cluster}")
+        expect(card).to_contain_text("Ready")
+        expect(card.get_by_role("meter")).to_have_count(3)
+    expect(page.get_by_role("meter", name=f"{site.retail} cpu")).to_be_visible()
+    site.shot(page, "overview")
+    page.get_by_role("link", name="Clusters").click()
+    page.get_by_role("link", name="lab1").click()
+    nodes = page.get_by_role("table", name="Nodes")
+    expect(nodes.get_by_role("row")).to_have_count(4)  # header + 3 kwok nodes
+    expect(nodes.get_by_role("cell", name="True", exact=True)).to_have_count(3)
+
+    create_project(page, site, site.retail, "storefront")
+    deliver(page, site, site.retail, "storefront", "shop")
+    watch_available(page)
+    site.shot(page, "application")
+    change_and_roll_back(page, site, site.retail, "shop")
+    find_in_audit(page, "shop", "admin", project="storefront")
+    site.shot(page, "audit")
+
+
+def test_tenant_admin_journey(site: Site, sign_in: Callable[..., Page]):
+    page = sign_in("tina")
+    assert "Clusters" not in nav_links(page) and "Tenants" in nav_links(page)
+    expect(page.get_by_role("article")).to_have_count(0)  # no cluster cards
+    page.goto(f"{site.url}/console/clusters")
+    expect(page.get_by_role("alert")).to_contain_text("may not see the platform's clusters")
+    # Another tenant is nowhere: not in the tenant filter, lists or direct URLs.
+    page.goto(f"{site.url}/console/projects")
+    assert site.media not in page.get_by_label("Tenant").inner_text()
+    assert site.media not in page.content()
+    page.goto(f"{site.url}/console/tenants/{site.media}/projects/news")
+    expect(page.get_by_role("alert")).to_contain_text("not found")
+    # A project over the tenant's quota is refused with the reason, and nothing is made.
+    page.goto(f"{site.url}/console/projects/new")
+    page.get_by_label(re.compile(r"^Name")).fill("toobig")
+    page.get_by_label(re.compile(r"^CPU")).fill("50")
+    page.get_by_label("lab1").check()
+    page.get_by_role("button", name="Create project").click()
+    expect(page.get_by_role("alert")).to_contain_text("cpu")
+    expect(page.get_by_label(re.compile(r"^Name"))).to_have_value("toobig")  # kept for a retry
+    assert site.admin.get(f"/api/v1/tenants/{site.retail}/projects/toobig").status_code == 404
+
+    create_project(page, site, site.retail, "outlet", members="dave=viewer")
+    members = page.get_by_role("table", name="Members")
+    expect(members.get_by_role("row", name="dave viewer")).to_be_visible()
+    deliver(page, site, site.retail, "outlet", "till")
+    watch_available(page)
+    change_and_roll_back(page, site, site.retail, "till")
+    find_in_audit(page, "till", "tina", project="outlet")
+    page.get_by_label("Name").fill("")
+    page.get_by_label("Actor").fill("")
+    page.get_by_role("button", name="Filter").click()
+    assert site.media not in page.content()
+    site.shot(page, "tenant-admin")
+
+
+def test_developer_journey(site: Site, sign_in: Callable[..., Page]):
+    page = sign_in("dave")
+    assert nav_links(page) == ["Overview", "Projects", "Applications", "Audit log", "API tokens"]
+    for admin_page in ("/console/clusters", "/console/tenants", "/console/projects/new"):
+        page.goto(site.url + admin_page)
+        expect(page.get_by_role("heading", name="Not allowed")).to_be_visible()
+    page.goto(f"{site.url}/console/projects")
+    expect(page.get_by_role("link", name="New project")).to_have_count(0)
+    deliver(page, site, site.retail, "team", "cart")
+    watch_available(page)
+    change_and_roll_back(page, site, site.retail, "cart")
+    find_in_audit(page, "cart", "dave")
+    assert site.media not in page.content()
+    site.shot(page, "developer")
+
+
+def test_viewer_reads_but_changes_nothing(site: Site, sign_in: Callable[..., Page]):
+    page = sign_in("vera")
+    page.goto(f"{site.url}/console/tenants/{site.retail}/projects/team")
+    expect(page.get_by_role("heading", name="Project team")).to_be_visible()
+    expect(page.get_by_role("link", name="Deliver an application")).to_have_count(0)
+    page.goto(f"{site.url}/console/tenants/{site.retail}/projects/team/deliver")
+    expect(page.get_by_role("heading", name="Not allowed")).to_be_visible()
+    # Even a forged form post with her valid CSRF token is refused by the service.
+    token = page.locator("meta[name=csrf-token]").get_attribute("content")
+    answer: dict[str, Any] = page.evaluate(
+        """async ([url, token]) => {
+            const body = new URLSearchParams({csrf: token, name: "sneaky", tenant: "%s",
+                                              cpu: "1", environment: "dev"});
+            const r = await fetch(url, {method: "POST", body});
+            return {status: r.status, text: await r.text()};
+        }"""
+        % site.retail,
+        [f"{site.url}/console/projects/new", token],
+    )
+    assert answer["status"] == 403, answer
+    assert site.admin.get(f"/api/v1/tenants/{site.retail}/projects/sneaky").status_code == 404
+
+
+def test_changes_without_the_csrf_token_are_refused(site: Site, sign_in: Callable[..., Page]):
+    page = sign_in("tina")
+    cookie = next(c for c in page.context.cookies() if c["name"] == "wharf_session")
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    jar = {"wharf_session": cookie["value"]}
+    form = {"tenant": site.retail, "name": "forged", "cpu": "1", "environment": "dev"}
+    for headers in ({}, {"X-CSRF-Token": "0" * 64}):
+        answer = httpx.post(
+            f"{site.url}/console/projects/new", data=form, cookies=jar, headers=headers
+        )
+        assert answer.status_code == 403
+        assert "CSRF" in answer.text
+    # The same holds for the REST API when it is reached with the session cookie.
+    body = {"kind": "Project", "metadata": {"name": "forged"}, "spec": {}}
+    answer = httpx.put(
+        f"{site.url}/api/v1/tenants/{site.retail}/projects/forged", json=body, cookies=jar
+    )
+    assert answer.status_code == 403
+    assert site.admin.get(f"/api/v1/tenants/{site.retail}/projects/forged").status_code == 404
+    # Logging out ends the session on the server, not only in the browser.
     page.get_by_role("button", name="Log out").click()
-    expect(page).to_have_url(f"{server}/console/login")
-    page.goto(f"{server}/console/")
-    expect(page).to_have_url(f"{server}/console/login")
-    page.close()
+    expect(page).to_have_url(re.compile(r"/console/login"))
+    assert httpx.get(f"{site.url}/console/", cookies=jar).status_code == 303
+
+
+def test_laptop_width_and_keyboard(site: Site, sign_in: Callable[..., Page]):
+    page = sign_in("admin", ADMIN_PASSWORD)
+    page.set_viewport_size({"width": 1024, "height": 700})
+    page.goto(f"{site.url}/console/projects")
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 1024, f"the page scrolls sideways at laptop width ({width}px)"
+    page.set_viewport_size({"width": 700, "height": 700})
+    expect(page.get_by_role("columnheader", name="Environments")).to_be_hidden()
+    # Keyboard: the skip link comes first and moves focus to the content.
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("link", name="Skip to content")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.locator("main")).to_be_focused()
+    # Every form control has a label.
+    page.goto(f"{site.url}/console/audit")
+    unlabelled = page.evaluate(
+        """() => [...document.querySelectorAll('input:not([type=hidden]), select, textarea')]
+              .filter(e => !e.labels || e.labels.length === 0).map(e => e.name)"""
+    )
+    assert unlabelled == []

@@ -6,9 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from wharf.apps.model import APPLICATION
-from wharf.apps.service import CHANGE_CAUSE, list_revisions, revision_spec
-from wharf.core.audit import diff, mask
+from wharf.apps.service import history, revision_changes, rollback
 from wharf.identity.api import current_principal
 from wharf.identity.model import Principal
 from wharf.resources.service import ResourceService
@@ -24,10 +22,7 @@ def _service(request: Request) -> ResourceService:
 
 @router.get("/revisions", summary="Every delivery of the application, oldest first")
 def revisions(tenant: str, name: str, p: Caller, request: Request) -> dict[str, Any]:
-    service = _service(request)
-    service.get(p, "Application", tenant, name)  # 404 unless the caller may read it
-    with service.db.reader() as session:
-        return {"items": list_revisions(session, tenant, name)}
+    return {"items": history(_service(request), p, tenant, name)}
 
 
 @router.get("/revisions/diff", summary="What changed between two revisions")
@@ -39,39 +34,16 @@ def revision_diff(
     from_: Annotated[int, Query(alias="from", ge=1)],
     to: Annotated[int, Query(ge=1)],
 ) -> dict[str, Any]:
-    service = _service(request)
-    service.get(p, "Application", tenant, name)
-    with service.db.reader() as session:
-        old = revision_spec(session, tenant, name, from_)
-        new = revision_spec(session, tenant, name, to)
-    secret = APPLICATION.secret_fields
-    return {"from": from_, "to": to, "changes": diff(mask(old, secret), mask(new, secret))}
+    changes = revision_changes(_service(request), p, tenant, name, from_, to)
+    return {"from": from_, "to": to, "changes": changes}
 
 
 @router.post("/rollback", summary="Deliver an earlier revision again (as a new revision)")
-def rollback(
+def rollback_to(
     tenant: str,
     name: str,
     p: Caller,
     request: Request,
     revision: Annotated[int, Query(ge=1)],
 ) -> dict[str, Any]:
-    service = _service(request)
-    current = service.get(p, "Application", tenant, name)
-    with service.db.reader() as session:
-        spec = revision_spec(session, tenant, name, revision)
-    manifest = {
-        "kind": "Application",
-        "metadata": {
-            "name": name,
-            "tenant": tenant,
-            "labels": current["metadata"]["labels"],
-            "annotations": {
-                **current["metadata"]["annotations"],
-                CHANGE_CAUSE: f"rollback to revision {revision}",
-            },
-        },
-        "spec": spec,
-    }
-    obj, _ = service.apply(p, manifest, tenant, kind="Application", name=name)
-    return obj
+    return rollback(_service(request), p, tenant, name, revision)

@@ -22,7 +22,7 @@ from wharf.apps.model import (
     render,
     workload_requests,
 )
-from wharf.core.audit import mask
+from wharf.core.audit import diff, mask
 from wharf.core.crypto import PREFIX as SEALED
 from wharf.core.crypto import SecretBox
 from wharf.core.errors import (
@@ -34,7 +34,7 @@ from wharf.core.errors import (
 from wharf.core.quantity import format_quantity, parse_quantity
 from wharf.core.resources import check_name
 from wharf.identity.model import Action, Principal
-from wharf.resources.service import Change, KindRules, Verdict
+from wharf.resources.service import Change, KindRules, ResourceService, Verdict
 from wharf.store.resources import ResourceStore, Scopes, StoredResource
 from wharf.store.tables import revisions
 from wharf.tenancy.model import (
@@ -167,6 +167,13 @@ class ApplicationRules(KindRules):
 
     def __init__(self, box: SecretBox) -> None:
         self.box = box
+
+    def project_of(self, name: str, spec: Any) -> str:
+        project = spec.get("project", "") if isinstance(spec, dict) else ""
+        return project if isinstance(project, str) else ""
+
+    def derived_labels(self, spec: dict[str, Any]) -> dict[str, str]:
+        return {PROJECT_LABEL: spec["project"]}
 
     def verdict(
         self, p: Principal, action: Action, tenant: str, name: str, old: StoredResource | None
@@ -400,3 +407,48 @@ def revision_spec(session: Session, tenant: str, app: str, number: int) -> dict[
         raise NotFoundError(f"application {app} has no revision {number}", field="revision")
     result: dict[str, Any] = spec
     return result
+
+
+def history(
+    resources: ResourceService, p: Principal, tenant: str, app: str
+) -> list[dict[str, Any]]:
+    """The application's revisions, oldest first (404 unless the caller may read it)."""
+    resources.get(p, "Application", tenant, app)
+    with resources.db.reader() as session:
+        return list_revisions(session, tenant, app)
+
+
+def revision_changes(
+    resources: ResourceService, p: Principal, tenant: str, app: str, old: int, new: int
+) -> list[dict[str, Any]]:
+    """What changed from revision `old` to `new`, secrets masked."""
+    resources.get(p, "Application", tenant, app)
+    with resources.db.reader() as session:
+        before = revision_spec(session, tenant, app, old)
+        after = revision_spec(session, tenant, app, new)
+    secret = APPLICATION.secret_fields
+    return diff(mask(before, secret), mask(after, secret))
+
+
+def rollback(
+    resources: ResourceService, p: Principal, tenant: str, app: str, revision: int
+) -> dict[str, Any]:
+    """Deliver an earlier revision again, as a new revision that says so."""
+    current = resources.get(p, "Application", tenant, app)
+    with resources.db.reader() as session:
+        spec = revision_spec(session, tenant, app, revision)
+    manifest = {
+        "kind": "Application",
+        "metadata": {
+            "name": app,
+            "tenant": tenant,
+            "labels": current["metadata"]["labels"],
+            "annotations": {
+                **current["metadata"]["annotations"],
+                CHANGE_CAUSE: f"rollback to revision {revision}",
+            },
+        },
+        "spec": spec,
+    }
+    obj, _ = resources.apply(p, manifest, tenant, kind="Application", name=app)
+    return obj

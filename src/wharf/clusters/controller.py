@@ -15,7 +15,7 @@ from typing import Any
 import structlog
 from lightkube.resources.core_v1 import Node, Pod
 
-from wharf.clusters.model import capacity_of, node_matches
+from wharf.clusters.model import capacity_of, node_matches, nodes_of
 from wharf.clusters.service import ClusterRules
 from wharf.core.controller import Controller
 from wharf.core.resources import now, set_condition
@@ -98,6 +98,7 @@ class ClusterController:
             status["kubernetesVersion"] = version
             if nodes.synced.is_set() and pods.synced.is_set():
                 status["capacity"] = capacity_of(nodes.items.values(), pods.items.values())
+                status["nodes"] = nodes_of(nodes.items.values())
                 await self._node_pools(name, client, pools, list(nodes.items.values()))
             conditions = set_condition(
                 conditions,

@@ -101,6 +101,26 @@ def capacity_of(nodes: Iterable[dict[str, Any]], pods: Iterable[dict[str, Any]])
     }
 
 
+def nodes_of(nodes: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each node's name, readiness and allocatable CPU, memory and pods, for status."""
+    out = []
+    for node in nodes:
+        conditions = node.get("status", {}).get("conditions", []) or []
+        ready = next((c.get("status") for c in conditions if c.get("type") == "Ready"), "Unknown")
+        allocatable = node.get("status", {}).get("allocatable", {}) or {}
+        out.append(
+            {
+                "name": node["metadata"]["name"],
+                "ready": ready,
+                "schedulable": not node.get("spec", {}).get("unschedulable", False),
+                "cpu": allocatable.get("cpu", ""),
+                "memory": allocatable.get("memory", ""),
+                "pods": allocatable.get("pods", ""),
+            }
+        )
+    return sorted(out, key=lambda n: n["name"])
+
+
 def node_matches(node: dict[str, Any], selector: Mapping[str, str]) -> bool:
     labels = node.get("metadata", {}).get("labels", {}) or {}
     return all(labels.get(k) == v for k, v in selector.items())

@@ -1,1 +1,25 @@
-"""The web console: server-rendered pages (Jinja2, htmx from the npm registry)."""
+"""The web console: server-rendered pages (Jinja2 + htmx), live status over server-sent events."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter, FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from . import account, apps, views
+
+STATIC = Path(__file__).parent / "static"
+
+
+def install(app: FastAPI, assets_dir: Path) -> None:
+    """Add the console's pages, its own stylesheet and the npm-installed htmx files."""
+    router = APIRouter()
+    for part in (views.router, apps.router, account.router):
+        router.include_router(part)
+    app.include_router(router)
+    app.mount("/static/console", StaticFiles(directory=STATIC), name="console")
+    for package, mount in (("htmx.org", "htmx"), ("htmx-ext-sse", "htmx-ext-sse")):
+        dist = assets_dir / package / "dist"
+        if dist.is_dir():  # pages work without them; they only make them livelier
+            app.mount(f"/static/{mount}", StaticFiles(directory=dist), name=mount)

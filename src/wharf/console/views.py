@@ -1,47 +1,49 @@
-"""Console pages. Every page reads through the same services as the REST API, with the same
-authorization; the session is a login token in an HttpOnly, SameSite=Strict cookie."""
+"""Console pages for the platform's structure: login, overview, clusters, tenants, projects.
+
+Every page reads and writes through the same services as the REST API, with the same
+authorization; the session is a login token in an HttpOnly, SameSite=Strict cookie, and every
+form that changes something carries the session's CSRF token.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from fastapi.templating import Jinja2Templates
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, Response
 
-from wharf.core.errors import UnauthenticatedError, WharfError
+from wharf.audit.service import reach_of
+from wharf.core.errors import ForbiddenError, InvalidError, WharfError
 from wharf.identity import service as identity
-from wharf.identity.api import SESSION_COOKIE as COOKIE
-from wharf.identity.api import current_principal, database
-from wharf.identity.model import Principal
-from wharf.resources.service import ResourceService
+from wharf.identity.api import SESSION_COOKIE, database
+from wharf.store import audit
 from wharf.store.audit import AuditEvent, record
 
-templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
+from .web import PAGE, Viewer, page, render, resources, see_other
+
 router = APIRouter(prefix="/console", include_in_schema=False)
+SESSION_HOURS = 12
 
 
-def _principal(request: Request) -> Principal | None:
-    try:
-        return current_principal(request)
-    except UnauthenticatedError:
-        return None
-
-
-def _login_redirect() -> RedirectResponse:
-    return RedirectResponse("/console/login", status_code=303)
+def _safe_next(target: str) -> str:
+    """Only the console's own pages, never another site (no open redirect)."""
+    return target if target.startswith("/console/") and not target.startswith("//") else ""
 
 
 @router.get("/login", response_class=HTMLResponse)
-def login_page(request: Request) -> Response:
-    return templates.TemplateResponse(request, "login.html", {"user": None, "error": None})
+def login_page(request: Request, next: str = "") -> Response:
+    return render(request, "login.html", None, error=None, next=_safe_next(next))
 
 
 @router.post("/login")
 def login(
-    request: Request, username: Annotated[str, Form()], password: Annotated[str, Form()]
+    request: Request,
+    username: Annotated[str, Form()],
+    password: Annotated[str, Form()],
+    next: Annotated[str, Form()] = "",
 ) -> Response:
     source = request.client.host if request.client else ""
     with database(request).session() as session:
@@ -49,50 +51,281 @@ def login(
         record(
             session,
             AuditEvent(
-                username, source, "login", "User", "", username, "allowed" if ok else "denied"
+                username,
+                source,
+                "login",
+                "User",
+                "",
+                username,
+                "allowed" if ok else "denied",
+                "" if ok else "wrong username or password",
             ),
         )
         token = (
-            identity.issue_token(session, username, "console", dt.timedelta(hours=12))
+            identity.issue_token(session, username, "console", dt.timedelta(hours=SESSION_HOURS))
             if ok
             else None
         )
     if token is None:
-        return templates.TemplateResponse(
+        return render(
             request,
             "login.html",
-            {"user": None, "error": "Wrong username or password."},
+            None,
             status_code=401,
+            error="Wrong username or password.",
+            next=_safe_next(next),
         )
-    response = RedirectResponse("/console/", status_code=303)
-    response.set_cookie(COOKIE, token["token"], httponly=True, samesite="strict", max_age=43200)
+    response = see_other(_safe_next(next) or "/console/")
+    response.set_cookie(
+        SESSION_COOKIE,
+        token["token"],
+        httponly=True,
+        samesite="strict",
+        max_age=SESSION_HOURS * 3600,
+        path="/",
+    )
     return response
 
 
 @router.post("/logout")
-def logout() -> Response:
-    response = _login_redirect()
-    response.delete_cookie(COOKIE)
-    return response
+def logout(request: Request, csrf: Annotated[str, Form()] = "") -> Response:
+    def build(who: Viewer) -> Response:
+        token = request.cookies.get(SESSION_COOKIE, "")
+        token_id = token.split("_")[1] if token.count("_") >= 2 else ""
+        # The session ends here, not only in this browser (already gone is fine).
+        with database(request).session() as session, contextlib.suppress(WharfError):
+            identity.revoke_token(session, who.user, token_id)
+        response = see_other("/console/login")
+        response.delete_cookie(SESSION_COOKIE, path="/")
+        return response
+
+    return page(request, build, csrf)
 
 
+# -- overview ----------------------------------------------------------------------------------
 @router.get("/", response_class=HTMLResponse)
-def projects(request: Request, tenant: str = "", continue_: str = "") -> Response:
-    p = _principal(request)
-    if p is None:
-        return _login_redirect()
-    service: ResourceService = request.app.state.resources
-    token = request.query_params.get("continue") or continue_ or None
-    try:
-        page = service.list_(p, "Project", tenant or None, None, 50, token)
-        tenants = [t["metadata"]["name"] for t in service.list_(p, "Tenant", limit=500)["items"]]
-    except WharfError as exc:
-        return HTMLResponse(f"<p>{exc.message}</p>", status_code=exc.status)
-    context: dict[str, Any] = {
-        "user": p.user,
-        "projects": page["items"],
-        "next": page["metadata"]["continue"],
-        "tenants": tenants,
-        "tenant": tenant,
-    }
-    return templates.TemplateResponse(request, "projects.html", context)
+def overview(request: Request) -> Response:
+    def build(who: Viewer) -> Response:
+        service = resources(request)
+        p = who.principal
+        clusters = service.list_(p, "Cluster", limit=PAGE)["items"] if who.platform_reader else []
+        tenants = service.list_(p, "Tenant", limit=20)
+        with database(request).reader() as session:
+            events = audit.query(session, reach=reach_of(p), limit=10)
+        return render(
+            request,
+            "overview.html",
+            who,
+            clusters=clusters,
+            tenants=tenants["items"],
+            more_tenants=bool(tenants["metadata"]["continue"]),
+            events=events,
+        )
+
+    return page(request, build)
+
+
+# -- clusters ----------------------------------------------------------------------------------
+def _platform_page(who: Viewer) -> None:
+    if not who.platform_reader:
+        raise ForbiddenError(f"{who.user} may not see the platform's clusters")
+
+
+@router.get("/clusters", response_class=HTMLResponse)
+def clusters(request: Request) -> Response:
+    def build(who: Viewer) -> Response:
+        _platform_page(who)
+        token = request.query_params.get("continue") or None
+        listing = resources(request).list_(who.principal, "Cluster", limit=PAGE, continue_=token)
+        return render(
+            request,
+            "clusters.html",
+            who,
+            clusters=listing["items"],
+            next=listing["metadata"]["continue"],
+        )
+
+    return page(request, build)
+
+
+@router.get("/clusters/{name}", response_class=HTMLResponse)
+def cluster(request: Request, name: str) -> Response:
+    def build(who: Viewer) -> Response:
+        _platform_page(who)
+        service = resources(request)
+        obj = service.get(who.principal, "Cluster", "", name)
+        pools = [
+            pool
+            for pool in service.list_(who.principal, "NodePool", limit=500)["items"]
+            if pool["spec"].get("cluster") == name
+        ]
+        return render(request, "cluster.html", who, cluster=obj, pools=pools)
+
+    return page(request, build)
+
+
+# -- tenants -----------------------------------------------------------------------------------
+@router.get("/tenants", response_class=HTMLResponse)
+def tenants(request: Request) -> Response:
+    def build(who: Viewer) -> Response:
+        if not who.tenant_reader:
+            raise ForbiddenError(f"{who.user} administers no tenant")
+        token = request.query_params.get("continue") or None
+        listing = resources(request).list_(who.principal, "Tenant", limit=PAGE, continue_=token)
+        return render(
+            request,
+            "tenants.html",
+            who,
+            tenants=listing["items"],
+            next=listing["metadata"]["continue"],
+        )
+
+    return page(request, build)
+
+
+@router.get("/tenants/{tenant}", response_class=HTMLResponse)
+def tenant(request: Request, tenant: str) -> Response:
+    def build(who: Viewer) -> Response:
+        service = resources(request)
+        obj = service.get(who.principal, "Tenant", "", tenant)
+        token = request.query_params.get("continue") or None
+        projects = service.list_(who.principal, "Project", tenant, limit=PAGE, continue_=token)
+        return render(
+            request,
+            "tenant.html",
+            who,
+            tenant=obj,
+            projects=projects["items"],
+            next=projects["metadata"]["continue"],
+            admin=who.principal.is_tenant_admin(tenant),
+        )
+
+    return page(request, build)
+
+
+# -- projects ----------------------------------------------------------------------------------
+@router.get("/projects", response_class=HTMLResponse)
+def projects(request: Request, tenant: str = "") -> Response:
+    def build(who: Viewer) -> Response:
+        service = resources(request)
+        token = request.query_params.get("continue") or None
+        listing = service.list_(who.principal, "Project", tenant or None, None, PAGE, token)
+        names = [
+            t["metadata"]["name"]
+            for t in service.list_(who.principal, "Tenant", limit=500)["items"]
+        ]
+        return render(
+            request,
+            "projects.html",
+            who,
+            projects=listing["items"],
+            next=listing["metadata"]["continue"],
+            tenants=names,
+            tenant=tenant,
+            can_create=any(who.principal.is_tenant_admin(t) for t in names),
+        )
+
+    return page(request, build)
+
+
+@router.get("/tenants/{tenant}/projects/{name}", response_class=HTMLResponse)
+def project(request: Request, tenant: str, name: str) -> Response:
+    def build(who: Viewer) -> Response:
+        service = resources(request)
+        obj = service.get(who.principal, "Project", tenant, name)
+        token = request.query_params.get("continue") or None
+        apps = service.list_(
+            who.principal,
+            "Application",
+            tenant,
+            f"wharf.io/project={name}",
+            PAGE,
+            token,
+        )
+        return render(
+            request,
+            "project.html",
+            who,
+            project=obj,
+            apps=apps["items"],
+            next=apps["metadata"]["continue"],
+            can_deliver=who.principal.can_deliver(tenant, name),
+        )
+
+    return page(request, build)
+
+
+QUOTA_FIELDS = ("cpu", "memory", "pods")
+
+
+def _new_project_context(request: Request, who: Viewer) -> dict[str, Any]:
+    service = resources(request)
+    mine = [
+        t
+        for t in service.list_(who.principal, "Tenant", limit=500)["items"]
+        if who.principal.is_tenant_admin(t["metadata"]["name"])
+    ]
+    if not mine:
+        raise ForbiddenError(f"{who.user} administers no tenant, so cannot create projects")
+    clusters = sorted({c for t in mine for c in t["spec"].get("clusters", [])})
+    return {"tenants": [t["metadata"]["name"] for t in mine], "clusters": clusters}
+
+
+@router.get("/projects/new", response_class=HTMLResponse)
+def new_project_page(request: Request, tenant: str = "") -> Response:
+    def build(who: Viewer) -> Response:
+        context = _new_project_context(request, who)
+        form = {"tenant": tenant, "environment": "dev", "clusters": context["clusters"]}
+        return render(request, "project_new.html", who, form=form, error=None, **context)
+
+    return page(request, build)
+
+
+def _members(text: str) -> list[dict[str, str]]:
+    members = []
+    for part in filter(None, (p.strip() for p in text.replace("\n", ",").split(","))):
+        user, _, role = part.partition("=")
+        members.append({"user": user.strip(), "role": role.strip() or "developer"})
+    return members
+
+
+@router.post("/projects/new")
+async def create_project(request: Request) -> Response:
+    form = await request.form()
+    fields = {k: str(v) for k, v in form.items()}
+    chosen = [str(c) for c in form.getlist("clusters")]
+
+    def build(who: Viewer) -> Response:
+        context = _new_project_context(request, who)
+        tenant, name = fields.get("tenant", ""), fields.get("name", "").strip()
+        manifest = {
+            "kind": "Project",
+            "metadata": {"name": name, "tenant": tenant},
+            "spec": {
+                "displayName": fields.get("displayName", ""),
+                "quota": {q: fields[q].strip() for q in QUOTA_FIELDS if fields.get(q, "").strip()},
+                "members": _members(fields.get("members", "")),
+                "environments": [
+                    {"name": fields.get("environment", "").strip(), "clusters": chosen}
+                ],
+            },
+        }
+        try:
+            if not name:
+                raise InvalidError("metadata.name: give the project a name", field="metadata.name")
+            resources(request).apply(who.principal, manifest, tenant, "Project", name, True)
+        except WharfError as exc:
+            if exc.status in (401, 403, 404):
+                raise
+            return render(
+                request,
+                "project_new.html",
+                who,
+                status_code=exc.status,
+                form={**fields, "clusters": chosen},
+                error=exc,
+                **context,
+            )
+        return see_other(f"/console/tenants/{tenant}/projects/{name}")
+
+    return await run_in_threadpool(page, request, build, fields.get("csrf", ""))

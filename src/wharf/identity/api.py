@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hmac
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -10,12 +11,14 @@ from pydantic import BaseModel, Field
 
 from wharf.core.errors import ForbiddenError, InvalidError, UnauthenticatedError
 from wharf.identity import service
-from wharf.identity.model import ROLES, Principal, TokenScope
+from wharf.identity.model import ROLES, Principal
 from wharf.store import Database
 from wharf.store.audit import AuditEvent, record
 
 LOGIN_TTL = dt.timedelta(hours=12)
 SESSION_COOKIE = "wharf_session"
+CSRF_HEADER = "X-CSRF-Token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def database(request: Request) -> Database:
@@ -23,18 +26,33 @@ def database(request: Request) -> Database:
     return db
 
 
-def current_principal(request: Request) -> Principal:
-    """The authenticated caller; 401 without a valid bearer token."""
+def authenticate_request(request: Request, csrf: str | None = None) -> Principal:
+    """The authenticated caller; 401 without a valid bearer token or console session.
+
+    A change made with the console's session cookie also needs its CSRF token (the form field
+    `csrf` or the header X-CSRF-Token), so a page elsewhere cannot make one in the user's name
+    even where SameSite is not honoured."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
-    if not header and request.cookies.get(SESSION_COOKIE):
-        # The console's session. Its cookie is SameSite=Strict, so other sites cannot ride it.
-        scheme, token = "bearer", request.cookies[SESSION_COOKIE]
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if not header and cookie:
+        scheme, token = "bearer", cookie
+        if request.method not in SAFE_METHODS:
+            sent = csrf or request.headers.get(CSRF_HEADER, "")
+            if not hmac.compare_digest(sent, service.csrf_token(cookie)):
+                raise ForbiddenError(
+                    f"a change made with the console's session needs its CSRF token "
+                    f"(form field csrf or header {CSRF_HEADER}); reload the page"
+                )
     if scheme.lower() != "bearer" or not token:
         raise UnauthenticatedError("send Authorization: Bearer <token> (see `wharf login`)")
     source = request.client.host if request.client else ""
     with database(request).reader() as session:
         return service.authenticate(session, token.strip(), source)
+
+
+def current_principal(request: Request) -> Principal:
+    return authenticate_request(request)
 
 
 Caller = Annotated[Principal, Depends(current_principal)]
@@ -120,37 +138,22 @@ def list_tokens(p: Caller, request: Request) -> dict[str, Any]:
 
 @router.post("/tokens", status_code=201, summary="A new API token, shown once")
 def create_token(body: NewToken, p: Caller, request: Request) -> dict[str, Any]:
-    if p.token_scope.read_only:
-        raise ForbiddenError("a read-only token cannot make tokens")
-    # A token never reaches further than the token that made it.
-    held = p.token_scope
-    if held.tenant and body.tenant not in ("", held.tenant):
-        raise ForbiddenError(f"this token is limited to tenant {held.tenant}")
-    if held.project and body.project not in ("", held.project):
-        raise ForbiddenError(f"this token is limited to project {held.project}")
-    if body.project and not (body.tenant or held.tenant):
-        raise InvalidError("tenant: a project-scoped token names its tenant too", field="tenant")
-    scope = TokenScope(
-        tenant=body.tenant or held.tenant,
-        project=body.project or held.project,
-        read_only=body.readOnly or held.read_only,
-    )
     with database(request).session() as session:
-        token = service.issue_token(
-            session, p.user, body.name, dt.timedelta(seconds=body.expiresIn), scope
-        )
-        record(
+        return service.create_token(
             session,
-            AuditEvent(p.user, p.source, "create", "Token", scope.tenant, body.name, "allowed"),
+            p,
+            body.name,
+            dt.timedelta(seconds=body.expiresIn),
+            body.tenant,
+            body.project,
+            body.readOnly,
         )
-    return token
 
 
 @router.delete("/tokens/{token_id}", summary="Revoke one of the caller's tokens")
 def delete_token(token_id: str, p: Caller, request: Request) -> dict[str, str]:
     with database(request).session() as session:
-        service.revoke_token(session, p.user, token_id)
-        record(session, AuditEvent(p.user, p.source, "delete", "Token", "", token_id, "allowed"))
+        service.delete_token(session, p, token_id)
     return {"deleted": token_id}
 
 

@@ -14,9 +14,16 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
 
-from wharf.core.errors import ConflictError, InvalidError, NotFoundError, UnauthenticatedError
+from wharf.core.errors import (
+    ConflictError,
+    ForbiddenError,
+    InvalidError,
+    NotFoundError,
+    UnauthenticatedError,
+)
 from wharf.core.resources import check_name
 from wharf.identity.model import ROLES, Grant, Principal, TokenScope
+from wharf.store.audit import AuditEvent, record
 from wharf.store.tables import api_tokens, memberships, users
 
 _hasher = PasswordHasher()
@@ -69,6 +76,12 @@ def verify_password(session: Session, name: str, password: str) -> bool:
         return False
 
 
+def csrf_token(session_token: str) -> str:
+    """The CSRF token of a console session: derived from the session's secret, which other
+    sites can neither read (HttpOnly cookie) nor guess, so no server-side state is needed."""
+    return hmac.new(session_token.encode(), b"wharf-console-csrf", hashlib.sha256).hexdigest()
+
+
 def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
@@ -104,6 +117,45 @@ def issue_token(
         "token": f"{TOKEN_PREFIX}_{token_id}_{secret}",
         "expiresAt": expires.isoformat(timespec="seconds"),
     }
+
+
+def scope_for(p: Principal, tenant: str, project: str, read_only: bool) -> TokenScope:
+    """The scope of a token the caller asks for: never further than the caller's own token."""
+    held = p.token_scope
+    if held.read_only:
+        raise ForbiddenError("a read-only token cannot make tokens")
+    if held.tenant and tenant not in ("", held.tenant):
+        raise ForbiddenError(f"this token is limited to tenant {held.tenant}")
+    if held.project and project not in ("", held.project):
+        raise ForbiddenError(f"this token is limited to project {held.project}")
+    if project and not (tenant or held.tenant):
+        raise InvalidError("tenant: a project-scoped token names its tenant too", field="tenant")
+    return TokenScope(
+        tenant=tenant or held.tenant,
+        project=project or held.project,
+        read_only=read_only or held.read_only,
+    )
+
+
+def create_token(
+    session: Session,
+    p: Principal,
+    name: str,
+    ttl: dt.timedelta,
+    tenant: str = "",
+    project: str = "",
+    read_only: bool = False,
+) -> dict[str, Any]:
+    """A token for the caller, audited; its secret is shown once, in the answer."""
+    scope = scope_for(p, tenant, project, read_only)
+    token = issue_token(session, p.user, name, ttl, scope)
+    record(session, AuditEvent(p.user, p.source, "create", "Token", scope.tenant, name, "allowed"))
+    return token
+
+
+def delete_token(session: Session, p: Principal, token_id: str) -> None:
+    revoke_token(session, p.user, token_id)
+    record(session, AuditEvent(p.user, p.source, "delete", "Token", "", token_id, "allowed"))
 
 
 def list_tokens(session: Session, user: str) -> list[dict[str, Any]]:

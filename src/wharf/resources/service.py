@@ -94,6 +94,14 @@ class KindRules:
     def present_status(self, stored: StoredResource, p: Principal) -> dict[str, Any]:
         return stored.status
 
+    def project_of(self, name: str, spec: Any) -> str:
+        """The project an object belongs to ("" for none), recorded with its audit events."""
+        return ""
+
+    def derived_labels(self, spec: dict[str, Any]) -> dict[str, str]:
+        """Labels the platform sets from the spec, so lists can select on them (-l)."""
+        return {}
+
 
 def encode_continue(tenant: str, name: str) -> str:
     return base64.urlsafe_b64encode(json.dumps([tenant, name]).encode()).decode()
@@ -228,7 +236,7 @@ class ResourceService:
     # -- writes -----------------------------------------------------------------------------
     @contextmanager
     def _audited(
-        self, p: Principal, action: str, kind: str, tenant: str, name: str
+        self, p: Principal, action: str, kind: str, tenant: str, name: str, project: str
     ) -> Iterator[tuple[Session, Callable[[list[dict[str, Any]]], None]]]:
         """A transaction whose audit event commits with it; a refusal is audited on its own."""
         try:
@@ -238,7 +246,15 @@ class ResourceService:
                     record(
                         session,
                         AuditEvent(
-                            p.user, p.source, action, kind, tenant, name, "allowed", diff=changes
+                            p.user,
+                            p.source,
+                            action,
+                            kind,
+                            tenant,
+                            name,
+                            "allowed",
+                            diff=changes,
+                            project=project,
                         ),
                     )
 
@@ -249,7 +265,15 @@ class ResourceService:
                 record(
                     session,
                     AuditEvent(
-                        p.user, p.source, action, kind, tenant, name, outcome, reason=exc.message
+                        p.user,
+                        p.source,
+                        action,
+                        kind,
+                        tenant,
+                        name,
+                        outcome,
+                        reason=exc.message,
+                        project=project,
                     ),
                 )
             raise
@@ -293,7 +317,11 @@ class ResourceService:
         tenant = self._tenant(rules, tenant if tenant is not None else manifest.metadata.tenant)
         name = check_name(manifest.metadata.name)
         expected = manifest.metadata.resourceVersion
-        with self._audited(p, "apply", rules.kind.name, tenant, name) as (session, allowed):
+        project = rules.project_of(name, manifest.spec)
+        with self._audited(p, "apply", rules.kind.name, tenant, name, project) as (
+            session,
+            allowed,
+        ):
             store = ResourceStore(session)
             old = store.get(rules.kind.name, tenant, name, lock=True)
             self._visible(rules, p, "write", tenant, name, old)
@@ -306,7 +334,8 @@ class ResourceService:
             )
             spec = self._keep_secrets(rules, spec, old)
             spec = rules.validate(Change(session, p, tenant, name, old, spec))
-            labels, annotations = manifest.metadata.labels, manifest.metadata.annotations
+            labels = {**manifest.metadata.labels, **rules.derived_labels(spec)}
+            annotations = manifest.metadata.annotations
             if old is None:
                 stored = store.create(
                     rules.kind.name, tenant, name, labels=labels, annotations=annotations, spec=spec
@@ -338,7 +367,13 @@ class ResourceService:
     ) -> dict[str, Any]:
         rules = self.kind_rules(kind)
         tenant = self._tenant(rules, tenant)
-        with self._audited(p, "delete", rules.kind.name, tenant, name) as (session, allowed):
+        with self.db.reader() as session:
+            existing = ResourceStore(session).get(rules.kind.name, tenant, name)
+        project = rules.project_of(name, existing.spec if existing else {})
+        with self._audited(p, "delete", rules.kind.name, tenant, name, project) as (
+            session,
+            allowed,
+        ):
             store = ResourceStore(session)
             old = store.get(rules.kind.name, tenant, name, lock=True)
             self._visible(rules, p, "write", tenant, name, old)

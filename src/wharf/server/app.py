@@ -10,7 +10,6 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.staticfiles import StaticFiles
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -23,9 +22,9 @@ from sqlalchemy import DateTime, Integer, String, column, insert, select, table
 from starlette.routing import Match
 
 import wharf
+from wharf import console
 from wharf.apps import api as apps_api
 from wharf.audit import api as audit_api
-from wharf.console import views as console_views
 from wharf.core.config import Settings
 from wharf.core.errors import InvalidError, WharfError
 from wharf.core.logging import get_logger
@@ -155,10 +154,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(audit_api.router)
     app.include_router(tenancy_api.router)
     app.include_router(apps_api.router)
-    app.include_router(console_views.router)
-    htmx = settings.assets_dir / "htmx.org" / "dist"
-    if htmx.is_dir():  # pages work without it; it only makes them livelier
-        app.mount("/static/htmx", StaticFiles(directory=htmx), name="htmx")
+    console.install(app, settings.assets_dir)
     app.include_router(resource_router(platform.rules))
 
     @app.middleware("http")

@@ -4,11 +4,10 @@ allowed change and its audit event commit or roll back together."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import ColumnElement, and_, false, insert, or_, select
 from sqlalchemy.orm import Session
 
 from wharf.store.tables import audit_events
@@ -25,6 +24,7 @@ class AuditEvent:
     outcome: str
     reason: str = ""
     diff: list[dict[str, Any]] | None = None
+    project: str = ""
 
 
 def record(session: Session, event: AuditEvent) -> None:
@@ -36,6 +36,7 @@ def record(session: Session, event: AuditEvent) -> None:
             action=event.action,
             kind=event.kind,
             tenant=event.tenant,
+            project=event.project,
             name=event.name,
             outcome=event.outcome,
             reason=event.reason,
@@ -44,10 +45,34 @@ def record(session: Session, event: AuditEvent) -> None:
     )
 
 
+@dataclass(frozen=True)
+class Reach:
+    """The part of the trail a reader may see: whole tenants, single projects, and the reader's
+    own actions outside any tenant (logins, tokens). `everything` is the platform reader's view.
+    A reader's own attempts on another tenant stay out, so the view holds nothing of it."""
+
+    everything: bool = False
+    tenants: frozenset[str] = frozenset()
+    projects: frozenset[tuple[str, str]] = frozenset()
+    actor: str = ""
+
+    def condition(self) -> ColumnElement[bool]:
+        c = audit_events.c
+        parts: list[ColumnElement[bool]] = []
+        if self.tenants:
+            parts.append(c.tenant.in_(sorted(self.tenants)))
+        parts.extend(and_(c.tenant == t, c.project == p) for t, p in sorted(self.projects))
+        if self.actor:
+            parts.append(and_(c.actor == self.actor, c.tenant == ""))
+        return or_(*parts) if parts else false()
+
+
 def query(
     session: Session,
     *,
-    tenants: Collection[str] | None,
+    reach: Reach,
+    tenant: str | None = None,
+    project: str | None = None,
     actor: str | None = None,
     kind: str | None = None,
     action: str | None = None,
@@ -59,9 +84,11 @@ def query(
 ) -> list[dict[str, Any]]:
     """Newest first; `before_id` continues a previous page."""
     q = select(audit_events)
-    if tenants is not None:
-        q = q.where(audit_events.c.tenant.in_(list(tenants)))
+    if not reach.everything:
+        q = q.where(reach.condition())
     for column, value in (
+        ("tenant", tenant),
+        ("project", project),
         ("actor", actor),
         ("kind", kind),
         ("action", action),

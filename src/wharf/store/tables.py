@@ -64,11 +64,13 @@ audit_events = Table(
     Column("action", String(32), nullable=False),
     Column("kind", String(64), nullable=False),
     Column("tenant", String(64), nullable=False, server_default=""),
+    Column("project", String(64), nullable=False, server_default=""),
     Column("name", String(128), nullable=False),
     Column("outcome", String(16), nullable=False),  # allowed | denied | failed
     Column("reason", Text, nullable=False, server_default=""),
     Column("diff", JSON, nullable=False),
     Index("ix_audit_events_tenant_time", "tenant", "time"),
+    Index("ix_audit_events_tenant_project", "tenant", "project"),
 )
 
 users = Table(

@@ -151,6 +151,9 @@ class TenantRules(KindRules):
 class ProjectRules(KindRules):
     kind = PROJECT
 
+    def project_of(self, name: str, spec: Any) -> str:
+        return name
+
     def verdict(
         self, p: Principal, action: Action, tenant: str, name: str, old: StoredResource | None
     ) -> Verdict:

@@ -1,0 +1,310 @@
+"""Console pages for applications: the list, live status (server-sent events), revisions with
+diff, configuration versions, roll back, and delivery from the catalog through a form built
+from the template's parameter schema."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, Response, StreamingResponse
+
+from wharf.apps.service import CHANGE_CAUSE, history, revision_changes, rollback
+from wharf.core.errors import ForbiddenError, InvalidError, NotFoundError, WharfError
+
+from .forms import fields_of, values_from
+from .web import PAGE, SignedOut, Viewer, page, render, resources, see_other, templates, viewer
+
+router = APIRouter(prefix="/console", include_in_schema=False)
+STREAM_POLL_SECONDS = 1.0
+STREAM_LIFETIME_SECONDS = 300  # the browser reconnects; a long-lived stream never goes stale
+
+
+def _app_url(tenant: str, name: str) -> str:
+    return f"/console/tenants/{tenant}/applications/{name}"
+
+
+@router.get("/applications", response_class=HTMLResponse)
+def applications(request: Request, tenant: str = "", project: str = "") -> Response:
+    def build(who: Viewer) -> Response:
+        service = resources(request)
+        if project and not tenant:
+            raise InvalidError("project: choose the tenant too", field="project")
+        token = request.query_params.get("continue") or None
+        selector = f"wharf.io/project={project}" if project else None
+        listing = service.list_(who.principal, "Application", tenant or None, selector, PAGE, token)
+        names = [
+            t["metadata"]["name"]
+            for t in service.list_(who.principal, "Tenant", limit=500)["items"]
+        ]
+        return render(
+            request,
+            "applications.html",
+            who,
+            apps=listing["items"],
+            next=listing["metadata"]["continue"],
+            tenants=names,
+            tenant=tenant,
+            project=project,
+        )
+
+    return page(request, build)
+
+
+def _config_versions(
+    request: Request, who: Viewer, tenant: str, name: str, revisions: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The revisions that changed the configuration, each with what changed in it."""
+    versions = []
+    for before, after in itertools.pairwise(revisions):
+        if before["spec"].get("config") == after["spec"].get("config"):
+            continue
+        changes = revision_changes(
+            resources(request), who.principal, tenant, name, before["revision"], after["revision"]
+        )
+        versions.append(
+            {
+                "revision": after["revision"],
+                "actor": after["actor"],
+                "time": after["time"],
+                "changes": [c for c in changes if c["path"].startswith("config")],
+            }
+        )
+    return versions
+
+
+@router.get("/tenants/{tenant}/applications/{name}", response_class=HTMLResponse)
+def application(request: Request, tenant: str, name: str) -> Response:
+    def build(who: Viewer) -> Response:
+        service = resources(request)
+        app = service.get(who.principal, "Application", tenant, name)
+        revisions = history(service, who.principal, tenant, name)
+        project = app["spec"]["project"]
+        return render(
+            request,
+            "application.html",
+            who,
+            app=app,
+            revisions=list(reversed(revisions)),
+            config_versions=list(reversed(_config_versions(request, who, tenant, name, revisions))),
+            can_deliver=who.principal.can_deliver(tenant, project),
+        )
+
+    return page(request, build)
+
+
+@router.get("/tenants/{tenant}/applications/{name}/status", response_class=HTMLResponse)
+def application_status(request: Request, tenant: str, name: str) -> Response:
+    def build(who: Viewer) -> Response:
+        app = resources(request).get(who.principal, "Application", tenant, name)
+        return render(request, "app_status.html", who, app=app)
+
+    return page(request, build)
+
+
+@router.get("/tenants/{tenant}/applications/{name}/stream")
+async def application_stream(request: Request, tenant: str, name: str) -> Response:
+    """Server-sent events: the status fragment again whenever the application changes.
+
+    It reads the database rather than listening in-process, so a status written by another
+    replica's controllers reaches the browser too."""
+    try:
+        who = await run_in_threadpool(viewer, request)
+        service = resources(request)
+        await run_in_threadpool(service.get, who.principal, "Application", tenant, name)
+    except SignedOut:
+        return Response("sign in first", status_code=401)
+    except WharfError as exc:
+        return Response(exc.message, status_code=exc.status)
+
+    async def events() -> AsyncIterator[str]:
+        seen = ""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + STREAM_LIFETIME_SECONDS
+        yield "retry: 2000\n\n"
+        while loop.time() < deadline and not await request.is_disconnected():
+            try:
+                app = await run_in_threadpool(
+                    service.get, who.principal, "Application", tenant, name
+                )
+            except NotFoundError:
+                yield "event: gone\ndata: deleted\n\n"
+                return
+            version = app["metadata"]["resourceVersion"]
+            if version != seen:
+                seen = version
+                html = templates.get_template("app_status.html").render(app=app, me=who)
+                data = "".join(f"data: {line}\n" for line in html.splitlines())
+                yield f"event: status\n{data}\n"
+            await asyncio.sleep(STREAM_POLL_SECONDS)
+
+    return StreamingResponse(
+        events(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.get("/tenants/{tenant}/applications/{name}/diff", response_class=HTMLResponse)
+def application_diff(
+    request: Request, tenant: str, name: str, from_: int = 0, to: int = 0
+) -> Response:
+    def build(who: Viewer) -> Response:
+        old = int(request.query_params.get("from", from_) or 0)
+        new = int(request.query_params.get("to", to) or 0)
+        if old < 1 or new < 1:
+            raise InvalidError("from, to: name two revisions (numbers from 1)", field="from")
+        changes = revision_changes(resources(request), who.principal, tenant, name, old, new)
+        fragment = request.headers.get("HX-Request") == "true"
+        return render(
+            request,
+            "diff.html",
+            who,
+            changes=changes,
+            old=old,
+            new=new,
+            fragment=fragment,
+            app_url=_app_url(tenant, name),
+            name=name,
+        )
+
+    return page(request, build)
+
+
+@router.post("/tenants/{tenant}/applications/{name}/rollback")
+def application_rollback(
+    request: Request,
+    tenant: str,
+    name: str,
+    revision: Annotated[int, Form(ge=1)],
+    csrf: Annotated[str, Form()] = "",
+) -> Response:
+    def build(who: Viewer) -> Response:
+        rollback(resources(request), who.principal, tenant, name, revision)
+        return see_other(_app_url(tenant, name))
+
+    return page(request, build, csrf)
+
+
+# -- delivery from the catalog -----------------------------------------------------------------
+def _deliver_context(
+    request: Request, who: Viewer, tenant: str, project: str, query: dict[str, str]
+) -> dict[str, Any]:
+    """The project, the current application (when changing one), the catalog and the chosen
+    template version with its parameter schema."""
+    service = resources(request)
+    proj = service.get(who.principal, "Project", tenant, project)
+    if not who.principal.can_deliver(tenant, project):
+        raise ForbiddenError(f"{who.user} may not deliver into project {project!r}")
+    app_name = query.get("app", "")
+    current = service.get(who.principal, "Application", tenant, app_name) if app_name else None
+    if current is not None and current["spec"]["project"] != project:
+        raise NotFoundError(f"Application {app_name!r} not found in project {project!r}")
+    catalog = service.list_(who.principal, "AppTemplate", limit=500)["items"]
+    spec = current["spec"] if current else {}
+    template = query.get("template") or spec.get("template", {}).get("name", "")
+    if not template and catalog:
+        template = catalog[0]["metadata"]["name"]
+    chosen = next((t for t in catalog if t["metadata"]["name"] == template), None)
+    if chosen is None:
+        raise InvalidError(f"template: no template {template!r} in the catalog", field="template")
+    published = [v for v in chosen["spec"]["versions"] if v.get("published")]
+    if not published:
+        raise InvalidError(f"template: {template!r} has no published version", field="template")
+    version = query.get("version") or spec.get("template", {}).get("version", "")
+    picked = next((v for v in published if v["version"] == version), published[-1])
+    return {
+        "project": proj,
+        "current": current,
+        "catalog": catalog,
+        "template": chosen,
+        "version": picked,
+        "versions": [v["version"] for v in published],
+    }
+
+
+@router.get("/tenants/{tenant}/projects/{project}/deliver", response_class=HTMLResponse)
+def deliver_page(request: Request, tenant: str, project: str) -> Response:
+    def build(who: Viewer) -> Response:
+        query = dict(request.query_params)
+        context = _deliver_context(request, who, tenant, project, query)
+        current = context["current"]
+        values = current["spec"]["values"] if current else {}
+        environment = current["spec"]["environment"] if current else ""
+        return render(
+            request,
+            "deliver.html",
+            who,
+            fields=fields_of(context["version"]["parameters"], values),
+            form={"name": query.get("app", ""), "environment": environment},
+            error=None,
+            **context,
+        )
+
+    return page(request, build)
+
+
+@router.post("/tenants/{tenant}/projects/{project}/deliver")
+async def deliver(request: Request, tenant: str, project: str) -> Response:
+    posted = {k: str(v) for k, v in (await request.form()).items()}
+
+    def build(who: Viewer) -> Response:
+        context = _deliver_context(request, who, tenant, project, posted)
+        schema = context["version"]["parameters"]
+        name = (posted.get("app") or posted.get("name", "")).strip()
+        current = context["current"]
+        try:
+            if not name:
+                raise InvalidError(
+                    "metadata.name: give the application a name", field="metadata.name"
+                )
+            values = values_from(schema, posted)
+            spec: dict[str, Any] = {
+                **(current["spec"] if current else {}),
+                "project": project,
+                "environment": posted.get("environment", ""),
+                "template": {
+                    "name": context["template"]["metadata"]["name"],
+                    "version": context["version"]["version"],
+                },
+                "values": values,
+            }
+            annotations = dict(current["metadata"]["annotations"]) if current else {}
+            annotations[CHANGE_CAUSE] = posted.get("reason", "").strip() or (
+                "changed in the console" if current else "delivered from the console"
+            )
+            manifest = {
+                "kind": "Application",
+                "metadata": {
+                    "name": name,
+                    "tenant": tenant,
+                    "labels": current["metadata"]["labels"] if current else {},
+                    "annotations": annotations,
+                },
+                "spec": spec,
+            }
+            resources(request).apply(
+                who.principal, manifest, tenant, "Application", name, create_only=current is None
+            )
+        except WharfError as exc:
+            if exc.status in (401, 403, 404):
+                raise
+            return render(
+                request,
+                "deliver.html",
+                who,
+                status_code=exc.status,
+                fields=fields_of(
+                    schema, {k[2:]: v for k, v in posted.items() if k.startswith("v.")}
+                ),
+                form={"name": name, "environment": posted.get("environment", "")},
+                error=exc,
+                **context,
+            )
+        return see_other(_app_url(tenant, name))
+
+    return await run_in_threadpool(page, request, build, posted.get("csrf", ""))
