@@ -58,6 +58,11 @@ ROLES = (
 TENANT = "t07"  # the tenant the filtered and detail pages look at
 
 
+def focus(tenants: int, projects: int) -> int:
+    """The index of the project (of TENANT) whose pages are measured."""
+    return int(TENANT[1:]) * (projects // tenants) + 25
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -98,7 +103,7 @@ def _ts(when: dt.datetime) -> str:
     return when.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def _tenant(t: int) -> tuple[dict[str, Any], dict[str, Any]]:
+def _tenant(t: int, projects: int) -> tuple[dict[str, Any], dict[str, Any]]:
     spec = TenantSpec.model_validate(
         {
             "displayName": f"Business unit {t:02d}",
@@ -108,10 +113,15 @@ def _tenant(t: int) -> tuple[dict[str, Any], dict[str, Any]]:
             "clusters": list(CLUSTERS),
         }
     ).model_dump(mode="json", by_alias=True, exclude_none=True)
-    return spec, {}
+    status = {
+        "allocated": {"cpu": str(8 * projects), "memory": f"{16 * projects}Gi"},
+        "used": {"cpu": f"{27 * projects // 10}", "memory": "220Gi", "pods": str(27 * projects)},
+        "projects": projects,
+    }
+    return spec, status
 
 
-def _project(tenant: str, name: str, i: int, now: dt.datetime) -> tuple[dict, dict]:
+def _project(tenant: str, name: str, i: int) -> tuple[dict[str, Any], dict[str, Any]]:
     envs = [
         {"name": "dev", "clusters": [CLUSTERS[i % 3]]},
         {"name": "prod", "clusters": [CLUSTERS[0], CLUSTERS[1]]},
@@ -249,8 +259,10 @@ def _app_status(name: str, template: str, now: dt.datetime) -> dict[str, Any]:
     }
 
 
-def seed(url: str, tenants: int, projects: int, apps_per_project: int, events: int) -> dict:
-    """Fill a fresh database; return what was made and where the detail pages look."""
+def seed(
+    url: str, tenants: int, projects: int, apps_per_project: int, events: int
+) -> dict[str, Any]:
+    """Fill a fresh database in one transaction; return what was made, and the dialect."""
     db = Database(url)
     box = SecretBox(SECRET_KEY)
     now = dt.datetime.now(dt.UTC)
@@ -293,7 +305,7 @@ def seed(url: str, tenants: int, projects: int, apps_per_project: int, events: i
             per_tenant = max(1, projects // tenants)
             for t in range(tenants):
                 tenant = f"t{t:02d}"
-                spec, _ = _tenant(t)
+                spec, status = _tenant(t, per_tenant)
                 store.create(
                     "Tenant",
                     "",
@@ -301,15 +313,7 @@ def seed(url: str, tenants: int, projects: int, apps_per_project: int, events: i
                     labels={"cost-center": f"cc-{t % 5}"},
                     annotations={},
                     spec=spec,
-                    status={
-                        "allocated": {"cpu": str(8 * per_tenant), "memory": f"{16 * per_tenant}Gi"},
-                        "used": {
-                            "cpu": f"{27 * per_tenant // 10}",
-                            "memory": "220Gi",
-                            "pods": "1350",
-                        },
-                        "projects": per_tenant,
-                    },
+                    status=status,
                 )
                 member_rows += [
                     {"user": u, "role": "tenant-admin", "tenant": tenant, "project": ""}
@@ -322,7 +326,7 @@ def seed(url: str, tenants: int, projects: int, apps_per_project: int, events: i
                 for p in range(per_tenant):
                     i = t * per_tenant + p
                     project = f"p{i:04d}"
-                    spec, status = _project(tenant, project, i, now)
+                    spec, status = _project(tenant, project, i)
                     store.create(
                         "Project",
                         tenant,
@@ -431,7 +435,15 @@ FRAME = re.compile(r"\S+\.py:\d+ in \S+")
 
 def log_since(log: Path, offset: int) -> str:
     """The server's log after offset, its (rich) tracebacks cut to frames and the error."""
-    time.sleep(0.5)  # the server logs an exception after it has answered 500
+    # The server logs an exception after it has answered 500, and rich takes its time: wait
+    # until the log has grown and stopped growing.
+    size, deadline = -1, time.monotonic() + 30
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = log.stat().st_size
+        if now > offset and now == size:
+            break
+        size = now
     with log.open("rb") as f:
         f.seek(offset)
         text = f.read().decode(errors="replace")
@@ -481,9 +493,10 @@ def peak_rss_mb(pid: int) -> tuple[float, float] | None:
         fields = dict(
             line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
         )
-        return tuple(int(fields[k].split()[0]) / 1024 for k in ("VmHWM", "VmRSS"))  # type: ignore[return-value]
+        hwm, rss = (int(fields[k].split()[0]) / 1024 for k in ("VmHWM", "VmRSS"))
     except (OSError, KeyError, ValueError):
         return None
+    return hwm, rss
 
 
 async def run(base: str, args: argparse.Namespace, log: Path) -> list[str]:
@@ -495,9 +508,9 @@ async def run(base: str, args: argparse.Namespace, log: Path) -> list[str]:
         )
         if login.status_code != 303 or "wharf_session" not in client.cookies:
             raise SystemExit(f"console login failed: {login.status_code} {login.text[:300]}")
-        project = f"p{7 * (args.projects // args.tenants) + 25:04d}"
-        app = f"{project}-web-0"
-        secret_app = f"{project}-db-0"
+        cookies = client.cookies
+        project = f"p{focus(args.tenants, args.projects):04d}"
+        app, secret_app = f"{project}-web-0", f"{project}-db-0"
         deep: dict[str, tuple[int, str]] = {}
         for listing in ("/console/projects", "/console/applications"):
             number, url = 1, listing
@@ -538,40 +551,42 @@ async def run(base: str, args: argparse.Namespace, log: Path) -> list[str]:
                 f"<h1>Project {project}",
             ),
             (
-                f"application {TENANT}/{app}",
+                f"application {TENANT}/{app} (no secrets)",
                 f"/console/tenants/{TENANT}/applications/{app}",
                 f"<h1>Application {app}</h1>",
             ),
             (
-                f"application {TENANT}/{secret_app} (secrets)",
+                f"application {TENANT}/{secret_app} (sealed secrets)",
                 f"/console/tenants/{TENANT}/applications/{secret_app}",
                 f"<h1>Application {secret_app}</h1>",
             ),
             ("audit", "/console/audit", "<h1>Audit log</h1>"),
             ("tenants", "/console/tenants", "<h1>Tenants</h1>"),
         ]
-        for _ in range(20):  # warm up the connection and the server
+        for _ in range(20):  # warm up the server
             await client.get("/healthz")
-        mode = "one at a time" if args.rate <= 0 else f"at {args.rate:g} req/s"
-        print(f"{args.requests} requests per page, {mode}")
-        print(f"{'page':<58}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'KiB':>7}{'vs healthz':>12}")
-        baseline = None
-        for name, url, expect in pages:
-            offset = log_size(log)
+    mode = "one at a time" if args.rate <= 0 else f"at {args.rate:g} req/s"
+    print(f"{args.requests} requests per page, {mode}")
+    print(f"{'page':<58}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'KiB':>7}{'vs healthz':>12}")
+    baseline = None
+    for name, url, expect in pages:
+        offset = log_size(log)
+        # A client per page: the server drops a connection whose request raised.
+        async with httpx.AsyncClient(base_url=base, cookies=cookies, timeout=60) as client:
             try:
                 _, size = await fetch(client, url, expect)  # checks it, compiles its templates
                 values = await measure(client, url, expect, args.requests, args.rate)
             except (Failed, httpx.HTTPError) as exc:
                 print(f"{name:<58}{'FAILED':>9}")
                 server_log = log_since(log, offset)[-8000:]
-                failures.append(f"{name}: {exc}\n-- server log --\n{server_log}")
+                failures.append(f"{name}: {str(exc) or repr(exc)}\n-- server log --\n{server_log}")
                 continue
-            p50, p99 = pct(values, 50), pct(values, 99)
-            baseline = baseline or p50
-            print(
-                f"{name:<58}{p50:>9.2f}{p99:>9.2f}{max(values):>9.2f}{size / 1024:>7.1f}"
-                f"{p50 / baseline:>11.1f}x"
-            )
+        p50, p99 = pct(values, 50), pct(values, 99)
+        baseline = baseline or p50
+        print(
+            f"{name:<58}{p50:>9.2f}{p99:>9.2f}{max(values):>9.2f}{size / 1024:>7.1f}"
+            f"{p50 / baseline:>11.1f}x"
+        )
     return failures
 
 

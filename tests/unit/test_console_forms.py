@@ -39,8 +39,10 @@ def test_each_parameter_gets_an_input_of_its_type_filled_with_its_default():
         "1",
     )
     assert fields["ratio"].step == "any"
-    assert fields["public"].input == "checkbox" and fields["public"].checked
-    assert fields["tier"].input == "select" and fields["tier"].options == ["small", "large"]
+    assert fields["public"].input == "checkbox"
+    assert fields["public"].checked
+    assert fields["tier"].input == "select"
+    assert fields["tier"].options == ["small", "large"]
     assert fields["ports"].input == "json"
     assert fields["replicas"].form_name == "v.replicas"
 
@@ -86,7 +88,8 @@ def test_every_catalog_template_makes_a_form_that_round_trips_its_defaults():
         fields = fields_of(schema, {"name": "web", "image": "r.example/web:1.0"})
         posted = {f.form_name: f.value for f in fields if f.input != "checkbox" or f.checked}
         values = values_from(schema, posted)
-        assert values["name"] == "web" and values["image"] == "r.example/web:1.0"
+        assert values["name"] == "web"
+        assert values["image"] == "r.example/web:1.0"
         for parameter, prop in schema["properties"].items():
             if "default" in prop:
                 assert values[parameter] == prop["default"], (name, parameter)

@@ -69,7 +69,7 @@ def resources(request: Request) -> ResourceService:
 
 
 def render(
-    request: Request, template: str, who: Viewer | None, status_code: int = 200, **context: Any
+    request: Request, template: str, who: Viewer | None, /, status_code: int = 200, **context: Any
 ) -> HTMLResponse:
     return templates.TemplateResponse(
         request, template, {"me": who, **context}, status_code=status_code

@@ -8,6 +8,7 @@ against the rest of the platform (quota, references), and what else changes with
 from __future__ import annotations
 
 import base64
+import copy
 import datetime as dt
 import json
 from collections.abc import Callable, Iterator
@@ -329,10 +330,12 @@ class ResourceService:
                 raise ConflictError(
                     f"{rules.kind.name} {name!r} already exists", field="metadata.name"
                 )
-            spec = rules.kind.parse_spec(manifest.spec).model_dump(
+            # A secret sent back masked means "unchanged": put the kept value back before
+            # parsing, so that `get` then `apply` round-trips.
+            sent = self._keep_secrets(rules, copy.deepcopy(manifest.spec), old)
+            spec = rules.kind.parse_spec(sent).model_dump(
                 mode="json", by_alias=True, exclude_none=True
             )
-            spec = self._keep_secrets(rules, spec, old)
             spec = rules.validate(Change(session, p, tenant, name, old, spec))
             labels = {**manifest.metadata.labels, **rules.derived_labels(spec)}
             annotations = manifest.metadata.annotations
