@@ -266,6 +266,8 @@ def test_platform_admin_journey(site: Site, sign_in: Callable[..., Page]):
         "Applications",
         "Audit log",
         "API tokens",
+        "Users",
+        "Apply YAML",
     ]
     # Overview: both clusters with capacity bars; tenants' quota as bars.
     for cluster in ("lab1", "lab2"):
@@ -328,7 +330,14 @@ def test_tenant_admin_journey(site: Site, sign_in: Callable[..., Page]):
 
 def test_developer_journey(site: Site, sign_in: Callable[..., Page]):
     page = sign_in("dave")
-    assert nav_links(page) == ["Overview", "Projects", "Applications", "Audit log", "API tokens"]
+    assert nav_links(page) == [
+        "Overview",
+        "Projects",
+        "Applications",
+        "Audit log",
+        "API tokens",
+        "Apply YAML",
+    ]
     for admin_page in ("/console/clusters", "/console/tenants", "/console/projects/new"):
         page.goto(site.url + admin_page)
         expect(page.get_by_role("heading", name="Not allowed")).to_be_visible()
@@ -340,6 +349,62 @@ def test_developer_journey(site: Site, sign_in: Callable[..., Page]):
     find_in_audit(page, "cart", "dave")
     assert site.media not in page.content()
     site.shot(page, "developer")
+
+
+def test_whatever_else_the_api_offers_goes_through_yaml_and_the_users_page(
+    site: Site, sign_in: Callable[..., Page]
+):
+    page = sign_in("admin", ADMIN_PASSWORD)
+    # A new tenant from YAML; a wrong document is refused with where and why.
+    page.get_by_role("link", name="Apply YAML").click()
+    yaml_box = page.get_by_label("Manifests (YAML)")
+    yaml_box.fill("kind: Tenant\nmetadata: {name: [oops}\n")
+    page.get_by_role("button", name="Apply").click()
+    expect(page.get_by_role("alert")).to_contain_text("not valid YAML at line 2")
+    tenant = f"{site.db[0]}yaml"
+    yaml_box.fill(
+        f"apiVersion: wharf.io/v1\nkind: Tenant\nmetadata: {{name: {tenant}}}\n"
+        "spec: {quota: {cpu: '1'}, clusters: [lab1]}\n"
+    )
+    page.get_by_role("button", name="Apply").click()
+    expect(page.get_by_role("status")).to_contain_text(f"Tenant {tenant} created")
+    # Edit it as YAML: a bad quantity is refused and nothing changes; a good one lands.
+    page.get_by_role("link", name=tenant).click()
+    page.get_by_role("link", name="Edit YAML").click()
+    editor = page.get_by_label("Manifest (YAML)")
+    editor.fill(editor.input_value().replace("cpu: '1'", "cpu: lots"))
+    page.get_by_role("button", name="Apply").click()
+    expect(page.get_by_role("alert")).to_contain_text("spec.quota")
+    assert site.admin.ok("GET", f"/api/v1/tenants/{tenant}")["spec"]["quota"] == {"cpu": "1"}
+    editor.fill(editor.input_value().replace("cpu: lots", "cpu: '2'"))
+    page.get_by_role("button", name="Apply").click()
+    landed_on(page, f"Tenant {tenant}")
+    quota = page.get_by_role("table", name="Tenant quota")
+    expect(quota.get_by_role("row", name=re.compile(r"^cpu 2"))).to_be_visible()
+    # Delete needs the name typed.
+    page.get_by_text(f"Delete Tenant {tenant}").click()
+    page.get_by_label(re.compile("to confirm")).fill("wrong")
+    page.get_by_role("button", name="Delete Tenant").click()
+    expect(page.get_by_role("alert")).to_contain_text(f"confirm={tenant}")
+    page.go_back()
+    page.get_by_text(f"Delete Tenant {tenant}").click()
+    page.get_by_label(re.compile("to confirm")).fill(tenant)
+    page.get_by_role("button", name="Delete Tenant").click()
+    expect(page.get_by_role("heading", name="Overview")).to_be_visible()
+    assert site.admin.get(f"/api/v1/tenants/{tenant}").status_code == 404
+    # Users: a new viewer; a too-short password is refused and says so.
+    page.get_by_role("link", name="Users").click()
+    name = f"{site.db[0]}walt"
+    page.get_by_label("Name", exact=True).fill(name)
+    page.get_by_label(re.compile("^Password")).fill("short")
+    page.evaluate("document.getElementById('u-password').removeAttribute('minlength')")
+    page.get_by_role("button", name="Create user").click()
+    expect(page.get_by_role("alert")).to_contain_text("at least 8 characters")
+    page.get_by_label(re.compile("^Password")).fill("long-enough-1")
+    page.get_by_label(re.compile("^Platform role")).select_option("viewer")
+    page.get_by_role("button", name="Create user").click()
+    users = page.get_by_role("table", name="Users")
+    expect(users.get_by_role("row", name=f"{name} viewer")).to_be_visible()
 
 
 def test_viewer_reads_but_changes_nothing(site: Site, sign_in: Callable[..., Page]):

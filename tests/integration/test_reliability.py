@@ -181,7 +181,10 @@ def test_killing_the_server_mid_reconcile_loses_nothing(lab, database_url, kubec
         audit = admin.ok("GET", "/api/v1/audit", params={"name": tenant})["items"]
         assert [(e["kind"], e["action"]) for e in audit] == [("Tenant", "apply")]
         audit = admin.ok("GET", "/api/v1/audit", params={"tenant": tenant})["items"]
-        assert [(e["kind"], e["action"]) for e in audit] == [("Project", "apply")]
+        assert [(e["kind"], e["action"]) for e in audit] == [
+            ("Project", "apply"),
+            ("Tenant", "apply"),
+        ]
     finally:
         server.stop()
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from fastapi import APIRouter, FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from . import account, apps, views
+from . import account, apps, manage, views
 
 STATIC = Path(__file__).parent / "static"
 
@@ -15,7 +15,7 @@ STATIC = Path(__file__).parent / "static"
 def install(app: FastAPI, assets_dir: Path) -> None:
     """Add the console's pages, its own stylesheet and the npm-installed htmx files."""
     router = APIRouter()
-    for part in (views.router, apps.router, account.router):
+    for part in (views.router, apps.router, account.router, manage.router):
         router.include_router(part)
     app.include_router(router)
     app.mount("/static/console", StaticFiles(directory=STATIC), name="console")

@@ -14,6 +14,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 
 from wharf.apps.service import CHANGE_CAUSE, history, revision_changes, rollback
+from wharf.core.audit import diff
 from wharf.core.errors import ForbiddenError, InvalidError, NotFoundError, WharfError
 
 from .forms import fields_of, values_from
@@ -55,25 +56,21 @@ def applications(request: Request, tenant: str = "", project: str = "") -> Respo
     return page(request, build)
 
 
-def _config_versions(
-    request: Request, who: Viewer, tenant: str, name: str, revisions: list[dict[str, Any]]
-) -> list[dict[str, Any]]:
-    """The revisions that changed the configuration, each with what changed in it."""
+def _config_versions(revisions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The revisions that changed the configuration, each with what changed in it (from the
+    revisions already read, secrets masked there)."""
     versions = []
     for before, after in itertools.pairwise(revisions):
-        if before["spec"].get("config") == after["spec"].get("config"):
-            continue
-        changes = revision_changes(
-            resources(request), who.principal, tenant, name, before["revision"], after["revision"]
-        )
-        versions.append(
-            {
-                "revision": after["revision"],
-                "actor": after["actor"],
-                "time": after["time"],
-                "changes": [c for c in changes if c["path"].startswith("config")],
-            }
-        )
+        old, new = before["spec"].get("config"), after["spec"].get("config")
+        if old != new:
+            versions.append(
+                {
+                    "revision": after["revision"],
+                    "actor": after["actor"],
+                    "time": after["time"],
+                    "changes": diff(old, new, "config"),
+                }
+            )
     return versions
 
 
@@ -90,7 +87,7 @@ def application(request: Request, tenant: str, name: str) -> Response:
             who,
             app=app,
             revisions=list(reversed(revisions)),
-            config_versions=list(reversed(_config_versions(request, who, tenant, name, revisions))),
+            config_versions=list(reversed(_config_versions(revisions))),
             can_deliver=who.principal.can_deliver(tenant, project),
         )
 

@@ -23,7 +23,12 @@ def mask(spec: dict[str, Any] | None, secret_fields: tuple[str, ...]) -> dict[st
         node: Any = out
         for part in parents:
             node = node.get(part) if isinstance(node, dict) else None
-        if isinstance(node, dict) and node.get(leaf) not in (None, ""):
+        if isinstance(node, dict) and node.get(leaf) not in (
+            None,
+            "",
+            {},
+            [],
+        ):  # empty: nothing to hide
             digest = hashlib.sha256(json.dumps(node[leaf], sort_keys=True).encode()).hexdigest()
             node[leaf] = f"{MASK}{digest[:8]}"
     return out

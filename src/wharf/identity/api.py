@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
-from wharf.core.errors import ForbiddenError, InvalidError, UnauthenticatedError
+from wharf.core.errors import ForbiddenError, UnauthenticatedError
 from wharf.identity import service
 from wharf.identity.model import ROLES, Principal
 from wharf.store import Database
@@ -157,25 +157,6 @@ def delete_token(token_id: str, p: Caller, request: Request) -> dict[str, str]:
     return {"deleted": token_id}
 
 
-def _platform_admin(p: Principal, request: Request, action: str, name: str) -> None:
-    if not p.can("write"):
-        with database(request).session() as session:
-            record(
-                session,
-                AuditEvent(
-                    p.user,
-                    p.source,
-                    action,
-                    "User",
-                    "",
-                    name,
-                    "denied",
-                    "only a platform admin manages users",
-                ),
-            )
-        raise ForbiddenError("only a platform admin manages users and platform roles")
-
-
 @router.get("/users", summary="Local users (platform admins and viewers)")
 def list_users(p: Caller, request: Request) -> dict[str, Any]:
     if not p.can("read"):
@@ -186,10 +167,9 @@ def list_users(p: Caller, request: Request) -> dict[str, Any]:
 
 @router.post("/users", status_code=201, summary="Create a local user")
 def create_user(body: NewUser, p: Caller, request: Request) -> dict[str, str]:
-    _platform_admin(p, request, "create", body.name)
+    service.require_platform_admin(database(request), p, "create", body.name)
     with database(request).session() as session:
-        service.create_user(session, body.name, body.password)
-        record(session, AuditEvent(p.user, p.source, "create", "User", "", body.name, "allowed"))
+        service.add_user(session, p, body.name, body.password)
     return {"name": body.name}
 
 
@@ -199,28 +179,7 @@ def create_user(body: NewUser, p: Caller, request: Request) -> dict[str, str]:
     summary=f"Bind a platform-scope role ({', '.join(ROLES)})",
 )
 def bind(body: Binding, p: Caller, request: Request) -> dict[str, str]:
-    _platform_admin(p, request, "bind", body.user)
-    if body.role not in ("platform-admin", "viewer"):
-        raise InvalidError(
-            f"role: {body.role!r} is not a platform role (platform-admin or viewer); tenant "
-            "and project roles are granted in the tenant's and project's spec",
-            field="role",
-        )
+    service.require_platform_admin(database(request), p, "bind", body.user)
     with database(request).session() as session:
-        if not service.user_exists(session, body.user):
-            raise InvalidError(f"user: no user {body.user!r}", field="user")
-        service.grant(session, body.user, body.role)
-        record(
-            session,
-            AuditEvent(
-                p.user,
-                p.source,
-                "bind",
-                "User",
-                "",
-                body.user,
-                "allowed",
-                diff=[{"path": "role", "old": None, "new": body.role}],
-            ),
-        )
+        service.bind_platform_role(session, p, body.user, body.role)
     return {"user": body.user, "role": body.role}

@@ -23,6 +23,7 @@ from wharf.core.errors import (
 )
 from wharf.core.resources import check_name
 from wharf.identity.model import ROLES, Grant, Principal, TokenScope
+from wharf.store import Database
 from wharf.store.audit import AuditEvent, record
 from wharf.store.tables import api_tokens, memberships, users
 
@@ -268,3 +269,35 @@ def remove_scope(session: Session, tenant: str, project: str = "") -> None:
 
 def disable_user(session: Session, name: str) -> None:
     session.execute(update(users).where(users.c.name == name).values(disabled=True))
+
+
+def require_platform_admin(db: Database, p: Principal, action: str, name: str) -> None:
+    """Only platform admins manage users and platform roles; a refusal is audited."""
+    if p.can("write"):
+        return
+    with db.session() as session:
+        reason = "only a platform admin manages users"
+        record(session, AuditEvent(p.user, p.source, action, "User", "", name, "denied", reason))
+    raise ForbiddenError("only a platform admin manages users and platform roles")
+
+
+def add_user(session: Session, p: Principal, name: str, password: str | None) -> None:
+    create_user(session, name, password)
+    record(session, AuditEvent(p.user, p.source, "create", "User", "", name, "allowed"))
+
+
+PLATFORM_ROLES = ("platform-admin", "viewer")
+
+
+def bind_platform_role(session: Session, p: Principal, user: str, role: str) -> None:
+    if role not in PLATFORM_ROLES:
+        raise InvalidError(
+            f"role: {role!r} is not a platform role (platform-admin or viewer); tenant "
+            "and project roles are granted in the tenant's and project's spec",
+            field="role",
+        )
+    if not user_exists(session, user):
+        raise InvalidError(f"user: no user {user!r}", field="user")
+    grant(session, user, role)
+    change = [{"path": "role", "old": None, "new": role}]
+    record(session, AuditEvent(p.user, p.source, "bind", "User", "", user, "allowed", diff=change))

@@ -13,6 +13,7 @@ import base64
 import contextlib
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -49,13 +50,33 @@ def default_lab_dir() -> Path:
     return Path(os.environ.get("WHARF_LAB_DIR") or state_home() / "lab")
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def _free_ports(count: int) -> list[int]:
-    """Ports free on loopback now; all sockets stay open until all are chosen, so no repeats."""
+    """Ports free on loopback now, chosen below the kernel's ephemeral range.
+
+    A port the kernel hands out for port 0 is also one it may give any outgoing connection
+    (the apiserver's to etcd, say) before our component binds it; ports below that range are
+    never handed out on their own, so a chosen port stays free until the component takes it.
+    All sockets stay open until all are chosen, so no repeats."""
+    low, high = _ephemeral_range()
+    top = low - 1 if low > 12000 else 65535
+    bottom = 10000 if low > 12000 else high + 1
+    rng = random.SystemRandom()
     with contextlib.ExitStack() as stack:
-        ports = []
-        for _ in range(count):
+        ports: list[int] = []
+        while len(ports) < count:
             sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            sock.bind(("127.0.0.1", 0))
+            try:
+                sock.bind(("127.0.0.1", rng.randint(bottom, top)))
+            except OSError:
+                continue  # taken: try another
             ports.append(sock.getsockname()[1])
         return ports
 

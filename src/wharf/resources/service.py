@@ -99,6 +99,10 @@ class KindRules:
         """The project an object belongs to ("" for none), recorded with its audit events."""
         return ""
 
+    def audit_tenant(self, tenant: str, name: str) -> str:
+        """The tenant an object's audit events belong to (whose admins read them)."""
+        return tenant
+
     def derived_labels(self, spec: dict[str, Any]) -> dict[str, str]:
         """Labels the platform sets from the spec, so lists can select on them (-l)."""
         return {}
@@ -319,7 +323,8 @@ class ResourceService:
         name = check_name(manifest.metadata.name)
         expected = manifest.metadata.resourceVersion
         project = rules.project_of(name, manifest.spec)
-        with self._audited(p, "apply", rules.kind.name, tenant, name, project) as (
+        audit_tenant = rules.audit_tenant(tenant, name)
+        with self._audited(p, "apply", rules.kind.name, audit_tenant, name, project) as (
             session,
             allowed,
         ):
@@ -373,7 +378,8 @@ class ResourceService:
         with self.db.reader() as session:
             existing = ResourceStore(session).get(rules.kind.name, tenant, name)
         project = rules.project_of(name, existing.spec if existing else {})
-        with self._audited(p, "delete", rules.kind.name, tenant, name, project) as (
+        audit_tenant = rules.audit_tenant(tenant, name)
+        with self._audited(p, "delete", rules.kind.name, audit_tenant, name, project) as (
             session,
             allowed,
         ):

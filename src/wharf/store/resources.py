@@ -100,11 +100,10 @@ class ResourceStore:
         """Resources of a kind ordered by (tenant, name); `after` continues a previous page."""
         query = self._filtered(kind, scopes, selector)
         if after is not None:
+            # A row-value comparison, so both databases seek the (kind, tenant, name) index
+            # instead of filtering every row before the page.
             query = query.where(
-                or_(
-                    resources.c.tenant > after[0],
-                    and_(resources.c.tenant == after[0], resources.c.name > after[1]),
-                )
+                tuple_(resources.c.tenant, resources.c.name) > tuple_(after[0], after[1])
             )
         query = query.order_by(resources.c.tenant, resources.c.name)
         if limit is not None:
