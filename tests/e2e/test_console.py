@@ -62,6 +62,18 @@ def site(
         process = stack.enter_context(ServerProcess(workdir, url))
         admin = process.login()
         register_clusters(admin, lab)
+        admin.ok(
+            "PUT",
+            "/api/v1/nodepools/zone-a",
+            json={
+                "kind": "NodePool",
+                "metadata": {"name": "zone-a"},
+                "spec": {
+                    "cluster": "lab1",
+                    "nodeSelector": {"topology.kubernetes.io/zone": "lab1-zone-1"},
+                },
+            },
+        )
         for user in ("tina", "dave", "vera", "mona"):
             admin.ok("POST", "/api/v1/users", json={"name": user, "password": PASSWORD})
         prefix = request.param[0]  # each database's run has tenants (and namespaces) of its own
@@ -281,6 +293,11 @@ def test_platform_admin_journey(site: Site, sign_in: Callable[..., Page]):
     nodes = page.get_by_role("table", name="Nodes")
     expect(nodes.get_by_role("row")).to_have_count(4)  # header + 3 kwok nodes
     expect(nodes.get_by_role("cell", name="True", exact=True)).to_have_count(3)
+    pools = page.get_by_role("table", name="Node pools")
+    # The lab puts its nodes in zones 2, 1, 2: the pool's selector matches node 2 only.
+    expect(pools.get_by_role("row", name=re.compile(r"^zone-a"))).to_contain_text(
+        "lab1-node-2", timeout=30_000
+    )
 
     create_project(page, site, site.retail, "storefront")
     deliver(page, site, site.retail, "storefront", "shop")
@@ -349,6 +366,44 @@ def test_developer_journey(site: Site, sign_in: Callable[..., Page]):
     find_in_audit(page, "cart", "dave")
     assert site.media not in page.content()
     site.shot(page, "developer")
+
+    # Configuration: a change made as YAML becomes a configuration version with its diff.
+    page.goto(f"{site.url}/console/tenants/{site.retail}/applications/cart")
+    page.get_by_role("link", name="Edit YAML").click()
+    editor = page.get_by_label("Manifest (YAML)")
+    text = editor.input_value()
+    assert "configMaps: {}" in text
+    editor.fill(text.replace("configMaps: {}", "configMaps: {settings: {THEME: autumn}}"))
+    page.get_by_role("button", name="Apply").click()
+    landed_on(page, "Application cart")
+    versions = page.get_by_role("table", name="Configuration versions")
+    expect(versions.get_by_role("row").nth(1)).to_contain_text("config.configMaps.settings")
+    expect(versions.get_by_role("row").nth(1)).to_contain_text("autumn")
+    configuration = page.get_by_role("table", name="Configuration", exact=True)
+    expect(configuration).to_contain_text("THEME=autumn")
+    watch_available(page)
+
+    # API tokens: made here, shown once, scoped, and revoked here.
+    page.get_by_role("link", name="API tokens").click()
+    page.get_by_label("Name").fill("ci")
+    page.get_by_label(re.compile("^Only tenant")).fill(site.retail)
+    page.get_by_label("Read-only").check()
+    page.get_by_role("button", name="Make token").click()
+    secret = page.locator("#new-token").inner_text()
+    api = httpx.Client(base_url=site.url, headers={"Authorization": f"Bearer {secret}"})
+    apps = api.get(f"/api/v1/tenants/{site.retail}/applications").json()["items"]
+    assert "cart" in [a["metadata"]["name"] for a in apps]
+    assert (
+        api.delete(f"/api/v1/tenants/{site.retail}/applications/cart?confirm=cart").status_code
+        == 403
+    )
+    page.get_by_role("link", name="API tokens").click()
+    expect(page.locator("#new-token")).to_have_count(0)  # shown once only
+    tokens = page.get_by_role("table", name="Tokens")
+    expect(tokens.get_by_role("row", name=re.compile(r"^ci "))).to_contain_text("read-only")
+    page.get_by_role("button", name="Revoke token ci").click()
+    expect(tokens.get_by_role("row", name=re.compile(r"^ci "))).to_have_count(0)
+    assert api.get(f"/api/v1/tenants/{site.retail}/applications").status_code == 401
 
 
 def test_whatever_else_the_api_offers_goes_through_yaml_and_the_users_page(
