@@ -40,6 +40,10 @@ def configure_logging(fmt: str = "json", level: str = "info") -> None:
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "alembic"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+    # One line per Kubernetes API call (httpx, under lightkube) drowns everything else at info;
+    # the controllers log what they do themselves.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(max(numeric, logging.WARNING))
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:
