@@ -362,6 +362,14 @@ def test_developer_journey(site: Site, sign_in: Callable[..., Page]):
     expect(page.get_by_role("link", name="New project")).to_have_count(0)
     deliver(page, site, site.retail, "team", "cart")
     watch_available(page)
+    # The applications list holds the applications of his projects only (team, and outlet
+    # where the tenant admin made him a viewer), as their pages would: not the admin's shop.
+    page.get_by_role("link", name="Applications").click()
+    table = page.get_by_role("table", name="Applications")
+    expect(table.get_by_role("row").filter(has_text="cart")).to_have_count(1)
+    expect(table).not_to_contain_text(f"{site.retail} / storefront")
+    assert site.admin.get(f"/api/v1/tenants/{site.retail}/applications/shop").status_code == 200
+    page.goto(f"{site.url}/console/tenants/{site.retail}/applications/cart")
     change_and_roll_back(page, site, site.retail, "cart")
     find_in_audit(page, "cart", "dave")
     assert site.media not in page.content()

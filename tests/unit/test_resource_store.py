@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from wharf.core.errors import ConflictError
 from wharf.store import Database, migrate
-from wharf.store.resources import ResourceStore, Scopes, StoredResource
+from wharf.store.resources import LabelIn, ResourceStore, Scopes, StoredResource
 from wharf.store.tables import resource_labels, resources
 
 KIND = "Widget"
@@ -461,3 +461,22 @@ def test_a_deleted_name_can_be_created_again_as_a_new_object(db: Database) -> No
     assert second.resource_version == 1
     assert _keys(db, selector={"app": "web"}) == []
     assert _keys(db, selector={"app": "db"}) == [("acme", "w1")]
+
+
+def test_a_scope_by_label_lists_only_the_rows_with_one_of_its_values(db: Database) -> None:
+    for tenant, name, team in (
+        ("a", "w1", "red"),
+        ("a", "w2", "blue"),
+        ("a", "w3", "green"),
+        ("b", "w4", "red"),
+    ):
+        _create(db, tenant, name, labels={"team": team})
+    scopes: Scopes = [("a", LabelIn("team", frozenset({"red", "green"}))), ("b", None)]
+    with db.session() as session:
+        store = ResourceStore(session)
+        found = [(r.tenant, r.name) for r in store.query(KIND, scopes=scopes)]
+        assert found == [("a", "w1"), ("a", "w3"), ("b", "w4")]
+        assert store.count(KIND, scopes=scopes) == 3
+        # Pages continue across the label scope as anywhere else.
+        page = store.query(KIND, scopes=scopes, limit=1, after=("a", "w1"))
+        assert [(r.tenant, r.name) for r in page] == [("a", "w3")]

@@ -19,8 +19,18 @@ from sqlalchemy.orm import Session
 from wharf.core.errors import ConflictError, StaleError
 from wharf.store.tables import resource_labels, resources
 
+
 # Which rows a caller may see: (tenant or "*" for any, names or None for all) pairs, OR-ed.
-Scopes = Sequence[tuple[str, Collection[str] | None]]
+@dataclass(frozen=True)
+class LabelIn:
+    """A scope by label rather than by name: rows whose label `key` is one of `values`."""
+
+    key: str
+    values: frozenset[str]
+
+
+# (tenant or "*", the names in it or a label scope or None for all) pairs a caller may list.
+Scopes = Sequence[tuple[str, Collection[str] | LabelIn | None]]
 
 
 @dataclass(frozen=True)
@@ -70,7 +80,18 @@ class ResourceStore:
             clauses = []
             for tenant, names in scopes:
                 clause = resources.c.tenant == tenant if tenant != "*" else None
-                if names is not None:
+                if isinstance(names, LabelIn):
+                    by_label = (
+                        select(resource_labels.c.resource_id)
+                        .where(
+                            resource_labels.c.resource_id == resources.c.id,
+                            resource_labels.c.key == names.key,
+                            resource_labels.c.value.in_(sorted(names.values)),
+                        )
+                        .exists()
+                    )
+                    clause = by_label if clause is None else and_(clause, by_label)
+                elif names is not None:
                     by_name = resources.c.name.in_(sorted(names))
                     clause = by_name if clause is None else and_(clause, by_name)
                 if clause is not None:
