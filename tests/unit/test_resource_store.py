@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -480,3 +482,32 @@ def test_a_scope_by_label_lists_only_the_rows_with_one_of_its_values(db: Databas
         # Pages continue across the label scope as anywhere else.
         page = store.query(KIND, scopes=scopes, limit=1, after=("a", "w1"))
         assert [(r.tenant, r.name) for r in page] == [("a", "w3")]
+
+
+def test_two_concurrent_creates_of_one_name_give_one_row_and_a_conflict(db: Database) -> None:
+    """The second transaction read before the first committed; the database's unique
+    constraint decides, and the loser gets a 409, not a server error."""
+    outcome: list[BaseException | None] = []
+    first_in = threading.Event()
+
+    def second() -> None:
+        first_in.wait()
+        try:
+            _create(db, "t", "race")
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    with db.session() as session:
+        ResourceStore(session).create(
+            KIND, "t", "race", labels={}, annotations={}, spec={"size": 1}
+        )
+        first_in.set()
+        time.sleep(0.5)  # let the second one read (nothing yet) and try to insert
+    thread.join(timeout=30)
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], ConflictError), outcome
+    with db.session() as session:
+        assert ResourceStore(session).count(KIND) == 1

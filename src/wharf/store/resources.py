@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import and_, delete, func, insert, or_, select, tuple_, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from wharf.core.errors import ConflictError, StaleError
@@ -179,11 +180,19 @@ class ResourceStore:
             "created_at": now,
             "updated_at": now,
         }
-        new_id = int(
-            self.session.execute(
-                insert(resources).values(**values).returning(resources.c.id)
-            ).scalar_one()
-        )
+        try:
+            new_id = int(
+                self.session.execute(
+                    insert(resources).values(**values).returning(resources.c.id)
+                ).scalar_one()
+            )
+        except IntegrityError:
+            # Created by a concurrent transaction after our read (PostgreSQL reads committed
+            # rows only, so both saw none): the unique constraint decides, and says so as 409.
+            where = f" in tenant {tenant}" if tenant else ""
+            raise ConflictError(
+                f"{kind} {name!r} already exists{where}", field="metadata.name"
+            ) from None
         self._write_labels(new_id, labels)
         return StoredResource(id=new_id, **values)
 
