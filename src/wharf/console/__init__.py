@@ -8,6 +8,9 @@ from fastapi import APIRouter, FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from . import account, apps, manage, views
+from .web import error_page
+
+__all__ = ["error_page", "install"]
 
 STATIC = Path(__file__).parent / "static"
 

@@ -144,7 +144,7 @@ def create_app(settings: Settings) -> FastAPI:
         return JSONResponse(exc.body(), status_code=exc.status)
 
     @app.exception_handler(RequestValidationError)
-    async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def invalid_request(_request: Request, exc: RequestValidationError) -> Response:
         errors = [
             {"field": ".".join(str(x) for x in e["loc"]), "message": e["msg"]} for e in exc.errors()
         ]
@@ -152,6 +152,8 @@ def create_app(settings: Settings) -> FastAPI:
         error = InvalidError(
             f"{first['field']}: {first['message']}", field=first["field"], errors=errors
         )
+        if _request.url.path.startswith("/console/"):
+            return console.error_page(_request, None, error)  # a page, not JSON, in a browser
         return JSONResponse(error.body(), status_code=error.status)
 
     app.include_router(identity_api.router)

@@ -1,0 +1,140 @@
+"""Console pages over HTTP, without a browser: sign-in redirects, pagination and filters on the
+server, CSRF, and answers for wrong input. A real server app on SQLite and PostgreSQL, with its
+controllers off (these pages need no cluster)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.integration.conftest import ADMIN_PASSWORD
+from wharf.core.config import Settings
+from wharf.server.app import create_app
+
+
+@pytest.fixture
+def console(database_url: str) -> Iterator[TestClient]:
+    settings = Settings(
+        database_url=database_url,
+        admin_password=ADMIN_PASSWORD,
+        secret_key="console-test-key",
+        controllers=False,
+    )
+    with TestClient(create_app(settings), follow_redirects=False) as client:
+        yield client
+
+
+def sign_in(client: TestClient, user: str = "admin", password: str = ADMIN_PASSWORD) -> str:
+    answer = client.post("/console/login", data={"username": user, "password": password})
+    assert answer.status_code == 303, answer.text
+    page = client.get("/console/")
+    match = re.search(r'name="csrf-token" content="([0-9a-f]{64})"', page.text)
+    assert match, "every signed-in page carries the CSRF token"
+    return match.group(1)
+
+
+def bearer(client: TestClient) -> dict[str, str]:
+    answer = client.post("/api/v1/login", json={"username": "admin", "password": ADMIN_PASSWORD})
+    return {"Authorization": f"Bearer {answer.json()['token']}"}
+
+
+def test_pages_send_strangers_to_the_login_and_back(console: TestClient):
+    answer = console.get("/console/applications?tenant=x")
+    assert answer.status_code == 303
+    assert (
+        answer.headers["location"] == "/console/login?next=%2Fconsole%2Fapplications%3Ftenant%3Dx"
+    )
+    answer = console.post(
+        "/console/login",
+        data={"username": "admin", "password": ADMIN_PASSWORD, "next": "/console/audit"},
+    )
+    assert answer.headers["location"] == "/console/audit"
+    # Only the console's own pages: never a redirect to another site.
+    for target in ("https://evil.example/", "//evil.example/console/", "/api/v1/users"):
+        answer = console.post(
+            "/console/login",
+            data={"username": "admin", "password": ADMIN_PASSWORD, "next": target},
+        )
+        assert answer.headers["location"] == "/console/", target
+    wrong = console.post("/console/login", data={"username": "admin", "password": "nope"})
+    assert wrong.status_code == 401
+    assert "Wrong username or password." in wrong.text
+
+
+def test_project_lists_paginate_and_filter_on_the_server(console: TestClient):
+    headers = bearer(console)
+    for tenant in ("alpha", "beta"):
+        console.put(
+            f"/api/v1/tenants/{tenant}",
+            json={"kind": "Tenant", "metadata": {"name": tenant}, "spec": {}},
+            headers=headers,
+        ).raise_for_status()
+    for i in range(60):
+        tenant = "alpha" if i < 55 else "beta"
+        console.put(
+            f"/api/v1/tenants/{tenant}/projects/p{i:02d}",
+            json={"kind": "Project", "metadata": {"name": f"p{i:02d}"}, "spec": {}},
+            headers=headers,
+        ).raise_for_status()
+    sign_in(console)
+    first = console.get("/console/projects")
+    rows = re.findall(r'href="/console/tenants/(\w+)/projects/(p\d+)"', first.text)
+    assert len(rows) == 50
+    assert rows[0] == ("alpha", "p00")
+    next_link = re.search(r'href="(/console/projects\?continue=[^"]+)" rel="next"', first.text)
+    assert next_link, "a full page links to the next"
+    second = console.get(next_link.group(1).replace("&amp;", "&"))
+    rows = re.findall(r'href="/console/tenants/(\w+)/projects/(p\d+)"', second.text)
+    assert rows == [("alpha", f"p{i}") for i in range(50, 55)] + [
+        ("beta", f"p{i}") for i in range(55, 60)
+    ]
+    assert 'rel="next"' not in second.text
+    filtered = console.get("/console/projects?tenant=beta")
+    rows = re.findall(r'href="/console/tenants/(\w+)/projects/(p\d+)"', filtered.text)
+    assert rows == [("beta", f"p{i}") for i in range(55, 60)]
+
+
+def test_changes_need_the_csrf_token_and_bad_input_says_what_is_wrong(console: TestClient):
+    headers = bearer(console)
+    console.put(
+        "/api/v1/tenants/alpha",
+        json={"kind": "Tenant", "metadata": {"name": "alpha"}, "spec": {}},
+        headers=headers,
+    ).raise_for_status()
+    csrf = sign_in(console)
+    form = {"yaml": "apiVersion: wharf.io/v1\nkind: Tenant\nmetadata: {name: gamma}\nspec: {}\n"}
+    assert console.post("/console/apply", data=form).status_code == 403
+    assert console.post("/console/apply", data={**form, "csrf": "0" * 64}).status_code == 403
+    assert console.get("/api/v1/tenants/gamma", headers=headers).status_code == 404
+    done = console.post("/console/apply", data={**form, "csrf": csrf})
+    assert done.status_code == 200
+    assert re.search(r"Tenant <a [^>]*>gamma</a> created", done.text)
+    # Wrong input: a 4xx that names the field, and nothing changed.
+    bad = console.post(
+        "/console/apply",
+        data={
+            "csrf": csrf,
+            "yaml": "apiVersion: wharf.io/v1\nkind: Tenant\nmetadata: {name: delta}\n"
+            "spec: {quota: {cpu: lots}}\n",
+        },
+    )
+    assert bad.status_code == 422
+    assert "spec.quota" in bad.text
+    assert console.get("/api/v1/tenants/delta", headers=headers).status_code == 404
+    # A rollback to a revision that does not exist, and an unknown application.
+    missing = console.post(
+        "/console/tenants/alpha/applications/nosuch/rollback",
+        data={"csrf": csrf, "revision": "1"},
+    )
+    assert missing.status_code == 404
+    assert "not found" in missing.text
+    token = console.post("/console/tokens", data={"csrf": csrf, "name": "ci", "days": "9999"})
+    assert token.status_code == 422
+    assert "text/html" in token.headers["content-type"]
+    assert "days: Input should be less than or equal to 365" in token.text
+    audit = console.get("/console/audit?outcome=maybe")
+    assert audit.status_code == 422
+    assert "outcome: one of allowed, denied, failed" in audit.text
