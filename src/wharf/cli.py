@@ -55,6 +55,9 @@ def server(
         port=port or settings.port,
         log_config=None,
         access_log=False,
+        # Open console streams (live status) never finish on their own: give in-flight requests
+        # this long, then stop; browsers reconnect to the next server.
+        timeout_graceful_shutdown=10,
     )
 
 
