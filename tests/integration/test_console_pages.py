@@ -4,15 +4,18 @@ controllers off (these pages need no cluster)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select, update
 
 from tests.integration.conftest import ADMIN_PASSWORD
 from wharf.core.config import Settings
 from wharf.server.app import create_app
+from wharf.store.tables import api_tokens
 
 
 @pytest.fixture
@@ -138,3 +141,18 @@ def test_changes_need_the_csrf_token_and_bad_input_says_what_is_wrong(console: T
     audit = console.get("/console/audit?outcome=maybe")
     assert audit.status_code == 422
     assert "outcome: one of allowed, denied, failed" in audit.text
+
+
+def test_expired_login_tokens_do_not_pile_up(console: TestClient):
+    sign_in(console)
+    db = console.app.state.db  # type: ignore[attr-defined]
+    with db.session() as session:
+        session.execute(
+            update(api_tokens)
+            .where(api_tokens.c.user == "admin")
+            .values(expires_at=dt.datetime.now(dt.UTC) - dt.timedelta(hours=1))
+        )
+    sign_in(console)
+    with db.reader() as session:
+        names = [r.name for r in session.execute(select(api_tokens.c.name))]
+    assert names == ["console"]  # the one just made; the expired ones are gone

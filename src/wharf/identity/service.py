@@ -30,6 +30,7 @@ from wharf.store.tables import api_tokens, memberships, users
 _hasher = PasswordHasher()
 TOKEN_PREFIX = "wharf"
 MAX_TOKEN_TTL = dt.timedelta(days=365)
+SESSION_TOKENS = ("login", "console")  # the names of the tokens logins make
 
 
 def _now() -> dt.datetime:
@@ -95,6 +96,15 @@ def issue_token(
     scope: TokenScope | None = None,
 ) -> dict[str, Any]:
     """A new token; its secret is in the answer and nowhere else (only its hash is kept)."""
+    if name in SESSION_TOKENS:
+        # Every login makes one: drop the user's expired ones, or they pile up for ever.
+        session.execute(
+            delete(api_tokens).where(
+                api_tokens.c.user == user,
+                api_tokens.c.name.in_(SESSION_TOKENS),
+                api_tokens.c.expires_at <= _now(),
+            )
+        )
     if ttl <= dt.timedelta(0) or ttl > MAX_TOKEN_TTL:
         raise InvalidError("expiresIn: must be between 1 second and 365 days", field="expiresIn")
     scope = scope or TokenScope()
