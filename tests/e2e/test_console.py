@@ -30,6 +30,7 @@ from tests.integration.conftest import (
 from wharf.lab import Lab
 
 CHROMIUM = "/usr/bin/chromium"
+AXE = Path(__file__).resolve().parents[2] / "node_modules" / "axe-core" / "axe.min.js"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 PASSWORD = "password-123"
 LIVE = 120_000  # ms a live status may take to reach Available (pods start on kwok nodes)
@@ -538,3 +539,45 @@ def test_laptop_width_and_keyboard(site: Site, sign_in: Callable[..., Page]):
               .filter(e => !e.labels || e.labels.length === 0).map(e => e.name)"""
     )
     assert unlabelled == []
+
+
+def test_every_page_passes_an_automated_accessibility_audit(site: Site, sign_in):
+    """axe-core (from npm) on each kind of page: no serious or critical WCAG 2 A/AA finding."""
+    assert AXE.is_file(), "axe-core is not installed (./dev setup runs npm ci)"
+    page = sign_in("admin", ADMIN_PASSWORD)
+    paths = [
+        "/console/",
+        "/console/clusters",
+        "/console/clusters/lab1",
+        "/console/tenants",
+        f"/console/tenants/{site.retail}",
+        "/console/projects",
+        f"/console/tenants/{site.retail}/projects/team",
+        "/console/projects/new",
+        f"/console/tenants/{site.retail}/projects/team/deliver",
+        "/console/applications",
+        "/console/audit",
+        "/console/tokens",
+        "/console/users",
+        "/console/apply",
+        f"/console/edit/Tenant/-/{site.retail}",
+    ]
+    apps = site.admin.ok("GET", f"/api/v1/tenants/{site.retail}/applications")["items"]
+    paths += [f"/console/tenants/{site.retail}/applications/{a['metadata']['name']}" for a in apps]
+    found = {}
+    for path in paths:
+        page.goto(site.url + path)
+        page.add_script_tag(path=str(AXE))
+        result = page.evaluate(
+            """() => axe.run(document, {runOnly: {type: "tag",
+                                                  values: ["wcag2a", "wcag2aa", "wcag21aa"]}})"""
+        )
+        bad = [
+            f"{v['id']}: {v['help']} ({len(v['nodes'])}x, e.g. {v['nodes'][0]['target']})"
+            for v in result["violations"]
+            if v["impact"] in ("serious", "critical")
+        ]
+        if bad:
+            found[path] = bad
+        assert result["passes"], f"axe checked nothing on {path}"
+    assert found == {}
