@@ -156,3 +156,19 @@ def test_expired_login_tokens_do_not_pile_up(console: TestClient):
     with db.reader() as session:
         names = [r.name for r in session.execute(select(api_tokens.c.name))]
     assert names == ["console"]  # the one just made; the expired ones are gone
+
+
+def test_what_users_wrote_is_shown_as_text_never_as_markup(console: TestClient):
+    headers = bearer(console)
+    evil = '<script>alert("x")</script><img src=x onerror=alert(1)>'
+    console.put(
+        "/api/v1/tenants/alpha",
+        json={"kind": "Tenant", "metadata": {"name": "alpha"}, "spec": {"displayName": evil}},
+        headers=headers,
+    ).raise_for_status()
+    sign_in(console)
+    for path in ("/console/tenants", "/console/tenants/alpha", "/console/edit/Tenant/-/alpha"):
+        page = console.get(path).text
+        assert "<script>alert" not in page, path
+        assert "<img src=x" not in page, path
+        assert "&lt;script&gt;alert(" in page, path
