@@ -13,50 +13,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
-import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
-
-PASSWORD = "bench-password-1"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_server(port: int, workdir: Path) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "WHARF_PORT": str(port),
-        "WHARF_ADMIN_PASSWORD": PASSWORD,
-        "WHARF_SECRET_KEY": "bench",
-        "WHARF_LOG_LEVEL": "warning",
-    }
-    env.setdefault("WHARF_DATABASE_URL", f"sqlite:///{workdir / 'bench.db'}")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "wharf", "server"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise SystemExit("the server did not become ready")
+from benchkit import PASSWORD, free_port, pct, start_server
 
 
 def seed(http: httpx.Client, tenants: int, projects: int) -> None:
@@ -121,10 +83,6 @@ async def measure(client: httpx.AsyncClient, make, rate: float, seconds: float) 
     return latencies
 
 
-def pct(values: list[float], q: float) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
-
-
 async def run(base: str, token: str, rate: float, seconds: float) -> None:
     headers = {"Authorization": f"Bearer {token}"}
     async with httpx.AsyncClient(base_url=base, headers=headers, timeout=30) as client:
@@ -168,7 +126,8 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         port = free_port()
-        server = start_server(port, Path(tmp))
+        db = os.environ.get("WHARF_DATABASE_URL") or f"sqlite:///{Path(tmp) / 'bench.db'}"
+        server = start_server(port, {"WHARF_DATABASE_URL": db}, timeout=30)
         try:
             base = f"http://127.0.0.1:{port}"
             token = httpx.post(

@@ -18,11 +18,7 @@ import argparse
 import asyncio
 import datetime as dt
 import html
-import os
 import re
-import socket
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from benchkit import PASSWORD, SECRET_KEY, free_port, pct, start_server
 from sqlalchemy import func, insert, select
 
 from wharf.apps.model import ApplicationSpec
@@ -43,8 +40,6 @@ from wharf.store.resources import ResourceStore
 from wharf.store.tables import memberships, resources, revisions
 from wharf.tenancy.model import PROJECT_LABEL, ProjectSpec, TenantSpec
 
-PASSWORD = "bench-password-1"
-SECRET_KEY = "bench"
 CLUSTERS = ("prod-a", "prod-b", "edge-c")
 USERS = [f"dev{i:02d}" for i in range(40)]
 # (role in the application's name, catalog template)
@@ -61,41 +56,6 @@ TENANT = "t07"  # the tenant the filtered and detail pages look at
 def focus(tenants: int, projects: int) -> int:
     """The index of the project (of TENANT) whose pages are measured."""
     return int(TENANT[1:]) * (projects // tenants) + 25
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_server(port: int, database_url: str, log: Path) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "WHARF_PORT": str(port),
-        "WHARF_DATABASE_URL": database_url,
-        "WHARF_ADMIN_PASSWORD": PASSWORD,
-        "WHARF_SECRET_KEY": SECRET_KEY,
-        "WHARF_CONTROLLERS": "false",
-        "WHARF_LOG_LEVEL": "warning",
-        "WHARF_LOG_FORMAT": "console",
-    }
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "wharf", "server"], env=env, stdout=out, stderr=out
-        )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"the server exited ({proc.returncode}):\n{log.read_text()}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise SystemExit(f"the server did not become ready:\n{log.read_text()}")
 
 
 # -- seeding -----------------------------------------------------------------------------------
@@ -414,10 +374,6 @@ def seed(
 
 
 # -- measuring ---------------------------------------------------------------------------------
-def pct(values: list[float], q: float) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
-
-
 NEXT = re.compile(r'<a href="([^"]+)" rel="next">')
 
 
@@ -620,7 +576,15 @@ def main() -> None:
         log = Path(tmp) / "server.log"
         port = free_port()
         started = time.perf_counter()
-        server = start_server(port, url, log)
+        server = start_server(
+            port,
+            {
+                "WHARF_DATABASE_URL": url,
+                "WHARF_CONTROLLERS": "false",
+                "WHARF_LOG_FORMAT": "console",
+            },
+            log,
+        )
         print(f"server ready in {time.perf_counter() - started:.1f}s (controllers off)")
         try:
             failures = asyncio.run(run(f"http://127.0.0.1:{port}", args, log))

@@ -10,16 +10,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
-import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
+from benchkit import PASSWORD, free_port, pct, start_server
 from lightkube.codecs import from_dict
 
 from wharf.apps.catalog import CATALOG
@@ -27,16 +24,7 @@ from wharf.apps.model import ApplicationSpec, TemplateVersion, desired_objects, 
 from wharf.kube import async_client
 from wharf.lab import Lab, find_binaries
 
-PASSWORD = "bench-password-1"
 IMAGE = "registry.example/bench/web:1.0.0"
-
-
-def pct(values: list[float], q: int) -> float:
-    return (
-        statistics.quantiles(values, n=100, method="inclusive")[q - 1]
-        if len(values) > 1
-        else values[0]
-    )
 
 
 def manifests(app: str, clusters: list[str]) -> dict[str, list[dict[str, Any]]]:
@@ -87,38 +75,12 @@ async def baseline(lab: Lab, apps: int) -> tuple[float, list[float], int]:
     return elapsed, latencies, count
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def wharf(lab: Lab, apps: int, workdir: Path) -> tuple[float, list[float], int]:
     port = free_port()
-    env = {
-        **os.environ,
-        "WHARF_PORT": str(port),
-        "WHARF_ADMIN_PASSWORD": PASSWORD,
-        "WHARF_SECRET_KEY": "bench",
-        "WHARF_LOG_LEVEL": "warning",
-        "WHARF_HEARTBEAT_SECONDS": "1",
-    }
-    env.setdefault("WHARF_DATABASE_URL", f"sqlite:///{workdir / 'bench.db'}")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "wharf", "server"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    db = os.environ.get("WHARF_DATABASE_URL") or f"sqlite:///{workdir / 'bench.db'}"
+    server = start_server(port, {"WHARF_HEARTBEAT_SECONDS": "1", "WHARF_DATABASE_URL": db})
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(150):
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
         token = httpx.post(
             f"{base}/api/v1/login", json={"username": "admin", "password": PASSWORD}
         ).json()["token"]

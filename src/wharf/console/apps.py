@@ -9,16 +9,28 @@ import itertools
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 
-from wharf.apps.service import CHANGE_CAUSE, history, revision_changes, rollback
+from wharf.apps.service import CHANGE_CAUSE, list_revisions, revision_changes, rollback
 from wharf.core.audit import diff
 from wharf.core.errors import ForbiddenError, InvalidError, NotFoundError, WharfError
+from wharf.tenancy.model import PROJECT_LABEL
 
 from .forms import fields_of, values_from
-from .web import PAGE, SignedOut, Viewer, page, render, resources, see_other, templates, viewer
+from .web import (
+    SignedOut,
+    Viewer,
+    listing,
+    page,
+    render,
+    resources,
+    see_other,
+    templates,
+    tenant_names,
+    viewer,
+)
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 STREAM_POLL_SECONDS = 1.0
@@ -32,23 +44,17 @@ def _app_url(tenant: str, name: str) -> str:
 @router.get("/applications", response_class=HTMLResponse)
 def applications(request: Request, tenant: str = "", project: str = "") -> Response:
     def build(who: Viewer) -> Response:
-        service = resources(request)
         if project and not tenant:
             raise InvalidError("project: choose the tenant too", field="project")
-        token = request.query_params.get("continue") or None
-        selector = f"wharf.io/project={project}" if project else None
-        listing = service.list_(who.principal, "Application", tenant or None, selector, PAGE, token)
-        names = [
-            t["metadata"]["name"]
-            for t in service.list_(who.principal, "Tenant", limit=500)["items"]
-        ]
+        selector = f"{PROJECT_LABEL}={project}" if project else None
+        apps, following = listing(request, who, "Application", tenant or None, selector)
         return render(
             request,
             "applications.html",
             who,
-            apps=listing["items"],
-            next=listing["metadata"]["continue"],
-            tenants=names,
+            apps=apps,
+            next=following,
+            tenants=tenant_names(request, who),
             tenant=tenant,
             project=project,
         )
@@ -79,7 +85,8 @@ def application(request: Request, tenant: str, name: str) -> Response:
     def build(who: Viewer) -> Response:
         service = resources(request)
         app = service.get(who.principal, "Application", tenant, name)
-        revisions = history(service, who.principal, tenant, name)
+        with service.db.reader() as session:  # the get above has authorized the read
+            revisions = list_revisions(session, tenant, name)
         project = app["spec"]["project"]
         return render(
             request,
@@ -148,11 +155,13 @@ async def application_stream(request: Request, tenant: str, name: str) -> Respon
 
 @router.get("/tenants/{tenant}/applications/{name}/diff", response_class=HTMLResponse)
 def application_diff(
-    request: Request, tenant: str, name: str, from_: int = 0, to: int = 0
+    request: Request,
+    tenant: str,
+    name: str,
+    old: Annotated[int, Query(alias="from")] = 0,
+    new: Annotated[int, Query(alias="to")] = 0,
 ) -> Response:
     def build(who: Viewer) -> Response:
-        old = int(request.query_params.get("from", from_) or 0)
-        new = int(request.query_params.get("to", to) or 0)
         if old < 1 or new < 1:
             raise InvalidError("from, to: name two revisions (numbers from 1)", field="from")
         changes = revision_changes(resources(request), who.principal, tenant, name, old, new)

@@ -102,7 +102,7 @@ def edit(
 @router.get("/apply", response_class=HTMLResponse)
 def apply_page(request: Request, kind: str = "") -> Response:
     def build(who: Viewer) -> Response:
-        return render(request, "apply.html", who, text=_example(kind), error=None, done=[])
+        return render(request, "apply.html", who, text=EXAMPLES.get(kind, ""), error=None, done=[])
 
     return page(request, build)
 
@@ -172,20 +172,27 @@ spec:
 }
 
 
-def _example(kind: str) -> str:
-    return EXAMPLES.get(kind, "")
-
-
 # -- users ---------------------------------------------------------------------------------------
+def _users(
+    request: Request,
+    who: Viewer,
+    error: WharfError | None = None,
+    form: dict[str, str] | None = None,
+) -> Response:
+    with database(request).reader() as session:
+        roles = identity.roles_by_user(session)
+    status = error.status if error else 200
+    return render(
+        request, "users.html", who, status_code=status, roles=roles, error=error, form=form or {}
+    )
+
+
 @router.get("/users", response_class=HTMLResponse)
 def users_page(request: Request) -> Response:
     def build(who: Viewer) -> Response:
         if not who.platform_reader:
             raise ForbiddenError(f"{who.user} may not see the platform's users")
-        with database(request).reader() as session:
-            names = identity.list_users(session)
-            roles = {n: sorted(g.role for g in identity.grants_of(session, n)) for n in names}
-        return render(request, "users.html", who, users=names, roles=roles, error=None, form={})
+        return _users(request, who)
 
     return page(request, build)
 
@@ -209,19 +216,7 @@ def create_user(
         except WharfError as exc:
             if exc.status in (401, 403, 404):
                 raise
-            with db.reader() as session:
-                names = identity.list_users(session)
-                roles = {n: sorted(g.role for g in identity.grants_of(session, n)) for n in names}
-            return render(
-                request,
-                "users.html",
-                who,
-                status_code=exc.status,
-                users=names,
-                roles=roles,
-                error=exc,
-                form={"name": name},
-            )
+            return _users(request, who, exc, {"name": name})
         return see_other("/console/users")
 
     return page(request, build, csrf)

@@ -7,7 +7,6 @@ form that changes something carries the session's CSRF token.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 from typing import Annotated, Any
 
@@ -20,9 +19,19 @@ from wharf.core.errors import ForbiddenError, InvalidError, WharfError
 from wharf.identity import service as identity
 from wharf.identity.api import SESSION_COOKIE, database
 from wharf.store import audit
-from wharf.store.audit import AuditEvent, record
+from wharf.tenancy.model import PROJECT_LABEL
 
-from .web import PAGE, Viewer, page, render, resources, see_other
+from .web import (
+    FILTER_TENANTS,
+    PAGE,
+    Viewer,
+    listing,
+    page,
+    render,
+    resources,
+    see_other,
+    tenant_names,
+)
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 SESSION_HOURS = 12
@@ -46,26 +55,9 @@ def login(
     next: Annotated[str, Form()] = "",
 ) -> Response:
     source = request.client.host if request.client else ""
+    ttl = dt.timedelta(hours=SESSION_HOURS)
     with database(request).session() as session:
-        ok = identity.verify_password(session, username, password)
-        record(
-            session,
-            AuditEvent(
-                username,
-                source,
-                "login",
-                "User",
-                "",
-                username,
-                "allowed" if ok else "denied",
-                "" if ok else "wrong username or password",
-            ),
-        )
-        token = (
-            identity.issue_token(session, username, "console", dt.timedelta(hours=SESSION_HOURS))
-            if ok
-            else None
-        )
+        token = identity.log_in(session, username, password, source, "console", ttl)
     if token is None:
         return render(
             request,
@@ -90,11 +82,8 @@ def login(
 @router.post("/logout")
 def logout(request: Request, csrf: Annotated[str, Form()] = "") -> Response:
     def build(who: Viewer) -> Response:
-        token = request.cookies.get(SESSION_COOKIE, "")
-        token_id = token.split("_")[1] if token.count("_") >= 2 else ""
-        # The session ends here, not only in this browser (already gone is fine).
-        with database(request).session() as session, contextlib.suppress(WharfError):
-            identity.revoke_token(session, who.user, token_id)
+        with database(request).session() as session:
+            identity.log_out(session, who.user, request.cookies.get(SESSION_COOKIE, ""))
         response = see_other("/console/login")
         response.delete_cookie(SESSION_COOKIE, path="/")
         return response
@@ -135,15 +124,8 @@ def _platform_page(who: Viewer) -> None:
 def clusters(request: Request) -> Response:
     def build(who: Viewer) -> Response:
         _platform_page(who)
-        token = request.query_params.get("continue") or None
-        listing = resources(request).list_(who.principal, "Cluster", limit=PAGE, continue_=token)
-        return render(
-            request,
-            "clusters.html",
-            who,
-            clusters=listing["items"],
-            next=listing["metadata"]["continue"],
-        )
+        items, following = listing(request, who, "Cluster")
+        return render(request, "clusters.html", who, clusters=items, next=following)
 
     return page(request, build)
 
@@ -170,15 +152,8 @@ def tenants(request: Request) -> Response:
     def build(who: Viewer) -> Response:
         if not who.tenant_reader:
             raise ForbiddenError(f"{who.user} administers no tenant")
-        token = request.query_params.get("continue") or None
-        listing = resources(request).list_(who.principal, "Tenant", limit=PAGE, continue_=token)
-        return render(
-            request,
-            "tenants.html",
-            who,
-            tenants=listing["items"],
-            next=listing["metadata"]["continue"],
-        )
+        items, following = listing(request, who, "Tenant")
+        return render(request, "tenants.html", who, tenants=items, next=following)
 
     return page(request, build)
 
@@ -186,17 +161,15 @@ def tenants(request: Request) -> Response:
 @router.get("/tenants/{tenant}", response_class=HTMLResponse)
 def tenant(request: Request, tenant: str) -> Response:
     def build(who: Viewer) -> Response:
-        service = resources(request)
-        obj = service.get(who.principal, "Tenant", "", tenant)
-        token = request.query_params.get("continue") or None
-        projects = service.list_(who.principal, "Project", tenant, limit=PAGE, continue_=token)
+        obj = resources(request).get(who.principal, "Tenant", "", tenant)
+        items, following = listing(request, who, "Project", tenant)
         return render(
             request,
             "tenant.html",
             who,
             tenant=obj,
-            projects=projects["items"],
-            next=projects["metadata"]["continue"],
+            projects=items,
+            next=following,
             admin=who.principal.is_tenant_admin(tenant),
         )
 
@@ -207,19 +180,14 @@ def tenant(request: Request, tenant: str) -> Response:
 @router.get("/projects", response_class=HTMLResponse)
 def projects(request: Request, tenant: str = "") -> Response:
     def build(who: Viewer) -> Response:
-        service = resources(request)
-        token = request.query_params.get("continue") or None
-        listing = service.list_(who.principal, "Project", tenant or None, None, PAGE, token)
-        names = [
-            t["metadata"]["name"]
-            for t in service.list_(who.principal, "Tenant", limit=500)["items"]
-        ]
+        items, following = listing(request, who, "Project", tenant or None)
+        names = tenant_names(request, who)
         return render(
             request,
             "projects.html",
             who,
-            projects=listing["items"],
-            next=listing["metadata"]["continue"],
+            projects=items,
+            next=following,
             tenants=names,
             tenant=tenant,
             can_create=any(who.principal.is_tenant_admin(t) for t in names),
@@ -231,24 +199,15 @@ def projects(request: Request, tenant: str = "") -> Response:
 @router.get("/tenants/{tenant}/projects/{name}", response_class=HTMLResponse)
 def project(request: Request, tenant: str, name: str) -> Response:
     def build(who: Viewer) -> Response:
-        service = resources(request)
-        obj = service.get(who.principal, "Project", tenant, name)
-        token = request.query_params.get("continue") or None
-        apps = service.list_(
-            who.principal,
-            "Application",
-            tenant,
-            f"wharf.io/project={name}",
-            PAGE,
-            token,
-        )
+        obj = resources(request).get(who.principal, "Project", tenant, name)
+        apps, following = listing(request, who, "Application", tenant, f"{PROJECT_LABEL}={name}")
         return render(
             request,
             "project.html",
             who,
             project=obj,
-            apps=apps["items"],
-            next=apps["metadata"]["continue"],
+            apps=apps,
+            next=following,
             can_deliver=who.principal.can_deliver(tenant, name),
         )
 
@@ -262,7 +221,7 @@ def _new_project_context(request: Request, who: Viewer) -> dict[str, Any]:
     service = resources(request)
     mine = [
         t
-        for t in service.list_(who.principal, "Tenant", limit=500)["items"]
+        for t in service.list_(who.principal, "Tenant", limit=FILTER_TENANTS)["items"]
         if who.principal.is_tenant_admin(t["metadata"]["name"])
     ]
     if not mine:

@@ -68,6 +68,25 @@ def resources(request: Request) -> ResourceService:
     return service
 
 
+def listing(
+    request: Request, who: Viewer, kind: str, tenant: str | None = None, selector: str | None = None
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of a kind as the caller may see it, from the request's `continue` token on;
+    the items and the token of the next page."""
+    token = request.query_params.get("continue") or None
+    found = resources(request).list_(who.principal, kind, tenant, selector, PAGE, token)
+    return found["items"], found["metadata"]["continue"]
+
+
+FILTER_TENANTS = 500  # a tenant filter lists this many
+
+
+def tenant_names(request: Request, who: Viewer) -> list[str]:
+    """The tenants the caller sees, for a tenant filter."""
+    found = resources(request).list_(who.principal, "Tenant", limit=FILTER_TENANTS)
+    return [t["metadata"]["name"] for t in found["items"]]
+
+
 def render(
     request: Request, template: str, who: Viewer | None, /, status_code: int = 200, **context: Any
 ) -> HTMLResponse:

@@ -13,7 +13,6 @@ from wharf.core.errors import ForbiddenError, UnauthenticatedError
 from wharf.identity import service
 from wharf.identity.model import ROLES, Principal
 from wharf.store import Database
-from wharf.store.audit import AuditEvent, record
 
 LOGIN_TTL = dt.timedelta(hours=12)
 SESSION_COOKIE = "wharf_session"
@@ -84,32 +83,10 @@ class Binding(BaseModel):
 
 @router.post("/login", summary="Exchange a username and password for a 12-hour token")
 def login(body: Login, request: Request) -> dict[str, Any]:
-    db = database(request)
     source = request.client.host if request.client else ""
-    with db.session() as session:
-        if not service.verify_password(session, body.username, body.password):
-            record(
-                session,
-                AuditEvent(
-                    body.username,
-                    source,
-                    "login",
-                    "User",
-                    "",
-                    body.username,
-                    "denied",
-                    "wrong username or password",
-                ),
-            )
-            ok = False
-        else:
-            token = service.issue_token(session, body.username, "login", LOGIN_TTL)
-            record(
-                session,
-                AuditEvent(body.username, source, "login", "User", "", body.username, "allowed"),
-            )
-            ok = True
-    if not ok:
+    with database(request).session() as session:
+        token = service.log_in(session, body.username, body.password, source, "login", LOGIN_TTL)
+    if token is None:
         raise UnauthenticatedError("wrong username or password")
     return token
 

@@ -78,6 +78,17 @@ def verify_password(session: Session, name: str, password: str) -> bool:
         return False
 
 
+def log_in(
+    session: Session, user: str, password: str, source: str, token_name: str, ttl: dt.timedelta
+) -> dict[str, Any] | None:
+    """A session token for the right password, None for a wrong one; both audited."""
+    ok = verify_password(session, user, password)
+    reason = "" if ok else "wrong username or password"
+    outcome = "allowed" if ok else "denied"
+    record(session, AuditEvent(user, source, "login", "User", "", user, outcome, reason))
+    return issue_token(session, user, token_name, ttl) if ok else None
+
+
 def csrf_token(session_token: str) -> str:
     """The CSRF token of a console session: derived from the session's secret, which other
     sites can neither read (HttpOnly cookie) nor guess, so no server-side state is needed."""
@@ -194,22 +205,48 @@ def revoke_token(session: Session, user: str, token_id: str) -> None:
         raise NotFoundError(f"token {token_id!r} not found")
 
 
+def roles_by_user(session: Session) -> dict[str, list[str]]:
+    """Every user with the roles of its grants (at any scope), in two queries."""
+    roles: dict[str, list[str]] = {name: [] for name in list_users(session)}
+    for row in session.execute(select(memberships.c.user, memberships.c.role)):
+        roles.setdefault(row.user, []).append(row.role)
+    return {name: sorted(found) for name, found in roles.items()}
+
+
 def grants_of(session: Session, user: str) -> frozenset[Grant]:
     rows = session.execute(select(memberships).where(memberships.c.user == user))
     return frozenset(Grant(r.role, r.tenant, r.project) for r in rows)
 
 
-def authenticate(session: Session, bearer: str, source: str = "") -> Principal:
-    """The caller behind a bearer token; UnauthenticatedError for anything not valid now."""
+def _split(bearer: str) -> tuple[str, str] | None:
+    """A token's id and secret, from `wharf_<id>_<secret>`."""
     parts = bearer.split("_", 2)
     if len(parts) != 3 or parts[0] != TOKEN_PREFIX:
+        return None
+    return parts[1], parts[2]
+
+
+def log_out(session: Session, user: str, bearer: str) -> None:
+    """End a login session on the server: revoke its token (one already gone is fine)."""
+    parts = _split(bearer)
+    if parts is not None:
+        session.execute(
+            delete(api_tokens).where(api_tokens.c.id == parts[0], api_tokens.c.user == user)
+        )
+
+
+def authenticate(session: Session, bearer: str, source: str = "") -> Principal:
+    """The caller behind a bearer token; UnauthenticatedError for anything not valid now."""
+    parts = _split(bearer)
+    if parts is None:
         raise UnauthenticatedError("the bearer token is malformed")
+    token_id, secret = parts
     row = session.execute(
         select(api_tokens, users.c.disabled)
         .join(users, users.c.name == api_tokens.c.user)
-        .where(api_tokens.c.id == parts[1])
+        .where(api_tokens.c.id == token_id)
     ).first()
-    if row is None or not hmac.compare_digest(row.secret_hash, _digest(parts[2])):
+    if row is None or not hmac.compare_digest(row.secret_hash, _digest(secret)):
         raise UnauthenticatedError("the token is not valid")
     if _aware(row.expires_at) <= _now():
         raise UnauthenticatedError("the token has expired")

@@ -49,6 +49,33 @@ class Change:
     spec: dict[str, Any]
 
 
+@dataclass
+class _Audit:
+    """The audit event of one write, filled in as the write learns what it did."""
+
+    p: Principal
+    action: str
+    kind: str
+    tenant: str
+    name: str
+    project: str
+    changes: list[dict[str, Any]] | None = None
+
+    def event(self, outcome: str, **extra: Any) -> AuditEvent:
+        p = self.p
+        return AuditEvent(
+            p.user,
+            p.source,
+            self.action,
+            self.kind,
+            self.tenant,
+            self.name,
+            outcome,
+            project=self.project,
+            **extra,
+        )
+
+
 class KindRules:
     """Defaults for a kind; capabilities subclass and override what differs."""
 
@@ -241,46 +268,22 @@ class ResourceService:
     # -- writes -----------------------------------------------------------------------------
     @contextmanager
     def _audited(
-        self, p: Principal, action: str, kind: str, tenant: str, name: str, project: str
-    ) -> Iterator[tuple[Session, Callable[[list[dict[str, Any]]], None]]]:
-        """A transaction whose audit event commits with it; a refusal is audited on its own."""
+        self, p: Principal, action: str, rules: KindRules, tenant: str, name: str, project: str
+    ) -> Iterator[tuple[Session, _Audit]]:
+        """A transaction whose audit event commits with it; a refusal is audited on its own.
+
+        The body sets `audit.changes` when it changed something (and may learn the project)."""
+        kind = rules.kind.name
+        audit = _Audit(p, action, kind, rules.audit_tenant(tenant, name), name, project)
         try:
             with self.db.session() as session:
-
-                def allowed(changes: list[dict[str, Any]]) -> None:
-                    record(
-                        session,
-                        AuditEvent(
-                            p.user,
-                            p.source,
-                            action,
-                            kind,
-                            tenant,
-                            name,
-                            "allowed",
-                            diff=changes,
-                            project=project,
-                        ),
-                    )
-
-                yield session, allowed
+                yield session, audit
+                if audit.changes is not None:
+                    record(session, audit.event("allowed", diff=audit.changes))
         except WharfError as exc:
             outcome = "denied" if exc.status in (401, 403, 404) else "failed"
             with self.db.session() as session:
-                record(
-                    session,
-                    AuditEvent(
-                        p.user,
-                        p.source,
-                        action,
-                        kind,
-                        tenant,
-                        name,
-                        outcome,
-                        reason=exc.message,
-                        project=project,
-                    ),
-                )
+                record(session, audit.event(outcome, reason=exc.message))
             raise
 
     def apply(
@@ -323,11 +326,7 @@ class ResourceService:
         name = check_name(manifest.metadata.name)
         expected = manifest.metadata.resourceVersion
         project = rules.project_of(name, manifest.spec)
-        audit_tenant = rules.audit_tenant(tenant, name)
-        with self._audited(p, "apply", rules.kind.name, audit_tenant, name, project) as (
-            session,
-            allowed,
-        ):
+        with self._audited(p, "apply", rules, tenant, name, project) as (session, audit):
             store = ResourceStore(session)
             old = store.get(rules.kind.name, tenant, name, lock=True)
             self._visible(rules, p, "write", tenant, name, old)
@@ -364,7 +363,7 @@ class ResourceService:
             changed = stored is not old
             if changed:
                 rules.after_write(session, stored, old, p)
-                allowed(action_diff)
+                audit.changes = action_diff
             result = self.present(rules, stored, p), old is None
         if changed:
             self._changed(rules.kind.name, tenant, name)
@@ -375,16 +374,11 @@ class ResourceService:
     ) -> dict[str, Any]:
         rules = self.kind_rules(kind)
         tenant = self._tenant(rules, tenant)
-        with self.db.reader() as session:
-            existing = ResourceStore(session).get(rules.kind.name, tenant, name)
-        project = rules.project_of(name, existing.spec if existing else {})
-        audit_tenant = rules.audit_tenant(tenant, name)
-        with self._audited(p, "delete", rules.kind.name, audit_tenant, name, project) as (
-            session,
-            allowed,
-        ):
+        with self._audited(p, "delete", rules, tenant, name, "") as (session, audit):
             store = ResourceStore(session)
             old = store.get(rules.kind.name, tenant, name, lock=True)
+            if old is not None:
+                audit.project = rules.project_of(name, old.spec)
             self._visible(rules, p, "write", tenant, name, old)
             if old is None:
                 raise NotFoundError(_not_found(rules.kind, tenant, name))
@@ -397,7 +391,7 @@ class ResourceService:
             rules.before_delete(session, p, old)
             store.delete(old)
             rules.after_write(session, None, old, p)
-            allowed(diff({"spec": mask(old.spec, rules.kind.secret_fields)}, {}))
+            audit.changes = diff({"spec": mask(old.spec, rules.kind.secret_fields)}, {})
             result = self.present(rules, old, p)
         self._changed(rules.kind.name, tenant, name)
         return result

@@ -162,9 +162,10 @@ class ResourceStore:
         spec: dict[str, Any],
         status: dict[str, Any] | None = None,
     ) -> StoredResource:
+        where = f" in tenant {tenant}" if tenant else ""
+        exists = ConflictError(f"{kind} {name!r} already exists{where}", field="metadata.name")
         if self.get(kind, tenant, name) is not None:
-            where = f" in tenant {tenant}" if tenant else ""
-            raise ConflictError(f"{kind} {name!r} already exists{where}", field="metadata.name")
+            raise exists
         now = _now()
         values: dict[str, Any] = {
             "kind": kind,
@@ -189,10 +190,7 @@ class ResourceStore:
         except IntegrityError:
             # Created by a concurrent transaction after our read (PostgreSQL reads committed
             # rows only, so both saw none): the unique constraint decides, and says so as 409.
-            where = f" in tenant {tenant}" if tenant else ""
-            raise ConflictError(
-                f"{kind} {name!r} already exists{where}", field="metadata.name"
-            ) from None
+            raise exists from None
         self._write_labels(new_id, labels)
         return StoredResource(id=new_id, **values)
 
