@@ -107,8 +107,14 @@ class Wharf:
         self.admin.ok("POST", "/api/v1/users", json={"name": name, "password": "password-123"})
         return self.login(name, "password-123")
 
-    def tenant(self, quota: dict[str, str], admins: list[str] = (), **spec: Any) -> str:  # type: ignore[assignment]
-        name = f"t{uuid.uuid4().hex[:8]}"
+    def tenant(
+        self,
+        quota: dict[str, str],
+        admins: list[str] = (),  # type: ignore[assignment]
+        name: str = "",
+        **spec: Any,
+    ) -> str:
+        name = name or f"t{uuid.uuid4().hex[:8]}"
         body = {
             "kind": "Tenant",
             "metadata": {"name": name},

@@ -9,14 +9,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from wharf.clusters.model import node_taints, same_taints
 from wharf.core.errors import InvalidError, QuotaExceededError
+from wharf.tenancy.guard import cluster_roles
 from wharf.tenancy.model import (
     Environment,
+    ProjectSpec,
     amounts,
     canonical,
     check_not_below,
     check_quota_names,
+    check_tenant_name,
     check_within,
+    namespace_hard,
+    pod_security_labels,
     split_project_quota,
 )
 
@@ -393,3 +399,82 @@ def test_namespace_shares_add_up_to_the_project_quota(
         assert (share[CPU] * 1000).denominator == 1
         assert share[MEMORY].denominator == 1
         assert share["pods"].denominator == 1
+
+
+# -- isolation inside the clusters (issue: Trust, part 1) ----------------------------------
+
+
+def test_a_namespace_limits_everything_the_tenant_limits():
+    hard = namespace_hard(
+        {"requests.cpu": Fraction(1, 2)},
+        {"requests.cpu": Fraction(4), "requests.memory": Fraction(8), "pods": Fraction(20)},
+    )
+    assert hard == {
+        "requests.cpu": Fraction(1, 2),
+        "requests.memory": Fraction(0),
+        "pods": Fraction(0),
+        "services.nodeports": Fraction(0),
+        "services.loadbalancers": Fraction(0),
+    }
+
+
+@pytest.mark.parametrize("name", ["kube", "kube-x", "wharf", "wharfish", "default", "system1"])
+def test_tenant_names_that_look_like_the_systems_are_refused(name):
+    with pytest.raises(InvalidError) as refused:
+        check_tenant_name(name)
+    assert refused.value.field == "metadata.name"
+
+
+def test_pod_security_defaults_to_baseline_and_environments_may_tighten():
+    spec = ProjectSpec.model_validate(
+        {
+            "environments": [
+                {"name": "dev", "clusters": ["a"]},
+                {"name": "prod", "clusters": ["a"], "podSecurity": "restricted"},
+            ]
+        }
+    )
+    assert spec.pod_security("dev") == "baseline"
+    assert spec.pod_security("prod") == "restricted"
+    labels = pod_security_labels("restricted")
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert labels["pod-security.kubernetes.io/enforce-version"] == "latest"
+
+
+def test_wharf_replaces_only_its_own_taints():
+    node = {
+        "spec": {
+            "taints": [
+                {"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"},
+                {"key": "old", "value": "x", "effect": "NoSchedule"},
+            ]
+        }
+    }
+    new = node_taints(node, [("old", "NoSchedule")], [{"key": "pool", "effect": "NoSchedule"}])
+    assert same_taints(
+        new,
+        [
+            {"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"},
+            {"key": "pool", "value": "", "effect": "NoSchedule"},
+        ],
+    )
+
+
+def test_tenant_roles_hold_nothing_that_escalates():
+    forbidden = {
+        "rolebindings",
+        "roles",
+        "networkpolicies",
+        "resourcequotas",
+        "limitranges",
+        "serviceaccounts",
+        "serviceaccounts/token",
+        "namespaces",
+    }
+    for role in cluster_roles():
+        for rule in role["rules"]:
+            if set(rule["verbs"]) - {"get", "list", "watch"}:
+                assert not forbidden & set(rule["resources"]), (role["metadata"], rule)
+            assert "impersonate" not in rule["verbs"]
+            assert not {"escalate", "bind"} & set(rule["verbs"])
+            assert "*" not in rule["resources"]

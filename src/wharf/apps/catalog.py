@@ -46,11 +46,17 @@ def _schema(extra: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# The Pod Security Standard "restricted", which every catalog template meets.
+POD_SECURITY = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+CONTAINER_SECURITY = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+
+
 def _container(port: bool) -> dict[str, Any]:
     container: dict[str, Any] = {
         "name": "${name}",
         "image": "${image}",
         "resources": _resources(),
+        "securityContext": CONTAINER_SECURITY,
     }
     if port:
         probe = {"httpGet": {"path": "${health_path}", "port": "${port}"}, "periodSeconds": 10}
@@ -81,7 +87,10 @@ def _workload(kind: str, container: dict[str, Any], **spec: Any) -> dict[str, An
         {
             "replicas": "${replicas}",
             "selector": {"matchLabels": LABELS},
-            "template": {"metadata": {"labels": LABELS}, "spec": {"containers": [container]}},
+            "template": {
+                "metadata": {"labels": LABELS},
+                "spec": {"securityContext": POD_SECURITY, "containers": [container]},
+            },
             **spec,
         },
     )
@@ -208,12 +217,14 @@ CRON_JOB = _template(
                         "metadata": {"labels": LABELS},
                         "spec": {
                             "restartPolicy": "OnFailure",
+                            "securityContext": POD_SECURITY,
                             "containers": [
                                 {
                                     "name": "${name}",
                                     "image": "${image}",
                                     "command": ["/bin/sh", "-c", "${command}"],
                                     "resources": _resources(),
+                                    "securityContext": CONTAINER_SECURITY,
                                 }
                             ],
                         },

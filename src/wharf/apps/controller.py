@@ -36,7 +36,16 @@ from wharf.apps.service import ApplicationRules, app_labels, rendered_for
 from wharf.clusters.service import ClusterRules
 from wharf.core.controller import Controller
 from wharf.core.resources import set_condition
-from wharf.kube.apply import RejectedError, apply, contains, dry_run, observe, prune
+from wharf.kube.apply import (
+    OwnedElsewhereError,
+    RejectedError,
+    apply,
+    check_owner,
+    contains,
+    dry_run,
+    observe,
+    prune,
+)
 from wharf.kube.clients import is_unreachable
 from wharf.kube.connections import ClusterConnections, fingerprint
 from wharf.kube.informer import ClusterWatches, Informer
@@ -219,6 +228,11 @@ class DeliveryController:
             # Before anything changes, the cluster checks every object against its own schema
             # (a dry run stores nothing); a revision it refuses is applied nowhere in it.
             currents = [await observe(client, o) for o in objects]
+            # Never take over: an object this app renders that another owner already has
+            # (another application, or nothing of Wharf's) stops delivery to this cluster.
+            owner = {MANAGED_BY: "wharf", TENANT_LABEL: key[0], APP_LABEL: key[1]}
+            for current in currents:
+                check_owner(current, owner)
             pending = [
                 i for i, c in enumerate(currents) if c is None or not contains(objects[i], c)
             ]
@@ -244,6 +258,8 @@ class DeliveryController:
             return await _cluster_status(client, informers, namespace, key[1], observed)
         except RejectedError as exc:
             return {"state": "Failed", "message": f"rejected by the cluster: {exc}"[:400]}
+        except OwnedElsewhereError as exc:
+            return {"state": "Conflict", "message": str(exc)[:400]}
         except Exception as exc:
             message = f"{type(exc).__name__}: {exc}"[:300]
             log.warning("delivery failed", cluster=name, app=key, error=message)
@@ -355,7 +371,7 @@ def _status(
     stored: StoredResource,
 ) -> dict[str, Any]:
     states = {name: c["state"] for name, c in clusters.items()}
-    bad = sorted(n for n, s in states.items() if s in ("Unreachable", "Failed"))
+    bad = sorted(n for n, s in states.items() if s in ("Unreachable", "Failed", "Conflict"))
     if not clusters:
         state, reason = "Failed", "the environment is placed on no cluster"
     elif bad and len(bad) == len(states):
@@ -369,8 +385,17 @@ def _status(
     else:
         waiting = sorted(n for n, s in states.items() if s != "Available")
         state, reason = "Progressing", f"rolling out in {', '.join(waiting)}"
+    conflicts = sorted(n for n, s in states.items() if s == "Conflict")
     conditions = set_condition(
         stored.status.get("conditions", []),
+        "Conflict",
+        "True" if conflicts else "False",
+        "OwnedElsewhere" if conflicts else "NoConflict",
+        "; ".join(f"{n}: {clusters[n]['message']}" for n in conflicts),
+        generation,
+    )
+    conditions = set_condition(
+        conditions,
         "Available",
         "True" if state == "Available" else "False",
         state,

@@ -35,6 +35,7 @@ from wharf.core.quantity import format_quantity, parse_quantity
 from wharf.core.resources import check_name
 from wharf.identity.model import Action, Principal
 from wharf.resources.service import Change, KindRules, ResourceService, Verdict
+from wharf.store.claims import Holder, Wanted, hold, release
 from wharf.store.resources import LabelIn, ResourceStore, Scopes, StoredResource
 from wharf.store.tables import revisions
 from wharf.tenancy.model import (
@@ -44,6 +45,7 @@ from wharf.tenancy.model import (
     TENANT_LABEL,
     ProjectSpec,
     amounts,
+    namespace_name,
     split_project_quota,
 )
 
@@ -254,8 +256,14 @@ class ApplicationRules(KindRules):
                 previous = None
         policy = project_spec.delivery
         labels = app_labels(tenant, spec)
+        namespace = namespace_name(tenant, spec.project, spec.environment)
+        owned: dict[str, Wanted] = {}
         for cluster in clusters:
             objects = desired_objects(change.name, spec, rendered, cluster, labels)
+            for obj in objects:
+                what = f"{obj['kind']} {obj['metadata']['name']} in namespace {namespace}"
+                key = f"{namespace}/{obj['kind']}/{obj['metadata']['name']}"
+                owned[key] = Wanted(key, what, "spec.values")
             for check, message in delivery_findings(objects, policy.allowedRegistries):
                 if getattr(policy.checks, check) == "refuse":
                     raise InvalidError(
@@ -264,6 +272,9 @@ class ApplicationRules(KindRules):
                         field="spec.values",
                     )
             self._check_quota(change.name, spec, project, cluster, objects, previous, labels)
+        # Each object a delivery renders has one owner: a second application rendering the
+        # same Deployment or Service is refused here, never left to fight in the clusters.
+        hold(session, "object", owned.values(), Holder("Application", tenant, change.name))
         return self._seal(change)
 
     def _seal(self, change: Change) -> dict[str, Any]:
@@ -369,6 +380,7 @@ class ApplicationRules(KindRules):
                     revisions.c.tenant == old.tenant, revisions.c.application == old.name
                 )
             )
+            release(session, Holder("Application", old.tenant, old.name))
             return
         if old is not None and old.spec == stored.spec:
             return

@@ -8,18 +8,30 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 from collections.abc import Iterable
 from functools import partial
 from typing import Any
 
 import structlog
+from lightkube.codecs import from_dict
+from lightkube.core.exceptions import ApiError
 from lightkube.resources.core_v1 import Node, Pod
+from lightkube.types import PatchType
 
-from wharf.clusters.model import capacity_of, node_matches, nodes_of
+from wharf.clusters.model import (
+    POOL_TAINTS_ANNOTATION,
+    capacity_of,
+    node_matches,
+    node_taints,
+    nodes_of,
+    pool_labels,
+    same_taints,
+    wharf_node_labels,
+)
 from wharf.clusters.service import ClusterRules
 from wharf.core.controller import Controller
 from wharf.core.resources import now, set_condition
-from wharf.kube.apply import ensure
 from wharf.kube.clients import server_version
 from wharf.kube.connections import ClusterConnections, fingerprint
 from wharf.kube.informer import ClusterWatches, Informer
@@ -55,11 +67,24 @@ class ClusterController:
             self.controller.queue.add(gone)
         return keys
 
-    def _load(self, name: str) -> tuple[StoredResource | None, list[StoredResource]]:
+    def _load(
+        self, name: str
+    ) -> tuple[StoredResource | None, list[tuple[StoredResource, set[str]]]]:
+        """The cluster, and its node pools with the tenants granted each (either side may
+        record the grant: the pool's spec.tenants or the tenant's spec.nodePools)."""
         with self.service.db.reader() as session:
             store = ResourceStore(session)
             pools = [p for p in store.query("NodePool") if p.spec.get("cluster") == name]
-            return store.get("Cluster", "", name), pools
+            tenants = store.query("Tenant")
+            granted = [
+                (
+                    p,
+                    set(p.spec.get("tenants", []))
+                    | {t.name for t in tenants if p.name in t.spec.get("nodePools", [])},
+                )
+                for p in pools
+            ]
+            return store.get("Cluster", "", name), granted
 
     async def _watch(self, name: str, kubeconfig: dict[str, Any]) -> tuple[Informer, Informer]:
         client = self.connections.client(name, kubeconfig)
@@ -125,21 +150,19 @@ class ClusterController:
             )
 
     async def _node_pools(
-        self, cluster: str, client: Any, pools: list[StoredResource], nodes: list[dict[str, Any]]
+        self,
+        cluster: str,
+        client: Any,
+        pools: list[tuple[StoredResource, set[str]]],
+        nodes: list[dict[str, Any]],
     ) -> None:
-        for pool in pools:
+        """Label and taint each pool's nodes from the watch cache; write only what differs."""
+        wanted: dict[str, tuple[dict[str, str], list[dict[str, Any]]]] = {}
+        for pool, tenants in pools:
             selector = pool.spec.get("nodeSelector", {})
             members = sorted(n["metadata"]["name"] for n in nodes if node_matches(n, selector))
-            taints = pool.spec.get("taints", [])
-            if taints:
-                for node in members:
-                    desired = {
-                        "apiVersion": "v1",
-                        "kind": "Node",
-                        "metadata": {"name": node},
-                        "spec": {"taints": taints},
-                    }
-                    await ensure(client, desired)
+            for node in members:
+                wanted.setdefault(node, (pool_labels(pool.name, tenants), pool.spec["taints"]))
             status = {
                 "nodes": len(members),
                 "nodeNames": members,
@@ -149,6 +172,48 @@ class ClusterController:
                 await asyncio.to_thread(
                     self.service.write_status, "NodePool", "", pool.name, partial(_same, status)
                 )
+        for node in nodes:
+            labels, taints = wanted.get(node["metadata"]["name"], ({}, []))
+            try:
+                await self._mark_node(client, node, labels, taints)
+            except ApiError as exc:
+                if exc.status.code != 409:  # changed meanwhile: the watch brings it back
+                    raise
+
+    async def _mark_node(
+        self, client: Any, node: dict[str, Any], labels: dict[str, str], taints: list[Any]
+    ) -> None:
+        meta = node["metadata"]
+        if wharf_node_labels(node) != labels:
+            applied = {
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {"name": meta["name"], "labels": labels},
+            }
+            await client.apply(from_dict(applied), field_manager="wharf", force=True)
+        before = [
+            tuple(k)
+            for k in json.loads((meta.get("annotations") or {}).get(POOL_TAINTS_ANNOTATION, "[]"))
+        ]
+        new = node_taints(node, before, taints)
+        if same_taints(new, node.get("spec", {}).get("taints") or []):
+            return
+        # Taints are one atomic list in the Node API: patch the whole list, guarded by the
+        # resourceVersion we computed it from, and remember which entries are ours.
+        patch = {
+            "metadata": {
+                "resourceVersion": meta["resourceVersion"],
+                "annotations": {
+                    POOL_TAINTS_ANNOTATION: json.dumps(
+                        sorted([t["key"], t.get("effect", "NoSchedule")] for t in taints)
+                    )
+                },
+            },
+            "spec": {"taints": new or None},
+        }
+        await client.patch(
+            Node, meta["name"], patch, patch_type=PatchType.MERGE, field_manager="wharf"
+        )
 
     async def stop(self) -> None:
         await self.watches.stop()

@@ -124,3 +124,58 @@ def nodes_of(nodes: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 def node_matches(node: dict[str, Any], selector: Mapping[str, str]) -> bool:
     labels = node.get("metadata", {}).get("labels", {}) or {}
     return all(labels.get(k) == v for k, v in selector.items())
+
+
+# Node pools in the nodes themselves: a pool's nodes say which pool they are in and which
+# tenants may run there; tenant namespaces select on the latter (PodNodeSelector).
+POOL_LABEL = "wharf.io/node-pool"
+POOL_TENANT_PREFIX = "tenants.wharf.io/"
+POOL_TAINTS_ANNOTATION = "wharf.io/taints"
+# Tolerations Kubernetes itself adds to pods (DefaultTolerationSeconds, DaemonSets); a tenant's
+# toleration whitelist always admits them.
+BASE_TOLERATIONS: list[dict[str, str]] = [
+    {"key": f"node.kubernetes.io/{key}", "operator": "Exists", "effect": effect}
+    for key, effect in (
+        ("not-ready", "NoExecute"),
+        ("unreachable", "NoExecute"),
+        ("disk-pressure", "NoSchedule"),
+        ("memory-pressure", "NoSchedule"),
+        ("pid-pressure", "NoSchedule"),
+        ("unschedulable", "NoSchedule"),
+        ("network-unavailable", "NoSchedule"),
+    )
+]
+
+
+def pool_tenant_label(tenant: str) -> str:
+    return f"{POOL_TENANT_PREFIX}{tenant}"
+
+
+def pool_labels(pool: str, tenants: Iterable[str]) -> dict[str, str]:
+    return {POOL_LABEL: pool, **{pool_tenant_label(t): "true" for t in sorted(tenants)}}
+
+
+def wharf_node_labels(node: dict[str, Any]) -> dict[str, str]:
+    labels = node.get("metadata", {}).get("labels") or {}
+    return {k: v for k, v in labels.items() if k == POOL_LABEL or k.startswith(POOL_TENANT_PREFIX)}
+
+
+def _taint_key(taint: Mapping[str, Any]) -> tuple[str, str]:
+    return (str(taint.get("key", "")), str(taint.get("effect", "")))
+
+
+def node_taints(
+    node: dict[str, Any], ours_before: Iterable[tuple[str, str]], ours: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The node's taints with Wharf's replaced and everyone else's (cordon, not-ready, …)
+    kept as they are: Wharf owns only the taints it put there."""
+    mine = set(ours_before) | {_taint_key(t) for t in ours}
+    others = [t for t in node.get("spec", {}).get("taints") or [] if _taint_key(t) not in mine]
+    return [*others, *({"value": "", **t} for t in ours)]
+
+
+def same_taints(a: Iterable[Mapping[str, Any]], b: Iterable[Mapping[str, Any]]) -> bool:
+    def norm(ts: Iterable[Mapping[str, Any]]) -> set[tuple[str, str, str]]:
+        return {(str(t.get("key")), str(t.get("value") or ""), str(t.get("effect"))) for t in ts}
+
+    return norm(a) == norm(b)

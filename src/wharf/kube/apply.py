@@ -9,6 +9,7 @@ Quantities compare by value, since the API server keeps its own canonical spelli
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from lightkube import AsyncClient
@@ -66,9 +67,33 @@ async def apply(client: AsyncClient, obj: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-async def ensure(client: AsyncClient, obj: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
-    """Apply `obj` unless the cluster already matches it; return (wrote, object as it is)."""
+class OwnedElsewhereError(Exception):
+    """The object exists but another owner's labels are on it (or none of Wharf's): Wharf
+    never adopts it, and reports the conflict instead."""
+
+
+def check_owner(current: dict[str, Any] | None, owner: Mapping[str, str]) -> None:
+    if current is None:
+        return
+    labels = (current.get("metadata") or {}).get("labels") or {}
+    if any(labels.get(k) != v for k, v in owner.items()):
+        meta = current.get("metadata") or {}
+        where = f" in namespace {meta['namespace']}" if meta.get("namespace") else ""
+        raise OwnedElsewhereError(
+            f"{current.get('kind', 'object')} {meta.get('name')}{where} already exists and "
+            "belongs to something else; Wharf does not take it over"
+        )
+
+
+async def ensure(
+    client: AsyncClient, obj: dict[str, Any], owner: Mapping[str, str] | None = None
+) -> tuple[bool, dict[str, Any]]:
+    """Apply `obj` unless the cluster already matches it; return (wrote, object as it is).
+
+    With `owner`, an existing object must carry those labels, or nothing is written."""
     current = await observe(client, obj)
+    if owner is not None:
+        check_owner(current, owner)
     if current is not None and contains(obj, current):
         return False, current
     return True, await apply(client, obj)

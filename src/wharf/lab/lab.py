@@ -305,8 +305,10 @@ class LabCluster:
                 f"--service-account-signing-key-file={pki / 'service-account.key'}",
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
+                # PodNodeSelector and PodTolerationRestriction keep tenants on their node
+                # pools (docs/security.md: what a cluster must provide).
                 "--enable-admission-plugins=NamespaceLifecycle,LimitRanger,ServiceAccount,"
-                "DefaultStorageClass,ResourceQuota",
+                "DefaultStorageClass,ResourceQuota,PodNodeSelector,PodTolerationRestriction",
                 f"--audit-policy-file={d / 'audit-policy.yaml'}",
                 f"--audit-log-path={self.audit_log}",
                 "--audit-log-maxsize=200",

@@ -119,3 +119,16 @@ revisions = Table(
     Column("reason", String(255), nullable=False, server_default=""),
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
+
+# Names that must be unique across the whole platform (a namespace name in every cluster, an
+# object an application renders): held by one resource, reserved in the transaction that writes it.
+claims = Table(
+    "claims",
+    metadata,
+    Column("register", String(32), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("holder_kind", String(64), nullable=False),
+    Column("holder_tenant", String(64), nullable=False),
+    Column("holder_name", String(128), nullable=False),
+    Index("ix_claims_holder", "holder_kind", "holder_tenant", "holder_name"),
+)

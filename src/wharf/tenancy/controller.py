@@ -12,8 +12,11 @@ labels, so nothing Wharf does not own is ever touched.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+import json
+import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from fractions import Fraction
 from functools import partial
 from typing import Any
 
@@ -23,26 +26,38 @@ from lightkube.resources.core_v1 import LimitRange, Namespace, ResourceQuota, Se
 from lightkube.resources.networking_v1 import NetworkPolicy
 from lightkube.resources.rbac_authorization_v1 import RoleBinding
 
+from wharf.clusters.model import BASE_TOLERATIONS, pool_tenant_label
 from wharf.clusters.service import ClusterRules
 from wharf.core.controller import Controller
 from wharf.core.quantity import format_resources, parse_quantity
 from wharf.core.resources import set_condition
-from wharf.identity.model import CLUSTER_ROLE_FOR
-from wharf.kube.apply import ensure, prune
+from wharf.kube.apply import OwnedElsewhereError, ensure, prune
 from wharf.kube.clients import is_unreachable
 from wharf.kube.connections import ClusterConnections, fingerprint
 from wharf.kube.informer import ClusterWatches, Informer
 from wharf.resources.service import ResourceService
 from wharf.store.resources import ResourceStore, StoredResource
+from wharf.tenancy.guard import (
+    CLUSTER_ROLE_FOR,
+    STORAGE_CLASSES_ANNOTATION,
+    SYSTEM_NAMESPACE,
+    cluster_baseline,
+    member_account,
+)
 from wharf.tenancy.model import (
+    DEFAULT_TOLERATIONS_ANNOTATION,
     ENV_LABEL,
     MANAGED_BY,
+    NAMESPACE_LABEL,
+    NODE_SELECTOR_ANNOTATION,
     PROJECT_LABEL,
     TENANT_LABEL,
+    TOLERATIONS_WHITELIST_ANNOTATION,
     ProjectSpec,
     amounts,
-    member_account,
+    namespace_hard,
     namespace_name,
+    pod_security_labels,
     split_project_quota,
     total,
 )
@@ -50,6 +65,7 @@ from wharf.tenancy.model import (
 log = structlog.get_logger("wharf.tenancy")
 Key = tuple[str, str]  # (tenant, project); (tenant, "") recounts the tenant's totals
 OWNED = {MANAGED_BY: "wharf"}
+BASELINE_EVERY = 60.0
 
 
 @dataclass(frozen=True)
@@ -61,28 +77,73 @@ class Desired:
     objects: list[dict[str, Any]]
     members: set[str]
 
+    @property
+    def accounts(self) -> set[str]:
+        return {o["metadata"]["name"] for o in self.objects if o["kind"] == "ServiceAccount"}
+
 
 def _labels(tenant: str, project: str, env: str) -> dict[str, str]:
     return {MANAGED_BY: "wharf", TENANT_LABEL: tenant, PROJECT_LABEL: project, ENV_LABEL: env}
 
 
+def _scheduling(tenant: str, pools: list[StoredResource]) -> dict[str, str]:
+    """Namespace annotations that keep a tenant's pods on its node pools (enforced by the
+    PodNodeSelector and PodTolerationRestriction admission plugins)."""
+    if not pools:
+        # A whitelist that is not empty admits no pool's taints (an empty one admits all).
+        return {TOLERATIONS_WHITELIST_ANNOTATION: json.dumps(BASE_TOLERATIONS)}
+    tolerations = [
+        {
+            "key": t["key"],
+            "operator": "Equal",
+            "value": t.get("value", ""),
+            "effect": t.get("effect", "NoSchedule"),
+        }
+        for pool in pools
+        for t in pool.spec.get("taints", [])
+    ]
+    return {
+        NODE_SELECTOR_ANNOTATION: f"{pool_tenant_label(tenant)}=true",
+        DEFAULT_TOLERATIONS_ANNOTATION: json.dumps(tolerations),
+        TOLERATIONS_WHITELIST_ANNOTATION: json.dumps([*BASE_TOLERATIONS, *tolerations]),
+    }
+
+
 def desired_namespace(
-    tenant: StoredResource, project: StoredResource, env: str, quota: dict[str, Any]
+    tenant: StoredResource,
+    project: StoredResource,
+    env: str,
+    quota: Mapping[str, Fraction],
+    pools: list[StoredResource] = (),  # type: ignore[assignment]
 ) -> Desired:
     ns = namespace_name(tenant.name, project.name, env)
     labels = _labels(tenant.name, project.name, env)
     meta = {"namespace": ns, "labels": labels}
-    defaults = ProjectSpec.model_validate(project.spec).containerDefaults
-    roles = {m["user"]: m["role"] for m in project.spec.get("members", [])}
+    spec = ProjectSpec.model_validate(project.spec)
+    defaults = spec.containerDefaults
+    roles: dict[str, str] = {m.user: m.role for m in spec.members}
     for admin in tenant.spec.get("admins", []):
         roles[admin] = "tenant-admin"
+    annotations = _scheduling(tenant.name, list(pools))
+    classes = tenant.spec.get("storageClasses", [])
+    if classes:
+        annotations[STORAGE_CLASSES_ANNOTATION] = ",".join(classes)
+    hard = namespace_hard(quota, amounts(tenant.spec.get("quota", {}), "spec.quota"))
     objects: list[dict[str, Any]] = [
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": labels}},
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {
+                "name": ns,
+                "labels": {**labels, **pod_security_labels(spec.pod_security(env))},
+                "annotations": annotations,
+            },
+        },
         {
             "apiVersion": "v1",
             "kind": "ResourceQuota",
             "metadata": {"name": "wharf-quota", **meta},
-            "spec": {"hard": format_resources(quota)},
+            "spec": {"hard": format_resources(hard)},
         },
         {
             "apiVersion": "v1",
@@ -112,23 +173,34 @@ def desired_namespace(
         },
     ]
     for user, role in sorted(roles.items()):
-        account = member_account(user)
+        # The identity lives in wharf-system, out of reach of every tenant role: nobody in the
+        # namespace can mint its token, impersonate it or run a pod as it.
+        account = member_account(user, ns)
         objects.append(
-            {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": account, **meta}}
+            {
+                "apiVersion": "v1",
+                "kind": "ServiceAccount",
+                "metadata": {
+                    "name": account,
+                    "namespace": SYSTEM_NAMESPACE,
+                    "labels": {**labels, NAMESPACE_LABEL: ns},
+                },
+            }
         )
         objects.append(
             {
                 "apiVersion": "rbac.authorization.k8s.io/v1",
                 "kind": "RoleBinding",
-                "metadata": {"name": f"wharf-{user}-{role}", **meta},
+                "metadata": {"name": f"wharf.{role}.{user}", **meta},
                 "roleRef": {
                     "apiGroup": "rbac.authorization.k8s.io",
                     "kind": "ClusterRole",
                     "name": CLUSTER_ROLE_FOR[role],
                 },
+                # Only identities Wharf issues: a cluster user named like a Wharf user gets
+                # nothing from this binding.
                 "subjects": [
-                    {"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": user},
-                    {"kind": "ServiceAccount", "name": account, "namespace": ns},
+                    {"kind": "ServiceAccount", "name": account, "namespace": SYSTEM_NAMESPACE}
                 ],
             }
         )
@@ -149,6 +221,7 @@ class PlacementController:
         self.watches = ClusterWatches()
         self.controller = Controller("placement", self.reconcile, self.list_keys, resync=resync)
         self.writes = 0  # API writes made, for metrics and tests
+        self._baseline_checked: dict[tuple[str, int], float] = {}
 
     # -- what to reconcile ------------------------------------------------------------------
     def _ready_clusters(self) -> list[StoredResource]:
@@ -206,19 +279,31 @@ class PlacementController:
     # -- reconcile --------------------------------------------------------------------------
     def _load(
         self, key: Key
-    ) -> tuple[StoredResource | None, StoredResource | None, dict[str, StoredResource]]:
+    ) -> tuple[
+        StoredResource | None,
+        StoredResource | None,
+        dict[str, StoredResource],
+        dict[str, list[StoredResource]],
+    ]:
         with self.service.db.reader() as session:
             store = ResourceStore(session)
             project = store.get("Project", key[0], key[1])
             tenant = store.get("Tenant", "", key[0])
             clusters = {c.name: c for c in store.query("Cluster")}
-            return project, tenant, clusters
+            pools: dict[str, list[StoredResource]] = {}
+            for pool in store.query("NodePool"):
+                granted = key[0] in pool.spec.get("tenants", []) or (
+                    tenant is not None and pool.name in tenant.spec.get("nodePools", [])
+                )
+                if granted:
+                    pools.setdefault(pool.spec["cluster"], []).append(pool)
+            return project, tenant, clusters, pools
 
     async def reconcile(self, key: Key) -> None:
         if not key[1]:
             await asyncio.to_thread(self._tenant_status, key[0])
             return
-        project, tenant, clusters = await asyncio.to_thread(self._load, key)
+        project, tenant, clusters, pools = await asyncio.to_thread(self._load, key)
         wanted: dict[str, list[Desired]] = {}
         if project is not None and tenant is not None:
             spec = ProjectSpec.model_validate(project.spec)
@@ -227,7 +312,7 @@ class PlacementController:
             )
             for (env, cluster), quota in shares.items():
                 wanted.setdefault(cluster, []).append(
-                    desired_namespace(tenant, project, env, quota)
+                    desired_namespace(tenant, project, env, quota, pools.get(cluster, []))
                 )
         # Every cluster that may hold this project's namespaces: wanted now, or known before.
         placed_before = {
@@ -253,6 +338,17 @@ class PlacementController:
             # for many (the queue folds repeated keys into one).
             self.controller.queue.add((key[0], ""))
 
+    async def _baseline(self, cluster: str, client: AsyncClient) -> None:
+        """Wharf's roles, admission policy and system namespace, checked once a minute (and
+        at once when the cluster's credentials change: a new client is a new key)."""
+        memo = (cluster, id(client))
+        if time.monotonic() - self._baseline_checked.get(memo, -BASELINE_EVERY) < BASELINE_EVERY:
+            return
+        for obj in cluster_baseline():
+            wrote, _ = await ensure(client, obj, owner=OWNED)
+            self.writes += int(wrote)
+        self._baseline_checked[memo] = time.monotonic()
+
     async def _reconcile_cluster(
         self, key: Key, cluster: StoredResource | None, desired: list[Desired]
     ) -> list[dict[str, Any]]:
@@ -275,24 +371,28 @@ class PlacementController:
         try:
             client = self.connections.client(cluster.name, self.clusters.kubeconfig(cluster))
             await self._watch(cluster)
+            await self._baseline(cluster.name, client)
             out = []
             for d in desired:
-                quota = await self._apply_namespace(client, d)
+                try:
+                    quota = await self._apply_namespace(client, d)
+                except OwnedElsewhereError as exc:
+                    log.warning("placement conflict", cluster=cluster.name, error=str(exc))
+                    out.append(placement(d, "Conflict", str(exc)))
+                    continue
                 status = quota.get("status", {})
                 out.append(
                     placement(d, "Ready", hard=status.get("hard", {}), used=status.get("used", {}))
                 )
+            owner = {**OWNED, TENANT_LABEL: key[0], PROJECT_LABEL: key[1]}
             keep = {d.namespace for d in desired}
-            removed = await prune(
-                client,
-                Namespace,
-                None,
-                {**OWNED, TENANT_LABEL: key[0], PROJECT_LABEL: key[1]},
-                keep,
-            )
+            removed = await prune(client, Namespace, None, owner, keep)
+            # Members' identities of namespaces that are gone (or no longer theirs) go too.
+            accounts = set().union(*(d.accounts for d in desired))
+            removed += await prune(client, ServiceAccount, SYSTEM_NAMESPACE, owner, accounts)
             self.writes += len(removed)
             if removed:
-                log.info("pruned namespaces", cluster=cluster.name, namespaces=removed)
+                log.info("pruned", cluster=cluster.name, objects=removed)
             return out
         except Exception as exc:
             message = f"{type(exc).__name__}: {exc}"[:300]
@@ -302,15 +402,21 @@ class PlacementController:
 
     async def _apply_namespace(self, client: AsyncClient, d: Desired) -> dict[str, Any]:
         quota: dict[str, Any] = {}
+        owner = {
+            k: v
+            for k, v in d.objects[0]["metadata"]["labels"].items()
+            if k in (MANAGED_BY, TENANT_LABEL, PROJECT_LABEL, ENV_LABEL)
+        }
         for obj in d.objects:
-            wrote, current = await ensure(client, obj)
+            # Never adopt: an object of this name that carries another owner's labels (or
+            # none of Wharf's) stops the placement with a Conflict instead.
+            wrote, current = await ensure(client, obj, owner=owner)
             self.writes += int(wrote)
             if obj["kind"] == "ResourceQuota":
                 quota = current
-        for resource in (RoleBinding, ServiceAccount):
-            keep = {o["metadata"]["name"] for o in d.objects if o["kind"] == resource.__name__}
-            removed = await prune(client, resource, d.namespace, OWNED, keep)
-            self.writes += len(removed)
+        keep = {o["metadata"]["name"] for o in d.objects if o["kind"] == "RoleBinding"}
+        removed = await prune(client, RoleBinding, d.namespace, OWNED, keep)
+        self.writes += len(removed)
         return quota
 
     def _tenant_status(self, tenant: str) -> None:
@@ -345,10 +451,23 @@ def _project_status(
     used = total({k: parse_quantity(v) for k, v in p.get("used", {}).items()} for p in placements)
     bad = [p for p in placements if p["state"] != "Ready"]
     conditions = stored.status.get("conditions", [])
+    conflicts = [p for p in placements if p["state"] == "Conflict"]
+    conditions = set_condition(
+        conditions,
+        "Conflict",
+        "True" if conflicts else "False",
+        "OwnedElsewhere" if conflicts else "NoConflict",
+        "; ".join(f"{p['cluster']}/{p['environment']}: {p['message']}" for p in conflicts),
+        generation,
+    )
     if bad:
         message = "; ".join(f"{p['cluster']}/{p['environment']}: {p['message']}" for p in bad)
         reason = (
-            "ClusterUnreachable" if any(p["state"] == "Unreachable" for p in bad) else "ApplyFailed"
+            "Conflict"
+            if conflicts
+            else "ClusterUnreachable"
+            if any(p["state"] == "Unreachable" for p in bad)
+            else "ApplyFailed"
         )
         conditions = set_condition(conditions, "Ready", "False", reason, message, generation)
     else:

@@ -1,10 +1,10 @@
 """`wharf kubeconfig --project P --env E`: a kubeconfig that reaches only that project's
 namespaces of one environment, in every cluster the environment is placed on.
 
-It authenticates as the member's ServiceAccount in each namespace (which the placement
-controller binds to the member's role there) with a short-lived token from the TokenRequest
-API, so nothing long-lived leaves the platform and a revoked member's access ends with
-the RoleBinding.
+It authenticates as the member's ServiceAccount for that namespace, which lives in
+`wharf-system` where no tenant role reaches (the placement controller binds it to the member's
+role in the namespace), with a short-lived token from the TokenRequest API, so nothing
+long-lived leaves the platform and a revoked member's access ends with the ServiceAccount.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from wharf.kube.connections import ClusterConnections
 from wharf.resources.service import ResourceService
 from wharf.store.audit import AuditEvent, record
 from wharf.store.resources import ResourceStore, StoredResource
-from wharf.tenancy.model import member_account, namespace_name
+from wharf.tenancy.guard import SYSTEM_NAMESPACE, member_account
+from wharf.tenancy.model import namespace_name
 
 MAX_TTL = 24 * 3600
 
@@ -80,12 +81,13 @@ async def issue_kubeconfig(
         context = {c["name"]: c["context"] for c in admin["contexts"]}[admin["current-context"]]
         server = {c["name"]: c["cluster"] for c in admin["clusters"]}[context["cluster"]]
         client = connections.client(cluster.name, admin)
+        account = member_account(user, namespace)
         request = ServiceAccount.Token(
-            metadata=ObjectMeta(name=member_account(user), namespace=namespace),
+            metadata=ObjectMeta(name=account, namespace=SYSTEM_NAMESPACE),
             spec=TokenRequestSpec(audiences=[], expirationSeconds=ttl),
         )
         try:
-            answer = await client.create(request, name=member_account(user), namespace=namespace)
+            answer = await client.create(request, name=account, namespace=SYSTEM_NAMESPACE)
         except ApiError as exc:
             if exc.status.code == 404:
                 raise ConflictError(

@@ -28,9 +28,19 @@ MANAGED_BY = "app.kubernetes.io/managed-by"
 TENANT_LABEL = "wharf.io/tenant"
 PROJECT_LABEL = "wharf.io/project"
 ENV_LABEL = "wharf.io/env"
+NAMESPACE_LABEL = "wharf.io/namespace"
 TENANT_NAME_MAX = 20
 PROJECT_NAME_MAX = 24
 ENV_NAME_MAX = 12
+# Tenant names that would make namespaces look like the system's or Wharf's own.
+RESERVED_TENANT_PREFIXES = ("kube", "wharf", "openshift", "default", "system")
+PodSecurityLevel = Literal["baseline", "restricted", "privileged"]
+POD_SECURITY_LABEL = "pod-security.kubernetes.io"
+NODE_SELECTOR_ANNOTATION = "scheduler.alpha.kubernetes.io/node-selector"
+DEFAULT_TOLERATIONS_ANNOTATION = "scheduler.alpha.kubernetes.io/defaultTolerations"
+TOLERATIONS_WHITELIST_ANNOTATION = "scheduler.alpha.kubernetes.io/tolerationsWhitelist"
+# Exposure on the nodes' addresses: never open unless the project's quota grants it.
+CLOSED_UNLESS_GRANTED = ("services.nodeports", "services.loadbalancers")
 
 _STANDARD = {
     "cpu",
@@ -124,6 +134,11 @@ class Environment(Spec):
     name: str
     clusters: list[str] = Field(min_length=1)
     quota: dict[str, str] = Field(default_factory=dict, description="This environment's share")
+    podSecurity: PodSecurityLevel | None = Field(
+        default=None,
+        description="Pod Security Standard enforced in this environment's namespaces "
+        "(default: the project's); privileged only by a platform admin",
+    )
 
     @field_validator("name")
     @classmethod
@@ -173,6 +188,17 @@ class ProjectSpec(Spec):
     environments: list[Environment] = Field(default_factory=list)
     containerDefaults: ContainerDefaults = Field(default_factory=ContainerDefaults)
     delivery: DeliveryPolicy = Field(default_factory=DeliveryPolicy)
+    podSecurity: PodSecurityLevel = Field(
+        default="baseline",
+        description="Pod Security Standard enforced in the project's namespaces: baseline, "
+        "restricted, or privileged (only a platform admin may set privileged)",
+    )
+
+    def pod_security(self, env: str) -> PodSecurityLevel:
+        for e in self.environments:
+            if e.name == env and e.podSecurity is not None:
+                return e.podSecurity
+        return self.podSecurity
 
     @field_validator("environments")
     @classmethod
@@ -202,12 +228,40 @@ PROJECT = Kind(
 
 
 def namespace_name(tenant: str, project: str, env: str) -> str:
+    """Readable, and unambiguous because each name is claimed by one project (store.claims)."""
     return f"{tenant}-{project}-{env}"
 
 
-def member_account(user: str) -> str:
-    """The ServiceAccount a member's issued kubeconfigs authenticate as."""
-    return f"wharf-{user}"
+def check_tenant_name(name: str) -> None:
+    if name.startswith(RESERVED_TENANT_PREFIXES):
+        raise InvalidError(
+            f"metadata.name: tenant names may not start with "
+            f"{', '.join(RESERVED_TENANT_PREFIXES)} (their namespaces would look like the "
+            "system's)",
+            field="metadata.name",
+        )
+
+
+def pod_security_labels(level: PodSecurityLevel) -> dict[str, str]:
+    """Enforce the chosen standard; audit and warn against restricted, so teams see the way."""
+    return {
+        f"{POD_SECURITY_LABEL}/enforce": level,
+        f"{POD_SECURITY_LABEL}/enforce-version": "latest",
+        f"{POD_SECURITY_LABEL}/audit": "restricted",
+        f"{POD_SECURITY_LABEL}/audit-version": "latest",
+        f"{POD_SECURITY_LABEL}/warn": "restricted",
+        f"{POD_SECURITY_LABEL}/warn-version": "latest",
+    }
+
+
+def namespace_hard(
+    share: Mapping[str, Fraction], tenant_quota: Mapping[str, Fraction]
+) -> dict[str, Fraction]:
+    """A namespace's ResourceQuota: its share, and zero of whatever the tenant limits (or what
+    exposes nodes) that the project was not given, so nothing a parent limits is unlimited."""
+    hard = dict.fromkeys((*tenant_quota, *CLOSED_UNLESS_GRANTED), Fraction(0))
+    hard.update(share)
+    return hard
 
 
 def _fmt(resource: str, value: Fraction) -> str:

@@ -14,6 +14,7 @@ from wharf.core.resources import check_name
 from wharf.identity import service as identity
 from wharf.identity.model import Action, Principal
 from wharf.resources.service import Change, KindRules, Verdict
+from wharf.store.claims import Holder, Wanted, hold, release
 from wharf.store.resources import ResourceStore, Scopes, StoredResource
 from wharf.tenancy.model import (
     PROJECT,
@@ -24,7 +25,9 @@ from wharf.tenancy.model import (
     amounts,
     canonical,
     check_not_below,
+    check_tenant_name,
     check_within,
+    namespace_name,
     split_project_quota,
     total,
 )
@@ -83,6 +86,8 @@ class TenantRules(KindRules):
 
     def validate(self, change: Change) -> dict[str, Any]:
         check_name(change.name, max_length=TENANT_NAME_MAX)
+        if change.old is None:
+            check_tenant_name(change.name)
         session, spec = change.session, change.spec
         store = ResourceStore(session)
         for i, cluster in enumerate(spec.get("clusters", [])):
@@ -179,9 +184,12 @@ class ProjectRules(KindRules):
         check_name(change.name, max_length=PROJECT_NAME_MAX)
         session, spec, p = change.session, change.spec, change.principal
         store = ResourceStore(session)
-        tenant = store.get("Tenant", "", change.tenant)
+        # The tenant's row is locked, so concurrent project writes in one tenant take turns
+        # and the sum of their quotas is checked against what the others really hold.
+        tenant = store.get("Tenant", "", change.tenant, lock=True)
         if tenant is None:
             raise NotFoundError(f"tenant {change.tenant!r} not found")
+        _check_pod_security(change)
         old_quota = (change.old.spec.get("quota") if change.old else None) or {}
         quota_changes = change.old is None or spec.get("quota", {}) != old_quota
         if quota_changes and not p.is_tenant_admin(change.tenant):
@@ -222,7 +230,21 @@ class ProjectRules(KindRules):
                 "its current usage",
                 "spec.quota",
             )
-        split_project_quota(asked, ProjectSpec.model_validate(spec).environments)
+        environments = ProjectSpec.model_validate(spec).environments
+        split_project_quota(asked, environments)
+        hold(
+            session,
+            "namespace",
+            [
+                Wanted(
+                    namespace_name(change.tenant, change.name, e.name),
+                    f"namespace {namespace_name(change.tenant, change.name, e.name)}",
+                    f"spec.environments[{i}].name",
+                )
+                for i, e in enumerate(environments)
+            ],
+            Holder("Project", change.tenant, change.name),
+        )
         return spec
 
     def after_write(
@@ -235,9 +257,32 @@ class ProjectRules(KindRules):
         if stored is None:
             assert old is not None
             identity.remove_scope(session, old.tenant, old.name)
+            release(session, Holder("Project", old.tenant, old.name))
             return
         members = [(m["user"], m["role"]) for m in stored.spec.get("members", [])]
         identity.replace_members(session, stored.tenant, stored.name, members)
+
+
+def _pod_security_levels(spec: dict[str, Any]) -> dict[str, str]:
+    """Where a spec asks for which standard: {field path: level}."""
+    levels = {"spec.podSecurity": spec.get("podSecurity", "baseline")}
+    for i, env in enumerate(spec.get("environments", [])):
+        if env.get("podSecurity"):
+            levels[f"spec.environments[{i}].podSecurity"] = env["podSecurity"]
+    return levels
+
+
+def _check_pod_security(change: Change) -> None:
+    """Only a platform admin may newly ask for privileged pods; others keep what they have."""
+    if change.principal.can("write"):
+        return
+    before = set(_pod_security_levels(change.old.spec).values()) if change.old else set()
+    for where, level in _pod_security_levels(change.spec).items():
+        if level == "privileged" and "privileged" not in before:
+            raise ForbiddenError(
+                f"{where}: only a platform admin may allow privileged pods",
+                field=where,
+            )
 
 
 def tenant_usage(session: Session, tenant: str) -> dict[str, Any]:

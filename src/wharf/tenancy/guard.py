@@ -1,0 +1,256 @@
+"""What Wharf puts into every cluster so that tenants stay apart inside it, as pure data.
+
+- `wharf-system`: a namespace only cluster admins reach. The ServiceAccounts that members'
+  kubeconfigs authenticate as live here, one per (member, project namespace), so no tenant role
+  can mint a token for, impersonate or run a pod as them.
+- Wharf's own ClusterRoles for the project roles. They are written out rule by rule rather than
+  aggregated from `admin`/`edit`, which carry what a tenant must not have: RoleBindings,
+  NetworkPolicies, ServiceAccount tokens, impersonation, changing quotas and limits.
+- A ValidatingAdmissionPolicy for tenant namespaces (those labelled with a tenant): no Service
+  externalIPs, no host ports, no PVC naming a PersistentVolume, only the tenant's storage classes.
+  Pod Security Admission labels on each namespace do the rest of the Pod Security Standards.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from wharf.tenancy.model import MANAGED_BY, TENANT_LABEL
+
+SYSTEM_NAMESPACE = "wharf-system"
+STORAGE_CLASSES_ANNOTATION = "wharf.io/storage-classes"
+POLICY_NAME = "wharf-tenant-guard"
+OWNED = {MANAGED_BY: "wharf"}
+
+# Project role -> Wharf's ClusterRole in the project's namespaces.
+CLUSTER_ROLE_FOR: dict[str, str] = {
+    "tenant-admin": "wharf:tenant-admin",
+    "project-admin": "wharf:project-admin",
+    "developer": "wharf:developer",
+    "viewer": "wharf:viewer",
+}
+
+READ = ["get", "list", "watch"]
+WRITE = ["create", "update", "patch", "delete", "deletecollection"]
+
+# What members see in their namespaces (not Secrets: a viewer reads no credentials).
+_VISIBLE: list[tuple[str, list[str]]] = [
+    (
+        "",
+        [
+            "pods",
+            "pods/log",
+            "pods/status",
+            "services",
+            "services/status",
+            "endpoints",
+            "configmaps",
+            "persistentvolumeclaims",
+            "persistentvolumeclaims/status",
+            "events",
+            "resourcequotas",
+            "resourcequotas/status",
+            "limitranges",
+            "serviceaccounts",
+            "replicationcontrollers",
+        ],
+    ),
+    (
+        "apps",
+        [
+            "deployments",
+            "deployments/status",
+            "deployments/scale",
+            "statefulsets",
+            "statefulsets/status",
+            "statefulsets/scale",
+            "daemonsets",
+            "replicasets",
+            "replicasets/scale",
+        ],
+    ),
+    ("batch", ["jobs", "jobs/status", "cronjobs", "cronjobs/status"]),
+    ("autoscaling", ["horizontalpodautoscalers", "horizontalpodautoscalers/status"]),
+    ("policy", ["poddisruptionbudgets", "poddisruptionbudgets/status"]),
+    ("networking.k8s.io", ["ingresses", "ingresses/status", "networkpolicies"]),
+    ("discovery.k8s.io", ["endpointslices"]),
+    ("events.k8s.io", ["events"]),
+    ("metrics.k8s.io", ["pods"]),
+]
+# What developers and admins change. Absent on purpose: roles, rolebindings, networkpolicies,
+# resourcequotas, limitranges, serviceaccounts (and their tokens), namespaces, impersonation.
+_CHANGEABLE: list[tuple[str, list[str]]] = [
+    (
+        "",
+        [
+            "pods",
+            "services",
+            "configmaps",
+            "secrets",
+            "persistentvolumeclaims",
+            "replicationcontrollers",
+        ],
+    ),
+    (
+        "apps",
+        [
+            "deployments",
+            "deployments/scale",
+            "statefulsets",
+            "statefulsets/scale",
+            "daemonsets",
+            "replicasets",
+            "replicasets/scale",
+        ],
+    ),
+    ("batch", ["jobs", "cronjobs"]),
+    ("autoscaling", ["horizontalpodautoscalers"]),
+    ("policy", ["poddisruptionbudgets"]),
+    ("networking.k8s.io", ["ingresses"]),
+]
+_INTERACTIVE = ["pods/exec", "pods/attach", "pods/portforward", "pods/eviction"]
+
+
+def _rules(groups: list[tuple[str, list[str]]], verbs: list[str]) -> list[dict[str, Any]]:
+    return [{"apiGroups": [g], "resources": sorted(r), "verbs": verbs} for g, r in groups]
+
+
+def _cluster_role(name: str, rules: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": name, "labels": OWNED},
+        "rules": rules,
+    }
+
+
+def cluster_roles() -> list[dict[str, Any]]:
+    viewer = _rules(_VISIBLE, READ)
+    developer = [
+        *viewer,
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": READ},
+        *_rules(_CHANGEABLE, WRITE),
+        {"apiGroups": [""], "resources": _INTERACTIVE, "verbs": ["create", "get"]},
+    ]
+    admin = [
+        *developer,
+        # Admins see who is bound in their namespaces; Wharf alone changes it.
+        {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["rolebindings"], "verbs": READ},
+    ]
+    return [
+        _cluster_role(CLUSTER_ROLE_FOR["viewer"], viewer),
+        _cluster_role(CLUSTER_ROLE_FOR["developer"], developer),
+        _cluster_role(CLUSTER_ROLE_FOR["project-admin"], admin),
+        _cluster_role(CLUSTER_ROLE_FOR["tenant-admin"], admin),
+    ]
+
+
+def _containers(field: str) -> str:
+    return (
+        f"(!has(object.spec.{field}) || object.spec.{field}.all(c, !has(c.ports) || "
+        "c.ports.all(p, !has(p.hostPort) || p.hostPort == 0)))"
+    )
+
+
+_ANNOTATIONS = "namespaceObject.metadata.annotations"
+_VALIDATIONS: list[dict[str, str]] = [
+    {
+        "expression": "request.kind.kind != 'Service' || !has(object.spec.externalIPs) || "
+        "size(object.spec.externalIPs) == 0",
+        "message": "spec.externalIPs: Services of tenant namespaces may not claim external IPs",
+        "reason": "Forbidden",
+    },
+    {
+        "expression": "request.kind.kind != 'Pod' || ("
+        + " && ".join(_containers(f) for f in ("containers", "initContainers"))
+        + ")",
+        "message": "spec.containers[].ports[].hostPort: pods of tenant namespaces may not use "
+        "host ports",
+        "reason": "Forbidden",
+    },
+    {
+        "expression": "request.kind.kind != 'PersistentVolumeClaim' || "
+        "!has(object.spec.volumeName) || object.spec.volumeName == ''",
+        "message": "spec.volumeName: a claim of a tenant namespace may not name a "
+        "PersistentVolume; ask for a storage class instead",
+        "reason": "Forbidden",
+    },
+    {
+        "expression": "request.kind.kind != 'PersistentVolumeClaim' || "
+        "(has(object.spec.storageClassName) && object.spec.storageClassName != '')",
+        "message": "spec.storageClassName: name one of the tenant's storage classes "
+        "(a claim without a class could bind a volume of another tenant)",
+        "reason": "Forbidden",
+    },
+    {
+        "expression": "request.kind.kind != 'PersistentVolumeClaim' || "
+        f"!has({_ANNOTATIONS}) || !('{STORAGE_CLASSES_ANNOTATION}' in {_ANNOTATIONS}) || "
+        f"object.spec.storageClassName in "
+        f"{_ANNOTATIONS}['{STORAGE_CLASSES_ANNOTATION}'].split(',')",
+        "messageExpression": "'spec.storageClassName: ' + object.spec.storageClassName + "
+        "' is not granted to this tenant (it may use: ' + "
+        f"{_ANNOTATIONS}['{STORAGE_CLASSES_ANNOTATION}'] + ')'",
+        "reason": "Forbidden",
+    },
+]
+
+
+def admission_policy() -> list[dict[str, Any]]:
+    policy = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": POLICY_NAME, "labels": OWNED},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {
+                "resourceRules": [
+                    {
+                        "apiGroups": [""],
+                        "apiVersions": ["v1"],
+                        "operations": ["CREATE", "UPDATE"],
+                        "resources": ["services", "pods"],
+                    },
+                    {
+                        "apiGroups": [""],
+                        "apiVersions": ["v1"],
+                        "operations": ["CREATE"],
+                        "resources": ["persistentvolumeclaims"],
+                    },
+                ]
+            },
+            "validations": _VALIDATIONS,
+        },
+    }
+    binding = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": POLICY_NAME, "labels": OWNED},
+        "spec": {
+            "policyName": POLICY_NAME,
+            "validationActions": ["Deny"],
+            "matchResources": {
+                "namespaceSelector": {
+                    "matchExpressions": [{"key": TENANT_LABEL, "operator": "Exists"}]
+                }
+            },
+        },
+    }
+    return [policy, binding]
+
+
+def cluster_baseline() -> list[dict[str, Any]]:
+    """Every cluster-wide object the guarantees above need, in the order they are applied."""
+    namespace = {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {
+            "name": SYSTEM_NAMESPACE,
+            "labels": {**OWNED, "pod-security.kubernetes.io/enforce": "restricted"},
+        },
+    }
+    return [namespace, *cluster_roles(), *admission_policy()]
+
+
+def member_account(user: str, namespace: str) -> str:
+    """The ServiceAccount (in wharf-system) a member's kubeconfig for one namespace uses."""
+    return f"{user}.{namespace}"
