@@ -61,9 +61,10 @@ def test_a_project_on_two_clusters_gets_its_namespaces(wharf: Wharf, kubectl):
             b["metadata"]["name"]: (b["roleRef"]["name"], [s["name"] for s in b["subjects"]])
             for b in kubectl_json(kubectl, cluster, "-n", ns, "rolebindings")["items"]
         }
+        # Members' identities live in wharf-system, one per member and namespace.
         assert bindings == {
-            f"wharf-{alice.user}-tenant-admin": ("admin", [alice.user, f"wharf-{alice.user}"]),
-            f"wharf-{bob.user}-developer": ("edit", [bob.user, f"wharf-{bob.user}"]),
+            f"wharf.tenant-admin.{alice.user}": ("wharf:tenant-admin", [f"{alice.user}.{ns}"]),
+            f"wharf.developer.{bob.user}": ("wharf:developer", [f"{bob.user}.{ns}"]),
         }
 
     # The cluster itself enforces the quota: its 1500m of CPU does not fit a pod asking for 2.
@@ -107,16 +108,18 @@ def test_revoking_a_member_removes_the_role_binding(wharf: Wharf, kubectl):
             b["metadata"]["name"]
             for b in kubectl_json(kubectl, cluster, "-n", ns, "rolebindings")["items"]
         ]
-        assert names == [f"wharf-{bob.user}-viewer"]
+        assert names == [f"wharf.viewer.{bob.user}"]
     wharf.project(tenant, "api", {"cpu": "2", "memory": "2Gi"}, members=[])
     wharf.wait_placed(tenant, "api")
     for cluster in wharf.lab.clusters():
         assert kubectl_json(kubectl, cluster, "-n", ns, "rolebindings")["items"] == []
         accounts = [
             a["metadata"]["name"]
-            for a in kubectl_json(kubectl, cluster, "-n", ns, "serviceaccounts")["items"]
+            for a in kubectl_json(kubectl, cluster, "-n", "wharf-system", "serviceaccounts")[
+                "items"
+            ]
         ]
-        assert f"wharf-{bob.user}" not in accounts
+        assert f"{bob.user}.{ns}" not in accounts
 
 
 def test_drift_is_reverted_and_a_no_op_reconcile_writes_nothing(wharf: Wharf, kubectl):

@@ -95,7 +95,7 @@ def test_an_unreachable_cluster_is_reported_and_caught_up_with(wharf: Wharf, edg
                     ns,
                     "get",
                     "rolebinding",
-                    f"wharf-{member.user}-developer",
+                    f"wharf.developer.{member.user}",
                     check=False,
                 ).returncode
                 == 0
@@ -107,7 +107,7 @@ def test_an_unreachable_cluster_is_reported_and_caught_up_with(wharf: Wharf, edg
     # Back again: the controller catches up without anyone asking.
     wharf.wait_placed(tenant, "site")
     binding = kubectl(
-        edge, "-n", ns, "get", "rolebinding", f"wharf-{member.user}-developer", check=False
+        edge, "-n", ns, "get", "rolebinding", f"wharf.developer.{member.user}", check=False
     )
     assert binding.returncode == 0, binding.stderr
 

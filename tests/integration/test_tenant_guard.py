@@ -362,7 +362,7 @@ def test_a_cluster_user_named_like_a_wharf_user_gets_nothing(wharf: Wharf, kubec
 def test_node_pools_and_storage_classes_hold_in_the_cluster(wharf: Wharf, kubectl, attack):
     a, b, _ta, dev, paths = attack
     lab1 = wharf.lab.clusters()[0]
-    node = f"{lab1.name}-node-0"
+    node = f"{lab1.name}-node-1"
     pool = f"p{a}"
     wharf.admin.ok(
         "PUT",

@@ -416,6 +416,9 @@ class PlacementController:
                 quota = current
         keep = {o["metadata"]["name"] for o in d.objects if o["kind"] == "RoleBinding"}
         removed = await prune(client, RoleBinding, d.namespace, OWNED, keep)
+        # No identity of Wharf's lives in a project namespace any more (older versions put
+        # members' ServiceAccounts there, where the namespace's developers could use them).
+        removed += await prune(client, ServiceAccount, d.namespace, OWNED, set())
         self.writes += len(removed)
         return quota
 
