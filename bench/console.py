@@ -105,7 +105,7 @@ def _project(tenant: str, name: str, i: int) -> tuple[dict[str, Any], dict[str, 
                 {
                     "environment": env["name"],
                     "cluster": cluster,
-                    "namespace": f"{tenant}-{name}-{env['name']}",
+                    "namespace": f"{tenant}--{name}-{env['name']}",
                     "state": "Ready",
                     "message": "",
                     "hard": {"requests.cpu": "2", "requests.memory": "4Gi", "pods": "20"},

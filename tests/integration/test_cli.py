@@ -131,7 +131,7 @@ def test_a_kubectl_user_drives_the_platform_from_the_cli(server, lab, tmp_path):
     )
     assert issued.returncode == 0, issued.stderr
     contexts = yaml.safe_load(config.read_text())["contexts"]
-    assert [c["context"]["namespace"] for c in contexts] == ["retail-checkout-dev"] * 2
+    assert [c["context"]["namespace"] for c in contexts] == ["retail--checkout-dev"] * 2
     token = wharf(dana_env, "token", "create", "ci", "--expires", "1d", "--read-only")
     assert token.stdout.startswith("wharf_")
     assert "ci" in wharf(dana_env, "token", "list").stdout

@@ -26,51 +26,67 @@ def _app(tenant: str, name: str, workload: str, project: str = "x") -> dict:
     }
 
 
-def test_two_tenants_cannot_be_given_one_namespace(wharf: Wharf, kubectl):
+def test_names_that_would_collide_across_tenants_get_distinct_namespaces(wharf: Wharf, kubectl):
     first = f"c{uuid.uuid4().hex[:6]}"
     second = f"{first}-lab"
     a_admin, b_admin = wharf.user(), wharf.user()
     wharf.tenant({"cpu": "2", "memory": "2Gi"}, admins=[a_admin.user], name=first)
     wharf.tenant({"cpu": "2", "memory": "2Gi"}, admins=[b_admin.user], name=second)
+    # acme + lab-x and acme-lab + x: the tenant is set off by "--", which no tenant name holds.
     wharf.project(first, "lab-x", {"cpu": "1", "memory": "1Gi"}, api=a_admin)
-    # acme + labs-x and acme-labs + x would both be acme-labs-x-dev.
-    body = {
-        "kind": "Project",
-        "metadata": {"name": "x"},
-        "spec": {
-            "quota": {"cpu": "1", "memory": "1Gi"},
-            "environments": [{"name": "dev", "clusters": ["lab1", "lab2"]}],
-        },
-    }
-    answer = b_admin.put(f"/api/v1/tenants/{second}/projects/x", body)
-    assert answer.status_code == 409, answer.text
-    error = answer.json()
-    assert error["field"] == "spec.environments[0].name"
-    assert f"namespace {first}-lab-x-dev" in error["message"]
-    assert "another Project" in error["message"]
-    assert first not in error["message"].replace(f"{first}-lab-x-dev", "")
-    assert b_admin.get(f"/api/v1/tenants/{second}/projects/x").status_code == 404
-    failed = b_admin.ok("GET", "/api/v1/audit", params={"tenant": second, "kind": "Project"})
-    assert [e["outcome"] for e in failed["items"]] == ["failed"]
-    assert "spec.environments[0].name" in failed["items"][0]["reason"]
-    # A different environment name is fine; the first tenant's namespace stays its own.
-    body["spec"]["environments"][0]["name"] = "test"
-    b_admin.ok("PUT", f"/api/v1/tenants/{second}/projects/x", json=body)
+    wharf.project(second, "x", {"cpu": "1", "memory": "1Gi"}, api=b_admin)
     wharf.wait_placed(first, "lab-x")
     wharf.wait_placed(second, "x")
     for cluster in wharf.lab.clusters():
-        ns = json.loads(kubectl(cluster, "get", "ns", f"{first}-lab-x-dev", "-o", "json").stdout)
-        assert ns["metadata"]["labels"]["wharf.io/tenant"] == first
+        for tenant, ns in ((first, f"{first}--lab-x-dev"), (second, f"{second}--x-dev")):
+            labels = json.loads(kubectl(cluster, "get", "ns", ns, "-o", "json").stdout)["metadata"][
+                "labels"
+            ]
+            assert labels["wharf.io/tenant"] == tenant
+    refused = wharf.admin.put(
+        "/api/v1/tenants/a--b", {"kind": "Tenant", "metadata": {"name": "a--b"}, "spec": {}}
+    )
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["field"] == "metadata.name"
+
+
+def test_two_projects_cannot_be_given_one_namespace(wharf: Wharf, kubectl):
+    tenant = wharf.tenant({"cpu": "2", "memory": "2Gi"})
+    body = {
+        "kind": "Project",
+        "metadata": {"name": "a-b"},
+        "spec": {
+            "quota": {"cpu": "1", "memory": "1Gi"},
+            "environments": [{"name": "c", "clusters": ["lab1", "lab2"]}],
+        },
+    }
+    wharf.admin.ok("PUT", f"/api/v1/tenants/{tenant}/projects/a-b", json=body)
+    # a-b + c and a + b-c would both be <tenant>--a-b-c.
+    body["metadata"]["name"] = "a"
+    body["spec"]["environments"][0]["name"] = "b-c"
+    answer = wharf.admin.put(f"/api/v1/tenants/{tenant}/projects/a", body)
+    assert answer.status_code == 409, answer.text
+    error = answer.json()
+    assert error["field"] == "spec.environments[0].name"
+    assert error["message"] == (
+        f"spec.environments[0].name: namespace {tenant}--a-b-c is already held by another Project"
+    )
+    assert wharf.admin.get(f"/api/v1/tenants/{tenant}/projects/a").status_code == 404
+    failed = wharf.admin.ok(
+        "GET", "/api/v1/audit", params={"tenant": tenant, "kind": "Project", "outcome": "failed"}
+    )["items"]
+    assert [e["name"] for e in failed] == ["a"]
+    assert "spec.environments[0].name" in failed[0]["reason"]
+    wharf.wait_placed(tenant, "a-b")
     # Deleting the holder frees the name.
-    wharf.admin.ok("DELETE", f"/api/v1/tenants/{first}/projects/lab-x", params={"confirm": "lab-x"})
-    body["spec"]["environments"].append({"name": "dev", "clusters": ["lab1"]})
-    b_admin.ok("PUT", f"/api/v1/tenants/{second}/projects/x", json=body)
+    wharf.admin.ok("DELETE", f"/api/v1/tenants/{tenant}/projects/a-b", params={"confirm": "a-b"})
+    wharf.admin.ok("PUT", f"/api/v1/tenants/{tenant}/projects/a", json=body)
 
 
 def test_a_namespace_that_exists_already_is_not_adopted(wharf: Wharf, kubectl):
     tenant = wharf.tenant({"cpu": "2", "memory": "2Gi"})
     lab1, lab2 = wharf.lab.clusters()
-    taken = f"{tenant}-web-dev"
+    taken = f"{tenant}--web-dev"
     kubectl(lab1, "create", "namespace", taken)
     kubectl(lab1, "-n", taken, "create", "secret", "generic", "theirs", "--from-literal=k=v")
     wharf.project(tenant, "web", {"cpu": "1", "memory": "1Gi"})
@@ -105,7 +121,7 @@ def test_two_applications_cannot_render_one_object(wharf: Wharf, kubectl):
         f"/api/v1/tenants/{tenant}/applications/two", _app(tenant, "two", "web")
     )
     assert answer.status_code == 409, answer.text
-    assert f"Deployment web in namespace {tenant}-x-dev" in answer.json()["message"]
+    assert f"Deployment web in namespace {tenant}--x-dev" in answer.json()["message"]
     assert wharf.admin.get(f"/api/v1/tenants/{tenant}/applications/two").status_code == 404
     # Renaming the workload is fine; and the first keeps its object.
     wharf.admin.ok(
@@ -116,7 +132,7 @@ def test_two_applications_cannot_render_one_object(wharf: Wharf, kubectl):
         f"/api/v1/tenants/{tenant}/applications/two", _app(tenant, "two", "web")
     )
     assert moved.status_code == 409, moved.text
-    ns = f"{tenant}-x-dev"
+    ns = f"{tenant}--x-dev"
 
     def owner() -> str | None:
         result = kubectl(
@@ -134,7 +150,7 @@ def test_an_object_that_exists_already_is_not_taken_over(wharf: Wharf, kubectl):
     wharf.project(tenant, "x", {"cpu": "2", "memory": "2Gi", "pods": "10"})
     wharf.wait_placed(tenant, "x")
     lab1, lab2 = wharf.lab.clusters()
-    ns = f"{tenant}-x-dev"
+    ns = f"{tenant}--x-dev"
     kubectl(lab1, "-n", ns, "create", "service", "clusterip", "web", "--tcp=80:80")
     wharf.admin.ok(
         "PUT", f"/api/v1/tenants/{tenant}/applications/one", json=_app(tenant, "one", "web")
@@ -174,7 +190,7 @@ def test_what_a_tenant_limits_is_limited_in_every_namespace(wharf: Wharf, kubect
                 kubectl(
                     cluster,
                     "-n",
-                    f"{tenant}-{project}-dev",
+                    f"{tenant}--{project}-dev",
                     "get",
                     "resourcequota",
                     "wharf-quota",

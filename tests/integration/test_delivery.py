@@ -73,7 +73,7 @@ def test_an_application_reaches_available_rolls_out_changes_and_rolls_back(
     created = dev.request("PUT", path, json=application(tenant, "web", {"replicas": 2}))
     assert created.status_code == 201, created.text
     app = wait_available(wharf, dev, tenant, "web")
-    ns = f"{tenant}-shop-dev"
+    ns = f"{tenant}--shop-dev"
     for cluster in wharf.lab.clusters():
         status = app["status"]["clusters"][cluster.name]
         assert status["state"] == "Available"
@@ -169,12 +169,12 @@ def test_an_application_over_quota_or_on_latest_is_refused_before_anything_is_ap
         assert dev.get(f"/api/v1/tenants/{tenant}/applications/{name}").status_code == 404
         for cluster in wharf.lab.clusters():
             got = kubectl(
-                cluster, "-n", f"{tenant}-shop-dev", "get", "deployment", name, check=False
+                cluster, "-n", f"{tenant}--shop-dev", "get", "deployment", name, check=False
             )
             assert got.returncode != 0
     app = wait_available(wharf, dev, tenant, "inj")
     lab2 = wharf.lab.cluster("lab2")
-    probe = deployment(kubectl, lab2, f"{tenant}-shop-dev", "inj")["spec"]["template"]["spec"][
+    probe = deployment(kubectl, lab2, f"{tenant}--shop-dev", "inj")["spec"]["template"]["spec"][
         "containers"
     ][0]["readinessProbe"]["httpGet"]["path"]
     assert probe == "${image}"
@@ -264,7 +264,7 @@ def test_objects_the_cluster_schema_refuses_are_applied_nowhere(wharf: Wharf, pl
         message = app["status"]["clusters"][cluster.name]["message"]
         assert "rejected by the cluster" in message
         assert "replicaz" in message
-        ns = f"{tenant}-shop-dev"
+        ns = f"{tenant}--shop-dev"
         # Not even the valid ConfigMap went in: the revision is applied nowhere in the cluster.
         assert (
             kubectl(cluster, "-n", ns, "get", "configmap", "typo-ok", check=False).returncode != 0
@@ -289,7 +289,7 @@ def test_secrets_are_sealed_at_rest_and_reach_the_clusters(wharf: Wharf, place, 
     for cluster in wharf.lab.clusters():
         secret = json.loads(
             kubectl(
-                cluster, "-n", f"{tenant}-shop-dev", "get", "secret", "api-db", "-o", "json"
+                cluster, "-n", f"{tenant}--shop-dev", "get", "secret", "api-db", "-o", "json"
             ).stdout
         )
         assert base64.b64decode(secret["data"]["PASSWORD"]).decode() == "s3cret-value"
@@ -310,7 +310,7 @@ def test_application_drift_is_reverted_and_a_no_op_reconcile_writes_nothing(
         json=application(tenant, "calm", {"replicas": 1}),
     )
     wait_available(wharf, dev, tenant, "calm")
-    ns = f"{tenant}-shop-dev"
+    ns = f"{tenant}--shop-dev"
     lab1 = wharf.lab.cluster("lab1")
     kubectl(lab1, "-n", ns, "scale", "deployment", "calm", "--replicas=4")
     wait_for(
@@ -377,7 +377,7 @@ def test_per_cluster_overrides_apply_only_to_their_cluster(wharf: Wharf, place, 
     body = application(tenant, "multi", {"replicas": 2}, overrides=overrides)
     dev.ok("PUT", f"/api/v1/tenants/{tenant}/applications/multi", json=body)
     wait_available(wharf, dev, tenant, "multi")
-    ns = f"{tenant}-shop-dev"
+    ns = f"{tenant}--shop-dev"
     one = deployment(kubectl, wharf.lab.cluster("lab1"), ns, "multi")["spec"]
     two = deployment(kubectl, wharf.lab.cluster("lab2"), ns, "multi")["spec"]
     assert (one["replicas"], two["replicas"]) == (2, 1)

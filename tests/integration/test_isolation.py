@@ -140,7 +140,7 @@ def test_an_issued_kubeconfig_reaches_only_its_project(
     config = dev.ok(
         "POST", f"/api/v1/tenants/{a}/projects/alpha/kubeconfig", params={"env": "dev", "ttl": 3600}
     )
-    assert [c["context"]["namespace"] for c in config["contexts"]] == [f"{a}-alpha-dev"] * 2
+    assert [c["context"]["namespace"] for c in config["contexts"]] == [f"{a}--alpha-dev"] * 2
     path = tmp_path / "dev.kubeconfig"
     path.write_text(yaml.safe_dump(config))
     for context, cluster in zip(config["contexts"], wharf.lab.clusters(), strict=True):
@@ -149,7 +149,7 @@ def test_an_issued_kubeconfig_reaches_only_its_project(
             "--context",
             context["name"],
             "-n",
-            f"{a}-alpha-dev",
+            f"{a}--alpha-dev",
             "create",
             "configmap",
             "hello",
@@ -162,7 +162,7 @@ def test_an_issued_kubeconfig_reaches_only_its_project(
             "--context",
             context["name"],
             "-n",
-            f"{b}-beta-dev",
+            f"{b}--beta-dev",
             "get",
             "pods",
             kubeconfig=path,

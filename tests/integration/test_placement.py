@@ -28,7 +28,7 @@ def test_a_project_on_two_clusters_gets_its_namespaces(wharf: Wharf, kubectl):
         members=[{"user": bob.user, "role": "developer"}],
     )
     project = wharf.wait_placed(tenant, "shop")
-    ns = f"{tenant}-shop-dev"
+    ns = f"{tenant}--shop-dev"
     assert [
         (p["cluster"], p["namespace"], p["state"]) for p in project["status"]["placements"]
     ] == [
@@ -102,7 +102,7 @@ def test_revoking_a_member_removes_the_role_binding(wharf: Wharf, kubectl):
     members = [{"user": bob.user, "role": "viewer"}]
     wharf.project(tenant, "api", {"cpu": "2", "memory": "2Gi"}, members=members)
     wharf.wait_placed(tenant, "api")
-    ns = f"{tenant}-api-dev"
+    ns = f"{tenant}--api-dev"
     for cluster in wharf.lab.clusters():
         names = [
             b["metadata"]["name"]
@@ -126,7 +126,7 @@ def test_drift_is_reverted_and_a_no_op_reconcile_writes_nothing(wharf: Wharf, ku
     tenant = wharf.tenant({"cpu": "8", "memory": "8Gi"})
     wharf.project(tenant, "web", {"cpu": "2", "memory": "2Gi"})
     wharf.wait_placed(tenant, "web")
-    ns = f"{tenant}-web-dev"
+    ns = f"{tenant}--web-dev"
     lab1, lab2 = wharf.lab.clusters()
 
     # Out-of-band edit of an object Wharf owns: taken back within seconds (by the watch).
@@ -235,18 +235,18 @@ def test_deleting_a_project_needs_confirmation_and_removes_only_its_own(wharf: W
     for cluster in wharf.lab.clusters():
 
         def gone(c=cluster) -> bool:
-            result = kubectl(c, "get", "namespace", f"{tenant}-gone-dev", check=False)
+            result = kubectl(c, "get", "namespace", f"{tenant}--gone-dev", check=False)
             return (
                 result.returncode != 0
                 or '"Terminating"'
                 in kubectl(
-                    c, "get", "namespace", f"{tenant}-gone-dev", "-o", "json", check=False
+                    c, "get", "namespace", f"{tenant}--gone-dev", "-o", "json", check=False
                 ).stdout
             )
 
         wait_for(gone, timeout=30, what="namespace of the deleted project removed")
         assert (
-            kubectl(cluster, "get", "namespace", f"{tenant}-keep-dev", check=False).returncode == 0
+            kubectl(cluster, "get", "namespace", f"{tenant}--keep-dev", check=False).returncode == 0
         )
     assert kubectl(lab1, "get", "namespace", bystander, check=False).returncode == 0
 
@@ -256,7 +256,7 @@ def test_kubectl_edits_by_users_outside_wharf_are_left_alone(wharf: Wharf, kubec
     tenant = wharf.tenant({"cpu": "4", "memory": "4Gi"})
     wharf.project(tenant, "ops", {"cpu": "1", "memory": "1Gi"})
     wharf.wait_placed(tenant, "ops")
-    ns = f"{tenant}-ops-dev"
+    ns = f"{tenant}--ops-dev"
     lab2 = wharf.lab.cluster("lab2")
     kubectl(lab2, "-n", ns, "create", "rolebinding", "mine", "--clusterrole=view", "--user=carol")
     wharf.platform.placement.controller.queue.add((tenant, "ops"))

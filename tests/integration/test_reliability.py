@@ -240,5 +240,5 @@ def test_a_delivery_with_one_cluster_stopped_is_degraded_then_completes(
         timeout=90,
         what="application Available in both clusters",
     )
-    ns = f"{tenant}-shop-dev"
+    ns = f"{tenant}--shop-dev"
     assert kubectl(edge, "-n", ns, "get", "deployment", "web", check=False).returncode == 0

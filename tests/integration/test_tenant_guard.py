@@ -160,6 +160,20 @@ def attempts(own: str, other: str, stronger_account: str) -> list[Attempt]:
             _pod("hostport", {"ports": [{"containerPort": 80, "hostPort": 8080}]}),
         ),
         # Wharf's admission policy and quota.
+        Attempt("pod naming its node", create, _pod("pinned", nodeName="lab1-node-1")),
+        Attempt(
+            "long-lived token Secret",
+            create,
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "type": "kubernetes.io/service-account-token",
+                "metadata": {
+                    "name": "forever",
+                    "annotations": {"kubernetes.io/service-account.name": "default"},
+                },
+            },
+        ),
         Attempt("Service externalIPs", create, _service("ext", externalIPs=["10.1.2.3"])),
         Attempt("NodePort beyond the grant", create, _service("np", type="NodePort")),
         Attempt("bind a foreign PV", create, _pvc("foreign", volumeName="someone-elses")),
@@ -231,7 +245,7 @@ def _run(kubectl, cluster, path: Path, context: str, own: str, attempt: Attempt)
 
 def test_every_benchmark_check_is_refused_by_the_cluster(wharf: Wharf, kubectl, attack):
     a, b, ta, dev, paths = attack
-    own, other = f"{a}-alpha-dev", f"{b}-beta-dev"
+    own, other = f"{a}--alpha-dev", f"{b}--beta-dev"
     stronger = f"{ta.user}.{own}"
     allowed = []
     for user, path in paths.items():
@@ -260,7 +274,7 @@ def test_restricted_projects_refuse_root_and_privilege_escalation(wharf: Wharf, 
     project["spec"]["environments"][0]["podSecurity"] = "restricted"
     ta.ok("PUT", f"/api/v1/tenants/{a}/projects/alpha", json=project)
     wharf.wait_placed(a, "alpha")
-    own = f"{a}-alpha-dev"
+    own = f"{a}--alpha-dev"
     restricted = {
         "securityContext": {
             "allowPrivilegeEscalation": False,
@@ -330,10 +344,24 @@ def test_only_a_platform_admin_allows_privileged_pods(wharf: Wharf, kubectl, att
         "GET", "/api/v1/audit", params={"tenant": a, "kind": "Project", "outcome": "denied"}
     )["items"]
     assert any("spec.podSecurity" in e["reason"] for e in denied)
+    # A platform admin allows privileged pods in one place only ...
+    project["spec"]["podSecurity"] = "baseline"
+    project["spec"]["environments"].append(
+        {"name": "ops", "clusters": ["lab1"], "podSecurity": "privileged"}
+    )
+    wharf.admin.ok("PUT", f"/api/v1/tenants/{a}/projects/alpha", json=project)
+    # ... which does not let a tenant admin spread it elsewhere.
+    project = manifest(ta.ok("GET", f"/api/v1/tenants/{a}/projects/alpha"))
+    project["spec"]["podSecurity"] = "privileged"
+    spread = ta.put(f"/api/v1/tenants/{a}/projects/alpha", project)
+    assert spread.status_code == 403, spread.text
+    assert spread.json()["field"] == "spec.podSecurity"
     wharf.admin.ok("PUT", f"/api/v1/tenants/{a}/projects/alpha", json=project)
     wharf.wait_placed(a, "alpha")
     for cluster in wharf.lab.clusters():
-        ns = json.loads(kubectl(cluster, "get", "namespace", f"{a}-alpha-dev", "-o", "json").stdout)
+        ns = json.loads(
+            kubectl(cluster, "get", "namespace", f"{a}--alpha-dev", "-o", "json").stdout
+        )
         assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "privileged"
     # Changing something else keeps what the platform admin allowed.
     project = manifest(ta.ok("GET", f"/api/v1/tenants/{a}/projects/alpha"))
@@ -343,7 +371,7 @@ def test_only_a_platform_admin_allows_privileged_pods(wharf: Wharf, kubectl, att
 
 def test_a_cluster_user_named_like_a_wharf_user_gets_nothing(wharf: Wharf, kubectl, attack):
     a, _b, ta, dev, _paths = attack
-    own = f"{a}-alpha-dev"
+    own = f"{a}--alpha-dev"
     for cluster in wharf.lab.clusters():
         for user in (dev.user, ta.user):
             namesake = cluster.user_kubeconfig(user)
@@ -380,7 +408,8 @@ def test_node_pools_and_storage_classes_hold_in_the_cluster(wharf: Wharf, kubect
     tenant = manifest(wharf.admin.ok("GET", f"/api/v1/tenants/{a}"))
     tenant["spec"]["nodePools"] = [pool]
     wharf.admin.ok("PUT", f"/api/v1/tenants/{a}", json=tenant)
-    own = f"{a}-alpha-dev"
+    own = f"{a}--alpha-dev"
+    pool_label = f"node-restriction.kubernetes.io/wharf-tenant-{a}"
 
     def marked() -> bool:
         n = json.loads(kubectl(lab1, "get", "node", node, "-o", "json").stdout)
@@ -388,7 +417,7 @@ def test_node_pools_and_storage_classes_hold_in_the_cluster(wharf: Wharf, kubect
         taints = [t["key"] for t in n["spec"].get("taints", [])]
         selector = ns["metadata"].get("annotations", {})
         return (
-            n["metadata"]["labels"].get(f"tenants.wharf.io/{a}") == "true"
+            n["metadata"]["labels"].get(pool_label) == "true"
             and "wharf.io/dedicated" in taints
             and "scheduler.alpha.kubernetes.io/node-selector" in selector
         )
@@ -406,7 +435,7 @@ def test_node_pools_and_storage_classes_hold_in_the_cluster(wharf: Wharf, kubect
     )
     assert made.returncode == 0, made.stderr
     pod = json.loads(kubectl(lab1, "-n", own, "get", "pod", "pooled", "-o", "json").stdout)
-    assert pod["spec"]["nodeSelector"] == {f"tenants.wharf.io/{a}": "true"}
+    assert pod["spec"]["nodeSelector"] == {pool_label: "true"}
     wait_for(
         lambda: (
             json.loads(kubectl(lab1, "-n", own, "get", "pod", "pooled", "-o", "json").stdout)[
@@ -422,7 +451,7 @@ def test_node_pools_and_storage_classes_hold_in_the_cluster(wharf: Wharf, kubect
         tolerations=[{"key": "wharf.io/dedicated", "operator": "Exists", "effect": "NoSchedule"}],
     )
     result = kubectl(
-        lab1, "-n", f"{b}-beta-dev", "create", "-f", "-", stdin=json.dumps(sneaky), check=False
+        lab1, "-n", f"{b}--beta-dev", "create", "-f", "-", stdin=json.dumps(sneaky), check=False
     )
     assert result.returncode != 0
     assert "toleration" in result.stderr.lower(), result.stderr
@@ -436,6 +465,28 @@ def test_node_pools_and_storage_classes_hold_in_the_cluster(wharf: Wharf, kubect
         Attempt("fast", ("create", "-f", "-"), _pvc("fast", storageClassName="fast")),
     )
     assert fast.returncode == 0, fast.stderr
+    # A pending claim cannot be pointed at a volume afterwards either.
+    repoint = _run(
+        kubectl,
+        lab1,
+        paths[dev.user],
+        context,
+        own,
+        Attempt("repoint", ("patch", "pvc", "fast", "-p", '{"spec":{"volumeName":"theirs"}}')),
+    )
+    assert _refused(repoint), repoint.stdout
+    # A tenant granted no storage class claims no volume, whoever asks.
+    none = kubectl(
+        lab1,
+        "-n",
+        f"{b}--beta-dev",
+        "create",
+        "-f",
+        "-",
+        stdin=json.dumps(_pvc("any", storageClassName="fast")),
+        check=False,
+    )
+    assert _refused(none), none.stdout
     # A cordon (someone else's taint) is left alone: Wharf owns only its own taints.
     kubectl(
         lab1,

@@ -22,6 +22,7 @@ from wharf.tenancy.model import (
     check_tenant_name,
     check_within,
     namespace_hard,
+    namespace_name,
     pod_security_labels,
     split_project_quota,
 )
@@ -478,3 +479,9 @@ def test_tenant_roles_hold_nothing_that_escalates():
             assert "impersonate" not in rule["verbs"]
             assert not {"escalate", "bind"} & set(rule["verbs"])
             assert "*" not in rule["resources"]
+
+
+def test_tenant_names_may_not_hold_the_namespace_separator():
+    with pytest.raises(InvalidError):
+        check_tenant_name("a--b")
+    assert namespace_name("acme", "labs-x", "dev") != namespace_name("acme-labs", "x", "dev")

@@ -50,6 +50,7 @@ from wharf.kube.clients import is_unreachable
 from wharf.kube.connections import ClusterConnections, fingerprint
 from wharf.kube.informer import ClusterWatches, Informer
 from wharf.resources.service import ResourceService
+from wharf.store.claims import Holder, held_by
 from wharf.store.resources import ResourceStore, StoredResource
 from wharf.tenancy.model import (
     MANAGED_BY,
@@ -139,22 +140,37 @@ class DeliveryController:
         list[dict[str, Any]],
         list[str],
         DeliveryPolicy,
+        set[str],
     ]:
+        """The application, clusters, rendered objects, target clusters, delivery policy, and
+        the clusters where its namespace is not its project's (held by another, or conflicted)."""
         with self.service.db.reader() as session:
             store = ResourceStore(session)
             app = store.get("Application", key[0], key[1])
             clusters = {c.name: c for c in store.query("Cluster")}
             if app is None:
-                return None, clusters, [], [], DeliveryPolicy()
+                return None, clusters, [], [], DeliveryPolicy(), set()
             spec = ApplicationSpec.model_validate(app.spec)
             project = store.get("Project", key[0], spec.project)
             project_spec = ProjectSpec.model_validate(project.spec if project else {})
             envs = {e.name: e.clusters for e in project_spec.environments}
             targets = envs.get(spec.environment, [])
-            return app, clusters, rendered_for(session, spec), targets, project_spec.delivery
+            namespace = namespace_name(key[0], spec.project, spec.environment)
+            held = namespace in held_by(
+                session, "namespace", Holder("Project", key[0], spec.project)
+            )
+            refused = {
+                p["cluster"]
+                for p in (project.status if project else {}).get("placements", [])
+                if p["environment"] == spec.environment and p["state"] == "Conflict"
+            }
+            if not held:
+                refused = set(targets)
+            rendered = rendered_for(session, spec)
+            return app, clusters, rendered, targets, project_spec.delivery, refused
 
     async def reconcile(self, key: Key) -> None:
-        app, clusters, rendered, targets, policy = await asyncio.to_thread(self._load, key)
+        app, clusters, rendered, targets, policy, refused = await asyncio.to_thread(self._load, key)
         if app is None:
             await asyncio.gather(*(self._remove(key, c) for c in clusters.values()))
             return
@@ -170,8 +186,15 @@ class DeliveryController:
                 if getattr(policy.checks, check) == "warn"
             }
         )
+        namespace = namespace_name(key[0], spec.project, spec.environment)
+        not_ours = {"state": "Conflict", "message": f"namespace {namespace} is not its project's"}
         results = await asyncio.gather(
-            *(self._deliver(key, app, spec, rendered, clusters.get(c), c) for c in targets)
+            *(
+                _settled(not_ours)
+                if c in refused
+                else self._deliver(key, app, spec, rendered, clusters.get(c), c)
+                for c in targets
+            )
         )
         # Clusters the environment no longer covers lose the application's objects.
         for name, cluster in clusters.items():
@@ -267,6 +290,10 @@ class DeliveryController:
 
     async def stop(self) -> None:
         await self.watches.stop()
+
+
+async def _settled(result: dict[str, Any]) -> dict[str, Any]:
+    return result
 
 
 async def _cluster_status(

@@ -24,6 +24,7 @@ from pydantic import Field, field_validator
 from wharf.core.errors import InvalidError
 from wharf.core.quantity import parse_quantity
 from wharf.core.resources import Kind, Spec
+from wharf.tenancy.model import APP_LABEL as APP_LABEL  # placement leaves it to apps
 
 PLACEHOLDER = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)\}")
 SEMVER = re.compile(r"^\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?$")
@@ -221,7 +222,6 @@ def import_yaml(text: str, version: str = "1.0.0", description: str = "") -> Tem
 # -- applications ----------------------------------------------------------------------------
 
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob"}
-APP_LABEL = "wharf.io/app"
 CONFIG_HASH = "wharf.io/config-hash"
 
 

@@ -127,9 +127,10 @@ def node_matches(node: dict[str, Any], selector: Mapping[str, str]) -> bool:
 
 
 # Node pools in the nodes themselves: a pool's nodes say which pool they are in and which
-# tenants may run there; tenant namespaces select on the latter (PodNodeSelector).
-POOL_LABEL = "wharf.io/node-pool"
-POOL_TENANT_PREFIX = "tenants.wharf.io/"
+# tenants may run there; tenant namespaces select on the latter (PodNodeSelector). The prefix
+# is one a kubelet may not set on its own node (NodeRestriction).
+POOL_LABEL = "node-restriction.kubernetes.io/wharf-node-pool"
+POOL_TENANT_PREFIX = "node-restriction.kubernetes.io/wharf-tenant-"
 POOL_TAINTS_ANNOTATION = "wharf.io/taints"
 # Tolerations Kubernetes itself adds to pods (DefaultTolerationSeconds, DaemonSets); a tenant's
 # toleration whitelist always admits them.

@@ -308,7 +308,8 @@ class LabCluster:
                 # PodNodeSelector and PodTolerationRestriction keep tenants on their node
                 # pools (docs/security.md: what a cluster must provide).
                 "--enable-admission-plugins=NamespaceLifecycle,LimitRanger,ServiceAccount,"
-                "DefaultStorageClass,ResourceQuota,PodNodeSelector,PodTolerationRestriction",
+                "DefaultStorageClass,ResourceQuota,NodeRestriction,PodNodeSelector,"
+                "PodTolerationRestriction",
                 f"--audit-policy-file={d / 'audit-policy.yaml'}",
                 f"--audit-log-path={self.audit_log}",
                 "--audit-log-maxsize=200",

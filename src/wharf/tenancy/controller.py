@@ -21,7 +21,7 @@ from functools import partial
 from typing import Any
 
 import structlog
-from lightkube import AsyncClient
+from lightkube import AsyncClient, operators
 from lightkube.resources.core_v1 import LimitRange, Namespace, ResourceQuota, ServiceAccount
 from lightkube.resources.networking_v1 import NetworkPolicy
 from lightkube.resources.rbac_authorization_v1 import RoleBinding
@@ -36,6 +36,7 @@ from wharf.kube.clients import is_unreachable
 from wharf.kube.connections import ClusterConnections, fingerprint
 from wharf.kube.informer import ClusterWatches, Informer
 from wharf.resources.service import ResourceService
+from wharf.store.claims import Holder, held_by
 from wharf.store.resources import ResourceStore, StoredResource
 from wharf.tenancy.guard import (
     CLUSTER_ROLE_FOR,
@@ -45,6 +46,7 @@ from wharf.tenancy.guard import (
     member_account,
 )
 from wharf.tenancy.model import (
+    APP_LABEL,
     DEFAULT_TOLERATIONS_ANNOTATION,
     ENV_LABEL,
     MANAGED_BY,
@@ -125,9 +127,8 @@ def desired_namespace(
     for admin in tenant.spec.get("admins", []):
         roles[admin] = "tenant-admin"
     annotations = _scheduling(tenant.name, list(pools))
-    classes = tenant.spec.get("storageClasses", [])
-    if classes:
-        annotations[STORAGE_CLASSES_ANNOTATION] = ",".join(classes)
+    # Always set: a tenant granted no storage class may claim no volume.
+    annotations[STORAGE_CLASSES_ANNOTATION] = ",".join(tenant.spec.get("storageClasses", []))
     hard = namespace_hard(quota, amounts(tenant.spec.get("quota", {}), "spec.quota"))
     objects: list[dict[str, Any]] = [
         {
@@ -284,9 +285,13 @@ class PlacementController:
         StoredResource | None,
         dict[str, StoredResource],
         dict[str, list[StoredResource]],
+        set[str],
     ]:
+        """Project, tenant, clusters, the tenant's node pools by cluster, and the namespace
+        names the project holds (it places no other)."""
         with self.service.db.reader() as session:
             store = ResourceStore(session)
+            held = held_by(session, "namespace", Holder("Project", key[0], key[1]))
             project = store.get("Project", key[0], key[1])
             tenant = store.get("Tenant", "", key[0])
             clusters = {c.name: c for c in store.query("Cluster")}
@@ -297,13 +302,13 @@ class PlacementController:
                 )
                 if granted:
                     pools.setdefault(pool.spec["cluster"], []).append(pool)
-            return project, tenant, clusters, pools
+            return project, tenant, clusters, pools, held
 
     async def reconcile(self, key: Key) -> None:
         if not key[1]:
             await asyncio.to_thread(self._tenant_status, key[0])
             return
-        project, tenant, clusters, pools = await asyncio.to_thread(self._load, key)
+        project, tenant, clusters, pools, held = await asyncio.to_thread(self._load, key)
         wanted: dict[str, list[Desired]] = {}
         if project is not None and tenant is not None:
             spec = ProjectSpec.model_validate(project.spec)
@@ -320,7 +325,10 @@ class PlacementController:
         }
         targets = sorted(set(wanted) | placed_before | set(clusters))
         results = await asyncio.gather(
-            *(self._reconcile_cluster(key, clusters.get(c), wanted.get(c, [])) for c in targets)
+            *(
+                self._reconcile_cluster(key, clusters.get(c), wanted.get(c, []), held)
+                for c in targets
+            )
         )
         placements = [p for cluster_placements in results for p in cluster_placements]
         changed = project is None
@@ -350,7 +358,7 @@ class PlacementController:
         self._baseline_checked[memo] = time.monotonic()
 
     async def _reconcile_cluster(
-        self, key: Key, cluster: StoredResource | None, desired: list[Desired]
+        self, key: Key, cluster: StoredResource | None, desired: list[Desired], held: set[str]
     ) -> list[dict[str, Any]]:
         def placement(d: Desired, state: str, message: str = "", **extra: Any) -> dict[str, Any]:
             return {
@@ -374,6 +382,10 @@ class PlacementController:
             await self._baseline(cluster.name, client)
             out = []
             for d in desired:
+                if d.namespace not in held:
+                    message = f"namespace {d.namespace} is held by another Project"
+                    out.append(placement(d, "Conflict", message))
+                    continue
                 try:
                     quota = await self._apply_namespace(client, d)
                 except OwnedElsewhereError as exc:
@@ -401,12 +413,20 @@ class PlacementController:
             return [placement(d, state, message) for d in desired]
 
     async def _apply_namespace(self, client: AsyncClient, d: Desired) -> dict[str, Any]:
-        quota: dict[str, Any] = {}
         owner = {
             k: v
             for k, v in d.objects[0]["metadata"]["labels"].items()
             if k in (MANAGED_BY, TENANT_LABEL, PROJECT_LABEL, ENV_LABEL)
         }
+        # Access goes first, before anything can stop this reconcile: bindings of removed
+        # members, and identities older versions kept inside the namespace (where its
+        # developers could use them). Applications' own objects (app label) are not ours here.
+        mine: dict[str, Any] = {**owner, APP_LABEL: operators.not_exists()}
+        keep = {o["metadata"]["name"] for o in d.objects if o["kind"] == "RoleBinding"}
+        removed = await prune(client, RoleBinding, d.namespace, mine, keep)
+        removed += await prune(client, ServiceAccount, d.namespace, mine, set())
+        self.writes += len(removed)
+        quota: dict[str, Any] = {}
         for obj in d.objects:
             # Never adopt: an object of this name that carries another owner's labels (or
             # none of Wharf's) stops the placement with a Conflict instead.
@@ -414,12 +434,6 @@ class PlacementController:
             self.writes += int(wrote)
             if obj["kind"] == "ResourceQuota":
                 quota = current
-        keep = {o["metadata"]["name"] for o in d.objects if o["kind"] == "RoleBinding"}
-        removed = await prune(client, RoleBinding, d.namespace, OWNED, keep)
-        # No identity of Wharf's lives in a project namespace any more (older versions put
-        # members' ServiceAccounts there, where the namespace's developers could use them).
-        removed += await prune(client, ServiceAccount, d.namespace, OWNED, set())
-        self.writes += len(removed)
         return quota
 
     def _tenant_status(self, tenant: str) -> None:

@@ -7,7 +7,8 @@
   aggregated from `admin`/`edit`, which carry what a tenant must not have: RoleBindings,
   NetworkPolicies, ServiceAccount tokens, impersonation, changing quotas and limits.
 - A ValidatingAdmissionPolicy for tenant namespaces (those labelled with a tenant): no Service
-  externalIPs, no host ports, no PVC naming a PersistentVolume, only the tenant's storage classes.
+  externalIPs, no host ports, no pods that name their node, no long-lived ServiceAccount token
+  Secrets, no PVC naming a PersistentVolume, only the tenant's storage classes.
   Pod Security Admission labels on each namespace do the rest of the Pod Security Standards.
 """
 
@@ -153,6 +154,15 @@ def _containers(field: str) -> str:
 
 
 _ANNOTATIONS = "namespaceObject.metadata.annotations"
+_GRANTED = (
+    f"has({_ANNOTATIONS}) && '{STORAGE_CLASSES_ANNOTATION}' in {_ANNOTATIONS} && "
+    f"object.spec.storageClassName in {_ANNOTATIONS}['{STORAGE_CLASSES_ANNOTATION}'].split(',')"
+)
+# The PersistentVolume binder sets volumeName when it binds a claim; nobody else may.
+_BINDERS = (
+    "['system:serviceaccount:kube-system:persistent-volume-binder', "
+    "'system:kube-controller-manager']"
+)
 _VALIDATIONS: list[dict[str, str]] = [
     {
         "expression": "request.kind.kind != 'Service' || !has(object.spec.externalIPs) || "
@@ -169,14 +179,32 @@ _VALIDATIONS: list[dict[str, str]] = [
         "reason": "Forbidden",
     },
     {
+        # Naming the node skips the scheduler, and with it node pools' selectors and taints.
+        "expression": "request.kind.kind != 'Pod' || request.operation != 'CREATE' || "
+        "!has(object.spec.nodeName) || object.spec.nodeName == ''",
+        "message": "spec.nodeName: pods of tenant namespaces are placed by the scheduler; "
+        "use a node selector within the tenant's node pools",
+        "reason": "Forbidden",
+    },
+    {
+        "expression": "request.kind.kind != 'Secret' || !has(object.type) || "
+        "object.type != 'kubernetes.io/service-account-token'",
+        "message": "type: long-lived ServiceAccount tokens are not issued in tenant namespaces",
+        "reason": "Forbidden",
+    },
+    {
         "expression": "request.kind.kind != 'PersistentVolumeClaim' || "
-        "!has(object.spec.volumeName) || object.spec.volumeName == ''",
+        "!has(object.spec.volumeName) || object.spec.volumeName == '' || "
+        "(request.operation == 'UPDATE' && ((has(oldObject.spec.volumeName) && "
+        "oldObject.spec.volumeName == object.spec.volumeName)"
+        f" || request.userInfo.username in {_BINDERS}))",
         "message": "spec.volumeName: a claim of a tenant namespace may not name a "
         "PersistentVolume; ask for a storage class instead",
         "reason": "Forbidden",
     },
     {
         "expression": "request.kind.kind != 'PersistentVolumeClaim' || "
+        "request.operation != 'CREATE' || "
         "(has(object.spec.storageClassName) && object.spec.storageClassName != '')",
         "message": "spec.storageClassName: name one of the tenant's storage classes "
         "(a claim without a class could bind a volume of another tenant)",
@@ -184,12 +212,9 @@ _VALIDATIONS: list[dict[str, str]] = [
     },
     {
         "expression": "request.kind.kind != 'PersistentVolumeClaim' || "
-        f"!has({_ANNOTATIONS}) || !('{STORAGE_CLASSES_ANNOTATION}' in {_ANNOTATIONS}) || "
-        f"object.spec.storageClassName in "
-        f"{_ANNOTATIONS}['{STORAGE_CLASSES_ANNOTATION}'].split(',')",
+        f"request.operation != 'CREATE' || ({_GRANTED})",
         "messageExpression": "'spec.storageClassName: ' + object.spec.storageClassName + "
-        "' is not granted to this tenant (it may use: ' + "
-        f"{_ANNOTATIONS}['{STORAGE_CLASSES_ANNOTATION}'] + ')'",
+        "' is not one of the storage classes granted to this tenant'",
         "reason": "Forbidden",
     },
 ]
@@ -208,13 +233,7 @@ def admission_policy() -> list[dict[str, Any]]:
                         "apiGroups": [""],
                         "apiVersions": ["v1"],
                         "operations": ["CREATE", "UPDATE"],
-                        "resources": ["services", "pods"],
-                    },
-                    {
-                        "apiGroups": [""],
-                        "apiVersions": ["v1"],
-                        "operations": ["CREATE"],
-                        "resources": ["persistentvolumeclaims"],
+                        "resources": ["services", "pods", "persistentvolumeclaims", "secrets"],
                     },
                 ]
             },

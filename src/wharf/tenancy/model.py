@@ -29,6 +29,7 @@ TENANT_LABEL = "wharf.io/tenant"
 PROJECT_LABEL = "wharf.io/project"
 ENV_LABEL = "wharf.io/env"
 NAMESPACE_LABEL = "wharf.io/namespace"
+APP_LABEL = "wharf.io/app"
 TENANT_NAME_MAX = 20
 PROJECT_NAME_MAX = 24
 ENV_NAME_MAX = 12
@@ -228,11 +229,18 @@ PROJECT = Kind(
 
 
 def namespace_name(tenant: str, project: str, env: str) -> str:
-    """Readable, and unambiguous because each name is claimed by one project (store.claims)."""
-    return f"{tenant}-{project}-{env}"
+    """`<tenant>--<project>-<env>`: no tenant name holds "--", so two tenants never share a
+    namespace; within a tenant each name is claimed by one project (store.claims)."""
+    return f"{tenant}--{project}-{env}"
 
 
 def check_tenant_name(name: str) -> None:
+    if "--" in name:
+        raise InvalidError(
+            "metadata.name: tenant names may not hold '--' (it sets the tenant off in "
+            "namespace names)",
+            field="metadata.name",
+        )
     if name.startswith(RESERVED_TENANT_PREFIXES):
         raise InvalidError(
             f"metadata.name: tenant names may not start with "

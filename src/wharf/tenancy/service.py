@@ -263,25 +263,24 @@ class ProjectRules(KindRules):
         identity.replace_members(session, stored.tenant, stored.name, members)
 
 
-def _pod_security_levels(spec: dict[str, Any]) -> dict[str, str]:
-    """Where a spec asks for which standard: {field path: level}."""
-    levels = {"spec.podSecurity": spec.get("podSecurity", "baseline")}
+def _pod_security_levels(spec: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """The standard each place asks for: {place: (field path, level)}, environments by name."""
+    levels = {"": ("spec.podSecurity", spec.get("podSecurity", "baseline"))}
     for i, env in enumerate(spec.get("environments", [])):
         if env.get("podSecurity"):
-            levels[f"spec.environments[{i}].podSecurity"] = env["podSecurity"]
+            levels[env["name"]] = (f"spec.environments[{i}].podSecurity", env["podSecurity"])
     return levels
 
 
 def _check_pod_security(change: Change) -> None:
-    """Only a platform admin may newly ask for privileged pods; others keep what they have."""
+    """Only a platform admin may allow privileged pods; others may keep it where it is."""
     if change.principal.can("write"):
         return
-    before = set(_pod_security_levels(change.old.spec).values()) if change.old else set()
-    for where, level in _pod_security_levels(change.spec).items():
-        if level == "privileged" and "privileged" not in before:
+    before = _pod_security_levels(change.old.spec) if change.old else {}
+    for place, (where, level) in _pod_security_levels(change.spec).items():
+        if level == "privileged" and before.get(place, ("", ""))[1] != "privileged":
             raise ForbiddenError(
-                f"{where}: only a platform admin may allow privileged pods",
-                field=where,
+                f"{where}: only a platform admin may allow privileged pods", field=where
             )
 
 

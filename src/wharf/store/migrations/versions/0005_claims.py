@@ -39,7 +39,7 @@ def upgrade() -> None:
     for tenant, name, spec in rows:
         spec = json.loads(spec) if isinstance(spec, str) else spec
         for env in spec.get("environments", []):
-            namespace = f"{tenant}-{name}-{env['name']}"
+            namespace = f"{tenant}--{name}-{env['name']}"
             if namespace in taken:
                 continue  # the older project keeps it; the newer one reports a conflict
             taken.add(namespace)
