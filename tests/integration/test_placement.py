@@ -35,10 +35,12 @@ def test_a_project_on_two_clusters_gets_its_namespaces(wharf: Wharf, kubectl):
         ("lab1", ns, "Ready"),
         ("lab2", ns, "Ready"),
     ]
-    # The project quota is split over the two clusters, exactly.
+    # The project quota is split over the two clusters, exactly; exposure on the nodes'
+    # addresses stays closed, as the project was granted none.
+    closed = {"services.nodeports": "0", "services.loadbalancers": "0"}
     expected = {
-        "lab1": {"requests.cpu": "1500m", "requests.memory": "3Gi", "pods": "5"},
-        "lab2": {"requests.cpu": "1500m", "requests.memory": "3Gi", "pods": "5"},
+        "lab1": {"requests.cpu": "1500m", "requests.memory": "3Gi", "pods": "5", **closed},
+        "lab2": {"requests.cpu": "1500m", "requests.memory": "3Gi", "pods": "5", **closed},
     }
     for cluster in wharf.lab.clusters():
         namespace = kubectl_json(kubectl, cluster, "namespace", ns)
@@ -48,6 +50,12 @@ def test_a_project_on_two_clusters_gets_its_namespaces(wharf: Wharf, kubectl):
             "wharf.io/tenant": tenant,
             "wharf.io/project": "shop",
             "wharf.io/env": "dev",
+            "pod-security.kubernetes.io/enforce": "baseline",
+            "pod-security.kubernetes.io/enforce-version": "latest",
+            "pod-security.kubernetes.io/audit": "restricted",
+            "pod-security.kubernetes.io/audit-version": "latest",
+            "pod-security.kubernetes.io/warn": "restricted",
+            "pod-security.kubernetes.io/warn-version": "latest",
         }
         quota = kubectl_json(kubectl, cluster, "-n", ns, "resourcequota", "wharf-quota")
         assert quota["spec"]["hard"] == expected[cluster.name]

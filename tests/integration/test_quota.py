@@ -83,7 +83,7 @@ def test_usage_is_reported_and_a_project_quota_cannot_drop_below_it(wharf: Wharf
         envs=[{"name": "prod", "clusters": ["lab1"]}],
     )
     wharf.wait_placed(tenant, "app")
-    ns = f"{tenant}-app-prod"
+    ns = f"{tenant}--app-prod"
     lab1 = wharf.lab.cluster("lab1")
     kubectl(
         lab1,

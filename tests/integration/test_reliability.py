@@ -53,7 +53,7 @@ def project_on_lab1_and_edge(wharf: Wharf, edge: LabCluster, project: str, env: 
 
 def test_an_unreachable_cluster_is_reported_and_caught_up_with(wharf: Wharf, edge, kubectl):
     tenant = project_on_lab1_and_edge(wharf, edge, "site", "prod")
-    ns = f"{tenant}-site-prod"
+    ns = f"{tenant}--site-prod"
     apiserver = edge.running()["kube-apiserver"]
     assert apiserver is not None
     os.kill(apiserver, signal.SIGSTOP)

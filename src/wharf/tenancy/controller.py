@@ -465,7 +465,16 @@ def _project_status(
 ) -> dict[str, Any]:
     """The status for what this reconcile saw: `generation` is the spec it started from (a
     newer spec written meanwhile gets its own reconcile, and must not be reported as seen)."""
-    used = total({k: parse_quantity(v) for k, v in p.get("used", {}).items()} for p in placements)
+    # Usage of what the project holds quota for (the namespaces also count what it was
+    # granted none of, always zero).
+    held = amounts(stored.spec.get("quota", {}), "spec.quota")
+    used = {
+        k: v
+        for k, v in total(
+            {k: parse_quantity(v) for k, v in p.get("used", {}).items()} for p in placements
+        ).items()
+        if k in held or v
+    }
     bad = [p for p in placements if p["state"] != "Ready"]
     conditions = stored.status.get("conditions", [])
     conflicts = [p for p in placements if p["state"] == "Conflict"]
