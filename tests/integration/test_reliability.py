@@ -169,14 +169,18 @@ def test_killing_the_server_mid_reconcile_loses_nothing(lab, database_url, kubec
                 cluster, "get", "namespaces", "-l", f"wharf.io/tenant={tenant}", "-o", "json"
             ).stdout
             found = sorted(n["metadata"]["name"] for n in json.loads(names)["items"])
-            assert found == [f"{tenant}-big-{e}" for e in ("dev", "prod", "test")]
+            assert found == [f"{tenant}--big-{e}" for e in ("dev", "prod", "test")]
             for ns in found:
                 quota = json.loads(
                     kubectl(
                         cluster, "-n", ns, "get", "resourcequota", "wharf-quota", "-o", "json"
                     ).stdout
                 )
-                assert quota["spec"]["hard"] == {"requests.cpu": "1"}
+                assert quota["spec"]["hard"] == {
+                    "requests.cpu": "1",
+                    "services.nodeports": "0",
+                    "services.loadbalancers": "0",
+                }
         # What was accepted before the kill is all there: objects and their audit events.
         audit = admin.ok("GET", "/api/v1/audit", params={"name": tenant})["items"]
         assert [(e["kind"], e["action"]) for e in audit] == [("Tenant", "apply")]
