@@ -222,3 +222,86 @@ def test_delivering_and_rolling_back_an_application_from_the_cli(server, tmp_pat
         wharf(server, "get", "app", "banner", "-t", "media", "-o", "yaml").stdout
     )
     assert shown["spec"]["values"]["title"] == "Metropolis"
+
+
+@pytest.fixture
+def admin_cli(server, lab) -> dict[str, str]:
+    """The CLI logged in as admin, with both lab clusters registered (whatever ran before)."""
+    url = f"http://127.0.0.1:{server['WHARF_PORT']}"
+    assert (
+        wharf(server, "login", "--server", url, "-u", "admin", "-p", ADMIN_PASSWORD).returncode == 0
+    )
+    for c in lab.clusters():
+        kubeconfig = c.user_kubeconfig(WHARF_USER, ("system:masters",)).read_text()
+        manifest = {
+            "kind": "Cluster",
+            "metadata": {"name": c.name},
+            "spec": {"kubeconfig": kubeconfig},
+        }
+        assert wharf(server, "apply", "-f", "-", stdin=yaml.safe_dump(manifest)).returncode == 0
+    wait_for(
+        lambda: wharf(server, "get", "clusters").stdout.count("Ready") == 2, what="clusters Ready"
+    )
+    return server
+
+
+def test_describe_shows_usage_under_the_names_the_quota_uses(admin_cli, lab, kubectl, tmp_path):
+    setup = tmp_path / "books.yaml"
+    setup.write_text(
+        textwrap.dedent("""\
+        kind: Tenant
+        metadata: {name: books}
+        spec:
+          quota: {requests.cpu: "8", requests.memory: 16Gi, pods: "40"}
+          clusters: [lab1, lab2]
+        ---
+        kind: Project
+        metadata: {name: shelf, tenant: books}
+        spec:
+          quota: {cpu: "4", memory: 8Gi, pods: "20"}
+          environments: [{name: prod, clusters: [lab1], quota: {requests.cpu: "2"}}]
+        """)
+    )
+    assert wharf(admin_cli, "apply", "-f", str(setup)).returncode == 0
+    wait_for(
+        lambda: "Ready" in wharf(admin_cli, "get", "projects", "-t", "books").stdout,
+        what="project placed",
+    )
+    kubectl(
+        lab.cluster("lab1"),
+        *("-n", "books-shelf-prod", "create", "deployment", "api"),
+        *("--image=registry.example/api:1", "--replicas=2"),
+    )
+    wait_for(
+        lambda: (
+            yaml.safe_load(wharf(admin_cli, "get", "tenant", "books", "-o", "yaml").stdout)[
+                "status"
+            ]
+            .get("used", {})
+            .get("pods")
+            == "2"
+        ),
+        what="the tenant counts 2 pods",
+    )
+    tenant = wharf(admin_cli, "describe", "tenant", "books").stdout
+    assert (
+        textwrap.dedent("""\
+        Quota:
+          RESOURCE          HARD   ALLOCATED   USED
+          requests.cpu      8      4           200m
+          requests.memory   16Gi   8Gi         256Mi
+          pods              40     20          2
+        """)
+        in tenant
+    )
+    project = wharf(admin_cli, "describe", "project", "shelf", "-t", "books").stdout
+    assert (
+        textwrap.dedent("""\
+        Quota:
+          RESOURCE   HARD   USED
+          cpu        4      200m
+          memory     8Gi    256Mi
+          pods       20     2
+        """)
+        in project
+    )
