@@ -222,6 +222,17 @@ def test_delivering_and_rolling_back_an_application_from_the_cli(server, tmp_pat
         wharf(server, "get", "app", "banner", "-t", "media", "-o", "yaml").stdout
     )
     assert shown["spec"]["values"]["title"] == "Metropolis"
+    # The rollback is revision 3, and the table says so once it is delivered.
+    header, row = wait_for(
+        lambda: (
+            (table := wharf(server, "get", "apps", "-t", "media").stdout.splitlines())
+            and table[1].split()[5:7] == ["Available", "3"]
+            and table
+        ),
+        what="revision 3 Available in `wharf get apps`",
+    )
+    assert header.split()[5:7] == ["STATE", "REVISION"]
+    assert row.split()[:2] == ["media", "banner"]
 
 
 @pytest.fixture
