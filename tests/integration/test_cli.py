@@ -316,3 +316,88 @@ def test_describe_shows_usage_under_the_names_the_quota_uses(admin_cli, lab, kub
         """)
         in project
     )
+
+
+def test_app_status_follows_each_cluster_until_available_or_says_why_not(admin_cli, tmp_path):
+    setup = tmp_path / "news.yaml"
+    setup.write_text(
+        textwrap.dedent("""\
+        kind: Tenant
+        metadata: {name: news}
+        spec: {quota: {cpu: "4", memory: 8Gi, pods: "20"}, clusters: [lab1, lab2]}
+        ---
+        kind: Project
+        metadata: {name: desk, tenant: news}
+        spec:
+          quota: {cpu: "2", memory: 4Gi, pods: "10"}
+          environments: [{name: prod, clusters: [lab1, lab2]}]
+        ---
+        kind: Application
+        metadata: {name: front, tenant: news}
+        spec:
+          project: desk
+          environment: prod
+          template: {name: web-service, version: 1.0.0}
+          values: {name: front, image: "registry.example/news/front:1.0.0", replicas: 2}
+        """)
+    )
+    assert wharf(admin_cli, "apply", "-f", str(setup)).returncode == 0
+    done = wharf(admin_cli, "app", "status", "front", "-t", "news", "--timeout", "120")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "Waiting for application front (tenant news) to be Available"
+    latest = dict(line.strip().split(": ", 1) for line in lines if line.startswith("  lab"))
+    assert latest == {"lab1": "Available, 2/2 ready", "lab2": "Available, 2/2 ready"}
+    assert lines[-1] == "application/front is Available in lab1, lab2 (revision 1)"
+    once = wharf(admin_cli, "app", "status", "front", "-t", "news", "--no-watch")
+    assert once.returncode == 0
+    assert once.stdout.splitlines()[1:] == [
+        "  lab1: Available, 2/2 ready",
+        "  lab2: Available, 2/2 ready",
+        "application/front is Available in lab1, lab2 (revision 1)",
+    ]
+
+    # A revision the clusters refuse (a typo in the Deployment) fails, and says where and why.
+    raw = tmp_path / "typo.yaml"
+    raw.write_text(
+        textwrap.dedent("""\
+        apiVersion: apps/v1
+        kind: Deployment
+        metadata: {name: "${name}"}
+        spec:
+          replicaz: 1
+          selector: {matchLabels: {run: "${name}"}}
+          template:
+            metadata: {labels: {run: "${name}"}}
+            spec:
+              containers:
+              - name: c
+                image: registry.example/news/typo:1.0.0
+                resources: {requests: {cpu: 10m}, limits: {cpu: 10m}}
+                readinessProbe: {tcpSocket: {port: 1}}
+                livenessProbe: {tcpSocket: {port: 1}}
+        """)
+    )
+    assert (
+        wharf(
+            admin_cli, "template", "import", "-f", str(raw), "--name", "typo", "--publish"
+        ).returncode
+        == 0
+    )
+    app = {
+        "kind": "Application",
+        "metadata": {"name": "typo", "tenant": "news"},
+        "spec": {
+            "project": "desk",
+            "environment": "prod",
+            "template": {"name": "typo", "version": "1.0.0"},
+            "values": {"name": "typo"},
+        },
+    }
+    assert wharf(admin_cli, "apply", "-f", "-", stdin=yaml.safe_dump(app)).returncode == 0
+    failed = wharf(admin_cli, "app", "status", "typo", "-t", "news", "--timeout", "120")
+    assert failed.returncode == 1
+    assert failed.stderr.startswith("error: application/typo failed: lab1: rejected by the cluster")
+    assert "; lab2: rejected by the cluster" in failed.stderr
+    assert "replicaz" in failed.stderr
+    assert "  lab1: Failed, rejected by the cluster" in failed.stdout
