@@ -286,7 +286,8 @@ def test_the_log_tells_when_a_cluster_goes_away_and_comes_back_not_each_heartbea
         events = _log_events(server)
     # The heartbeats themselves are not news: no line per probe, from us or the HTTP client.
     assert not [e for e in events if e["event"].startswith("HTTP Request")]
-    said = [e for e in events if e.get("cluster") == "edge"]
+    # (Other lines may name edge too: this server prunes what earlier tests left there.)
+    said = [e for e in events if e.get("cluster") == "edge" and e["event"].startswith("cluster ")]
     assert [(e["event"], e["level"]) for e in said] == [
         ("cluster ready", "info"),
         ("cluster unreachable", "warning"),
@@ -294,11 +295,12 @@ def test_the_log_tells_when_a_cluster_goes_away_and_comes_back_not_each_heartbea
     ]
     assert said[0]["version"] == said[2]["version"] == "v1.37.2"
     assert "TimeoutError" in said[1]["error"]
-    # Nothing else repeats with the heartbeats either, however long the cluster is away.
+    # Nothing else repeats with the probes either, however long the cluster is away: watch
+    # retries, readiness checks (what controllers do to objects in a cluster is news, though).
     others = [
         (e["event"], e.get("informer"))
         for e in events
-        if e["event"] != "request" and e["level"] in ("info", "warning", "error")
+        if e["event"] != "request" and "cluster" not in e and e["level"] != "debug"
     ]
     assert len(others) == len(set(others)), others
     # Nor are the readiness probes and metrics scrapes (the test made many of both).
