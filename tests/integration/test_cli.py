@@ -222,3 +222,182 @@ def test_delivering_and_rolling_back_an_application_from_the_cli(server, tmp_pat
         wharf(server, "get", "app", "banner", "-t", "media", "-o", "yaml").stdout
     )
     assert shown["spec"]["values"]["title"] == "Metropolis"
+    # The rollback is revision 3, and the table says so once it is delivered.
+    header, row = wait_for(
+        lambda: (
+            (table := wharf(server, "get", "apps", "-t", "media").stdout.splitlines())
+            and table[1].split()[5:7] == ["Available", "3"]
+            and table
+        ),
+        what="revision 3 Available in `wharf get apps`",
+    )
+    assert header.split()[5:7] == ["STATE", "REVISION"]
+    assert row.split()[:2] == ["media", "banner"]
+
+
+@pytest.fixture
+def admin_cli(server, lab) -> dict[str, str]:
+    """The CLI logged in as admin, with both lab clusters registered (whatever ran before)."""
+    url = f"http://127.0.0.1:{server['WHARF_PORT']}"
+    assert (
+        wharf(server, "login", "--server", url, "-u", "admin", "-p", ADMIN_PASSWORD).returncode == 0
+    )
+    for c in lab.clusters():
+        kubeconfig = c.user_kubeconfig(WHARF_USER, ("system:masters",)).read_text()
+        manifest = {
+            "kind": "Cluster",
+            "metadata": {"name": c.name},
+            "spec": {"kubeconfig": kubeconfig},
+        }
+        assert wharf(server, "apply", "-f", "-", stdin=yaml.safe_dump(manifest)).returncode == 0
+    wait_for(
+        lambda: wharf(server, "get", "clusters").stdout.count("Ready") == 2, what="clusters Ready"
+    )
+    return server
+
+
+def test_describe_shows_usage_under_the_names_the_quota_uses(admin_cli, lab, kubectl, tmp_path):
+    setup = tmp_path / "books.yaml"
+    setup.write_text(
+        textwrap.dedent("""\
+        kind: Tenant
+        metadata: {name: books}
+        spec:
+          quota: {requests.cpu: "8", requests.memory: 16Gi, pods: "40"}
+          clusters: [lab1, lab2]
+        ---
+        kind: Project
+        metadata: {name: shelf, tenant: books}
+        spec:
+          quota: {cpu: "4", memory: 8Gi, pods: "20"}
+          environments: [{name: prod, clusters: [lab1], quota: {requests.cpu: "2"}}]
+        """)
+    )
+    assert wharf(admin_cli, "apply", "-f", str(setup)).returncode == 0
+    wait_for(
+        lambda: "Ready" in wharf(admin_cli, "get", "projects", "-t", "books").stdout,
+        what="project placed",
+    )
+    kubectl(
+        lab.cluster("lab1"),
+        *("-n", "books-shelf-prod", "create", "deployment", "api"),
+        *("--image=registry.example/api:1", "--replicas=2"),
+    )
+    wait_for(
+        lambda: (
+            yaml.safe_load(wharf(admin_cli, "get", "tenant", "books", "-o", "yaml").stdout)[
+                "status"
+            ]
+            .get("used", {})
+            .get("pods")
+            == "2"
+        ),
+        what="the tenant counts 2 pods",
+    )
+    tenant = wharf(admin_cli, "describe", "tenant", "books").stdout
+    assert (
+        textwrap.dedent("""\
+        Quota:
+          RESOURCE          HARD   ALLOCATED   USED
+          requests.cpu      8      4           200m
+          requests.memory   16Gi   8Gi         256Mi
+          pods              40     20          2
+        """)
+        in tenant
+    )
+    project = wharf(admin_cli, "describe", "project", "shelf", "-t", "books").stdout
+    assert (
+        textwrap.dedent("""\
+        Quota:
+          RESOURCE   HARD   USED
+          cpu        4      200m
+          memory     8Gi    256Mi
+          pods       20     2
+        """)
+        in project
+    )
+
+
+def test_app_status_follows_each_cluster_until_available_or_says_why_not(admin_cli, tmp_path):
+    setup = tmp_path / "news.yaml"
+    setup.write_text(
+        textwrap.dedent("""\
+        kind: Tenant
+        metadata: {name: news}
+        spec: {quota: {cpu: "4", memory: 8Gi, pods: "20"}, clusters: [lab1, lab2]}
+        ---
+        kind: Project
+        metadata: {name: desk, tenant: news}
+        spec:
+          quota: {cpu: "2", memory: 4Gi, pods: "10"}
+          environments: [{name: prod, clusters: [lab1, lab2]}]
+        ---
+        kind: Application
+        metadata: {name: front, tenant: news}
+        spec:
+          project: desk
+          environment: prod
+          template: {name: web-service, version: 1.0.0}
+          values: {name: front, image: "registry.example/news/front:1.0.0", replicas: 2}
+        """)
+    )
+    assert wharf(admin_cli, "apply", "-f", str(setup)).returncode == 0
+    done = wharf(admin_cli, "app", "status", "front", "-t", "news", "--timeout", "120")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "Waiting for application front (tenant news) to be Available"
+    latest = dict(line.strip().split(": ", 1) for line in lines if line.startswith("  lab"))
+    assert latest == {"lab1": "Available, 2/2 ready", "lab2": "Available, 2/2 ready"}
+    assert lines[-1] == "application/front is Available in lab1, lab2 (revision 1)"
+    once = wharf(admin_cli, "app", "status", "front", "-t", "news", "--no-watch")
+    assert once.returncode == 0
+    assert once.stdout.splitlines()[1:] == [
+        "  lab1: Available, 2/2 ready",
+        "  lab2: Available, 2/2 ready",
+        "application/front is Available in lab1, lab2 (revision 1)",
+    ]
+
+    # A revision the clusters refuse (a typo in the Deployment) fails, and says where and why.
+    raw = tmp_path / "typo.yaml"
+    raw.write_text(
+        textwrap.dedent("""\
+        apiVersion: apps/v1
+        kind: Deployment
+        metadata: {name: "${name}"}
+        spec:
+          replicaz: 1
+          selector: {matchLabels: {run: "${name}"}}
+          template:
+            metadata: {labels: {run: "${name}"}}
+            spec:
+              containers:
+              - name: c
+                image: registry.example/news/typo:1.0.0
+                resources: {requests: {cpu: 10m}, limits: {cpu: 10m}}
+                readinessProbe: {tcpSocket: {port: 1}}
+                livenessProbe: {tcpSocket: {port: 1}}
+        """)
+    )
+    assert (
+        wharf(
+            admin_cli, "template", "import", "-f", str(raw), "--name", "typo", "--publish"
+        ).returncode
+        == 0
+    )
+    app = {
+        "kind": "Application",
+        "metadata": {"name": "typo", "tenant": "news"},
+        "spec": {
+            "project": "desk",
+            "environment": "prod",
+            "template": {"name": "typo", "version": "1.0.0"},
+            "values": {"name": "typo"},
+        },
+    }
+    assert wharf(admin_cli, "apply", "-f", "-", stdin=yaml.safe_dump(app)).returncode == 0
+    failed = wharf(admin_cli, "app", "status", "typo", "-t", "news", "--timeout", "120")
+    assert failed.returncode == 1
+    assert failed.stderr.startswith("error: application/typo failed: lab1: rejected by the cluster")
+    assert "; lab2: rejected by the cluster" in failed.stderr
+    assert "replicaz" in failed.stderr
+    assert "  lab1: Failed, rejected by the cluster" in failed.stdout

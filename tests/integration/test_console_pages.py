@@ -172,3 +172,14 @@ def test_what_users_wrote_is_shown_as_text_never_as_markup(console: TestClient):
         assert "<script>alert" not in page, path
         assert "<img src=x" not in page, path
         assert "&lt;script&gt;alert(" in page, path
+
+
+def test_the_bare_address_leads_to_the_console_and_docs_stay(console: TestClient):
+    # People type http://127.0.0.1:8700/ rather than the /console/ the README shows.
+    for method in ("GET", "HEAD"):
+        answer = console.request(method, "/")
+        assert answer.status_code == 307, (method, answer.status_code)
+        assert answer.headers["location"] == "/console/"
+    assert console.get("/console/").headers["location"].startswith("/console/login")
+    assert console.get("/docs").status_code == 200
+    assert "/" not in console.get("/openapi.json").json()["paths"]

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 
-from tests.integration.conftest import Wharf, manifest, wait_for
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.integration.conftest import ADMIN_PASSWORD, Wharf, manifest, wait_for
 
 
 def test_a_tenant_cannot_exceed_the_platform_capacity(wharf: Wharf):
@@ -188,3 +192,119 @@ def test_a_write_pinned_to_a_stale_resource_version_is_refused(wharf: Wharf):
     assert refused.status_code == 409
     assert refused.json()["field"] == "metadata.resourceVersion"
     assert wharf.admin.ok("GET", path)["spec"]["displayName"] == "first"
+
+
+SHORT = {"cpu": "cpu", "memory": "memory"}
+LONG = {"cpu": "requests.cpu", "memory": "requests.memory"}
+
+
+def meter(page: str, label: str) -> str:
+    """What a quota bar says to a screen reader: "3.8% (300m of 8)"."""
+    found = re.search(rf'aria-label="{re.escape(label)}"[^>]*aria-valuetext="([^"]*)"', page)
+    assert found, f"no bar {label!r} on the page"
+    return found.group(1)
+
+
+@pytest.mark.parametrize(
+    ("t", "p", "e"),
+    [(SHORT, LONG, SHORT), (LONG, SHORT, LONG)],
+    ids=["cpu/requests.cpu/cpu", "requests.cpu/cpu/requests.cpu"],
+)
+def test_each_spelling_of_a_quota_is_one_quota_at_every_level(
+    wharf: Wharf, kubectl, t: dict[str, str], p: dict[str, str], e: dict[str, str]
+):
+    # Tenant, project and environment each spell CPU and memory their own way (t, p, e).
+    tenant = wharf.tenant({t["cpu"]: "8", t["memory"]: "16Gi", "pods": "40"})
+    envs = [
+        {"name": "prod", "clusters": ["lab1"], "quota": {e["cpu"]: "1", e["memory"]: "2Gi"}},
+        {"name": "dev", "clusters": ["lab1", "lab2"]},
+    ]
+    wharf.project(tenant, "web", {p["cpu"]: "4", p["memory"]: "8Gi", "pods": "20"}, envs=envs)
+    wharf.wait_placed(tenant, "web")
+    placed = wait_for(
+        lambda: (
+            (x := wharf.admin.ok("GET", f"/api/v1/tenants/{tenant}/projects/web"))["status"]
+            and all(pl.get("hard") for pl in x["status"]["placements"])
+            and x["status"]["placements"]
+        ),
+        what="each namespace's quota reported by its cluster",
+    )
+    assert {(x["environment"], x["cluster"]): x["hard"] for x in placed} == {
+        ("prod", "lab1"): {"requests.cpu": "1", "requests.memory": "2Gi", "pods": "10"},
+        ("dev", "lab1"): {"requests.cpu": "1500m", "requests.memory": "3Gi", "pods": "5"},
+        ("dev", "lab2"): {"requests.cpu": "1500m", "requests.memory": "3Gi", "pods": "5"},
+    }
+
+    # The sums and refusals count both spellings as one resource.
+    path = f"/api/v1/tenants/{tenant}/projects"
+    second = {
+        "kind": "Project",
+        "metadata": {"name": "more"},
+        "spec": {"quota": {p["cpu"]: "5"}, "environments": [{"name": "dev", "clusters": ["lab1"]}]},
+    }
+    refused = wharf.admin.put(f"{path}/more", second)
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["details"] == {"resource": "requests.cpu", "exceededBy": "1"}
+    web = manifest(wharf.admin.ok("GET", f"{path}/web"))
+    web["spec"]["environments"][0]["quota"] = {e["cpu"]: "5"}
+    refused = wharf.admin.put(f"{path}/web", web)
+    assert refused.status_code == 422, refused.text
+    assert "requests.cpu quotas add up to 5, over the project's 4 by 1" in refused.json()["message"]
+    lowered = manifest(wharf.admin.ok("GET", f"/api/v1/tenants/{tenant}"))
+    lowered["spec"]["quota"][t["cpu"]] = "3"
+    refused = wharf.admin.put(f"/api/v1/tenants/{tenant}", lowered)
+    assert refused.status_code == 422, refused.text
+    assert "below what its projects hold (4) by 1" in refused.json()["message"]
+
+    # Usage: three pods with the LimitRange's default request (100m CPU, 128Mi) in prod.
+    kubectl(
+        wharf.lab.cluster("lab1"),
+        "-n",
+        f"{tenant}--web-prod",
+        "create",
+        "deployment",
+        "api",
+        "--image=registry.example/api:1",
+        "--replicas=3",
+    )
+    counted = wait_for(
+        lambda: (
+            (x := wharf.admin.ok("GET", f"/api/v1/tenants/{tenant}"))["status"]
+            .get("used", {})
+            .get("pods")
+            == "3"
+            and x
+        ),
+        what="the tenant counts 3 pods",
+    )
+    assert counted["status"]["used"] == {
+        "pods": "3",
+        "requests.cpu": "300m",
+        "requests.memory": "384Mi",
+    }
+    assert counted["status"]["allocated"] == {
+        "pods": "20",
+        "requests.cpu": "4",
+        "requests.memory": "8Gi",
+    }
+
+    # The console's bars put that usage against the quota, whichever way either is spelled.
+    console = TestClient(wharf.app, follow_redirects=False)
+    signed_in = console.post(
+        "/console/login", data={"username": "admin", "password": ADMIN_PASSWORD}
+    )
+    assert signed_in.status_code == 303
+    for page in (console.get("/console/").text, console.get("/console/tenants").text):
+        assert meter(page, f"{tenant} cpu") == "3.8% (300m of 8)"
+        assert meter(page, f"{tenant} memory") == "2.3% (384Mi of 16Gi)"
+    overview = console.get("/console/").text
+    assert meter(overview, f"{tenant} pods") == "7.5% (3 of 40)"
+    page = console.get(f"/console/tenants/{tenant}").text
+    assert meter(page, f"used {t['cpu']}") == "3.8% (300m of 8)"
+    assert meter(page, f"allocated {t['cpu']}") == "50.0% (4 of 8)"
+    assert meter(page, f"allocated {t['memory']}") == "50.0% (8Gi of 16Gi)"
+    assert f"{p['cpu']}=300m, {p['memory']}=384Mi" in page  # the project's row, in its names
+    page = console.get(f"/console/tenants/{tenant}/projects/web").text
+    assert meter(page, f"Project quota {p['cpu']}") == "7.5% (300m of 4)"
+    assert meter(page, f"Project quota {p['memory']}") == "4.7% (384Mi of 8Gi)"
+    assert meter(page, "prod lab1 requests.cpu") == "30.0% (300m of 1)"

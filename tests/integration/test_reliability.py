@@ -6,6 +6,7 @@ import json
 import os
 import signal
 from collections.abc import Iterator
+from functools import partial
 
 import pytest
 
@@ -246,3 +247,69 @@ def test_a_delivery_with_one_cluster_stopped_is_degraded_then_completes(
     )
     ns = f"{tenant}--shop-dev"
     assert kubectl(edge, "-n", ns, "get", "deployment", "web", check=False).returncode == 0
+
+
+def _log_events(server: ServerProcess) -> list[dict]:
+    lines = (server.workdir / "server.log").read_text().splitlines()
+    return [json.loads(line) for line in lines if line.startswith("{")]
+
+
+def _heartbeats(admin) -> float:
+    metrics = admin.client.get("/metrics").text
+    line = next(m for m in metrics.splitlines() if 'reconciles{controller="clusters"}' in m)
+    return float(line.split()[-1])
+
+
+def test_the_log_tells_when_a_cluster_goes_away_and_comes_back_not_each_heartbeat(
+    edge: LabCluster, tmp_path
+):
+    kubeconfig = edge.user_kubeconfig(WHARF_USER, ("system:masters",)).read_text()
+    body = {"kind": "Cluster", "metadata": {"name": "edge"}, "spec": {"kubeconfig": kubeconfig}}
+    apiserver = edge.running()["kube-apiserver"]
+    assert apiserver is not None
+    with ServerProcess(tmp_path, WHARF_LOG_FORMAT="json") as server:
+        admin = server.login()
+        admin.ok("PUT", "/api/v1/clusters/edge", json=body)
+
+        def phase(want: str) -> bool:
+            return bool(admin.ok("GET", "/api/v1/clusters/edge")["status"].get("phase") == want)
+
+        def beats_after(count: float, more: int) -> bool:
+            return _heartbeats(admin) >= count + more
+
+        wait_for(lambda: phase("Ready"), what="edge Ready")
+        wait_for(partial(beats_after, _heartbeats(admin), 5), what="5 heartbeats")
+        os.kill(apiserver, signal.SIGSTOP)
+        try:
+            wait_for(lambda: phase("Unreachable"), timeout=30, what="edge Unreachable")
+            wait_for(partial(beats_after, _heartbeats(admin), 3), what="3 more heartbeats")
+        finally:
+            os.kill(apiserver, signal.SIGCONT)
+        wait_for(lambda: phase("Ready"), timeout=30, what="edge back")
+        wait_for(partial(beats_after, _heartbeats(admin), 5), what="5 heartbeats after")
+        events = _log_events(server)
+    # The heartbeats themselves are not news: no line per probe, from us or the HTTP client.
+    assert not [e for e in events if e["event"].startswith("HTTP Request")]
+    # (Other lines may name edge too: this server prunes what earlier tests left there.)
+    said = [e for e in events if e.get("cluster") == "edge" and e["event"].startswith("cluster ")]
+    assert [(e["event"], e["level"]) for e in said] == [
+        ("cluster ready", "info"),
+        ("cluster unreachable", "warning"),
+        ("cluster reachable again", "info"),
+    ]
+    assert said[0]["version"] == said[2]["version"] == "v1.37.2"
+    assert "TimeoutError" in said[1]["error"]
+    # Nothing else repeats with the probes either, however long the cluster is away: watch
+    # retries, readiness checks (what controllers do to objects in a cluster is news, though).
+    others = [
+        (e["event"], e.get("informer"))
+        for e in events
+        if e["event"] != "request" and "cluster" not in e and e["level"] != "debug"
+    ]
+    assert len(others) == len(set(others)), others
+    # Nor are the readiness probes and metrics scrapes (the test made many of both).
+    assert not [e for e in events if e.get("path") in ("/readyz", "/metrics")]
+    # Wharf's own API requests are still logged, one line each.
+    assert {"event": "request", "method": "PUT", "path": "/api/v1/clusters/edge"}.items() <= next(
+        e for e in events if e.get("path") == "/api/v1/clusters/edge"
+    ).items()

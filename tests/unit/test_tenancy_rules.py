@@ -24,6 +24,7 @@ from wharf.tenancy.model import (
     namespace_hard,
     namespace_name,
     pod_security_labels,
+    spelled_as,
     split_project_quota,
 )
 
@@ -70,6 +71,15 @@ def test_canonical_maps_each_spelling_to_the_one_quota_name(name: str, expected:
 @pytest.mark.parametrize("name", ["cpu", "memory", "nvidia.com/gpu", "pods", "count/pods"])
 def test_canonical_is_idempotent(name: str) -> None:
     assert canonical(canonical(name)) == canonical(name)
+
+
+@pytest.mark.parametrize("name", ["cpu", "requests.cpu"])
+def test_usage_is_shown_under_the_name_the_quota_uses(name: str) -> None:
+    used = {"requests.cpu": "300m", "requests.memory": "1Gi", "pods": "3"}
+    quota = {name: "4", "memory": "8Gi"}
+    assert spelled_as(used, quota) == {name: "300m", "memory": "1Gi", "pods": "3"}
+    assert spelled_as({"cpu": "1"}, ["requests.cpu"]) == {"requests.cpu": "1"}
+    assert spelled_as(None, quota) == {}
 
 
 # --- accepted and rejected names -----------------------------------------------------------

@@ -32,7 +32,7 @@ from lightkube.resources.networking_v1 import Ingress
 from lightkube.resources.policy_v1 import PodDisruptionBudget
 
 from wharf.apps.model import APP_LABEL, ApplicationSpec, delivery_findings, desired_objects
-from wharf.apps.service import ApplicationRules, app_labels, rendered_for
+from wharf.apps.service import ApplicationRules, app_labels, current_revision, rendered_for
 from wharf.clusters.service import ClusterRules
 from wharf.core.controller import Controller
 from wharf.core.resources import set_condition
@@ -141,15 +141,17 @@ class DeliveryController:
         list[str],
         DeliveryPolicy,
         set[str],
+        int,
     ]:
-        """The application, clusters, rendered objects, target clusters, delivery policy, and
-        the clusters where its namespace is not its project's (held by another, or conflicted)."""
+        """The application, clusters, rendered objects, target clusters, delivery policy, the
+        clusters where its namespace is not its project's (held by another, or conflicted), and
+        the revision its spec is."""
         with self.service.db.reader() as session:
             store = ResourceStore(session)
             app = store.get("Application", key[0], key[1])
             clusters = {c.name: c for c in store.query("Cluster")}
             if app is None:
-                return None, clusters, [], [], DeliveryPolicy(), set()
+                return None, clusters, [], [], DeliveryPolicy(), set(), 0
             spec = ApplicationSpec.model_validate(app.spec)
             project = store.get("Project", key[0], spec.project)
             project_spec = ProjectSpec.model_validate(project.spec if project else {})
@@ -166,11 +168,15 @@ class DeliveryController:
             }
             if not held:
                 refused = set(targets)
+            # Read with the spec, in one transaction: the revision is the one this spec is.
+            revision = current_revision(session, key[0], key[1])
             rendered = rendered_for(session, spec)
-            return app, clusters, rendered, targets, project_spec.delivery, refused
+            return app, clusters, rendered, targets, project_spec.delivery, refused, revision
 
     async def reconcile(self, key: Key) -> None:
-        app, clusters, rendered, targets, policy, refused = await asyncio.to_thread(self._load, key)
+        app, clusters, rendered, targets, policy, refused, revision = await asyncio.to_thread(
+            self._load, key
+        )
         if app is None:
             await asyncio.gather(*(self._remove(key, c) for c in clusters.values()))
             return
@@ -205,7 +211,13 @@ class DeliveryController:
             "Application",
             key[0],
             key[1],
-            partial(_status, dict(zip(targets, results, strict=True)), warnings, app.generation),
+            partial(
+                _status,
+                dict(zip(targets, results, strict=True)),
+                warnings,
+                app.generation,
+                revision,
+            ),
         )
 
     async def _remove(self, key: Key, cluster: StoredResource) -> None:
@@ -395,6 +407,7 @@ def _status(
     clusters: dict[str, dict[str, Any]],
     warnings: list[str],
     generation: int,
+    revision: int,
     stored: StoredResource,
 ) -> dict[str, Any]:
     states = {name: c["state"] for name, c in clusters.items()}
@@ -433,6 +446,7 @@ def _status(
         "state": state,
         "reason": reason,
         "observedGeneration": generation,
+        "revision": revision,
         "clusters": clusters,
         "warnings": warnings,
         "conditions": conditions,

@@ -384,22 +384,27 @@ class ApplicationRules(KindRules):
             return
         if old is not None and old.spec == stored.spec:
             return
-        last = session.execute(
-            select(func.max(revisions.c.number)).where(
-                revisions.c.tenant == stored.tenant, revisions.c.application == stored.name
-            )
-        ).scalar()
         session.execute(
             insert(revisions).values(
                 tenant=stored.tenant,
                 application=stored.name,
-                number=(last or 0) + 1,
+                number=current_revision(session, stored.tenant, stored.name) + 1,
                 spec=stored.spec,
                 actor=p.user,
                 reason=stored.annotations.get(CHANGE_CAUSE, ""),
                 created_at=dt.datetime.now(dt.UTC),
             )
         )
+
+
+def current_revision(session: Session, tenant: str, app: str) -> int:
+    """The number of the application's newest revision: the one its spec is (0: none yet)."""
+    number = session.execute(
+        select(func.max(revisions.c.number)).where(
+            revisions.c.tenant == tenant, revisions.c.application == app
+        )
+    ).scalar()
+    return int(number or 0)
 
 
 def list_revisions(session: Session, tenant: str, app: str) -> list[dict[str, Any]]:

@@ -112,10 +112,13 @@ class ClusterController:
         nodes, pods = await self._watch(name, kubeconfig)
         client = self.connections.client(name, kubeconfig)
         status = dict(stored.status)
+        version = ""
         try:
             async with asyncio.timeout(5):
                 version = await server_version(client)
             reachable, message = True, ""
+        except TimeoutError:
+            reachable, message = False, "TimeoutError: /version did not answer within 5 s"
         except Exception as exc:
             reachable, message = False, f"{type(exc).__name__}: {exc}"[:300]
         conditions = status.get("conditions", [])
@@ -139,6 +142,8 @@ class ClusterController:
                 conditions, "Ready", "False", "Unreachable", message, stored.generation
             )
             status["phase"] = "Unreachable"
+        if status["phase"] != stored.status.get("phase"):
+            _log_phase(name, stored.status.get("phase"), status["phase"], version or message)
         status["conditions"] = conditions
         status["observedGeneration"] = stored.generation
         last = status.get("lastHeartbeatTime")
@@ -217,6 +222,16 @@ class ClusterController:
 
     async def stop(self) -> None:
         await self.watches.stop()
+
+
+def _log_phase(name: str, before: str | None, after: str, detail: str) -> None:
+    """One line when a cluster's state changes; the heartbeats in between are not news."""
+    if after == "Unreachable":
+        log.warning("cluster unreachable", cluster=name, error=detail)
+    elif before == "Unreachable":
+        log.info("cluster reachable again", cluster=name, version=detail)
+    else:
+        log.info("cluster ready", cluster=name, version=detail)
 
 
 def _same(status: dict[str, Any], _stored: StoredResource) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import APIRouter, FastAPI
+from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from . import account, apps, manage, views
@@ -15,12 +16,18 @@ __all__ = ["error_page", "install"]
 STATIC = Path(__file__).parent / "static"
 
 
+def to_the_console() -> RedirectResponse:
+    """People type the bare address: it is the console they came for (the API is at /docs)."""
+    return RedirectResponse("/console/")
+
+
 def install(app: FastAPI, assets_dir: Path) -> None:
     """Add the console's pages, its own stylesheet and the npm-installed htmx files."""
     router = APIRouter()
     for part in (views.router, apps.router, account.router, manage.router):
         router.include_router(part)
     app.include_router(router)
+    app.add_api_route("/", to_the_console, methods=["GET", "HEAD"], include_in_schema=False)
     app.mount("/static/console", StaticFiles(directory=STATIC), name="console")
     for package, mount in (("htmx.org", "htmx"), ("htmx-ext-sse", "htmx-ext-sse")):
         dist = assets_dir / package / "dist"

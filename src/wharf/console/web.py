@@ -20,6 +20,7 @@ from wharf.identity import service as identity
 from wharf.identity.api import SESSION_COOKIE, authenticate_request
 from wharf.identity.model import Principal
 from wharf.resources.service import ResourceService
+from wharf.tenancy.model import spelled_as
 
 PAGE = 50
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
@@ -149,3 +150,5 @@ def query(**params: Any) -> str:
 
 templates.env.globals["usage"] = usage
 templates.env.globals["query"] = query
+# Usage comes in the clusters' quota names (requests.cpu); bars show it under the quota's own.
+templates.env.globals["spelled_as"] = spelled_as

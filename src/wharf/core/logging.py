@@ -40,9 +40,9 @@ def configure_logging(fmt: str = "json", level: str = "info") -> None:
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "alembic"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
-    # One line per Kubernetes API call (httpx, under lightkube) drowns everything else at info;
-    # the controllers log what they do themselves.
-    for name in ("httpx", "httpcore"):
+    # One line per Kubernetes API call (httpx2 under lightkube; httpx) drowns everything else at
+    # info, a heartbeat per cluster every few seconds; the controllers log what changes.
+    for name in ("httpx", "httpcore", "httpx2", "httpcore2"):
         logging.getLogger(name).setLevel(max(numeric, logging.WARNING))
 
 

@@ -80,7 +80,10 @@ class Informer:
                 self.synced.clear()
                 if self.on_event:
                     self.on_event("ERROR", {})
-                log.info("watch interrupted", informer=self.name, error=self.error, retry_in=delay)
+                # The first failure is news; its retries (every few seconds while a cluster is
+                # away) are not, and the cluster controller says when the cluster is back.
+                report = log.debug if delay > 0.5 else log.info
+                report("watch interrupted", informer=self.name, error=self.error, retry_in=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -11,6 +12,10 @@ import typer
 import yaml
 
 from wharf.core.apiclient import ApiClient, ApiError, fail
+
+# What a capability adds to `wharf describe` for its kinds (as kubectl has a describer per kind):
+# kind -> the lines of its extra sections.
+DESCRIBERS: dict[str, Callable[[dict[str, Any]], list[str]]] = {}
 
 TenantOption = Annotated[
     str | None, typer.Option("--tenant", "-t", help="Tenant of tenant-scoped kinds (projects)")
@@ -79,9 +84,17 @@ def print_table(kind: dict[str, Any], items: list[dict[str, Any]], wide: bool) -
         columns.append(("LABELS", "metadata.labels"))
     rows = [[_lookup(i, path) for _, path in columns] + [_age(i)] for i in items]
     header = [title for title, _ in columns] + ["AGE"]
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
-    for row in [header, *rows]:
-        typer.echo("   ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+    for line in aligned([header, *rows]):
+        typer.echo(line)
+
+
+def aligned(rows: list[list[str]]) -> list[str]:
+    """Rows as lines of left-aligned columns, as kubectl prints its tables."""
+    widths = [max(len(str(x)) for x in col) for col in zip(*rows, strict=True)]
+    return [
+        "   ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
 
 
 def _emit(data: Any, output: str) -> None:
@@ -196,6 +209,9 @@ def register(app: typer.Typer) -> None:
             typer.echo(
                 "  " + yaml.safe_dump(status, sort_keys=False).rstrip().replace("\n", "\n  ")
             )
+        describer = DESCRIBERS.get(obj["kind"])
+        for line in describer(obj) if describer else []:
+            typer.echo(line)
         conditions = obj["status"].get("conditions", [])
         typer.echo("Conditions:" + ("" if conditions else " <none>"))
         for c in conditions:

@@ -37,6 +37,7 @@ from wharf.tenancy import api as tenancy_api
 
 log = get_logger("wharf.server")
 
+PROBES = {"/healthz", "/readyz", "/metrics"}
 _installation = table(
     "installation",
     column("id", Integer),
@@ -173,7 +174,9 @@ def create_app(settings: Settings) -> FastAPI:
         route = _route_template(request)
         metrics.requests.labels(request.method, route, str(response.status_code)).inc()
         metrics.latency.labels(request.method, route).observe(elapsed)
-        log.info(
+        # Probes and scrapes come every few seconds and are not news unless they fail.
+        quiet = route in PROBES and response.status_code < 400
+        (log.debug if quiet else log.info)(
             "request",
             method=request.method,
             path=request.url.path,

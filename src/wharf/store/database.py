@@ -13,9 +13,8 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -84,8 +83,13 @@ class Database:
             session.rollback()
 
     def current_revision(self) -> str | None:
+        # Read alembic's table directly: its MigrationContext logs two lines at info on every
+        # call, and readiness probes call this every few seconds.
         with self.engine.connect() as conn:
-            return MigrationContext.configure(conn).get_current_revision()
+            if not inspect(conn).has_table("alembic_version"):
+                return None
+            version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+            return None if version is None else str(version)
 
     def ping(self) -> bool:
         with self.engine.connect() as conn:

@@ -63,6 +63,7 @@ from wharf.tenancy.model import (
     split_project_quota,
     total,
 )
+from wharf.tenancy.service import tenant_usage
 
 log = structlog.get_logger("wharf.tenancy")
 Key = tuple[str, str]  # (tenant, project); (tenant, "") recounts the tenant's totals
@@ -442,19 +443,7 @@ class PlacementController:
             stored = store.get("Tenant", "", tenant)
             if stored is None:
                 return
-            projects = store.query("Project", scopes=[(tenant, None)])
-            allocated = total(amounts(p.spec.get("quota", {}), "spec.quota") for p in projects)
-            used = total(
-                {k: parse_quantity(v) for k, v in (p.status.get("used") or {}).items()}
-                for p in projects
-            )
-            status = {
-                **stored.status,
-                "allocated": format_resources(allocated),
-                "used": format_resources(used),
-                "projects": len(projects),
-            }
-            store.write_status(stored, status)
+            store.write_status(stored, {**stored.status, **tenant_usage(session, tenant)})
 
     async def stop(self) -> None:
         await self.watches.stop()

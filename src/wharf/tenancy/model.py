@@ -95,6 +95,13 @@ def canonical(resource: str) -> str:
     return resource
 
 
+def spelled_as(values: Mapping[str, str] | None, names: Iterable[str]) -> dict[str, str]:
+    """`values` under the spelling `names` give each quota (`cpu` for `requests.cpu`): usage,
+    reported in the clusters' names, shown next to the quota as its owner wrote it."""
+    spelling = {canonical(name): name for name in names}
+    return {spelling.get(canonical(k), k): v for k, v in (values or {}).items()}
+
+
 def check_quota_names(quota: Mapping[str, str], where: str) -> None:
     for name in quota:
         if name not in _STANDARD and not any(p.match(name) for p in _PATTERNS):

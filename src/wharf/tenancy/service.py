@@ -37,7 +37,7 @@ def _used(status: dict[str, Any]) -> dict[str, Fraction]:
     out: dict[str, Fraction] = {}
     for name, value in (status.get("used") or {}).items():
         try:
-            out[name] = parse_quantity(value)
+            out[canonical(name)] = parse_quantity(value)
         except QuantityError:
             continue
     return out
@@ -285,8 +285,13 @@ def _check_pod_security(change: Change) -> None:
 
 
 def tenant_usage(session: Session, tenant: str) -> dict[str, Any]:
-    """What a tenant's projects hold (their quotas) and use (from the clusters)."""
+    """What a tenant's projects hold (their quotas) and use (from the clusters), in the
+    canonical quota names, so that `cpu` and `requests.cpu` add up."""
     projects = ResourceStore(session).query("Project", scopes=[(tenant, None)])
     allocated = total(amounts(p.spec.get("quota", {}), "spec.quota") for p in projects)
     used = total(_used(p.status) for p in projects)
-    return {"allocated": format_resources(allocated), "used": format_resources(used)}
+    return {
+        "allocated": format_resources(allocated),
+        "used": format_resources(used),
+        "projects": len(projects),
+    }
