@@ -229,10 +229,11 @@ def test_each_spelling_of_a_quota_is_one_quota_at_every_level(
         ),
         what="each namespace's quota reported by its cluster",
     )
+    closed = {"services.nodeports": "0", "services.loadbalancers": "0"}
     assert {(x["environment"], x["cluster"]): x["hard"] for x in placed} == {
-        ("prod", "lab1"): {"requests.cpu": "1", "requests.memory": "2Gi", "pods": "10"},
-        ("dev", "lab1"): {"requests.cpu": "1500m", "requests.memory": "3Gi", "pods": "5"},
-        ("dev", "lab2"): {"requests.cpu": "1500m", "requests.memory": "3Gi", "pods": "5"},
+        ("prod", "lab1"): {"requests.cpu": "1", "requests.memory": "2Gi", "pods": "10", **closed},
+        ("dev", "lab1"): {"requests.cpu": "1500m", "requests.memory": "3Gi", "pods": "5", **closed},
+        ("dev", "lab2"): {"requests.cpu": "1500m", "requests.memory": "3Gi", "pods": "5", **closed},
     }
 
     # The sums and refusals count both spellings as one resource.
