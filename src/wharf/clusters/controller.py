@@ -13,13 +13,19 @@ from functools import partial
 from typing import Any
 
 import structlog
-from lightkube.resources.core_v1 import Node, Pod
+from lightkube.resources.core_v1 import Namespace, Node, Pod
 
-from wharf.clusters.model import capacity_of, node_matches, nodes_of
+from wharf.clusters.model import (
+    capacity_of,
+    node_matches,
+    nodes_of,
+    pool_taints,
+    tainted_node,
+)
 from wharf.clusters.service import ClusterRules
 from wharf.core.controller import Controller
 from wharf.core.resources import now, set_condition
-from wharf.kube.apply import ensure
+from wharf.kube.apply import MANAGED_BY, apply, remove_labelled
 from wharf.kube.clients import server_version
 from wharf.kube.connections import ClusterConnections, fingerprint
 from wharf.kube.informer import ClusterWatches, Informer
@@ -27,6 +33,9 @@ from wharf.resources.service import ResourceService
 from wharf.store.resources import ResourceStore, StoredResource
 
 log = structlog.get_logger("wharf.clusters")
+# What a cluster leaving the platform loses besides its pools' taints: whatever Wharf put there
+# and labelled as its own (a namespace takes everything inside it along).
+LEFT_BEHIND = (Namespace,)
 
 
 class ClusterController:
@@ -44,11 +53,14 @@ class ClusterController:
         self.heartbeat_write = heartbeat_write
         self.watches = ClusterWatches()
         self.controller = Controller("clusters", self.reconcile, self.list_keys, resync=heartbeat)
+        self.writes = 0  # API writes made, for metrics and tests
 
     async def list_keys(self) -> Iterable[str]:
         def names() -> list[str]:
             with self.service.db.reader() as session:
-                return [c.name for c in ResourceStore(session).query("Cluster")]
+                store = ResourceStore(session)
+                rows = store.query("Cluster") + store.query("Cluster", deleting=True)
+                return [c.name for c in rows]
 
         keys = await asyncio.to_thread(names)
         for gone in self.watches.clusters() - set(keys):
@@ -56,10 +68,12 @@ class ClusterController:
         return keys
 
     def _load(self, name: str) -> tuple[StoredResource | None, list[StoredResource]]:
+        """The cluster (also when being deleted) and its node pools (also those being deleted)."""
         with self.service.db.reader() as session:
             store = ResourceStore(session)
-            pools = [p for p in store.query("NodePool") if p.spec.get("cluster") == name]
-            return store.get("Cluster", "", name), pools
+            pools = store.query("NodePool") + store.query("NodePool", deleting=True)
+            mine = [p for p in pools if p.spec.get("cluster") == name]
+            return store.get("Cluster", "", name, with_deleting=True), mine
 
     async def _watch(self, name: str, kubeconfig: dict[str, Any]) -> tuple[Informer, Informer]:
         client = self.connections.client(name, kubeconfig)
@@ -79,6 +93,9 @@ class ClusterController:
 
     async def reconcile(self, name: str) -> None:
         stored, pools = await asyncio.to_thread(self._load, name)
+        if stored is not None and stored.deleting_since is not None:
+            await self._leave(stored, pools)
+            stored = None
         if stored is None:
             await self.watches.drop(name)
             await self.connections.forget(name)
@@ -127,19 +144,11 @@ class ClusterController:
     async def _node_pools(
         self, cluster: str, client: Any, pools: list[StoredResource], nodes: list[dict[str, Any]]
     ) -> None:
-        for pool in pools:
+        live = [p for p in pools if p.deleting_since is None]
+        await self._taint(client, [p.spec for p in live], nodes)
+        for pool in live:
             selector = pool.spec.get("nodeSelector", {})
             members = sorted(n["metadata"]["name"] for n in nodes if node_matches(n, selector))
-            taints = pool.spec.get("taints", [])
-            if taints:
-                for node in members:
-                    desired = {
-                        "apiVersion": "v1",
-                        "kind": "Node",
-                        "metadata": {"name": node},
-                        "spec": {"taints": taints},
-                    }
-                    await ensure(client, desired)
             status = {
                 "nodes": len(members),
                 "nodeNames": members,
@@ -149,6 +158,37 @@ class ClusterController:
                 await asyncio.to_thread(
                     self.service.write_status, "NodePool", "", pool.name, partial(_same, status)
                 )
+        # The taints of deleted pools are gone from every node now: their deletes are done.
+        for pool in pools:
+            if pool.deleting_since is not None:
+                await asyncio.to_thread(
+                    self.service.finish_delete, "NodePool", "", pool.name, pool.uid
+                )
+
+    async def _taint(
+        self, client: Any, pools: list[dict[str, Any]], nodes: list[dict[str, Any]]
+    ) -> None:
+        """Give each node its pools' taints, take back those Wharf put there and no pool wants
+        any more, and leave every other taint; write only nodes that differ."""
+        for node in nodes:
+            body = tainted_node(node, pool_taints(pools, node))
+            if body is not None:
+                await apply(client, body)
+                self.writes += 1
+
+    async def _leave(self, stored: StoredResource, pools: list[StoredResource]) -> None:
+        """A deleted cluster leaves the platform: take back what Wharf put there (its pools'
+        taints, the objects labelled as Wharf's), then drop its records. An unreachable
+        cluster stays pending until it answers (the failure is retried)."""
+        client = self.connections.client(stored.name, self.rules.kubeconfig(stored))
+        nodes = [n.to_dict() async for n in client.list(Node)]
+        await self._taint(client, [], nodes)
+        removed = await remove_labelled(client, LEFT_BEHIND, {MANAGED_BY: "wharf"})
+        self.writes += len(removed)
+        log.info("cluster left the platform", cluster=stored.name, removed=removed)
+        for pool in pools:
+            await asyncio.to_thread(self.service.finish_delete, "NodePool", "", pool.name, pool.uid)
+        await asyncio.to_thread(self.service.finish_delete, "Cluster", "", stored.name, stored.uid)
 
     async def stop(self) -> None:
         await self.watches.stop()

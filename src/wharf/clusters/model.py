@@ -124,3 +124,50 @@ def nodes_of(nodes: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 def node_matches(node: dict[str, Any], selector: Mapping[str, str]) -> bool:
     labels = node.get("metadata", {}).get("labels", {}) or {}
     return all(labels.get(k) == v for k, v in selector.items())
+
+
+# Which taints on a node Wharf put there ("key:effect", comma-separated), so that it can take
+# back exactly those when a pool goes or stops selecting the node, and leave everyone else's.
+TAINTS_ANNOTATION = "wharf.io/taints"
+
+
+def _taint_id(taint: Mapping[str, Any]) -> str:
+    return f"{taint['key']}:{taint.get('effect', '')}"
+
+
+def pool_taints(pools: Iterable[Mapping[str, Any]], node: dict[str, Any]) -> list[dict[str, str]]:
+    """The taints the node pools (specs) that select this node give it, each once."""
+    wanted: dict[str, dict[str, str]] = {}
+    for spec in pools:
+        if node_matches(node, spec.get("nodeSelector", {})):
+            for taint in spec.get("taints", []):
+                wanted.setdefault(_taint_id(taint), dict(taint))
+    return [wanted[k] for k in sorted(wanted)]
+
+
+def tainted_node(node: dict[str, Any], wanted: list[dict[str, str]]) -> dict[str, Any] | None:
+    """The Node to apply so that it carries `wanted` and every taint not Wharf's, or None when
+    it already does (nothing to write). Taints are one atomic list in the API, so the body has
+    the whole list, and the resourceVersion it was computed from (a precondition)."""
+    meta = node["metadata"]
+    annotations = meta.get("annotations") or {}
+    recorded = {t for t in annotations.get(TAINTS_ANNOTATION, "").split(",") if t}
+    ours = {_taint_id(t) for t in wanted}
+    current = node.get("spec", {}).get("taints") or []
+    taints = [t for t in current if _taint_id(t) not in recorded | ours] + wanted
+
+    def seen(items: Iterable[Mapping[str, Any]]) -> set[tuple[str, str, str]]:
+        return {(t["key"], t.get("value", ""), t.get("effect", "")) for t in items}
+
+    record = ",".join(sorted(ours))
+    if seen(taints) == seen(current) and len(taints) == len(current) and recorded == ours:
+        return None
+    body: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": meta["name"], "resourceVersion": meta["resourceVersion"]},
+        "spec": {"taints": taints},
+    }
+    if record:
+        body["metadata"]["annotations"] = {TAINTS_ANNOTATION: record}
+    return body
