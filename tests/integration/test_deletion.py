@@ -301,8 +301,8 @@ def test_a_deleted_project_loses_its_namespaces_after_a_crash_and_nothing_else(
         assert after == without(before, lambda o, ns=ns: f"/{ns}/" in o or o.endswith(f"//{ns}"))
         writes = writes_since(lab, marks, in_tenants(owner))
         assert sorted(writes) == [
-            ("lab1", "delete", f"namespaces//{ns}"),
-            ("lab2", "delete", f"namespaces//{ns}"),
+            ("lab1", "delete", f"namespaces/{ns}/{ns}"),
+            ("lab2", "delete", f"namespaces/{ns}/{ns}"),
         ]
     assert kubectl(lab2, "get", "namespace", bystander, check=False).returncode == 0
     kubectl(lab2, "delete", "namespace", bystander, "--wait=false")
@@ -345,7 +345,7 @@ def test_a_deleted_tenant_is_removed_after_a_crash_and_nothing_else(crashable: C
         assert admin.get(project_path).status_code == 404
         assert everywhere(kubectl, lab, f"wharf.io/tenant={keep}") == kept
         writes = writes_since(lab, marks, in_tenants(keep, *doomed.values()))
-        ns = f"namespaces//{name}-web-dev"
+        ns = f"namespaces/{name}-web-dev/{name}-web-dev"
         assert sorted(writes) == [("lab1", "delete", ns), ("lab2", "delete", ns)]
     # A finished delete frees the name.
     body = {"kind": "Tenant", "metadata": {"name": doomed["recorded"]}, "spec": {}}
@@ -513,7 +513,7 @@ def test_a_cluster_leaving_takes_back_what_wharf_put_there_after_a_crash(
             lab, marks, lambda r, ours=ours: ours(r) or r.get("resource") == "nodes"
         )
         assert {c for c, _, _ in writes} == {"lab2"}, writes
-        assert (lab2.name, "delete", f"namespaces//{gone}-web-dev") in writes
+        assert (lab2.name, "delete", f"namespaces/{gone}-web-dev/{gone}-web-dev") in writes
         tainted = {n for n, t in expected_taints(list(POOLS)).items() if t - {SOMEONE_ELSES}}
         assert {r.split("/")[-1] for _, _, r in writes if r.startswith("nodes/")} == tainted
         # The project that was left on lab2 goes too, before the next round.
