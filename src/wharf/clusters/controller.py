@@ -2,6 +2,9 @@
 
 Status is written only when it changes; the heartbeat time alone is refreshed at most every
 `heartbeat_write` seconds, so an idle platform does not write to its database every beat.
+Node pool taints are merged per node and recorded there, so a node is written only when its
+taints differ and a deleted pool takes back exactly its own. A deleted cluster leaves the
+platform here: what Wharf put there goes before its record does.
 """
 
 from __future__ import annotations
