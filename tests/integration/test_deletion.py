@@ -202,7 +202,7 @@ def test_a_deleted_application_is_removed_after_a_crash_and_nothing_else(
     owner = tenant(admin, ["lab1", "lab2"])
     project(admin, owner, "shop", ["lab1", "lab2"])
     wait_ready(admin, f"/api/v1/tenants/{owner}/projects/shop")
-    ns = f"{owner}-shop-dev"
+    ns = f"{owner}--shop-dev"
     lab1 = lab.cluster("lab1")
     kubectl(lab1, "-n", ns, "create", "configmap", "not-wharfs")
     doomed = {moment: f"app{i}" for i, moment in enumerate(MOMENTS)}
@@ -281,7 +281,7 @@ def test_a_deleted_project_loses_its_namespaces_after_a_crash_and_nothing_else(
 
     for moment, name in doomed.items():
         before = everywhere(kubectl, lab, selector)
-        ns = f"{owner}-{name}-dev"
+        ns = f"{owner}--{name}-dev"
 
         def going(ns: str = ns) -> bool:
             return namespace_going(kubectl, lab, ns)
@@ -324,7 +324,7 @@ def test_a_deleted_tenant_is_removed_after_a_crash_and_nothing_else(crashable: C
         marks = audit_marks(lab)
 
         def going(name: str = name) -> bool:
-            return namespace_going(kubectl, lab, f"{name}-web-dev")
+            return namespace_going(kubectl, lab, f"{name}--web-dev")
 
         if moment == "recorded":
             crashable.restart(controllers=False)
@@ -345,7 +345,7 @@ def test_a_deleted_tenant_is_removed_after_a_crash_and_nothing_else(crashable: C
         assert admin.get(project_path).status_code == 404
         assert everywhere(kubectl, lab, f"wharf.io/tenant={keep}") == kept
         writes = writes_since(lab, marks, in_tenants(keep, *doomed.values()))
-        ns = f"namespaces/{name}-web-dev/{name}-web-dev"
+        ns = f"namespaces/{name}--web-dev/{name}--web-dev"
         assert sorted(writes) == [("lab1", "delete", ns), ("lab2", "delete", ns)]
     # A finished delete frees the name.
     body = {"kind": "Tenant", "metadata": {"name": doomed["recorded"]}, "spec": {}}
@@ -491,7 +491,7 @@ def test_a_cluster_leaving_takes_back_what_wharf_put_there_after_a_crash(
 
         def going(gone: str = gone) -> bool:
             return taints(kubectl, lab2) != expected_taints(list(POOLS)) or namespace_going(
-                kubectl, lab, f"{gone}-web-dev"
+                kubectl, lab, f"{gone}--web-dev"
             )
 
         crashable.delete_and_kill("/api/v1/clusters/lab2", "lab2", moment, going)
@@ -513,7 +513,7 @@ def test_a_cluster_leaving_takes_back_what_wharf_put_there_after_a_crash(
             lab, marks, lambda r, ours=ours: ours(r) or r.get("resource") == "nodes"
         )
         assert {c for c, _, _ in writes} == {"lab2"}, writes
-        assert (lab2.name, "delete", f"namespaces/{gone}-web-dev/{gone}-web-dev") in writes
+        assert (lab2.name, "delete", f"namespaces/{gone}--web-dev/{gone}--web-dev") in writes
         tainted = {n for n, t in expected_taints(list(POOLS)).items() if t - {SOMEONE_ELSES}}
         assert {r.split("/")[-1] for _, _, r in writes if r.startswith("nodes/")} == tainted
         # The project that was left on lab2 goes too, before the next round.
