@@ -150,7 +150,7 @@ def test_an_idle_platform_using_every_feature_writes_nothing_to_its_clusters(wha
                         ).stdout
                     )["items"]
                 }
-                <= {f"{tenant}--shop-dev", f"{tenant}--shop-prod"}
+                <= {f"{tenant}--shop-dev", f"{tenant}--shop-prod", "wharf-system"}
             ),
             timeout=120,
             what=f"only this platform's namespaces in {cluster.name}",
