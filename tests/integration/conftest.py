@@ -176,6 +176,7 @@ def wharf(lab: Lab, database_url: str) -> Iterator[Wharf]:
         database_url=database_url,
         admin_password=ADMIN_PASSWORD,
         secret_key="integration-test-key",
+        allow_loopback_clusters=True,  # the lab's clusters listen on loopback
         heartbeat_seconds=1.0,
         resync_seconds=5.0,
     )
@@ -218,6 +219,7 @@ class ServerProcess:
             "WHARF_PORT": str(self.port),
             "WHARF_ADMIN_PASSWORD": ADMIN_PASSWORD,
             "WHARF_SECRET_KEY": "integration-test-key",
+            "WHARF_ALLOW_LOOPBACK_CLUSTERS": "true",
             "WHARF_HEARTBEAT_SECONDS": "1",
             "WHARF_RESYNC_SECONDS": "5",
             "WHARF_LOG_FORMAT": "console",

@@ -11,6 +11,7 @@ from wharf.clusters.model import CLUSTER, NODE_POOL
 from wharf.core.crypto import SecretBox
 from wharf.core.errors import ConflictError, InvalidError
 from wharf.identity.model import Action, Principal
+from wharf.kube.kubeconfig import AddressPolicy, KubeconfigRefused, cluster_config
 from wharf.resources.service import Change, KindRules, Verdict
 from wharf.store.resources import ResourceStore, StoredResource
 
@@ -22,39 +23,30 @@ def _platform_verdict(p: Principal, action: Action) -> Verdict:
     return "forbid" if p.can("read") else "hide"
 
 
-def parse_kubeconfig(text: str) -> dict[str, Any]:
+def parse_kubeconfig(text: str, policy: AddressPolicy) -> dict[str, Any]:
+    """A kubeconfig Wharf will use (see wharf.kube.kubeconfig); 422 naming the path otherwise."""
     try:
         config = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise InvalidError(
             f"spec.kubeconfig: not valid YAML: {exc}", field="spec.kubeconfig"
         ) from None
-    if not isinstance(config, dict) or config.get("kind") != "Config":
+    try:
+        cluster_config(config, policy)
+    except KubeconfigRefused as exc:
         raise InvalidError(
-            "spec.kubeconfig: not a kubeconfig (kind: Config)", field="spec.kubeconfig"
-        )
-    current = config.get("current-context")
-    contexts = {c.get("name"): c.get("context", {}) for c in config.get("contexts") or []}
-    clusters = {c.get("name"): c.get("cluster", {}) for c in config.get("clusters") or []}
-    if current not in contexts:
-        raise InvalidError(
-            f"spec.kubeconfig: current-context {current!r} is not among its contexts",
-            field="spec.kubeconfig",
-        )
-    server = clusters.get(contexts[current].get("cluster"), {}).get("server", "")
-    if not str(server).startswith("https://"):
-        raise InvalidError(
-            "spec.kubeconfig: the current context's cluster needs an https:// server",
-            field="spec.kubeconfig",
-        )
+            f"spec.kubeconfig: {exc}", field="spec.kubeconfig", path=exc.path
+        ) from None
+    assert isinstance(config, dict)  # cluster_config accepts maps only
     return config
 
 
 class ClusterRules(KindRules):
     kind = CLUSTER
 
-    def __init__(self, box: SecretBox) -> None:
+    def __init__(self, box: SecretBox, policy: AddressPolicy) -> None:
         self.box = box
+        self.policy = policy
 
     def verdict(
         self, p: Principal, action: Action, tenant: str, name: str, old: StoredResource | None
@@ -66,7 +58,7 @@ class ClusterRules(KindRules):
         text = spec["kubeconfig"]
         if text.startswith("fernet:") and change.old is not None:
             return spec  # unchanged: the caller sent back what it read
-        parse_kubeconfig(text)
+        parse_kubeconfig(text, self.policy)
         if change.old is not None:
             try:
                 if self.box.open(change.old.spec["kubeconfig"]) == text:

@@ -32,6 +32,10 @@ class Settings(BaseSettings):
     admin_password: str | None = Field(
         default=None, description="Password of the first user, 'admin' (generated when unset)"
     )
+    allow_loopback_clusters: bool = Field(
+        default=False,
+        description="Accept clusters on loopback addresses (the lab; never in production)",
+    )
     controllers: bool = Field(default=True, description="Run the controllers in this process")
     assets_dir: Path = Field(
         default=Path(__file__).resolve().parents[3] / "node_modules",

@@ -19,6 +19,7 @@ from wharf.core.crypto import SecretBox
 from wharf.core.logging import get_logger
 from wharf.identity import service as identity
 from wharf.kube.connections import ClusterConnections
+from wharf.kube.kubeconfig import AddressPolicy
 from wharf.resources.service import KindRules, ResourceService
 from wharf.store import Database
 from wharf.tenancy.controller import PlacementController
@@ -36,7 +37,8 @@ class Platform:
             if settings.secret_key
             else SecretBox.from_key_file(settings.key_file())
         )
-        self.cluster_rules = ClusterRules(box)
+        policy = AddressPolicy(allow_loopback=settings.allow_loopback_clusters)
+        self.cluster_rules = ClusterRules(box, policy)
         self.application_rules = ApplicationRules(box)
         self.rules: list[KindRules] = [
             self.cluster_rules,
@@ -47,7 +49,7 @@ class Platform:
             self.application_rules,
         ]
         self.resources = ResourceService(db, {r.kind.name: r for r in self.rules})
-        self.connections = ClusterConnections()
+        self.connections = ClusterConnections(policy)
         self.clusters = ClusterController(
             self.resources,
             self.cluster_rules,

@@ -1,0 +1,205 @@
+"""Trust, part 2: hostile kubeconfigs, oversized and self-multiplying documents, stolen
+tokens. These run a whole server (API + controllers) on both databases; the ones that need
+clusters use the lab through the `wharf` fixture."""
+
+from __future__ import annotations
+
+import base64
+import copy
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from fastapi.testclient import TestClient
+
+from tests.integration.conftest import ADMIN_PASSWORD, Api, wait_for
+from wharf.core.config import Settings
+from wharf.server import create_app
+from wharf.store.resources import ResourceStore
+
+CA = base64.b64encode(b"-----BEGIN CERTIFICATE-----\nnot checked here\n").decode()
+INLINE_CA = {"certificate-authority-data": CA}
+
+
+@pytest.fixture
+def server(database_url: str) -> Iterator[Api]:
+    """A server with its controllers and no clusters, as a platform admin."""
+    settings = Settings(
+        database_url=database_url,
+        admin_password=ADMIN_PASSWORD,
+        secret_key="trust-test-key",
+        heartbeat_seconds=0.5,
+    )
+    with TestClient(create_app(settings)) as client:
+        answer = client.post(
+            "/api/v1/login", json={"username": "admin", "password": ADMIN_PASSWORD}
+        )
+        yield Api(client, answer.json()["token"], "admin")
+
+
+def kubeconfig(
+    server: str = "https://cluster.example:6443",
+    cluster: dict[str, Any] | None = None,
+    user: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "c", "cluster": cluster or {"server": server, **INLINE_CA}}],
+        "users": [{"name": "u", "user": user if user is not None else {"token": "abc"}}],
+        "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+        "current-context": "x",
+    }
+
+
+def cluster_body(name: str, config: Any) -> dict[str, Any]:
+    text = config if isinstance(config, str) else yaml.safe_dump(config)
+    return {"kind": "Cluster", "metadata": {"name": name}, "spec": {"kubeconfig": text}}
+
+
+def exec_user(marker: Path) -> dict[str, Any]:
+    return {
+        "exec": {
+            "apiVersion": "client.authentication.k8s.io/v1beta1",
+            "command": "/bin/sh",
+            "args": ["-c", f'touch {marker}; echo \'{{"status": {{"token": "t"}}}}\''],
+        }
+    }
+
+
+def _with(path: str, value: Any) -> dict[str, Any]:
+    """A good kubeconfig with one value put at a dotted path (list indexes as numbers)."""
+    doc = kubeconfig()
+    *parents, leaf = path.split(".")
+    node: Any = doc
+    for part in parents:
+        node = node[int(part)] if isinstance(node, list) else node[part]
+    if isinstance(node, list):
+        node[int(leaf)] = value
+    else:
+        node[leaf] = value
+    return doc
+
+
+HOSTILE_KUBECONFIGS = {
+    "token file": (_with("users.0.user", {"tokenFile": "/etc/shadow"}), "users[0].user.tokenFile"),
+    "client certificate path": (
+        _with("users.0.user", {"client-certificate": "/etc/ssl/a.pem", "client-key": "/k"}),
+        "users[0].user.client-certificate",
+    ),
+    "CA path": (
+        _with("clusters.0.cluster", {"server": "https://c.example", "certificate-authority": "/x"}),
+        "clusters[0].cluster.certificate-authority",
+    ),
+    "auth provider": (
+        _with("users.0.user", {"auth-provider": {"name": "gcp", "config": {"cmd-path": "/bin/x"}}}),
+        "users[0].user.auth-provider",
+    ),
+    "proxy url": (
+        _with("clusters.0.cluster", {"server": "https://c.example", "proxy-url": "http://evil"}),
+        "clusters[0].cluster.proxy-url",
+    ),
+    "no TLS verification": (
+        _with(
+            "clusters.0.cluster", {"server": "https://c.example", "insecure-skip-tls-verify": True}
+        ),
+        "clusters[0].cluster.insecure-skip-tls-verify",
+    ),
+    "basic auth": (
+        _with("users.0.user", {"username": "a", "password": "b"}),
+        "users[0].user.password",
+    ),
+    "plain http": (kubeconfig(server="http://cluster.example"), "clusters[0].cluster.server"),
+    "metadata address": (
+        kubeconfig(server="https://169.254.169.254"),
+        "clusters[0].cluster.server",
+    ),
+    "metadata name": (
+        kubeconfig(server="https://metadata.google.internal"),
+        "clusters[0].cluster.server",
+    ),
+    "mapped link-local": (
+        kubeconfig(server="https://[::ffff:169.254.10.1]:6443"),
+        "clusters[0].cluster.server",
+    ),
+    "loopback": (kubeconfig(server="https://127.0.0.1:6443"), "clusters[0].cluster.server"),
+    "localhost": (kubeconfig(server="https://localhost:6443"), "clusters[0].cluster.server"),
+    "users as a map": (_with("users", {"u": {"token": "t"}}), "users"),
+    "a user that is a list": (_with("users.0.user", ["token"]), "users[0].user"),
+    "a cluster with no name": (_with("clusters.0", {"cluster": {"server": "https://a"}}), "name"),
+    "a cluster with no server": (
+        _with("clusters.0.cluster", {"certificate-authority-data": CA}),
+        "clusters[0].cluster.server",
+    ),
+    "a server that is a number": (_with("clusters.0.cluster.server", 6443), "server"),
+    "a port that is not a number": (
+        kubeconfig(server="https://cluster.example:http"),
+        "clusters[0].cluster.server",
+    ),
+    "CA data that is not base64": (
+        _with("clusters.0.cluster.certificate-authority-data", "%%%"),
+        "certificate-authority-data",
+    ),
+    "a context naming no cluster": (_with("contexts.0.context", {"user": "u"}), "cluster"),
+    "an unknown current context": (_with("current-context", "nope"), "current-context"),
+    "a document that is a list": ([kubeconfig()], "must be a map"),
+    "key without certificate": (
+        _with("users.0.user", {"client-key-data": CA}),
+        "client-certificate-data",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_KUBECONFIGS))
+def test_a_hostile_or_malformed_kubeconfig_is_refused_naming_its_path(server: Api, case: str):
+    doc, where = HOSTILE_KUBECONFIGS[case]
+    answer = server.request("PUT", "/api/v1/clusters/evil", json=cluster_body("evil", doc))
+    assert answer.status_code == 422, f"{case}: {answer.status_code} {answer.text}"
+    body = answer.json()
+    assert body["field"] == "spec.kubeconfig"
+    assert where in body["message"], body["message"]
+    assert server.get("/api/v1/clusters/evil").status_code == 404
+
+
+def test_a_kubeconfig_that_runs_a_command_is_refused_and_the_command_never_runs(
+    server: Api, tmp_path: Path
+):
+    marker = tmp_path / "ran"
+    doc = kubeconfig(user=exec_user(marker))
+    answer = server.request("PUT", "/api/v1/clusters/evil", json=cluster_body("evil", doc))
+    assert answer.status_code == 422, answer.text
+    assert "users[0].user.exec" in answer.json()["message"]
+    assert "run a command" in answer.json()["message"]
+    assert server.get("/api/v1/clusters/evil").status_code == 404
+    assert not marker.exists()
+
+
+def test_a_stored_hostile_kubeconfig_is_refused_again_when_loaded(server: Api, tmp_path: Path):
+    """A kubeconfig stored before the checks existed (or written around them) never reaches
+    lightkube whole: the controller refuses it and says so in the cluster's status."""
+    marker = tmp_path / "ran"
+    app = server.client.app
+    doc = kubeconfig(server="https://cluster.invalid", user=exec_user(marker))
+    sealed = app.state.cluster_rules.box.seal(yaml.safe_dump(doc))  # type: ignore[attr-defined]
+    with app.state.db.session() as session:  # type: ignore[attr-defined]
+        ResourceStore(session).create(
+            "Cluster", "", "old", labels={}, annotations={}, spec={"kubeconfig": sealed}
+        )
+    app.state.platform.clusters.controller.queue.add("old")  # type: ignore[attr-defined]
+
+    def refused() -> dict[str, Any] | None:
+        status = server.ok("GET", "/api/v1/clusters/old")["status"]
+        return status if status.get("phase") == "Refused" else None
+
+    status = wait_for(refused, what="the stored kubeconfig refused")
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert "users[0].user.exec" in ready["message"]
+    assert not marker.exists()
+
+
+def test_an_inline_kubeconfig_to_a_named_https_server_is_accepted(server: Api):
+    doc = copy.deepcopy(kubeconfig(server="https://cluster.invalid:6443"))
+    answer = server.request("PUT", "/api/v1/clusters/fine", json=cluster_body("fine", doc))
+    assert answer.status_code == 201, answer.text
