@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import base64
 import copy
+import os
+import resource
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -203,3 +207,121 @@ def test_an_inline_kubeconfig_to_a_named_https_server_is_accepted(server: Api):
     doc = copy.deepcopy(kubeconfig(server="https://cluster.invalid:6443"))
     answer = server.request("PUT", "/api/v1/clusters/fine", json=cluster_body("fine", doc))
     assert answer.status_code == 201, answer.text
+
+
+# -- bounded input ---------------------------------------------------------------------------
+
+
+def alias_bomb(levels: int, width: int = 10) -> str:
+    """A small YAML document whose aliases expand to width**levels scalars."""
+    lines = [f"l0: &l0 [{', '.join(['x'] * width)}]"]
+    for i in range(1, levels):
+        lines.append(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * width)}]")
+    return "\n".join(lines) + "\n"
+
+
+def indented(text: str) -> str:
+    return "".join(f"  {line}\n" for line in text.splitlines())
+
+
+def tenant_yaml(name: str, extra: str = "") -> str:
+    return f"apiVersion: wharf.io/v1\nkind: Tenant\nmetadata: {{name: {name}}}\nspec:\n{extra}"
+
+
+def test_a_body_over_the_bound_is_refused_before_it_is_read(server: Api):
+    big = {"kind": "Tenant", "metadata": {"name": "huge"}, "spec": {"displayName": "x" * 3_000_000}}
+    answer = server.request("POST", "/api/v1/apply", json=big)
+    assert answer.status_code == 413, answer.text[:300]
+    assert answer.json()["code"] == "too_large"
+    # Without a Content-Length (chunked), the body is cut off at the bound as it streams in.
+    chunks = (
+        b'{"kind": "Tenant", "metadata": {"name": "huge"}, "spec": {"displayName": "',
+        *[b"x" * 65536] * 40,
+        b'"}}',
+    )
+    headers = {"Authorization": f"Bearer {server.token}", "content-type": "application/json"}
+    answer = server.client.post("/api/v1/apply", content=iter(chunks), headers=headers)
+    assert answer.status_code == 413, answer.text[:300]
+    # Unauthenticated callers are bounded too.
+    assert server.client.post("/api/v1/login", content=b"x" * 2_000_000).status_code == 413
+    assert server.get("/api/v1/tenants/huge").status_code == 404
+
+
+def test_the_body_bound_is_a_setting(database_url: str):
+    settings = Settings(
+        database_url=database_url, admin_password=ADMIN_PASSWORD, max_body_bytes=4096
+    )
+    with TestClient(create_app(settings)) as client:
+        token = client.post(
+            "/api/v1/login", json={"username": "admin", "password": ADMIN_PASSWORD}
+        ).json()["token"]
+        api = Api(client, token)
+        body = {"kind": "Tenant", "metadata": {"name": "t"}, "spec": {"displayName": "x" * 5000}}
+        assert api.request("POST", "/api/v1/apply", json=body).status_code == 413
+        body["spec"]["displayName"] = "small"
+        assert api.request("POST", "/api/v1/apply", json=body).status_code == 201
+
+
+def test_yaml_aliases_cannot_multiply_a_document(server: Api):
+    # The console's Apply YAML.
+    client = server.client
+    client.post("/console/login", data={"username": "admin", "password": ADMIN_PASSWORD})
+    page = client.get("/console/apply").text
+    csrf = page.split('name="csrf-token" content="')[1].split('"')[0]
+    bomb = tenant_yaml("bomb", "  displayName: ok\n") + "x:\n" + indented(alias_bomb(6))
+    answer = client.post("/console/apply", data={"yaml": bomb, "csrf": csrf})
+    assert answer.status_code == 422
+    assert "expands to more than" in answer.text
+    loop = tenant_yaml("loop", "  displayName: &a [*a]\n")
+    answer = client.post("/console/apply", data={"yaml": loop, "csrf": csrf})
+    assert answer.status_code == 422
+    assert "refers to a node that contains it" in answer.text
+    # A cluster's kubeconfig.
+    answer = server.request(
+        "PUT", "/api/v1/clusters/bomb", json=cluster_body("bomb", alias_bomb(6))
+    )
+    assert answer.status_code == 422
+    assert "expands to more than" in answer.json()["message"]
+    for name in ("bomb", "loop"):
+        assert server.get(f"/api/v1/tenants/{name}").status_code == 404
+    assert server.get("/api/v1/clusters/bomb").status_code == 404
+
+
+def test_the_cli_refuses_an_alias_bomb_without_running_out_of_memory(tmp_path: Path):
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(tenant_yaml("bomb", "  displayName: ok\n") + "x:\n" + indented(alias_bomb(9)))
+    gib = 1 << 30
+
+    def limit_memory() -> None:  # the old CLI would take the whole machine
+        resource.setrlimit(resource.RLIMIT_AS, (gib, gib))
+
+    env = {
+        **os.environ,
+        "WHARF_CONFIG": str(tmp_path / "none.yaml"),
+        "WHARF_SERVER": "http://127.0.0.1:9",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "wharf", "apply", "-f", str(bomb)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=limit_memory,
+    )
+    assert done.returncode == 1
+    assert "expands to more than" in done.stderr
+
+
+def test_a_viewer_is_refused_before_the_spec_is_checked(server: Api):
+    """A 422 would tell a viewer what a valid spec looks like, and that a project exists."""
+    server.ok("POST", "/api/v1/users", json={"name": "vera", "password": "password-123"})
+    tenant = {"kind": "Tenant", "metadata": {"name": "acme"}, "spec": {"viewers": ["vera"]}}
+    server.ok("PUT", "/api/v1/tenants/acme", json=tenant)
+    login = {"username": "vera", "password": "password-123"}
+    vera = Api(server.client, server.client.post("/api/v1/login", json=login).json()["token"])
+    for spec in ({"project": "shop", "nonsense": True}, {"project": 7}, {}, {"project": "x"}):
+        app = {"kind": "Application", "metadata": {"name": "web", "tenant": "acme"}, "spec": spec}
+        answer = vera.request("PUT", "/api/v1/tenants/acme/applications/web", json=app)
+        assert answer.status_code == 403, f"{spec}: {answer.status_code} {answer.text}"
+        answer = vera.request("POST", "/api/v1/apply", json=app)
+        assert answer.status_code == 403, f"{spec}: {answer.status_code} {answer.text}"

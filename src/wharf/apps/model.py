@@ -21,6 +21,7 @@ import jsonschema
 import yaml
 from pydantic import Field, field_validator
 
+from wharf.core import documents
 from wharf.core.errors import InvalidError
 from wharf.core.quantity import parse_quantity
 from wharf.core.resources import Kind, Spec
@@ -198,7 +199,7 @@ def import_yaml(text: str, version: str = "1.0.0", description: str = "") -> Tem
     types, defaults and enums.
     """
     try:
-        objects = [d for d in yaml.safe_load_all(text) if d]
+        objects = [d for d in documents.load_all(text) if d]
     except yaml.YAMLError as exc:
         raise InvalidError(f"not valid YAML: {exc}", field="file") from None
     if not all(isinstance(o, dict) for o in objects):

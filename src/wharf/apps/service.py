@@ -206,6 +206,13 @@ class ApplicationRules(KindRules):
             return "allow"
         return "forbid"
 
+    def create_verdict(self, p: Principal, tenant: str, name: str, project: str) -> Verdict:
+        if not p.sees_tenant(tenant):
+            return "hide"
+        if p.can_deliver(tenant, project):
+            return "allow"
+        return "forbid" if p.can("read", tenant, project) else "hide"
+
     def validate(self, change: Change) -> dict[str, Any]:
         session, p, tenant = change.session, change.principal, change.tenant
         check_name(change.name, max_length=40)

@@ -8,6 +8,7 @@ import yaml
 from sqlalchemy.orm import Session
 
 from wharf.clusters.model import CLUSTER, NODE_POOL
+from wharf.core import documents
 from wharf.core.crypto import SecretBox
 from wharf.core.errors import ConflictError, InvalidError
 from wharf.identity.model import Action, Principal
@@ -26,7 +27,7 @@ def _platform_verdict(p: Principal, action: Action) -> Verdict:
 def parse_kubeconfig(text: str, policy: AddressPolicy) -> dict[str, Any]:
     """A kubeconfig Wharf will use (see wharf.kube.kubeconfig); 422 naming the path otherwise."""
     try:
-        config = yaml.safe_load(text)
+        config = documents.load(text)
     except yaml.YAMLError as exc:
         raise InvalidError(
             f"spec.kubeconfig: not valid YAML: {exc}", field="spec.kubeconfig"
@@ -70,7 +71,7 @@ class ClusterRules(KindRules):
         return spec
 
     def kubeconfig(self, stored: StoredResource) -> dict[str, Any]:
-        config: dict[str, Any] = yaml.safe_load(self.box.open(stored.spec["kubeconfig"]))
+        config: dict[str, Any] = documents.load(self.box.open(stored.spec["kubeconfig"]))
         return config
 
     def before_delete(self, session: Session, p: Principal, old: StoredResource) -> None:

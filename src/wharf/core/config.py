@@ -36,6 +36,9 @@ class Settings(BaseSettings):
         default=False,
         description="Accept clusters on loopback addresses (the lab; never in production)",
     )
+    max_body_bytes: int = Field(
+        default=1 << 20, ge=1024, description="Largest request body accepted (413 above it)"
+    )
     controllers: bool = Field(default=True, description="Run the controllers in this process")
     assets_dir: Path = Field(
         default=Path(__file__).resolve().parents[3] / "node_modules",

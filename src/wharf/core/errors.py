@@ -7,7 +7,8 @@
     ├── NotFoundError         404  no such object, or one the caller may not know of
     ├── ConflictError         409  the name is taken, or a rule about other objects
     │   └── StaleError        409  stale resourceVersion: read again and retry
-    └── QuotaExceededError    422  the change would break the quota hierarchy (says by how much)
+    ├── QuotaExceededError    422  the change would break the quota hierarchy (says by how much)
+    └── PayloadTooLargeError  413  the request body is over the server's bound
 
 A caller of another tenant gets NotFoundError, never ForbiddenError, so that an error never
 reveals that an object exists.
@@ -75,3 +76,8 @@ class StaleError(ConflictError):
 class QuotaExceededError(WharfError):
     code = "quota_exceeded"
     status = 422
+
+
+class PayloadTooLargeError(WharfError):
+    code = "too_large"
+    status = 413

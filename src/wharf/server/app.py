@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gc
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
@@ -13,14 +12,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
     generate_latest,
 )
 from sqlalchemy import DateTime, Integer, String, column, insert, select, table
-from starlette.routing import Match
 
 import wharf
 from wharf import console
@@ -31,6 +25,8 @@ from wharf.core.errors import InvalidError, WharfError
 from wharf.core.logging import get_logger
 from wharf.identity import api as identity_api
 from wharf.resources.api import resource_router
+from wharf.server.limits import BodyLimit, BodyTooLarge, too_large
+from wharf.server.metrics import Metrics, RequestMetrics
 from wharf.server.platform import Platform
 from wharf.store import Database, migrate, schema_head
 from wharf.tenancy import api as tenancy_api
@@ -43,52 +39,6 @@ _installation = table(
     column("installed_at", DateTime(timezone=True)),
     column("installed_version", String),
 )
-
-
-class Metrics:
-    """The server's own Prometheus metrics, in a registry per app (tests build many apps)."""
-
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "wharf_http_requests_total",
-            "HTTP requests served",
-            ["method", "route", "status"],
-            registry=self.registry,
-        )
-        self.queue_depth = Gauge(
-            "wharf_controller_queue_depth",
-            "Keys waiting to be reconciled",
-            ["controller"],
-            registry=self.registry,
-        )
-        self.reconciles = Gauge(
-            "wharf_controller_reconciles",
-            "Reconciles done since start",
-            ["controller"],
-            registry=self.registry,
-        )
-        self.cluster_writes = Gauge(
-            "wharf_placement_cluster_writes",
-            "Writes the placement controller made to clusters",
-            registry=self.registry,
-        )
-        self.latency = Histogram(
-            "wharf_http_request_duration_seconds",
-            "HTTP request latency",
-            ["method", "route"],
-            registry=self.registry,
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
-        )
-
-
-def _route_template(request: Request) -> str:
-    # Label by route template, not raw path, so that metrics do not grow with every name.
-    for route in request.app.router.routes:
-        match, _ = route.matches(request.scope)
-        if match is Match.FULL:
-            return str(getattr(route, "path", request.url.path))
-    return "unmatched"
 
 
 def _record_installation(db: Database) -> None:
@@ -143,6 +93,10 @@ def create_app(settings: Settings) -> FastAPI:
     async def wharf_error(_request: Request, exc: WharfError) -> JSONResponse:
         return JSONResponse(exc.body(), status_code=exc.status)
 
+    @app.exception_handler(BodyTooLarge)
+    async def body_too_large(_request: Request, exc: BodyTooLarge) -> JSONResponse:
+        return JSONResponse(too_large(exc.limit).body(), status_code=413)
+
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, exc: RequestValidationError) -> Response:
         errors = [
@@ -163,25 +117,9 @@ def create_app(settings: Settings) -> FastAPI:
     console.install(app, settings.assets_dir)
     app.include_router(resource_router(platform.rules))
 
-    @app.middleware("http")
-    async def observe(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        started = time.perf_counter()
-        response = await call_next(request)
-        elapsed = time.perf_counter() - started
-        route = _route_template(request)
-        metrics.requests.labels(request.method, route, str(response.status_code)).inc()
-        metrics.latency.labels(request.method, route).observe(elapsed)
-        log.info(
-            "request",
-            method=request.method,
-            path=request.url.path,
-            status=response.status_code,
-            ms=round(elapsed * 1000, 2),
-            client=request.client.host if request.client else None,
-        )
-        return response
+    app.add_middleware(RequestMetrics, metrics=metrics, log=log)
+    # Last added, so outermost: no middleware or route reads more than the bound.
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
 
     @app.get("/healthz", tags=["health"], summary="Liveness: the process serves requests")
     async def healthz() -> dict[str, str]:
