@@ -103,7 +103,8 @@ def test_a_viewer_cannot_mutate_anything(wharf: Wharf, two_tenants):
         == "forbidden"
     )
     # A read-only token of an admin cannot mutate either.
-    token = a_admin.ok("POST", "/api/v1/tokens", json={"name": "ci", "readOnly": True})["token"]
+    body = {"name": "ci", "readOnly": True, "expiresIn": 3600}
+    token = a_admin.ok("POST", "/api/v1/tokens", json=body)["token"]
     read_only = Api(wharf.client, token, a_admin.user)
     assert read_only.get(f"/api/v1/tenants/{a}/projects/alpha").status_code == 200
     assert read_only.put(f"/api/v1/tenants/{a}/projects/alpha", project).status_code == 403

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
-from tests.integration.conftest import ADMIN_PASSWORD, Api, wait_for
+from tests.integration.conftest import ADMIN_PASSWORD, Api, Wharf, wait_for
 from wharf.core.config import Settings
 from wharf.server import create_app
 from wharf.store.resources import ResourceStore
@@ -325,3 +325,79 @@ def test_a_viewer_is_refused_before_the_spec_is_checked(server: Api):
         assert answer.status_code == 403, f"{spec}: {answer.status_code} {answer.text}"
         answer = vera.request("POST", "/api/v1/apply", json=app)
         assert answer.status_code == 403, f"{spec}: {answer.status_code} {answer.text}"
+
+
+# -- token scopes ------------------------------------------------------------------------------
+
+
+def test_a_kubeconfig_needs_a_token_that_may_write_and_cannot_outlive_it(wharf: Wharf):
+    dev = wharf.user()
+    tenant = wharf.tenant({"cpu": "4", "memory": "8Gi"})
+    members = [{"user": dev.user, "role": "developer"}]
+    wharf.project(tenant, "shop", {"cpu": "1", "memory": "1Gi"}, members=members)
+    wharf.wait_placed(tenant, "shop")
+    url = f"/api/v1/tenants/{tenant}/projects/shop/kubeconfig?env=dev&ttl=3600"
+    body = {"name": "ro", "readOnly": True, "expiresIn": 7200}
+    read_only = Api(wharf.client, dev.ok("POST", "/api/v1/tokens", json=body)["token"])
+    answer = read_only.request("POST", url)
+    assert answer.status_code == 403, answer.text[:300]
+    assert "kubeconfig" in answer.json()["message"]
+    # The member's own 12-hour login may, for up to what is left of it.
+    assert dev.request("POST", url).status_code == 200
+    longer = dev.request("POST", url.replace("ttl=3600", "ttl=86400"))
+    assert longer.status_code == 422, longer.text[:300]
+    assert longer.json()["field"] == "ttl"
+
+
+def test_a_token_cannot_outlive_or_reach_past_the_token_that_makes_it(server: Api):
+    server.ok("POST", "/api/v1/users", json={"name": "tom", "password": "password-123"})
+    server.ok(
+        "PUT",
+        "/api/v1/tenants/mine",
+        json={"kind": "Tenant", "metadata": {"name": "mine"}, "spec": {"admins": ["tom"]}},
+    )
+    server.ok(
+        "PUT",
+        "/api/v1/tenants/theirs",
+        json={"kind": "Tenant", "metadata": {"name": "theirs"}, "spec": {}},
+    )
+    login = {"username": "tom", "password": "password-123"}
+    tom = Api(server.client, server.client.post("/api/v1/login", json=login).json()["token"])
+    year = 365 * 86400
+    # A 12-hour login does not make a year-long token...
+    answer = tom.request("POST", "/api/v1/tokens", json={"name": "ci", "expiresIn": year})
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["field"] == "expiresIn"
+    # ... unless the password vouches for it (and a wrong one does not).
+    wrong = {"name": "ci", "expiresIn": year, "password": "guess-guess"}
+    assert tom.request("POST", "/api/v1/tokens", json=wrong).status_code == 403
+    right = {"name": "ci", "expiresIn": year, "password": "password-123"}
+    assert tom.request("POST", "/api/v1/tokens", json=right).status_code == 201
+    # Scopes outside the caller's reach are refused, the same whether they exist or not.
+    for tenant in ("theirs", "nosuch"):
+        body = {"name": "x", "expiresIn": 600, "tenant": tenant}
+        answer = tom.request("POST", "/api/v1/tokens", json=body)
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["message"] == f"tenant: tom has no role in tenant {tenant!r}"
+    # A token made by a short one lives no longer than it.
+    short = tom.ok("POST", "/api/v1/tokens", json={"name": "s", "expiresIn": 600})
+    child = Api(server.client, short["token"])
+    assert (
+        child.request("POST", "/api/v1/tokens", json={"name": "c", "expiresIn": 3600}).status_code
+        == 422
+    )
+    assert (
+        child.request("POST", "/api/v1/tokens", json={"name": "c", "expiresIn": 60}).status_code
+        == 201
+    )
+    # A tenant-limited token makes tenant-limited tokens only.
+    limited = tom.ok(
+        "POST", "/api/v1/tokens", json={"name": "l", "expiresIn": 600, "tenant": "mine"}
+    )
+    made = Api(server.client, limited["token"]).ok(
+        "POST", "/api/v1/tokens", json={"name": "m", "expiresIn": 60}
+    )
+    assert (
+        Api(server.client, made["token"]).ok("GET", "/api/v1/whoami")["tokenScope"]["tenant"]
+        == "mine"
+    )

@@ -69,6 +69,10 @@ class NewToken(BaseModel):
     tenant: str = ""
     project: str = ""
     readOnly: bool = False
+    password: str | None = Field(
+        default=None,
+        description="The caller's password: needed for a token that outlives the one in use",
+    )
 
 
 class NewUser(BaseModel):
@@ -124,6 +128,7 @@ def create_token(body: NewToken, p: Caller, request: Request) -> dict[str, Any]:
             body.tenant,
             body.project,
             body.readOnly,
+            body.password,
         )
 
 

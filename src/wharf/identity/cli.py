@@ -77,6 +77,15 @@ def token_create(
     tenant: Annotated[str, typer.Option(help="limit the token to one tenant")] = "",
     project: Annotated[str, typer.Option(help="limit the token to one project")] = "",
     read_only: Annotated[bool, typer.Option("--read-only")] = False,
+    password: Annotated[
+        str | None,
+        typer.Option(
+            "--password",
+            "-p",
+            envvar="WHARF_PASSWORD",
+            help="your password: needed for a token that outlives your login (12 h)",
+        ),
+    ] = None,
 ) -> None:
     """Create a token; its secret is printed once and never again."""
     body = {
@@ -85,6 +94,7 @@ def token_create(
         "tenant": tenant,
         "project": project,
         "readOnly": read_only,
+        "password": password,
     }
     try:
         answer = ApiClient().json("POST", "/api/v1/tokens", json=body)

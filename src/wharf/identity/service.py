@@ -152,11 +152,57 @@ def scope_for(p: Principal, tenant: str, project: str, read_only: bool) -> Token
         raise ForbiddenError(f"this token is limited to project {held.project}")
     if project and not (tenant or held.tenant):
         raise InvalidError("tenant: a project-scoped token names its tenant too", field="tenant")
-    return TokenScope(
+    scope = TokenScope(
         tenant=tenant or held.tenant,
         project=project or held.project,
         read_only=read_only or held.read_only,
     )
+    # A scope the caller cannot reach would be a token for nothing, or (once granted) for more
+    # than was meant; the answer is the same whether the tenant exists or not.
+    if scope.tenant and not p.can("read", scope.tenant, scope.project):
+        where = "project" if scope.project else "tenant"
+        raise InvalidError(
+            f"{where}: {p.user} has no role in {where} "
+            f"{scope.project if scope.project else scope.tenant!r}",
+            field=where,
+        )
+    return scope
+
+
+def lifetime_within_caller(
+    session: Session, p: Principal, ttl: dt.timedelta, password: str | None, field: str
+) -> None:
+    """A credential made with a token may not outlive that token: the caller's password
+    (checked here) is what vouches for a longer life."""
+    if password is not None:
+        if not verify_password(session, p.user, password):
+            raise ForbiddenError("password: not the caller's password")
+        return
+    if p.token_expires is None:
+        return
+    left = p.token_expires - _now()
+    if ttl > left:
+        raise InvalidError(
+            f"{field}: the token in use expires at {p.token_expires.isoformat(timespec='seconds')}"
+            f" (in {max(int(left.total_seconds()), 0)} s), and what it makes cannot outlive it; "
+            "confirm your password to make a longer-lived token",
+            field=field,
+        )
+
+
+def authorize_kubeconfig(p: Principal, tenant: str, project: str, ttl: int) -> None:
+    """Whether the caller's token may obtain a project kubeconfig: it hands out the member's
+    role in the cluster (edit, admin), so it needs a token with write scope over the project,
+    and it may not outlive that token."""
+    if not p.token_scope_allows_write(tenant, project):
+        raise ForbiddenError(
+            "a kubeconfig carries the member's rights in the cluster: it needs a token that may "
+            f"change project {project} (this one is read-only or limited elsewhere)"
+        )
+    if p.token_expires is not None and p.token_expires - _now() < dt.timedelta(seconds=ttl):
+        raise InvalidError(
+            "ttl: the token in use expires sooner; a kubeconfig cannot outlive it", field="ttl"
+        )
 
 
 def create_token(
@@ -167,9 +213,11 @@ def create_token(
     tenant: str = "",
     project: str = "",
     read_only: bool = False,
+    password: str | None = None,
 ) -> dict[str, Any]:
     """A token for the caller, audited; its secret is shown once, in the answer."""
     scope = scope_for(p, tenant, project, read_only)
+    lifetime_within_caller(session, p, ttl, password, "expiresIn")
     token = issue_token(session, p.user, name, ttl, scope)
     record(session, AuditEvent(p.user, p.source, "create", "Token", scope.tenant, name, "allowed"))
     return token
@@ -258,7 +306,11 @@ def authenticate(session: Session, bearer: str, source: str = "") -> Principal:
         read_only=bool(row.scope.get("readOnly")),
     )
     return Principal(
-        user=row.user, grants=grants_of(session, row.user), token_scope=scope, source=source
+        user=row.user,
+        grants=grants_of(session, row.user),
+        token_scope=scope,
+        source=source,
+        token_expires=_aware(row.expires_at),
     )
 
 
