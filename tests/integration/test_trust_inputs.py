@@ -401,3 +401,65 @@ def test_a_token_cannot_outlive_or_reach_past_the_token_that_makes_it(server: Ap
         Api(server.client, made["token"]).ok("GET", "/api/v1/whoami")["tokenScope"]["tenant"]
         == "mine"
     )
+
+
+# -- keys inside specs -------------------------------------------------------------------------
+
+
+BAD_CONFIGURATIONS = [
+    ({"configMaps": {"settings": {"../etc/passwd": "x"}}}, "configMaps.settings.../etc/passwd"),
+    ({"secrets": {"db": {"a\x00b": "x"}}}, "secrets.db.a\x00b"),
+    ({"configMaps": {"settings": {"line\nbreak": "x"}}}, "configMaps.settings.line\nbreak"),
+    ({"configMaps": {"settings": {"🙂": "x"}}}, "configMaps.settings.🙂"),
+    ({"configMaps": {"settings": {"..hidden": "x"}}}, "configMaps.settings...hidden"),
+    ({"configMaps": {"settings": {"k" * 254: "x"}}}, "configMaps.settings." + "k" * 254),
+    ({"configMaps": {"Settings": {"a": "x"}}}, "configMaps.Settings"),
+    ({"secrets": {"../db": {"a": "x"}}}, "secrets.../db"),
+]
+
+
+def test_configuration_keys_and_names_are_checked_as_kubernetes_does(wharf: Wharf):
+    dev = wharf.user()
+    tenant = wharf.tenant({"cpu": "4", "memory": "8Gi"})
+    members = [{"user": dev.user, "role": "developer"}]
+    wharf.project(tenant, "shop", {"cpu": "2", "memory": "2Gi"}, members=members)
+    app = {
+        "kind": "Application",
+        "metadata": {"name": "web", "tenant": tenant},
+        "spec": {
+            "project": "shop",
+            "environment": "dev",
+            "template": {"name": "web-service", "version": "1.0.0"},
+            "values": {"name": "web", "image": "registry.example/web:1"},
+        },
+    }
+    path = f"/api/v1/tenants/{tenant}/applications/web"
+    for config, field in BAD_CONFIGURATIONS:
+        app["spec"]["config"] = config
+        answer = dev.request("PUT", path, json=app)
+        assert answer.status_code == 422, f"{config}: {answer.text[:300]}"
+        assert answer.json()["field"] == f"spec.config.{field}"
+        assert dev.get(path).status_code == 404
+    # Upper case, digits, '-', '_' and '.' are keys Kubernetes takes.
+    app["spec"]["config"] = {"configMaps": {"settings": {"THEME_1.x-y": "autumn"}}}
+    assert dev.request("PUT", path, json=app).status_code == 201
+
+
+def test_environment_variable_names_of_overrides_are_checked(wharf: Wharf):
+    admin = wharf.admin
+    tenant = wharf.tenant({"cpu": "4", "memory": "8Gi"})
+    wharf.project(tenant, "shop", {"cpu": "2", "memory": "2Gi"})
+    app = {
+        "kind": "Application",
+        "metadata": {"name": "web", "tenant": tenant},
+        "spec": {
+            "project": "shop",
+            "environment": "dev",
+            "template": {"name": "web-service", "version": "1.0.0"},
+            "values": {"name": "web", "image": "registry.example/web:1"},
+            "overrides": {"lab1": {"env": {"1=bad": "x"}}},
+        },
+    }
+    answer = admin.request("PUT", f"/api/v1/tenants/{tenant}/applications/web", json=app)
+    assert answer.status_code == 422, answer.text[:300]
+    assert answer.json()["field"] == "spec.overrides.lab1.env.1=bad"

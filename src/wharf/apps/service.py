@@ -16,6 +16,7 @@ from wharf.apps.model import (
     ApplicationSpec,
     AppTemplateSpec,
     TemplateVersion,
+    check_configuration,
     check_version,
     delivery_findings,
     desired_objects,
@@ -217,6 +218,7 @@ class ApplicationRules(KindRules):
         session, p, tenant = change.session, change.principal, change.tenant
         check_name(change.name, max_length=40)
         spec = ApplicationSpec.model_validate(change.spec)
+        check_configuration(spec.config, spec.overrides)
         project = _project(session, p, tenant, spec.project)
         if not p.can_deliver(tenant, spec.project):
             raise ForbiddenError(f"{p.user} may not deliver into project {spec.project}")
