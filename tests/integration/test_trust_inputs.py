@@ -463,3 +463,44 @@ def test_environment_variable_names_of_overrides_are_checked(wharf: Wharf):
     answer = admin.request("PUT", f"/api/v1/tenants/{tenant}/applications/web", json=app)
     assert answer.status_code == 422, answer.text[:300]
     assert answer.json()["field"] == "spec.overrides.lab1.env.1=bad"
+
+
+# -- metrics -----------------------------------------------------------------------------------
+
+
+def series(body: str) -> list[str]:
+    return [line for line in body.splitlines() if line.startswith("wharf_http_requests_total{")]
+
+
+def test_metrics_are_for_authenticated_scrapers_and_do_not_grow_with_names(database_url: str):
+    settings = Settings(
+        database_url=database_url, admin_password=ADMIN_PASSWORD, metrics_token="scrape-token"
+    )
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/metrics").status_code == 401
+        assert client.get("/api/v1/kinds").status_code == 401
+        scraper = {"Authorization": "Bearer scrape-token"}
+        assert client.get("/metrics", headers=scraper).status_code == 200
+        admin = client.post("/api/v1/login", json={"username": "admin", "password": ADMIN_PASSWORD})
+        api = Api(client, admin.json()["token"])
+        assert api.get("/metrics").status_code == 200  # a platform admin may look too
+        api.ok("POST", "/api/v1/users", json={"name": "tess", "password": "password-123"})
+        login = {"username": "tess", "password": "password-123"}
+        tess = Api(client, client.post("/api/v1/login", json=login).json()["token"])
+        assert tess.get("/metrics").status_code == 403
+        assert tess.get("/api/v1/kinds").status_code == 200
+
+        def hammer(round_: int) -> None:
+            for i in range(60):
+                secret = f"secret{round_}x{i}"
+                client.get(f"/api/v1/tenants/{secret}/projects/{secret}")
+                client.get(f"/{secret}/{secret}")
+                client.request(f"X{secret.upper()}", "/healthz")
+                api.get(f"/api/v1/tenants/{secret}")
+
+        hammer(1)
+        first = client.get("/metrics", headers=scraper).text
+        hammer(2)
+        second = client.get("/metrics", headers=scraper).text
+    assert "secret" not in second
+    assert len(series(first)) == len(series(second)) < 40

@@ -39,6 +39,12 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         default=1 << 20, ge=1024, description="Largest request body accepted (413 above it)"
     )
+    metrics_token: str | None = Field(
+        default=None, description="Bearer token a Prometheus scraper sends for /metrics"
+    )
+    metrics_public: bool = Field(
+        default=False, description="Serve /metrics without authentication (a private network)"
+    )
     controllers: bool = Field(default=True, description="Run the controllers in this process")
     assets_dir: Path = Field(
         default=Path(__file__).resolve().parents[3] / "node_modules",

@@ -26,7 +26,7 @@ from wharf.core.logging import get_logger
 from wharf.identity import api as identity_api
 from wharf.resources.api import resource_router
 from wharf.server.limits import BodyLimit, BodyTooLarge, too_large
-from wharf.server.metrics import Metrics, RequestMetrics
+from wharf.server.metrics import Metrics, RequestMetrics, authorize_scrape
 from wharf.server.platform import Platform
 from wharf.store import Database, migrate, schema_head
 from wharf.tenancy import api as tenancy_api
@@ -139,7 +139,8 @@ def create_app(settings: Settings) -> FastAPI:
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
     @app.get("/metrics", tags=["health"], summary="Prometheus metrics", include_in_schema=False)
-    def prometheus_metrics() -> Response:
+    def prometheus_metrics(request: Request) -> Response:
+        authorize_scrape(request, settings)
         for controller in platform.controllers():
             metrics.queue_depth.labels(controller.name).set(len(controller.queue))
             metrics.reconciles.labels(controller.name).set(controller.reconciles)

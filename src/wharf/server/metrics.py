@@ -9,12 +9,18 @@ wrap an error raised while a body streams in (see wharf.server.limits) into an E
 
 from __future__ import annotations
 
+import hmac
 import time
 from typing import Any
 
+from fastapi import Request
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from wharf.core.config import Settings
+from wharf.core.errors import ForbiddenError
+from wharf.identity.api import authenticate_request
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
@@ -101,4 +107,20 @@ class RequestMetrics:
             status=status,
             ms=round(elapsed * 1000, 2),
             client=client[0] if client else None,
+        )
+
+
+def authorize_scrape(request: Request, settings: Settings) -> None:
+    """Metrics name the server's routes, controllers and load: they are for a scraper with
+    WHARF_METRICS_TOKEN, or a platform admin's or viewer's token; public only by the setting
+    WHARF_METRICS_PUBLIC (for a server whose port only the monitoring network reaches)."""
+    if settings.metrics_public:
+        return
+    scheme, _, sent = request.headers.get("authorization", "").partition(" ")
+    expected = settings.metrics_token
+    if expected and scheme.lower() == "bearer" and hmac.compare_digest(sent.strip(), expected):
+        return
+    if not authenticate_request(request).can("read"):
+        raise ForbiddenError(
+            "metrics are for platform admins and viewers, and scrapers holding WHARF_METRICS_TOKEN"
         )
