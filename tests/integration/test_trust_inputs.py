@@ -504,3 +504,58 @@ def test_metrics_are_for_authenticated_scrapers_and_do_not_grow_with_names(datab
         second = client.get("/metrics", headers=scraper).text
     assert "secret" not in second
     assert len(series(first)) == len(series(second)) < 40
+
+
+# -- login throttling ---------------------------------------------------------------------------
+
+
+def fake_clock(server: Api, clock: Any) -> None:
+    throttle = getattr(server.client.app.state, "login_throttle", None)  # type: ignore[attr-defined]
+    if throttle is not None:  # (a server without one fails the assertions, not here)
+        throttle.clock = clock
+
+
+def test_login_is_throttled_per_user_and_address_without_revealing_who_exists(server: Api):
+    client = server.client
+    clock = [1000.0]
+    fake_clock(server, lambda: clock[0])
+
+    def log_in(user: str, password: str) -> Any:
+        return client.post("/api/v1/login", json={"username": user, "password": password})
+
+    server.ok("POST", "/api/v1/users", json={"name": "real", "password": "password-123"})
+    for user in ("real", "ghost"):
+        answers = [log_in(user, "wrong-password") for _ in range(5)]
+        assert {a.status_code for a in answers} == {401}
+        locked = log_in(user, "password-123")  # even the right password waits its turn
+        assert locked.status_code == 429, locked.text
+        assert locked.headers["Retry-After"] == "1"
+        assert locked.json()["code"] == "throttled"
+    # The same answers for a user that exists and one that does not.
+    assert log_in("real", "x").json() == log_in("ghost", "x").json()
+    # Waiting the time out lets the right password in, which clears the user's count.
+    clock[0] += 1
+    assert log_in("real", "password-123").status_code == 200
+    # Each further failure doubles the wait.
+    clock[0] += 10
+    log_in("ghost", "wrong-password")
+    assert log_in("ghost", "x").headers["Retry-After"] == "2"
+    # The console's login is the same door.
+    page = client.post("/console/login", data={"username": "ghost", "password": "x"})
+    assert page.status_code == 429
+    assert "too many failed logins" in page.text
+    events = server.ok("GET", "/api/v1/audit", params={"limit": 500})["items"]
+    throttled = [e for e in events if e["action"] == "login" and "throttled" in e["reason"]]
+    assert {e["name"] for e in throttled} == {"real", "ghost"}
+
+
+def test_one_address_guessing_many_names_is_throttled(server: Api):
+    client = server.client
+    fake_clock(server, lambda: 1000.0)
+    answers = [
+        client.post("/api/v1/login", json={"username": f"n{i}", "password": "guess-guess"})
+        for i in range(21)
+    ]
+    assert [a.status_code for a in answers] == [401] * 20 + [429]
+    fresh = client.post("/api/v1/login", json={"username": "admin", "password": ADMIN_PASSWORD})
+    assert fresh.status_code == 429

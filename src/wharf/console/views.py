@@ -15,7 +15,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, Response
 
 from wharf.audit.service import reach_of
-from wharf.core.errors import ForbiddenError, InvalidError, WharfError
+from wharf.core.errors import ForbiddenError, InvalidError, ThrottledError, WharfError
 from wharf.identity import service as identity
 from wharf.identity.api import SESSION_COOKIE, database
 from wharf.store import audit
@@ -56,8 +56,17 @@ def login(
 ) -> Response:
     source = request.client.host if request.client else ""
     ttl = dt.timedelta(hours=SESSION_HOURS)
-    with database(request).session() as session:
-        token = identity.log_in(session, username, password, source, "console", ttl)
+    throttle = request.app.state.login_throttle
+    try:
+        token = identity.log_in(
+            database(request), username, password, source, "console", ttl, throttle
+        )
+    except ThrottledError as exc:
+        page = render(
+            request, "login.html", None, status_code=429, error=exc.message, next=_safe_next(next)
+        )
+        page.headers.update(exc.headers())
+        return page
     if token is None:
         return render(
             request,

@@ -88,8 +88,10 @@ class Binding(BaseModel):
 @router.post("/login", summary="Exchange a username and password for a 12-hour token")
 def login(body: Login, request: Request) -> dict[str, Any]:
     source = request.client.host if request.client else ""
-    with database(request).session() as session:
-        token = service.log_in(session, body.username, body.password, source, "login", LOGIN_TTL)
+    throttle = request.app.state.login_throttle
+    token = service.log_in(
+        database(request), body.username, body.password, source, "login", LOGIN_TTL, throttle
+    )
     if token is None:
         raise UnauthenticatedError("wrong username or password")
     return token

@@ -19,10 +19,12 @@ from wharf.core.errors import (
     ForbiddenError,
     InvalidError,
     NotFoundError,
+    ThrottledError,
     UnauthenticatedError,
 )
 from wharf.core.resources import check_name
 from wharf.identity.model import ROLES, Grant, Principal, TokenScope
+from wharf.identity.throttle import LoginThrottle
 from wharf.store import Database
 from wharf.store.audit import AuditEvent, record
 from wharf.store.tables import api_tokens, memberships, users
@@ -79,14 +81,33 @@ def verify_password(session: Session, name: str, password: str) -> bool:
 
 
 def log_in(
-    session: Session, user: str, password: str, source: str, token_name: str, ttl: dt.timedelta
+    db: Database,
+    user: str,
+    password: str,
+    source: str,
+    token_name: str,
+    ttl: dt.timedelta,
+    throttle: LoginThrottle,
 ) -> dict[str, Any] | None:
-    """A session token for the right password, None for a wrong one; both audited."""
-    ok = verify_password(session, user, password)
-    reason = "" if ok else "wrong username or password"
-    outcome = "allowed" if ok else "denied"
-    record(session, AuditEvent(user, source, "login", "User", "", user, outcome, reason))
-    return issue_token(session, user, token_name, ttl) if ok else None
+    """A session token for the right password, None for a wrong one, ThrottledError while the
+    username or address is locked after failures (see wharf.identity.throttle); all audited."""
+    wait = throttle.retry_after(user, source)
+    if wait:
+        reason = f"throttled after failed logins; retry after {wait} s"
+        with db.session() as session:
+            record(session, AuditEvent(user, source, "login", "User", "", user, "denied", reason))
+        raise ThrottledError(f"too many failed logins: try again in {wait} s", retry_after=wait)
+    with db.session() as session:
+        ok = verify_password(session, user, password)
+        reason = "" if ok else "wrong username or password"
+        outcome = "allowed" if ok else "denied"
+        record(session, AuditEvent(user, source, "login", "User", "", user, outcome, reason))
+        token = issue_token(session, user, token_name, ttl) if ok else None
+    if ok:
+        throttle.succeeded(user)
+    else:
+        throttle.failed(user, source)
+    return token
 
 
 def csrf_token(session_token: str) -> str:

@@ -88,10 +88,11 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.resources = platform.resources
     app.state.cluster_rules = platform.cluster_rules
     app.state.connections = platform.connections
+    app.state.login_throttle = platform.login_throttle
 
     @app.exception_handler(WharfError)
     async def wharf_error(_request: Request, exc: WharfError) -> JSONResponse:
-        return JSONResponse(exc.body(), status_code=exc.status)
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers())
 
     @app.exception_handler(BodyTooLarge)
     async def body_too_large(_request: Request, exc: BodyTooLarge) -> JSONResponse:

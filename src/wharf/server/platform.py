@@ -18,6 +18,7 @@ from wharf.core.controller import Controller, cancel
 from wharf.core.crypto import SecretBox
 from wharf.core.logging import get_logger
 from wharf.identity import service as identity
+from wharf.identity.throttle import LoginThrottle
 from wharf.kube.connections import ClusterConnections
 from wharf.kube.kubeconfig import AddressPolicy
 from wharf.resources.service import KindRules, ResourceService
@@ -50,6 +51,7 @@ class Platform:
         ]
         self.resources = ResourceService(db, {r.kind.name: r for r in self.rules})
         self.connections = ClusterConnections(policy)
+        self.login_throttle = LoginThrottle()
         self.clusters = ClusterController(
             self.resources,
             self.cluster_rules,
