@@ -559,3 +559,79 @@ def test_one_address_guessing_many_names_is_throttled(server: Api):
     assert [a.status_code for a in answers] == [401] * 20 + [429]
     fresh = client.post("/api/v1/login", json={"username": "admin", "password": ADMIN_PASSWORD})
     assert fresh.status_code == 429
+
+
+# -- users' lifecycle --------------------------------------------------------------------------
+
+
+def test_a_disabled_or_deleted_user_stops_at_once_and_passwords_change(server: Api):
+    client = server.client
+    server.ok("POST", "/api/v1/users", json={"name": "uma", "password": "password-123"})
+
+    def log_in(password: str = "password-123") -> Api:
+        answer = client.post("/api/v1/login", json={"username": "uma", "password": password})
+        return Api(client, answer.json().get("token", ""), "uma")
+
+    uma, other = log_in(), log_in()
+    assert uma.get("/api/v1/whoami").status_code == 200
+    # Only platform admins manage users.
+    assert uma.request("POST", "/api/v1/users/admin/disable").status_code == 403
+    server.ok("POST", "/api/v1/users/uma/disable")
+    assert uma.get("/api/v1/whoami").status_code == 401
+    assert log_in().token == ""
+    assert {"name": "uma", "disabled": True} in server.ok("GET", "/api/v1/users")["items"]
+    server.ok("POST", "/api/v1/users/uma/enable")
+    assert uma.get("/api/v1/whoami").status_code == 401  # her old tokens are gone for good
+    uma, other = log_in(), log_in()
+    # Her own password: with the current one; her other sessions end, this one stays.
+    change = {"password": "password-456"}
+    assert uma.request("PUT", "/api/v1/users/uma/password", json=change).status_code == 403
+    uma.ok("PUT", "/api/v1/users/uma/password", json={**change, "currentPassword": "password-123"})
+    assert uma.get("/api/v1/whoami").status_code == 200
+    assert other.get("/api/v1/whoami").status_code == 401
+    assert log_in("password-456").token
+    # An admin sets it without the old one, and every token of hers ends.
+    server.ok("PUT", "/api/v1/users/uma/password", json={"password": "password-789"})
+    assert uma.get("/api/v1/whoami").status_code == 401
+    # Platform roles are unbound as they are bound; the last admin is kept.
+    uma = log_in("password-789")
+    server.ok("POST", "/api/v1/platform/rolebindings", json={"user": "uma", "role": "viewer"})
+    assert uma.ok("GET", "/api/v1/whoami")["grants"] == [
+        {"role": "viewer", "tenant": "", "project": ""}
+    ]
+    server.ok("DELETE", "/api/v1/platform/rolebindings/uma/viewer")
+    assert uma.ok("GET", "/api/v1/whoami")["grants"] == []
+    assert server.delete("/api/v1/platform/rolebindings/admin/platform-admin").status_code == 409
+    # An admin revokes her tokens.
+    listed = server.ok("GET", "/api/v1/users/uma/tokens")["items"]
+    assert listed
+    assert server.ok("DELETE", "/api/v1/users/uma/tokens")["revoked"] == len(listed)
+    assert uma.get("/api/v1/whoami").status_code == 401
+    # A user named in a tenant's spec is not deleted from under it; otherwise she goes.
+    uma = log_in("password-789")
+    tenant = {"kind": "Tenant", "metadata": {"name": "acme"}, "spec": {"viewers": ["uma"]}}
+    server.ok("PUT", "/api/v1/tenants/acme", json=tenant)
+    refused = server.delete("/api/v1/users/uma")
+    assert refused.status_code == 409
+    assert "acme" in refused.json()["message"]
+    tenant["spec"] = {}
+    server.ok("PUT", "/api/v1/tenants/acme", json=tenant)
+    server.ok("DELETE", "/api/v1/users/uma")
+    assert uma.get("/api/v1/whoami").status_code == 401
+    assert "uma" not in [u["name"] for u in server.ok("GET", "/api/v1/users")["items"]]
+    assert server.delete("/api/v1/users/admin").status_code == 409  # not yourself
+    actions = {(e["action"], e["name"]) for e in server.ok("GET", "/api/v1/audit")["items"]}
+    assert {("disable", "uma"), ("change-password", "uma"), ("delete", "uma")} <= actions
+
+
+def test_the_generated_admin_password_is_never_logged(tmp_path: Path, capsys, caplog):
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'wharf.db'}")
+    with TestClient(create_app(settings)) as client:
+        path = tmp_path / "initial-admin-password"
+        password = path.read_text().strip()
+        assert path.stat().st_mode & 0o777 == 0o600
+        login = {"username": "admin", "password": password}
+        assert client.post("/api/v1/login", json=login).status_code == 200
+    captured = capsys.readouterr()
+    assert "initial-admin-password" in captured.out + captured.err + caplog.text
+    assert password not in captured.out + captured.err + caplog.text

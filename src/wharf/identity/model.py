@@ -52,6 +52,7 @@ class Principal:
     token_scope: TokenScope = field(default_factory=TokenScope)
     source: str = ""
     token_expires: dt.datetime | None = None  # when the credential in use stops working
+    token_id: str = ""  # the token in use (kept when its user changes the password)
 
     def _in_token_scope(self, action: Action, tenant: str, project: str) -> bool:
         scope = self.token_scope

@@ -332,6 +332,7 @@ def authenticate(session: Session, bearer: str, source: str = "") -> Principal:
         token_scope=scope,
         source=source,
         token_expires=_aware(row.expires_at),
+        token_id=row.id,
     )
 
 
@@ -389,6 +390,134 @@ def remove_scope(session: Session, tenant: str, project: str = "") -> None:
 
 def disable_user(session: Session, name: str) -> None:
     session.execute(update(users).where(users.c.name == name).values(disabled=True))
+
+
+# -- users' lifecycle (platform admins; a user may change its own password) --------------------
+
+
+def _known_user(session: Session, name: str) -> None:
+    if not user_exists(session, name):
+        raise NotFoundError(f"user {name!r} not found")
+
+
+def _platform_admins(session: Session) -> set[str]:
+    rows = session.execute(
+        select(memberships.c.user)
+        .join(users, users.c.name == memberships.c.user)
+        .where(
+            memberships.c.role == "platform-admin",
+            memberships.c.tenant == "",
+            users.c.disabled.is_(False),
+        )
+    )
+    return set(rows.scalars())
+
+
+def _keep_an_admin(session: Session, losing: str) -> None:
+    """Refuse what would leave the platform without an enabled platform admin."""
+    if _platform_admins(session) == {losing}:
+        raise ConflictError(f"{losing} is the last platform admin: make another one first")
+
+
+def _end_sessions(session: Session, user: str, keep: str = "") -> int:
+    """Revoke every token of a user (but `keep`): its sessions stop at the next request."""
+    query = delete(api_tokens).where(api_tokens.c.user == user)
+    if keep:
+        query = query.where(api_tokens.c.id != keep)
+    return int(session.execute(query).rowcount)  # type: ignore[attr-defined]
+
+
+def _audit_user(session: Session, p: Principal, action: str, name: str, **extra: Any) -> None:
+    record(session, AuditEvent(p.user, p.source, action, "User", "", name, "allowed", **extra))
+
+
+def set_disabled(session: Session, p: Principal, name: str, disabled: bool) -> None:
+    """Disable a user (its tokens are revoked and it cannot log in) or enable it again."""
+    _known_user(session, name)
+    if disabled:
+        if name == p.user:
+            raise ConflictError("you cannot disable yourself")
+        _keep_an_admin(session, name)
+        _end_sessions(session, name)
+    session.execute(update(users).where(users.c.name == name).values(disabled=disabled))
+    _audit_user(session, p, "disable" if disabled else "enable", name)
+
+
+def delete_user(session: Session, p: Principal, name: str) -> None:
+    """Delete a user with its tokens and platform roles; one still named in a tenant's or
+    project's spec is refused (the spec would grant the name to whoever takes it next)."""
+    _known_user(session, name)
+    if name == p.user:
+        raise ConflictError("you cannot delete yourself")
+    _keep_an_admin(session, name)
+    rows = session.execute(
+        select(memberships).where(memberships.c.user == name, memberships.c.tenant != "")
+    )
+    named = sorted({f"{r.tenant}/{r.project}" if r.project else r.tenant for r in rows})
+    if named:
+        raise ConflictError(
+            f"user {name!r} is still named in the spec of {', '.join(named)}: remove it there first"
+        )
+    _end_sessions(session, name)
+    session.execute(delete(memberships).where(memberships.c.user == name))
+    session.execute(delete(users).where(users.c.name == name))
+    _audit_user(session, p, "delete", name)
+
+
+def change_password(
+    session: Session, p: Principal, name: str, new: str, current: str | None
+) -> None:
+    """A user changes its own password (giving the current one), or a platform admin sets
+    anyone's; every other token of that user is revoked."""
+    _known_user(session, name)
+    if name == p.user:
+        if current is None or not verify_password(session, name, current):
+            raise ForbiddenError("currentPassword: give your current password to change it")
+    elif not p.can("write"):
+        raise ForbiddenError("only a platform admin sets another user's password")
+    if len(new) < 8:
+        raise InvalidError("password: use at least 8 characters", field="password")
+    session.execute(
+        update(users).where(users.c.name == name).values(password_hash=_hasher.hash(new))
+    )
+    _end_sessions(session, name, keep=p.token_id if name == p.user else "")
+    _audit_user(session, p, "change-password", name)
+
+
+def unbind_platform_role(session: Session, p: Principal, user: str, role: str) -> None:
+    if (user, role) not in _platform_bindings(session):
+        raise NotFoundError(f"{user} holds no platform role {role!r}")
+    if role == "platform-admin":
+        _keep_an_admin(session, user)
+    revoke(session, user, role)
+    change = [{"path": "role", "old": role, "new": None}]
+    record(
+        session, AuditEvent(p.user, p.source, "unbind", "User", "", user, "allowed", diff=change)
+    )
+
+
+def _platform_bindings(session: Session) -> list[tuple[str, str]]:
+    rows = session.execute(
+        select(memberships.c.user, memberships.c.role).where(memberships.c.tenant == "")
+    )
+    return [(r.user, r.role) for r in rows]
+
+
+def revoke_tokens_of(session: Session, p: Principal, user: str, token_id: str = "") -> int:
+    """A platform admin revokes another user's tokens: one, or all of them."""
+    _known_user(session, user)
+    if token_id:
+        revoke_token(session, user, token_id)
+        revoked = 1
+    else:
+        revoked = _end_sessions(session, user)
+    _audit_user(session, p, "revoke-tokens", user, reason=token_id or "all")
+    return revoked
+
+
+def user_rows(session: Session) -> list[dict[str, Any]]:
+    rows = session.execute(select(users.c.name, users.c.disabled).order_by(users.c.name))
+    return [{"name": r.name, "disabled": bool(r.disabled)} for r in rows]
 
 
 def require_platform_admin(db: Database, p: Principal, action: str, name: str) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import gc
+import os
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -51,6 +53,28 @@ def _record_installation(db: Database) -> None:
             )
 
 
+def _announce_admin_password(password: str, settings: Settings) -> None:
+    """Show the generated password once, on the terminal, never in the logs: where there is
+    no terminal (a container's output is its log), it goes to a file only its owner reads."""
+    advice = "log in as admin and change it: wharf user passwd admin"
+    if sys.stderr.isatty():
+        sys.stderr.write(f"\nThe first user is admin; its password: {password}\n({advice})\n\n")
+        log.warning(
+            "created the first user: admin (platform-admin); password shown on the terminal"
+        )
+        return
+    path = settings.key_file().with_name("initial-admin-password")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(password + "\n")
+    log.warning(
+        "created the first user: admin (platform-admin); its password is in a file",
+        password_file=str(path),
+        advice=advice + ", then delete the file",
+    )
+
+
 def create_app(settings: Settings) -> FastAPI:
     db = Database(settings.database_url)
     metrics = Metrics()
@@ -64,10 +88,7 @@ def create_app(settings: Settings) -> FastAPI:
         log.info("database ready", dialect=db.dialect, schema=revision)
         password = platform.bootstrap()
         if password:
-            log.warning(
-                "created the first user: admin (platform-admin); change its password",
-                password=password,
-            )
+            _announce_admin_password(password, settings)
         platform.start()
         # What start-up made lives as long as the process: keep it out of the collector's
         # full passes, which otherwise cost ~100 ms every few dozen page views (bench/console.py).
