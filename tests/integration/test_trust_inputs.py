@@ -635,3 +635,30 @@ def test_the_generated_admin_password_is_never_logged(tmp_path: Path, capsys, ca
     captured = capsys.readouterr()
     assert "initial-admin-password" in captured.out + captured.err + caplog.text
     assert password not in captured.out + captured.err + caplog.text
+
+
+# -- web ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("base_url", "forced", "secure"),
+    [
+        ("http://testserver", False, False),
+        ("https://testserver", False, True),
+        ("http://testserver", True, True),
+    ],
+)
+def test_session_cookies_are_secure_over_https_or_when_the_setting_says(
+    tmp_path: Path, base_url: str, forced: bool, secure: bool
+):
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'w.db'}",
+        admin_password=ADMIN_PASSWORD,
+        controllers=False,
+        secure_cookies=forced,
+    )
+    with TestClient(create_app(settings), base_url=base_url, follow_redirects=False) as client:
+        login = {"username": "admin", "password": ADMIN_PASSWORD}
+        cookie = client.post("/console/login", data=login).headers["set-cookie"]
+    assert ("; secure" in cookie.lower()) is secure
+    assert "httponly" in cookie.lower()

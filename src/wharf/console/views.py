@@ -84,8 +84,15 @@ def login(
         samesite="strict",
         max_age=SESSION_HOURS * 3600,
         path="/",
+        secure=_secure(request),
     )
     return response
+
+
+def _secure(request: Request) -> bool:
+    """Session cookies travel over HTTPS only when the console is served over HTTPS, or when
+    the setting says so (TLS ends at a proxy in front: WHARF_SECURE_COOKIES)."""
+    return request.url.scheme == "https" or bool(request.app.state.settings.secure_cookies)
 
 
 @router.post("/logout")
@@ -94,7 +101,9 @@ def logout(request: Request, csrf: Annotated[str, Form()] = "") -> Response:
         with database(request).session() as session:
             identity.log_out(session, who.user, request.cookies.get(SESSION_COOKIE, ""))
         response = see_other("/console/login")
-        response.delete_cookie(SESSION_COOKIE, path="/")
+        response.delete_cookie(
+            SESSION_COOKIE, path="/", secure=_secure(request), httponly=True, samesite="strict"
+        )
         return response
 
     return page(request, build, csrf)

@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     metrics_public: bool = Field(
         default=False, description="Serve /metrics without authentication (a private network)"
     )
+    secure_cookies: bool = Field(
+        default=False,
+        description="Mark session cookies Secure even over plain HTTP (TLS ends at a proxy)",
+    )
     controllers: bool = Field(default=True, description="Run the controllers in this process")
     assets_dir: Path = Field(
         default=Path(__file__).resolve().parents[3] / "node_modules",

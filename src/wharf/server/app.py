@@ -104,6 +104,7 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.db = db
+    app.state.settings = settings
     app.state.metrics = metrics
     app.state.platform = platform
     app.state.resources = platform.resources
