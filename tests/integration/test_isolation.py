@@ -195,7 +195,7 @@ def test_mutations_are_audited_with_secrets_masked(wharf: Wharf, two_tenants):
     # The stored kubeconfig is sealed, and reading the cluster never shows it.
     with wharf.platform.db.engine.connect() as conn:
         stored = conn.execute(text("SELECT spec FROM resources WHERE kind = 'Cluster'")).first()
-    assert "fernet:" in json.dumps(stored[0])
+    assert "sealed:v2:" in json.dumps(stored[0])
     assert "BEGIN" not in json.dumps(stored[0])
     assert wharf.admin.ok("GET", "/api/v1/clusters/lab1")["spec"]["kubeconfig"].startswith("***")
     # A tenant admin's change shows who, what and the diff.

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import hashlib
 import os
 import resource
 import subprocess
@@ -186,7 +187,8 @@ def test_a_stored_hostile_kubeconfig_is_refused_again_when_loaded(server: Api, t
     marker = tmp_path / "ran"
     app = server.client.app
     doc = kubeconfig(server="https://cluster.invalid", user=exec_user(marker))
-    sealed = app.state.cluster_rules.box.seal(yaml.safe_dump(doc))  # type: ignore[attr-defined]
+    box = app.state.cluster_rules.box  # type: ignore[attr-defined]
+    sealed = box.seal(yaml.safe_dump(doc), "Cluster//old/spec.kubeconfig")
     with app.state.db.session() as session:  # type: ignore[attr-defined]
         ResourceStore(session).create(
             "Cluster", "", "old", labels={}, annotations={}, spec={"kubeconfig": sealed}
@@ -407,8 +409,8 @@ def test_a_token_cannot_outlive_or_reach_past_the_token_that_makes_it(server: Ap
 
 
 BAD_CONFIGURATIONS = [
-    ({"configMaps": {"settings": {"../etc/passwd": "x"}}}, "configMaps.settings.../etc/passwd"),
     ({"secrets": {"db": {"a\x00b": "x"}}}, "secrets.db.a\x00b"),
+    ({"configMaps": {"settings": {"../etc/passwd": "x"}}}, "configMaps.settings.../etc/passwd"),
     ({"configMaps": {"settings": {"line\nbreak": "x"}}}, "configMaps.settings.line\nbreak"),
     ({"configMaps": {"settings": {"🙂": "x"}}}, "configMaps.settings.🙂"),
     ({"configMaps": {"settings": {"..hidden": "x"}}}, "configMaps.settings...hidden"),
@@ -662,3 +664,118 @@ def test_session_cookies_are_secure_over_https_or_when_the_setting_says(
         cookie = client.post("/console/login", data=login).headers["set-cookie"]
     assert ("; secure" in cookie.lower()) is secure
     assert "httponly" in cookie.lower()
+
+
+# -- sealed secrets ----------------------------------------------------------------------------
+
+
+def stored_spec(wharf_app: Any, kind: str, tenant: str, name: str) -> dict[str, Any]:
+    with wharf_app.state.db.reader() as session:
+        stored = ResourceStore(session).get(kind, tenant, name)
+    assert stored is not None
+    return stored.spec
+
+
+def test_ciphertext_from_elsewhere_is_refused_not_opened(wharf: Wharf):
+    """A backup's or another object's ciphertext sent as a secret value would come back
+    opened, in a Secret the caller can read: the server refuses it."""
+    dev = wharf.user()
+    tenant = wharf.tenant({"cpu": "4", "memory": "8Gi"})
+    members = [{"user": dev.user, "role": "developer"}]
+    wharf.project(tenant, "shop", {"cpu": "2", "memory": "2Gi"}, members=members)
+
+    def app(name: str, value: str) -> dict[str, Any]:
+        return {
+            "kind": "Application",
+            "metadata": {"name": name, "tenant": tenant},
+            "spec": {
+                "project": "shop",
+                "environment": "dev",
+                "template": {"name": "web-service", "version": "1.0.0"},
+                "values": {"name": name, "image": "registry.example/web:1"},
+                "config": {"secrets": {"db": {"PASSWORD": value}}},
+            },
+        }
+
+    base = f"/api/v1/tenants/{tenant}/applications"
+    dev.ok("PUT", f"{base}/one", json=app("one", "first-secret"))
+    one = stored_spec(wharf.app, "Application", tenant, "one")["config"]["secrets"]["db"][
+        "PASSWORD"
+    ]
+    cluster = stored_spec(wharf.app, "Cluster", "", "lab1")["kubeconfig"]
+    assert "first-secret" not in one
+    for foreign in (one, cluster):
+        answer = dev.request("PUT", f"{base}/two", json=app("two", foreign))
+        assert answer.status_code == 422, answer.text[:300]
+        assert answer.json()["field"] == "spec.config.secrets.db.PASSWORD"
+        assert "not this application's" in answer.json()["message"]
+    assert dev.get(f"{base}/two").status_code == 404
+    # Its own ciphertext (restored from a backup, say) is its own value.
+    again = dev.request("PUT", f"{base}/one", json=app("one", one))
+    assert again.status_code == 200, again.text[:300]
+    # A cluster takes back only its own sealed kubeconfig.
+    lab2 = stored_spec(wharf.app, "Cluster", "", "lab2")["kubeconfig"]
+    body = {"kind": "Cluster", "metadata": {"name": "lab1"}, "spec": {"kubeconfig": lab2}}
+    answer = wharf.admin.request("PUT", "/api/v1/clusters/lab1", json=body)
+    assert answer.status_code == 422, answer.text[:300]
+
+
+def legacy_seal(passphrase: str, text: str) -> str:
+    """A value as the earlier versions sealed it: Fernet under SHA-256 of the passphrase."""
+    from cryptography.fernet import Fernet
+
+    key = base64.urlsafe_b64encode(hashlib.sha256(passphrase.encode()).digest())
+    return "fernet:" + Fernet(key).encrypt(text.encode()).decode()
+
+
+def test_secrets_rotate_reseals_everything_under_the_new_key(database_url: str, tmp_path: Path):
+    old = Settings(database_url=database_url, admin_password=ADMIN_PASSWORD, secret_key="key-a")
+    doc = kubeconfig(server="https://cluster.invalid:6443")
+    with TestClient(create_app(old)) as client:
+        token = client.post(
+            "/api/v1/login", json={"username": "admin", "password": ADMIN_PASSWORD}
+        ).json()["token"]
+        api = Api(client, token)
+        for name in ("c1", "c2"):
+            api.ok("PUT", f"/api/v1/clusters/{name}", json=cluster_body(name, doc))
+        with client.app.state.db.session() as session:  # type: ignore[attr-defined]
+            legacy = {"kubeconfig": legacy_seal("key-a", yaml.safe_dump(doc))}
+            ResourceStore(session).create(
+                "Cluster", "", "c3", labels={}, annotations={}, spec=legacy
+            )
+        generations = {
+            c["metadata"]["name"]: c["metadata"]["generation"]
+            for c in api.ok("GET", "/api/v1/clusters")["items"]
+        }
+    key_file = tmp_path / "new.key"
+    env = {
+        **os.environ,
+        "WHARF_DATABASE_URL": database_url,
+        "WHARF_SECRET_KEY": "",
+        "WHARF_SECRET_KEY_FILE": str(key_file),
+        "WHARF_PREVIOUS_SECRET_KEYS": "key-a",
+    }
+    wharf_cli = [sys.executable, "-m", "wharf", "secrets"]
+    made = subprocess.run(
+        [*wharf_cli, "new-key", str(key_file)], env=env, capture_output=True, text=True
+    )
+    assert made.returncode == 0, made.stderr
+    rotated = subprocess.run([*wharf_cli, "rotate"], env=env, capture_output=True, text=True)
+    assert rotated.returncode == 0, rotated.stderr
+    assert "Cluster: 3 re-sealed" in rotated.stdout
+    again = subprocess.run([*wharf_cli, "rotate"], env=env, capture_output=True, text=True)
+    assert "Cluster: 0 re-sealed" in again.stdout
+    # The new key alone opens everything; the old one alone, nothing.
+    new = Settings(database_url=database_url, secret_key_file=key_file, controllers=False)
+    with TestClient(create_app(new)) as client:
+        rules = client.app.state.cluster_rules  # type: ignore[attr-defined]
+        with client.app.state.db.reader() as session:  # type: ignore[attr-defined]
+            stored = ResourceStore(session).query("Cluster")
+        assert [rules.kubeconfig(s)["clusters"][0]["cluster"]["server"] for s in stored] == [
+            "https://cluster.invalid:6443"
+        ] * 3
+        assert {s.name: s.generation for s in stored} == {**generations, "c3": 1}
+    with TestClient(create_app(old.model_copy(update={"controllers": False}))) as client:
+        rules = client.app.state.cluster_rules  # type: ignore[attr-defined]
+        with pytest.raises(ValueError, match="does not hold"):
+            rules.kubeconfig(stored[0])

@@ -149,7 +149,7 @@ class DeliveryController:
         if app is None:
             await asyncio.gather(*(self._remove(key, c) for c in clusters.values()))
             return
-        spec = self.rules.unsealed(ApplicationSpec.model_validate(app.spec))
+        spec = self.rules.unsealed(app)
         warnings = sorted(
             {
                 message

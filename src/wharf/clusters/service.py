@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from wharf.clusters.model import CLUSTER, NODE_POOL
 from wharf.core import documents
-from wharf.core.crypto import SecretBox
+from wharf.core.crypto import SealError, SecretBox, place
 from wharf.core.errors import ConflictError, InvalidError
 from wharf.identity.model import Action, Principal
 from wharf.kube.kubeconfig import AddressPolicy, KubeconfigRefused, cluster_config
@@ -42,6 +42,10 @@ def parse_kubeconfig(text: str, policy: AddressPolicy) -> dict[str, Any]:
     return config
 
 
+def _place(name: str) -> str:
+    return place(CLUSTER.name, "", name, "spec.kubeconfig")
+
+
 class ClusterRules(KindRules):
     kind = CLUSTER
 
@@ -57,22 +61,47 @@ class ClusterRules(KindRules):
     def validate(self, change: Change) -> dict[str, Any]:
         spec = dict(change.spec)
         text = spec["kubeconfig"]
-        if text.startswith("fernet:") and change.old is not None:
-            return spec  # unchanged: the caller sent back what it read
+        old = change.old.spec["kubeconfig"] if change.old is not None else None
+        if text == old:
+            return spec  # unchanged: the caller sent back what it read (masked)
+        where = _place(change.name)
+        if self.box.is_sealed(text):
+            try:  # this cluster's own sealed kubeconfig (from a backup, say); nothing else's
+                text = self.box.open(text, where)
+            except SealError as exc:
+                raise InvalidError(
+                    f"spec.kubeconfig: a sealed value that is not this cluster's ({exc}); "
+                    "send the kubeconfig itself",
+                    field="spec.kubeconfig",
+                ) from None
         parse_kubeconfig(text, self.policy)
-        if change.old is not None:
-            try:
-                if self.box.open(change.old.spec["kubeconfig"]) == text:
-                    spec["kubeconfig"] = change.old.spec["kubeconfig"]
-                    return spec
-            except ValueError:
-                pass
-        spec["kubeconfig"] = self.box.seal(text)
+        if old is not None and self._opened(old, where) == text:
+            spec["kubeconfig"] = old  # the same kubeconfig again: keep its ciphertext
+        else:
+            spec["kubeconfig"] = self.box.seal(text, where)
         return spec
 
+    def _opened(self, sealed: str, where: str) -> str | None:
+        try:
+            return self.box.open_stored(sealed, where)
+        except SealError:
+            return None
+
     def kubeconfig(self, stored: StoredResource) -> dict[str, Any]:
-        config: dict[str, Any] = documents.load(self.box.open(stored.spec["kubeconfig"]))
+        text = self.box.open_stored(stored.spec["kubeconfig"], _place(stored.name))
+        config: dict[str, Any] = documents.load(text)
         return config
+
+    def reseal(self, stored: StoredResource) -> dict[str, Any] | None:
+        """The spec with its kubeconfig sealed under the current key; None when it is."""
+        sealed = stored.spec["kubeconfig"]
+        if not self.box.needs_reseal(sealed):
+            return None
+        where = _place(stored.name)
+        return {
+            **stored.spec,
+            "kubeconfig": self.box.seal(self.box.open_stored(sealed, where), where),
+        }
 
     def before_delete(self, session: Session, p: Principal, old: StoredResource) -> None:
         users = [
