@@ -62,9 +62,11 @@ class Api:
     token: str = ""
     user: str = ""
 
-    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        return self.client.request(method, path, headers=headers, **kwargs)
+    def request(
+        self, method: str, path: str, headers: dict[str, str] | None = None, **kwargs: Any
+    ) -> httpx.Response:
+        sent = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        return self.client.request(method, path, headers={**sent, **(headers or {})}, **kwargs)
 
     def get(self, path: str, **kw: Any) -> httpx.Response:
         return self.request("GET", path, **kw)
@@ -241,7 +243,7 @@ class ServerProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        wait_for(self._ready, timeout=30, what="wharf server ready")
+        wait_for(self._ready, timeout=90, what="wharf server ready")
 
     def kill(self) -> None:
         assert self.proc is not None

@@ -84,6 +84,23 @@ def _children(node: Node) -> list[Node]:
     return []
 
 
+def nesting(data: Any) -> int:
+    """How deeply maps and lists nest in decoded data (JSON bodies); counted without recursion,
+    so the count cannot be what overflows."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list):
+            deepest = max(deepest, depth)
+            if depth > MAX_DEPTH:
+                return depth
+            stack.extend(
+                (child, depth + 1) for child in (node.values() if isinstance(node, dict) else node)
+            )
+    return deepest
+
+
 def load(text: str) -> Any:
     """One YAML document, bounded (see the module's docstring)."""
     return yaml.load(text, Loader=BoundedLoader)

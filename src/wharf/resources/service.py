@@ -19,6 +19,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
+from wharf.core import documents
 from wharf.core.audit import diff, mask
 from wharf.core.errors import (
     ConflictError,
@@ -314,6 +315,10 @@ class ResourceService:
         always lands on what is there (as kubectl apply does); one that pins a stale
         resourceVersion fails with 409.
         """
+        if documents.nesting(body) > documents.MAX_DEPTH:
+            raise InvalidError(
+                f"the manifest nests deeper than {documents.MAX_DEPTH} levels", field="spec"
+            )
         try:
             manifest = Manifest.model_validate(body)
         except ValidationError as exc:

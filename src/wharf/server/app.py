@@ -27,7 +27,7 @@ from wharf.core.errors import InvalidError, WharfError
 from wharf.core.logging import get_logger
 from wharf.identity import api as identity_api
 from wharf.resources.api import resource_router
-from wharf.server.limits import BodyLimit, BodyTooLarge, too_large
+from wharf.server.limits import RefusedInput, RequestBounds
 from wharf.server.metrics import Metrics, RequestMetrics, authorize_scrape
 from wharf.server.platform import Platform
 from wharf.store import Database, migrate, schema_head
@@ -116,9 +116,9 @@ def create_app(settings: Settings) -> FastAPI:
     async def wharf_error(_request: Request, exc: WharfError) -> JSONResponse:
         return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers())
 
-    @app.exception_handler(BodyTooLarge)
-    async def body_too_large(_request: Request, exc: BodyTooLarge) -> JSONResponse:
-        return JSONResponse(too_large(exc.limit).body(), status_code=413)
+    @app.exception_handler(RefusedInput)
+    async def refused_input(_request: Request, exc: RefusedInput) -> JSONResponse:
+        return JSONResponse(exc.error.body(), status_code=exc.error.status)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, exc: RequestValidationError) -> Response:
@@ -142,7 +142,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     app.add_middleware(RequestMetrics, metrics=metrics, log=log)
     # Last added, so outermost: no middleware or route reads more than the bound.
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(RequestBounds, limit=settings.max_body_bytes)
 
     @app.get("/healthz", tags=["health"], summary="Liveness: the process serves requests")
     async def healthz() -> dict[str, str]:
