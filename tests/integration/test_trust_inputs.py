@@ -381,6 +381,16 @@ def test_a_token_cannot_outlive_or_reach_past_the_token_that_makes_it(server: Ap
         answer = tom.request("POST", "/api/v1/tokens", json=body)
         assert answer.status_code == 422, answer.text
         assert answer.json()["message"] == f"tenant: tom has no role in tenant {tenant!r}"
+    # A project member reaches its tenant (narrowed) and its project, not another project.
+    server.ok("POST", "/api/v1/users", json={"name": "pam", "password": "password-123"})
+    web = {"members": [{"user": "pam", "role": "developer"}]}
+    project = {"kind": "Project", "metadata": {"name": "web"}, "spec": web}
+    server.ok("PUT", "/api/v1/tenants/mine/projects/web", json=project)
+    login = {"username": "pam", "password": "password-123"}
+    pam = Api(server.client, server.client.post("/api/v1/login", json=login).json()["token"])
+    for scope, status in (({}, 201), ({"project": "web"}, 201), ({"project": "api"}, 422)):
+        body = {"name": "p", "expiresIn": 600, "tenant": "mine", **scope}
+        assert pam.request("POST", "/api/v1/tokens", json=body).status_code == status, scope
     # A token made by a short one lives no longer than it.
     short = tom.ok("POST", "/api/v1/tokens", json={"name": "s", "expiresIn": 600})
     child = Api(server.client, short["token"])

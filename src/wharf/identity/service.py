@@ -180,7 +180,10 @@ def scope_for(p: Principal, tenant: str, project: str, read_only: bool) -> Token
     )
     # A scope the caller cannot reach would be a token for nothing, or (once granted) for more
     # than was meant; the answer is the same whether the tenant exists or not.
-    if scope.tenant and not p.can("read", scope.tenant, scope.project):
+    reaches = (
+        p.can("read", scope.tenant, scope.project) if scope.project else p.sees_tenant(scope.tenant)
+    )
+    if scope.tenant and not reaches:
         where = "project" if scope.project else "tenant"
         raise InvalidError(
             f"{where}: {p.user} has no role in {where} "
