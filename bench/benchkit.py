@@ -33,6 +33,7 @@ def start_server(
         "WHARF_PORT": str(port),
         "WHARF_ADMIN_PASSWORD": PASSWORD,
         "WHARF_SECRET_KEY": SECRET_KEY,
+        "WHARF_ALLOW_LOOPBACK_CLUSTERS": "true",  # the lab's clusters listen on loopback
         "WHARF_LOG_LEVEL": "warning",
         **env,
     }

@@ -31,7 +31,7 @@ from sqlalchemy import func, insert, select
 
 from wharf.apps.model import ApplicationSpec
 from wharf.apps.service import CHANGE_CAUSE, seed_catalog
-from wharf.core.crypto import SecretBox
+from wharf.core.crypto import SealingKey, SecretBox, place
 from wharf.core.resources import set_condition
 from wharf.identity import service as identity
 from wharf.store import Database, migrate
@@ -151,7 +151,8 @@ def _application(
         }
     }
     if template == "stateful-service":
-        config["secrets"] = {"credentials": {"PASSWORD": box.seal(f"s3cret-{name}")}}
+        at = place("Application", tenant, name, "spec.config.secrets.credentials.PASSWORD")
+        config["secrets"] = {"credentials": {"PASSWORD": box.seal(f"s3cret-{name}", at)}}
     spec = {
         "project": project,
         "environment": "prod",
@@ -224,7 +225,7 @@ def seed(
 ) -> dict[str, Any]:
     """Fill a fresh database in one transaction; return what was made, and the dialect."""
     db = Database(url)
-    box = SecretBox(SECRET_KEY)
+    box = SecretBox(SealingKey.from_passphrase(SECRET_KEY))
     now = dt.datetime.now(dt.UTC)
     counts = {"projects": 0, "applications": 0, "revisions": 0, "events": 0}
     try:
@@ -247,7 +248,10 @@ def seed(
                     labels={"env": "prod", "region": f"eu-{c + 1}"},
                     annotations={},
                     spec={
-                        "kubeconfig": box.seal("apiVersion: v1\nkind: Config\n"),
+                        "kubeconfig": box.seal(
+                            "apiVersion: v1\nkind: Config\n",
+                            place("Cluster", "", cluster, "spec.kubeconfig"),
+                        ),
                         "description": "",
                     },
                     status={

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -59,6 +60,43 @@ def server(
         # this long, then stop; browsers reconnect to the next server.
         timeout_graceful_shutdown=10,
     )
+
+
+secrets_app = typer.Typer(help="The key that seals credentials at rest, and its rotation.")
+app.add_typer(secrets_app, name="secrets")
+
+
+@secrets_app.command("new-key")
+def secrets_new_key(path: Path) -> None:
+    """Make a new key file of 32 random bytes, readable only by its owner."""
+    from wharf.core.crypto import SealingKey
+
+    try:
+        SealingKey.create_file(path)
+    except FileExistsError:
+        raise typer.BadParameter(f"{path} exists; a key file is never overwritten") from None
+    typer.echo(f"new key in {path} (id {SealingKey.from_file(path).id})")
+
+
+@secrets_app.command("rotate")
+def secrets_rotate() -> None:
+    """Re-seal every credential under the current key (WHARF_SECRET_KEY_FILE or
+    WHARF_SECRET_KEY), reading old values with WHARF_PREVIOUS_SECRET_KEYS; safe to run while
+    servers run (each object is locked while it is re-sealed) and to run again."""
+    from wharf.core.config import get_settings
+    from wharf.server.platform import Platform
+    from wharf.store import Database, migrate
+
+    settings = get_settings()
+    db = Database(settings.database_url)
+    try:
+        migrate(db)
+        counts = Platform(settings, db).rotate_secrets()
+    finally:
+        db.dispose()
+    for kind, count in counts.items():
+        typer.echo(f"{kind}: {count} re-sealed")
+    typer.echo("done: the previous keys can be removed from WHARF_PREVIOUS_SECRET_KEYS")
 
 
 def main() -> None:

@@ -397,6 +397,7 @@ def test_developer_journey(site: Site, sign_in: Callable[..., Page]):
     page.get_by_label("Name").fill("ci")
     page.get_by_label(re.compile("^Only tenant")).fill(site.retail)
     page.get_by_label("Read-only").check()
+    page.get_by_label(re.compile("^Your password")).fill(PASSWORD)  # it outlives the session
     page.get_by_role("button", name="Make token").click()
     secret = page.locator("#new-token").inner_text()
     api = httpx.Client(base_url=site.url, headers={"Authorization": f"Bearer {secret}"})

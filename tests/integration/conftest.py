@@ -62,9 +62,11 @@ class Api:
     token: str = ""
     user: str = ""
 
-    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        return self.client.request(method, path, headers=headers, **kwargs)
+    def request(
+        self, method: str, path: str, headers: dict[str, str] | None = None, **kwargs: Any
+    ) -> httpx.Response:
+        sent = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        return self.client.request(method, path, headers={**sent, **(headers or {})}, **kwargs)
 
     def get(self, path: str, **kw: Any) -> httpx.Response:
         return self.request("GET", path, **kw)
@@ -182,6 +184,7 @@ def wharf(lab: Lab, database_url: str) -> Iterator[Wharf]:
         database_url=database_url,
         admin_password=ADMIN_PASSWORD,
         secret_key="integration-test-key",
+        allow_loopback_clusters=True,  # the lab's clusters listen on loopback
         heartbeat_seconds=1.0,
         resync_seconds=5.0,
     )
@@ -224,6 +227,7 @@ class ServerProcess:
             "WHARF_PORT": str(self.port),
             "WHARF_ADMIN_PASSWORD": ADMIN_PASSWORD,
             "WHARF_SECRET_KEY": "integration-test-key",
+            "WHARF_ALLOW_LOOPBACK_CLUSTERS": "true",
             "WHARF_HEARTBEAT_SECONDS": "1",
             "WHARF_RESYNC_SECONDS": "5",
             "WHARF_LOG_FORMAT": "console",

@@ -133,6 +133,11 @@ def test_a_kubectl_user_drives_the_platform_from_the_cli(server, lab, tmp_path):
     contexts = yaml.safe_load(config.read_text())["contexts"]
     assert [c["context"]["namespace"] for c in contexts] == ["retail--checkout-dev"] * 2
     token = wharf(dana_env, "token", "create", "ci", "--expires", "1d", "--read-only")
+    assert token.returncode == 1  # longer than her 12-hour login, without her password
+    assert "cannot outlive it" in token.stderr
+    token = wharf(
+        dana_env, "token", "create", "ci", "--expires", "1d", "--read-only", "-p", "password-123"
+    )
     assert token.stdout.startswith("wharf_")
     assert "ci" in wharf(dana_env, "token", "list").stdout
 

@@ -39,12 +39,12 @@ def test_a_restart_keeps_one_installation_record(database_url):
 
 
 def test_metrics_count_requests_by_route(tmp_path):
-    app = create_app(Settings(database_url=f"sqlite:///{tmp_path / 'w.db'}"))
-    with TestClient(app) as client:
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'w.db'}", metrics_token="scrape")
+    with TestClient(create_app(settings)) as client:
         for _ in range(3):
             client.get("/healthz")
         client.get("/no/such/page")
-        body = client.get("/metrics").text
+        body = client.get("/metrics", headers={"Authorization": "Bearer scrape"}).text
     assert 'wharf_http_requests_total{method="GET",route="/healthz",status="200"} 3.0' in body
     assert 'route="unmatched",status="404"' in body
     assert "wharf_http_request_duration_seconds_bucket" in body

@@ -203,7 +203,7 @@ class DeliveryController:
                     self.service.finish_delete, "Application", key[0], key[1], app.uid
                 )
             return
-        spec = self.rules.unsealed(ApplicationSpec.model_validate(app.spec))
+        spec = self.rules.unsealed(app)
         warnings = sorted(
             {
                 message

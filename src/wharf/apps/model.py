@@ -22,6 +22,7 @@ import jsonschema
 import yaml
 from pydantic import Field, field_validator
 
+from wharf.core import documents
 from wharf.core.errors import InvalidError
 from wharf.core.quantity import parse_quantity
 from wharf.core.resources import Kind, Spec
@@ -29,6 +30,12 @@ from wharf.tenancy.model import APP_LABEL as APP_LABEL  # placement leaves it to
 
 PLACEHOLDER = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)\}")
 SEMVER = re.compile(r"^\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?$")
+# Kubernetes' own rules: ConfigMap and Secret keys (IsConfigMapKey) and environment variable
+# names (IsEnvVarName, the portable form); the objects' names are DNS labels here.
+CONFIG_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+CONFIG_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+CONFIG_NAME_MAX = 63  # the object is named <application>-<name>, a DNS subdomain
 RENDERABLE_KINDS = {
     ("apps/v1", "Deployment"),
     ("apps/v1", "StatefulSet"),
@@ -200,7 +207,7 @@ def import_yaml(text: str, version: str = "1.0.0", description: str = "") -> Tem
     types, defaults and enums.
     """
     try:
-        objects = [d for d in yaml.safe_load_all(text) if d]
+        objects = [d for d in documents.load_all(text) if d]
     except yaml.YAMLError as exc:
         raise InvalidError(f"not valid YAML: {exc}", field="file") from None
     if not all(isinstance(o, dict) for o in objects):
@@ -248,6 +255,44 @@ class ClusterOverride(Spec):
 class Configuration(Spec):
     configMaps: dict[str, dict[str, str]] = Field(default_factory=dict)
     secrets: dict[str, dict[str, str]] = Field(default_factory=dict)
+
+
+def config_key_problem(key: str) -> str | None:
+    """Why Kubernetes would refuse a ConfigMap or Secret key, or None."""
+    if len(key) > 253:
+        return "is longer than 253 characters"
+    if not CONFIG_KEY.match(key):
+        return "may hold only letters, digits, '-', '_' and '.'"
+    if key in (".", "..") or key.startswith(".."):
+        return "may not be '.' or start with '..'"
+    return None
+
+
+def check_configuration(config: Configuration, overrides: dict[str, ClusterOverride]) -> None:
+    """Names and keys that reach a cluster, checked as Kubernetes would, before they go."""
+    for section, objects in (("configMaps", config.configMaps), ("secrets", config.secrets)):
+        for name, data in objects.items():
+            where = f"spec.config.{section}.{name}"
+            if not CONFIG_NAME.match(name) or len(name) > CONFIG_NAME_MAX:
+                raise InvalidError(
+                    f"{where}: {name!r} is not a valid name: at most {CONFIG_NAME_MAX} lowercase "
+                    "letters, digits and '-', starting and ending with a letter or digit",
+                    field=where,
+                )
+            for key in data:
+                problem = config_key_problem(key)
+                if problem:
+                    raise InvalidError(
+                        f"{where}: key {key!r} {problem}", field=f"{where}.{key}", key=key
+                    )
+    for cluster, override in overrides.items():
+        for name in override.env:
+            if not ENV_NAME.match(name) or len(name) > 253:
+                where = f"spec.overrides.{cluster}.env"
+                raise InvalidError(
+                    f"{where}: {name!r} is not a valid environment variable name",
+                    field=f"{where}.{name}",
+                )
 
 
 class ApplicationSpec(Spec):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from fractions import Fraction
 from typing import Any
 
@@ -16,6 +17,7 @@ from wharf.apps.model import (
     ApplicationSpec,
     AppTemplateSpec,
     TemplateVersion,
+    check_configuration,
     check_version,
     delivery_findings,
     desired_objects,
@@ -23,8 +25,7 @@ from wharf.apps.model import (
     workload_requests,
 )
 from wharf.core.audit import diff, mask
-from wharf.core.crypto import PREFIX as SEALED
-from wharf.core.crypto import SecretBox
+from wharf.core.crypto import SealError, SecretBox, place
 from wharf.core.errors import (
     ForbiddenError,
     InvalidError,
@@ -209,10 +210,18 @@ class ApplicationRules(KindRules):
             return "allow"
         return "forbid"
 
+    def create_verdict(self, p: Principal, tenant: str, name: str, project: str) -> Verdict:
+        if not p.sees_tenant(tenant):
+            return "hide"
+        if p.can_deliver(tenant, project):
+            return "allow"
+        return "forbid" if p.can("read", tenant, project) else "hide"
+
     def validate(self, change: Change) -> dict[str, Any]:
         session, p, tenant = change.session, change.principal, change.tenant
         check_name(change.name, max_length=40)
         spec = ApplicationSpec.model_validate(change.spec)
+        check_configuration(spec.config, spec.overrides)
         project = _project(session, p, tenant, spec.project)
         if not p.can_deliver(tenant, spec.project):
             raise ForbiddenError(f"{p.user} may not deliver into project {spec.project}")
@@ -279,8 +288,9 @@ class ApplicationRules(KindRules):
         return self._seal(change)
 
     def _seal(self, change: Change) -> dict[str, Any]:
-        """Secret values are kept sealed; an unchanged value keeps its old ciphertext, so that
-        applying the same manifest again changes nothing."""
+        """Secret values are kept sealed, each bound to its application and key; an unchanged
+        value keeps its old ciphertext, so that applying the same manifest again changes
+        nothing. A sealed value from anywhere else is refused, never opened for the caller."""
         old_secrets = (
             change.old.spec.get("config", {}).get("secrets", {}) if change.old is not None else {}
         )
@@ -291,38 +301,65 @@ class ApplicationRules(KindRules):
             sealed[name] = {}
             for key, value in data.items():
                 where = f"spec.config.secrets.{name}.{key}"
-                if value.startswith(SEALED):
-                    try:
-                        self.box.open(value)
-                    except ValueError as exc:
-                        raise InvalidError(f"{where}: {exc}", field=where) from None
-                    sealed[name][key] = value
-                    continue
+                at = place(APPLICATION.name, change.tenant, change.name, where)
                 before = old_secrets.get(name, {}).get(key)
-                if before is not None and self.unseal_value(before) == value:
+                if value == before:
+                    sealed[name][key] = before  # sent back as it was read (masked)
+                    continue
+                if self.box.is_sealed(value):
+                    try:
+                        value = self.box.open(value, at)
+                    except SealError as exc:
+                        raise InvalidError(
+                            f"{where}: a sealed value that is not this application's ({exc}); "
+                            "send the value itself",
+                            field=where,
+                        ) from None
+                if before is not None and self._opened(before, at) == value:
                     sealed[name][key] = before
                 else:
-                    sealed[name][key] = self.box.seal(value)
+                    sealed[name][key] = self.box.seal(value, at)
         if sealed:
             config["secrets"] = sealed
             spec["config"] = config
         return spec
 
-    def unseal_value(self, value: str) -> str:
+    def _opened(self, sealed: str, at: str) -> str | None:
         try:
-            return self.box.open(value) if value.startswith(SEALED) else value
-        except ValueError:
-            return value
+            return self.box.open_stored(sealed, at)
+        except SealError:
+            return None
 
-    def unsealed(self, spec: ApplicationSpec) -> ApplicationSpec:
-        """The spec with its secret values opened, for rendering into the clusters."""
-        secrets = {
-            name: {k: self.unseal_value(v) for k, v in data.items()}
-            for name, data in spec.config.secrets.items()
-        }
+    def _places(self, stored: StoredResource) -> Iterator[tuple[str, str, str, str]]:
+        """(secret, key, sealed value, place) of every secret value of a stored application."""
+        secrets = stored.spec.get("config", {}).get("secrets", {}) or {}
+        for name, data in secrets.items():
+            for key, value in data.items():
+                where = f"spec.config.secrets.{name}.{key}"
+                yield name, key, value, place(APPLICATION.name, stored.tenant, stored.name, where)
+
+    def unsealed(self, stored: StoredResource) -> ApplicationSpec:
+        """The spec with its secret values opened, for rendering into the clusters; a value
+        that does not open stops the delivery (SealError) rather than going out sealed."""
+        spec = ApplicationSpec.model_validate(stored.spec)
+        secrets: dict[str, dict[str, str]] = {}
+        for name, key, value, at in self._places(stored):
+            secrets.setdefault(name, {})[key] = self.box.open_stored(value, at)
         return spec.model_copy(
             update={"config": spec.config.model_copy(update={"secrets": secrets})}
         )
+
+    def reseal(self, stored: StoredResource) -> dict[str, Any] | None:
+        """The spec with every secret value sealed under the current key; None when it is."""
+        places = list(self._places(stored))
+        if not any(self.box.needs_reseal(value) for _, _, value, _ in places):
+            return None
+        secrets: dict[str, dict[str, str]] = {}
+        for name, key, value, at in places:
+            opened = self.box.open_stored(value, at)
+            secrets.setdefault(name, {})[key] = self.box.seal(opened, at)
+        config = {**stored.spec.get("config", {}), "secrets": secrets}
+        return {**stored.spec, "config": config}
 
     @staticmethod
     def _check_quota(

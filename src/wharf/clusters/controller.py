@@ -38,6 +38,7 @@ from wharf.kube.apply import MANAGED_BY, apply, remove_labelled
 from wharf.kube.clients import server_version
 from wharf.kube.connections import ClusterConnections, fingerprint
 from wharf.kube.informer import ClusterWatches, Informer
+from wharf.kube.kubeconfig import KubeconfigRefused
 from wharf.resources.service import ResourceService
 from wharf.store.resources import ResourceStore, StoredResource
 
@@ -125,7 +126,11 @@ class ClusterController:
             await self.connections.forget(name)
             return
         kubeconfig = self.rules.kubeconfig(stored)
-        nodes, pods = await self._watch(name, kubeconfig)
+        try:
+            nodes, pods = await self._watch(name, kubeconfig)
+        except KubeconfigRefused as exc:
+            await self._refused(stored, str(exc))
+            return
         client = self.connections.client(name, kubeconfig)
         status = dict(stored.status)
         version = ""
@@ -169,6 +174,19 @@ class ClusterController:
         if status != stored.status:
             await asyncio.to_thread(
                 self.service.write_status, "Cluster", "", name, partial(_same, status)
+            )
+
+    async def _refused(self, stored: StoredResource, message: str) -> None:
+        """A stored kubeconfig this server will not use (stored before today's checks)."""
+        status = dict(stored.status)
+        status["conditions"] = set_condition(
+            status.get("conditions", []), "Ready", "False", "Refused", message, stored.generation
+        )
+        status["phase"] = "Refused"
+        status["observedGeneration"] = stored.generation
+        if status != stored.status:
+            await asyncio.to_thread(
+                self.service.write_status, "Cluster", "", stored.name, partial(_same, status)
             )
 
     async def _node_pools(

@@ -8,9 +8,11 @@ import yaml
 from sqlalchemy.orm import Session
 
 from wharf.clusters.model import CLUSTER, NODE_POOL
-from wharf.core.crypto import SecretBox
+from wharf.core import documents
+from wharf.core.crypto import SealError, SecretBox, place
 from wharf.core.errors import ConflictError, InvalidError
 from wharf.identity.model import Action, Principal
+from wharf.kube.kubeconfig import AddressPolicy, KubeconfigRefused, cluster_config
 from wharf.resources.service import Change, KindRules, Verdict
 from wharf.store.resources import ResourceStore, StoredResource
 
@@ -22,40 +24,35 @@ def _platform_verdict(p: Principal, action: Action) -> Verdict:
     return "forbid" if p.can("read") else "hide"
 
 
-def parse_kubeconfig(text: str) -> dict[str, Any]:
+def parse_kubeconfig(text: str, policy: AddressPolicy) -> dict[str, Any]:
+    """A kubeconfig Wharf will use (see wharf.kube.kubeconfig); 422 naming the path otherwise."""
     try:
-        config = yaml.safe_load(text)
+        config = documents.load(text)
     except yaml.YAMLError as exc:
         raise InvalidError(
             f"spec.kubeconfig: not valid YAML: {exc}", field="spec.kubeconfig"
         ) from None
-    if not isinstance(config, dict) or config.get("kind") != "Config":
+    try:
+        cluster_config(config, policy)
+    except KubeconfigRefused as exc:
         raise InvalidError(
-            "spec.kubeconfig: not a kubeconfig (kind: Config)", field="spec.kubeconfig"
-        )
-    current = config.get("current-context")
-    contexts = {c.get("name"): c.get("context", {}) for c in config.get("contexts") or []}
-    clusters = {c.get("name"): c.get("cluster", {}) for c in config.get("clusters") or []}
-    if current not in contexts:
-        raise InvalidError(
-            f"spec.kubeconfig: current-context {current!r} is not among its contexts",
-            field="spec.kubeconfig",
-        )
-    server = clusters.get(contexts[current].get("cluster"), {}).get("server", "")
-    if not str(server).startswith("https://"):
-        raise InvalidError(
-            "spec.kubeconfig: the current context's cluster needs an https:// server",
-            field="spec.kubeconfig",
-        )
+            f"spec.kubeconfig: {exc}", field="spec.kubeconfig", path=exc.path
+        ) from None
+    assert isinstance(config, dict)  # cluster_config accepts maps only
     return config
+
+
+def _place(name: str) -> str:
+    return place(CLUSTER.name, "", name, "spec.kubeconfig")
 
 
 class ClusterRules(KindRules):
     kind = CLUSTER
     owns_cluster_objects = True  # what Wharf put there (node pool taints, labelled objects)
 
-    def __init__(self, box: SecretBox) -> None:
+    def __init__(self, box: SecretBox, policy: AddressPolicy) -> None:
         self.box = box
+        self.policy = policy
 
     def verdict(
         self, p: Principal, action: Action, tenant: str, name: str, old: StoredResource | None
@@ -65,22 +62,47 @@ class ClusterRules(KindRules):
     def validate(self, change: Change) -> dict[str, Any]:
         spec = dict(change.spec)
         text = spec["kubeconfig"]
-        if text.startswith("fernet:") and change.old is not None:
-            return spec  # unchanged: the caller sent back what it read
-        parse_kubeconfig(text)
-        if change.old is not None:
-            try:
-                if self.box.open(change.old.spec["kubeconfig"]) == text:
-                    spec["kubeconfig"] = change.old.spec["kubeconfig"]
-                    return spec
-            except ValueError:
-                pass
-        spec["kubeconfig"] = self.box.seal(text)
+        old = change.old.spec["kubeconfig"] if change.old is not None else None
+        if text == old:
+            return spec  # unchanged: the caller sent back what it read (masked)
+        where = _place(change.name)
+        if self.box.is_sealed(text):
+            try:  # this cluster's own sealed kubeconfig (from a backup, say); nothing else's
+                text = self.box.open(text, where)
+            except SealError as exc:
+                raise InvalidError(
+                    f"spec.kubeconfig: a sealed value that is not this cluster's ({exc}); "
+                    "send the kubeconfig itself",
+                    field="spec.kubeconfig",
+                ) from None
+        parse_kubeconfig(text, self.policy)
+        if old is not None and self._opened(old, where) == text:
+            spec["kubeconfig"] = old  # the same kubeconfig again: keep its ciphertext
+        else:
+            spec["kubeconfig"] = self.box.seal(text, where)
         return spec
 
+    def _opened(self, sealed: str, where: str) -> str | None:
+        try:
+            return self.box.open_stored(sealed, where)
+        except SealError:
+            return None
+
     def kubeconfig(self, stored: StoredResource) -> dict[str, Any]:
-        config: dict[str, Any] = yaml.safe_load(self.box.open(stored.spec["kubeconfig"]))
+        text = self.box.open_stored(stored.spec["kubeconfig"], _place(stored.name))
+        config: dict[str, Any] = documents.load(text)
         return config
+
+    def reseal(self, stored: StoredResource) -> dict[str, Any] | None:
+        """The spec with its kubeconfig sealed under the current key; None when it is."""
+        sealed = stored.spec["kubeconfig"]
+        if not self.box.needs_reseal(sealed):
+            return None
+        where = _place(stored.name)
+        return {
+            **stored.spec,
+            "kubeconfig": self.box.seal(self.box.open_stored(sealed, where), where),
+        }
 
     def before_delete(self, session: Session, p: Principal, old: StoredResource) -> None:
         users = [

@@ -75,6 +75,7 @@ def create_token(
     tenant: Annotated[str, Form()] = "",
     project: Annotated[str, Form()] = "",
     read_only: Annotated[bool, Form()] = False,
+    password: Annotated[str, Form()] = "",
     csrf: Annotated[str, Form()] = "",
 ) -> Response:
     def build(who: Viewer) -> Response:
@@ -89,6 +90,7 @@ def create_token(
                 tenant.strip(),
                 project.strip(),
                 read_only,
+                password or None,
             )
         with database(request).reader() as session:
             items = identity.list_tokens(session, who.user)

@@ -132,11 +132,19 @@ async def application_stream(request: Request, tenant: str, name: str) -> Respon
         yield "retry: 2000\n\n"
         while loop.time() < deadline and not await request.is_disconnected():
             try:
+                # The session is checked again on every poll: a logout, an expiry, a disabled
+                # user or a revoked role ends the stream at once, not when it would time out.
+                now = await run_in_threadpool(viewer, request)
                 app = await run_in_threadpool(
-                    service.get, who.principal, "Application", tenant, name
+                    service.get, now.principal, "Application", tenant, name
                 )
+            except SignedOut:
+                yield "event: signed-out\ndata: the session ended\n\n"
+                return
             except NotFoundError:
                 yield "event: gone\ndata: deleted\n\n"
+                return
+            except WharfError:
                 return
             version = app["metadata"]["resourceVersion"]
             if version != seen:

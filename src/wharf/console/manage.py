@@ -10,6 +10,7 @@ import yaml
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
 
+from wharf.core import documents
 from wharf.core.errors import ForbiddenError, InvalidError, WharfError
 from wharf.identity import service as identity
 from wharf.identity.api import database
@@ -36,10 +37,12 @@ def _editable(obj: dict[str, Any]) -> str:
 
 def _parse(text: str) -> list[dict[str, Any]]:
     try:
-        docs = [d for d in yaml.safe_load_all(text) if d]
+        docs = [d for d in documents.load_all(text) if d]
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        if isinstance(exc, documents.DocumentTooLarge):
+            where = f": {exc}"
         raise InvalidError(f"yaml: not valid YAML{where}", field="yaml") from None
     if not docs:
         raise InvalidError("yaml: no object given", field="yaml")

@@ -15,7 +15,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, Response
 
 from wharf.audit.service import reach_of
-from wharf.core.errors import ForbiddenError, InvalidError, WharfError
+from wharf.core.errors import ForbiddenError, InvalidError, ThrottledError, WharfError
 from wharf.identity import service as identity
 from wharf.identity.api import SESSION_COOKIE, database
 from wharf.store import audit
@@ -56,8 +56,17 @@ def login(
 ) -> Response:
     source = request.client.host if request.client else ""
     ttl = dt.timedelta(hours=SESSION_HOURS)
-    with database(request).session() as session:
-        token = identity.log_in(session, username, password, source, "console", ttl)
+    throttle = request.app.state.login_throttle
+    try:
+        token = identity.log_in(
+            database(request), username, password, source, "console", ttl, throttle
+        )
+    except ThrottledError as exc:
+        page = render(
+            request, "login.html", None, status_code=429, error=exc.message, next=_safe_next(next)
+        )
+        page.headers.update(exc.headers())
+        return page
     if token is None:
         return render(
             request,
@@ -75,8 +84,15 @@ def login(
         samesite="strict",
         max_age=SESSION_HOURS * 3600,
         path="/",
+        secure=_secure(request),
     )
     return response
+
+
+def _secure(request: Request) -> bool:
+    """Session cookies travel over HTTPS only when the console is served over HTTPS, or when
+    the setting says so (TLS ends at a proxy in front: WHARF_SECURE_COOKIES)."""
+    return request.url.scheme == "https" or bool(request.app.state.settings.secure_cookies)
 
 
 @router.post("/logout")
@@ -85,7 +101,9 @@ def logout(request: Request, csrf: Annotated[str, Form()] = "") -> Response:
         with database(request).session() as session:
             identity.log_out(session, who.user, request.cookies.get(SESSION_COOKIE, ""))
         response = see_other("/console/login")
-        response.delete_cookie(SESSION_COOKIE, path="/")
+        response.delete_cookie(
+            SESSION_COOKIE, path="/", secure=_secure(request), httponly=True, samesite="strict"
+        )
         return response
 
     return page(request, build, csrf)

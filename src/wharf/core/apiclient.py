@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import yaml
 
+from wharf.core import documents
 from wharf.core.errors import WharfError
 
 
@@ -20,7 +21,7 @@ def config_path() -> Path:
 
 def load_config() -> dict[str, Any]:
     try:
-        data = yaml.safe_load(config_path().read_text()) or {}
+        data = documents.load(config_path().read_text()) or {}
     except FileNotFoundError:
         data = {}
     return data if isinstance(data, dict) else {}

@@ -27,10 +27,39 @@ class Settings(BaseSettings):
     log_format: str = Field(default="json", pattern="^(json|console)$")
     log_level: str = "info"
     secret_key: str | None = Field(
-        default=None, description="Seals credentials at rest; a key file is made when unset"
+        default=None,
+        description="A passphrase that seals credentials at rest (stretched with scrypt); "
+        "when unset, the key file is used",
+    )
+    secret_key_file: Path | None = Field(
+        default=None,
+        description="A file of 32 random bytes that seals credentials at rest; made beside the "
+        "database (or in the state directory) when missing",
+    )
+    previous_secret_keys: str = Field(
+        default="",
+        description="Keys kept for reading while `wharf secrets rotate` re-seals: "
+        "comma-separated passphrases or file:<path>",
     )
     admin_password: str | None = Field(
         default=None, description="Password of the first user, 'admin' (generated when unset)"
+    )
+    allow_loopback_clusters: bool = Field(
+        default=False,
+        description="Accept clusters on loopback addresses (the lab; never in production)",
+    )
+    max_body_bytes: int = Field(
+        default=1 << 20, ge=1024, description="Largest request body accepted (413 above it)"
+    )
+    metrics_token: str | None = Field(
+        default=None, description="Bearer token a Prometheus scraper sends for /metrics"
+    )
+    metrics_public: bool = Field(
+        default=False, description="Serve /metrics without authentication (a private network)"
+    )
+    secure_cookies: bool = Field(
+        default=False,
+        description="Mark session cookies Secure even over plain HTTP (TLS ends at a proxy)",
     )
     controllers: bool = Field(default=True, description="Run the controllers in this process")
     assets_dir: Path = Field(
@@ -48,6 +77,8 @@ class Settings(BaseSettings):
         )
 
     def key_file(self) -> Path:
+        if self.secret_key_file is not None:
+            return self.secret_key_file
         base = self.sqlite_path.parent if self.sqlite_path else state_home()
         return base / "secret.key"
 

@@ -7,7 +7,9 @@
     ├── NotFoundError         404  no such object, or one the caller may not know of
     ├── ConflictError         409  the name is taken, or a rule about other objects
     │   └── StaleError        409  stale resourceVersion: read again and retry
-    └── QuotaExceededError    422  the change would break the quota hierarchy (says by how much)
+    ├── QuotaExceededError    422  the change would break the quota hierarchy (says by how much)
+    ├── ThrottledError        429  too many failed attempts: retry after so many seconds
+    └── PayloadTooLargeError  413  the request body is over the server's bound
 
 A caller of another tenant gets NotFoundError, never ForbiddenError, so that an error never
 reveals that an object exists.
@@ -29,6 +31,10 @@ class WharfError(Exception):
         self.message = message
         self.field = field
         self.details = details
+
+    def headers(self) -> dict[str, str]:
+        """HTTP headers the answer carries besides its body."""
+        return {}
 
     def body(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -75,3 +81,20 @@ class StaleError(ConflictError):
 class QuotaExceededError(WharfError):
     code = "quota_exceeded"
     status = 422
+
+
+class PayloadTooLargeError(WharfError):
+    code = "too_large"
+    status = 413
+
+
+class ThrottledError(WharfError):
+    code = "throttled"
+    status = 429
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message, retryAfter=retry_after)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}

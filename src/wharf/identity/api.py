@@ -69,11 +69,22 @@ class NewToken(BaseModel):
     tenant: str = ""
     project: str = ""
     readOnly: bool = False
+    password: str | None = Field(
+        default=None,
+        description="The caller's password: needed for a token that outlives the one in use",
+    )
 
 
 class NewUser(BaseModel):
     name: str
     password: str | None = None
+
+
+class NewPassword(BaseModel):
+    password: str
+    currentPassword: str | None = Field(
+        default=None, description="Needed when users change their own password"
+    )
 
 
 class Binding(BaseModel):
@@ -84,8 +95,10 @@ class Binding(BaseModel):
 @router.post("/login", summary="Exchange a username and password for a 12-hour token")
 def login(body: Login, request: Request) -> dict[str, Any]:
     source = request.client.host if request.client else ""
-    with database(request).session() as session:
-        token = service.log_in(session, body.username, body.password, source, "login", LOGIN_TTL)
+    throttle = request.app.state.login_throttle
+    token = service.log_in(
+        database(request), body.username, body.password, source, "login", LOGIN_TTL, throttle
+    )
     if token is None:
         raise UnauthenticatedError("wrong username or password")
     return token
@@ -124,6 +137,7 @@ def create_token(body: NewToken, p: Caller, request: Request) -> dict[str, Any]:
             body.tenant,
             body.project,
             body.readOnly,
+            body.password,
         )
 
 
@@ -139,7 +153,7 @@ def list_users(p: Caller, request: Request) -> dict[str, Any]:
     if not p.can("read"):
         raise ForbiddenError("only platform admins and viewers list users")
     with database(request).reader() as session:
-        return {"items": [{"name": n} for n in service.list_users(session)]}
+        return {"items": service.user_rows(session)}
 
 
 @router.post("/users", status_code=201, summary="Create a local user")
@@ -160,3 +174,70 @@ def bind(body: Binding, p: Caller, request: Request) -> dict[str, str]:
     with database(request).session() as session:
         service.bind_platform_role(session, p, body.user, body.role)
     return {"user": body.user, "role": body.role}
+
+
+@router.post("/users/{name}/disable", summary="Disable a user: its tokens stop at once")
+def disable_user(name: str, p: Caller, request: Request) -> dict[str, Any]:
+    service.require_platform_admin(database(request), p, "disable", name)
+    with database(request).session() as session:
+        service.set_disabled(session, p, name, True)
+    return {"name": name, "disabled": True}
+
+
+@router.post("/users/{name}/enable", summary="Enable a disabled user again")
+def enable_user(name: str, p: Caller, request: Request) -> dict[str, Any]:
+    service.require_platform_admin(database(request), p, "enable", name)
+    with database(request).session() as session:
+        service.set_disabled(session, p, name, False)
+    return {"name": name, "disabled": False}
+
+
+@router.delete("/users/{name}", summary="Delete a user, its tokens and its platform roles")
+def delete_user(name: str, p: Caller, request: Request) -> dict[str, str]:
+    service.require_platform_admin(database(request), p, "delete", name)
+    with database(request).session() as session:
+        service.delete_user(session, p, name)
+    return {"deleted": name}
+
+
+@router.put(
+    "/users/{name}/password",
+    summary="Change a password (your own, with the current one; anyone's as platform admin)",
+)
+def change_password(name: str, body: NewPassword, p: Caller, request: Request) -> dict[str, str]:
+    with database(request).session() as session:
+        service.change_password(session, p, name, body.password, body.currentPassword)
+    return {"name": name}
+
+
+@router.get("/users/{name}/tokens", summary="A user's tokens (platform admins)")
+def user_tokens(name: str, p: Caller, request: Request) -> dict[str, Any]:
+    service.require_platform_admin(database(request), p, "list-tokens", name)
+    with database(request).reader() as session:
+        return {"items": service.list_tokens(session, name)}
+
+
+@router.delete("/users/{name}/tokens", summary="Revoke all of a user's tokens (platform admins)")
+def revoke_user_tokens(name: str, p: Caller, request: Request) -> dict[str, Any]:
+    service.require_platform_admin(database(request), p, "revoke-tokens", name)
+    with database(request).session() as session:
+        return {"revoked": service.revoke_tokens_of(session, p, name)}
+
+
+@router.delete(
+    "/users/{name}/tokens/{token_id}", summary="Revoke one of a user's tokens (platform admins)"
+)
+def revoke_user_token(name: str, token_id: str, p: Caller, request: Request) -> dict[str, Any]:
+    service.require_platform_admin(database(request), p, "revoke-tokens", name)
+    with database(request).session() as session:
+        return {"revoked": service.revoke_tokens_of(session, p, name, token_id)}
+
+
+@router.delete(
+    "/platform/rolebindings/{user}/{role}", summary="Unbind a platform-scope role from a user"
+)
+def unbind(user: str, role: str, p: Caller, request: Request) -> dict[str, str]:
+    service.require_platform_admin(database(request), p, "unbind", user)
+    with database(request).session() as session:
+        service.unbind_platform_role(session, p, user, role)
+    return {"user": user, "unbound": role}

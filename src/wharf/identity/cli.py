@@ -1,10 +1,11 @@
-"""`wharf login`, `whoami`, `token create|list|revoke`, `user create`, `grant`."""
+"""`wharf login`, `whoami`, `token create|list|revoke`, `user create|disable|enable|delete|
+passwd|revoke-tokens`, `grant`, `unbind`."""
 
 from __future__ import annotations
 
 import json
 import re
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -69,6 +70,15 @@ def register(app: typer.Typer) -> None:
             raise fail(exc) from None
         typer.echo(f"{user} is now {role} of the platform")
 
+    @app.command()
+    def unbind(
+        user: str,
+        role: Annotated[str, typer.Option(help="platform-admin or viewer (platform scope)")],
+    ) -> None:
+        """Unbind a platform-scope role from a user (the last platform admin stays)."""
+        _call("DELETE", f"/api/v1/platform/rolebindings/{user}/{role}")
+        typer.echo(f"{user} is no longer {role} of the platform")
+
 
 @token_app.command("create")
 def token_create(
@@ -77,6 +87,15 @@ def token_create(
     tenant: Annotated[str, typer.Option(help="limit the token to one tenant")] = "",
     project: Annotated[str, typer.Option(help="limit the token to one project")] = "",
     read_only: Annotated[bool, typer.Option("--read-only")] = False,
+    password: Annotated[
+        str | None,
+        typer.Option(
+            "--password",
+            "-p",
+            envvar="WHARF_PASSWORD",
+            help="your password: needed for a token that outlives your login (12 h)",
+        ),
+    ] = None,
 ) -> None:
     """Create a token; its secret is printed once and never again."""
     body = {
@@ -85,6 +104,7 @@ def token_create(
         "tenant": tenant,
         "project": project,
         "readOnly": read_only,
+        "password": password,
     }
     try:
         answer = ApiClient().json("POST", "/api/v1/tokens", json=body)
@@ -131,3 +151,58 @@ def user_create(
     except ApiError as exc:
         raise fail(exc) from None
     typer.echo(f"user/{name} created")
+
+
+def _call(method: str, path: str, **kwargs: Any) -> Any:
+    try:
+        return ApiClient().json(method, path, **kwargs)
+    except ApiError as exc:
+        raise fail(exc) from None
+
+
+@user_app.command("disable")
+def user_disable(name: str) -> None:
+    """Disable a user: its tokens and console sessions stop at once (platform admins only)."""
+    _call("POST", f"/api/v1/users/{name}/disable")
+    typer.echo(f"user/{name} disabled")
+
+
+@user_app.command("enable")
+def user_enable(name: str) -> None:
+    """Enable a disabled user again (it logs in anew: its old tokens are gone)."""
+    _call("POST", f"/api/v1/users/{name}/enable")
+    typer.echo(f"user/{name} enabled")
+
+
+@user_app.command("delete")
+def user_delete(name: str) -> None:
+    """Delete a user, its tokens and platform roles (platform admins only)."""
+    _call("DELETE", f"/api/v1/users/{name}")
+    typer.echo(f"user/{name} deleted")
+
+
+@user_app.command("passwd")
+def user_passwd(
+    name: str,
+    password: Annotated[
+        str, typer.Option(prompt="New password", hide_input=True, confirmation_prompt=True)
+    ],
+    current: Annotated[
+        str | None, typer.Option(help="your current password (for your own)", hide_input=True)
+    ] = None,
+) -> None:
+    """Change a password: your own (with --current), or anyone's as a platform admin. The
+    user's other tokens are revoked."""
+    body = {"password": password, "currentPassword": current}
+    _call("PUT", f"/api/v1/users/{name}/password", json=body)
+    typer.echo(f"user/{name}: password changed")
+
+
+@user_app.command("revoke-tokens")
+def user_revoke_tokens(
+    name: str, token_id: Annotated[str, typer.Option("--id", help="only this token")] = ""
+) -> None:
+    """Revoke another user's tokens, all or one (platform admins only)."""
+    path = f"/api/v1/users/{name}/tokens" + (f"/{token_id}" if token_id else "")
+    answer = _call("DELETE", path)
+    typer.echo(f"user/{name}: {answer['revoked']} token(s) revoked")

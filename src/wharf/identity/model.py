@@ -6,6 +6,7 @@ grants, narrowed by the scope of the token it uses.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -50,6 +51,8 @@ class Principal:
     grants: frozenset[Grant] = field(default_factory=frozenset)
     token_scope: TokenScope = field(default_factory=TokenScope)
     source: str = ""
+    token_expires: dt.datetime | None = None  # when the credential in use stops working
+    token_id: str = ""  # the token in use (kept when its user changes the password)
 
     def _in_token_scope(self, action: Action, tenant: str, project: str) -> bool:
         scope = self.token_scope
@@ -60,6 +63,11 @@ class Principal:
         if scope.project and action == "write" and project != scope.project:
             return False  # a project token changes nothing above or beside its project
         return not (scope.project and project and project != scope.project)
+
+    def token_scope_allows_write(self, tenant: str, project: str) -> bool:
+        """Whether the token in use may change things in this project at all (its grants
+        decide the rest)."""
+        return self._in_token_scope("write", tenant, project)
 
     def can(self, action: Action, tenant: str = "", project: str = "") -> bool:
         """May the caller read or write objects at this scope ("" = platform level)?"""

@@ -19,10 +19,12 @@ from wharf.core.errors import (
     ForbiddenError,
     InvalidError,
     NotFoundError,
+    ThrottledError,
     UnauthenticatedError,
 )
 from wharf.core.resources import check_name
 from wharf.identity.model import ROLES, Grant, Principal, TokenScope
+from wharf.identity.throttle import LoginThrottle
 from wharf.store import Database
 from wharf.store.audit import AuditEvent, record
 from wharf.store.tables import api_tokens, memberships, users
@@ -79,14 +81,33 @@ def verify_password(session: Session, name: str, password: str) -> bool:
 
 
 def log_in(
-    session: Session, user: str, password: str, source: str, token_name: str, ttl: dt.timedelta
+    db: Database,
+    user: str,
+    password: str,
+    source: str,
+    token_name: str,
+    ttl: dt.timedelta,
+    throttle: LoginThrottle,
 ) -> dict[str, Any] | None:
-    """A session token for the right password, None for a wrong one; both audited."""
-    ok = verify_password(session, user, password)
-    reason = "" if ok else "wrong username or password"
-    outcome = "allowed" if ok else "denied"
-    record(session, AuditEvent(user, source, "login", "User", "", user, outcome, reason))
-    return issue_token(session, user, token_name, ttl) if ok else None
+    """A session token for the right password, None for a wrong one, ThrottledError while the
+    username or address is locked after failures (see wharf.identity.throttle); all audited."""
+    wait = throttle.retry_after(user, source)
+    if wait:
+        reason = f"throttled after failed logins; retry after {wait} s"
+        with db.session() as session:
+            record(session, AuditEvent(user, source, "login", "User", "", user, "denied", reason))
+        raise ThrottledError(f"too many failed logins: try again in {wait} s", retry_after=wait)
+    with db.session() as session:
+        ok = verify_password(session, user, password)
+        reason = "" if ok else "wrong username or password"
+        outcome = "allowed" if ok else "denied"
+        record(session, AuditEvent(user, source, "login", "User", "", user, outcome, reason))
+        token = issue_token(session, user, token_name, ttl) if ok else None
+    if ok:
+        throttle.succeeded(user)
+    else:
+        throttle.failed(user, source)
+    return token
 
 
 def csrf_token(session_token: str) -> str:
@@ -152,11 +173,60 @@ def scope_for(p: Principal, tenant: str, project: str, read_only: bool) -> Token
         raise ForbiddenError(f"this token is limited to project {held.project}")
     if project and not (tenant or held.tenant):
         raise InvalidError("tenant: a project-scoped token names its tenant too", field="tenant")
-    return TokenScope(
+    scope = TokenScope(
         tenant=tenant or held.tenant,
         project=project or held.project,
         read_only=read_only or held.read_only,
     )
+    # A scope the caller cannot reach would be a token for nothing, or (once granted) for more
+    # than was meant; the answer is the same whether the tenant exists or not.
+    reaches = (
+        p.can("read", scope.tenant, scope.project) if scope.project else p.sees_tenant(scope.tenant)
+    )
+    if scope.tenant and not reaches:
+        where = "project" if scope.project else "tenant"
+        raise InvalidError(
+            f"{where}: {p.user} has no role in {where} "
+            f"{scope.project if scope.project else scope.tenant!r}",
+            field=where,
+        )
+    return scope
+
+
+def lifetime_within_caller(
+    session: Session, p: Principal, ttl: dt.timedelta, password: str | None, field: str
+) -> None:
+    """A credential made with a token may not outlive that token: the caller's password
+    (checked here) is what vouches for a longer life."""
+    if password is not None:
+        if not verify_password(session, p.user, password):
+            raise ForbiddenError("password: not the caller's password")
+        return
+    if p.token_expires is None:
+        return
+    left = p.token_expires - _now()
+    if ttl > left:
+        raise InvalidError(
+            f"{field}: the token in use expires at {p.token_expires.isoformat(timespec='seconds')}"
+            f" (in {max(int(left.total_seconds()), 0)} s), and what it makes cannot outlive it; "
+            "confirm your password to make a longer-lived token",
+            field=field,
+        )
+
+
+def authorize_kubeconfig(p: Principal, tenant: str, project: str, ttl: int) -> None:
+    """Whether the caller's token may obtain a project kubeconfig: it hands out the member's
+    role in the cluster (edit, admin), so it needs a token with write scope over the project,
+    and it may not outlive that token."""
+    if not p.token_scope_allows_write(tenant, project):
+        raise ForbiddenError(
+            "a kubeconfig carries the member's rights in the cluster: it needs a token that may "
+            f"change project {project} (this one is read-only or limited elsewhere)"
+        )
+    if p.token_expires is not None and p.token_expires - _now() < dt.timedelta(seconds=ttl):
+        raise InvalidError(
+            "ttl: the token in use expires sooner; a kubeconfig cannot outlive it", field="ttl"
+        )
 
 
 def create_token(
@@ -167,9 +237,11 @@ def create_token(
     tenant: str = "",
     project: str = "",
     read_only: bool = False,
+    password: str | None = None,
 ) -> dict[str, Any]:
     """A token for the caller, audited; its secret is shown once, in the answer."""
     scope = scope_for(p, tenant, project, read_only)
+    lifetime_within_caller(session, p, ttl, password, "expiresIn")
     token = issue_token(session, p.user, name, ttl, scope)
     record(session, AuditEvent(p.user, p.source, "create", "Token", scope.tenant, name, "allowed"))
     return token
@@ -258,7 +330,12 @@ def authenticate(session: Session, bearer: str, source: str = "") -> Principal:
         read_only=bool(row.scope.get("readOnly")),
     )
     return Principal(
-        user=row.user, grants=grants_of(session, row.user), token_scope=scope, source=source
+        user=row.user,
+        grants=grants_of(session, row.user),
+        token_scope=scope,
+        source=source,
+        token_expires=_aware(row.expires_at),
+        token_id=row.id,
     )
 
 
@@ -316,6 +393,134 @@ def remove_scope(session: Session, tenant: str, project: str = "") -> None:
 
 def disable_user(session: Session, name: str) -> None:
     session.execute(update(users).where(users.c.name == name).values(disabled=True))
+
+
+# -- users' lifecycle (platform admins; a user may change its own password) --------------------
+
+
+def _known_user(session: Session, name: str) -> None:
+    if not user_exists(session, name):
+        raise NotFoundError(f"user {name!r} not found")
+
+
+def _platform_admins(session: Session) -> set[str]:
+    rows = session.execute(
+        select(memberships.c.user)
+        .join(users, users.c.name == memberships.c.user)
+        .where(
+            memberships.c.role == "platform-admin",
+            memberships.c.tenant == "",
+            users.c.disabled.is_(False),
+        )
+    )
+    return set(rows.scalars())
+
+
+def _keep_an_admin(session: Session, losing: str) -> None:
+    """Refuse what would leave the platform without an enabled platform admin."""
+    if _platform_admins(session) == {losing}:
+        raise ConflictError(f"{losing} is the last platform admin: make another one first")
+
+
+def _end_sessions(session: Session, user: str, keep: str = "") -> int:
+    """Revoke every token of a user (but `keep`): its sessions stop at the next request."""
+    query = delete(api_tokens).where(api_tokens.c.user == user)
+    if keep:
+        query = query.where(api_tokens.c.id != keep)
+    return int(session.execute(query).rowcount)  # type: ignore[attr-defined]
+
+
+def _audit_user(session: Session, p: Principal, action: str, name: str, **extra: Any) -> None:
+    record(session, AuditEvent(p.user, p.source, action, "User", "", name, "allowed", **extra))
+
+
+def set_disabled(session: Session, p: Principal, name: str, disabled: bool) -> None:
+    """Disable a user (its tokens are revoked and it cannot log in) or enable it again."""
+    _known_user(session, name)
+    if disabled:
+        if name == p.user:
+            raise ConflictError("you cannot disable yourself")
+        _keep_an_admin(session, name)
+        _end_sessions(session, name)
+    session.execute(update(users).where(users.c.name == name).values(disabled=disabled))
+    _audit_user(session, p, "disable" if disabled else "enable", name)
+
+
+def delete_user(session: Session, p: Principal, name: str) -> None:
+    """Delete a user with its tokens and platform roles; one still named in a tenant's or
+    project's spec is refused (the spec would grant the name to whoever takes it next)."""
+    _known_user(session, name)
+    if name == p.user:
+        raise ConflictError("you cannot delete yourself")
+    _keep_an_admin(session, name)
+    rows = session.execute(
+        select(memberships).where(memberships.c.user == name, memberships.c.tenant != "")
+    )
+    named = sorted({f"{r.tenant}/{r.project}" if r.project else r.tenant for r in rows})
+    if named:
+        raise ConflictError(
+            f"user {name!r} is still named in the spec of {', '.join(named)}: remove it there first"
+        )
+    _end_sessions(session, name)
+    session.execute(delete(memberships).where(memberships.c.user == name))
+    session.execute(delete(users).where(users.c.name == name))
+    _audit_user(session, p, "delete", name)
+
+
+def change_password(
+    session: Session, p: Principal, name: str, new: str, current: str | None
+) -> None:
+    """A user changes its own password (giving the current one), or a platform admin sets
+    anyone's; every other token of that user is revoked."""
+    _known_user(session, name)
+    if name == p.user:
+        if current is None or not verify_password(session, name, current):
+            raise ForbiddenError("currentPassword: give your current password to change it")
+    elif not p.can("write"):
+        raise ForbiddenError("only a platform admin sets another user's password")
+    if len(new) < 8:
+        raise InvalidError("password: use at least 8 characters", field="password")
+    session.execute(
+        update(users).where(users.c.name == name).values(password_hash=_hasher.hash(new))
+    )
+    _end_sessions(session, name, keep=p.token_id if name == p.user else "")
+    _audit_user(session, p, "change-password", name)
+
+
+def unbind_platform_role(session: Session, p: Principal, user: str, role: str) -> None:
+    if (user, role) not in _platform_bindings(session):
+        raise NotFoundError(f"{user} holds no platform role {role!r}")
+    if role == "platform-admin":
+        _keep_an_admin(session, user)
+    revoke(session, user, role)
+    change = [{"path": "role", "old": role, "new": None}]
+    record(
+        session, AuditEvent(p.user, p.source, "unbind", "User", "", user, "allowed", diff=change)
+    )
+
+
+def _platform_bindings(session: Session) -> list[tuple[str, str]]:
+    rows = session.execute(
+        select(memberships.c.user, memberships.c.role).where(memberships.c.tenant == "")
+    )
+    return [(r.user, r.role) for r in rows]
+
+
+def revoke_tokens_of(session: Session, p: Principal, user: str, token_id: str = "") -> int:
+    """A platform admin revokes another user's tokens: one, or all of them."""
+    _known_user(session, user)
+    if token_id:
+        revoke_token(session, user, token_id)
+        revoked = 1
+    else:
+        revoked = _end_sessions(session, user)
+    _audit_user(session, p, "revoke-tokens", user, reason=token_id or "all")
+    return revoked
+
+
+def user_rows(session: Session) -> list[dict[str, Any]]:
+    rows = session.execute(select(users.c.name, users.c.disabled).order_by(users.c.name))
+    return [{"name": r.name, "disabled": bool(r.disabled)} for r in rows]
 
 
 def require_platform_admin(db: Database, p: Principal, action: str, name: str) -> None:

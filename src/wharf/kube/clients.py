@@ -17,7 +17,9 @@ class KubeconfigError(ValueError):
     """A kubeconfig that has no usable context."""
 
 
-def _config(kubeconfig: Path | dict[str, Any], context: str | None) -> SingleConfig:
+def _config(kubeconfig: Path | dict[str, Any] | SingleConfig, context: str | None) -> SingleConfig:
+    if isinstance(kubeconfig, SingleConfig):
+        return kubeconfig  # already checked and chosen (see wharf.kube.kubeconfig)
     config = (
         KubeConfig.from_dict(kubeconfig)
         if isinstance(kubeconfig, dict)
@@ -28,11 +30,15 @@ def _config(kubeconfig: Path | dict[str, Any], context: str | None) -> SingleCon
     return config
 
 
-def async_client(kubeconfig: Path | dict[str, Any], context: str | None = None) -> AsyncClient:
+def async_client(
+    kubeconfig: Path | dict[str, Any] | SingleConfig, context: str | None = None
+) -> AsyncClient:
     return AsyncClient(_config(kubeconfig, context), field_manager=FIELD_MANAGER)
 
 
-def sync_client(kubeconfig: Path | dict[str, Any], context: str | None = None) -> Client:
+def sync_client(
+    kubeconfig: Path | dict[str, Any] | SingleConfig, context: str | None = None
+) -> Client:
     return Client(_config(kubeconfig, context), field_manager=FIELD_MANAGER)
 
 

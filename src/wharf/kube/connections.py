@@ -1,4 +1,7 @@
-"""One async client per registered cluster, rebuilt only when its kubeconfig changes."""
+"""One async client per registered cluster, rebuilt only when its kubeconfig changes.
+
+Every client is built through `cluster_config`, so a stored kubeconfig is checked again on
+each (re)load, and only its inline address and credentials reach lightkube."""
 
 from __future__ import annotations
 
@@ -9,10 +12,12 @@ from typing import Any
 from lightkube import AsyncClient
 
 from wharf.kube.clients import async_client
+from wharf.kube.kubeconfig import AddressPolicy, cluster_config
 
 
 class ClusterConnections:
-    def __init__(self) -> None:
+    def __init__(self, policy: AddressPolicy | None = None) -> None:
+        self.policy = policy or AddressPolicy()
         self._clients: dict[str, tuple[str, AsyncClient]] = {}
 
     def client(self, cluster: str, kubeconfig: dict[str, Any]) -> AsyncClient:
@@ -20,7 +25,7 @@ class ClusterConnections:
         known = self._clients.get(cluster)
         if known and known[0] == print_:
             return known[1]
-        client = async_client(kubeconfig)
+        client = async_client(cluster_config(kubeconfig, self.policy))
         self._clients[cluster] = (print_, client)
         return client
 

@@ -125,7 +125,7 @@ def resource_router(rules: list[KindRules]) -> APIRouter:
         return obj
 
     @router.get("/kinds", tags=["resources"], summary="The kinds this server knows")
-    def kinds() -> dict[str, Any]:
+    def kinds(_p: Caller) -> dict[str, Any]:
         return {
             "items": [
                 {

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 import yaml
 
+from wharf.core import documents
 from wharf.core.apiclient import ApiClient, ApiError, fail
 
 # What a capability adds to `wharf describe` for its kinds (as kubectl has a describer per kind):
@@ -116,10 +117,13 @@ def register(app: typer.Typer) -> None:
         text = sys.stdin.read() if filename == "-" else Path(filename).read_text()
         client = ApiClient()
         try:
-            docs = [d for d in yaml.safe_load_all(text) if d]
+            docs = [d for d in documents.load_all(text) if d]
         except yaml.YAMLError as exc:
             typer.secho(f"error: {filename} is not valid YAML: {exc}", err=True, fg="red")
             raise typer.Exit(1) from None
+        if not all(isinstance(d, dict) for d in docs):
+            typer.secho(f"error: {filename}: every document must be a mapping", err=True, fg="red")
+            raise typer.Exit(1)
         failed = False
         for doc in docs:
             if tenant and isinstance(doc.get("metadata"), dict):

@@ -19,6 +19,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
+from wharf.core import documents
 from wharf.core.audit import diff, mask
 from wharf.core.errors import (
     ConflictError,
@@ -95,6 +96,11 @@ class KindRules:
         if not p.sees_tenant(tenant):
             return "hide"
         return "allow" if p.can(action, tenant) else ("forbid" if p.can("read", tenant) else "hide")
+
+    def create_verdict(self, p: Principal, tenant: str, name: str, project: str) -> Verdict:
+        """Who may create a new object; there is nothing stored to judge by, only the project
+        the manifest names. Asked before the spec is validated, so a refusal tells nothing."""
+        return self.verdict(p, "write", tenant, name, None)
 
     def visible_scopes(self, p: Principal, tenant: str | None) -> Scopes:
         """(tenant, names or None for all) pairs the caller may list; [] for nothing."""
@@ -216,8 +222,16 @@ class ResourceService:
         tenant: str,
         name: str,
         old: StoredResource | None,
+        project: str | None = None,
     ) -> None:
-        verdict = rules.verdict(p, action, tenant, name, old)
+        """Authorize, before anything about the spec is checked: NotFound for what the caller
+        may not know of, Forbidden for what it may only read. `project` is the one a new
+        object's manifest names (None where there is no manifest: reads and deletes)."""
+        verdict = (
+            rules.create_verdict(p, tenant, name, project)
+            if old is None and action == "write" and project is not None
+            else rules.verdict(p, action, tenant, name, old)
+        )
         if verdict == "hide" or (old is None and action == "read"):
             raise NotFoundError(_not_found(rules.kind, tenant, name))
         if verdict == "forbid":
@@ -305,6 +319,10 @@ class ResourceService:
         always lands on what is there (as kubectl apply does); one that pins a stale
         resourceVersion fails with 409.
         """
+        if documents.nesting(body) > documents.MAX_DEPTH:
+            raise InvalidError(
+                f"the manifest nests deeper than {documents.MAX_DEPTH} levels", field="spec"
+            )
         try:
             manifest = Manifest.model_validate(body)
         except ValidationError as exc:
@@ -333,7 +351,7 @@ class ResourceService:
         with self._audited(p, "apply", rules, tenant, name, project) as (session, audit):
             store = ResourceStore(session)
             old = store.get(rules.kind.name, tenant, name, lock=True, with_deleting=True)
-            self._visible(rules, p, "write", tenant, name, old)
+            self._visible(rules, p, "write", tenant, name, old, project)
             if old is not None and old.deleting_since is not None:
                 raise ConflictError(
                     f"{rules.kind.name} {name!r} is being deleted (what it owned in the "

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import gc
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+import os
+import sys
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
@@ -13,14 +14,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
     generate_latest,
 )
 from sqlalchemy import DateTime, Integer, String, column, insert, select, table
-from starlette.routing import Match
 
 import wharf
 from wharf import console
@@ -31,65 +27,20 @@ from wharf.core.errors import InvalidError, WharfError
 from wharf.core.logging import get_logger
 from wharf.identity import api as identity_api
 from wharf.resources.api import resource_router
+from wharf.server.limits import RefusedInput, RequestBounds
+from wharf.server.metrics import Metrics, RequestMetrics, authorize_scrape
 from wharf.server.platform import Platform
 from wharf.store import Database, migrate, schema_head
 from wharf.tenancy import api as tenancy_api
 
 log = get_logger("wharf.server")
 
-PROBES = {"/healthz", "/readyz", "/metrics"}
 _installation = table(
     "installation",
     column("id", Integer),
     column("installed_at", DateTime(timezone=True)),
     column("installed_version", String),
 )
-
-
-class Metrics:
-    """The server's own Prometheus metrics, in a registry per app (tests build many apps)."""
-
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "wharf_http_requests_total",
-            "HTTP requests served",
-            ["method", "route", "status"],
-            registry=self.registry,
-        )
-        self.queue_depth = Gauge(
-            "wharf_controller_queue_depth",
-            "Keys waiting to be reconciled",
-            ["controller"],
-            registry=self.registry,
-        )
-        self.reconciles = Gauge(
-            "wharf_controller_reconciles",
-            "Reconciles done since start",
-            ["controller"],
-            registry=self.registry,
-        )
-        self.cluster_writes = Gauge(
-            "wharf_placement_cluster_writes",
-            "Writes the placement controller made to clusters",
-            registry=self.registry,
-        )
-        self.latency = Histogram(
-            "wharf_http_request_duration_seconds",
-            "HTTP request latency",
-            ["method", "route"],
-            registry=self.registry,
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
-        )
-
-
-def _route_template(request: Request) -> str:
-    # Label by route template, not raw path, so that metrics do not grow with every name.
-    for route in request.app.router.routes:
-        match, _ = route.matches(request.scope)
-        if match is Match.FULL:
-            return str(getattr(route, "path", request.url.path))
-    return "unmatched"
 
 
 def _record_installation(db: Database) -> None:
@@ -100,6 +51,28 @@ def _record_installation(db: Database) -> None:
                     installed_at=dt.datetime.now(dt.UTC), installed_version=wharf.__version__
                 )
             )
+
+
+def _announce_admin_password(password: str, settings: Settings) -> None:
+    """Show the generated password once, on the terminal, never in the logs: where there is
+    no terminal (a container's output is its log), it goes to a file only its owner reads."""
+    advice = "log in as admin and change it: wharf user passwd admin"
+    if sys.stderr.isatty():
+        sys.stderr.write(f"\nThe first user is admin; its password: {password}\n({advice})\n\n")
+        log.warning(
+            "created the first user: admin (platform-admin); password shown on the terminal"
+        )
+        return
+    path = settings.key_file().with_name("initial-admin-password")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(password + "\n")
+    log.warning(
+        "created the first user: admin (platform-admin); its password is in a file",
+        password_file=str(path),
+        advice=advice + ", then delete the file",
+    )
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -115,10 +88,7 @@ def create_app(settings: Settings) -> FastAPI:
         log.info("database ready", dialect=db.dialect, schema=revision)
         password = platform.bootstrap()
         if password:
-            log.warning(
-                "created the first user: admin (platform-admin); change its password",
-                password=password,
-            )
+            _announce_admin_password(password, settings)
         platform.start()
         # What start-up made lives as long as the process: keep it out of the collector's
         # full passes, which otherwise cost ~100 ms every few dozen page views (bench/console.py).
@@ -134,15 +104,21 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.db = db
+    app.state.settings = settings
     app.state.metrics = metrics
     app.state.platform = platform
     app.state.resources = platform.resources
     app.state.cluster_rules = platform.cluster_rules
     app.state.connections = platform.connections
+    app.state.login_throttle = platform.login_throttle
 
     @app.exception_handler(WharfError)
     async def wharf_error(_request: Request, exc: WharfError) -> JSONResponse:
-        return JSONResponse(exc.body(), status_code=exc.status)
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers())
+
+    @app.exception_handler(RefusedInput)
+    async def refused_input(_request: Request, exc: RefusedInput) -> JSONResponse:
+        return JSONResponse(exc.error.body(), status_code=exc.error.status)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, exc: RequestValidationError) -> Response:
@@ -164,27 +140,9 @@ def create_app(settings: Settings) -> FastAPI:
     console.install(app, settings.assets_dir)
     app.include_router(resource_router(platform.rules))
 
-    @app.middleware("http")
-    async def observe(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        started = time.perf_counter()
-        response = await call_next(request)
-        elapsed = time.perf_counter() - started
-        route = _route_template(request)
-        metrics.requests.labels(request.method, route, str(response.status_code)).inc()
-        metrics.latency.labels(request.method, route).observe(elapsed)
-        # Probes and scrapes come every few seconds and are not news unless they fail.
-        quiet = route in PROBES and response.status_code < 400
-        (log.debug if quiet else log.info)(
-            "request",
-            method=request.method,
-            path=request.url.path,
-            status=response.status_code,
-            ms=round(elapsed * 1000, 2),
-            client=request.client.host if request.client else None,
-        )
-        return response
+    app.add_middleware(RequestMetrics, metrics=metrics, log=log)
+    # Last added, so outermost: no middleware or route reads more than the bound.
+    app.add_middleware(RequestBounds, limit=settings.max_body_bytes)
 
     @app.get("/healthz", tags=["health"], summary="Liveness: the process serves requests")
     async def healthz() -> dict[str, str]:
@@ -204,7 +162,8 @@ def create_app(settings: Settings) -> FastAPI:
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
     @app.get("/metrics", tags=["health"], summary="Prometheus metrics", include_in_schema=False)
-    def prometheus_metrics() -> Response:
+    def prometheus_metrics(request: Request) -> Response:
+        authorize_scrape(request, settings)
         for controller in platform.controllers():
             metrics.queue_depth.labels(controller.name).set(len(controller.queue))
             metrics.reconciles.labels(controller.name).set(controller.reconciles)

@@ -15,12 +15,16 @@ from wharf.clusters.controller import ClusterController
 from wharf.clusters.service import ClusterRules, NodePoolRules
 from wharf.core.config import Settings
 from wharf.core.controller import Controller, cancel
-from wharf.core.crypto import SecretBox
+from wharf.core.crypto import box_for
 from wharf.core.logging import get_logger
 from wharf.identity import service as identity
+from wharf.identity.throttle import LoginThrottle
 from wharf.kube.connections import ClusterConnections
+from wharf.kube.kubeconfig import AddressPolicy
 from wharf.resources.service import KindRules, ResourceService
 from wharf.store import Database
+from wharf.store.audit import AuditEvent, record
+from wharf.store.resources import ResourceStore
 from wharf.tenancy.controller import PlacementController
 from wharf.tenancy.service import ProjectRules, TenantRules
 
@@ -31,12 +35,9 @@ class Platform:
     def __init__(self, settings: Settings, db: Database) -> None:
         self.settings = settings
         self.db = db
-        box = (
-            SecretBox(settings.secret_key)
-            if settings.secret_key
-            else SecretBox.from_key_file(settings.key_file())
-        )
-        self.cluster_rules = ClusterRules(box)
+        box = box_for(settings.secret_key, settings.key_file(), settings.previous_secret_keys)
+        policy = AddressPolicy(allow_loopback=settings.allow_loopback_clusters)
+        self.cluster_rules = ClusterRules(box, policy)
         self.application_rules = ApplicationRules(box)
         self.rules: list[KindRules] = [
             self.cluster_rules,
@@ -47,7 +48,8 @@ class Platform:
             self.application_rules,
         ]
         self.resources = ResourceService(db, {r.kind.name: r for r in self.rules})
-        self.connections = ClusterConnections()
+        self.connections = ClusterConnections(policy)
+        self.login_throttle = LoginThrottle()
         self.clusters = ClusterController(
             self.resources,
             self.cluster_rules,
@@ -81,6 +83,29 @@ class Platform:
             identity.create_user(session, "admin", password)
             identity.grant(session, "admin", "platform-admin")
         return None if self.settings.admin_password else password
+
+    def rotate_secrets(self) -> dict[str, int]:
+        """Re-seal every sealed value under the current key (a transaction per object, the row
+        locked); how many objects of each kind were re-sealed. Run again, it re-seals nothing."""
+        counts: dict[str, int] = {}
+        for rules in (self.cluster_rules, self.application_rules):
+            kind = rules.kind.name
+            with self.db.reader() as session:
+                keys = [(r.tenant, r.name) for r in ResourceStore(session).query(kind)]
+            counts[kind] = 0
+            for tenant, name in keys:
+                with self.db.session() as session:
+                    store = ResourceStore(session)
+                    stored = store.get(kind, tenant, name, lock=True)
+                    spec = rules.reseal(stored) if stored is not None else None
+                    if stored is not None and spec is not None:
+                        store.reseal(stored, spec)
+                        record(
+                            session,
+                            AuditEvent("wharf", "", "reseal", kind, tenant, name, "allowed"),
+                        )
+                        counts[kind] += 1
+        return counts
 
     def _on_change(self, kind: str, tenant: str, name: str) -> None:
         """Runs in the API's worker thread: hand the key to the controllers' event loop."""

@@ -28,21 +28,31 @@ class AuditEvent:
 
 
 def record(session: Session, event: AuditEvent) -> None:
+    values = {
+        "actor": event.actor,
+        "source": event.source,
+        "action": event.action,
+        "kind": event.kind,
+        "tenant": event.tenant,
+        "project": event.project,
+        "name": event.name,
+        "outcome": event.outcome,
+        "reason": event.reason,
+    }
     session.execute(
         insert(audit_events).values(
             time=dt.datetime.now(dt.UTC),
-            actor=event.actor,
-            source=event.source,
-            action=event.action,
-            kind=event.kind,
-            tenant=event.tenant,
-            project=event.project,
-            name=event.name,
-            outcome=event.outcome,
-            reason=event.reason,
             diff=event.diff or [],
+            **{k: _fit(k, v) for k, v in values.items()},
         )
     )
+
+
+def _fit(column: str, value: str) -> str:
+    """A refused request is audited with what it named, which may be anything a caller typed:
+    cut to the column's length (PostgreSQL refuses longer; SQLite would keep it whole)."""
+    length = getattr(audit_events.c[column].type, "length", None)
+    return value if length is None or len(value) <= length else value[: length - 1] + "…"
 
 
 @dataclass(frozen=True)

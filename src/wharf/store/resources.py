@@ -275,6 +275,11 @@ class ResourceStore:
             self._write_labels(old.id, labels)
         return new
 
+    def reseal(self, old: StoredResource, spec: dict[str, Any]) -> StoredResource:
+        """Replace a spec whose meaning is unchanged (its secrets sealed anew, under another
+        key): a new resourceVersion, but the same generation, so controllers see no change."""
+        return self._update(old, old.resource_version, spec=spec)
+
     def write_status(self, old: StoredResource, status: dict[str, Any]) -> StoredResource:
         """Replace the status; writes nothing when it is unchanged."""
         if status == old.status:

@@ -19,6 +19,7 @@ from lightkube.resources.core_v1 import ServiceAccount
 
 from wharf.clusters.service import ClusterRules
 from wharf.core.errors import ConflictError, ForbiddenError, InvalidError, NotFoundError
+from wharf.identity import service as identity
 from wharf.identity.model import Principal
 from wharf.kube.connections import ClusterConnections
 from wharf.resources.service import ResourceService
@@ -72,6 +73,7 @@ async def issue_kubeconfig(
     env: str,
     ttl: int = 8 * 3600,
 ) -> dict[str, Any]:
+    identity.authorize_kubeconfig(p, tenant, project, ttl)
     if not 600 <= ttl <= MAX_TTL:
         raise InvalidError(f"ttl: between 600 and {MAX_TTL} seconds", field="ttl")
     user, clusters = await asyncio.to_thread(_load, service, p, tenant, project, env)

@@ -1,0 +1,131 @@
+"""The server's own metrics and access log, recorded around every request.
+
+Labels are bounded: the route template (never the raw path, which carries tenant, project and
+application names, or whatever a caller typed), a known method, and the status code. So the
+number of series does not grow with names or with unauthenticated callers' guesses.
+The recorder is plain ASGI rather than Starlette's BaseHTTPMiddleware, whose task group would
+wrap an error raised while a body streams in (see wharf.server.limits) into an ExceptionGroup.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from typing import Any
+
+from fastapi import Request
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from wharf.core.config import Settings
+from wharf.core.errors import ForbiddenError
+from wharf.identity.api import authenticate_request
+
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+class Metrics:
+    """The server's own Prometheus metrics, in a registry per app (tests build many apps)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "wharf_http_requests_total",
+            "HTTP requests served",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.queue_depth = Gauge(
+            "wharf_controller_queue_depth",
+            "Keys waiting to be reconciled",
+            ["controller"],
+            registry=self.registry,
+        )
+        self.reconciles = Gauge(
+            "wharf_controller_reconciles",
+            "Reconciles done since start",
+            ["controller"],
+            registry=self.registry,
+        )
+        self.cluster_writes = Gauge(
+            "wharf_placement_cluster_writes",
+            "Writes the placement controller made to clusters",
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "wharf_http_request_duration_seconds",
+            "HTTP request latency",
+            ["method", "route"],
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
+
+
+PROBES = {"/healthz", "/readyz", "/metrics"}
+
+
+def route_template(app: Any, scope: Scope) -> str:
+    for route in app.router.routes:
+        match, _ = route.matches(scope)
+        if match is Match.FULL:
+            return str(getattr(route, "path", "unmatched"))
+    return "unmatched"
+
+
+class RequestMetrics:
+    def __init__(self, app: ASGIApp, metrics: Metrics, log: Any) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.log = log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def observed(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, observed)
+        finally:
+            self._record(scope, status, time.perf_counter() - started)
+
+    def _record(self, scope: Scope, status: int, elapsed: float) -> None:
+        method = scope["method"] if scope["method"] in METHODS else "other"
+        route = route_template(scope["app"], scope)
+        self.metrics.requests.labels(method, route, str(status)).inc()
+        self.metrics.latency.labels(method, route).observe(elapsed)
+        client = scope.get("client")
+        # Probes and scrapes come every few seconds and are not news unless they fail.
+        quiet = route in PROBES and status < 400
+        (self.log.debug if quiet else self.log.info)(
+            "request",
+            method=method,
+            path=scope["path"],
+            status=status,
+            ms=round(elapsed * 1000, 2),
+            client=client[0] if client else None,
+        )
+
+
+def authorize_scrape(request: Request, settings: Settings) -> None:
+    """Metrics name the server's routes, controllers and load: they are for a scraper with
+    WHARF_METRICS_TOKEN, or a platform admin's or viewer's token; public only by the setting
+    WHARF_METRICS_PUBLIC (for a server whose port only the monitoring network reaches)."""
+    if settings.metrics_public:
+        return
+    scheme, _, sent = request.headers.get("authorization", "").partition(" ")
+    expected = settings.metrics_token
+    if expected and scheme.lower() == "bearer" and hmac.compare_digest(sent.strip(), expected):
+        return
+    if not authenticate_request(request).can("read"):
+        raise ForbiddenError(
+            "metrics are for platform admins and viewers, and scrapers holding WHARF_METRICS_TOKEN"
+        )
