@@ -30,3 +30,13 @@ def test_an_alias_inside_its_own_anchor_is_refused(text):
 def test_deep_nesting_is_refused_as_bad_yaml():
     with pytest.raises(yaml.YAMLError, match="nests deeper"):
         documents.load("[" * 10_000 + "]" * 10_000)
+
+
+def test_one_long_string_used_many_times_is_refused():
+    # Few nodes, under the body bound, but gigabytes once the aliases are written out.
+    lines = ["big: &a " + "x" * 500_000, "values:"]
+    lines += [f"  k{i}: *a" for i in range(20_000)]
+    text = "\n".join(lines)
+    assert len(text) < 1024 * 1024
+    with pytest.raises(documents.DocumentTooLarge, match="bytes of text"):
+        documents.load(text)

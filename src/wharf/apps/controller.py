@@ -117,7 +117,9 @@ class DeliveryController:
         """(tenant, application) of every object Wharf delivered to the cluster."""
         try:
             client = self.connections.client(cluster.name, self.clusters.kubeconfig(cluster))
-            owners = await owner_labels(client, RESOURCES, OWNED, (TENANT_LABEL, APP_LABEL))
+            owners = await owner_labels(
+                client, RESOURCES, OWNED, (TENANT_LABEL, APP_LABEL), in_owners_namespace=True
+            )
         except Exception as exc:
             log.info("sweep skipped a cluster", cluster=cluster.name, error=str(exc)[:300])
             return set()
@@ -251,7 +253,8 @@ class DeliveryController:
             return
         client = self.connections.client(cluster.name, self.clusters.kubeconfig(cluster))
         labels: dict[str, Any] = {MANAGED_BY: "wharf", TENANT_LABEL: key[0], APP_LABEL: key[1]}
-        removed = await remove_labelled(client, RESOURCES, labels)
+        # Only in the tenant's own namespaces: elsewhere these labels prove nothing.
+        removed = await remove_labelled(client, RESOURCES, labels, namespace_prefix=f"{key[0]}--")
         self.writes += len(removed)
         if removed:
             log.info("removed application objects", cluster=cluster.name, app=key, objects=removed)

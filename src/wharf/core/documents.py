@@ -4,7 +4,8 @@ YAML anchors and aliases let a few hundred bytes stand for billions of nodes ("b
 laughs"): PyYAML builds them as shared references, and the first copy, JSON encoding or
 validation of the result multiplies them out. An alias may also point at its own parent, which
 nothing downstream survives. So a document is refused, before it is turned into Python objects,
-when its nodes counted as if every alias were expanded exceed `MAX_NODES`, when it nests deeper
+when its nodes counted as if every alias were expanded exceed `MAX_NODES` (or their text
+`MAX_BYTES`), when it nests deeper
 than `MAX_DEPTH`, or when an alias refers to itself.
 """
 
@@ -17,6 +18,9 @@ from yaml.nodes import MappingNode, Node, SequenceNode
 
 MAX_NODES = 200_000  # a 1 MiB document of short scalars has about this many
 MAX_DEPTH = 64
+# Text the document stands for with every alias expanded: one long anchored string used many
+# times is few nodes but many bytes once stored or encoded.
+MAX_BYTES = 8 * 1024 * 1024
 
 
 class DocumentTooLarge(yaml.YAMLError):
@@ -49,6 +53,7 @@ def expanded_size(root: Node) -> int:
     bound or for an alias inside its own anchor. Each shared node is counted once per use but
     visited once (memo), so the count itself costs no more than the document's size."""
     sizes: dict[int, int] = {}
+    text: dict[int, int] = {}  # bytes of scalar text under each node, aliases expanded
     open_: set[int] = set()
     stack: list[tuple[Node, bool]] = [(root, False)]
     while stack:
@@ -57,9 +62,16 @@ def expanded_size(root: Node) -> int:
         if children_done:
             open_.discard(key)
             sizes[key] = 1 + sum(sizes[id(c)] for c in _children(node))
+            own = len(node.value) if isinstance(node.value, str) else 0
+            text[key] = own + sum(text[id(c)] for c in _children(node))
             if sizes[key] > MAX_NODES:
                 raise DocumentTooLarge(
                     f"the document expands to more than {MAX_NODES} nodes (through aliases?)"
+                )
+            if text[key] > MAX_BYTES:
+                raise DocumentTooLarge(
+                    f"the document expands to more than {MAX_BYTES} bytes of text "
+                    "(through aliases?)"
                 )
             continue
         if key in sizes:

@@ -138,11 +138,15 @@ async def prune(
 
 
 async def remove_labelled(
-    client: AsyncClient, resources: Iterable[Any], labels: dict[str, Any]
+    client: AsyncClient,
+    resources: Iterable[Any],
+    labels: dict[str, Any],
+    namespace_prefix: str = "",
 ) -> list[str]:
-    """Delete every object of these types, in any namespace, that carries `labels`; return
-    them as kind/namespace/name. Errors other than 404 propagate, so that a caller finishing a
-    delete does not drop its record before the cluster has accepted every removal."""
+    """Delete every object of these types, in any namespace (starting with `namespace_prefix`,
+    when given), that carries `labels`; return them as kind/namespace/name. Errors other than
+    404 propagate, so that a caller finishing a delete does not drop its record before the
+    cluster has accepted every removal."""
     removed = []
     for resource in resources:
         where = {"namespace": ALL_NS} if issubclass(resource, NamespacedResource) else {}
@@ -150,6 +154,10 @@ async def remove_labelled(
         async for item in listing:
             if _being_deleted(item):
                 continue
+            if namespace_prefix and not (item.metadata.namespace or "").startswith(
+                namespace_prefix
+            ):
+                continue  # labels anyone may write elsewhere say nothing about ownership
             meta = item.metadata
             await _delete(client, resource, meta.name, meta.namespace)
             removed.append(f"{resource.__name__}/{meta.namespace or ''}/{meta.name}")
@@ -157,17 +165,27 @@ async def remove_labelled(
 
 
 async def owner_labels(
-    client: AsyncClient, resources: Iterable[Any], labels: dict[str, Any], owner: tuple[str, ...]
+    client: AsyncClient,
+    resources: Iterable[Any],
+    labels: dict[str, Any],
+    owner: tuple[str, ...],
+    in_owners_namespace: bool = False,
 ) -> set[tuple[str, ...]]:
     """The values of the `owner` labels on every object of these types that carries `labels`:
-    who owns what is there, for a sweep that finds objects whose owner is gone."""
+    who owns what is there, for a sweep that finds objects whose owner is gone. With
+    `in_owners_namespace`, only objects in a namespace of the tenant their first owner label
+    names count (`<tenant>--…`): a tenant may label its own objects as anyone's."""
     found = set()
     for resource in resources:
         where = {"namespace": ALL_NS} if issubclass(resource, NamespacedResource) else {}
         listing = client.list(resource, labels=labels, **where)  # type: ignore[call-overload]
         async for item in listing:
             item_labels = item.metadata.labels or {}
-            found.add(tuple(item_labels.get(k, "") for k in owner))
+            values = tuple(item_labels.get(k, "") for k in owner)
+            namespace = item.metadata.namespace or ""
+            if in_owners_namespace and not namespace.startswith(f"{values[0]}--"):
+                continue
+            found.add(values)
     return found
 
 
