@@ -49,14 +49,17 @@ class Controller:
         list_keys: Callable[[], Awaitable[Iterable[Hashable]]],
         resync: float = 30.0,
         workers: int = 2,
+        backoff: float = 0.5,
     ) -> None:
         self.name = name
         self.reconcile = reconcile
         self.list_keys = list_keys
         self.resync = resync
         self.workers = workers
+        self.backoff = backoff  # the first retry's delay; it doubles up to 30 s
         self.queue = WorkQueue()
         self._failures: dict[Hashable, int] = {}
+        self._last_error: dict[Hashable, str] = {}
         self._active: set[Hashable] = set()
         self.reconciles = 0
         self._background: set[asyncio.Task[None]] = set()
@@ -72,18 +75,24 @@ class Controller:
             try:
                 await self.reconcile(key)
                 self._failures.pop(key, None)
+                self._last_error.pop(key, None)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 failures = self._failures.get(key, 0) + 1
                 self._failures[key] = failures
-                delay = min(30.0, 0.5 * 2**failures)
-                log.warning(
+                delay = min(30.0, self.backoff * 2**failures)
+                error = f"{type(exc).__name__}: {exc}"
+                # A new failure is news; the same one again at each retry is not.
+                report = log.debug if self._last_error.get(key) == error else log.warning
+                self._last_error[key] = error
+                report(
                     "reconcile failed",
                     controller=self.name,
                     key=str(key),
-                    error=f"{type(exc).__name__}: {exc}",
+                    error=error,
                     retry_in=delay,
+                    failures=failures,
                 )
                 asyncio.get_running_loop().call_later(delay, self.queue.add, key)
             finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -13,6 +14,7 @@ from lightkube.core.generic_client import ALL_NS
 from lightkube.core.resource import NamespacedResource
 
 log = structlog.get_logger("wharf.kube.informer")
+REPORT_EVERY = 300.0  # seconds between info lines about one informer's broken watch
 
 Handler = Callable[[str, dict[str, Any]], None]
 
@@ -37,6 +39,7 @@ class Informer:
         # Namespaced kinds are watched in every namespace (a client's default is one).
         self._where = {"namespace": ALL_NS} if issubclass(resource, NamespacedResource) else {}
         self.error: str | None = None
+        self._reported_at = -REPORT_EVERY  # when a broken watch was last logged at info
 
     @staticmethod
     def _key(obj: dict[str, Any]) -> tuple[str, str]:
@@ -81,8 +84,12 @@ class Informer:
                 if self.on_event:
                     self.on_event("ERROR", {})
                 # The first failure is news; its retries (every few seconds while a cluster is
-                # away) are not, and the cluster controller says when the cluster is back.
-                report = log.debug if delay > 0.5 else log.info
+                # away) are not, nor is a watch that breaks again just after it came back: the
+                # cluster controller says when a cluster goes and comes back.
+                news = time.monotonic() - self._reported_at >= REPORT_EVERY
+                if news:
+                    self._reported_at = time.monotonic()
+                report = log.info if news else log.debug
                 report("watch interrupted", informer=self.name, error=self.error, retry_in=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
