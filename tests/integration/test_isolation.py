@@ -209,3 +209,59 @@ def test_mutations_are_audited_with_secrets_masked(wharf: Wharf, two_tenants):
         "allowed",
     )
     assert {"path": "spec.quota.cpu", "old": "1", "new": "2"} in latest["diff"]
+
+
+def test_disabling_a_user_ends_the_kubeconfigs_it_was_issued_at_once(
+    wharf: Wharf, kubectl, two_tenants, tmp_path
+):
+    a, _a_admin, _b, _ = two_tenants
+    dev = wharf.user()
+    project = manifest(wharf.admin.ok("GET", f"/api/v1/tenants/{a}/projects/alpha"))
+    project["spec"]["members"] = [{"user": dev.user, "role": "developer"}]
+    wharf.admin.ok("PUT", f"/api/v1/tenants/{a}/projects/alpha", json=project)
+    wharf.wait_placed(a, "alpha")
+    url = f"/api/v1/tenants/{a}/projects/alpha/kubeconfig"
+    old = tmp_path / "old.kubeconfig"
+    old.write_text(yaml.safe_dump(dev.ok("POST", url, params={"env": "dev", "ttl": 3600})))
+    clusters = wharf.lab.clusters()
+    ns = f"{a}--alpha-dev"
+
+    def run(path, cluster):
+        context = f"{cluster.name}-{ns}"
+        return kubectl(
+            cluster,
+            "--context",
+            context,
+            "-n",
+            ns,
+            "get",
+            "configmaps",
+            kubeconfig=path,
+            check=False,
+        )
+
+    def answers(path, cluster) -> bool:
+        return run(path, cluster).returncode == 0
+
+    def unknown(path, cluster) -> bool:
+        """The token no longer names anyone (not merely someone without rights)."""
+        return "Unauthorized" in run(path, cluster).stderr
+
+    assert all(answers(old, c) for c in clusters)
+    wharf.admin.ok("POST", f"/api/v1/users/{dev.user}/disable")
+    # Not at the token's expiry (an hour): as soon as the clusters hear of it.
+    wait_for(lambda: all(unknown(old, c) for c in clusters), timeout=60, what="old token unknown")
+    # Enabled again, the user gets new kubeconfigs; what was issued before stays dead.
+    wharf.admin.ok("POST", f"/api/v1/users/{dev.user}/enable")
+    dev = wharf.login(dev.user, "password-123")  # disabling ended its sessions too
+    new = tmp_path / "new.kubeconfig"
+
+    def issued() -> bool:
+        answer = dev.request("POST", url, params={"env": "dev", "ttl": 3600})
+        if answer.status_code != 200:
+            return False
+        new.write_text(yaml.safe_dump(answer.json()))
+        return all(answers(new, c) for c in clusters)
+
+    wait_for(issued, timeout=60, what="a new kubeconfig works")
+    assert all(unknown(old, c) for c in clusters)

@@ -181,6 +181,9 @@ def _set_disabled(name: str, disabled: bool, p: Principal, request: Request) -> 
     service.require_platform_admin(database(request), p, action, name)
     with database(request).session() as session:
         service.set_disabled(session, p, name, disabled)
+    # The clusters hear of it now, not at the next resync: a disabled user's kubeconfigs end.
+    for listener in getattr(request.app.state, "user_listeners", []):
+        listener(name)
     return {"name": name, "disabled": disabled}
 
 

@@ -63,6 +63,12 @@ def user_exists(session: Session, name: str) -> bool:
     return session.execute(select(users.c.name).where(users.c.name == name)).first() is not None
 
 
+def disabled_users(session: Session) -> frozenset[str]:
+    """Users who may not act: nothing Wharf issues in the clusters stays theirs."""
+    rows = session.execute(select(users.c.name).where(users.c.disabled.is_(True))).scalars()
+    return frozenset(rows)
+
+
 def list_users(session: Session) -> list[str]:
     return list(session.execute(select(users.c.name).order_by(users.c.name)).scalars())
 

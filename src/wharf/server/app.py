@@ -107,6 +107,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.platform = platform
+    app.state.user_listeners = [platform.user_changed]
     app.state.resources = platform.resources
     app.state.cluster_rules = platform.cluster_rules
     app.state.connections = platform.connections

@@ -124,6 +124,13 @@ class Platform:
         if kind in ("Project", "Cluster", "AppTemplate"):
             loop.call_soon_threadsafe(self.delivery.controller.queue_all)
 
+    def user_changed(self, _name: str) -> None:
+        """A user was disabled or enabled: the member ServiceAccounts that carry its access
+        into the clusters follow (runs in the API's worker thread)."""
+        loop = self._loop
+        if loop is not None:
+            loop.call_soon_threadsafe(self.placement.controller.queue_all)
+
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self.resources.listeners.append(self._on_change)

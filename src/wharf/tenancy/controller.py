@@ -31,6 +31,7 @@ from wharf.clusters.service import ClusterRules
 from wharf.core.controller import Controller
 from wharf.core.quantity import format_resources, parse_quantity
 from wharf.core.resources import set_condition
+from wharf.identity import service as identity
 from wharf.kube.apply import OwnedElsewhereError, ensure, prune, remove_labelled
 from wharf.kube.clients import is_unreachable
 from wharf.kube.connections import ClusterConnections, fingerprint
@@ -121,6 +122,7 @@ def desired_namespace(
     env: str,
     quota: Mapping[str, Fraction],
     pools: list[StoredResource] = (),  # type: ignore[assignment]
+    disabled: frozenset[str] = frozenset(),
 ) -> Desired:
     ns = namespace_name(tenant.name, project.name, env)
     labels = _labels(tenant.name, project.name, env)
@@ -130,6 +132,8 @@ def desired_namespace(
     roles: dict[str, str] = {m.user: m.role for m in spec.members}
     for admin in tenant.spec.get("admins", []):
         roles[admin] = "tenant-admin"
+    # A disabled user's ServiceAccounts are pruned, which ends every token minted for them.
+    roles = {user: role for user, role in roles.items() if user not in disabled}
     annotations = _scheduling(tenant.name, list(pools))
     # Always set: a tenant granted no storage class may claim no volume.
     annotations[STORAGE_CLASSES_ANNOTATION] = ",".join(tenant.spec.get("storageClasses", []))
@@ -294,9 +298,10 @@ class PlacementController:
         dict[str, StoredResource],
         dict[str, list[StoredResource]],
         set[str],
+        frozenset[str],
     ]:
-        """Project, tenant, clusters, the tenant's node pools by cluster, and the namespace
-        names the project holds (it places no other)."""
+        """Project, tenant, clusters, the tenant's node pools by cluster, the namespace names
+        the project holds (it places no other), and the users who are disabled."""
         with self.service.db.reader() as session:
             store = ResourceStore(session)
             held = held_by(session, "namespace", Holder("Project", key[0], key[1]))
@@ -310,13 +315,14 @@ class PlacementController:
                 )
                 if granted:
                     pools.setdefault(pool.spec["cluster"], []).append(pool)
-            return project, tenant, clusters, pools, held
+            disabled = identity.disabled_users(session)
+            return project, tenant, clusters, pools, held, disabled
 
     async def reconcile(self, key: Key) -> None:
         if not key[1]:
             await self._reconcile_tenant(key[0])
             return
-        project, tenant, clusters, pools, held = await asyncio.to_thread(self._load, key)
+        project, tenant, clusters, pools, held, disabled = await asyncio.to_thread(self._load, key)
         if project is None or project.deleting_since is not None:
             # Deleted (the record says so) or gone (namespaces found without an owner): remove
             # its namespaces everywhere, and only then drop the record.
@@ -336,7 +342,7 @@ class PlacementController:
             )
             for (env, cluster), quota in shares.items():
                 wanted.setdefault(cluster, []).append(
-                    desired_namespace(tenant, project, env, quota, pools.get(cluster, []))
+                    desired_namespace(tenant, project, env, quota, pools.get(cluster, []), disabled)
                 )
         # Every cluster that may hold this project's namespaces: wanted now, or known before.
         placed_before = {
