@@ -53,3 +53,43 @@ def test_made_up_names_cannot_grow_it_past_its_capacity():
     for i in range(1000):
         throttle.failed(f"name{i}", f"addr{i}")
     assert len(throttle._counts) == 100
+
+
+def test_a_burst_of_parallel_guesses_gets_no_more_than_the_allowance():
+    throttle = LoginThrottle(Clock(), free_per_user=3, free_per_address=100)
+    # 50 attempts in flight at once, none answered yet: only the allowance is let through.
+    admitted = [throttle.admit("ann", f"10.0.0.{i}") == 0 for i in range(50)]
+    assert admitted.count(True) == 3
+    for _ in range(3):
+        throttle.failed("ann", "10.0.0.1")
+    assert throttle.admit("ann", "10.0.0.1") == 1  # the allowance is spent: locked
+
+
+def test_an_admitted_success_frees_its_place_for_the_address():
+    throttle = LoginThrottle(Clock(), free_per_user=100, free_per_address=2)
+    for _ in range(5):
+        assert throttle.admit("mine", "10.0.0.9") == 0
+        throttle.succeeded("mine", "10.0.0.9")
+
+
+def test_a_flood_of_made_up_names_does_not_push_a_locked_user_out():
+    clock = Clock()
+    throttle = LoginThrottle(clock, free_per_user=3, free_per_address=10**9, capacity=100)
+    for _ in range(4):
+        throttle.failed("ann", "10.0.0.1")
+    for i in range(1000):
+        throttle.failed(f"name{i}", "10.0.0.1")
+    assert len(throttle._counts) <= 100
+    assert throttle.retry_after("ann", "10.0.0.2") > 0
+
+
+def test_past_the_allowance_a_lock_that_ran_out_admits_one_attempt_at_a_time():
+    clock = Clock()
+    throttle = LoginThrottle(clock, free_per_user=2, free_per_address=100)
+    for _ in range(2):
+        throttle.failed("ann", "10.0.0.1")
+    clock.now += 2
+    assert throttle.admit("ann", "10.0.0.1") == 0
+    assert throttle.admit("ann", "10.0.0.1") == 1  # the first is not answered yet
+    throttle.failed("ann", "10.0.0.1")
+    assert throttle.admit("ann", "10.0.0.1") == 2  # and its failure doubled the lock

@@ -97,22 +97,27 @@ def log_in(
 ) -> dict[str, Any] | None:
     """A session token for the right password, None for a wrong one, ThrottledError while the
     username or address is locked after failures (see wharf.identity.throttle); all audited."""
-    wait = throttle.retry_after(user, source)
+    wait = throttle.admit(user, source)
     if wait:
         reason = f"throttled after failed logins; retry after {wait} s"
         with db.session() as session:
             record(session, AuditEvent(user, source, "login", "User", "", user, "denied", reason))
         raise ThrottledError(f"too many failed logins: try again in {wait} s", retry_after=wait)
-    with db.session() as session:
-        ok = verify_password(session, user, password)
-        reason = "" if ok else "wrong username or password"
-        outcome = "allowed" if ok else "denied"
-        record(session, AuditEvent(user, source, "login", "User", "", user, outcome, reason))
-        token = issue_token(session, user, token_name, ttl) if ok else None
-    if ok:
-        throttle.succeeded(user)
-    else:
-        throttle.failed(user, source)
+    ok = False
+    try:
+        with db.session() as session:
+            ok = verify_password(session, user, password)
+            reason = "" if ok else "wrong username or password"
+            outcome = "allowed" if ok else "denied"
+            record(session, AuditEvent(user, source, "login", "User", "", user, outcome, reason))
+            token = issue_token(session, user, token_name, ttl) if ok else None
+    finally:
+        # Every admitted attempt is answered, even one that failed on the way (its place would
+        # otherwise stay taken); an attempt that did not finish counts as a failure.
+        if ok:
+            throttle.succeeded(user, source)
+        else:
+            throttle.failed(user, source)
     return token
 
 
