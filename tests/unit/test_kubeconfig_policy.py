@@ -26,6 +26,12 @@ def policy(allow_loopback: bool = False) -> AddressPolicy:
         ("100.100.100.200", "metadata"),
         ("0.0.0.0", "not a cluster"),
         ("Metadata.Google.Internal.", "metadata"),
+        # The same addresses inside IPv6 forms that reach IPv4: mapped, NAT64, 6to4.
+        ("::ffff:169.254.169.254", "link-local"),
+        ("64:ff9b::a9fe:a9fe", "link-local"),
+        ("64:ff9b::7f00:1", "loopback"),
+        ("2002:a9fe:a9fe::1", "link-local"),
+        ("::ffff:100.100.100.200", "metadata"),
     ],
 )
 def test_names_and_addresses_that_lead_to_the_servers_own_host_are_refused(host, why):

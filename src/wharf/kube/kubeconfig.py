@@ -55,6 +55,22 @@ METADATA_ADDRESSES = frozenset(
 )
 
 
+NAT64 = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052's well-known prefix
+
+
+def _ipv4_inside(
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address,
+) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """The IPv4 address an IPv6 one reaches (mapped, NAT64, 6to4), judged as that address."""
+    if isinstance(address, ipaddress.IPv4Address):
+        return address
+    if address.ipv4_mapped:
+        return address.ipv4_mapped
+    if address in NAT64:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return address.sixtofour or address
+
+
 class KubeconfigRefused(ValueError):
     """A kubeconfig Wharf will not use; `path` names the place in the document."""
 
@@ -97,8 +113,7 @@ class AddressPolicy:
     def _address_refusal(
         self, address: ipaddress.IPv4Address | ipaddress.IPv6Address
     ) -> str | None:
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-            address = address.ipv4_mapped
+        address = _ipv4_inside(address)
         if address in METADATA_ADDRESSES:
             return f"{address}, a cloud metadata address"
         if address.is_link_local:
