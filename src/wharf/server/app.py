@@ -7,6 +7,7 @@ import gc
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Literal
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -19,6 +20,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from pydantic import BaseModel, Field
 from sqlalchemy import DateTime, Integer, String, column, insert, select, table
 from starlette.routing import Match
 
@@ -30,6 +32,7 @@ from wharf.core.config import Settings
 from wharf.core.errors import InvalidError, WharfError
 from wharf.core.logging import get_logger
 from wharf.identity import api as identity_api
+from wharf.resources import openapi
 from wharf.resources.api import resource_router
 from wharf.server.platform import Platform
 from wharf.store import Database, migrate, schema_head
@@ -81,6 +84,21 @@ class Metrics:
             registry=self.registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
         )
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    ready: bool
+    checks: dict[str, str] = Field(description="Each check (database, schema): ok, or why not")
+
+
+class Version(BaseModel):
+    version: str = Field(description="Wharf's version")
+    database: str = Field(description="sqlite or postgresql")
+    schema_: str | None = Field(alias="schema", description="The database schema revision")
 
 
 def _route_template(request: Request) -> str:
@@ -163,6 +181,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(apps_api.router)
     console.install(app, settings.assets_dir)
     app.include_router(resource_router(platform.rules))
+    openapi.install(app)
 
     @app.middleware("http")
     async def observe(
@@ -187,10 +206,19 @@ def create_app(settings: Settings) -> FastAPI:
         return response
 
     @app.get("/healthz", tags=["health"], summary="Liveness: the process serves requests")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    async def healthz() -> Health:
+        return Health(status="ok")
 
-    @app.get("/readyz", tags=["health"], summary="Readiness: database reachable, schema current")
+    @app.get(
+        "/readyz",
+        tags=["health"],
+        summary="Readiness: database reachable, schema current",
+        response_model=None,
+        responses={
+            200: {"model": Readiness, "description": "Ready"},
+            503: {"model": Readiness, "description": "Not ready: `checks` says why"},
+        },
+    )
     def readyz() -> JSONResponse:
         checks: dict[str, str] = {}
         try:
@@ -212,7 +240,7 @@ def create_app(settings: Settings) -> FastAPI:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/api/v1/version", tags=["platform"], summary="Wharf's version and its database")
-    def version() -> dict[str, str | None]:
-        return {"version": wharf.__version__, "database": db.dialect, "schema": schema_head()}
+    def version() -> Version:
+        return Version(version=wharf.__version__, database=db.dialect, schema=schema_head())
 
     return app

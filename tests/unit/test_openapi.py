@@ -1,0 +1,154 @@
+"""The OpenAPI document names a schema for every body and answer, and matches the models."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from wharf.core.config import Settings
+from wharf.core.resources import Kind
+from wharf.server import create_app
+
+REF = "#/components/schemas/"
+METHODS = {"get", "put", "post", "delete", "patch"}
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], list[Kind]]:
+    db = tmp_path_factory.mktemp("openapi") / "w.db"
+    app = create_app(Settings(database_url=f"sqlite:///{db}", secret_key="k"))
+    kinds = [r.kind for r in app.state.platform.rules]
+    return TestClient(app).get("/openapi.json").json(), kinds
+
+
+def _operations(doc: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    return [
+        (method.upper(), path, op)
+        for path, ops in doc["paths"].items()
+        for method, op in ops.items()
+        if method in METHODS
+    ]
+
+
+def _named(schema: dict[str, Any], components: dict[str, Any]) -> bool:
+    """A body is documented when it refers to named schemas (one, or one of several)."""
+    refs = [schema] if "$ref" in schema else schema.get("oneOf", [])
+    return bool(refs) and all(
+        r.get("$ref", "").startswith(REF) and r["$ref"][len(REF) :] in components for r in refs
+    )
+
+
+def _free(schema: dict[str, Any]) -> bool:
+    """Any JSON at all: no type, or an object with neither properties nor a value schema."""
+    if any(k in schema for k in ("$ref", "anyOf", "oneOf", "allOf", "enum", "const")):
+        return False
+    if "type" not in schema:
+        return True
+    return (
+        schema["type"] == "object"
+        and not schema.get("properties")
+        and schema.get("additionalProperties", True) is True
+    )
+
+
+def _plain(schema: Any) -> Any:
+    """The schema without `default: null`, which FastAPI leaves out of the document."""
+    if isinstance(schema, dict):
+        return {k: _plain(v) for k, v in schema.items() if not (k == "default" and v is None)}
+    if isinstance(schema, list):
+        return [_plain(v) for v in schema]
+    return schema
+
+
+def _undocumented_free_fields(name: str, schema: dict[str, Any]) -> list[str]:
+    out = []
+    for field, sub in schema.get("properties", {}).items():
+        if _free(sub) and not sub.get("description"):
+            out.append(f"{name}.{field}")
+    return out
+
+
+def test_every_body_and_answer_of_every_route_is_a_named_schema(served):
+    doc, _ = served
+    components = doc["components"]["schemas"]
+    loose = []
+    for method, path, op in _operations(doc):
+        body = op.get("requestBody", {}).get("content", {})
+        for media, content in body.items():
+            if not _named(content.get("schema", {}), components):
+                loose.append(f"{method} {path} request ({media})")
+        for status, answer in op["responses"].items():
+            for media, content in answer.get("content", {}).items():
+                if not _named(content.get("schema", {}), components):
+                    loose.append(f"{method} {path} {status} ({media})")
+    assert loose == []
+    assert len(_operations(doc)) >= 50
+
+
+def test_no_schema_holds_a_free_object_without_saying_what_goes_in_it(served):
+    doc, _ = served
+    components = doc["components"]["schemas"]
+    assert [f for n, s in components.items() for f in _undocumented_free_fields(n, s)] == []
+
+
+def test_every_4xx_answer_is_wharfs_error_body(served):
+    doc, _ = served
+    assert "HTTPValidationError" not in doc["components"]["schemas"]
+    error = doc["components"]["schemas"]["ErrorBody"]
+    assert {"code", "message", "field", "details"} <= set(error["properties"])
+    for method, path, op in _operations(doc):
+        errors = {s: a for s, a in op["responses"].items() if s.startswith("4")}
+        assert "422" in errors, f"{method} {path}"
+        for status, answer in errors.items():
+            content = answer["content"]["application/json"]
+            assert content["schema"] == {"$ref": REF + "ErrorBody"}, f"{method} {path} {status}"
+            assert content["example"]["code"]
+        if op.get("security"):
+            assert {"401", "403"} <= set(errors), f"{method} {path}"
+
+
+def test_every_kind_has_a_schema_of_its_own_that_is_its_model(served):
+    doc, kinds = served
+    components = doc["components"]["schemas"]
+    assert {k.name for k in kinds} == {
+        "Cluster",
+        "NodePool",
+        "Tenant",
+        "Project",
+        "AppTemplate",
+        "Application",
+    }
+    for kind in kinds:
+        schema = components[kind.name]
+        assert set(schema["properties"]) == {"apiVersion", "kind", "metadata", "spec", "status"}
+        assert schema["properties"]["kind"]["const"] == kind.name
+        assert schema["properties"]["spec"]["$ref"] == REF + kind.spec.__name__
+        model = kind.spec.model_json_schema(ref_template=REF + "{model}")
+        defs = model.pop("$defs", {})
+        assert _plain(components[kind.spec.__name__]) == _plain(model)
+        for name, sub in defs.items():
+            assert _plain(components[name]) == _plain(sub), f"{kind.name}: {name}"
+        page = components[f"{kind.name}List"]
+        assert page["properties"]["items"]["items"] == {"$ref": REF + kind.name}
+        assert components["ListMeta"]["properties"]["continue"]
+
+
+def test_each_kind_route_takes_and_returns_its_kind(served):
+    doc, kinds = served
+    for kind in kinds:
+        base = (
+            f"/api/v1/{kind.plural}"
+            if kind.scope == "platform"
+            else (f"/api/v1/tenants/{{tenant}}/{kind.plural}")
+        )
+        put = doc["paths"][f"{base}/{{name}}"]["put"]
+        body = put["requestBody"]["content"]["application/json"]
+        assert body["schema"] == {"$ref": REF + kind.name}
+        assert body["example"]["kind"] == kind.name
+        assert put["responses"]["201"]["content"]["application/json"]["schema"] == {
+            "$ref": REF + kind.name
+        }
+        listed = doc["paths"][base]["get"]["responses"]["200"]["content"]["application/json"]
+        assert listed["schema"] == {"$ref": REF + f"{kind.name}List"}
