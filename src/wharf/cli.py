@@ -61,5 +61,13 @@ def server(
     )
 
 
+@app.command()
+def openapi() -> None:
+    """Print the REST API's OpenAPI document (docs/openapi.json is this output)."""
+    from wharf.server.document import openapi_document
+
+    typer.echo(openapi_document())
+
+
 def main() -> None:
     app()

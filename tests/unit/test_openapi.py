@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
+import yaml
 from fastapi.testclient import TestClient
 
 from wharf.core.config import Settings
@@ -152,3 +156,38 @@ def test_each_kind_route_takes_and_returns_its_kind(served):
         }
         listed = doc["paths"][base]["get"]["responses"]["200"]["content"]["application/json"]
         assert listed["schema"] == {"$ref": REF + f"{kind.name}List"}
+
+
+def test_docs_openapi_json_is_the_document_the_server_serves(served):
+    doc, _ = served
+    published = json.loads((Path(__file__).parents[2] / "docs" / "openapi.json").read_text())
+    assert published == doc, "docs/openapi.json is stale: uv run wharf openapi > docs/openapi.json"
+
+
+def test_each_kind_s_json_schema_is_served_at_a_stable_url(tmp_path):
+    app = create_app(Settings(database_url=f"sqlite:///{tmp_path / 'w.db'}", secret_key="k"))
+    client = TestClient(app)
+    kinds = client.get("/api/v1/kinds").json()["items"]
+    for info in kinds:
+        assert info["schema"] == f"/api/v1/schemas/{info['kind'].lower()}.json"
+        answer = client.get(info["schema"])  # no token: editors fetch it as it is
+        assert answer.status_code == 200, answer.text
+        schema = answer.json()
+        assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+        assert schema["title"] == info["kind"]
+        assert schema["properties"]["kind"]["const"] == info["kind"]
+        jsonschema.Draft202012Validator.check_schema(schema)
+    application = client.get("/api/v1/schemas/application.json").json()
+    jsonschema.validate(_demo("Application"), application)
+    bad = _demo("Application")
+    bad["spec"]["overrides"] = {"lab1": {"replicas": "three"}}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, application)
+    missing = client.get("/api/v1/schemas/nothing.json")
+    assert missing.status_code == 404
+    assert missing.json()["code"] == "not_found"
+
+
+def _demo(kind: str) -> dict[str, Any]:
+    demo = Path(__file__).parents[2] / "examples" / "demo.yaml"
+    return next(d for d in yaml.safe_load_all(demo.read_text()) if d["kind"] == kind)

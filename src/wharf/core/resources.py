@@ -226,6 +226,22 @@ def list_model(kind: Kind) -> type[BaseModel]:
     return model
 
 
+def schema_url(kind: Kind) -> str:
+    """Where the server serves the kind's JSON Schema (stable: editors and tools point here)."""
+    return f"/api/v1/schemas/{kind.name.lower()}.json"
+
+
+def kind_schema(kind: Kind) -> dict[str, Any]:
+    """The kind's JSON Schema (draft 2020-12): for editors' YAML validation and completion,
+    and for `wharf explain`."""
+    schema = resource_model(kind).model_json_schema()
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": schema_url(kind),
+        **schema,
+    }
+
+
 def now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 

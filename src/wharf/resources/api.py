@@ -13,12 +13,12 @@ import json
 from enum import Enum
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from wharf.core.errors import InvalidError
-from wharf.core.resources import Kind, list_model, resource_model
+from wharf.core.errors import InvalidError, NotFoundError
+from wharf.core.resources import Kind, kind_schema, list_model, resource_model, schema_url
 from wharf.identity.api import current_principal
 from wharf.identity.model import Principal
 from wharf.resources.openapi import kind_body, kinds_body, response_of
@@ -53,6 +53,19 @@ class KindInfo(BaseModel):
 
 class KindList(BaseModel):
     items: list[KindInfo]
+
+
+class KindSchema(BaseModel):
+    """A kind's JSON Schema (draft 2020-12), the kind's own model: apiVersion, kind,
+    metadata, spec, status, with every field's type, description, default and limits."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    schema_: str = Field(alias="$schema", description="The JSON Schema dialect")
+    id_: str = Field(alias="$id", description="Where it is served")
+    title: str = Field(description="The kind")
+    properties: dict[str, Any] = Field(description="The object's fields, as JSON Schema")
+    defs: dict[str, Any] = Field(alias="$defs", description="The schemas the fields refer to")
 
 
 def resource_service(request: Request) -> ResourceService:
@@ -191,6 +204,22 @@ def resource_router(rules: list[KindRules]) -> APIRouter:
         obj, created = service.apply(p, body)
         return JSONResponse(obj, status_code=201 if created else 200)
 
+    @router.get(
+        "/schemas/{kind}.json",
+        tags=["resources"],
+        summary="A kind's JSON Schema, for editors (YAML validation, completion) and tools",
+        response_model=None,
+        responses=response_of(KindSchema, "The kind's JSON Schema"),
+    )
+    def kind_schema_(
+        kind: Annotated[str, Path(description="The kind, lowercase: tenant, application, …")],
+    ) -> JSONResponse:
+        found = next((k for k in kinds_ if kind in (k.name.lower(), k.plural)), None)
+        if found is None:
+            known = ", ".join(k.name.lower() for k in kinds_)
+            raise NotFoundError(f"no kind {kind!r}: known kinds are {known}", field="kind")
+        return JSONResponse(kind_schema(found))
+
     @router.get("/kinds", tags=["resources"], summary="The kinds this server knows")
     def kinds() -> KindList:
         return KindList(items=[_kind_info(k) for k in kinds_])
@@ -205,5 +234,5 @@ def _kind_info(kind: Kind) -> KindInfo:
         scope=kind.scope,
         shortNames=list(kind.short_names),
         columns=[list(c) for c in kind.columns],
-        schema=f"/api/v1/schemas/{kind.name.lower()}.json",
+        schema=schema_url(kind),
     )
