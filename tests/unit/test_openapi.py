@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -191,3 +193,58 @@ def test_each_kind_s_json_schema_is_served_at_a_stable_url(tmp_path):
 def _demo(kind: str) -> dict[str, Any]:
     demo = Path(__file__).parents[2] / "examples" / "demo.yaml"
     return next(d for d in yaml.safe_load_all(demo.read_text()) if d["kind"] == kind)
+
+
+@contextmanager
+def _admin(tmp_path: Path) -> Iterator[tuple[TestClient, dict[str, str]]]:
+    """A server without controllers and the admin's Authorization header."""
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'w.db'}",
+        secret_key="k",
+        admin_password="admin-password-1",
+        controllers=False,
+    )
+    with TestClient(create_app(settings)) as client:
+        login = {"username": "admin", "password": "admin-password-1"}
+        token = client.post("/api/v1/login", json=login).json()["token"]
+        yield client, {"Authorization": f"Bearer {token}"}
+
+
+def test_a_token_lifetime_past_its_limit_is_a_422_not_a_500(tmp_path):
+    # Found by the conformance run: 86400000000000 seconds overflowed a timedelta.
+    with _admin(tmp_path) as (client, auth):
+        body = {"name": "ci", "expiresIn": 86400000000000}
+        answer = client.post("/api/v1/tokens", json=body, headers=auth)
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["field"] == "body.expiresIn"
+
+
+def test_a_resource_version_that_is_not_a_number_is_a_422_not_a_500(tmp_path):
+    # Found by the conformance run: int("allowed") raised inside the write.
+    with _admin(tmp_path) as (client, auth):
+        body: dict[str, Any] = {"kind": "Tenant", "metadata": {"name": "shop"}}
+        assert client.put("/api/v1/tenants/shop", json=body, headers=auth).status_code == 201
+        body["metadata"]["resourceVersion"] = "allowed"
+        answer = client.put("/api/v1/tenants/shop", json=body, headers=auth)
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["field"] == "metadata.resourceVersion"
+
+
+def test_a_nul_character_anywhere_in_a_request_is_a_422_on_every_database(tmp_path):
+    # Found by the conformance run: PostgreSQL cannot store U+0000 (a 500 there, not SQLite).
+    with _admin(tmp_path) as (client, auth):
+        login = client.post("/api/v1/login", json={"username": "\x00", "password": "x"})
+        labelled = {"kind": "Tenant", "metadata": {"name": "shop", "labels": {"a": "b\x00"}}}
+        body = client.put("/api/v1/tenants/shop", json=labelled, headers=auth)
+        query = client.get("/api/v1/audit?actor=%00", headers=auth)
+        path = client.get("/api/v1/tenants/a%00b", headers=auth)
+        escaped = {
+            "kind": "Tenant",
+            "metadata": {"name": "shop"},
+            "spec": {"displayName": "\\u0000"},
+        }
+        fine = client.put("/api/v1/tenants/shop", json=escaped, headers=auth)
+    for answer, where in ((login, "body"), (body, "body"), (query, "query"), (path, "path")):
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["field"] == where
+    assert fine.status_code == 201, fine.text  # a backslash and "u0000" are text, not a NUL

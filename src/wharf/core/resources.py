@@ -85,6 +85,14 @@ class Metadata(BaseModel):
     labels: dict[str, str] = Field(
         default_factory=dict,
         description="Kubernetes-style labels, to select on in lists (labelSelector, wharf get -l)",
+        json_schema_extra={
+            "propertyNames": {"pattern": LABEL_KEY_RE.pattern, "maxLength": 253},
+            "additionalProperties": {
+                "type": "string",
+                "pattern": LABEL_VALUE_RE.pattern,
+                "maxLength": 63,
+            },
+        },
     )
     annotations: dict[str, str] = Field(
         default_factory=dict, description="Free-form notes for tools and people"
@@ -95,6 +103,7 @@ class Metadata(BaseModel):
     )
     resourceVersion: str | None = Field(
         default=None,
+        pattern=r"^[0-9]{1,18}$",  # a number the store compares, not any text (was a 500)
         description="Set by the server on every write; send it back to refuse a stale update (409)",
     )
     creationTimestamp: str | None = Field(

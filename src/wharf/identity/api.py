@@ -73,7 +73,12 @@ class Login(BaseModel):
 
 class NewToken(BaseModel):
     name: str = Field(min_length=1, max_length=64)
-    expiresIn: int = Field(default=30 * 86400, description="seconds", ge=1)
+    expiresIn: int = Field(
+        default=30 * 86400,
+        description="seconds",
+        ge=1,
+        le=int(service.MAX_TOKEN_TTL.total_seconds()),  # beyond it a timedelta overflows (500)
+    )
     tenant: str = ""
     project: str = ""
     readOnly: bool = False

@@ -165,13 +165,14 @@ def kinds_body(kinds: Iterable[Kind]) -> tuple[dict[str, Any], dict[int | str, d
 
 
 def _errors_of(path: str, method: str, operation: dict[str, Any]) -> Iterator[int]:
-    """The 4xx answers an operation can give: from its token, path and whether it writes."""
+    """The 4xx answers an operation can give: from its token, path and whether it writes.
+    Any authenticated call may name something unknown (in its path, query or body): 404."""
     caller = bool(operation.get("security"))
     if caller or path == "/api/v1/login":
         yield 401
     if caller:
         yield 403
-    if any(p.get("in") == "path" for p in operation.get("parameters", [])):
+    if caller or any(p.get("in") == "path" for p in operation.get("parameters", [])):
         yield 404
     if caller and method in ("post", "put", "delete"):
         yield 409

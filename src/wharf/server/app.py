@@ -34,6 +34,7 @@ from wharf.core.logging import get_logger
 from wharf.identity import api as identity_api
 from wharf.resources import openapi
 from wharf.resources.api import resource_router
+from wharf.server.nul import RefuseNul
 from wharf.server.platform import Platform
 from wharf.store import Database, migrate, schema_head
 from wharf.tenancy import api as tenancy_api
@@ -182,6 +183,7 @@ def create_app(settings: Settings) -> FastAPI:
     console.install(app, settings.assets_dir)
     app.include_router(resource_router(platform.rules))
     openapi.install(app)
+    app.add_middleware(RefuseNul)
 
     @app.middleware("http")
     async def observe(
