@@ -245,7 +245,8 @@ class ServerProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        wait_for(self._ready, timeout=30, what="wharf server ready")
+        # Generous: on a shared, loaded machine a cold start of the interpreter can be slow.
+        wait_for(self._ready, timeout=120, what="wharf server ready")
 
     def kill(self) -> None:
         assert self.proc is not None

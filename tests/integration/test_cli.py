@@ -280,7 +280,7 @@ def test_describe_shows_usage_under_the_names_the_quota_uses(admin_cli, lab, kub
     )
     kubectl(
         lab.cluster("lab1"),
-        *("-n", "books-shelf-prod", "create", "deployment", "api"),
+        *("-n", "books--shelf-prod", "create", "deployment", "api"),
         *("--image=registry.example/api:1", "--replicas=2"),
     )
     wait_for(

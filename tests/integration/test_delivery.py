@@ -304,10 +304,12 @@ def test_application_drift_is_reverted_and_a_no_op_reconcile_writes_nothing(
     wharf: Wharf, place, kubectl
 ):
     tenant, dev = place
+    # Configuration and a secret too: a Secret must compare with the live one, not be re-sent.
+    config = {"configMaps": {"settings": {"MODE": "calm"}}, "secrets": {"db": {"PASSWORD": "pw"}}}
     dev.ok(
         "PUT",
         f"/api/v1/tenants/{tenant}/applications/calm",
-        json=application(tenant, "calm", {"replicas": 1}),
+        json=application(tenant, "calm", {"replicas": 1}, config=config),
     )
     wait_available(wharf, dev, tenant, "calm")
     ns = f"{tenant}--shop-dev"

@@ -465,6 +465,32 @@ def test_a_deleted_name_can_be_created_again_as_a_new_object(db: Database) -> No
     assert _keys(db, selector={"app": "db"}) == [("acme", "w1")]
 
 
+def test_a_row_being_deleted_is_hidden_kept_and_holds_its_name(filled: Database) -> None:
+    victim = _must_get(filled, "acme", "beta")
+    with filled.session() as session:
+        marked = ResourceStore(session).mark_deleting(victim)
+    assert marked.deleting_since is not None
+    assert marked.resource_version > victim.resource_version
+    # Hidden from every ordinary read: get, query, count, get_many, selectors.
+    assert _get(filled, "acme", "beta") is None
+    assert ("acme", "beta") not in _keys(filled)
+    assert ("acme", "beta") not in _keys(filled, selector={"app": "web"})
+    with filled.session() as session:
+        store = ResourceStore(session)
+        assert store.count(KIND) == len(FIXTURE) - 1
+        assert store.get_many(KIND, [("acme", "beta")]) == []
+        # … but there for the controller that finishes it, and the name is still taken.
+        assert [r.name for r in store.query(KIND, deleting=True)] == ["beta"]
+        kept = store.get(KIND, "acme", "beta", with_deleting=True)
+        assert kept is not None
+        assert kept.uid == victim.uid
+        with pytest.raises(ConflictError):
+            store.create(KIND, "acme", "beta", labels={}, annotations={}, spec={})
+        store.delete(kept)
+    with filled.session() as session:
+        assert ResourceStore(session).query(KIND, deleting=True) == []
+
+
 def test_a_scope_by_label_lists_only_the_rows_with_one_of_its_values(db: Database) -> None:
     for tenant, name, team in (
         ("a", "w1", "red"),

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wharf.clusters.model import node_taints, same_taints
+from wharf.clusters.model import pool_labels_of, tainted_node
 from wharf.core.errors import InvalidError, QuotaExceededError
 from wharf.tenancy.guard import cluster_roles
 from wharf.tenancy.model import (
@@ -452,23 +452,29 @@ def test_pod_security_defaults_to_baseline_and_environments_may_tighten():
     assert labels["pod-security.kubernetes.io/enforce-version"] == "latest"
 
 
-def test_wharf_replaces_only_its_own_taints():
-    node = {
-        "spec": {
-            "taints": [
-                {"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"},
-                {"key": "old", "value": "x", "effect": "NoSchedule"},
-            ]
+def test_pool_nodes_are_labelled_with_every_granted_tenant():
+    node = {"metadata": {"name": "n1", "labels": {"zone": "a", "kind": "gpu"}}}
+    pools = [
+        {"name": "zone-a", "nodeSelector": {"zone": "a"}, "tenants": ["t1"]},
+        {"name": "gpus", "nodeSelector": {"kind": "gpu"}, "tenants": ["t2"]},
+        {"name": "other", "nodeSelector": {"zone": "b"}, "tenants": ["t3"]},
+    ]
+    assert pool_labels_of(pools, node) == {
+        "node-restriction.kubernetes.io/wharf-node-pool": "gpus",
+        "node-restriction.kubernetes.io/wharf-tenant-t1": "true",
+        "node-restriction.kubernetes.io/wharf-tenant-t2": "true",
+    }
+    labelled = {
+        "metadata": {
+            "name": "n1",
+            "resourceVersion": "1",
+            "labels": {**node["metadata"]["labels"], **pool_labels_of(pools, node)},
         }
     }
-    new = node_taints(node, [("old", "NoSchedule")], [{"key": "pool", "effect": "NoSchedule"}])
-    assert same_taints(
-        new,
-        [
-            {"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"},
-            {"key": "pool", "value": "", "effect": "NoSchedule"},
-        ],
-    )
+    assert tainted_node(labelled, [], pool_labels_of(pools, node)) is None
+    body = tainted_node(labelled, [], {})
+    assert body is not None
+    assert body["metadata"]["labels"] == {}
 
 
 def test_tenant_roles_hold_nothing_that_escalates():

@@ -15,8 +15,6 @@ from typing import Any
 
 import structlog
 from lightkube import AsyncClient
-from lightkube.core.exceptions import ApiError
-from lightkube.core.generic_client import ALL_NS
 from lightkube.resources.apps_v1 import DaemonSet, Deployment, StatefulSet
 from lightkube.resources.autoscaling_v2 import HorizontalPodAutoscaler
 from lightkube.resources.batch_v1 import CronJob, Job
@@ -44,7 +42,9 @@ from wharf.kube.apply import (
     contains,
     dry_run,
     observe,
+    owner_labels,
     prune,
+    remove_labelled,
 )
 from wharf.kube.clients import is_unreachable
 from wharf.kube.connections import ClusterConnections, fingerprint
@@ -77,6 +77,7 @@ RESOURCES = (
     ServiceAccount,
 )
 BY_KIND = {r.__name__: r for r in RESOURCES}
+OWNED: dict[str, Any] = {MANAGED_BY: "wharf", APP_LABEL: None}  # None: the label is set
 
 
 class DeliveryController:
@@ -100,11 +101,27 @@ class DeliveryController:
         self.writes = 0
 
     async def list_keys(self) -> Iterable[Key]:
-        def apps() -> list[Key]:
+        def apps() -> tuple[list[Key], list[StoredResource]]:
             with self.service.db.reader() as session:
-                return [(a.tenant, a.name) for a in ResourceStore(session).query("Application")]
+                store = ResourceStore(session)
+                live = store.query("Application") + store.query("Application", deleting=True)
+                ready = [c for c in store.query("Cluster") if c.status.get("phase") == "Ready"]
+                return [(a.tenant, a.name) for a in live], ready
 
-        return await asyncio.to_thread(apps)
+        keys, clusters = await asyncio.to_thread(apps)
+        # Objects whose application is gone are found in the clusters (level-triggered cleanup).
+        found = await asyncio.gather(*(self._owners_in(c) for c in clusters))
+        return sorted(set(keys).union(*found))
+
+    async def _owners_in(self, cluster: StoredResource) -> set[Key]:
+        """(tenant, application) of every object Wharf delivered to the cluster."""
+        try:
+            client = self.connections.client(cluster.name, self.clusters.kubeconfig(cluster))
+            owners = await owner_labels(client, RESOURCES, OWNED, (TENANT_LABEL, APP_LABEL))
+        except Exception as exc:
+            log.info("sweep skipped a cluster", cluster=cluster.name, error=str(exc)[:300])
+            return set()
+        return {(t, a) for t, a in owners if t and a}
 
     async def _watch(self, cluster: StoredResource) -> None:
         kubeconfig = self.clusters.kubeconfig(cluster)
@@ -148,10 +165,10 @@ class DeliveryController:
         the revision its spec is."""
         with self.service.db.reader() as session:
             store = ResourceStore(session)
-            app = store.get("Application", key[0], key[1])
+            app = store.get("Application", key[0], key[1], with_deleting=True)
             clusters = {c.name: c for c in store.query("Cluster")}
-            if app is None:
-                return None, clusters, [], [], DeliveryPolicy(), set(), 0
+            if app is None or app.deleting_since is not None:
+                return app, clusters, [], [], DeliveryPolicy(), set(), 0
             spec = ApplicationSpec.model_validate(app.spec)
             project = store.get("Project", key[0], spec.project)
             project_spec = ProjectSpec.model_validate(project.spec if project else {})
@@ -177,8 +194,14 @@ class DeliveryController:
         app, clusters, rendered, targets, policy, refused, revision = await asyncio.to_thread(
             self._load, key
         )
-        if app is None:
+        if app is None or app.deleting_since is not None:
+            # Deleted (the record says so) or gone (objects found without an owner): remove
+            # its objects everywhere, and only then drop the record.
             await asyncio.gather(*(self._remove(key, c) for c in clusters.values()))
+            if app is not None:
+                await asyncio.to_thread(
+                    self.service.finish_delete, "Application", key[0], key[1], app.uid
+                )
             return
         spec = self.rules.unsealed(ApplicationSpec.model_validate(app.spec))
         warnings = sorted(
@@ -221,21 +244,17 @@ class DeliveryController:
         )
 
     async def _remove(self, key: Key, cluster: StoredResource) -> None:
+        """Delete the application's objects in one cluster; failures propagate (and are
+        retried), so that a delete is not reported done while something is left. A cluster
+        that is not Ready is passed over: the sweep removes what is left when it is back."""
         if cluster.status.get("phase") != "Ready":
             return
         client = self.connections.client(cluster.name, self.clusters.kubeconfig(cluster))
         labels: dict[str, Any] = {MANAGED_BY: "wharf", TENANT_LABEL: key[0], APP_LABEL: key[1]}
-        try:
-            for resource in RESOURCES:
-                listing = client.list(resource, namespace=ALL_NS, labels=labels)
-                async for item in listing:
-                    meta = item.to_dict()["metadata"]  # type: ignore[attr-defined]
-                    await client.delete(resource, meta["name"], namespace=meta["namespace"])
-                    self.writes += 1
-        except ApiError as exc:
-            log.warning(
-                "removing application failed", cluster=cluster.name, app=key, error=str(exc)
-            )
+        removed = await remove_labelled(client, RESOURCES, labels)
+        self.writes += len(removed)
+        if removed:
+            log.info("removed application objects", cluster=cluster.name, app=key, objects=removed)
 
     async def _deliver(
         self,

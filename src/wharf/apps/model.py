@@ -9,6 +9,7 @@ substituted text is not scanned again. `$${x}` writes a literal `${x}`.
 
 from __future__ import annotations
 
+import base64
 import copy
 import hashlib
 import json
@@ -377,13 +378,15 @@ def desired_objects(
         )
         refs.append({"configMapRef": {"name": f"{app}-{name}"}})
     for name, data in sorted(spec.config.secrets.items()):
+        # `data`, not `stringData`: the cluster stores and returns `data` only, so the desired
+        # object can be compared with the live one (and nothing is written when they match).
         objects.append(
             {
                 "apiVersion": "v1",
                 "kind": "Secret",
                 "type": "Opaque",
                 "metadata": {"name": f"{app}-{name}"},
-                "stringData": data,
+                "data": _encoded(data),
             }
         )
         refs.append({"secretRef": {"name": f"{app}-{name}"}})
@@ -391,6 +394,8 @@ def desired_objects(
     for obj in objects:
         meta = obj.setdefault("metadata", {})
         meta["labels"] = {**meta.get("labels", {}), **labels, APP_LABEL: app}
+        if obj["kind"] == "Secret" and "stringData" in obj:
+            obj["data"] = {**obj.get("data", {}), **_encoded(obj.pop("stringData"))}
         if obj["kind"] not in WORKLOAD_KINDS:
             continue
         if override.replicas is not None and obj["kind"] in ("Deployment", "StatefulSet"):
@@ -414,6 +419,10 @@ def desired_objects(
             if refs:
                 container["envFrom"] = [*container.get("envFrom", []), *refs]
     return objects
+
+
+def _encoded(data: dict[str, str]) -> dict[str, str]:
+    return {k: base64.b64encode(str(v).encode()).decode() for k, v in data.items()}
 
 
 def workload_requests(objects: list[dict[str, Any]]) -> dict[str, Fraction]:

@@ -166,6 +166,7 @@ class ApplicationRules(KindRules):
     """Developers deliver into their projects; everyone in the project reads."""
 
     kind = APPLICATION
+    owns_cluster_objects = True  # its workloads, services, configuration, … in every cluster
 
     def __init__(self, box: SecretBox) -> None:
         self.box = box

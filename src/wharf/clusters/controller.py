@@ -2,36 +2,39 @@
 
 Status is written only when it changes; the heartbeat time alone is refreshed at most every
 `heartbeat_write` seconds, so an idle platform does not write to its database every beat.
+Node pool taints are merged per node and recorded there, so a node is written only when its
+taints differ and a deleted pool takes back exactly its own. A deleted cluster leaves the
+platform here: what Wharf put there goes before its record does.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
 from collections.abc import Iterable
 from functools import partial
 from typing import Any
 
 import structlog
-from lightkube.codecs import from_dict
-from lightkube.core.exceptions import ApiError
-from lightkube.resources.core_v1 import Node, Pod
-from lightkube.types import PatchType
+from lightkube.resources.admissionregistration_v1 import (
+    ValidatingAdmissionPolicy,
+    ValidatingAdmissionPolicyBinding,
+)
+from lightkube.resources.core_v1 import Namespace, Node, Pod
+from lightkube.resources.rbac_authorization_v1 import ClusterRole
 
 from wharf.clusters.model import (
-    POOL_TAINTS_ANNOTATION,
     capacity_of,
     node_matches,
-    node_taints,
     nodes_of,
-    pool_labels,
-    same_taints,
-    wharf_node_labels,
+    pool_labels_of,
+    pool_taints,
+    tainted_node,
 )
 from wharf.clusters.service import ClusterRules
 from wharf.core.controller import Controller
 from wharf.core.resources import now, set_condition
+from wharf.kube.apply import MANAGED_BY, apply, remove_labelled
 from wharf.kube.clients import server_version
 from wharf.kube.connections import ClusterConnections, fingerprint
 from wharf.kube.informer import ClusterWatches, Informer
@@ -39,6 +42,14 @@ from wharf.resources.service import ResourceService
 from wharf.store.resources import ResourceStore, StoredResource
 
 log = structlog.get_logger("wharf.clusters")
+# What a cluster leaving the platform loses besides its pools' taints: whatever Wharf put there
+# and labelled as its own (a namespace takes everything inside it along).
+LEFT_BEHIND = (
+    ValidatingAdmissionPolicyBinding,
+    ValidatingAdmissionPolicy,
+    ClusterRole,
+    Namespace,
+)
 
 
 class ClusterController:
@@ -56,11 +67,14 @@ class ClusterController:
         self.heartbeat_write = heartbeat_write
         self.watches = ClusterWatches()
         self.controller = Controller("clusters", self.reconcile, self.list_keys, resync=heartbeat)
+        self.writes = 0  # API writes made, for metrics and tests
 
     async def list_keys(self) -> Iterable[str]:
         def names() -> list[str]:
             with self.service.db.reader() as session:
-                return [c.name for c in ResourceStore(session).query("Cluster")]
+                store = ResourceStore(session)
+                rows = store.query("Cluster") + store.query("Cluster", deleting=True)
+                return [c.name for c in rows]
 
         keys = await asyncio.to_thread(names)
         for gone in self.watches.clusters() - set(keys):
@@ -69,22 +83,21 @@ class ClusterController:
 
     def _load(
         self, name: str
-    ) -> tuple[StoredResource | None, list[tuple[StoredResource, set[str]]]]:
-        """The cluster, and its node pools with the tenants granted each (either side may
-        record the grant: the pool's spec.tenants or the tenant's spec.nodePools)."""
+    ) -> tuple[StoredResource | None, list[StoredResource], dict[str, set[str]]]:
+        """The cluster (also when being deleted), its node pools (also those being deleted),
+        and the tenants granted each pool (either side may record the grant: the pool's
+        spec.tenants or the tenant's spec.nodePools)."""
         with self.service.db.reader() as session:
             store = ResourceStore(session)
-            pools = [p for p in store.query("NodePool") if p.spec.get("cluster") == name]
+            pools = store.query("NodePool") + store.query("NodePool", deleting=True)
+            mine = [p for p in pools if p.spec.get("cluster") == name]
             tenants = store.query("Tenant")
-            granted = [
-                (
-                    p,
-                    set(p.spec.get("tenants", []))
-                    | {t.name for t in tenants if p.name in t.spec.get("nodePools", [])},
-                )
-                for p in pools
-            ]
-            return store.get("Cluster", "", name), granted
+            grants = {
+                p.name: set(p.spec.get("tenants", []))
+                | {t.name for t in tenants if p.name in t.spec.get("nodePools", [])}
+                for p in mine
+            }
+            return store.get("Cluster", "", name, with_deleting=True), mine, grants
 
     async def _watch(self, name: str, kubeconfig: dict[str, Any]) -> tuple[Informer, Informer]:
         client = self.connections.client(name, kubeconfig)
@@ -103,7 +116,10 @@ class ClusterController:
         return nodes, pods
 
     async def reconcile(self, name: str) -> None:
-        stored, pools = await asyncio.to_thread(self._load, name)
+        stored, pools, grants = await asyncio.to_thread(self._load, name)
+        if stored is not None and stored.deleting_since is not None:
+            await self._leave(stored, pools)
+            stored = None
         if stored is None:
             await self.watches.drop(name)
             await self.connections.forget(name)
@@ -127,7 +143,8 @@ class ClusterController:
             if nodes.synced.is_set() and pods.synced.is_set():
                 status["capacity"] = capacity_of(nodes.items.values(), pods.items.values())
                 status["nodes"] = nodes_of(nodes.items.values())
-                await self._node_pools(name, client, pools, list(nodes.items.values()))
+                nodes_now = list(nodes.items.values())
+                await self._node_pools(name, client, pools, nodes_now, grants)
             conditions = set_condition(
                 conditions,
                 "Ready",
@@ -158,16 +175,19 @@ class ClusterController:
         self,
         cluster: str,
         client: Any,
-        pools: list[tuple[StoredResource, set[str]]],
+        pools: list[StoredResource],
         nodes: list[dict[str, Any]],
+        grants: dict[str, set[str]],
     ) -> None:
-        """Label and taint each pool's nodes from the watch cache; write only what differs."""
-        wanted: dict[str, tuple[dict[str, str], list[dict[str, Any]]]] = {}
-        for pool, tenants in pools:
+        live = [p for p in pools if p.deleting_since is None]
+        await self._taint(
+            client,
+            [{**p.spec, "name": p.name, "tenants": sorted(grants[p.name])} for p in live],
+            nodes,
+        )
+        for pool in live:
             selector = pool.spec.get("nodeSelector", {})
             members = sorted(n["metadata"]["name"] for n in nodes if node_matches(n, selector))
-            for node in members:
-                wanted.setdefault(node, (pool_labels(pool.name, tenants), pool.spec["taints"]))
             status = {
                 "nodes": len(members),
                 "nodeNames": members,
@@ -177,48 +197,38 @@ class ClusterController:
                 await asyncio.to_thread(
                     self.service.write_status, "NodePool", "", pool.name, partial(_same, status)
                 )
-        for node in nodes:
-            labels, taints = wanted.get(node["metadata"]["name"], ({}, []))
-            try:
-                await self._mark_node(client, node, labels, taints)
-            except ApiError as exc:
-                if exc.status.code != 409:  # changed meanwhile: the watch brings it back
-                    raise
+        # The taints of deleted pools are gone from every node now: their deletes are done.
+        for pool in pools:
+            if pool.deleting_since is not None:
+                await asyncio.to_thread(
+                    self.service.finish_delete, "NodePool", "", pool.name, pool.uid
+                )
 
-    async def _mark_node(
-        self, client: Any, node: dict[str, Any], labels: dict[str, str], taints: list[Any]
+    async def _taint(
+        self, client: Any, pools: list[dict[str, Any]], nodes: list[dict[str, Any]]
     ) -> None:
-        meta = node["metadata"]
-        if wharf_node_labels(node) != labels:
-            applied = {
-                "apiVersion": "v1",
-                "kind": "Node",
-                "metadata": {"name": meta["name"], "labels": labels},
-            }
-            await client.apply(from_dict(applied), field_manager="wharf", force=True)
-        before = [
-            tuple(k)
-            for k in json.loads((meta.get("annotations") or {}).get(POOL_TAINTS_ANNOTATION, "[]"))
-        ]
-        new = node_taints(node, before, taints)
-        if same_taints(new, node.get("spec", {}).get("taints") or []):
-            return
-        # Taints are one atomic list in the Node API: patch the whole list, guarded by the
-        # resourceVersion we computed it from, and remember which entries are ours.
-        patch = {
-            "metadata": {
-                "resourceVersion": meta["resourceVersion"],
-                "annotations": {
-                    POOL_TAINTS_ANNOTATION: json.dumps(
-                        sorted([t["key"], t.get("effect", "NoSchedule")] for t in taints)
-                    )
-                },
-            },
-            "spec": {"taints": new or None},
-        }
-        await client.patch(
-            Node, meta["name"], patch, patch_type=PatchType.MERGE, field_manager="wharf"
-        )
+        """Give each node its pools' taints and labels (which pools, which tenants), take back
+        those Wharf put there and no pool wants any more, and leave every other taint and label;
+        write only nodes that differ."""
+        for node in nodes:
+            body = tainted_node(node, pool_taints(pools, node), pool_labels_of(pools, node))
+            if body is not None:
+                await apply(client, body)
+                self.writes += 1
+
+    async def _leave(self, stored: StoredResource, pools: list[StoredResource]) -> None:
+        """A deleted cluster leaves the platform: take back what Wharf put there (its pools'
+        taints, the objects labelled as Wharf's), then drop its records. An unreachable
+        cluster stays pending until it answers (the failure is retried)."""
+        client = self.connections.client(stored.name, self.rules.kubeconfig(stored))
+        nodes = [n.to_dict() async for n in client.list(Node)]
+        await self._taint(client, [], nodes)
+        removed = await remove_labelled(client, LEFT_BEHIND, {MANAGED_BY: "wharf"})
+        self.writes += len(removed)
+        log.info("cluster left the platform", cluster=stored.name, removed=removed)
+        for pool in pools:
+            await asyncio.to_thread(self.service.finish_delete, "NodePool", "", pool.name, pool.uid)
+        await asyncio.to_thread(self.service.finish_delete, "Cluster", "", stored.name, stored.uid)
 
     async def stop(self) -> None:
         await self.watches.stop()

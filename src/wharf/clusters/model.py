@@ -147,7 +147,6 @@ def node_matches(node: dict[str, Any], selector: Mapping[str, str]) -> bool:
 # is one a kubelet may not set on its own node (NodeRestriction).
 POOL_LABEL = "node-restriction.kubernetes.io/wharf-node-pool"
 POOL_TENANT_PREFIX = "node-restriction.kubernetes.io/wharf-tenant-"
-POOL_TAINTS_ANNOTATION = "wharf.io/taints"
 # Tolerations Kubernetes itself adds to pods (DefaultTolerationSeconds, DaemonSets); a tenant's
 # toleration whitelist always admits them.
 BASE_TOLERATIONS: list[dict[str, str]] = [
@@ -168,8 +167,15 @@ def pool_tenant_label(tenant: str) -> str:
     return f"{POOL_TENANT_PREFIX}{tenant}"
 
 
-def pool_labels(pool: str, tenants: Iterable[str]) -> dict[str, str]:
-    return {POOL_LABEL: pool, **{pool_tenant_label(t): "true" for t in sorted(tenants)}}
+def pool_labels_of(pools: Iterable[Mapping[str, Any]], node: dict[str, Any]) -> dict[str, str]:
+    """The labels the node pools (specs with their name and granted tenants) that select this
+    node give it: the first pool's name, and every granted tenant."""
+    labels: dict[str, str] = {}
+    for spec in sorted(pools, key=lambda p: str(p.get("name", ""))):
+        if node_matches(node, spec.get("nodeSelector", {})):
+            labels.setdefault(POOL_LABEL, str(spec.get("name", "")))
+            labels.update({pool_tenant_label(t): "true" for t in spec.get("tenants", [])})
+    return labels
 
 
 def wharf_node_labels(node: dict[str, Any]) -> dict[str, str]:
@@ -177,22 +183,61 @@ def wharf_node_labels(node: dict[str, Any]) -> dict[str, str]:
     return {k: v for k, v in labels.items() if k == POOL_LABEL or k.startswith(POOL_TENANT_PREFIX)}
 
 
-def _taint_key(taint: Mapping[str, Any]) -> tuple[str, str]:
-    return (str(taint.get("key", "")), str(taint.get("effect", "")))
+# Which taints on a node Wharf put there ("key:effect", comma-separated), so that it can take
+# back exactly those when a pool goes or stops selecting the node, and leave everyone else's.
+TAINTS_ANNOTATION = "wharf.io/taints"
 
 
-def node_taints(
-    node: dict[str, Any], ours_before: Iterable[tuple[str, str]], ours: list[dict[str, Any]]
-) -> list[dict[str, Any]]:
-    """The node's taints with Wharf's replaced and everyone else's (cordon, not-ready, …)
-    kept as they are: Wharf owns only the taints it put there."""
-    mine = set(ours_before) | {_taint_key(t) for t in ours}
-    others = [t for t in node.get("spec", {}).get("taints") or [] if _taint_key(t) not in mine]
-    return [*others, *({"value": "", **t} for t in ours)]
+def _taint_id(taint: Mapping[str, Any]) -> str:
+    return f"{taint['key']}:{taint.get('effect', '')}"
 
 
-def same_taints(a: Iterable[Mapping[str, Any]], b: Iterable[Mapping[str, Any]]) -> bool:
-    def norm(ts: Iterable[Mapping[str, Any]]) -> set[tuple[str, str, str]]:
-        return {(str(t.get("key")), str(t.get("value") or ""), str(t.get("effect"))) for t in ts}
+def pool_taints(pools: Iterable[Mapping[str, Any]], node: dict[str, Any]) -> list[dict[str, str]]:
+    """The taints the node pools (specs) that select this node give it, each once."""
+    wanted: dict[str, dict[str, str]] = {}
+    for spec in pools:
+        if node_matches(node, spec.get("nodeSelector", {})):
+            for taint in spec.get("taints", []):
+                wanted.setdefault(_taint_id(taint), dict(taint))
+    return [wanted[k] for k in sorted(wanted)]
 
-    return norm(a) == norm(b)
+
+def tainted_node(
+    node: dict[str, Any], wanted: list[dict[str, str]], labels: dict[str, str] | None = None
+) -> dict[str, Any] | None:
+    """The Node to apply so that it carries `wanted` and every taint not Wharf's, and exactly
+    Wharf's pool `labels`, or None when it already does (nothing to write). Taints are one
+    atomic list in the API, so the body has the whole list, and the resourceVersion it was
+    computed from (a precondition); labels and taints go in one apply, as one field manager's."""
+    labels = labels or {}
+    meta = node["metadata"]
+    annotations = meta.get("annotations") or {}
+    recorded = {t for t in annotations.get(TAINTS_ANNOTATION, "").split(",") if t}
+    ours = {_taint_id(t) for t in wanted}
+    current = node.get("spec", {}).get("taints") or []
+    taints = [t for t in current if _taint_id(t) not in recorded | ours] + wanted
+
+    def seen(items: Iterable[Mapping[str, Any]]) -> set[tuple[str, str, str]]:
+        return {(t["key"], t.get("value", ""), t.get("effect", "")) for t in items}
+
+    record = ",".join(sorted(ours))
+    if (
+        seen(taints) == seen(current)
+        and len(taints) == len(current)
+        and recorded == ours
+        and wharf_node_labels(node) == labels
+    ):
+        return None
+    body: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": meta["name"],
+            "resourceVersion": meta["resourceVersion"],
+            "labels": labels,
+        },
+        "spec": {"taints": taints},
+    }
+    if record:
+        body["metadata"]["annotations"] = {TAINTS_ANNOTATION: record}
+    return body

@@ -52,6 +52,7 @@ def parse_kubeconfig(text: str) -> dict[str, Any]:
 
 class ClusterRules(KindRules):
     kind = CLUSTER
+    owns_cluster_objects = True  # what Wharf put there (node pool taints, labelled objects)
 
     def __init__(self, box: SecretBox) -> None:
         self.box = box
@@ -93,9 +94,24 @@ class ClusterRules(KindRules):
                 "remove it from their spec.clusters first"
             )
 
+    def after_write(
+        self,
+        session: Session,
+        stored: StoredResource | None,
+        old: StoredResource | None,
+        p: Principal,
+    ) -> None:
+        if stored is None and old is not None:
+            # A cluster leaves with its node pools: their taints go with what Wharf put there.
+            store = ResourceStore(session)
+            for pool in store.query("NodePool"):
+                if pool.spec.get("cluster") == old.name:
+                    store.mark_deleting(pool)
+
 
 class NodePoolRules(KindRules):
     kind = NODE_POOL
+    owns_cluster_objects = True  # the taints it put on its nodes
 
     def verdict(
         self, p: Principal, action: Action, tenant: str, name: str, old: StoredResource | None

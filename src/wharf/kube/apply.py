@@ -9,12 +9,13 @@ Quantities compare by value, since the API server keeps its own canonical spelli
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from lightkube import AsyncClient
 from lightkube.codecs import from_dict
 from lightkube.core.exceptions import ApiError
+from lightkube.core.generic_client import ALL_NS
 from lightkube.core.resource import NamespacedResource, api_info
 
 from wharf.core.quantity import QuantityError, parse_quantity
@@ -99,6 +100,20 @@ async def ensure(
     return True, await apply(client, obj)
 
 
+def _being_deleted(item: Any) -> bool:
+    # Deleting it again would be one more write (a namespace even answers 409 until its
+    # content is gone); the cluster finishes what it accepted.
+    return item.metadata.deletionTimestamp is not None
+
+
+async def _delete(client: AsyncClient, resource: Any, name: str, namespace: str | None) -> None:
+    try:
+        await client.delete(resource, name, namespace=namespace)
+    except ApiError as exc:
+        if exc.status.code != 404:
+            raise
+
+
 async def prune(
     client: AsyncClient,
     resource: Any,
@@ -116,14 +131,44 @@ async def prune(
     )
     async for item in listing:
         name = item.metadata.name
-        if name not in keep:
-            try:
-                await client.delete(resource, name, namespace=namespace)
-            except ApiError as exc:
-                if exc.status.code != 404:
-                    raise
+        if name not in keep and not _being_deleted(item):
+            await _delete(client, resource, name, namespace)
             removed.append(name)
     return removed
+
+
+async def remove_labelled(
+    client: AsyncClient, resources: Iterable[Any], labels: dict[str, Any]
+) -> list[str]:
+    """Delete every object of these types, in any namespace, that carries `labels`; return
+    them as kind/namespace/name. Errors other than 404 propagate, so that a caller finishing a
+    delete does not drop its record before the cluster has accepted every removal."""
+    removed = []
+    for resource in resources:
+        where = {"namespace": ALL_NS} if issubclass(resource, NamespacedResource) else {}
+        listing = client.list(resource, labels=labels, **where)  # type: ignore[call-overload]
+        async for item in listing:
+            if _being_deleted(item):
+                continue
+            meta = item.metadata
+            await _delete(client, resource, meta.name, meta.namespace)
+            removed.append(f"{resource.__name__}/{meta.namespace or ''}/{meta.name}")
+    return removed
+
+
+async def owner_labels(
+    client: AsyncClient, resources: Iterable[Any], labels: dict[str, Any], owner: tuple[str, ...]
+) -> set[tuple[str, ...]]:
+    """The values of the `owner` labels on every object of these types that carries `labels`:
+    who owns what is there, for a sweep that finds objects whose owner is gone."""
+    found = set()
+    for resource in resources:
+        where = {"namespace": ALL_NS} if issubclass(resource, NamespacedResource) else {}
+        listing = client.list(resource, labels=labels, **where)  # type: ignore[call-overload]
+        async for item in listing:
+            item_labels = item.metadata.labels or {}
+            found.add(tuple(item_labels.get(k, "") for k in owner))
+    return found
 
 
 class RejectedError(Exception):

@@ -80,6 +80,10 @@ class KindRules:
     """Defaults for a kind; capabilities subclass and override what differs."""
 
     kind: Kind
+    # Whether the kind owns objects in the clusters: then a delete is recorded (the row is
+    # marked, hidden from reads) and the kind's controller finishes it with `finish_delete`
+    # after removing those objects; otherwise the row goes at once.
+    owns_cluster_objects = False
 
     def verdict(
         self, p: Principal, action: Action, tenant: str, name: str, old: StoredResource | None
@@ -328,8 +332,14 @@ class ResourceService:
         project = rules.project_of(name, manifest.spec)
         with self._audited(p, "apply", rules, tenant, name, project) as (session, audit):
             store = ResourceStore(session)
-            old = store.get(rules.kind.name, tenant, name, lock=True)
+            old = store.get(rules.kind.name, tenant, name, lock=True, with_deleting=True)
             self._visible(rules, p, "write", tenant, name, old)
+            if old is not None and old.deleting_since is not None:
+                raise ConflictError(
+                    f"{rules.kind.name} {name!r} is being deleted (what it owned in the "
+                    "clusters is being removed): apply it again once that is done",
+                    field="metadata.name",
+                )
             if old is not None and create_only:
                 raise ConflictError(
                     f"{rules.kind.name} {name!r} already exists", field="metadata.name"
@@ -389,7 +399,10 @@ class ResourceService:
                     field="confirm",
                 )
             rules.before_delete(session, p, old)
-            store.delete(old)
+            if rules.owns_cluster_objects:
+                store.mark_deleting(old)  # committed before the answer: a crash cannot lose it
+            else:
+                store.delete(old)
             rules.after_write(session, None, old, p)
             audit.changes = diff({"spec": mask(old.spec, rules.kind.secret_fields)}, {})
             result = self.present(rules, old, p)
@@ -407,6 +420,17 @@ class ResourceService:
             if stored is None:
                 return None
             return store.write_status(stored, build(stored))
+
+    def finish_delete(self, kind: str, tenant: str, name: str, uid: str) -> bool:
+        """Drop the row of a delete whose cluster objects are gone (the same object only:
+        `uid`); False when it is not (or no longer) being deleted."""
+        with self.db.session() as session:
+            store = ResourceStore(session)
+            stored = store.get(kind, tenant, name, lock=True, with_deleting=True)
+            if stored is None or stored.uid != uid or stored.deleting_since is None:
+                return False
+            store.delete(stored)
+            return True
 
     # -- helpers ----------------------------------------------------------------------------
     @staticmethod

@@ -3,6 +3,10 @@
 Each write bumps `resource_version`; an update names the version it read and fails with a
 conflict when the row moved on. `generation` moves only when the spec changes, so that
 controllers can tell desired-state changes (observedGeneration) from status writes.
+
+A delete is two steps: `mark_deleting` records it (the row stays, hidden from every read that
+does not ask for rows being deleted), and `delete` drops the row once the owning controller has
+removed what the object owns in the clusters. The record is what a restarted server resumes.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ class StoredResource:
     status: dict[str, Any]
     created_at: dt.datetime
     updated_at: dt.datetime
+    deleting_since: dt.datetime | None = None
 
 
 def _row(row: Any) -> StoredResource:
@@ -64,19 +69,37 @@ class ResourceStore:
         self.session = session
 
     def get(
-        self, kind: str, tenant: str, name: str, *, lock: bool = False
+        self,
+        kind: str,
+        tenant: str,
+        name: str,
+        *,
+        lock: bool = False,
+        with_deleting: bool = False,
     ) -> StoredResource | None:
-        """One resource; `lock` holds its row until the transaction ends (read-then-write)."""
+        """One resource; `lock` holds its row until the transaction ends (read-then-write).
+        A row being deleted is found only `with_deleting`."""
         query = select(resources).where(
             resources.c.kind == kind, resources.c.tenant == tenant, resources.c.name == name
         )
+        if not with_deleting:
+            query = query.where(resources.c.deleting_since.is_(None))
         row = self.session.execute(query.with_for_update() if lock else query).first()
         return _row(row) if row else None
 
     def _filtered(
-        self, kind: str, scopes: Scopes | None, selector: Mapping[str, str] | None
+        self,
+        kind: str,
+        scopes: Scopes | None,
+        selector: Mapping[str, str] | None,
+        deleting: bool = False,
     ) -> Any:
-        query = select(resources).where(resources.c.kind == kind)
+        query = select(resources).where(
+            resources.c.kind == kind,
+            resources.c.deleting_since.is_not(None)
+            if deleting
+            else resources.c.deleting_since.is_(None),
+        )
         if scopes is not None and not any(t == "*" and n is None for t, n in scopes):
             clauses = []
             for tenant, names in scopes:
@@ -118,9 +141,11 @@ class ResourceStore:
         selector: Mapping[str, str] | None = None,
         limit: int | None = None,
         after: tuple[str, str] | None = None,
+        deleting: bool = False,
     ) -> list[StoredResource]:
-        """Resources of a kind ordered by (tenant, name); `after` continues a previous page."""
-        query = self._filtered(kind, scopes, selector)
+        """Resources of a kind ordered by (tenant, name); `after` continues a previous page.
+        Live ones, or with `deleting` those whose delete is acknowledged but not finished."""
+        query = self._filtered(kind, scopes, selector, deleting)
         if after is not None:
             # A row-value comparison, so both databases seek the (kind, tenant, name) index
             # instead of filtering every row before the page.
@@ -147,6 +172,7 @@ class ResourceStore:
             return []
         query = select(resources).where(
             resources.c.kind == kind,
+            resources.c.deleting_since.is_(None),
             tuple_(resources.c.tenant, resources.c.name).in_(list(keys)),
         )
         return [_row(r) for r in self.session.execute(query)]
@@ -164,7 +190,7 @@ class ResourceStore:
     ) -> StoredResource:
         where = f" in tenant {tenant}" if tenant else ""
         exists = ConflictError(f"{kind} {name!r} already exists{where}", field="metadata.name")
-        if self.get(kind, tenant, name) is not None:
+        if self.get(kind, tenant, name, with_deleting=True) is not None:
             raise exists
         now = _now()
         values: dict[str, Any] = {
@@ -180,6 +206,7 @@ class ResourceStore:
             "status": status or {},
             "created_at": now,
             "updated_at": now,
+            "deleting_since": None,
         }
         try:
             new_id = int(
@@ -254,6 +281,13 @@ class ResourceStore:
             return old
         return self._update(old, old.resource_version, status=status)
 
+    def mark_deleting(self, old: StoredResource) -> StoredResource:
+        """Record that the object is being deleted; its controller finishes and drops it."""
+        if old.deleting_since is not None:
+            return old
+        return self._update(old, old.resource_version, deleting_since=_now())
+
     def delete(self, old: StoredResource) -> None:
+        """Drop the row (and its labels) for good."""
         self.session.execute(delete(resource_labels).where(resource_labels.c.resource_id == old.id))
         self.session.execute(delete(resources).where(resources.c.id == old.id))

@@ -40,6 +40,9 @@ resources = Table(
     Column("status", JSON, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    # Set when a delete was acknowledged: the row stays, hidden from reads, until the owning
+    # controller has removed what the object owns in the clusters.
+    Column("deleting_since", DateTime(timezone=True), nullable=True),
     UniqueConstraint("kind", "tenant", "name", name="uq_resources_kind_tenant_name"),
     Index("ix_resources_tenant_kind", "tenant", "kind"),
 )

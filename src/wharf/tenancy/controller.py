@@ -31,7 +31,7 @@ from wharf.clusters.service import ClusterRules
 from wharf.core.controller import Controller
 from wharf.core.quantity import format_resources, parse_quantity
 from wharf.core.resources import set_condition
-from wharf.kube.apply import OwnedElsewhereError, ensure, prune
+from wharf.kube.apply import OwnedElsewhereError, ensure, prune, remove_labelled
 from wharf.kube.clients import is_unreachable
 from wharf.kube.connections import ClusterConnections, fingerprint
 from wharf.kube.informer import ClusterWatches, Informer
@@ -69,6 +69,9 @@ log = structlog.get_logger("wharf.tenancy")
 Key = tuple[str, str]  # (tenant, project); (tenant, "") recounts the tenant's totals
 OWNED = {MANAGED_BY: "wharf"}
 BASELINE_EVERY = 60.0
+# What a deleted project or tenant leaves to remove, found by its labels (a namespace takes
+# everything inside it along; the members' identities live in wharf-system).
+REMOVED_WITH_OWNER = (Namespace, ServiceAccount)
 
 
 @dataclass(frozen=True)
@@ -237,7 +240,11 @@ class PlacementController:
     async def list_keys(self) -> Iterable[Key]:
         def projects() -> list[Key]:
             with self.service.db.reader() as session:
-                return [(p.tenant, p.name) for p in ResourceStore(session).query("Project")]
+                store = ResourceStore(session)
+                # Deletes acknowledged but not finished (a restart resumes them).
+                tenants = [(t.name, "") for t in store.query("Tenant", deleting=True)]
+                rows = store.query("Project") + store.query("Project", deleting=True)
+                return [(p.tenant, p.name) for p in rows] + tenants
 
         keys = set(await asyncio.to_thread(projects))
         # Namespaces whose project is gone are found in the clusters (level-triggered cleanup).
@@ -246,7 +253,7 @@ class PlacementController:
             for obj in informers[0].items.values():
                 labels = obj.get("metadata", {}).get("labels", {})
                 keys.add((labels.get(TENANT_LABEL, ""), labels.get(PROJECT_LABEL, "")))
-        return sorted(k for k in keys if all(k))
+        return sorted(k for k in keys if k[0])
 
     async def _watch(self, cluster: StoredResource) -> list[Informer]:
         kubeconfig = self.clusters.kubeconfig(cluster)
@@ -293,7 +300,7 @@ class PlacementController:
         with self.service.db.reader() as session:
             store = ResourceStore(session)
             held = held_by(session, "namespace", Holder("Project", key[0], key[1]))
-            project = store.get("Project", key[0], key[1])
+            project = store.get("Project", key[0], key[1], with_deleting=True)
             tenant = store.get("Tenant", "", key[0])
             clusters = {c.name: c for c in store.query("Cluster")}
             pools: dict[str, list[StoredResource]] = {}
@@ -307,9 +314,20 @@ class PlacementController:
 
     async def reconcile(self, key: Key) -> None:
         if not key[1]:
-            await asyncio.to_thread(self._tenant_status, key[0])
+            await self._reconcile_tenant(key[0])
             return
         project, tenant, clusters, pools, held = await asyncio.to_thread(self._load, key)
+        if project is None or project.deleting_since is not None:
+            # Deleted (the record says so) or gone (namespaces found without an owner): remove
+            # its namespaces everywhere, and only then drop the record.
+            labels = {**OWNED, TENANT_LABEL: key[0], PROJECT_LABEL: key[1]}
+            await self._remove_everywhere(clusters.values(), labels)
+            if project is not None:
+                await asyncio.to_thread(
+                    self.service.finish_delete, "Project", key[0], key[1], project.uid
+                )
+            self.controller.queue.add((key[0], ""))
+            return
         wanted: dict[str, list[Desired]] = {}
         if project is not None and tenant is not None:
             spec = ProjectSpec.model_validate(project.spec)
@@ -436,6 +454,43 @@ class PlacementController:
             if obj["kind"] == "ResourceQuota":
                 quota = current
         return quota
+
+    async def _remove_everywhere(
+        self, clusters: Iterable[StoredResource], labels: dict[str, Any]
+    ) -> None:
+        """Remove what carries `labels` in every Ready cluster; a failure propagates (and is
+        retried). A cluster that is not Ready is passed over: the sweep in `list_keys` finds
+        what is left there when it is back."""
+
+        async def remove(cluster: StoredResource) -> None:
+            client = self.connections.client(cluster.name, self.clusters.kubeconfig(cluster))
+            removed = await remove_labelled(client, REMOVED_WITH_OWNER, labels)
+            self.writes += len(removed)
+            if removed:
+                log.info("removed", cluster=cluster.name, objects=removed)
+
+        ready = [c for c in clusters if c.status.get("phase") == "Ready"]
+        await asyncio.gather(*(remove(c) for c in ready))
+
+    def _load_tenant(self, name: str) -> tuple[StoredResource | None, int, list[StoredResource]]:
+        with self.service.db.reader() as session:
+            store = ResourceStore(session)
+            tenant = store.get("Tenant", "", name, with_deleting=True)
+            scope = [(name, None)]
+            projects = store.count("Project", scopes=scope) + len(
+                store.query("Project", scopes=scope, deleting=True)
+            )
+            return tenant, projects, store.query("Cluster")
+
+    async def _reconcile_tenant(self, name: str) -> None:
+        tenant, projects, clusters = await asyncio.to_thread(self._load_tenant, name)
+        if tenant is None or tenant.deleting_since is None:
+            await asyncio.to_thread(self._tenant_status, name)
+            return
+        if projects:
+            return  # each project's own delete queues its tenant again when it is done
+        await self._remove_everywhere(clusters, {**OWNED, TENANT_LABEL: name})
+        await asyncio.to_thread(self.service.finish_delete, "Tenant", "", name, tenant.uid)
 
     def _tenant_status(self, tenant: str) -> None:
         with self.service.db.session() as session:

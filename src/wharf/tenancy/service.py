@@ -15,9 +15,10 @@ from wharf.identity import service as identity
 from wharf.identity.model import Action, Principal
 from wharf.resources.service import Change, KindRules, Verdict
 from wharf.store.claims import Holder, Wanted, hold, release
-from wharf.store.resources import ResourceStore, Scopes, StoredResource
+from wharf.store.resources import LabelIn, ResourceStore, Scopes, StoredResource
 from wharf.tenancy.model import (
     PROJECT,
+    PROJECT_LABEL,
     PROJECT_NAME_MAX,
     TENANT,
     TENANT_NAME_MAX,
@@ -65,6 +66,7 @@ def _users_exist(session: Session, users: list[str], where: str) -> None:
 
 class TenantRules(KindRules):
     kind = TENANT
+    owns_cluster_objects = True  # whatever carries its tenant label
 
     def audit_tenant(self, tenant: str, name: str) -> str:
         return name  # a tenant's own object is part of its trail
@@ -158,6 +160,7 @@ class TenantRules(KindRules):
 
 class ProjectRules(KindRules):
     kind = PROJECT
+    owns_cluster_objects = True  # its namespaces
 
     def project_of(self, name: str, spec: Any) -> str:
         return name
@@ -246,6 +249,17 @@ class ProjectRules(KindRules):
             Holder("Project", change.tenant, change.name),
         )
         return spec
+
+    def before_delete(self, session: Session, p: Principal, old: StoredResource) -> None:
+        # Its namespaces hold the applications' objects: they go first, each on its own.
+        apps = ResourceStore(session).query(
+            "Application", scopes=[(old.tenant, LabelIn(PROJECT_LABEL, frozenset([old.name])))]
+        )
+        if apps:
+            raise ConflictError(
+                f"project {old.name!r} still has applications "
+                f"({', '.join(a.name for a in apps[:5])}): delete them first"
+            )
 
     def after_write(
         self,
