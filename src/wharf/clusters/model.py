@@ -26,21 +26,37 @@ QUOTA_TO_CAPACITY = {
 
 
 class ClusterSpec(Spec):
-    kubeconfig: str = Field(description="A kubeconfig whose current context reaches the cluster")
-    description: str = ""
+    """A Kubernetes cluster registered with Wharf: it places namespaces and delivers there."""
+
+    kubeconfig: str = Field(
+        description="A kubeconfig whose current context reaches the cluster with rights to "
+        "manage namespaces, quotas and RBAC; sealed at rest and shown masked"
+    )
+    description: str = Field(default="", description="What the cluster is for, for people")
 
 
 class Taint(Spec):
-    key: str
-    value: str = ""
-    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] = "NoSchedule"
+    """A taint Wharf puts on the pool's nodes, so only pods that tolerate it run there."""
+
+    key: str = Field(description="The taint's key, e.g. dedicated")
+    value: str = Field(default="", description="The taint's value (may be empty)")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] = Field(
+        default="NoSchedule", description="What happens to pods that do not tolerate it"
+    )
 
 
 class NodePoolSpec(Spec):
-    cluster: str
-    nodeSelector: dict[str, str] = Field(min_length=1)
-    taints: list[Taint] = Field(default_factory=list)
-    tenants: list[str] = Field(default_factory=list)
+    """A set of a cluster's nodes, picked by labels, that Wharf reserves for some tenants."""
+
+    cluster: str = Field(description="The registered cluster whose nodes form the pool")
+    nodeSelector: dict[str, str] = Field(
+        min_length=1, description="Node labels that pick the pool's nodes (all must match)"
+    )
+    taints: list[Taint] = Field(default_factory=list, description="Taints put on the pool's nodes")
+    tenants: list[str] = Field(
+        default_factory=list,
+        description="Tenants whose namespaces may schedule onto the pool (and tolerate its taints)",
+    )
 
 
 CLUSTER = Kind(

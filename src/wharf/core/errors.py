@@ -17,7 +17,9 @@ reveals that an object exists.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, Field
 
 DOCS = "https://wharf.dev/docs/errors#"
 
@@ -98,3 +100,29 @@ class ThrottledError(WharfError):
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after)}
+
+
+class ErrorBody(BaseModel):
+    """What every 4xx answer carries: a stable code, a message naming what is wrong and where."""
+
+    code: Literal[
+        "invalid",
+        "unauthenticated",
+        "forbidden",
+        "not_found",
+        "conflict",
+        "quota_exceeded",
+        "too_large",
+        "throttled",
+    ] = Field(description="Stable: clients branch on it, not on the message")
+    message: str = Field(description="What is wrong and where, for a person")
+    docs: str = Field(description="Where the code is explained")
+    field: str | None = Field(
+        default=None,
+        description="The field at fault as a dotted path (spec.quota.cpu, metadata.name, limit)",
+    )
+    details: dict[str, Any] | None = Field(
+        default=None,
+        description="More, by code: `errors` lists every field at fault ({field, message}); "
+        "quota_exceeded names `resource` and `exceededBy` or `shortBy`",
+    )
