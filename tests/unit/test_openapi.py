@@ -244,3 +244,14 @@ def test_a_nul_character_anywhere_in_a_request_is_a_422_on_every_database(tmp_pa
         assert answer.status_code == 422, answer.text
         assert answer.json()["field"] == where
     assert stored.status_code == 201, stored.text
+
+
+def test_a_wild_kubeconfig_lifetime_is_a_4xx_not_a_500(tmp_path):
+    # Found by the conformance run: the token-lifetime check overflowed before the range check.
+    with _admin(tmp_path) as (client, auth):
+        answer = client.post(
+            "/api/v1/tenants/0/projects/0/kubeconfig",
+            params={"env": "dev", "ttl": -86399999913601},
+            headers=auth,
+        )
+    assert 400 <= answer.status_code < 500, answer.text

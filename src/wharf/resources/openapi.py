@@ -25,7 +25,9 @@ ERRORS = {
     403: ("forbidden", "The caller may see the object but not do this to it"),
     404: ("not_found", "No such object, or one the caller may not know of"),
     409: ("conflict", "The name is taken, or metadata.resourceVersion is stale: read again"),
+    413: ("too_large", "The body is over the server's bound (WHARF_MAX_BODY_BYTES)"),
     422: ("invalid", "Bad input: `field` names where, `message` says what is wrong"),
+    429: ("throttled", "Too many failed sign-ins: wait the Retry-After seconds"),
 }
 ERROR_EXAMPLES = {
     401: "send Authorization: Bearer <token> (see `wharf login`)",
@@ -33,8 +35,10 @@ ERROR_EXAMPLES = {
     404: "Project 'shop' not found in tenant 'demo'",
     409: "Project 'shop' was changed by someone else (resourceVersion 7 is stale): read it "
     "again and retry",
+    413: "the body is over 1048576 bytes",
     422: "spec.quota.cpu: would exceed tenant demo by 2 (tenant demo 16, others hold 14, this "
     "asks 4)",
+    429: "too many failed sign-ins: try again in 60 s",
 }
 # What a client writes for each kind (the demo's objects and their like).
 EXAMPLES: dict[str, dict[str, Any]] = {
@@ -176,7 +180,11 @@ def _errors_of(path: str, method: str, operation: dict[str, Any]) -> Iterator[in
         yield 404
     if caller and method in ("post", "put", "delete"):
         yield 409
+    if method in ("post", "put", "patch"):
+        yield 413  # every body is bounded before it is read
     yield 422
+    if path == "/api/v1/login":
+        yield 429
 
 
 def _error_response(status: int) -> dict[str, Any]:
