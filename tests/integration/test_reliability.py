@@ -255,7 +255,7 @@ def _log_events(server: ServerProcess) -> list[dict]:
 
 
 def _heartbeats(admin) -> float:
-    metrics = admin.client.get("/metrics").text
+    metrics = admin.get("/metrics").text  # metrics are for authenticated scrapers
     line = next(m for m in metrics.splitlines() if 'reconciles{controller="clusters"}' in m)
     return float(line.split()[-1])
 

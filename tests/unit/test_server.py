@@ -64,3 +64,22 @@ def test_openapi_describes_the_health_endpoints(tmp_path):
     app = create_app(Settings(database_url=f"sqlite:///{tmp_path / 'w.db'}"))
     paths = TestClient(app).get("/openapi.json").json()["paths"]
     assert {"/healthz", "/readyz", "/api/v1/version"} <= set(paths)
+
+
+def test_a_wild_kubeconfig_lifetime_is_a_4xx_not_a_500(tmp_path):
+    # Found by a schema-driven run: the token-lifetime check overflowed on a huge ttl.
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'w.db'}",
+        secret_key="k",
+        admin_password="admin-password-1",
+        controllers=False,
+    )
+    with TestClient(create_app(settings)) as client:
+        login = {"username": "admin", "password": "admin-password-1"}
+        token = client.post("/api/v1/login", json=login).json()["token"]
+        answer = client.post(
+            "/api/v1/tenants/t/projects/p/kubeconfig",
+            params={"env": "dev", "ttl": -86399999913601},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    assert 400 <= answer.status_code < 500, answer.text

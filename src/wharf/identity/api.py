@@ -253,20 +253,22 @@ def bind(body: Binding, p: Caller, request: Request) -> Binding:
     return Binding(user=body.user, role=body.role)
 
 
+def _set_disabled(name: str, disabled: bool, p: Principal, request: Request) -> User:
+    action = "disable" if disabled else "enable"
+    service.require_platform_admin(database(request), p, action, name)
+    with database(request).session() as session:
+        service.set_disabled(session, p, name, disabled)
+    return User(name=name, disabled=disabled)
+
+
 @router.post("/users/{name}/disable", summary="Disable a user: its tokens stop at once")
 def disable_user(name: str, p: Caller, request: Request) -> User:
-    service.require_platform_admin(database(request), p, "disable", name)
-    with database(request).session() as session:
-        service.set_disabled(session, p, name, True)
-    return User(name=name, disabled=True)
+    return _set_disabled(name, True, p, request)
 
 
 @router.post("/users/{name}/enable", summary="Enable a disabled user again")
 def enable_user(name: str, p: Caller, request: Request) -> User:
-    service.require_platform_admin(database(request), p, "enable", name)
-    with database(request).session() as session:
-        service.set_disabled(session, p, name, False)
-    return User(name=name, disabled=False)
+    return _set_disabled(name, False, p, request)
 
 
 @router.delete("/users/{name}", summary="Delete a user, its tokens and its platform roles")
