@@ -99,5 +99,13 @@ def secrets_rotate() -> None:
     typer.echo("done: the previous keys can be removed from WHARF_PREVIOUS_SECRET_KEYS")
 
 
+@app.command()
+def openapi() -> None:
+    """Print the REST API's OpenAPI document (docs/openapi.json is this output)."""
+    from wharf.server.document import openapi_document
+
+    typer.echo(openapi_document())
+
+
 def main() -> None:
     app()

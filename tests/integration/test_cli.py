@@ -406,3 +406,18 @@ def test_app_status_follows_each_cluster_until_available_or_says_why_not(admin_c
     assert "; lab2: rejected by the cluster" in failed.stderr
     assert "replicaz" in failed.stderr
     assert "  lab1: Failed, rejected by the cluster" in failed.stdout
+
+
+def test_explain_prints_what_a_user_needs_to_write_a_field(server):
+    url = f"http://127.0.0.1:{server['WHARF_PORT']}"
+    env = {**server, "WHARF_SERVER": url}  # the schemas are served without a token
+    out = wharf(env, "explain", "application.spec.overrides")
+    assert out.returncode == 0, out.stderr
+    assert "FIELD:    spec.overrides <map[string]ClusterOverride>" in out.stdout
+    assert "  replicas\t<integer>" in out.stdout
+    assert "      registry: <string>" in out.stdout
+    by_short_name = wharf(env, "explain", "proj.spec.podSecurity")
+    assert "ALLOWED:  baseline, restricted, privileged" in by_short_name.stdout
+    wrong = wharf(env, "explain", "tenant.spec.quotas")
+    assert wrong.returncode == 1
+    assert "no field 'quotas'" in wrong.stderr

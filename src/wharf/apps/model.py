@@ -53,14 +53,26 @@ RENDERABLE_KINDS = {
 
 
 class TemplateVersion(Spec):
-    version: str
-    published: bool = False
-    description: str = ""
+    """One version of a template: its parameters and the objects they fill in."""
+
+    version: str = Field(
+        description="A semantic version such as 1.0.0",
+        json_schema_extra={"pattern": SEMVER.pattern},
+    )
+    published: bool = Field(
+        default=False,
+        description="Published versions are immutable and may be delivered; drafts may change",
+    )
+    description: str = Field(default="", description="What changed in this version")
     parameters: dict[str, Any] = Field(
         default_factory=lambda: {"type": "object", "properties": {}},
         description="JSON Schema of the values (types, defaults, enums, required)",
     )
-    objects: list[dict[str, Any]] = Field(min_length=1)
+    objects: list[dict[str, Any]] = Field(
+        min_length=1,
+        description="Kubernetes objects (Deployment, Service, …) with ${name} placeholders "
+        "for the values",
+    )
 
     @field_validator("version")
     @classmethod
@@ -71,8 +83,12 @@ class TemplateVersion(Spec):
 
 
 class AppTemplateSpec(Spec):
-    description: str = ""
-    versions: list[TemplateVersion] = Field(min_length=1)
+    """A catalog entry: parameterised Kubernetes objects, versioned, rendered as data."""
+
+    description: str = Field(default="", description="What the template delivers")
+    versions: list[TemplateVersion] = Field(
+        min_length=1, description="Its versions; published ones never change"
+    )
 
 
 APP_TEMPLATE = Kind(
@@ -234,27 +250,57 @@ CONFIG_HASH = "wharf.io/config-hash"
 
 
 class TemplateRef(Spec):
-    name: str
-    version: str
+    """Which template version the application renders."""
+
+    name: str = Field(description="An AppTemplate's name (wharf get templates)")
+    version: str = Field(description="One of its published versions, e.g. 1.0.0")
 
 
 class ContainerResources(Spec):
-    requests: dict[str, str] = Field(default_factory=dict)
-    limits: dict[str, str] = Field(default_factory=dict)
+    """Requests and limits for every container of the workloads."""
+
+    requests: dict[str, str] = Field(
+        default_factory=dict, description="Resource: quantity, e.g. cpu: 250m, memory: 256Mi"
+    )
+    limits: dict[str, str] = Field(
+        default_factory=dict, description="Resource: quantity, e.g. cpu: '1', memory: 512Mi"
+    )
 
 
 class ClusterOverride(Spec):
-    replicas: int | None = Field(default=None, ge=0, le=1000)
-    registry: str | None = Field(
-        default=None, description="image registry mirror, e.g. mirror.local:5000"
+    """What differs in one cluster; anything left out is as the template renders it."""
+
+    replicas: int | None = Field(
+        default=None, ge=0, le=1000, description="Replicas of Deployments and StatefulSets"
     )
-    env: dict[str, str] = Field(default_factory=dict)
-    resources: ContainerResources | None = None
+    registry: str | None = Field(
+        default=None,
+        description="Image registry mirror that replaces each image's registry, e.g. "
+        "mirror.local:5000",
+    )
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description="Environment variables (name: value) set in every container, over the "
+        "template's own",
+    )
+    resources: ContainerResources | None = Field(
+        default=None, description="Requests and limits that replace every container's"
+    )
 
 
 class Configuration(Spec):
-    configMaps: dict[str, dict[str, str]] = Field(default_factory=dict)
-    secrets: dict[str, dict[str, str]] = Field(default_factory=dict)
+    """ConfigMaps and Secrets delivered with the application, each read as environment
+    variables by every container (envFrom)."""
+
+    configMaps: dict[str, dict[str, str]] = Field(
+        default_factory=dict,
+        description="name: {KEY: value}; becomes ConfigMap <app>-<name>",
+    )
+    secrets: dict[str, dict[str, str]] = Field(
+        default_factory=dict,
+        description="name: {KEY: value}; becomes Secret <app>-<name>; sealed at rest, shown "
+        "masked, and a masked value sent back keeps the old one",
+    )
 
 
 def config_key_problem(key: str) -> str | None:
@@ -296,12 +342,26 @@ def check_configuration(config: Configuration, overrides: dict[str, ClusterOverr
 
 
 class ApplicationSpec(Spec):
-    project: str
-    environment: str
-    template: TemplateRef
-    values: dict[str, Any] = Field(default_factory=dict)
-    overrides: dict[str, ClusterOverride] = Field(default_factory=dict, description="by cluster")
-    config: Configuration = Field(default_factory=Configuration)
+    """A template version delivered with values to every cluster of a project's environment."""
+
+    project: str = Field(description="The project (in the same tenant) it belongs to")
+    environment: str = Field(
+        description="The project's environment to deliver to: every cluster it is placed on"
+    )
+    template: TemplateRef = Field(description="The template version to render")
+    values: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Values for the template's parameters: their types, defaults and required "
+        "names are the template version's parameters schema (wharf get template NAME -o yaml)",
+    )
+    overrides: dict[str, ClusterOverride] = Field(
+        default_factory=dict,
+        description="By cluster name: what differs in that cluster (replicas, registry mirror, "
+        "env, resources); clusters not named get the template as rendered",
+    )
+    config: Configuration = Field(
+        default_factory=Configuration, description="ConfigMaps and Secrets delivered with it"
+    )
 
 
 APPLICATION = Kind(

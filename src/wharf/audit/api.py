@@ -6,6 +6,7 @@ import datetime as dt
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, Field
 
 from wharf.audit.service import reach_of
 from wharf.core.errors import InvalidError
@@ -14,6 +15,39 @@ from wharf.identity.model import Principal
 from wharf.store import audit
 
 router = APIRouter(prefix="/api/v1", tags=["audit"])
+
+
+class FieldChange(BaseModel):
+    """One leaf that changed; secrets are masked."""
+
+    path: str = Field(description="Dotted path of the field, e.g. spec.quota.cpu")
+    old: Any = Field(description="The value before (null when added)")
+    new: Any = Field(description="The value after (null when removed)")
+
+
+class AuditEvent(BaseModel):
+    id: int = Field(description="Pass as ?before= for older events")
+    time: str = Field(description="RFC 3339, UTC")
+    actor: str = Field(description="The user who asked")
+    source: str = Field(description="Their address")
+    action: str = Field(description="apply, delete, login, rollback, …")
+    kind: str
+    tenant: str
+    project: str
+    name: str
+    outcome: str = Field(description="allowed, denied or failed")
+    reason: str = Field(description="Why it was denied or failed")
+    diff: list[FieldChange] = Field(description="What an allowed change changed")
+
+
+class AuditPage(BaseModel):
+    class AuditPageMeta(BaseModel):
+        continue_: int | None = Field(
+            alias="continue", description="Pass as ?before= for the next page; null at the end"
+        )
+
+    items: list[AuditEvent]
+    metadata: AuditPageMeta
 
 
 @router.get("/audit", summary="Audit events, newest first")
@@ -30,7 +64,7 @@ def list_events(
     since: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     before: Annotated[int | None, Query(description="continue below this event id")] = None,
-) -> dict[str, Any]:
+) -> AuditPage:
     when = None
     if since:
         try:
@@ -52,7 +86,9 @@ def list_events(
             before_id=before,
             limit=limit,
         )
-    return {
-        "items": items,
-        "metadata": {"continue": items[-1]["id"] if len(items) == limit else None},
-    }
+    return AuditPage.model_validate(
+        {
+            "items": items,
+            "metadata": {"continue": items[-1]["id"] if len(items) == limit else None},
+        }
+    )

@@ -1,4 +1,4 @@
-"""kubectl-like verbs for every kind: `wharf apply -f`, `get`, `describe`, `delete`."""
+"""kubectl-like verbs for every kind: `wharf apply -f`, `get`, `describe`, `delete`, `explain`."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ import yaml
 
 from wharf.core import documents
 from wharf.core.apiclient import ApiClient, ApiError, fail
+from wharf.core.errors import NotFoundError
+from wharf.resources.explain import explain
 
 # What a capability adds to `wharf describe` for its kinds (as kubectl has a describer per kind):
 # kind -> the lines of its extra sections.
@@ -142,6 +144,25 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"{obj['kind'].lower()}/{obj['metadata']['name']} {verb}")
         if failed:
             raise typer.Exit(1)
+
+    @app.command("explain")
+    def explain_(
+        field: Annotated[
+            str, typer.Argument(help="KIND[.field.path], e.g. application.spec.overrides")
+        ],
+    ) -> None:
+        """Describe a kind's fields: type, description, default, allowed values, children."""
+        kind, *path = field.split(".")
+        client = ApiClient()
+        try:
+            info = Kinds(client).find(kind)
+            schema = client.json("GET", info["schema"])
+            typer.echo(explain(schema, path), nl=False)
+        except ApiError as exc:
+            raise fail(exc) from None
+        except NotFoundError as exc:
+            typer.secho(f"error: {exc.message}", err=True, fg="red")
+            raise typer.Exit(1) from None
 
     @app.command("get")
     def get(

@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Literal
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -16,6 +17,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     generate_latest,
 )
+from pydantic import BaseModel, Field
 from sqlalchemy import DateTime, Integer, String, column, insert, select, table
 
 import wharf
@@ -26,6 +28,7 @@ from wharf.core.config import Settings
 from wharf.core.errors import InvalidError, WharfError
 from wharf.core.logging import get_logger
 from wharf.identity import api as identity_api
+from wharf.resources import openapi
 from wharf.resources.api import resource_router
 from wharf.server.limits import RefusedInput, RequestBounds
 from wharf.server.metrics import Metrics, RequestMetrics, authorize_scrape
@@ -41,6 +44,21 @@ _installation = table(
     column("installed_at", DateTime(timezone=True)),
     column("installed_version", String),
 )
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    ready: bool
+    checks: dict[str, str] = Field(description="Each check (database, schema): ok, or why not")
+
+
+class Version(BaseModel):
+    version: str = Field(description="Wharf's version")
+    database: str = Field(description="sqlite or postgresql")
+    schema_: str | None = Field(alias="schema", description="The database schema revision")
 
 
 def _record_installation(db: Database) -> None:
@@ -140,16 +158,26 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(apps_api.router)
     console.install(app, settings.assets_dir)
     app.include_router(resource_router(platform.rules))
+    openapi.install(app)
 
     app.add_middleware(RequestMetrics, metrics=metrics, log=log)
     # Last added, so outermost: no middleware or route reads more than the bound.
     app.add_middleware(RequestBounds, limit=settings.max_body_bytes)
 
     @app.get("/healthz", tags=["health"], summary="Liveness: the process serves requests")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    async def healthz() -> Health:
+        return Health(status="ok")
 
-    @app.get("/readyz", tags=["health"], summary="Readiness: database reachable, schema current")
+    @app.get(
+        "/readyz",
+        tags=["health"],
+        summary="Readiness: database reachable, schema current",
+        response_model=None,
+        responses={
+            200: {"model": Readiness, "description": "Ready"},
+            503: {"model": Readiness, "description": "Not ready: `checks` says why"},
+        },
+    )
     def readyz() -> JSONResponse:
         checks: dict[str, str] = {}
         try:
@@ -172,7 +200,7 @@ def create_app(settings: Settings) -> FastAPI:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/api/v1/version", tags=["platform"], summary="Wharf's version and its database")
-    def version() -> dict[str, str | None]:
-        return {"version": wharf.__version__, "database": db.dialect, "schema": schema_head()}
+    def version() -> Version:
+        return Version(version=wharf.__version__, database=db.dialect, schema=schema_head())
 
     return app

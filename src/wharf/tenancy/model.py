@@ -134,14 +134,31 @@ def amounts(quota: Mapping[str, str], where: str) -> dict[str, Fraction]:
 
 
 class Member(Spec):
-    user: str
-    role: Literal["project-admin", "developer", "viewer"] = "developer"
+    """A user and the role they hold in the project."""
+
+    user: str = Field(description="A local user's name")
+    role: Literal["project-admin", "developer", "viewer"] = Field(
+        default="developer",
+        description="project-admin manages the project; developer delivers; viewer reads",
+    )
 
 
 class Environment(Spec):
-    name: str
-    clusters: list[str] = Field(min_length=1)
-    quota: dict[str, str] = Field(default_factory=dict, description="This environment's share")
+    """A stage of the project (dev, prod, …): one namespace in each of its clusters."""
+
+    name: str = Field(
+        description=f"Lowercase letters, digits and '-', at most {ENV_NAME_MAX}; part of "
+        "the namespace names",
+        json_schema_extra={"pattern": NAME_RE.pattern, "maxLength": ENV_NAME_MAX},
+    )
+    clusters: list[str] = Field(
+        min_length=1, description="Registered clusters (granted to the tenant) to place it on"
+    )
+    quota: dict[str, str] = Field(
+        default_factory=dict,
+        description="This environment's share of the project quota (resource: quantity); "
+        "what it does not name is split evenly with the other environments",
+    )
     podSecurity: PodSecurityLevel | None = Field(
         default=None,
         description="Pod Security Standard enforced in this environment's namespaces "
@@ -157,45 +174,92 @@ class Environment(Spec):
 
 
 class ContainerDefaults(Spec):
+    """The LimitRange of the project's namespaces: what a container gets when it says nothing."""
+
     defaultRequest: dict[str, str] = Field(
-        default_factory=lambda: {"cpu": "100m", "memory": "128Mi"}
+        default_factory=lambda: {"cpu": "100m", "memory": "128Mi"},
+        description="Requests given to containers that set none",
     )
-    default: dict[str, str] = Field(default_factory=lambda: {"cpu": "500m", "memory": "512Mi"})
+    default: dict[str, str] = Field(
+        default_factory=lambda: {"cpu": "500m", "memory": "512Mi"},
+        description="Limits given to containers that set none",
+    )
 
 
 class DeliveryChecks(Spec):
     """What each delivery check does when it finds something: refuse, warn or nothing."""
 
-    latestTag: Literal["refuse", "warn", "off"] = "refuse"
-    registry: Literal["refuse", "warn", "off"] = "refuse"
-    resources: Literal["refuse", "warn", "off"] = "refuse"
-    probes: Literal["refuse", "warn", "off"] = "warn"
+    latestTag: Literal["refuse", "warn", "off"] = Field(
+        default="refuse", description="Images without a tag or tagged :latest"
+    )
+    registry: Literal["refuse", "warn", "off"] = Field(
+        default="refuse", description="Images from outside delivery.allowedRegistries"
+    )
+    resources: Literal["refuse", "warn", "off"] = Field(
+        default="refuse", description="Containers without both requests and limits"
+    )
+    probes: Literal["refuse", "warn", "off"] = Field(
+        default="warn", description="Long-running containers without readiness and liveness probes"
+    )
 
 
 class DeliveryPolicy(Spec):
+    """Rules an application must meet before it is delivered to the project's namespaces."""
+
     allowedRegistries: list[str] = Field(
-        default_factory=list, description="image prefixes allowed; empty allows any"
+        default_factory=list, description="Image prefixes allowed; empty allows any"
     )
-    checks: DeliveryChecks = Field(default_factory=DeliveryChecks)
+    checks: DeliveryChecks = Field(
+        default_factory=DeliveryChecks, description="What each check does when it finds something"
+    )
 
 
 class TenantSpec(Spec):
-    displayName: str = ""
-    admins: list[str] = Field(default_factory=list)
-    viewers: list[str] = Field(default_factory=list)
-    quota: dict[str, str] = Field(default_factory=dict)
-    clusters: list[str] = Field(default_factory=list)
-    nodePools: list[str] = Field(default_factory=list)
-    storageClasses: list[str] = Field(default_factory=list)
+    """A department: its admins, the clusters and node pools granted to it, and its quota."""
+
+    displayName: str = Field(default="", description="A name for people")
+    admins: list[str] = Field(
+        default_factory=list, description="Users who manage the tenant's projects and members"
+    )
+    viewers: list[str] = Field(default_factory=list, description="Users who may read everything")
+    quota: dict[str, str] = Field(
+        default_factory=dict,
+        description="Resource: quantity, over all its clusters (cpu: '16', memory: 32Gi, "
+        "pods: '100', services.nodeports: '4'); its projects' quotas add up to at most this",
+    )
+    clusters: list[str] = Field(
+        default_factory=list, description="Registered clusters its projects may be placed on"
+    )
+    nodePools: list[str] = Field(
+        default_factory=list, description="Node pools its namespaces schedule onto"
+    )
+    storageClasses: list[str] = Field(
+        default_factory=list, description="Storage classes its projects may claim volumes of"
+    )
 
 
 class ProjectSpec(Spec):
-    displayName: str = ""
-    members: list[Member] = Field(default_factory=list)
-    quota: dict[str, str] = Field(default_factory=dict)
-    environments: list[Environment] = Field(default_factory=list)
-    containerDefaults: ContainerDefaults = Field(default_factory=ContainerDefaults)
-    delivery: DeliveryPolicy = Field(default_factory=DeliveryPolicy)
+    """A team's project: members, quota, and environments placed on clusters."""
+
+    displayName: str = Field(default="", description="A name for people")
+    members: list[Member] = Field(
+        default_factory=list, description="Users and their roles in the project"
+    )
+    quota: dict[str, str] = Field(
+        default_factory=dict,
+        description="Resource: quantity for the whole project, split over its environments' "
+        "namespaces; within the tenant's quota",
+    )
+    environments: list[Environment] = Field(
+        default_factory=list, description="Stages, each placed on one or more clusters"
+    )
+    containerDefaults: ContainerDefaults = Field(
+        default_factory=ContainerDefaults,
+        description="Requests and limits for containers that set none (LimitRange)",
+    )
+    delivery: DeliveryPolicy = Field(
+        default_factory=DeliveryPolicy, description="Rules applications must meet"
+    )
     podSecurity: PodSecurityLevel = Field(
         default="baseline",
         description="Pod Security Standard enforced in the project's namespaces: baseline, "
