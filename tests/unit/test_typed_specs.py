@@ -152,3 +152,13 @@ def test_the_guard_sees_a_dict_read():
     )
     hits = _dict_reads(text, "apps/service.py")
     assert hits == [f"apps/service.py:{n} in f" for n in (2, 3, 4)]
+
+
+def test_an_answer_is_read_as_its_kinds_model_but_not_one_with_masked_secrets():
+    pool = {"kind": "NodePool", "metadata": {"name": "gpu"}, "spec": {"cluster": "c1"}}
+    with pytest.raises(OutdatedSpecError, match="NodePool 'gpu'"):
+        NODE_POOL.read(pool)  # nodeSelector is required today
+    pool["spec"] = {"cluster": "c1", "nodeSelector": {"kind": "gpu"}}
+    assert NODE_POOL.read(pool).nodeSelector == {"kind": "gpu"}
+    with pytest.raises(TypeError, match="masks its secrets"):
+        APPLICATION.read({"kind": "Application", "metadata": {"name": "a"}, "spec": {}})

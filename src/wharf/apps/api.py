@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from wharf.apps.model import APPLICATION, ApplicationSpec, TemplateRef
+from wharf.apps.model import APPLICATION, TemplateRef
 from wharf.apps.service import history, revision_changes, rollback
 from wharf.audit.api import FieldChange
 from wharf.core.resources import resource_model
@@ -27,7 +27,11 @@ class Revision(BaseModel):
     reason: str = Field(description="Why: the change-cause annotation, or a rollback")
     time: str = Field(description="RFC 3339, UTC")
     template: TemplateRef
-    spec: ApplicationSpec = Field(description="The spec delivered (secrets masked)")
+    # As `get` shows an Application's spec: config.secrets masked to a fingerprint (a string),
+    # which the ApplicationSpec model would refuse (that answer was a 500 once it had secrets).
+    spec: dict[str, Any] = Field(
+        description="The spec delivered: an ApplicationSpec with config.secrets masked"
+    )
 
 
 class RevisionList(BaseModel):

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 
+from wharf.apps.model import APP_TEMPLATE, APPLICATION
 from wharf.apps.service import CHANGE_CAUSE, list_revisions, revision_changes, rollback
 from wharf.core.audit import diff
 from wharf.core.errors import ForbiddenError, InvalidError, NotFoundError, WharfError
@@ -84,10 +85,10 @@ def _config_versions(revisions: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def application(request: Request, tenant: str, name: str) -> Response:
     def build(who: Viewer) -> Response:
         service = resources(request)
-        app = service.get(who.principal, "Application", tenant, name)
-        with service.db.reader() as session:  # the get above has authorized the read
+        app, spec = service.read(who.principal, APPLICATION, tenant, name)
+        with service.db.reader() as session:  # the read above has authorized this one
             revisions = list_revisions(session, tenant, name)
-        project = app["spec"]["project"]
+        project = spec.project
         return render(
             request,
             "application.html",
@@ -215,29 +216,31 @@ def _deliver_context(
     if not who.principal.can_deliver(tenant, project):
         raise ForbiddenError(f"{who.user} may not deliver into project {project!r}")
     app_name = query.get("app", "")
-    current = service.get(who.principal, "Application", tenant, app_name) if app_name else None
-    if current is not None and current["spec"]["project"] != project:
+    current, spec = (
+        service.read(who.principal, APPLICATION, tenant, app_name) if app_name else (None, None)
+    )
+    if spec is not None and spec.project != project:
         raise NotFoundError(f"Application {app_name!r} not found in project {project!r}")
     catalog = service.list_(who.principal, "AppTemplate", limit=500)["items"]
-    spec = current["spec"] if current else {}
-    template = query.get("template") or spec.get("template", {}).get("name", "")
+    template = query.get("template") or (spec.template.name if spec else "")
     if not template and catalog:
         template = catalog[0]["metadata"]["name"]
     chosen = next((t for t in catalog if t["metadata"]["name"] == template), None)
     if chosen is None:
         raise InvalidError(f"template: no template {template!r} in the catalog", field="template")
-    published = [v for v in chosen["spec"]["versions"] if v.get("published")]
+    published = [v for v in APP_TEMPLATE.read(chosen).versions if v.published]
     if not published:
         raise InvalidError(f"template: {template!r} has no published version", field="template")
-    version = query.get("version") or spec.get("template", {}).get("version", "")
-    picked = next((v for v in published if v["version"] == version), published[-1])
+    version = query.get("version") or (spec.template.version if spec else "")
+    picked = next((v for v in published if v.version == version), published[-1])
     return {
         "project": proj,
         "current": current,
+        "current_spec": spec,
         "catalog": catalog,
         "template": chosen,
         "version": picked,
-        "versions": [v["version"] for v in published],
+        "versions": [v.version for v in published],
     }
 
 
@@ -246,14 +249,14 @@ def deliver_page(request: Request, tenant: str, project: str) -> Response:
     def build(who: Viewer) -> Response:
         query = dict(request.query_params)
         context = _deliver_context(request, who, tenant, project, query)
-        current = context["current"]
-        values = current["spec"]["values"] if current else {}
-        environment = current["spec"]["environment"] if current else ""
+        spec = context["current_spec"]
+        values = spec.values if spec else {}
+        environment = spec.environment if spec else ""
         return render(
             request,
             "deliver.html",
             who,
-            fields=fields_of(context["version"]["parameters"], values),
+            fields=fields_of(context["version"].parameters, values),
             form={"name": query.get("app", ""), "environment": environment},
             error=None,
             **context,
@@ -268,7 +271,7 @@ async def deliver(request: Request, tenant: str, project: str) -> Response:
 
     def build(who: Viewer) -> Response:
         context = _deliver_context(request, who, tenant, project, posted)
-        schema = context["version"]["parameters"]
+        schema = context["version"].parameters
         name = (posted.get("app") or posted.get("name", "")).strip()
         current = context["current"]
         try:
@@ -283,7 +286,7 @@ async def deliver(request: Request, tenant: str, project: str) -> Response:
                 "environment": posted.get("environment", ""),
                 "template": {
                     "name": context["template"]["metadata"]["name"],
-                    "version": context["version"]["version"],
+                    "version": context["version"].version,
                 },
                 "values": values,
             }

@@ -15,11 +15,12 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, Response
 
 from wharf.audit.service import reach_of
+from wharf.clusters.model import NODE_POOL
 from wharf.core.errors import ForbiddenError, InvalidError, ThrottledError, WharfError
 from wharf.identity import service as identity
 from wharf.identity.api import SESSION_COOKIE, database
 from wharf.store import audit
-from wharf.tenancy.model import PROJECT_LABEL
+from wharf.tenancy.model import PROJECT_LABEL, TENANT
 
 from .web import (
     FILTER_TENANTS,
@@ -157,7 +158,7 @@ def cluster(request: Request, name: str) -> Response:
         pools = [
             pool
             for pool in service.list_(who.principal, "NodePool", limit=500)["items"]
-            if pool["spec"].get("cluster") == name
+            if NODE_POOL.read(pool).cluster == name
         ]
         return render(request, "cluster.html", who, cluster=obj, pools=pools)
 
@@ -244,7 +245,7 @@ def _new_project_context(request: Request, who: Viewer) -> dict[str, Any]:
     ]
     if not mine:
         raise ForbiddenError(f"{who.user} administers no tenant, so cannot create projects")
-    clusters = sorted({c for t in mine for c in t["spec"].get("clusters", [])})
+    clusters = sorted({c for t in mine for c in TENANT.read(t).clusters})
     return {"tenants": [t["metadata"]["name"] for t in mine], "clusters": clusters}
 
 

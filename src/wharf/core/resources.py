@@ -199,18 +199,22 @@ def spec_of(stored: Stored, model: type[M]) -> M:
     """A stored object's spec as `model`. A row written under older rules that today's model
     refuses is an OutdatedSpecError naming the object and the field: a caller reports it
     (a 409, a status condition), it does not crash on it."""
+    return _kept(model, stored.kind, stored.tenant, stored.name, stored.spec)
+
+
+def _kept(model: type[M], kind: str, tenant: str, name: str, spec: Mapping[str, Any]) -> M:
     try:
-        return model.model_validate(dict(stored.spec))
+        return model.model_validate(dict(spec))
     except ValidationError as exc:
         first = exc.errors()[0]
         where = _where(first["loc"])
-        owner = f" in tenant {stored.tenant!r}" if stored.tenant else ""
+        owner = f" in tenant {tenant!r}" if tenant else ""
         raise OutdatedSpecError(
-            f"{stored.kind} {stored.name!r}{owner}: its stored spec no longer meets today's "
+            f"{kind} {name!r}{owner}: its stored spec no longer meets today's "
             f"rules ({where}: {first['msg']}); apply it again with a valid spec",
             field=where,
-            kind=stored.kind,
-            name=stored.name,
+            kind=kind,
+            name=name,
         ) from None
 
 
@@ -244,6 +248,16 @@ class Kind(Generic[S]):
         if stored.kind != self.name:
             raise TypeError(f"a {stored.kind} is not a {self.name}")
         return spec_of(stored, self.spec)
+
+    def read(self, obj: Mapping[str, Any]) -> S:
+        """The spec of an object as the API answers it, as the kind's model: for pages and
+        tools that hold the answer rather than the row. Not for a kind with secret fields,
+        whose answer masks them (its rows are read with `typed`)."""
+        if self.secret_fields:
+            raise TypeError(f"a {self.name} answer masks its secrets: read its stored row")
+        meta = obj.get("metadata") or {}
+        tenant, name = str(meta.get("tenant") or ""), str(meta.get("name", ""))
+        return _kept(self.spec, self.name, tenant, name, obj.get("spec") or {})
 
     def dump(self, spec: S) -> dict[str, Any]:
         """The spec as stored: JSON, by alias, without unset optional fields."""

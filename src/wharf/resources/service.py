@@ -257,6 +257,18 @@ class ResourceService:
             assert stored is not None  # _visible answers 404 for a missing one
             return self.present(rules, stored, p)
 
+    def read(self, p: Principal, kind: Kind[S], tenant: str, name: str) -> tuple[dict[str, Any], S]:
+        """An object as `get` answers it, and its spec as the kind's model, from one read
+        authorized as `get`. The typed spec holds secrets as stored (sealed): it is for the
+        caller's decisions, the answer is what to show."""
+        rules = self.kind_rules(kind.name)
+        tenant = self._tenant(rules, tenant)
+        with self.db.reader() as session:
+            stored = ResourceStore(session).get(kind.name, tenant, name)
+            self._visible(rules, p, "read", tenant, name, stored)
+            assert stored is not None  # _visible answers 404 for a missing one
+            return self.present(rules, stored, p), kind.typed(stored)
+
     def list_(
         self,
         p: Principal,
