@@ -1,0 +1,639 @@
+"""The registry's use cases: who may register registries and robots, Wharf as the registries'
+token server (Docker registry token authentication), the clusters' pull secrets, the
+registries' notifications in the audit trail, and browsing a project's images.
+
+Nothing here is stored that can be derived: the token signing key, robots' secrets, the
+projects' pull credentials and each registry's notification secret are all derived from the
+sealing key (`SecretBox.derive`), so every replica agrees and a rotation renews them all
+(what was handed out under a previous key still checks while that key is kept).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import hashlib
+import hmac
+import json
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import jwt
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from wharf.core.crypto import SecretBox
+from wharf.core.errors import (
+    ConflictError,
+    ForbiddenError,
+    InvalidError,
+    NotFoundError,
+    ThrottledError,
+    UnauthenticatedError,
+)
+from wharf.core.resources import check_name
+from wharf.identity import service as identity
+from wharf.identity.model import Action, Principal
+from wharf.identity.throttle import LoginThrottle
+from wharf.registry.model import (
+    PULL_PREFIX,
+    REGISTRY,
+    ROBOT,
+    ROBOT_PREFIX,
+    RegistrySpec,
+    Requester,
+    RobotAccount,
+    RobotSpec,
+    grant,
+    locate,
+    parse_scopes,
+    pull_username,
+    robot_username,
+    split_account,
+    subject,
+)
+from wharf.resources.service import Change, KindRules, Verdict
+from wharf.store import Database
+from wharf.store.audit import AuditEvent, record
+from wharf.store.resources import LabelIn, ResourceStore, Scopes, StoredResource
+from wharf.store.tables import audit_events
+
+PROJECT_LABEL = "wharf.io/project"
+PULL_SECRET_NAME = "wharf-registry"
+EXTRA_LABEL = "wharf.io/extra"  # the placement controller prunes what it no longer gets
+MIN_TOKEN_TTL = 60
+WHARF_SUBJECT = "wharf"  # the subject of tokens Wharf signs for its own calls
+
+
+# -- kinds' rules --------------------------------------------------------------------------
+class RegistryRules(KindRules):
+    """Platform admins register registries; every signed-in user may read them (to know
+    where to push)."""
+
+    kind = REGISTRY
+
+    def verdict(
+        self, p: Principal, action: Action, tenant: str, name: str, old: StoredResource | None
+    ) -> Verdict:
+        if p.can(action):
+            return "allow"
+        return "forbid" if action == "write" else "allow"
+
+    def visible_scopes(self, p: Principal, tenant: str | None) -> Scopes:
+        return [("", None)]
+
+    def validate(self, change: Change) -> dict[str, Any]:
+        spec = RegistrySpec.model_validate(change.spec)
+        for other in ResourceStore(change.session).query("Registry"):
+            if other.name != change.name and other.spec.get("service") == spec.service:
+                raise ConflictError(
+                    f"spec.service: registry {other.name!r} already announces service "
+                    f"{spec.service!r}; a token's audience must name one registry",
+                    field="spec.service",
+                )
+        return change.spec
+
+
+def _project(session: Session, p: Principal, tenant: str, name: str) -> StoredResource:
+    stored = ResourceStore(session).get("Project", tenant, name)
+    if stored is None or not p.can("read", tenant, name):
+        raise InvalidError(f"spec.project: no project {name!r}", field="spec.project")
+    return stored
+
+
+class RobotRules(KindRules):
+    """Project admins (and tenant and platform admins) manage a project's robots; members of
+    the project read them (never their secrets)."""
+
+    kind = ROBOT
+
+    def project_of(self, name: str, spec: Any) -> str:
+        project = spec.get("project", "") if isinstance(spec, dict) else ""
+        return project if isinstance(project, str) else ""
+
+    def derived_labels(self, spec: dict[str, Any]) -> dict[str, str]:
+        return {PROJECT_LABEL: spec["project"]}
+
+    def visible_scopes(self, p: Principal, tenant: str | None) -> Scopes:
+        tenants = p.visible_tenants()
+        if tenant is not None:
+            tenants = {tenant} if tenants is None or tenant in tenants else set()
+        if tenants is None:
+            return [("*", None)]
+        scopes: list[tuple[str, LabelIn | None]] = []
+        for t in sorted(tenants):
+            projects = p.visible_projects(t)
+            if projects is None:
+                scopes.append((t, None))
+            elif projects:
+                scopes.append((t, LabelIn(PROJECT_LABEL, frozenset(projects))))
+        return scopes
+
+    def verdict(
+        self, p: Principal, action: Action, tenant: str, name: str, old: StoredResource | None
+    ) -> Verdict:
+        if not p.sees_tenant(tenant):
+            return "hide"
+        if old is None:
+            return "allow" if action == "write" else "hide"
+        project = old.spec.get("project", "")
+        if not p.can("read", tenant, project):
+            return "hide"
+        return "allow" if action == "read" or p.can("write", tenant, project) else "forbid"
+
+    def create_verdict(self, p: Principal, tenant: str, name: str, project: str) -> Verdict:
+        if not p.sees_tenant(tenant):
+            return "hide"
+        if p.can("write", tenant, project):
+            return "allow"
+        return "forbid" if p.can("read", tenant, project) else "hide"
+
+    def validate(self, change: Change) -> dict[str, Any]:
+        check_name(change.name, max_length=40)
+        spec = RobotSpec.model_validate(change.spec)
+        _project(change.session, change.principal, change.tenant, spec.project)
+        if not change.principal.can("write", change.tenant, spec.project):
+            raise ForbiddenError(
+                f"{change.principal.user} may not manage robots of project {spec.project}"
+            )
+        if change.old is not None and change.old.spec.get("project") != spec.project:
+            raise InvalidError(
+                "spec.project: a robot stays in its project; create a new one elsewhere",
+                field="spec.project",
+            )
+        return change.spec
+
+
+# -- derived secrets -------------------------------------------------------------------------
+def _secret(box: SecretBox, purpose: str) -> str:
+    return base64.urlsafe_b64encode(box.derive(purpose)).decode().rstrip("=")
+
+
+def _matches(box: SecretBox, purpose: str, given: str) -> bool:
+    return any(
+        hmac.compare_digest(base64.urlsafe_b64encode(d).decode().rstrip("="), given)
+        for d in box.derive_all(purpose)
+    )
+
+
+def robot_secret(box: SecretBox, robot: StoredResource) -> str:
+    """A robot's secret: bound to its uid, so a robot deleted and made again gets a new one."""
+    return _secret(box, f"robot\0{robot.tenant}\0{robot.name}\0{robot.uid}")
+
+
+def pull_secret(box: SecretBox, project: StoredResource) -> str:
+    """The password of a project's pull identity, which the clusters use."""
+    return _secret(box, f"pull\0{project.tenant}\0{project.name}\0{project.uid}")
+
+
+def notification_secret(box: SecretBox, registry: StoredResource) -> str:
+    """What a registry sends (Authorization: Bearer …) with its notifications."""
+    return _secret(box, f"notify\0{registry.name}\0{registry.uid}")
+
+
+# -- signing ---------------------------------------------------------------------------------
+def key_id(key: ec.EllipticCurvePublicKey) -> str:
+    """libtrust's key ID (what distribution matches a token's `kid` against): the first 240
+    bits of the SHA-256 of the DER public key, base32, in groups of four."""
+    der = key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    text = base64.b32encode(hashlib.sha256(der).digest()[:30]).decode().rstrip("=")
+    return ":".join(text[i : i + 4] for i in range(0, len(text), 4))
+
+
+def _signing_key(seed: bytes) -> ec.EllipticCurvePrivateKey:
+    order = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551  # P-256's n
+    return ec.derive_private_key(int.from_bytes(seed, "big") % (order - 1) + 1, ec.SECP256R1())
+
+
+def _certificate(key: ec.EllipticCurvePrivateKey, issuer: str) -> x509.Certificate:
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{issuer} registry tokens")])
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(
+            int.from_bytes(hashlib.sha256(key_id(key.public_key()).encode()).digest()[:8])
+        )
+        .not_valid_before(dt.datetime(2020, 1, 1, tzinfo=dt.UTC))
+        .not_valid_after(dt.datetime(2100, 1, 1, tzinfo=dt.UTC))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+
+
+class TokenSigner:
+    """Signs registry tokens (ES256, `kid` = libtrust key ID) with a key derived from the
+    sealing key; the registry trusts the certificates of `bundle()` (auth.token.rootcertbundle)."""
+
+    PURPOSE = "registry token signing key"
+
+    def __init__(self, box: SecretBox, issuer: str, ttl: int) -> None:
+        self.issuer = issuer
+        self.ttl = max(ttl, MIN_TOKEN_TTL)
+        self.keys = [_signing_key(seed) for seed in box.derive_all(self.PURPOSE)]
+        self.kid = key_id(self.keys[0].public_key())
+
+    def bundle(self) -> str:
+        """PEM certificates of the current key and the previous ones (for a rotation)."""
+        certs = [_certificate(k, self.issuer) for k in self.keys]
+        return "".join(c.public_bytes(serialization.Encoding.PEM).decode() for c in certs)
+
+    def sign(self, sub: str, audience: str, access: list[dict[str, object]]) -> dict[str, Any]:
+        now = dt.datetime.now(dt.UTC)
+        claims = {
+            "iss": self.issuer,
+            "sub": sub,
+            "aud": audience,  # one string: distribution 2.8 compares it as such
+            "exp": int(now.timestamp()) + self.ttl,
+            "nbf": int(now.timestamp()),
+            "iat": int(now.timestamp()),
+            "jti": secrets.token_hex(16),
+            "access": access,
+        }
+        token = jwt.encode(claims, self.keys[0], algorithm="ES256", headers={"kid": self.kid})
+        return {
+            "token": token,
+            "access_token": token,
+            "expires_in": self.ttl,
+            "issued_at": now.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        }
+
+
+# -- the token endpoint -----------------------------------------------------------------------
+@dataclass(frozen=True)
+class TokenRequest:
+    authorization: str
+    service: str
+    scopes: list[str]
+    source: str
+
+
+def basic_credentials(header: str) -> tuple[str, str]:
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic" or not encoded:
+        raise UnauthenticatedError(
+            "send Basic credentials: a Wharf user and its password or API token, or a robot "
+            "account and its secret"
+        )
+    try:
+        user, sep, password = base64.b64decode(encoded, validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        raise UnauthenticatedError("Authorization: not base64 of user:password") from None
+    if not sep or not user:
+        raise UnauthenticatedError("Authorization: not base64 of user:password")
+    return user, password
+
+
+def registry_for_service(session: Session, service: str) -> StoredResource:
+    if not service:
+        raise InvalidError(
+            "service: name the registry's service (auth.token.service)", field="service"
+        )
+    for stored in ResourceStore(session).query("Registry"):
+        if stored.spec.get("service") == service:
+            return stored
+    raise InvalidError(
+        f"service: no registered registry announces service {service!r}", field="service"
+    )
+
+
+def _robot(session: Session, box: SecretBox, username: str, password: str) -> RobotAccount | None:
+    found = split_account(username, ROBOT_PREFIX)
+    if found is None:
+        return None
+    robot = ResourceStore(session).get("Robot", found[0], found[1])
+    if robot is None or not _matches(
+        box, f"robot\0{robot.tenant}\0{robot.name}\0{robot.uid}", password
+    ):
+        return None
+    spec = RobotSpec.model_validate(robot.spec)
+    if spec.expiresAt is not None and spec.expiresAt <= dt.datetime.now(dt.UTC):
+        return None
+    if ResourceStore(session).get("Project", robot.tenant, spec.project) is None:
+        return None
+    return RobotAccount(
+        username, robot.tenant, spec.project, frozenset(spec.access), frozenset(spec.images)
+    )
+
+
+def _pull_identity(
+    session: Session, box: SecretBox, username: str, password: str
+) -> RobotAccount | None:
+    found = split_account(username, PULL_PREFIX)
+    if found is None:
+        return None
+    project = ResourceStore(session).get("Project", found[0], found[1])
+    purpose = f"pull\0{found[0]}\0{found[1]}\0{project.uid if project else ''}"
+    if project is None or not _matches(box, purpose, password):
+        return None
+    return RobotAccount(username, found[0], found[1], frozenset({"pull"}))
+
+
+def _user(session: Session, username: str, password: str, source: str) -> Principal | None:
+    if password.startswith(f"{identity.TOKEN_PREFIX}_"):
+        try:
+            p = identity.authenticate(session, password, source)
+        except UnauthenticatedError:
+            return None
+        return p if p.user == username else None
+    if not identity.verify_password(session, username, password):
+        return None
+    return Principal(username, identity.grants_of(session, username), source=source)
+
+
+def authenticate(
+    session: Session, box: SecretBox, user: str, password: str, source: str
+) -> Requester | None:
+    if user.startswith(ROBOT_PREFIX):
+        return _robot(session, box, user, password)
+    if user.startswith(PULL_PREFIX):
+        return _pull_identity(session, box, user, password)
+    return _user(session, user, password, source)
+
+
+def issue_token(
+    db: Database,
+    box: SecretBox,
+    signer: TokenSigner,
+    throttle: LoginThrottle,
+    request: TokenRequest,
+) -> dict[str, Any]:
+    """A token for the registry of `service`, granting of the asked scopes what the caller
+    may do. Bad input is refused before the credentials are checked; failures are throttled
+    and audited as logins are."""
+    user, password = basic_credentials(request.authorization)
+    scopes = parse_scopes(request.scopes)
+    wait = throttle.retry_after(user, request.source)
+    if wait:
+        raise ThrottledError(f"too many failed attempts: try again in {wait} s", retry_after=wait)
+    with db.session() as session:
+        registry = registry_for_service(session, request.service)
+        who = authenticate(session, box, user, password, request.source)
+        if who is None:
+            reason = "wrong credentials, or an expired or unknown robot"
+            record(
+                session,
+                AuditEvent(
+                    user,
+                    request.source,
+                    "registry-token",
+                    "Registry",
+                    "",
+                    registry.name,
+                    "denied",
+                    reason,
+                ),
+            )
+    if who is None:
+        throttle.failed(user, request.source)
+        raise UnauthenticatedError("wrong username or password (or token, or robot secret)")
+    throttle.succeeded(user)
+    shared = RegistrySpec.model_validate(registry.spec).shared
+    return signer.sign(subject(who), request.service, grant(who, scopes, shared))
+
+
+# -- pull secrets --------------------------------------------------------------------------
+def dockerconfig(auths: dict[str, tuple[str, str]]) -> str:
+    """A .dockerconfigjson, byte for byte the same for the same input (so it compares)."""
+    entries = {
+        host: {
+            "username": user,
+            "password": password,
+            "auth": base64.b64encode(f"{user}:{password}".encode()).decode(),
+        }
+        for host, (user, password) in sorted(auths.items())
+    }
+    return json.dumps({"auths": entries}, sort_keys=True, separators=(",", ":"))
+
+
+def pull_secret_objects(
+    box: SecretBox,
+    registries: list[StoredResource],
+    project: StoredResource,
+    namespace: str,
+    labels: dict[str, str],
+) -> list[dict[str, Any]]:
+    """The Secret a project namespace holds to pull from every registered registry with the
+    project's pull identity (none when no registry is registered)."""
+    if not registries:
+        return []
+    user, password = pull_username(project.tenant, project.name), pull_secret(box, project)
+    hosts = {RegistrySpec.model_validate(r.spec).host: (user, password) for r in registries}
+    data = base64.b64encode(dockerconfig(hosts).encode()).decode()
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "name": PULL_SECRET_NAME,
+                "namespace": namespace,
+                "labels": {**labels, EXTRA_LABEL: "pull-secret"},
+            },
+            "type": "kubernetes.io/dockerconfigjson",
+            "data": {".dockerconfigjson": data},
+        }
+    ]
+
+
+# -- robots' secrets ------------------------------------------------------------------------
+def robot_credentials(
+    db: Database, box: SecretBox, p: Principal, tenant: str, name: str
+) -> dict[str, str]:
+    """A robot's username and secret, for its project's admins only."""
+    with db.reader() as session:
+        robot = ResourceStore(session).get("Robot", tenant, name)
+        project = robot.spec.get("project", "") if robot else ""
+        if robot is None or not p.can("read", tenant, project):
+            raise NotFoundError(f"robot {name!r} not found")
+        if not p.can("write", tenant, project):
+            raise ForbiddenError(f"only admins of project {project} read its robots' secrets")
+    return {"username": robot_username(tenant, name), "secret": robot_secret(box, robot)}
+
+
+# -- notifications -----------------------------------------------------------------------------
+def record_notifications(
+    db: Database, box: SecretBox, registry_name: str, authorization: str, body: Any, source: str
+) -> int:
+    """Push, pull and delete events of a registry into the audit trail, each with the actor
+    the registry names (the `sub` of the token it accepted); how many were recorded."""
+    with db.session() as session:
+        registry = ResourceStore(session).get("Registry", "", registry_name)
+        scheme, _, token = authorization.partition(" ")
+        if (
+            registry is None
+            or scheme.lower() != "bearer"
+            or not _matches(box, f"notify\0{registry.name}\0{registry.uid}", token)
+        ):
+            raise UnauthenticatedError(
+                "a registry's notifications carry Authorization: Bearer <its notification secret> "
+                "(see `wharf registry config`)"
+            )
+        events = body.get("events") if isinstance(body, dict) else None
+        if not isinstance(events, list):
+            raise InvalidError(
+                "events: send a registry notification envelope {events: […]}", field="events"
+            )
+        recorded = 0
+        for i, event in enumerate(events):
+            recorded += _record_event(session, registry_name, event, f"events[{i}]")
+    return recorded
+
+
+def _record_event(session: Session, registry: str, event: Any, where: str) -> int:
+    if not isinstance(event, dict) or not isinstance(event.get("target"), dict):
+        raise InvalidError(f"{where}: not a registry event (action, target, actor)", field=where)
+    action = str(event.get("action", ""))
+    if action not in ("push", "pull", "delete", "mount"):
+        raise InvalidError(
+            f"{where}.action: {action!r} is not push, pull, delete or mount",
+            field=f"{where}.action",
+        )
+    target = event["target"]
+    repo = locate(str(target.get("repository", "")))
+    tag = target.get("tag") or ""
+    digest = target.get("digest") or ""
+    actor = str((event.get("actor") or {}).get("name") or "anonymous")
+    if action == "push" and not tag and "manifest" not in str(target.get("mediaType", "")):
+        return 0  # blob pushes: the manifest's event says what was pushed
+    if action == "pull" and not tag and "manifest" not in str(target.get("mediaType", "")):
+        return 0
+    name = f"{repo.image or repo.name}:{tag}" if tag else f"{repo.image or repo.name}@{digest}"
+    source = str((event.get("request") or {}).get("addr") or "")
+    detail = [
+        {"path": "digest", "old": None, "new": digest},
+        {"path": "registry", "old": None, "new": registry},
+    ]
+    record(
+        session,
+        AuditEvent(
+            actor,
+            source,
+            action,
+            "Image",
+            repo.tenant,
+            name,
+            "allowed",
+            project=repo.project,
+            diff=detail,
+        ),
+    )
+    return 1
+
+
+# -- browsing --------------------------------------------------------------------------------
+MANIFEST_TYPES = ", ".join(
+    (
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+    )
+)
+
+
+class RegistryClient:
+    """Wharf's own calls to a registry's API, with tokens it signs for itself."""
+
+    def __init__(self, signer: TokenSigner, registry: StoredResource) -> None:
+        self.signer = signer
+        self.spec = RegistrySpec.model_validate(registry.spec)
+
+    def _get(self, path: str, access: list[dict[str, object]], **headers: str) -> httpx.Response:
+        token = self.signer.sign(WHARF_SUBJECT, self.spec.service, access)["token"]
+        return httpx.get(
+            f"{self.spec.url}{path}",
+            headers={"Authorization": f"Bearer {token}", **headers},
+            timeout=10,
+        )
+
+    def repositories(self) -> list[str]:
+        access: list[dict[str, object]] = [
+            {"type": "registry", "name": "catalog", "actions": ["*"]}
+        ]
+        answer = self._get("/v2/_catalog?n=10000", access)
+        answer.raise_for_status()
+        return list(answer.json().get("repositories") or [])
+
+    def tags(self, repository: str) -> list[str]:
+        answer = self._get(f"/v2/{repository}/tags/list", _pull(repository))
+        if answer.status_code == 404:
+            return []
+        answer.raise_for_status()
+        return sorted(answer.json().get("tags") or [])
+
+    def manifest(self, repository: str, reference: str) -> dict[str, Any]:
+        answer = self._get(
+            f"/v2/{repository}/manifests/{reference}", _pull(repository), Accept=MANIFEST_TYPES
+        )
+        answer.raise_for_status()
+        body = answer.json()
+        size = len(answer.content) + sum(
+            int(x.get("size", 0)) for x in [body.get("config") or {}, *(body.get("layers") or [])]
+        )
+        return {
+            "digest": answer.headers.get("Docker-Content-Digest", ""),
+            "size": size,
+            "mediaType": body.get("mediaType", answer.headers.get("Content-Type", "")),
+        }
+
+
+def _pull(repository: str) -> list[dict[str, object]]:
+    return [{"type": "repository", "name": repository, "actions": ["pull"]}]
+
+
+def project_images(
+    db: Database, signer: TokenSigner, p: Principal, tenant: str, project: str
+) -> list[dict[str, Any]]:
+    """Every repository of a project in every registry, with its tags: digest, size, and who
+    pushed it when (from the registries' notifications in the audit trail)."""
+    if not p.can("read", tenant, project):
+        raise NotFoundError(f"project {project!r} not found")
+    with db.reader() as session:
+        if ResourceStore(session).get("Project", tenant, project) is None:
+            raise NotFoundError(f"project {project!r} not found")
+        registries = ResourceStore(session).query("Registry")
+        pushes = _pushes(session, tenant, project)
+    out = []
+    for registry in registries:
+        client = RegistryClient(signer, registry)
+        prefix = f"{tenant}/{project}/"
+        for repository in client.repositories():
+            if not repository.startswith(prefix):
+                continue
+            image = repository[len(prefix) :]
+            tags = []
+            for tag in client.tags(repository):
+                manifest = client.manifest(repository, tag)
+                pushed = pushes.get(f"{image}:{tag}", {})
+                tags.append({"tag": tag, **manifest, **pushed})
+            out.append(
+                {"registry": registry.name, "repository": repository, "image": image, "tags": tags}
+            )
+    return out
+
+
+def _pushes(session: Session, tenant: str, project: str) -> dict[str, dict[str, str]]:
+    rows = session.execute(
+        select(audit_events.c.name, audit_events.c.actor, audit_events.c.time)
+        .where(
+            audit_events.c.kind == "Image",
+            audit_events.c.action == "push",
+            audit_events.c.tenant == tenant,
+            audit_events.c.project == project,
+        )
+        .order_by(audit_events.c.time)
+    )
+    return {
+        r.name: {"pushedBy": r.actor, "pushedAt": r.time.isoformat(timespec="seconds")}
+        for r in rows
+    }

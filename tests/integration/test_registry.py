@@ -1,0 +1,305 @@
+"""Wharf as the token server of two real registries (Debian's docker-registry, CNCF
+distribution) on loopback: images built here as OCI layouts and pushed with skopeo under Wharf
+credentials; what a caller may not do is refused by the registry itself, from the token
+Wharf signed. On SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import uuid
+from collections.abc import Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from cryptography import x509
+
+from tests.conftest import fresh_postgres
+from tests.integration.conftest import (
+    Api,
+    RegistryProcess,
+    ServerProcess,
+    oci_layout,
+    register_clusters,
+    skopeo,
+)
+from wharf.core.crypto import box_for
+from wharf.lab import Lab
+from wharf.registry.service import TokenSigner
+
+PASSWORD = "password-123"
+
+
+@dataclass
+class Stack:
+    server: ServerProcess
+    admin: Api
+    registries: list[RegistryProcess]
+    image: Path
+    tenant_a: str
+    tenant_b: str
+    users: dict[str, str] = field(default_factory=dict)  # role -> user name
+
+    def token(self, user: str, password: str, *scopes: str, service: str = "") -> httpx.Response:
+        return httpx.get(
+            f"{self.server.url}/api/v1/registry/token",
+            params={"service": service or self.registries[0].name, "scope": list(scopes)},
+            auth=(user, password),
+            timeout=30,
+        )
+
+
+def _user(admin: Api, name: str) -> str:
+    admin.ok("POST", "/api/v1/users", json={"name": name, "password": PASSWORD})
+    return name
+
+
+def _registry(admin: Api, registry: RegistryProcess) -> None:
+    body = {
+        "kind": "Registry",
+        "metadata": {"name": registry.name},
+        "spec": {"url": registry.url, "service": registry.name, "shared": ["library/"]},
+    }
+    admin.ok("PUT", f"/api/v1/registries/{registry.name}", json=body)
+
+
+def _tenant(admin: Api, name: str, members: list[dict[str, str]]) -> None:
+    tenant = {"quota": {"cpu": "4", "memory": "8Gi"}, "clusters": ["lab1", "lab2"]}
+    admin.ok(
+        "PUT",
+        f"/api/v1/tenants/{name}",
+        json={"kind": "Tenant", "metadata": {"name": name}, "spec": tenant},
+    )
+    project = {
+        "quota": {"cpu": "1", "memory": "1Gi"},
+        "members": members,
+        "environments": [{"name": "dev", "clusters": ["lab1"]}],
+    }
+    admin.ok(
+        "PUT",
+        f"/api/v1/tenants/{name}/projects/proj",
+        json={"kind": "Project", "metadata": {"name": "proj"}, "spec": project},
+    )
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def stack(
+    request: pytest.FixtureRequest, lab: Lab, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    workdir = tmp_path_factory.mktemp("registry")
+    databases = fresh_postgres() if request.param == "postgresql" else nullcontext("")
+    with databases as url:
+        server = ServerProcess(workdir, url or None, WHARF_LOG_LEVEL="warning")
+        registries = [RegistryProcess(workdir, f"reg{i}") for i in (1, 2)]
+        server.start()
+        try:
+            admin = server.login()
+            register_clusters(admin, lab)
+            bundle = httpx.get(f"{server.url}/api/v1/registry/certificate").json()["certificates"]
+            for registry in registries:
+                _registry(admin, registry)
+                config = admin.ok("GET", f"/api/v1/registries/{registry.name}/config")
+                registry.configure(config, bundle)
+                registry.start()
+            suffix = uuid.uuid4().hex[:6]
+            users = {role: _user(admin, f"{role}{suffix}") for role in ("dev", "viewer", "bdev")}
+            tenant_a, tenant_b = f"ta{suffix}", f"tb{suffix}"
+            _tenant(
+                admin,
+                tenant_a,
+                [
+                    {"user": users["dev"], "role": "developer"},
+                    {"user": users["viewer"], "role": "viewer"},
+                ],
+            )
+            _tenant(admin, tenant_b, [{"user": users["bdev"], "role": "developer"}])
+            image = oci_layout(workdir / "image", b"hello from wharf\n")
+            yield Stack(server, admin, registries, image, tenant_a, tenant_b, users)
+        finally:
+            for registry in registries:
+                registry.stop()
+            server.stop()
+
+
+def _push(stack: Stack, user: str, secret: str, repository: str, registry: int = 0) -> Any:
+    target = f"docker://{stack.registries[registry].host}/{repository}"
+    return skopeo(
+        "copy",
+        "--dest-tls-verify=false",
+        f"--dest-creds={user}:{secret}",
+        f"oci:{stack.image}:latest",
+        target,
+    )
+
+
+def _inspect(stack: Stack, user: str, secret: str, repository: str, registry: int = 0) -> Any:
+    return skopeo(
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        f"--creds={user}:{secret}",
+        f"docker://{stack.registries[registry].host}/{repository}",
+    )
+
+
+def _registry_answer(stack: Stack, token: str, method: str, path: str) -> int:
+    url = f"{stack.registries[0].url}/v2/{path}"
+    headers = {"Authorization": f"Bearer {token}"}
+    return httpx.request(method, url, headers=headers, timeout=30).status_code
+
+
+# -- Must show 1 -----------------------------------------------------------------------------
+def test_a_developer_pushes_and_the_registry_refuses_a_viewer_and_another_tenant(
+    stack: Stack,
+) -> None:
+    repo = f"{stack.tenant_a}/proj/app:v1"
+    pushed = _push(stack, stack.users["dev"], PASSWORD, repo)
+    assert pushed.returncode == 0, pushed.stderr
+    assert _inspect(stack, stack.users["viewer"], PASSWORD, repo).returncode == 0
+
+    # The viewer's push: Wharf signs a token without push, and the registry refuses.
+    refused = _push(stack, stack.users["viewer"], PASSWORD, f"{stack.tenant_a}/proj/app:v2")
+    assert refused.returncode != 0
+    assert "denied" in refused.stderr or "unauthorized" in refused.stderr.lower()
+    scope = f"repository:{stack.tenant_a}/proj/app:pull,push"
+    answer = stack.token(stack.users["viewer"], PASSWORD, scope)
+    assert answer.status_code == 200, answer.text
+    token = answer.json()["token"]
+    assert jwt.decode(token, options={"verify_signature": False})["access"] == [
+        {"type": "repository", "name": f"{stack.tenant_a}/proj/app", "actions": ["pull"]}
+    ]
+    upload = f"{stack.tenant_a}/proj/app/blobs/uploads/"
+    assert _registry_answer(stack, token, "POST", upload) == 401
+
+    # Tenant B's developer: a token for nothing, and the registry refuses the pull.
+    assert _inspect(stack, stack.users["bdev"], PASSWORD, repo).returncode != 0
+    theirs = stack.token(stack.users["bdev"], PASSWORD, scope).json()["token"]
+    assert jwt.decode(theirs, options={"verify_signature": False})["access"][0]["actions"] == []
+    tags = f"{stack.tenant_a}/proj/app/tags/list"
+    assert _registry_answer(stack, theirs, "GET", tags) == 401
+    mine = stack.token(stack.users["dev"], PASSWORD, scope).json()["token"]
+    assert _registry_answer(stack, mine, "GET", tags) == 200
+
+
+def test_tokens_carry_the_claims_distribution_checks(stack: Stack) -> None:
+    scope = f"repository:{stack.tenant_a}/proj/app:pull"
+    body = stack.token(stack.users["dev"], PASSWORD, scope).json()
+    header = jwt.get_unverified_header(body["token"])
+    bundle = httpx.get(f"{stack.server.url}/api/v1/registry/certificate").json()["certificates"]
+    cert = x509.load_pem_x509_certificates(bundle.encode())[0]
+    claims = jwt.decode(
+        body["token"], cert.public_key(), algorithms=["ES256"], audience=stack.registries[0].name
+    )  # type: ignore[arg-type]
+    assert header["alg"] == "ES256"
+    assert header["kid"].count(":") == 11
+    assert claims["iss"] == "wharf"
+    assert claims["sub"] == stack.users["dev"]
+    assert claims["exp"] - claims["iat"] == body["expires_in"] >= 60
+    assert {"nbf", "jti"} <= set(claims)
+
+
+def test_an_api_token_and_a_stolen_read_only_token(stack: Stack) -> None:
+    dev = httpx.post(
+        f"{stack.server.url}/api/v1/login",
+        json={"username": stack.users["dev"], "password": PASSWORD},
+    ).json()["token"]
+    read_only = httpx.post(
+        f"{stack.server.url}/api/v1/tokens",
+        headers={"Authorization": f"Bearer {dev}"},
+        json={"name": "ci-read", "readOnly": True, "expiresIn": 600},
+    ).json()["token"]
+    repo = f"{stack.tenant_a}/proj/tokens:v1"
+    assert _push(stack, stack.users["dev"], dev, repo).returncode == 0
+    assert _push(stack, stack.users["dev"], read_only, f"{repo}-2").returncode != 0
+    assert _inspect(stack, stack.users["dev"], read_only, repo).returncode == 0
+    # A token is only good with its own user's name.
+    assert stack.token(stack.users["viewer"], dev, "registry:catalog:*").status_code == 401
+
+
+def _forged(claims: dict[str, Any]) -> str:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    return jwt.encode(claims, key, algorithm="ES256", headers={"kid": "AAAA:BBBB"})
+
+
+def test_foreign_and_expired_tokens_are_refused_by_the_registry(stack: Stack) -> None:
+    now = int(dt.datetime.now(dt.UTC).timestamp())
+    name = f"{stack.tenant_a}/proj/app"
+    claims = {
+        "iss": "wharf",
+        "sub": "mallory",
+        "aud": stack.registries[0].name,
+        "exp": now + 300,
+        "nbf": now,
+        "iat": now,
+        "jti": "x",
+        "access": [{"type": "repository", "name": name, "actions": ["pull", "push"]}],
+    }
+    assert _registry_answer(stack, _forged(claims), "GET", f"{name}/tags/list") == 401
+    # Wharf's own key (the server's passphrase), but expired beyond distribution's leeway.
+    box = box_for("integration-test-key", Path("/nonexistent"))
+    key = TokenSigner(box, "wharf", 300)
+    expired = {**claims, "exp": now - 3600, "nbf": now - 7200, "iat": now - 7200}
+    old = jwt.encode(expired, key.keys[0], algorithm="ES256", headers={"kid": key.kid})
+    assert _registry_answer(stack, old, "GET", f"{name}/tags/list") == 401
+    fresh = jwt.encode(claims, key.keys[0], algorithm="ES256", headers={"kid": key.kid})
+    # The same claims, fresh: let through (200, or 404 when run before anything was pushed).
+    assert _registry_answer(stack, fresh, "GET", f"{name}/tags/list") in (200, 404)
+    # A real token of registry 1 is not good at registry 2 (its audience).
+    real = stack.token(stack.users["dev"], PASSWORD, f"repository:{name}:pull").json()["token"]
+    url = f"{stack.registries[1].url}/v2/{name}/tags/list"
+    answer = httpx.get(url, headers={"Authorization": f"Bearer {real}"}, timeout=30)
+    assert answer.status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"service": "nowhere", "scope": "repository:a/b/c:pull"}, "service"),
+        ({"scope": "repository:a/b/c:pull"}, "service"),
+        ({"service": "reg1", "scope": "repository:../b/c:pull"}, "scope"),
+        ({"service": "reg1", "scope": "repository:A/b/c:pull"}, "scope"),
+        ({"service": "reg1", "scope": "repository:a/b/c:pull:push"}, "scope"),
+    ],
+)
+def test_bad_token_requests_are_4xx_naming_the_field(
+    stack: Stack, params: dict[str, str], field: str
+) -> None:
+    answer = httpx.get(
+        f"{stack.server.url}/api/v1/registry/token",
+        params=params,
+        auth=(stack.users["dev"], PASSWORD),
+        timeout=30,
+    )
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["field"] == field
+
+
+def test_scopes_crafted_to_leave_the_tenant_get_nothing(stack: Stack) -> None:
+    a, b = stack.tenant_a, stack.tenant_b
+    for name in (f"{b}/proj/app", f"{a}--x/proj/app", f"{a}x/proj/app", f"{a}/other/app"):
+        answer = stack.token(stack.users["dev"], PASSWORD, f"repository:{name}:pull,push")
+        assert answer.status_code == 200, answer.text
+        claims = jwt.decode(answer.json()["token"], options={"verify_signature": False})
+        assert claims["access"][0]["actions"] == [], name
+
+
+def test_wrong_credentials_are_throttled(stack: Stack) -> None:
+    user = f"ghost{uuid.uuid4().hex[:6]}"  # nobody's name: the others' logins stay free
+    answers = [stack.token(user, "wrong-password", "registry:catalog:*") for _ in range(7)]
+    assert [a.status_code for a in answers[:5]] == [401] * 5
+    assert answers[-1].status_code == 429
+    assert "Retry-After" in answers[-1].headers
+
+
+def _decode_secret(data: dict[str, Any]) -> dict[str, Any]:
+    raw = base64.b64decode(data[".dockerconfigjson"])
+    config: dict[str, Any] = json.loads(raw)
+    return config
