@@ -8,6 +8,9 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import nullcontext
@@ -25,9 +28,11 @@ from tests.integration.conftest import (
     Api,
     RegistryProcess,
     ServerProcess,
+    cluster_writes,
     oci_layout,
     register_clusters,
     skopeo,
+    wait_for,
 )
 from wharf.core.crypto import box_for
 from wharf.lab import Lab
@@ -303,3 +308,178 @@ def _decode_secret(data: dict[str, Any]) -> dict[str, Any]:
     raw = base64.b64decode(data[".dockerconfigjson"])
     config: dict[str, Any] = json.loads(raw)
     return config
+
+
+def _cluster_secret(kubectl: Any, lab: Lab, namespace: str) -> dict[str, Any] | None:
+    run = kubectl(
+        lab.clusters()[0],
+        "-n",
+        namespace,
+        "get",
+        "secret",
+        "wharf-registry",
+        "-o",
+        "json",
+        check=False,
+    )
+    found: dict[str, Any] | None = json.loads(run.stdout) if run.returncode == 0 else None
+    return found
+
+
+def _secret_writes(lab: Lab, namespace: str) -> int:
+    writes = cluster_writes(lab.clusters()[0], namespace)
+    return sum(1 for e in writes if e.get("objectRef", {}).get("resource") == "secrets")
+
+
+# -- Must show 5 -----------------------------------------------------------------------------
+def test_clusters_pull_with_the_secret_wharf_placed_in_the_namespace(
+    stack: Stack, kubectl: Any, lab: Lab
+) -> None:
+    a, b = stack.tenant_a, stack.tenant_b
+    namespace = f"{a}--proj-dev"
+    secret = wait_for(lambda: _cluster_secret(kubectl, lab, namespace), what="pull secret")
+    assert secret["type"] == "kubernetes.io/dockerconfigjson"
+    assert secret["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "wharf"
+    auths = _decode_secret(secret["data"])["auths"]
+    assert set(auths) == {r.host for r in stack.registries}
+    entry = auths[stack.registries[0].host]
+    assert base64.b64decode(entry["auth"]).decode() == f"{entry['username']}:{entry['password']}"
+    assert _push(stack, stack.users["dev"], PASSWORD, f"{a}/proj/pulled:v1").returncode == 0
+
+    pulled = _inspect(stack, entry["username"], entry["password"], f"{a}/proj/pulled:v1")
+    assert pulled.returncode == 0, pulled.stderr
+    # The clusters' identity pulls; it never pushes, nor reads another tenant's images.
+    pushed = _push(stack, entry["username"], entry["password"], f"{a}/proj/pulled:v2")
+    assert pushed.returncode != 0
+    theirs = wait_for(lambda: _cluster_secret(kubectl, lab, f"{b}--proj-dev"), what="B's secret")
+    b_entry = _decode_secret(theirs["data"])["auths"][stack.registries[0].host]
+    assert b_entry["password"] != entry["password"]
+    assert (
+        _inspect(stack, b_entry["username"], b_entry["password"], f"{a}/proj/pulled:v1").returncode
+        != 0
+    )
+
+    # A reconcile that finds the Secret in place writes nothing to it.
+    before, version = _secret_writes(lab, namespace), secret["metadata"]["resourceVersion"]
+    path = f"/api/v1/tenants/{a}/projects/proj"
+    project = stack.admin.ok("GET", path)
+    project["spec"]["displayName"] = "moved"
+    body = {"kind": "Project", "metadata": {"name": "proj"}, "spec": project["spec"]}
+    generation = stack.admin.ok("PUT", path, json=body)["metadata"]["generation"]
+    wait_for(
+        lambda: stack.admin.ok("GET", path)["status"].get("observedGeneration") == generation,
+        what="project reconciled",
+    )
+    again = _cluster_secret(kubectl, lab, namespace)
+    assert again is not None
+    assert again["metadata"]["resourceVersion"] == version
+    assert _secret_writes(lab, namespace) == before
+
+
+def _robot(stack: Stack, name: str, project: str = "proj", **spec: Any) -> dict[str, Any]:
+    body = {
+        "kind": "Robot",
+        "metadata": {"name": name},
+        "spec": {"project": project, **spec},
+    }
+    return stack.admin.ok("PUT", f"/api/v1/tenants/{stack.tenant_a}/robots/{name}", json=body)
+
+
+def test_robots_push_to_their_project_only_until_they_expire(stack: Stack) -> None:
+    a = stack.tenant_a
+    later = (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).isoformat()
+    _robot(stack, "ci", access=["pull", "push"], expiresAt=later)
+    login = stack.admin.ok("GET", f"/api/v1/tenants/{a}/robots/ci/secret")
+    assert login["username"] == f"robot${a}+ci"
+    assert _push(stack, login["username"], login["secret"], f"{a}/proj/robot:v1").returncode == 0
+    # A robot of project proj asks for project other: nothing.
+    scope = f"repository:{a}/other/app:pull,push"
+    answer = stack.token(login["username"], login["secret"], scope)
+    assert (
+        jwt.decode(answer.json()["token"], options={"verify_signature": False})["access"][0][
+            "actions"
+        ]
+        == []
+    )
+    assert _push(stack, login["username"], login["secret"], f"{a}/other/app:v1").returncode != 0
+    # Only the project's admins read a robot's secret; other tenants do not learn it exists.
+    viewer = httpx.post(
+        f"{stack.server.url}/api/v1/login",
+        json={"username": stack.users["viewer"], "password": PASSWORD},
+    ).json()["token"]
+    refused = httpx.get(
+        f"{stack.server.url}/api/v1/tenants/{a}/robots/ci/secret",
+        headers={"Authorization": f"Bearer {viewer}"},
+    )
+    assert refused.status_code == 403
+    # Expired: its secret no longer opens anything.
+    earlier = (dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)).isoformat()
+    _robot(stack, "ci", access=["pull", "push"], expiresAt=earlier)
+    assert stack.token(login["username"], login["secret"], scope).status_code == 401
+
+
+# -- Must show 2 (first half) ------------------------------------------------------------------
+def test_a_push_is_in_the_audit_trail_with_its_actor_and_in_the_projects_images(
+    stack: Stack,
+) -> None:
+    a = stack.tenant_a
+    assert _push(stack, stack.users["dev"], PASSWORD, f"{a}/proj/audited:v7").returncode == 0
+
+    def pushed() -> list[dict[str, Any]]:
+        params = {"tenant": a, "kind": "Image", "action": "push", "name": "audited:v7"}
+        return stack.admin.ok("GET", "/api/v1/audit", params=params)["items"]  # type: ignore[no-any-return]
+
+    [event] = wait_for(pushed, what="the push in the audit trail")
+    assert event["actor"] == stack.users["dev"]
+    assert event["project"] == "proj"
+
+    viewer = httpx.post(
+        f"{stack.server.url}/api/v1/login",
+        json={"username": stack.users["viewer"], "password": PASSWORD},
+    ).json()["token"]
+    listed = httpx.get(
+        f"{stack.server.url}/api/v1/tenants/{a}/projects/proj/images",
+        headers={"Authorization": f"Bearer {viewer}"},
+        timeout=60,
+    ).json()
+    assert listed["unreachable"] == [], listed
+    [image] = [i for i in listed["items"] if i["image"] == "audited"]
+    [tag] = image["tags"]
+    assert tag["tag"] == "v7"
+    assert tag["digest"].startswith("sha256:")
+    assert tag["pushedBy"] == stack.users["dev"]
+    assert listed["unreachable"] == []
+    # The same through the CLI, as the viewer.
+    env = {**os.environ, "WHARF_SERVER": stack.server.url, "WHARF_TOKEN": viewer}
+    shown = subprocess.run(
+        [sys.executable, "-m", "wharf", "images", "-t", a, "-p", "proj"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert shown.returncode == 0, shown.stderr
+    [line] = [x for x in shown.stdout.splitlines() if " audited " in x]
+    assert line.split()[:3] == ["reg1", "audited", "v7"]
+    assert stack.users["dev"] in line
+
+
+def test_notifications_need_the_registrys_secret(stack: Stack) -> None:
+    event = {
+        "action": "push",
+        "target": {
+            "repository": f"{stack.tenant_a}/proj/forged",
+            "tag": "v1",
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": "sha256:00",
+        },
+        "actor": {"name": "mallory"},
+    }
+    answer = httpx.post(
+        f"{stack.server.url}/api/v1/registries/reg1/events",
+        headers={"Authorization": "Bearer forged"},
+        json={"events": [event]},
+    )
+    assert answer.status_code == 401
+    params = {"kind": "Image", "actor": "mallory"}
+    assert stack.admin.ok("GET", "/api/v1/audit", params=params)["items"] == []

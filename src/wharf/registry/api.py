@@ -106,8 +106,14 @@ class Image(BaseModel):
     tags: list[ImageTag]
 
 
+class Unreachable(BaseModel):
+    registry: str
+    message: str = Field(description="Why its images are not listed")
+
+
 class ImageList(BaseModel):
     items: list[Image]
+    unreachable: list[Unreachable] = Field(description="Registries that did not answer")
 
 
 def _box(request: Request) -> SecretBox:
@@ -232,4 +238,4 @@ def robot_secret(tenant: str, name: str, p: Caller, request: Request) -> RobotCr
 )
 def images(tenant: str, project: str, p: Caller, request: Request) -> ImageList:
     found = project_images(database(request), _signer(request), p, tenant, project)
-    return ImageList.model_validate({"items": found})
+    return ImageList.model_validate(found)

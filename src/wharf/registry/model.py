@@ -12,10 +12,10 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, StringConstraints, field_validator
 
 from wharf.core.errors import InvalidError
 from wharf.core.resources import NAME_RE, Kind, Spec
@@ -26,6 +26,11 @@ _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|[-]*)[a-z0-9]+)*"
 _DOMAIN_PART = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
 _DOMAIN = rf"{_DOMAIN_PART}(?:\.{_DOMAIN_PART})*(?::[0-9]+)?"
 REPOSITORY_RE = re.compile(rf"^(?:{_DOMAIN}/)?{_COMPONENT}(?:/{_COMPONENT})*$")
+IMAGE_PATTERN = rf"^{_COMPONENT}(?:/{_COMPONENT})*$"  # a name inside a project
+PREFIX_PATTERN = rf"^{_COMPONENT}(?:/{_COMPONENT})*/?$"
+URL_PATTERN = r"^https?://[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::[0-9]{1,5})?/?$"
+ImageName = Annotated[str, StringConstraints(pattern=IMAGE_PATTERN, max_length=200)]
+Prefix = Annotated[str, StringConstraints(pattern=PREFIX_PATTERN, max_length=200)]
 _ACTION_RE = re.compile(r"^[a-z*]+$")
 MAX_NAME = 255  # distribution refuses longer repository names
 ACTIONS = ("pull", "push", "delete")
@@ -38,8 +43,9 @@ class RegistrySpec(Spec):
     """An OCI registry that trusts Wharf as its token server."""
 
     url: str = Field(
+        pattern=URL_PATTERN,
         description="Where clients reach the registry: http(s)://host[:port], no path; "
-        "its host[:port] starts image references (127.0.0.1:5000/<tenant>/<project>/<image>)"
+        "its host[:port] starts image references (127.0.0.1:5000/<tenant>/<project>/<image>)",
     )
     service: str = Field(
         min_length=1,
@@ -52,7 +58,7 @@ class RegistrySpec(Spec):
         default="distribution",
         description="What serves the registry: distribution (CNCF, Debian's docker-registry)",
     )
-    shared: list[str] = Field(
+    shared: list[Prefix] = Field(
         default_factory=list,
         description="Repository prefixes outside every tenant (base images, e.g. library/) "
         "that every signed-in user may pull; only platform admins push there",
@@ -62,20 +68,7 @@ class RegistrySpec(Spec):
     @field_validator("url")
     @classmethod
     def _url(cls, url: str) -> str:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("use http(s)://host[:port]")
-        if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
-            raise ValueError("give only scheme, host and port: no path, query or credentials")
         return url.rstrip("/")
-
-    @field_validator("shared")
-    @classmethod
-    def _shared(cls, prefixes: list[str]) -> list[str]:
-        for prefix in prefixes:
-            if not REPOSITORY_RE.match(prefix.rstrip("/")):
-                raise ValueError(f"{prefix!r} is not a repository name prefix")
-        return prefixes
 
     @property
     def host(self) -> str:
@@ -92,7 +85,7 @@ class RobotSpec(Spec):
         min_length=1,
         description="What it may do there: pull, push (push includes nothing else)",
     )
-    images: list[str] = Field(
+    images: list[ImageName] = Field(
         default_factory=list,
         description="Image names inside the project it is limited to (empty: all of them)",
     )
@@ -100,14 +93,6 @@ class RobotSpec(Spec):
         default=None, description="When it stops working (RFC 3339); never, when omitted"
     )
     description: str = Field(default="", description="What it is for, for people")
-
-    @field_validator("images")
-    @classmethod
-    def _images(cls, images: list[str]) -> list[str]:
-        for image in images:
-            if not REPOSITORY_RE.match(image) or "." in image.split("/")[0]:
-                raise ValueError(f"{image!r} is not an image name")
-        return images
 
     @field_validator("expiresAt")
     @classmethod

@@ -19,6 +19,7 @@ import json
 import secrets
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import jwt
@@ -557,12 +558,21 @@ class RegistryClient:
         )
 
     def repositories(self) -> list[str]:
+        """The registry's catalog, page by page (distribution serves at most 1,000 a page)."""
         access: list[dict[str, object]] = [
             {"type": "registry", "name": "catalog", "actions": ["*"]}
         ]
-        answer = self._get("/v2/_catalog?n=10000", access)
-        answer.raise_for_status()
-        return list(answer.json().get("repositories") or [])
+        found: list[str] = []
+        path: str | None = "/v2/_catalog?n=1000"
+        while path:
+            answer = self._get(path, access)
+            answer.raise_for_status()
+            found += answer.json().get("repositories") or []
+            following = answer.links.get("next", {}).get("url")
+            path = (
+                urlsplit(following)._replace(scheme="", netloc="").geturl() if following else None
+            )
+        return found
 
     def tags(self, repository: str) -> list[str]:
         answer = self._get(f"/v2/{repository}/tags/list", _pull(repository))
@@ -587,15 +597,21 @@ class RegistryClient:
         }
 
 
+def _local(url: str) -> str:
+    """The path and query of a Link header's URL (the registry's own host is kept)."""
+    return urlsplit(url)._replace(scheme="", netloc="").geturl()
+
+
 def _pull(repository: str) -> list[dict[str, object]]:
     return [{"type": "repository", "name": repository, "actions": ["pull"]}]
 
 
 def project_images(
     db: Database, signer: TokenSigner, p: Principal, tenant: str, project: str
-) -> list[dict[str, Any]]:
+) -> dict[str, list[dict[str, Any]]]:
     """Every repository of a project in every registry, with its tags: digest, size, and who
-    pushed it when (from the registries' notifications in the audit trail)."""
+    pushed it when (from the registries' notifications in the audit trail); registries that
+    did not answer are listed with why."""
     if not p.can("read", tenant, project):
         raise NotFoundError(f"project {project!r} not found")
     with db.reader() as session:
@@ -603,22 +619,33 @@ def project_images(
             raise NotFoundError(f"project {project!r} not found")
         registries = ResourceStore(session).query("Registry")
         pushes = _pushes(session, tenant, project)
-    out = []
+    items: list[dict[str, Any]] = []
+    unreachable: list[dict[str, Any]] = []
     for registry in registries:
-        client = RegistryClient(signer, registry)
-        prefix = f"{tenant}/{project}/"
-        for repository in client.repositories():
-            if not repository.startswith(prefix):
-                continue
-            image = repository[len(prefix) :]
-            tags = []
-            for tag in client.tags(repository):
-                manifest = client.manifest(repository, tag)
-                pushed = pushes.get(f"{image}:{tag}", {})
-                tags.append({"tag": tag, **manifest, **pushed})
-            out.append(
-                {"registry": registry.name, "repository": repository, "image": image, "tags": tags}
+        try:
+            items += _registry_images(
+                RegistryClient(signer, registry), registry.name, f"{tenant}/{project}/", pushes
             )
+        except (httpx.HTTPError, ValueError) as exc:
+            unreachable.append(
+                {"registry": registry.name, "message": f"{type(exc).__name__}: {exc}"[:300]}
+            )
+    return {"items": items, "unreachable": unreachable}
+
+
+def _registry_images(
+    client: RegistryClient, registry: str, prefix: str, pushes: dict[str, dict[str, str]]
+) -> list[dict[str, Any]]:
+    out = []
+    for repository in client.repositories():
+        if not repository.startswith(prefix):
+            continue
+        image = repository[len(prefix) :]
+        tags = []
+        for tag in client.tags(repository):
+            manifest = client.manifest(repository, tag)
+            tags.append({"tag": tag, **manifest, **pushes.get(f"{image}:{tag}", {})})
+        out.append({"registry": registry, "repository": repository, "image": image, "tags": tags})
     return out
 
 
