@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
@@ -23,6 +23,7 @@ from wharf.registry.service import (
     project_images,
     record_notifications,
     robot_credentials,
+    run_retention,
 )
 from wharf.store.resources import ResourceStore
 
@@ -104,6 +105,21 @@ class Image(BaseModel):
     repository: str = Field(description="<tenant>/<project>/<image>")
     image: str
     tags: list[ImageTag]
+
+
+class RetentionDecision(BaseModel):
+    registry: str
+    repository: str
+    tag: str
+    digest: str
+    pushedAt: str | None = Field(description="From the registry's notifications")
+    action: Literal["keep", "delete"]
+    reason: str = Field(description="Which rule keeps it, or why it goes")
+
+
+class RetentionReport(BaseModel):
+    dryRun: bool = Field(description="True: nothing was deleted")
+    decisions: list[RetentionDecision]
 
 
 class Unreachable(BaseModel):
@@ -214,6 +230,7 @@ async def registry_events(name: str, request: Request) -> NotificationsRecorded:
         record_notifications,
         database(request),
         _box(request),
+        _signer(request),
         name,
         request.headers.get("authorization", ""),
         body,
@@ -239,3 +256,19 @@ def robot_secret(tenant: str, name: str, p: Caller, request: Request) -> RobotCr
 def images(tenant: str, project: str, p: Caller, request: Request) -> ImageList:
     found = project_images(database(request), _signer(request), p, tenant, project)
     return ImageList.model_validate(found)
+
+
+@router.post(
+    "/tenants/{tenant}/retentionpolicies/{name}/run",
+    summary="Evaluate a retention policy: the report, and (without dryRun) the deletions",
+    tags=["RetentionPolicy"],
+)
+def retention_run(
+    tenant: str,
+    name: str,
+    p: Caller,
+    request: Request,
+    dryRun: Annotated[bool, Query(description="Report only; delete nothing")] = True,
+) -> RetentionReport:
+    report = run_retention(database(request), _signer(request), p, tenant, name, dryRun)
+    return RetentionReport.model_validate(report)

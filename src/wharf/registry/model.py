@@ -267,3 +267,143 @@ def allowed_actions(who: Requester, scope: Scope, shared: list[str]) -> set[str]
 def grant(who: Requester, scopes: list[Scope], shared: list[str]) -> list[dict[str, object]]:
     """The token's `access` claim: each asked scope cut down to what is allowed."""
     return [s.granted(allowed_actions(who, s, shared)) for s in scopes]
+
+
+# -- retention -----------------------------------------------------------------------------
+class RetentionSpec(Spec):
+    """Which of a project's tags to keep; the rest are deleted from its registries."""
+
+    project: str = Field(description="The project whose repositories the policy cleans")
+    repositories: list[ImageName] = Field(
+        default_factory=list,
+        description="Image names inside the project it applies to (empty: all of them)",
+    )
+    keepLast: int = Field(
+        default=10, ge=0, le=10000, description="Keep the N most recently pushed tags of each image"
+    )
+    keepTags: list[str] = Field(
+        default_factory=list,
+        description="Regular expressions (whole tag): matching tags are always kept",
+    )
+
+
+RETENTION = Kind(
+    name="RetentionPolicy",
+    plural="retentionpolicies",
+    scope="tenant",
+    spec=RetentionSpec,
+    short_names=("retention",),
+    columns=(("PROJECT", "spec.project"), ("KEEP", "spec.keepLast")),
+)
+
+
+@dataclass(frozen=True)
+class TagState:
+    """A tag as a registry holds it, and when it was pushed ("" when not known)."""
+
+    repository: str
+    tag: str
+    digest: str
+    pushed: str = ""
+
+
+@dataclass(frozen=True)
+class Decision:
+    tag: TagState
+    keep: bool
+    reason: str
+
+
+def _keep_reason(
+    state: TagState, rank: int, keep_last: int, patterns: list[re.Pattern[str]], in_use: set[str]
+) -> str:
+    if f"{state.repository}:{state.tag}" in in_use or state.digest in in_use:
+        return "used by a delivered application revision"
+    if rank < keep_last:
+        return f"one of the {keep_last} most recently pushed"
+    for pattern in patterns:
+        if pattern.fullmatch(state.tag):
+            return f"matches {pattern.pattern}"
+    return ""
+
+
+def plan_retention(
+    tags: list[TagState], keep_last: int, patterns: list[re.Pattern[str]], in_use: set[str]
+) -> list[Decision]:
+    """Keep or delete each tag, with why. A manifest's deletion removes every tag on its
+    digest, so a tag whose digest another kept tag holds is kept too."""
+    decisions: list[Decision] = []
+    repositories = sorted({t.repository for t in tags})
+    for repository in repositories:
+        mine = [t for t in tags if t.repository == repository]
+        newest = sorted(mine, key=lambda t: (t.pushed, t.tag), reverse=True)
+        for rank, state in enumerate(newest):
+            reason = _keep_reason(state, rank, keep_last, patterns, in_use)
+            decisions.append(Decision(state, bool(reason), reason or "not kept by any rule"))
+    kept = {(d.tag.repository, d.tag.digest) for d in decisions if d.keep}
+    return [
+        Decision(d.tag, True, "its digest is also a kept tag's")
+        if not d.keep and (d.tag.repository, d.tag.digest) in kept
+        else d
+        for d in decisions
+    ]
+
+
+def image_references(value: object, host: str) -> set[str]:
+    """`<repository>:<tag>` and digests of every `<host>/…` image named anywhere in a spec."""
+    found: set[str] = set()
+    if isinstance(value, dict):
+        for item in value.values():
+            found |= image_references(item, host)
+    elif isinstance(value, list):
+        for item in value:
+            found |= image_references(item, host)
+    elif isinstance(value, str) and value.startswith(f"{host}/"):
+        ref = value[len(host) + 1 :]
+        name, at, digest = ref.partition("@")
+        if at:
+            found.add(digest)
+        repository, colon, tag = name.rpartition(":")
+        if colon and "/" not in tag:
+            found.add(f"{repository}:{tag}")
+    return found
+
+
+# -- immutable tags ----------------------------------------------------------------------------
+class ImmutableTagsSpec(Spec):
+    """Tags of a project's images that, once pushed, keep their content: a push that moves one
+    is taken back (the tag is restored to its digest) and reported."""
+
+    project: str = Field(description="The project whose tags are protected")
+    repositories: list[ImageName] = Field(
+        default_factory=list,
+        description="Image names inside the project it applies to (empty: all of them)",
+    )
+    tags: list[str] = Field(
+        min_length=1, description="Regular expressions (whole tag): matching tags are immutable"
+    )
+
+
+IMMUTABLE_TAGS = Kind(
+    name="ImmutableTags",
+    plural="immutabletags",
+    scope="tenant",
+    spec=ImmutableTagsSpec,
+    short_names=("immutable",),
+    columns=(("PROJECT", "spec.project"), ("TAGS", "spec.tags")),
+)
+
+
+def immutable(specs: list[ImmutableTagsSpec], image: str, tag: str) -> str:
+    """The pattern that makes `image:tag` immutable ("" for none); patterns that do not
+    compile were refused when the spec was written, and are passed over here."""
+    for spec in specs:
+        if spec.repositories and image not in spec.repositories:
+            continue
+        for text in spec.tags:
+            try:
+                if re.fullmatch(text, tag):
+                    return text
+            except re.error:
+                continue
+    return ""

@@ -16,6 +16,7 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import re
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -44,17 +45,27 @@ from wharf.identity import service as identity
 from wharf.identity.model import Action, Principal
 from wharf.identity.throttle import LoginThrottle
 from wharf.registry.model import (
+    IMMUTABLE_TAGS,
     PULL_PREFIX,
     REGISTRY,
+    RETENTION,
     ROBOT,
     ROBOT_PREFIX,
+    Decision,
+    ImmutableTagsSpec,
     RegistrySpec,
+    Repository,
     Requester,
+    RetentionSpec,
     RobotAccount,
     RobotSpec,
+    TagState,
     grant,
+    image_references,
+    immutable,
     locate,
     parse_scopes,
+    plan_retention,
     pull_username,
     robot_username,
     split_account,
@@ -64,7 +75,7 @@ from wharf.resources.service import Change, KindRules, Verdict
 from wharf.store import Database
 from wharf.store.audit import AuditEvent, record
 from wharf.store.resources import LabelIn, ResourceStore, Scopes, StoredResource
-from wharf.store.tables import audit_events
+from wharf.store.tables import audit_events, revisions
 
 PROJECT_LABEL = "wharf.io/project"
 PULL_SECRET_NAME = "wharf-registry"
@@ -462,11 +473,32 @@ def robot_credentials(
 
 
 # -- notifications -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Overwrite:
+    """A push that moved an immutable tag: what it was, and who moved it where."""
+
+    registry: str
+    repository: str
+    tag: str
+    previous: str
+    pushed: str
+    actor: str
+    pattern: str
+
+
 def record_notifications(
-    db: Database, box: SecretBox, registry_name: str, authorization: str, body: Any, source: str
+    db: Database,
+    box: SecretBox,
+    signer: TokenSigner,
+    registry_name: str,
+    authorization: str,
+    body: Any,
+    source: str,
 ) -> int:
     """Push, pull and delete events of a registry into the audit trail, each with the actor
-    the registry names (the `sub` of the token it accepted); how many were recorded."""
+    the registry names (the `sub` of the token it accepted); how many were recorded. A push
+    that moved an immutable tag is taken back afterwards (see `restore`)."""
+    overwrites: list[Overwrite] = []
     with db.session() as session:
         registry = ResourceStore(session).get("Registry", "", registry_name)
         scheme, _, token = authorization.partition(" ")
@@ -486,11 +518,75 @@ def record_notifications(
             )
         recorded = 0
         for i, event in enumerate(events):
-            recorded += _record_event(session, registry_name, event, f"events[{i}]")
+            count, moved = _record_event(session, registry_name, event, f"events[{i}]")
+            recorded += count
+            overwrites += [moved] if moved else []
+    for moved in overwrites:
+        restore(db, RegistryClient(signer, registry), moved)
     return recorded
 
 
-def _record_event(session: Session, registry: str, event: Any, where: str) -> int:
+def _previous_digest(session: Session, repo: Repository, name: str) -> str:
+    row = session.execute(
+        select(audit_events.c.diff)
+        .where(
+            audit_events.c.kind == "Image",
+            audit_events.c.action == "push",
+            audit_events.c.tenant == repo.tenant,
+            audit_events.c.project == repo.project,
+            audit_events.c.name == name,
+        )
+        .order_by(audit_events.c.time.desc(), audit_events.c.id.desc())
+        .limit(1)
+    ).first()
+    changes = row.diff if row is not None and isinstance(row.diff, list) else []
+    return next((str(c.get("new")) for c in changes if c.get("path") == "digest"), "")
+
+
+def _overwrite(
+    session: Session, registry: str, repo: Repository, tag: str, digest: str, actor: str
+) -> Overwrite | None:
+    if not tag or not repo.tenant or actor == WHARF_SUBJECT:
+        return None  # Wharf's own restores are not overwrites
+    previous = _previous_digest(session, repo, f"{repo.image}:{tag}")
+    if not previous or previous == digest:
+        return None
+    rules = ResourceStore(session).query("ImmutableTags", scopes=[(repo.tenant, None)])
+    specs = [ImmutableTagsSpec.model_validate(r.spec) for r in rules]
+    pattern = immutable([s for s in specs if s.project == repo.project], repo.image, tag)
+    if not pattern:
+        return None
+    return Overwrite(registry, repo.name, tag, previous, digest, actor, pattern)
+
+
+def restore(db: Database, client: RegistryClient, moved: Overwrite) -> None:
+    """Put the immutable tag back on its digest, and say who moved it and why it is back."""
+    client.retag(moved.repository, moved.tag, moved.previous)
+    repo = locate(moved.repository)
+    reason = (
+        f"tag {moved.tag} matches immutable pattern {moved.pattern}: {moved.actor} pushed "
+        f"{moved.pushed}; restored to {moved.previous}"
+    )
+    change = [{"path": "digest", "old": moved.pushed, "new": moved.previous}]
+    with db.session() as session:
+        event = AuditEvent(
+            moved.actor,
+            "",
+            "restore-immutable",
+            "Image",
+            repo.tenant,
+            f"{repo.image}:{moved.tag}",
+            "denied",
+            reason,
+            change,
+            repo.project,
+        )
+        record(session, event)
+
+
+def _record_event(
+    session: Session, registry: str, event: Any, where: str
+) -> tuple[int, Overwrite | None]:
     if not isinstance(event, dict) or not isinstance(event.get("target"), dict):
         raise InvalidError(f"{where}: not a registry event (action, target, actor)", field=where)
     action = str(event.get("action", ""))
@@ -501,13 +597,16 @@ def _record_event(session: Session, registry: str, event: Any, where: str) -> in
         )
     target = event["target"]
     repo = locate(str(target.get("repository", "")))
-    tag = target.get("tag") or ""
-    digest = target.get("digest") or ""
+    tag = str(target.get("tag") or "")
+    digest = str(target.get("digest") or "")
     actor = str((event.get("actor") or {}).get("name") or "anonymous")
-    if action == "push" and not tag and "manifest" not in str(target.get("mediaType", "")):
-        return 0  # blob pushes: the manifest's event says what was pushed
-    if action == "pull" and not tag and "manifest" not in str(target.get("mediaType", "")):
-        return 0
+    if (
+        action in ("push", "pull")
+        and not tag
+        and "manifest" not in str(target.get("mediaType", ""))
+    ):
+        return 0, None  # blobs: the manifest's event says what was pushed or pulled
+    moved = _overwrite(session, registry, repo, tag, digest, actor) if action == "push" else None
     name = f"{repo.image or repo.name}:{tag}" if tag else f"{repo.image or repo.name}@{digest}"
     source = str((event.get("request") or {}).get("addr") or "")
     detail = [
@@ -528,7 +627,7 @@ def _record_event(session: Session, registry: str, event: Any, where: str) -> in
             diff=detail,
         ),
     )
-    return 1
+    return 1, moved
 
 
 # -- browsing --------------------------------------------------------------------------------
@@ -580,6 +679,38 @@ class RegistryClient:
             return []
         answer.raise_for_status()
         return sorted(answer.json().get("tags") or [])
+
+    def retag(self, repository: str, tag: str, digest: str) -> None:
+        """Point `tag` at `digest` again: the manifest's own bytes, put under the tag."""
+        access: list[dict[str, object]] = [
+            {"type": "repository", "name": repository, "actions": ["pull", "push"]}
+        ]
+        token = self.signer.sign(WHARF_SUBJECT, self.spec.service, access)["token"]
+        headers = {"Authorization": f"Bearer {token}"}
+        base = f"{self.spec.url}/v2/{repository}/manifests"
+        manifest = httpx.get(f"{base}/{digest}", headers={**headers, "Accept": MANIFEST_TYPES})
+        manifest.raise_for_status()
+        content_type = manifest.headers.get("Content-Type", "")
+        put = httpx.put(
+            f"{base}/{tag}",
+            content=manifest.content,
+            headers={**headers, "Content-Type": content_type},
+            timeout=30,
+        )
+        put.raise_for_status()
+
+    def delete_manifest(self, repository: str, digest: str) -> None:
+        access: list[dict[str, object]] = [
+            {"type": "repository", "name": repository, "actions": ["pull", "delete", "*"]}
+        ]
+        token = self.signer.sign(WHARF_SUBJECT, self.spec.service, access)["token"]
+        answer = httpx.delete(
+            f"{self.spec.url}/v2/{repository}/manifests/{digest}",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        )
+        if answer.status_code != 404:  # already gone is what was wanted
+            answer.raise_for_status()
 
     def manifest(self, repository: str, reference: str) -> dict[str, Any]:
         answer = self._get(
@@ -663,4 +794,171 @@ def _pushes(session: Session, tenant: str, project: str) -> dict[str, dict[str, 
     return {
         r.name: {"pushedBy": r.actor, "pushedAt": r.time.isoformat(timespec="seconds")}
         for r in rows
+    }
+
+
+# -- retention -----------------------------------------------------------------------------
+class RetentionRules(RobotRules):
+    """Like robots: the project's admins manage its retention policies, members read them."""
+
+    kind = RETENTION
+
+    def validate(self, change: Change) -> dict[str, Any]:
+        check_name(change.name, max_length=40)
+        spec = RetentionSpec.model_validate(change.spec)
+        _project(change.session, change.principal, change.tenant, spec.project)
+        if not change.principal.can("write", change.tenant, spec.project):
+            raise ForbiddenError(
+                f"{change.principal.user} may not manage retention of project {spec.project}"
+            )
+        compiled_patterns(spec)
+        return change.spec
+
+
+def compiled_patterns(spec: RetentionSpec) -> list[re.Pattern[str]]:
+    return _compiled(spec.keepTags, "spec.keepTags")
+
+
+def _compiled(texts: list[str], field: str) -> list[re.Pattern[str]]:
+    out = []
+    for i, text in enumerate(texts):
+        try:
+            out.append(re.compile(text))
+        except re.error as exc:
+            where = f"{field}[{i}]"
+            raise InvalidError(f"{where}: {text!r} does not compile: {exc}", field=where) from None
+    return out
+
+
+class ImmutableTagsRules(RobotRules):
+    """Like robots: the project's admins protect its tags, members read the rules."""
+
+    kind = IMMUTABLE_TAGS
+
+    def validate(self, change: Change) -> dict[str, Any]:
+        check_name(change.name, max_length=40)
+        spec = ImmutableTagsSpec.model_validate(change.spec)
+        _project(change.session, change.principal, change.tenant, spec.project)
+        if not change.principal.can("write", change.tenant, spec.project):
+            raise ForbiddenError(
+                f"{change.principal.user} may not protect tags of project {spec.project}"
+            )
+        _compiled(spec.tags, "spec.tags")
+        return change.spec
+
+
+def _in_use(session: Session, tenant: str, project: str, host: str) -> set[str]:
+    """Images the project's applications name in any revision (a rollback may need them)."""
+    rows = session.execute(select(revisions.c.spec).where(revisions.c.tenant == tenant))
+    found: set[str] = set()
+    for (spec,) in rows:
+        if isinstance(spec, dict) and spec.get("project") == project:
+            found |= image_references(spec, host)
+    return found
+
+
+def _push_times(session: Session, tenant: str, project: str) -> dict[str, str]:
+    rows = session.execute(
+        select(audit_events.c.name, audit_events.c.time).where(
+            audit_events.c.kind == "Image",
+            audit_events.c.action == "push",
+            audit_events.c.tenant == tenant,
+            audit_events.c.project == project,
+        )
+    )
+    return {r.name: r.time.isoformat() for r in rows}
+
+
+def run_retention(
+    db: Database, signer: TokenSigner, p: Principal, tenant: str, name: str, dry_run: bool
+) -> dict[str, Any]:
+    """Evaluate a retention policy in every registry: the report of what is kept and deleted,
+    and why; without dry run, delete through the registry API (its garbage collection frees
+    the space) and audit each deletion."""
+    with db.reader() as session:
+        stored = ResourceStore(session).get("RetentionPolicy", tenant, name)
+        spec = RetentionSpec.model_validate(stored.spec) if stored else None
+        if spec is None or not p.can("read", tenant, spec.project):
+            raise NotFoundError(f"retention policy {name!r} not found")
+        if not dry_run and not p.can("write", tenant, spec.project):
+            raise ForbiddenError(f"only admins of project {spec.project} delete its images")
+        registries = ResourceStore(session).query("Registry")
+        pushed = _push_times(session, tenant, spec.project)
+        in_use = {
+            r.name: _in_use(session, tenant, spec.project, RegistrySpec.model_validate(r.spec).host)
+            for r in registries
+        }
+    patterns = compiled_patterns(spec)
+    report: list[dict[str, Any]] = []
+    for registry in registries:
+        client = RegistryClient(signer, registry)
+        tags = _tag_states(client, f"{tenant}/{spec.project}/", spec.repositories, pushed)
+        decisions = plan_retention(tags, spec.keepLast, patterns, in_use[registry.name])
+        if not dry_run:
+            _delete(db, client, p, tenant, spec.project, registry.name, decisions)
+        report += [_row(registry.name, d) for d in decisions]
+    return {"dryRun": dry_run, "decisions": report}
+
+
+def _tag_states(
+    client: RegistryClient, prefix: str, only: list[str], pushed: dict[str, str]
+) -> list[TagState]:
+    states = []
+    for repository in client.repositories():
+        image = repository[len(prefix) :]
+        if not repository.startswith(prefix) or (only and image not in only):
+            continue
+        for tag in client.tags(repository):
+            digest = client.manifest(repository, tag)["digest"]
+            states.append(TagState(repository, tag, digest, pushed.get(f"{image}:{tag}", "")))
+    return states
+
+
+def _delete(
+    db: Database,
+    client: RegistryClient,
+    p: Principal,
+    tenant: str,
+    project: str,
+    registry: str,
+    decisions: list[Decision],
+) -> None:
+    doomed = sorted({(d.tag.repository, d.tag.digest) for d in decisions if not d.keep})
+    for repository, digest in doomed:
+        client.delete_manifest(repository, digest)
+        tags = [
+            d.tag.tag for d in decisions if (d.tag.repository, d.tag.digest) == (repository, digest)
+        ]
+        with db.session() as session:
+            for tag in tags:
+                image = f"{locate(repository).image}:{tag}"
+                detail = [
+                    {"path": "digest", "old": digest, "new": None},
+                    {"path": "registry", "old": registry, "new": None},
+                ]
+                record(
+                    session,
+                    AuditEvent(
+                        p.user,
+                        p.source,
+                        "retention-delete",
+                        "Image",
+                        tenant,
+                        image,
+                        "allowed",
+                        project=project,
+                        diff=detail,
+                    ),
+                )
+
+
+def _row(registry: str, d: Decision) -> dict[str, Any]:
+    return {
+        "registry": registry,
+        "repository": d.tag.repository,
+        "tag": d.tag.tag,
+        "digest": d.tag.digest,
+        "pushedAt": d.tag.pushed or None,
+        "action": "keep" if d.keep else "delete",
+        "reason": d.reason,
     }

@@ -23,7 +23,14 @@ from wharf.identity import service as identity
 from wharf.identity.throttle import LoginThrottle
 from wharf.kube.connections import ClusterConnections
 from wharf.kube.kubeconfig import AddressPolicy
-from wharf.registry.service import RegistryRules, RobotRules, TokenSigner, pull_secret_objects
+from wharf.registry.service import (
+    ImmutableTagsRules,
+    RegistryRules,
+    RetentionRules,
+    RobotRules,
+    TokenSigner,
+    pull_secret_objects,
+)
 from wharf.resources.service import KindRules, ResourceService
 from wharf.store import Database
 from wharf.store.audit import AuditEvent, record
@@ -55,6 +62,8 @@ class Platform:
             self.application_rules,
             RegistryRules(),
             RobotRules(),
+            RetentionRules(),
+            ImmutableTagsRules(),
         ]
         self.resources = ResourceService(db, {r.kind.name: r for r in self.rules})
         self.connections = ClusterConnections(policy)
