@@ -7,7 +7,7 @@ then asks for push tokens on a fixed schedule (open loop) with an API token (wha
 and with the password (argon2 by design), and calls the registry's `/v2/`. Prints figures;
 asserts nothing about time.
 
-    uv run python bench/registry_tokens.py [--rate 50] [--seconds 10]
+    uv run python bench/registry_tokens.py [--rate 50] [--seconds 10] [--password-rate 2]
 """
 
 from __future__ import annotations
@@ -111,7 +111,9 @@ def _basic(user: str, secret: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{secret}".encode()).decode()
 
 
-async def run(wharf: str, registry: str, api_token: str, rate: float, seconds: float) -> None:
+async def run(
+    wharf: str, registry: str, api_token: str, rate: float, seconds: float, password_rate: float
+) -> None:
     params = {"service": "bench-registry", "scope": "repository:bench/web/app:pull,push"}
     token_url = f"{wharf}/api/v1/registry/token"
     cases = {
@@ -138,7 +140,9 @@ async def run(wharf: str, registry: str, api_token: str, rate: float, seconds: f
         }
         print(f"{'endpoint':<34}{'req/s':>8}{'p50 ms':>10}{'p99 ms':>10}")
         for name, request in cases.items():
-            values = await measure(client, request, rate, seconds)
+            # argon2 is slow by design: its case runs at its own (lower) rate.
+            at = min(rate, password_rate) if "argon2" in name else rate
+            values = await measure(client, request, at, seconds)
             achieved, values = values[-1], values[:-1]
             print(f"{name:<34}{achieved:>8.1f}{pct(values, 50):>10.2f}{pct(values, 99):>10.2f}")
 
@@ -147,11 +151,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=float, default=50.0, help="requests per second")
     parser.add_argument("--seconds", type=float, default=10.0, help="per endpoint")
+    parser.add_argument(
+        "--password-rate", type=float, default=2.0, help="requests per second with a password"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         port = free_port()
         db = os.environ.get("WHARF_DATABASE_URL") or f"sqlite:///{Path(tmp) / 'bench.db'}"
-        server = start_server(port, {"WHARF_DATABASE_URL": db}, timeout=60)
+        log = Path(tmp) / "server.log"
+        server = start_server(port, {"WHARF_DATABASE_URL": db}, log=log, timeout=60)
         registry = None
         try:
             base = f"http://127.0.0.1:{port}"
@@ -164,7 +172,10 @@ def main() -> None:
             url = wharf.get("/api/v1/registries/bench-registry").json()["spec"]["url"]
             database = wharf.get("/api/v1/version").json()["database"]
             print(f"{database}; {args.rate:.0f} req/s for {args.seconds:.0f}s per endpoint")
-            asyncio.run(run(base, url, api_token, args.rate, args.seconds))
+            asyncio.run(run(base, url, api_token, args.rate, args.seconds, args.password_rate))
+        except SystemExit:
+            print(log.read_text()[-3000:])
+            raise
         finally:
             if registry is not None:
                 registry.terminate()

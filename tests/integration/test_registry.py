@@ -647,3 +647,76 @@ def test_an_immutable_tag_moved_by_a_push_is_restored_and_reported(
     answer = stack.admin.request("PUT", f"/api/v1/tenants/{a}/immutabletags/bad", json=bad)
     assert answer.status_code == 422
     assert answer.json()["field"] == "spec.tags[0]"
+
+
+def _tags_at(stack: Stack, registry: int, repository: str) -> set[str]:
+    service = stack.registries[registry].name
+    scope = f"repository:{repository}:pull"
+    token = stack.token(stack.users["dev"], PASSWORD, scope, service=service).json()["token"]
+    answer = httpx.get(
+        f"{stack.registries[registry].url}/v2/{repository}/tags/list",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
+    return set(answer.json().get("tags") or []) if answer.status_code == 200 else set()
+
+
+# -- Must show 2 (second half) ---------------------------------------------------------------
+def test_a_push_is_replicated_and_a_killed_wharf_finishes_the_copy(
+    stack: Stack, tmp_path: Path
+) -> None:
+    a = stack.tenant_a
+    repository = f"{a}/proj/rep"
+    rule = {
+        "kind": "ReplicationRule",
+        "metadata": {"name": "mirror"},
+        "spec": {"project": "proj", "source": "reg1", "target": "reg2", "repositories": ["rep"]},
+    }
+    path = f"/api/v1/tenants/{a}/replicationrules/mirror"
+    stack.admin.ok("PUT", path, json=rule)
+    assert _push(stack, stack.users["dev"], PASSWORD, f"{repository}:v1").returncode == 0
+    wait_for(lambda: "v1" in _tags_at(stack, 1, repository), what="v1 replicated to reg2")
+
+    # The target is down: the copy of v2 stays pending, with why.
+    target = stack.registries[1]
+    target.stop()
+    layout = oci_layout(tmp_path / "v2", b"replicated v2\n")
+    copied = skopeo(
+        "copy",
+        "--dest-tls-verify=false",
+        f"--dest-creds={stack.users['dev']}:{PASSWORD}",
+        f"oci:{layout}:latest",
+        f"docker://{stack.registries[0].host}/{repository}:v2",
+    )
+    assert copied.returncode == 0, copied.stderr
+
+    def failing() -> bool:
+        status = stack.admin.ok("GET", path)["status"]
+        pending = [p["tag"] for p in status.get("pending", [])]
+        return pending == ["v2"] and "v2" in status.get("lastError", "")
+
+    wait_for(failing, what="v2 pending after a failed copy")
+    # Kill Wharf mid-replication, bring the target back, restart: the copy is finished.
+    stack.server.kill()
+    target.start()
+    stack.server.start()
+    wait_for(lambda: "v2" in _tags_at(stack, 1, repository), what="v2 replicated after restart")
+    status = wait_for(
+        lambda: (s := stack.admin.ok("GET", path)["status"]).get("pending") == [] and s,
+        what="nothing pending",
+    )
+    assert [h["tag"] for h in status["history"]] == ["v1", "v2"]
+    assert status["lastError"] == ""
+
+
+def test_a_replication_rule_to_an_unknown_registry_is_a_422(stack: Stack) -> None:
+    rule = {
+        "kind": "ReplicationRule",
+        "metadata": {"name": "nowhere"},
+        "spec": {"project": "proj", "source": "reg1", "target": "nowhere"},
+    }
+    path = f"/api/v1/tenants/{stack.tenant_a}/replicationrules/nowhere"
+    answer = stack.admin.request("PUT", path, json=rule)
+    assert answer.status_code == 422
+    assert answer.json()["field"] == "spec.target"
+    assert stack.admin.request("GET", path).status_code == 404

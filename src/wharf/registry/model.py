@@ -407,3 +407,26 @@ def immutable(specs: list[ImmutableTagsSpec], image: str, tag: str) -> str:
             except re.error:
                 continue
     return ""
+
+
+# -- replication ---------------------------------------------------------------------------
+class ReplicationSpec(Spec):
+    """Copy a project's images from one registry to another as they are pushed."""
+
+    project: str = Field(description="The project whose repositories are copied")
+    source: str = Field(description="The registry pushes are copied from")
+    target: str = Field(description="The registry they are copied to (a mirror near a cluster)")
+    repositories: list[ImageName] = Field(
+        default_factory=list,
+        description="Image names inside the project it copies (empty: all of them)",
+    )
+
+
+REPLICATION = Kind(
+    name="ReplicationRule",
+    plural="replicationrules",
+    scope="tenant",
+    spec=ReplicationSpec,
+    short_names=("replication",),
+    columns=(("PROJECT", "spec.project"), ("SOURCE", "spec.source"), ("TARGET", "spec.target")),
+)

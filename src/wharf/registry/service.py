@@ -20,7 +20,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import httpx
 import jwt
@@ -48,12 +48,14 @@ from wharf.registry.model import (
     IMMUTABLE_TAGS,
     PULL_PREFIX,
     REGISTRY,
+    REPLICATION,
     RETENTION,
     ROBOT,
     ROBOT_PREFIX,
     Decision,
     ImmutableTagsSpec,
     RegistrySpec,
+    ReplicationSpec,
     Repository,
     Requester,
     RetentionSpec,
@@ -388,11 +390,14 @@ def issue_token(
     wait = throttle.retry_after(user, request.source)
     if wait:
         raise ThrottledError(f"too many failed attempts: try again in {wait} s", retry_after=wait)
-    with db.session() as session:
+    # Reads only: token requests come in bursts (a pull asks for several), and a write
+    # transaction each would queue them behind one another on SQLite.
+    with db.reader() as session:
         registry = registry_for_service(session, request.service)
         who = authenticate(session, box, user, password, request.source)
-        if who is None:
-            reason = "wrong credentials, or an expired or unknown robot"
+    if who is None:
+        reason = "wrong credentials, or an expired or unknown robot"
+        with db.session() as session:
             record(
                 session,
                 AuditEvent(
@@ -584,6 +589,30 @@ def restore(db: Database, client: RegistryClient, moved: Overwrite) -> None:
         record(session, event)
 
 
+def _queue_replication(
+    session: Session, registry: str, repo: Repository, tag: str, digest: str
+) -> None:
+    """Add the pushed tag to the pending copies of every rule it falls under: kept in the
+    rule's status, so that a restarted server resumes what was not done."""
+    store = ResourceStore(session)
+    for rule in store.query("ReplicationRule", scopes=[(repo.tenant, None)]):
+        spec = ReplicationSpec.model_validate(rule.spec)
+        if spec.source != registry or spec.project != repo.project:
+            continue
+        if spec.repositories and repo.image not in spec.repositories:
+            continue
+        locked = store.get("ReplicationRule", rule.tenant, rule.name, lock=True)
+        if locked is None:
+            continue
+        item = {"repository": repo.name, "tag": tag, "digest": digest}
+        pending = [
+            p
+            for p in locked.status.get("pending", [])
+            if p.get("tag") != tag or p.get("repository") != repo.name
+        ]
+        store.write_status(locked, {**locked.status, "pending": [*pending, item]})
+
+
 def _record_event(
     session: Session, registry: str, event: Any, where: str
 ) -> tuple[int, Overwrite | None]:
@@ -613,6 +642,8 @@ def _record_event(
         {"path": "digest", "old": None, "new": digest},
         {"path": "registry", "old": None, "new": registry},
     ]
+    if action == "push" and tag and repo.tenant:
+        _queue_replication(session, registry, repo, tag, digest)
     record(
         session,
         AuditEvent(
@@ -679,6 +710,54 @@ class RegistryClient:
             return []
         answer.raise_for_status()
         return sorted(answer.json().get("tags") or [])
+
+    def _token(self, repository: str, actions: list[str]) -> dict[str, str]:
+        access: list[dict[str, object]] = [
+            {"type": "repository", "name": repository, "actions": actions}
+        ]
+        token = self.signer.sign(WHARF_SUBJECT, self.spec.service, access)["token"]
+        return {"Authorization": f"Bearer {token}"}
+
+    def read_manifest(self, repository: str, reference: str) -> httpx.Response:
+        headers = {**self._token(repository, ["pull"]), "Accept": MANIFEST_TYPES}
+        url = f"{self.spec.url}/v2/{repository}/manifests/{reference}"
+        answer = httpx.get(url, headers=headers, timeout=30)
+        answer.raise_for_status()
+        return answer
+
+    def read_blob(self, repository: str, digest: str) -> bytes:
+        url = f"{self.spec.url}/v2/{repository}/blobs/{digest}"
+        answer = httpx.get(
+            url, headers=self._token(repository, ["pull"]), timeout=120, follow_redirects=True
+        )
+        answer.raise_for_status()
+        return answer.content
+
+    def write_blob(self, repository: str, digest: str, data: bytes) -> None:
+        """Upload a blob (monolithic) unless the registry has it already."""
+        headers = self._token(repository, ["pull", "push"])
+        base = f"{self.spec.url}/v2/{repository}/blobs"
+        if httpx.head(f"{base}/{digest}", headers=headers, timeout=30).status_code == 200:
+            return
+        started = httpx.post(f"{base}/uploads/", headers=headers, timeout=30)
+        started.raise_for_status()
+        location = started.headers["Location"]
+        if location.startswith("/"):
+            location = f"{self.spec.url}{location}"
+        # The upload's own query (its state) stays: httpx's params would replace it.
+        separator = "&" if "?" in location else "?"
+        put = httpx.put(
+            f"{location}{separator}{urlencode({'digest': digest})}",
+            content=data,
+            headers={**headers, "Content-Type": "application/octet-stream"},
+            timeout=120,
+        )
+        put.raise_for_status()
+
+    def write_manifest(self, repository: str, tag: str, content: bytes, media_type: str) -> None:
+        headers = {**self._token(repository, ["pull", "push"]), "Content-Type": media_type}
+        url = f"{self.spec.url}/v2/{repository}/manifests/{tag}"
+        httpx.put(url, content=content, headers=headers, timeout=30).raise_for_status()
 
     def retag(self, repository: str, tag: str, digest: str) -> None:
         """Point `tag` at `digest` again: the manifest's own bytes, put under the tag."""
@@ -830,6 +909,30 @@ def _compiled(texts: list[str], field: str) -> list[re.Pattern[str]]:
     return out
 
 
+class ReplicationRules(RobotRules):
+    """Like robots: the project's admins decide where its images are copied."""
+
+    kind = REPLICATION
+
+    def validate(self, change: Change) -> dict[str, Any]:
+        check_name(change.name, max_length=40)
+        spec = ReplicationSpec.model_validate(change.spec)
+        _project(change.session, change.principal, change.tenant, spec.project)
+        if not change.principal.can("write", change.tenant, spec.project):
+            raise ForbiddenError(
+                f"{change.principal.user} may not replicate images of project {spec.project}"
+            )
+        store = ResourceStore(change.session)
+        for where in ("source", "target"):
+            if store.get("Registry", "", getattr(spec, where)) is None:
+                raise InvalidError(
+                    f"spec.{where}: no registry {getattr(spec, where)!r}", field=f"spec.{where}"
+                )
+        if spec.source == spec.target:
+            raise InvalidError("spec.target: the same registry as spec.source", field="spec.target")
+        return change.spec
+
+
 class ImmutableTagsRules(RobotRules):
     """Like robots: the project's admins protect its tags, members read the rules."""
 
@@ -962,3 +1065,20 @@ def _row(registry: str, d: Decision) -> dict[str, Any]:
         "action": "keep" if d.keep else "delete",
         "reason": d.reason,
     }
+
+
+# -- replication -----------------------------------------------------------------------------
+def copy_image(source: RegistryClient, target: RegistryClient, repository: str, tag: str) -> str:
+    """Copy one tag, blobs first (each skipped when the target has it), so that a copy cut
+    short is resumed by doing it again; the digest copied."""
+    manifest = source.read_manifest(repository, tag)
+    body = manifest.json()
+    if "manifests" in body:
+        raise ValueError(f"{repository}:{tag} is an image index; only single images are copied")
+    for blob in [body.get("config") or {}, *(body.get("layers") or [])]:
+        digest = str(blob.get("digest", ""))
+        if digest:
+            target.write_blob(repository, digest, source.read_blob(repository, digest))
+    media_type = manifest.headers.get("Content-Type", str(body.get("mediaType", "")))
+    target.write_manifest(repository, tag, manifest.content, media_type)
+    return str(manifest.headers.get("Docker-Content-Digest", ""))

@@ -23,9 +23,11 @@ from wharf.identity import service as identity
 from wharf.identity.throttle import LoginThrottle
 from wharf.kube.connections import ClusterConnections
 from wharf.kube.kubeconfig import AddressPolicy
+from wharf.registry.controller import ReplicationController
 from wharf.registry.service import (
     ImmutableTagsRules,
     RegistryRules,
+    ReplicationRules,
     RetentionRules,
     RobotRules,
     TokenSigner,
@@ -64,6 +66,7 @@ class Platform:
             RobotRules(),
             RetentionRules(),
             ImmutableTagsRules(),
+            ReplicationRules(),
         ]
         self.resources = ResourceService(db, {r.kind.name: r for r in self.rules})
         self.connections = ClusterConnections(policy)
@@ -88,11 +91,19 @@ class Platform:
             self.connections,
             resync=settings.resync_seconds,
         )
+        self.replication = ReplicationController(
+            self.resources, self.token_signer, resync=settings.resync_seconds
+        )
         self._tasks: list[asyncio.Task[Any]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def controllers(self) -> list[Controller]:
-        return [self.clusters.controller, self.placement.controller, self.delivery.controller]
+        return [
+            self.clusters.controller,
+            self.placement.controller,
+            self.delivery.controller,
+            self.replication.controller,
+        ]
 
     def bootstrap(self) -> str | None:
         """Make the first user, `admin`, a platform admin, and the built-in catalog; return a
@@ -147,6 +158,8 @@ class Platform:
             loop.call_soon_threadsafe(self.clusters.controller.queue.add, name)
         elif kind == "Application":
             loop.call_soon_threadsafe(self.delivery.controller.queue.add, (tenant, name))
+        elif kind == "ReplicationRule":
+            loop.call_soon_threadsafe(self.replication.controller.queue.add, (tenant, name))
         if kind in ("Tenant", "Cluster", "NodePool", "Registry"):
             # Membership, quota or reachability may change any project's namespaces.
             loop.call_soon_threadsafe(self.placement.controller.queue_all)
@@ -161,6 +174,7 @@ class Platform:
                 asyncio.create_task(self.clusters.controller.run(), name="clusters"),
                 asyncio.create_task(self.placement.controller.run(), name="placement"),
                 asyncio.create_task(self.delivery.controller.run(), name="delivery"),
+                asyncio.create_task(self.replication.controller.run(), name="replication"),
             ]
 
     async def stop(self) -> None:
