@@ -18,7 +18,7 @@ import structlog
 
 from wharf.core.controller import Controller
 from wharf.core.resources import now
-from wharf.registry.model import ReplicationSpec
+from wharf.registry.model import REPLICATION
 from wharf.registry.service import RegistryClient, TokenSigner, copy_image
 from wharf.resources.service import ResourceService
 from wharf.store.resources import ResourceStore, StoredResource
@@ -49,7 +49,7 @@ class ReplicationController:
             rule = store.get("ReplicationRule", key[0], key[1])
             if rule is None:
                 return None, None, None
-            spec = ReplicationSpec.model_validate(rule.spec)
+            spec = REPLICATION.typed(rule)
             return (
                 rule,
                 store.get("Registry", "", spec.source),

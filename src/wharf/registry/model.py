@@ -76,7 +76,13 @@ class RegistrySpec(Spec):
         return urlsplit(self.url).netloc
 
 
-class RobotSpec(Spec):
+class ProjectOwned(Spec):
+    """A spec that belongs to one project of its tenant."""
+
+    project: str = Field(description="The project it belongs to")
+
+
+class RobotSpec(ProjectOwned):
     """A project's robot account: for CI systems to push or clusters to pull, until it expires."""
 
     project: str = Field(description="The project whose repositories the robot reaches")
@@ -270,7 +276,7 @@ def grant(who: Requester, scopes: list[Scope], shared: list[str]) -> list[dict[s
 
 
 # -- retention -----------------------------------------------------------------------------
-class RetentionSpec(Spec):
+class RetentionSpec(ProjectOwned):
     """Which of a project's tags to keep; the rest are deleted from its registries."""
 
     project: str = Field(description="The project whose repositories the policy cleans")
@@ -370,7 +376,7 @@ def image_references(value: object, host: str) -> set[str]:
 
 
 # -- immutable tags ----------------------------------------------------------------------------
-class ImmutableTagsSpec(Spec):
+class ImmutableTagsSpec(ProjectOwned):
     """Tags of a project's images that, once pushed, keep their content: a push that moves one
     is taken back (the tag is restored to its digest) and reported."""
 
@@ -410,7 +416,7 @@ def immutable(specs: list[ImmutableTagsSpec], image: str, tag: str) -> str:
 
 
 # -- replication ---------------------------------------------------------------------------
-class ReplicationSpec(Spec):
+class ReplicationSpec(ProjectOwned):
     """Copy a project's images from one registry to another as they are pushed."""
 
     project: str = Field(description="The project whose repositories are copied")

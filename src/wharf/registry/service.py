@@ -19,7 +19,7 @@ import json
 import re
 import secrets
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlencode, urlsplit
 
 import httpx
@@ -54,6 +54,7 @@ from wharf.registry.model import (
     ROBOT_PREFIX,
     Decision,
     ImmutableTagsSpec,
+    ProjectOwned,
     RegistrySpec,
     ReplicationSpec,
     Repository,
@@ -80,6 +81,7 @@ from wharf.store.resources import LabelIn, ResourceStore, Scopes, StoredResource
 from wharf.store.tables import audit_events, revisions
 
 PROJECT_LABEL = "wharf.io/project"
+P = TypeVar("P", bound=ProjectOwned)
 PULL_SECRET_NAME = "wharf-registry"
 EXTRA_LABEL = "wharf.io/extra"  # the placement controller prunes what it no longer gets
 MIN_TOKEN_TTL = 60
@@ -87,7 +89,7 @@ WHARF_SUBJECT = "wharf"  # the subject of tokens Wharf signs for its own calls
 
 
 # -- kinds' rules --------------------------------------------------------------------------
-class RegistryRules(KindRules):
+class RegistryRules(KindRules[RegistrySpec]):
     """Platform admins register registries; every signed-in user may read them (to know
     where to push)."""
 
@@ -103,16 +105,16 @@ class RegistryRules(KindRules):
     def visible_scopes(self, p: Principal, tenant: str | None) -> Scopes:
         return [("", None)]
 
-    def validate(self, change: Change) -> dict[str, Any]:
-        spec = RegistrySpec.model_validate(change.spec)
+    def validate(self, change: Change[RegistrySpec]) -> RegistrySpec:
+        spec = change.spec
         for other in ResourceStore(change.session).query("Registry"):
-            if other.name != change.name and other.spec.get("service") == spec.service:
+            if other.name != change.name and REGISTRY.typed(other).service == spec.service:
                 raise ConflictError(
                     f"spec.service: registry {other.name!r} already announces service "
                     f"{spec.service!r}; a token's audience must name one registry",
                     field="spec.service",
                 )
-        return change.spec
+        return spec
 
 
 def _project(session: Session, p: Principal, tenant: str, name: str) -> StoredResource:
@@ -122,18 +124,18 @@ def _project(session: Session, p: Principal, tenant: str, name: str) -> StoredRe
     return stored
 
 
-class RobotRules(KindRules):
-    """Project admins (and tenant and platform admins) manage a project's robots; members of
-    the project read them (never their secrets)."""
+class ProjectOwnedRules(KindRules[P]):
+    """A project's robots, retention, immutable tags and replication: its admins (and tenant
+    and platform admins) manage them, its members read them (never a robot's secret)."""
 
-    kind = ROBOT
+    what = "robots"  # what the kind is, in messages
 
     def project_of(self, name: str, spec: Any) -> str:
         project = spec.get("project", "") if isinstance(spec, dict) else ""
         return project if isinstance(project, str) else ""
 
-    def derived_labels(self, spec: dict[str, Any]) -> dict[str, str]:
-        return {PROJECT_LABEL: spec["project"]}
+    def derived_labels(self, spec: P) -> dict[str, str]:
+        return {PROJECT_LABEL: spec.project}
 
     def visible_scopes(self, p: Principal, tenant: str | None) -> Scopes:
         tenants = p.visible_tenants()
@@ -157,7 +159,7 @@ class RobotRules(KindRules):
             return "hide"
         if old is None:
             return "allow" if action == "write" else "hide"
-        project = old.spec.get("project", "")
+        project = old.labels.get(PROJECT_LABEL, "")  # derived from the spec when written
         if not p.can("read", tenant, project):
             return "hide"
         return "allow" if action == "read" or p.can("write", tenant, project) else "forbid"
@@ -169,20 +171,59 @@ class RobotRules(KindRules):
             return "allow"
         return "forbid" if p.can("read", tenant, project) else "hide"
 
-    def validate(self, change: Change) -> dict[str, Any]:
+    def validate(self, change: Change[P]) -> P:
         check_name(change.name, max_length=40)
-        spec = RobotSpec.model_validate(change.spec)
+        spec = change.spec
         _project(change.session, change.principal, change.tenant, spec.project)
         if not change.principal.can("write", change.tenant, spec.project):
             raise ForbiddenError(
-                f"{change.principal.user} may not manage robots of project {spec.project}"
+                f"{change.principal.user} may not manage {self.what} of project {spec.project}"
             )
-        if change.old is not None and change.old.spec.get("project") != spec.project:
+        if change.old_spec is not None and change.old_spec.project != spec.project:
             raise InvalidError(
-                "spec.project: a robot stays in its project; create a new one elsewhere",
+                "spec.project: it stays in its project; create a new one elsewhere",
                 field="spec.project",
             )
-        return change.spec
+        self.check(change)
+        return spec
+
+    def check(self, change: Change[P]) -> None:
+        """What else the kind refuses (patterns that do not compile, unknown registries)."""
+
+
+class RobotRules(ProjectOwnedRules[RobotSpec]):
+    kind = ROBOT
+
+
+class RetentionRules(ProjectOwnedRules[RetentionSpec]):
+    kind = RETENTION
+    what = "retention"
+
+    def check(self, change: Change[RetentionSpec]) -> None:
+        compiled_patterns(change.spec)
+
+
+class ImmutableTagsRules(ProjectOwnedRules[ImmutableTagsSpec]):
+    kind = IMMUTABLE_TAGS
+    what = "immutable tags"
+
+    def check(self, change: Change[ImmutableTagsSpec]) -> None:
+        _compiled(change.spec.tags, "spec.tags")
+
+
+class ReplicationRules(ProjectOwnedRules[ReplicationSpec]):
+    kind = REPLICATION
+    what = "replication"
+
+    def check(self, change: Change[ReplicationSpec]) -> None:
+        spec, store = change.spec, ResourceStore(change.session)
+        for where in ("source", "target"):
+            if store.get("Registry", "", getattr(spec, where)) is None:
+                raise InvalidError(
+                    f"spec.{where}: no registry {getattr(spec, where)!r}", field=f"spec.{where}"
+                )
+        if spec.source == spec.target:
+            raise InvalidError("spec.target: the same registry as spec.source", field="spec.target")
 
 
 # -- derived secrets -------------------------------------------------------------------------
@@ -314,7 +355,7 @@ def registry_for_service(session: Session, service: str) -> StoredResource:
             "service: name the registry's service (auth.token.service)", field="service"
         )
     for stored in ResourceStore(session).query("Registry"):
-        if stored.spec.get("service") == service:
+        if REGISTRY.typed(stored).service == service:
             return stored
     raise InvalidError(
         f"service: no registered registry announces service {service!r}", field="service"
@@ -330,7 +371,7 @@ def _robot(session: Session, box: SecretBox, username: str, password: str) -> Ro
         box, f"robot\0{robot.tenant}\0{robot.name}\0{robot.uid}", password
     ):
         return None
-    spec = RobotSpec.model_validate(robot.spec)
+    spec = ROBOT.typed(robot)
     if spec.expiresAt is not None and spec.expiresAt <= dt.datetime.now(dt.UTC):
         return None
     if ResourceStore(session).get("Project", robot.tenant, spec.project) is None:
@@ -415,7 +456,7 @@ def issue_token(
         throttle.failed(user, request.source)
         raise UnauthenticatedError("wrong username or password (or token, or robot secret)")
     throttle.succeeded(user)
-    shared = RegistrySpec.model_validate(registry.spec).shared
+    shared = REGISTRY.typed(registry).shared
     return signer.sign(subject(who), request.service, grant(who, scopes, shared))
 
 
@@ -445,7 +486,7 @@ def pull_secret_objects(
     if not registries:
         return []
     user, password = pull_username(project.tenant, project.name), pull_secret(box, project)
-    hosts = {RegistrySpec.model_validate(r.spec).host: (user, password) for r in registries}
+    hosts = {REGISTRY.typed(r).host: (user, password) for r in registries}
     data = base64.b64encode(dockerconfig(hosts).encode()).decode()
     return [
         {
@@ -469,7 +510,7 @@ def robot_credentials(
     """A robot's username and secret, for its project's admins only."""
     with db.reader() as session:
         robot = ResourceStore(session).get("Robot", tenant, name)
-        project = robot.spec.get("project", "") if robot else ""
+        project = ROBOT.typed(robot).project if robot else ""
         if robot is None or not p.can("read", tenant, project):
             raise NotFoundError(f"robot {name!r} not found")
         if not p.can("write", tenant, project):
@@ -557,7 +598,7 @@ def _overwrite(
     if not previous or previous == digest:
         return None
     rules = ResourceStore(session).query("ImmutableTags", scopes=[(repo.tenant, None)])
-    specs = [ImmutableTagsSpec.model_validate(r.spec) for r in rules]
+    specs = [IMMUTABLE_TAGS.typed(r) for r in rules]
     pattern = immutable([s for s in specs if s.project == repo.project], repo.image, tag)
     if not pattern:
         return None
@@ -596,7 +637,7 @@ def _queue_replication(
     rule's status, so that a restarted server resumes what was not done."""
     store = ResourceStore(session)
     for rule in store.query("ReplicationRule", scopes=[(repo.tenant, None)]):
-        spec = ReplicationSpec.model_validate(rule.spec)
+        spec = REPLICATION.typed(rule)
         if spec.source != registry or spec.project != repo.project:
             continue
         if spec.repositories and repo.image not in spec.repositories:
@@ -677,7 +718,7 @@ class RegistryClient:
 
     def __init__(self, signer: TokenSigner, registry: StoredResource) -> None:
         self.signer = signer
-        self.spec = RegistrySpec.model_validate(registry.spec)
+        self.spec = REGISTRY.typed(registry)
 
     def _get(self, path: str, access: list[dict[str, object]], **headers: str) -> httpx.Response:
         token = self.signer.sign(WHARF_SUBJECT, self.spec.service, access)["token"]
@@ -877,23 +918,6 @@ def _pushes(session: Session, tenant: str, project: str) -> dict[str, dict[str, 
 
 
 # -- retention -----------------------------------------------------------------------------
-class RetentionRules(RobotRules):
-    """Like robots: the project's admins manage its retention policies, members read them."""
-
-    kind = RETENTION
-
-    def validate(self, change: Change) -> dict[str, Any]:
-        check_name(change.name, max_length=40)
-        spec = RetentionSpec.model_validate(change.spec)
-        _project(change.session, change.principal, change.tenant, spec.project)
-        if not change.principal.can("write", change.tenant, spec.project):
-            raise ForbiddenError(
-                f"{change.principal.user} may not manage retention of project {spec.project}"
-            )
-        compiled_patterns(spec)
-        return change.spec
-
-
 def compiled_patterns(spec: RetentionSpec) -> list[re.Pattern[str]]:
     return _compiled(spec.keepTags, "spec.keepTags")
 
@@ -907,47 +931,6 @@ def _compiled(texts: list[str], field: str) -> list[re.Pattern[str]]:
             where = f"{field}[{i}]"
             raise InvalidError(f"{where}: {text!r} does not compile: {exc}", field=where) from None
     return out
-
-
-class ReplicationRules(RobotRules):
-    """Like robots: the project's admins decide where its images are copied."""
-
-    kind = REPLICATION
-
-    def validate(self, change: Change) -> dict[str, Any]:
-        check_name(change.name, max_length=40)
-        spec = ReplicationSpec.model_validate(change.spec)
-        _project(change.session, change.principal, change.tenant, spec.project)
-        if not change.principal.can("write", change.tenant, spec.project):
-            raise ForbiddenError(
-                f"{change.principal.user} may not replicate images of project {spec.project}"
-            )
-        store = ResourceStore(change.session)
-        for where in ("source", "target"):
-            if store.get("Registry", "", getattr(spec, where)) is None:
-                raise InvalidError(
-                    f"spec.{where}: no registry {getattr(spec, where)!r}", field=f"spec.{where}"
-                )
-        if spec.source == spec.target:
-            raise InvalidError("spec.target: the same registry as spec.source", field="spec.target")
-        return change.spec
-
-
-class ImmutableTagsRules(RobotRules):
-    """Like robots: the project's admins protect its tags, members read the rules."""
-
-    kind = IMMUTABLE_TAGS
-
-    def validate(self, change: Change) -> dict[str, Any]:
-        check_name(change.name, max_length=40)
-        spec = ImmutableTagsSpec.model_validate(change.spec)
-        _project(change.session, change.principal, change.tenant, spec.project)
-        if not change.principal.can("write", change.tenant, spec.project):
-            raise ForbiddenError(
-                f"{change.principal.user} may not protect tags of project {spec.project}"
-            )
-        _compiled(spec.tags, "spec.tags")
-        return change.spec
 
 
 def _in_use(session: Session, tenant: str, project: str, host: str) -> set[str]:
@@ -980,7 +963,7 @@ def run_retention(
     the space) and audit each deletion."""
     with db.reader() as session:
         stored = ResourceStore(session).get("RetentionPolicy", tenant, name)
-        spec = RetentionSpec.model_validate(stored.spec) if stored else None
+        spec = RETENTION.typed(stored) if stored else None
         if spec is None or not p.can("read", tenant, spec.project):
             raise NotFoundError(f"retention policy {name!r} not found")
         if not dry_run and not p.can("write", tenant, spec.project):
@@ -988,7 +971,7 @@ def run_retention(
         registries = ResourceStore(session).query("Registry")
         pushed = _push_times(session, tenant, spec.project)
         in_use = {
-            r.name: _in_use(session, tenant, spec.project, RegistrySpec.model_validate(r.spec).host)
+            r.name: _in_use(session, tenant, spec.project, REGISTRY.typed(r).host)
             for r in registries
         }
     patterns = compiled_patterns(spec)
