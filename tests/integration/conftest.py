@@ -276,3 +276,113 @@ class ServerProcess:
 
     def __exit__(self, *_exc: object) -> None:
         self.stop()
+
+
+class RegistryProcess:
+    """A real CNCF distribution registry (Debian's docker-registry) on a free loopback port,
+    configured for token auth against a Wharf server: the `auth` and `notifications` sections
+    come from Wharf's own `GET /api/v1/registries/<name>/config`."""
+
+    BINARY = "/usr/bin/docker-registry"
+
+    def __init__(self, workdir: Path, name: str) -> None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = int(sock.getsockname()[1])
+        self.name = name
+        self.host = f"127.0.0.1:{self.port}"
+        self.url = f"http://{self.host}"
+        self.workdir = workdir / name
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def configure(self, wharf_config: dict[str, Any], bundle: str) -> None:
+        import yaml
+
+        (self.workdir / "bundle.pem").write_text(bundle)
+        auth = wharf_config["auth"]
+        auth["token"]["rootcertbundle"] = str(self.workdir / "bundle.pem")
+        config = {
+            "version": 0.1,
+            "log": {"level": "info"},
+            "storage": {
+                "filesystem": {"rootdirectory": str(self.workdir / "data")},
+                "delete": {"enabled": True},
+            },
+            "http": {"addr": self.host, "secret": uuid.uuid4().hex},
+            "auth": auth,
+            "notifications": wharf_config["notifications"],
+        }
+        (self.workdir / "config.yml").write_text(yaml.safe_dump(config))
+
+    def _ready(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/v2/", timeout=2).status_code == 401
+        except httpx.HTTPError:
+            return False
+
+    def start(self) -> None:
+        with (self.workdir / "registry.log").open("a") as log:
+            self.proc = subprocess.Popen(
+                [self.BINARY, "serve", str(self.workdir / "config.yml")],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        wait_for(self._ready, timeout=60, what=f"registry {self.name} ready")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+
+
+def oci_layout(path: Path, content: bytes) -> Path:
+    """A one-layer OCI image layout (skopeo's `oci:` transport) whose single file holds
+    `content`: different content, a different image."""
+    import gzip
+    import hashlib
+    import io
+    import json
+    import tarfile
+
+    blobs = path / "blobs" / "sha256"
+    blobs.mkdir(parents=True, exist_ok=True)
+
+    def blob(data: bytes, media_type: str) -> dict[str, Any]:
+        digest = hashlib.sha256(data).hexdigest()
+        (blobs / digest).write_bytes(data)
+        return {"mediaType": media_type, "digest": f"sha256:{digest}", "size": len(data)}
+
+    tar = io.BytesIO()
+    with tarfile.open(fileobj=tar, mode="w") as archive:
+        info = tarfile.TarInfo("hello.txt")
+        info.size = len(content)
+        archive.addfile(info, io.BytesIO(content))
+    layer = gzip.compress(tar.getvalue(), mtime=0)
+    config = {
+        "architecture": "amd64",
+        "os": "linux",
+        "rootfs": {
+            "type": "layers",
+            "diff_ids": [f"sha256:{hashlib.sha256(tar.getvalue()).hexdigest()}"],
+        },
+        "config": {},
+    }
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": blob(json.dumps(config).encode(), "application/vnd.oci.image.config.v1+json"),
+        "layers": [blob(layer, "application/vnd.oci.image.layer.v1.tar+gzip")],
+    }
+    entry = blob(json.dumps(manifest).encode(), "application/vnd.oci.image.manifest.v1+json")
+    entry["annotations"] = {"org.opencontainers.image.ref.name": "latest"}
+    (path / "oci-layout").write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))
+    (path / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [entry]}))
+    return path
+
+
+def skopeo(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run skopeo (Debian's) with a bounded wait; the caller checks returncode."""
+    return subprocess.run(
+        ["skopeo", "--insecure-policy", *args], capture_output=True, text=True, timeout=120
+    )

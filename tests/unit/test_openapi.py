@@ -125,6 +125,11 @@ def test_every_kind_has_a_schema_of_its_own_that_is_its_model(served):
         "Project",
         "AppTemplate",
         "Application",
+        "Registry",
+        "Robot",
+        "RetentionPolicy",
+        "ImmutableTags",
+        "ReplicationRule",
     }
     for kind in kinds:
         schema = components[kind.name]

@@ -66,6 +66,12 @@ class Settings(BaseSettings):
         default=Path(__file__).resolve().parents[3] / "node_modules",
         description="npm packages of the console (./dev setup installs them)",
     )
+    registry_token_issuer: str = Field(
+        default="wharf", description="`iss` of registry tokens (the registry's auth.token.issuer)"
+    )
+    registry_token_seconds: int = Field(
+        default=300, ge=60, le=86400, description="Lifetime of a registry token (at least 60 s)"
+    )
     heartbeat_seconds: float = 5.0
     resync_seconds: float = 30.0
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
 import os
 import secrets
 from collections.abc import Sequence
@@ -134,6 +135,19 @@ class SecretBox:
 
     def needs_reseal(self, sealed: str) -> bool:
         return not sealed.startswith(f"{PREFIX}{self.current.id}:")
+
+    def derive(self, purpose: str) -> bytes:
+        """32 bytes for one purpose (a robot's secret, a signing key), from the current key:
+        every replica derives the same, and nothing needs storing."""
+        return hmac.new(self.current.key, b"wharf derive\0" + purpose.encode(), "sha256").digest()
+
+    def derive_all(self, purpose: str) -> list[bytes]:
+        """`derive` under the current key and each previous one (current first): what was
+        handed out before a rotation still checks until the previous key is dropped."""
+        keys = [self.current, *(k for k in self._keys.values() if k is not self.current)]
+        return [
+            hmac.new(k.key, b"wharf derive\0" + purpose.encode(), "sha256").digest() for k in keys
+        ]
 
 
 def box_for(secret_key: str | None, key_file: Path, previous: str = "") -> SecretBox:

@@ -170,11 +170,16 @@ def kinds_body(
     return body, answers
 
 
+# Routes that take credentials of their own (a password, a registry's secret), not a token.
+SIGN_INS = ("/api/v1/login", "/api/v1/registry/token")
+OWN_CREDENTIALS = (*SIGN_INS, "/api/v1/registries/{name}/events")
+
+
 def _errors_of(path: str, method: str, operation: dict[str, Any]) -> Iterator[int]:
     """The 4xx answers an operation can give: from its token, path and whether it writes.
     Any authenticated call may name something unknown (in its path, query or body): 404."""
     caller = bool(operation.get("security"))
-    if caller or path == "/api/v1/login":
+    if caller or path in OWN_CREDENTIALS:
         yield 401
     if caller:
         yield 403
@@ -185,7 +190,7 @@ def _errors_of(path: str, method: str, operation: dict[str, Any]) -> Iterator[in
     if method in ("post", "put", "patch"):
         yield 413  # every body is bounded before it is read
     yield 422
-    if path == "/api/v1/login":
+    if path in SIGN_INS:
         yield 429
 
 

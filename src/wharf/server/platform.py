@@ -9,6 +9,8 @@ import asyncio
 import secrets
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from wharf.apps.controller import DeliveryController
 from wharf.apps.service import ApplicationRules, AppTemplateRules, seed_catalog
 from wharf.clusters.controller import ClusterController
@@ -21,10 +23,20 @@ from wharf.identity import service as identity
 from wharf.identity.throttle import LoginThrottle
 from wharf.kube.connections import ClusterConnections
 from wharf.kube.kubeconfig import AddressPolicy
+from wharf.registry.controller import ReplicationController
+from wharf.registry.service import (
+    ImmutableTagsRules,
+    RegistryRules,
+    ReplicationRules,
+    RetentionRules,
+    RobotRules,
+    TokenSigner,
+    pull_secret_objects,
+)
 from wharf.resources.service import KindRules, ResourceService
 from wharf.store import Database
 from wharf.store.audit import AuditEvent, record
-from wharf.store.resources import ResourceStore
+from wharf.store.resources import ResourceStore, StoredResource
 from wharf.tenancy.controller import PlacementController
 from wharf.tenancy.service import ProjectRules, TenantRules
 
@@ -36,6 +48,10 @@ class Platform:
         self.settings = settings
         self.db = db
         box = box_for(settings.secret_key, settings.key_file(), settings.previous_secret_keys)
+        self.box = box
+        self.token_signer = TokenSigner(
+            box, settings.registry_token_issuer, settings.registry_token_seconds
+        )
         policy = AddressPolicy(allow_loopback=settings.allow_loopback_clusters)
         self.cluster_rules = ClusterRules(box, policy)
         self.application_rules = ApplicationRules(box)
@@ -46,6 +62,11 @@ class Platform:
             ProjectRules(),
             AppTemplateRules(),
             self.application_rules,
+            RegistryRules(),
+            RobotRules(),
+            RetentionRules(),
+            ImmutableTagsRules(),
+            ReplicationRules(),
         ]
         self.resources = ResourceService(db, {r.kind.name: r for r in self.rules})
         self.connections = ClusterConnections(policy)
@@ -57,7 +78,11 @@ class Platform:
             heartbeat=settings.heartbeat_seconds,
         )
         self.placement = PlacementController(
-            self.resources, self.cluster_rules, self.connections, resync=settings.resync_seconds
+            self.resources,
+            self.cluster_rules,
+            self.connections,
+            resync=settings.resync_seconds,
+            namespace_extras=self._pull_secrets,
         )
         self.delivery = DeliveryController(
             self.resources,
@@ -66,11 +91,19 @@ class Platform:
             self.connections,
             resync=settings.resync_seconds,
         )
+        self.replication = ReplicationController(
+            self.resources, self.token_signer, resync=settings.resync_seconds
+        )
         self._tasks: list[asyncio.Task[Any]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def controllers(self) -> list[Controller]:
-        return [self.clusters.controller, self.placement.controller, self.delivery.controller]
+        return [
+            self.clusters.controller,
+            self.placement.controller,
+            self.delivery.controller,
+            self.replication.controller,
+        ]
 
     def bootstrap(self) -> str | None:
         """Make the first user, `admin`, a platform admin, and the built-in catalog; return a
@@ -107,6 +140,13 @@ class Platform:
                         counts[kind] += 1
         return counts
 
+    def _pull_secrets(
+        self, session: Session, project: StoredResource, namespace: str, labels: dict[str, str]
+    ) -> list[dict[str, Any]]:
+        """What the registry capability adds to every project namespace: its pull secret."""
+        registries = ResourceStore(session).query("Registry")
+        return pull_secret_objects(self.box, registries, project, namespace, labels)
+
     def _on_change(self, kind: str, tenant: str, name: str) -> None:
         """Runs in the API's worker thread: hand the key to the controllers' event loop."""
         loop = self._loop
@@ -118,7 +158,9 @@ class Platform:
             loop.call_soon_threadsafe(self.clusters.controller.queue.add, name)
         elif kind == "Application":
             loop.call_soon_threadsafe(self.delivery.controller.queue.add, (tenant, name))
-        if kind in ("Tenant", "Cluster", "NodePool"):
+        elif kind == "ReplicationRule":
+            loop.call_soon_threadsafe(self.replication.controller.queue.add, (tenant, name))
+        if kind in ("Tenant", "Cluster", "NodePool", "Registry"):
             # Membership, quota or reachability may change any project's namespaces.
             loop.call_soon_threadsafe(self.placement.controller.queue_all)
         if kind in ("Project", "Cluster", "AppTemplate"):
@@ -139,6 +181,7 @@ class Platform:
                 asyncio.create_task(self.clusters.controller.run(), name="clusters"),
                 asyncio.create_task(self.placement.controller.run(), name="placement"),
                 asyncio.create_task(self.delivery.controller.run(), name="delivery"),
+                asyncio.create_task(self.replication.controller.run(), name="replication"),
             ]
 
     async def stop(self) -> None:

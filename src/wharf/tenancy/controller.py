@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import partial
@@ -22,9 +22,16 @@ from typing import Any
 
 import structlog
 from lightkube import AsyncClient, operators
-from lightkube.resources.core_v1 import LimitRange, Namespace, ResourceQuota, ServiceAccount
+from lightkube.resources.core_v1 import (
+    LimitRange,
+    Namespace,
+    ResourceQuota,
+    Secret,
+    ServiceAccount,
+)
 from lightkube.resources.networking_v1 import NetworkPolicy
 from lightkube.resources.rbac_authorization_v1 import RoleBinding
+from sqlalchemy.orm import Session
 
 from wharf.clusters.model import BASE_TOLERATIONS, NODE_POOL, NodePoolSpec, pool_tenant_label
 from wharf.clusters.service import ClusterRules
@@ -75,6 +82,11 @@ BASELINE_EVERY = 60.0
 # What a deleted project or tenant leaves to remove, found by its labels (a namespace takes
 # everything inside it along; the members' identities live in wharf-system).
 REMOVED_WITH_OWNER = (Namespace, ServiceAccount)
+# Objects other capabilities add to every project namespace (the registry's pull secret)
+# carry this label, so that one no longer wanted is pruned.
+EXTRA_LABEL = "wharf.io/extra"
+# What another capability adds to a namespace: (session, project, namespace, labels) → objects.
+NamespaceExtras = Callable[[Session, StoredResource, str, dict[str, str]], list[dict[str, Any]]]
 
 
 @dataclass(frozen=True)
@@ -220,8 +232,10 @@ class PlacementController:
         clusters: ClusterRules,
         connections: ClusterConnections,
         resync: float = 30.0,
+        namespace_extras: NamespaceExtras | None = None,
     ) -> None:
         self.service = service
+        self.namespace_extras = namespace_extras
         self.clusters = clusters
         self.connections = connections
         self.watches = ClusterWatches()
@@ -349,6 +363,8 @@ class PlacementController:
                 wanted.setdefault(cluster, []).append(
                     desired_namespace(tenant, project, env, quota, pools.get(cluster, []), disabled)
                 )
+        if project is not None and self.namespace_extras is not None:
+            await asyncio.to_thread(self._add_extras, project, wanted)
         # Every cluster that may hold this project's namespaces: wanted now, or known before.
         placed_before = {
             p["cluster"] for p in (project.status if project else {}).get("placements", [])
@@ -375,6 +391,14 @@ class PlacementController:
             # The tenant's totals follow its projects: recount when one of them moved, once
             # for many (the queue folds repeated keys into one).
             self.controller.queue.add((key[0], ""))
+
+    def _add_extras(self, project: StoredResource, wanted: dict[str, list[Desired]]) -> None:
+        assert self.namespace_extras is not None
+        with self.service.db.reader() as session:
+            for desired in wanted.values():
+                for d in desired:
+                    labels = _labels(project.tenant, project.name, d.env)
+                    d.objects.extend(self.namespace_extras(session, project, d.namespace, labels))
 
     async def _baseline(self, cluster: str, client: AsyncClient) -> None:
         """Wharf's roles, admission policy and system namespace, checked once a minute (and
@@ -455,6 +479,9 @@ class PlacementController:
         keep = {o["metadata"]["name"] for o in d.objects if o["kind"] == "RoleBinding"}
         removed = await prune(client, RoleBinding, d.namespace, mine, keep)
         removed += await prune(client, ServiceAccount, d.namespace, mine, set())
+        extras = {o["metadata"]["name"] for o in d.objects if o["kind"] == "Secret"}
+        extra: dict[str, Any] = {**mine, EXTRA_LABEL: operators.exists()}
+        removed += await prune(client, Secret, d.namespace, extra, extras)
         self.writes += len(removed)
         quota: dict[str, Any] = {}
         for obj in d.objects:
