@@ -428,14 +428,23 @@ def issue_token(
     and audited as logins are."""
     user, password = basic_credentials(request.authorization)
     scopes = parse_scopes(request.scopes)
-    wait = throttle.retry_after(user, request.source)
+    wait = throttle.admit(user, request.source)
     if wait:
         raise ThrottledError(f"too many failed attempts: try again in {wait} s", retry_after=wait)
-    # Reads only: token requests come in bursts (a pull asks for several), and a write
-    # transaction each would queue them behind one another on SQLite.
-    with db.reader() as session:
-        registry = registry_for_service(session, request.service)
-        who = authenticate(session, box, user, password, request.source)
+    who = None
+    try:
+        # Reads only: token requests come in bursts (a pull asks for several), and a write
+        # transaction each would queue them behind one another on SQLite.
+        with db.reader() as session:
+            registry = registry_for_service(session, request.service)
+            who = authenticate(session, box, user, password, request.source)
+    finally:
+        # Every admitted attempt is answered (see LoginThrottle.admit); one that did not
+        # finish counts as a failure.
+        if who is None:
+            throttle.failed(user, request.source)
+        else:
+            throttle.succeeded(user, request.source)
     if who is None:
         reason = "wrong credentials, or an expired or unknown robot"
         with db.session() as session:
@@ -452,10 +461,7 @@ def issue_token(
                     reason,
                 ),
             )
-    if who is None:
-        throttle.failed(user, request.source)
         raise UnauthenticatedError("wrong username or password (or token, or robot secret)")
-    throttle.succeeded(user)
     shared = REGISTRY.typed(registry).shared
     return signer.sign(subject(who), request.service, grant(who, scopes, shared))
 
