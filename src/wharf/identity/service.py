@@ -69,6 +69,18 @@ def disabled_users(session: Session) -> frozenset[str]:
     return frozenset(rows)
 
 
+def generations(session: Session) -> dict[str, int]:
+    """Users disabled at some time, with how often: their identities in the clusters carry
+    it, so those of before a disable are never theirs again (even if no cluster heard of it)."""
+    rows = session.execute(select(users.c.name, users.c.generation).where(users.c.generation > 0))
+    return {r.name: int(r.generation) for r in rows}
+
+
+def generation(session: Session, name: str) -> int:
+    found = session.execute(select(users.c.generation).where(users.c.name == name)).scalar()
+    return int(found or 0)
+
+
 def list_users(session: Session) -> list[str]:
     return list(session.execute(select(users.c.name).order_by(users.c.name)).scalars())
 
@@ -454,7 +466,10 @@ def set_disabled(session: Session, p: Principal, name: str, disabled: bool) -> N
             raise ConflictError("you cannot disable yourself")
         _keep_an_admin(session, name)
         _end_sessions(session, name)
-    session.execute(update(users).where(users.c.name == name).values(disabled=disabled))
+    values: dict[str, Any] = {"disabled": disabled}
+    if disabled:
+        values["generation"] = users.c.generation + 1  # its cluster identities are renamed
+    session.execute(update(users).where(users.c.name == name).values(**values))
     _audit_user(session, p, "disable" if disabled else "enable", name)
 
 
