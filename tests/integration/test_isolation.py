@@ -265,3 +265,38 @@ def test_disabling_a_user_ends_the_kubeconfigs_it_was_issued_at_once(
 
     wait_for(issued, timeout=60, what="a new kubeconfig works")
     assert all(unknown(old, c) for c in clusters)
+
+
+def test_a_user_enabled_again_before_the_clusters_heard_of_its_disabling_keeps_no_old_token(
+    wharf: Wharf, kubectl, two_tenants, tmp_path
+):
+    """Disable then enable at once (or while a cluster is away): the placement controller
+    may never see the user disabled, yet a token issued before the disable stays dead."""
+    from wharf.identity import service as identity
+    from wharf.identity.model import Principal
+
+    a, _a_admin, _b, _ = two_tenants
+    dev = wharf.user()
+    project = manifest(wharf.admin.ok("GET", f"/api/v1/tenants/{a}/projects/alpha"))
+    project["spec"]["members"] = [{"user": dev.user, "role": "developer"}]
+    wharf.admin.ok("PUT", f"/api/v1/tenants/{a}/projects/alpha", json=project)
+    wharf.wait_placed(a, "alpha")
+    url = f"/api/v1/tenants/{a}/projects/alpha/kubeconfig"
+    old = tmp_path / "old.kubeconfig"
+    old.write_text(yaml.safe_dump(dev.ok("POST", url, params={"env": "dev", "ttl": 3600})))
+    clusters = wharf.lab.clusters()
+    ns = f"{a}--alpha-dev"
+
+    def unknown(cluster) -> bool:
+        context = f"{cluster.name}-{ns}"
+        args = ("--context", context, "-n", ns, "get", "configmaps")
+        return "Unauthorized" in kubectl(cluster, *args, kubeconfig=old, check=False).stderr
+
+    assert not any(unknown(c) for c in clusters)
+    # Disabled where no controller hears of it (as if the clusters were away), then enabled
+    # through the API: the only reconcile the clusters see is of an enabled user.
+    admin = Principal("platform-admin")  # set_disabled checks no role: the API did that
+    with wharf.platform.db.session() as session:
+        identity.set_disabled(session, admin, dev.user, True)
+    wharf.admin.ok("POST", f"/api/v1/users/{dev.user}/enable")
+    wait_for(lambda: all(unknown(c) for c in clusters), timeout=60, what="old token unknown")

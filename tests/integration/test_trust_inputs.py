@@ -576,6 +576,42 @@ def test_one_address_guessing_many_names_is_throttled(server: Api):
     assert fresh.status_code == 429
 
 
+def test_a_token_in_hand_guesses_its_users_password_no_faster_than_the_login_does(server: Api):
+    """A stolen token must not be a password oracle the login throttle does not see: a token
+    that outlives the one in use, and a password change (which even a read-only token may
+    try), both check the password, and count as attempts at it."""
+    client = server.client
+    fake_clock(server, lambda: 1000.0)
+    server.ok("POST", "/api/v1/users", json={"name": "victim", "password": "password-123"})
+    session = client.post("/api/v1/login", json={"username": "victim", "password": "password-123"})
+    victim = Api(client, session.json()["token"], "victim")
+
+    def stolen(read_only: bool) -> Api:
+        body = {"name": f"ro-{read_only}", "readOnly": read_only, "expiresIn": 600}
+        return Api(client, victim.ok("POST", "/api/v1/tokens", json=body)["token"], "victim")
+
+    def outliving(api: Api, password: str) -> Any:
+        body = {"name": "long", "expiresIn": 86400, "password": password}
+        return api.request("POST", "/api/v1/tokens", json=body)
+
+    def new_password(api: Api, current: str) -> Any:
+        body = {"password": "mine-now-123", "currentPassword": current}
+        return api.request("PUT", "/api/v1/users/victim/password", json=body)
+
+    short, read_only = stolen(False), stolen(True)
+    guesses = [outliving(short, f"guess-{i}") for i in range(3)]
+    guesses += [new_password(read_only, f"guess-{i}") for i in range(2)]
+    assert [g.status_code for g in guesses] == [403] * 5, [g.text for g in guesses]
+    assert all("password" in g.json()["message"] for g in guesses)
+    # Five wrong passwords, however tried: the next check waits, as a login would.
+    right = outliving(short, "password-123")
+    assert right.status_code == 429, right.text
+    assert right.json()["code"] == "throttled"
+    assert new_password(read_only, "password-123").status_code == 429
+    login = client.post("/api/v1/login", json={"username": "victim", "password": "password-123"})
+    assert login.status_code == 429, login.text
+
+
 # -- users' lifecycle --------------------------------------------------------------------------
 
 

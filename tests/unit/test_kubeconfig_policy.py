@@ -32,6 +32,11 @@ def policy(allow_loopback: bool = False) -> AddressPolicy:
         ("64:ff9b::7f00:1", "loopback"),
         ("2002:a9fe:a9fe::1", "link-local"),
         ("::ffff:100.100.100.200", "metadata"),
+        # RFC 8215's local-use NAT64 prefix (a /96 taken from it), and the old
+        # IPv4-compatible form.
+        ("64:ff9b:1::a9fe:a9fe", "link-local"),
+        ("64:ff9b:1:2::7f00:1", "loopback"),
+        ("::169.254.169.254", "link-local"),
     ],
 )
 def test_names_and_addresses_that_lead_to_the_servers_own_host_are_refused(host, why):

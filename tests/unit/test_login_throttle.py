@@ -93,3 +93,24 @@ def test_past_the_allowance_a_lock_that_ran_out_admits_one_attempt_at_a_time():
     assert throttle.admit("ann", "10.0.0.1") == 1  # the first is not answered yet
     throttle.failed("ann", "10.0.0.1")
     assert throttle.admit("ann", "10.0.0.1") == 2  # and its failure doubled the lock
+
+
+def test_an_ipv6_host_cannot_spray_passwords_from_a_fresh_address_each_time():
+    """One IPv6 host holds a whole /64: each of its addresses is the same address here (and
+    an IPv4 address written as IPv6 is that IPv4 address)."""
+    throttle = LoginThrottle(Clock(), free_per_user=100, free_per_address=4)
+    for i in range(4):
+        assert throttle.admit(f"user{i}", f"2001:db8:1:2::{i + 1:x}") == 0
+        throttle.failed(f"user{i}", f"2001:db8:1:2::{i + 1:x}")
+    assert throttle.admit("someone-else", "2001:db8:1:2:aaaa:bbbb:cccc:dddd") == 1
+    assert throttle.admit("someone-else", "2001:db8:1:3::1") == 0  # another network
+    for i in range(4):
+        throttle.failed(f"v4-{i}", "192.0.2.7")
+    assert throttle.admit("someone-else", "::ffff:192.0.2.7") == 1
+
+
+def test_successes_from_an_ipv6_host_give_back_their_places():
+    throttle = LoginThrottle(Clock(), free_per_user=5, free_per_address=3)
+    for i in range(10):
+        assert throttle.admit("ann", f"2001:db8::{i + 1:x}") == 0
+        throttle.succeeded("ann", f"2001:db8::{i + 1:x}")

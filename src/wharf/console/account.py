@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse, Response
 from wharf.audit.service import reach_of
 from wharf.core.errors import InvalidError
 from wharf.identity import service as identity
-from wharf.identity.api import database
+from wharf.identity.api import database, throttle
 from wharf.store import audit
 
 from .web import PAGE, Viewer, page, render, see_other
@@ -91,6 +91,7 @@ def create_token(
                 project.strip(),
                 read_only,
                 password or None,
+                throttle=throttle(request),
             )
         with database(request).reader() as session:
             items = identity.list_tokens(session, who.user)

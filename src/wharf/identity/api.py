@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 from wharf.core.errors import ForbiddenError, UnauthenticatedError
 from wharf.identity import service
 from wharf.identity.model import ROLES, Principal
+from wharf.identity.throttle import LoginThrottle
 from wharf.store import Database
 
 LOGIN_TTL = dt.timedelta(hours=12)
@@ -24,6 +25,12 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 def database(request: Request) -> Database:
     db: Database = request.app.state.db
     return db
+
+
+def throttle(request: Request) -> LoginThrottle:
+    """The login throttle: every check of a password counts against it."""
+    found: LoginThrottle = request.app.state.login_throttle
+    return found
 
 
 def authenticate_request(request: Request, csrf: str | None = None) -> Principal:
@@ -171,9 +178,14 @@ class UserList(BaseModel):
 @router.post("/login", summary="Exchange a username and password for a 12-hour token")
 def login(body: Login, request: Request) -> IssuedToken:
     source = request.client.host if request.client else ""
-    throttle = request.app.state.login_throttle
     token = service.log_in(
-        database(request), body.username, body.password, source, "login", LOGIN_TTL, throttle
+        database(request),
+        body.username,
+        body.password,
+        source,
+        "login",
+        LOGIN_TTL,
+        throttle(request),
     )
     if token is None:
         raise UnauthenticatedError("wrong username or password")
@@ -214,6 +226,7 @@ def create_token(body: NewToken, p: Caller, request: Request) -> IssuedToken:
             body.project,
             body.readOnly,
             body.password,
+            throttle=throttle(request),
         )
     return IssuedToken(**token)
 
@@ -288,7 +301,9 @@ def delete_user(name: str, p: Caller, request: Request) -> Revoked:
 )
 def change_password(name: str, body: NewPassword, p: Caller, request: Request) -> User:
     with database(request).session() as session:
-        service.change_password(session, p, name, body.password, body.currentPassword)
+        service.change_password(
+            session, p, name, body.password, body.currentPassword, throttle=throttle(request)
+        )
     return User(name=name)
 
 

@@ -69,6 +69,18 @@ def disabled_users(session: Session) -> frozenset[str]:
     return frozenset(rows)
 
 
+def generations(session: Session) -> dict[str, int]:
+    """Users disabled at some time, with how often: their identities in the clusters carry
+    it, so those of before a disable are never theirs again (even if no cluster heard of it)."""
+    rows = session.execute(select(users.c.name, users.c.generation).where(users.c.generation > 0))
+    return {r.name: int(r.generation) for r in rows}
+
+
+def generation(session: Session, name: str) -> int:
+    found = session.execute(select(users.c.generation).where(users.c.name == name)).scalar()
+    return int(found or 0)
+
+
 def list_users(session: Session) -> list[str]:
     return list(session.execute(select(users.c.name).order_by(users.c.name)).scalars())
 
@@ -204,13 +216,40 @@ def scope_for(p: Principal, tenant: str, project: str, read_only: bool) -> Token
     return scope
 
 
+def confirm_password(
+    session: Session, p: Principal, password: str, throttle: LoginThrottle
+) -> bool:
+    """Whether this is the caller's password, checked as a login is (ThrottledError while the
+    user or address is locked): a token in hand, even a read-only one, is no licence to
+    guess its user's password faster than the login allows."""
+    wait = throttle.admit(p.user, p.source)
+    if wait:
+        raise ThrottledError(
+            f"too many failed password checks: try again in {wait} s", retry_after=wait
+        )
+    ok = False
+    try:
+        ok = verify_password(session, p.user, password)
+    finally:
+        if ok:
+            throttle.succeeded(p.user, p.source)
+        else:
+            throttle.failed(p.user, p.source)
+    return ok
+
+
 def lifetime_within_caller(
-    session: Session, p: Principal, ttl: dt.timedelta, password: str | None, field: str
+    session: Session,
+    p: Principal,
+    ttl: dt.timedelta,
+    password: str | None,
+    field: str,
+    throttle: LoginThrottle,
 ) -> None:
     """A credential made with a token may not outlive that token: the caller's password
     (checked here) is what vouches for a longer life."""
     if password is not None:
-        if not verify_password(session, p.user, password):
+        if not confirm_password(session, p, password, throttle):
             raise ForbiddenError("password: not the caller's password")
         return
     if p.token_expires is None:
@@ -250,10 +289,12 @@ def create_token(
     project: str = "",
     read_only: bool = False,
     password: str | None = None,
+    *,
+    throttle: LoginThrottle,
 ) -> dict[str, Any]:
     """A token for the caller, audited; its secret is shown once, in the answer."""
     scope = scope_for(p, tenant, project, read_only)
-    lifetime_within_caller(session, p, ttl, password, "expiresIn")
+    lifetime_within_caller(session, p, ttl, password, "expiresIn", throttle)
     token = issue_token(session, p.user, name, ttl, scope)
     record(session, AuditEvent(p.user, p.source, "create", "Token", scope.tenant, name, "allowed"))
     return token
@@ -454,7 +495,10 @@ def set_disabled(session: Session, p: Principal, name: str, disabled: bool) -> N
             raise ConflictError("you cannot disable yourself")
         _keep_an_admin(session, name)
         _end_sessions(session, name)
-    session.execute(update(users).where(users.c.name == name).values(disabled=disabled))
+    values: dict[str, Any] = {"disabled": disabled}
+    if disabled:
+        values["generation"] = users.c.generation + 1  # its cluster identities are renamed
+    session.execute(update(users).where(users.c.name == name).values(**values))
     _audit_user(session, p, "disable" if disabled else "enable", name)
 
 
@@ -480,13 +524,19 @@ def delete_user(session: Session, p: Principal, name: str) -> None:
 
 
 def change_password(
-    session: Session, p: Principal, name: str, new: str, current: str | None
+    session: Session,
+    p: Principal,
+    name: str,
+    new: str,
+    current: str | None,
+    *,
+    throttle: LoginThrottle,
 ) -> None:
     """A user changes its own password (giving the current one), or a platform admin sets
     anyone's; every other token of that user is revoked."""
     _known_user(session, name)
     if name == p.user:
-        if current is None or not verify_password(session, name, current):
+        if current is None or not confirm_password(session, p, current, throttle):
             raise ForbiddenError("currentPassword: give your current password to change it")
     elif not p.can("write"):
         raise ForbiddenError("only a platform admin sets another user's password")

@@ -19,6 +19,7 @@ replica's allowance, still cut down exponentially.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import threading
 import time
@@ -33,6 +34,20 @@ class _Count:
     locked_until: float = 0.0
     last: float = 0.0
     pending: int = 0  # admitted attempts not yet answered
+
+
+def network_of(address: str) -> str:
+    """What one client holds: an IPv6 host gets a whole /64 (a fresh address per guess would
+    otherwise get a fresh allowance), an IPv4 address written as IPv6 is that IPv4 address."""
+    try:
+        ip = ipaddress.ip_address(address.split("%")[0])
+    except ValueError:
+        return address  # not an address (a test client): counted as given
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is None:
+            return str(ipaddress.IPv6Network((ip, 64), strict=False))
+        ip = ip.ipv4_mapped
+    return str(ip)
 
 
 PENDING_WAIT = 1  # seconds to tell an attempt that waits for earlier ones to be answered
@@ -102,8 +117,8 @@ class LoginThrottle:
         above), but the place its attempt held is given back."""
         with self._lock:
             self._counts.pop(("user", user), None)
-            count = self._counts.get(("address", address)) if address is not None else None
-            if count is not None:
+            count = self._counts.get(("address", network_of(address or "")))
+            if address is not None and count is not None:
                 count.pending = max(0, count.pending - 1)
 
     def _keep(self, key: tuple[str, str], count: _Count) -> None:
@@ -120,7 +135,7 @@ class LoginThrottle:
 
     @staticmethod
     def _keys(user: str, address: str) -> list[tuple[str, str]]:
-        return [("user", user), ("address", address)]
+        return [("user", user), ("address", network_of(address))]
 
     def _fresh(self, key: tuple[str, str], now: float) -> _Count:
         count = self._counts.get(key)

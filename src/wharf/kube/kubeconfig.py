@@ -55,7 +55,11 @@ METADATA_ADDRESSES = frozenset(
 )
 
 
-NAT64 = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052's well-known prefix
+# RFC 6052's well-known prefix, RFC 8215's local-use one (a /96 from it, as NAT64 gateways
+# take), and the old IPv4-compatible form: all carry the IPv4 address in the last 32 bits.
+IPV4_IN_LAST_32_BITS = tuple(
+    ipaddress.ip_network(n) for n in ("64:ff9b::/96", "64:ff9b:1::/48", "::/96")
+)
 
 
 def _ipv4_inside(
@@ -66,7 +70,7 @@ def _ipv4_inside(
         return address
     if address.ipv4_mapped:
         return address.ipv4_mapped
-    if address in NAT64:
+    if int(address) > 1 and any(address in n for n in IPV4_IN_LAST_32_BITS):  # not :: or ::1
         return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     return address.sixtofour or address
 

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    text,
 )
 
 metadata = MetaData()
@@ -83,6 +84,9 @@ users = Table(
     Column("password_hash", String(255), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("disabled", Boolean, nullable=False, server_default=false()),
+    # Moves at each disable: names the user's ServiceAccounts in the clusters (see
+    # tenancy.guard.member_account), so an enable never brings an old one back.
+    Column("generation", Integer, nullable=False, server_default=text("0")),
 )
 
 api_tokens = Table(

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import partial
+from types import MappingProxyType
 from typing import Any
 
 import structlog
@@ -132,6 +133,7 @@ def desired_namespace(
     quota: Mapping[str, Fraction],
     pools: list[NodePoolSpec] = (),  # type: ignore[assignment]
     disabled: frozenset[str] = frozenset(),
+    generations: Mapping[str, int] = MappingProxyType({}),
 ) -> Desired:
     ns = namespace_name(tenant.name, project.name, env)
     labels = _labels(tenant.name, project.name, env)
@@ -193,7 +195,7 @@ def desired_namespace(
     for user, role in sorted(roles.items()):
         # The identity lives in wharf-system, out of reach of every tenant role: nobody in the
         # namespace can mint its token, impersonate it or run a pod as it.
-        account = member_account(user, ns)
+        account = member_account(user, ns, generations.get(user, 0))
         objects.append(
             {
                 "apiVersion": "v1",
@@ -310,9 +312,11 @@ class PlacementController:
         dict[str, list[NodePoolSpec]],
         set[str],
         frozenset[str],
+        dict[str, int],
     ]:
         """Project, tenant, clusters, the tenant's node pools by cluster, the namespace names
-        the project holds (it places no other), and the users who are disabled."""
+        the project holds (it places no other), the users who are disabled, and the
+        generations of those disabled before."""
         with self.service.db.reader() as session:
             store = ResourceStore(session)
             held = held_by(session, "namespace", Holder("Project", key[0], key[1]))
@@ -326,7 +330,8 @@ class PlacementController:
                 if key[0] in spec.tenants or pool.name in tenant_pools:
                     pools.setdefault(spec.cluster, []).append(spec)
             disabled = identity.disabled_users(session)
-            return project, tenant, clusters, pools, held, disabled
+            generations = identity.generations(session)
+            return project, tenant, clusters, pools, held, disabled, generations
 
     async def reconcile(self, key: Key) -> None:
         if not key[1]:
@@ -343,7 +348,8 @@ class PlacementController:
             )
 
     async def _reconcile_project(self, key: Key) -> None:
-        project, tenant, clusters, pools, held, disabled = await asyncio.to_thread(self._load, key)
+        loaded = await asyncio.to_thread(self._load, key)
+        project, tenant, clusters, pools, held, disabled, generations = loaded
         if project is None or project.deleting_since is not None:
             # Deleted (the record says so) or gone (namespaces found without an owner): remove
             # its namespaces everywhere, and only then drop the record.
@@ -361,7 +367,9 @@ class PlacementController:
             shares = split_project_quota(amounts(spec.quota, "spec.quota"), spec.environments)
             for (env, cluster), quota in shares.items():
                 wanted.setdefault(cluster, []).append(
-                    desired_namespace(tenant, project, env, quota, pools.get(cluster, []), disabled)
+                    desired_namespace(
+                        tenant, project, env, quota, pools.get(cluster, []), disabled, generations
+                    )
                 )
         if project is not None and self.namespace_extras is not None:
             await asyncio.to_thread(self._add_extras, project, wanted)

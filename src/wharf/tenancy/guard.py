@@ -270,6 +270,8 @@ def cluster_baseline() -> list[dict[str, Any]]:
     return [namespace, *cluster_roles(), *admission_policy()]
 
 
-def member_account(user: str, namespace: str) -> str:
-    """The ServiceAccount (in wharf-system) a member's kubeconfig for one namespace uses."""
-    return f"{user}.{namespace}"
+def member_account(user: str, namespace: str, generation: int = 0) -> str:
+    """The ServiceAccount (in wharf-system) a member's kubeconfig for one namespace uses. A
+    user disabled before is at a later generation: a new name, so the account of before (and
+    every token minted for it) is pruned, never taken over."""
+    return f"{user}.{namespace}" + (f".{generation}" if generation else "")

@@ -33,7 +33,7 @@ MAX_TTL = 24 * 3600
 
 def _load(
     service: ResourceService, p: Principal, tenant: str, project: str, env: str
-) -> tuple[str, list[tuple[StoredResource, str]]]:
+) -> tuple[str, int, list[tuple[StoredResource, str]]]:
     with service.db.reader() as session:
         store = ResourceStore(session)
         stored = store.get("Project", tenant, project)
@@ -61,7 +61,7 @@ def _load(
             if cluster is None:
                 raise ConflictError(f"cluster {name!r} of environment {env} is not registered")
             clusters.append((cluster, namespace_name(tenant, project, env)))
-        return p.user, clusters
+        return p.user, identity.generation(session, p.user), clusters
 
 
 async def issue_kubeconfig(
@@ -77,14 +77,14 @@ async def issue_kubeconfig(
     identity.authorize_kubeconfig(p, tenant, project, ttl)
     if not 600 <= ttl <= MAX_TTL:
         raise InvalidError(f"ttl: between 600 and {MAX_TTL} seconds", field="ttl")
-    user, clusters = await asyncio.to_thread(_load, service, p, tenant, project, env)
+    user, generation, clusters = await asyncio.to_thread(_load, service, p, tenant, project, env)
     entries: list[dict[str, Any]] = []
     for cluster, namespace in clusters:
         admin = rules.kubeconfig(cluster)
         context = {c["name"]: c["context"] for c in admin["contexts"]}[admin["current-context"]]
         server = {c["name"]: c["cluster"] for c in admin["clusters"]}[context["cluster"]]
         client = connections.client(cluster.name, admin)
-        account = member_account(user, namespace)
+        account = member_account(user, namespace, generation)
         request = ServiceAccount.Token(
             metadata=ObjectMeta(name=account, namespace=SYSTEM_NAMESPACE),
             spec=TokenRequestSpec(audiences=[], expirationSeconds=ttl),
