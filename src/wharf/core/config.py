@@ -66,6 +66,10 @@ class Settings(BaseSettings):
         default=Path(__file__).resolve().parents[3] / "node_modules",
         description="npm packages of the console (./dev setup installs them)",
     )
+    prometheus_url: str | None = Field(
+        default=None,
+        description="Prometheus that release analysis queries, e.g. http://prometheus:9090",
+    )
     heartbeat_seconds: float = 5.0
     resync_seconds: float = 30.0
 

@@ -21,6 +21,8 @@ from wharf.identity import service as identity
 from wharf.identity.throttle import LoginThrottle
 from wharf.kube.connections import ClusterConnections
 from wharf.kube.kubeconfig import AddressPolicy
+from wharf.releases.controller import ReleaseController
+from wharf.releases.service import AnalysisTemplateRules, pinned
 from wharf.resources.service import KindRules, ResourceService
 from wharf.store import Database
 from wharf.store.audit import AuditEvent, record
@@ -46,6 +48,7 @@ class Platform:
             ProjectRules(),
             AppTemplateRules(),
             self.application_rules,
+            AnalysisTemplateRules(settings.prometheus_url),
         ]
         self.resources = ResourceService(db, {r.kind.name: r for r in self.rules})
         self.connections = ClusterConnections(policy)
@@ -65,12 +68,26 @@ class Platform:
             self.cluster_rules,
             self.connections,
             resync=settings.resync_seconds,
+            pinned=pinned,
+        )
+        self.releases = ReleaseController(
+            self.resources,
+            self.cluster_rules,
+            self.connections,
+            settings.prometheus_url,
+            redeliver=self.delivery.controller.queue.add,
+            resync=settings.resync_seconds,
         )
         self._tasks: list[asyncio.Task[Any]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def controllers(self) -> list[Controller]:
-        return [self.clusters.controller, self.placement.controller, self.delivery.controller]
+        return [
+            self.clusters.controller,
+            self.placement.controller,
+            self.delivery.controller,
+            self.releases.controller,
+        ]
 
     def bootstrap(self) -> str | None:
         """Make the first user, `admin`, a platform admin, and the built-in catalog; return a
@@ -118,6 +135,7 @@ class Platform:
             loop.call_soon_threadsafe(self.clusters.controller.queue.add, name)
         elif kind == "Application":
             loop.call_soon_threadsafe(self.delivery.controller.queue.add, (tenant, name))
+            loop.call_soon_threadsafe(self.releases.controller.queue.add, (tenant, name))
         if kind in ("Tenant", "Cluster", "NodePool"):
             # Membership, quota or reachability may change any project's namespaces.
             loop.call_soon_threadsafe(self.placement.controller.queue_all)
@@ -132,6 +150,7 @@ class Platform:
                 asyncio.create_task(self.clusters.controller.run(), name="clusters"),
                 asyncio.create_task(self.placement.controller.run(), name="placement"),
                 asyncio.create_task(self.delivery.controller.run(), name="delivery"),
+                asyncio.create_task(self.releases.controller.run(), name="releases"),
             ]
 
     async def stop(self) -> None:
@@ -139,4 +158,5 @@ class Platform:
         await self.clusters.stop()
         await self.placement.stop()
         await self.delivery.stop()
+        await self.releases.stop()
         await self.connections.close()
