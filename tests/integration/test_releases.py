@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import Api, Wharf, cluster_writes, wait_for
+from tests.integration.conftest import WHARF_USER, Api, Wharf, cluster_writes, wait_for
 from tests.integration.exporter import Exporter
+from wharf.lab import Lab, LabCluster, find_binaries
 from wharf.lab.prometheus import Prometheus
 from wharf.releases.model import Metric, build_query
 
@@ -45,16 +46,43 @@ def wharf_settings(prometheus: Prometheus) -> dict[str, Any]:
     return {"prometheus_url": prometheus.url}
 
 
+@pytest.fixture(scope="module")
+def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabCluster]:
+    """A third cluster (a lab of its own, one node), so that releases go through three."""
+    binaries = find_binaries()
+    assert binaries is not None
+    lab = Lab(tmp_path_factory.mktemp("edge"), binaries)
+    lab.up(clusters=1, nodes=1, progress=lambda _: None)
+    yield lab.cluster("lab1")
+    lab.down(progress=lambda _: None)
+
+
 @pytest.fixture
-def shop(wharf: Wharf) -> tuple[str, Api, str]:
-    """A tenant, its project placed on both clusters, a developer, and an error-rate template."""
+def clusters(wharf: Wharf, edge: LabCluster) -> dict[str, LabCluster]:
+    """The three clusters by the names Wharf knows them by: lab1, lab2 and edge."""
+    kubeconfig = edge.user_kubeconfig(WHARF_USER, ("system:masters",)).read_text()
+    body = {"kind": "Cluster", "metadata": {"name": "edge"}, "spec": {"kubeconfig": kubeconfig}}
+    wharf.admin.ok("PUT", "/api/v1/clusters/edge", json=body)
+    wait_for(
+        lambda: wharf.admin.ok("GET", "/api/v1/clusters/edge")["status"].get("phase") == "Ready",
+        what="edge Ready",
+    )
+    return {"lab1": wharf.lab.cluster("lab1"), "lab2": wharf.lab.cluster("lab2"), "edge": edge}
+
+
+@pytest.fixture
+def shop(wharf: Wharf, clusters: dict[str, LabCluster]) -> tuple[str, Api, str]:
+    """A tenant, its project placed on the three clusters, a developer, and an error-rate
+    analysis template."""
     dev = wharf.user()
-    tenant = wharf.tenant({"cpu": "8", "memory": "16Gi", "pods": "40"})
+    names = list(clusters)
+    tenant = wharf.tenant({"cpu": "12", "memory": "24Gi", "pods": "60"}, clusters=names)
     wharf.project(
         tenant,
         "shop",
-        {"cpu": "4", "memory": "8Gi", "pods": "20"},
+        {"cpu": "6", "memory": "12Gi", "pods": "30"},
         members=[{"user": dev.user, "role": "developer"}],
+        envs=[{"name": "dev", "clusters": names}],
     )
     wharf.wait_placed(tenant, "shop")
     template = {
@@ -93,7 +121,7 @@ def canary_app(tenant: str, image: str, **strategy: Any) -> dict[str, Any]:
                 "canary": {
                     "steps": [{"setWeight": 50}, {"analysis": {"templates": ["error-rate"]}}]
                 },
-                "waves": [{"clusters": ["lab1"]}, {"clusters": ["lab2"]}],
+                "waves": [{"clusters": ["lab1"]}, {"clusters": ["lab2"]}, {"clusters": ["edge"]}],
                 **strategy,
             },
         },
@@ -105,13 +133,12 @@ def deliver(wharf: Wharf, dev: Api, tenant: str, image: str, **strategy: Any) ->
     dev.ok("PUT", path, json=canary_app(tenant, image, **strategy))
 
 
-def wait_images(wharf: Wharf, kubectl, ns: str, images: dict[str, str]) -> None:
+def wait_images(kubectl, clusters: dict[str, LabCluster], ns: str, images: dict[str, str]):
+    """Until each named cluster's stable workload runs that image, all replicas ready."""
+
     def match() -> bool:
-        for cluster in wharf.lab.clusters():
-            want = images.get(cluster.name)
-            if want is None:
-                continue
-            got = deployment(kubectl, cluster, ns, "web")
+        for name, want in images.items():
+            got = deployment(kubectl, clusters[name], ns, "web")
             if got is None or got["spec"]["template"]["spec"]["containers"][0]["image"] != want:
                 return False
             if got["status"].get("readyReplicas") != got["spec"]["replicas"]:
@@ -139,79 +166,87 @@ def wait_release(api: Api, tenant: str, what: str, check) -> dict[str, Any]:
     return wait_for(seen, timeout=120, what=what)  # type: ignore[no-any-return]
 
 
-def first_delivery(wharf: Wharf, kubectl, exporter: Exporter, tenant: str, dev: Api, ns: str):
+def everywhere(image: str) -> dict[str, str]:
+    return {"lab1": image, "lab2": image, "edge": image}
+
+
+def first_delivery(wharf: Wharf, kubectl, clusters, tenant: str, dev: Api, ns: str) -> None:
     deliver(wharf, dev, tenant, IMAGE)
-    wait_images(wharf, kubectl, ns, {"lab1": IMAGE, "lab2": IMAGE})
+    wait_images(kubectl, clusters, ns, everywhere(IMAGE))
 
 
-def test_a_good_canary_is_promoted_wave_by_wave(wharf: Wharf, shop, exporter, kubectl):
+def test_a_good_canary_is_promoted_wave_by_wave(wharf: Wharf, shop, clusters, exporter, kubectl):
     tenant, dev, ns = shop
-    first_delivery(wharf, kubectl, exporter, tenant, dev, ns)
-    for cluster in ("lab1", "lab2"):
-        exporter.serve(ns, "web", cluster, 2, errors=0.0)
+    first_delivery(wharf, kubectl, clusters, tenant, dev, ns)
+    for name in clusters:
+        exporter.serve(ns, "web", name, 2, errors=0.0)
     deliver(wharf, dev, tenant, NEW_IMAGE)
 
-    # lab1 runs the canary beside the unchanged stable workload while lab2 is untouched.
-    lab1, lab2 = wharf.lab.cluster("lab1"), wharf.lab.cluster("lab2")
+    # lab1 runs the canary beside the unchanged stable workload; the others are untouched.
+    lab1 = clusters["lab1"]
     wait_for(lambda: deployment(kubectl, lab1, ns, "web-canary"), what="canary in lab1")
     canary = deployment(kubectl, lab1, ns, "web-canary")
+    assert canary is not None
     assert canary["spec"]["replicas"] == 1  # 50 % of 2
     assert canary["spec"]["template"]["spec"]["containers"][0]["image"] == NEW_IMAGE
-    assert deployment(kubectl, lab2, ns, "web-canary") is None
+    for name in ("lab2", "edge"):
+        assert deployment(kubectl, clusters[name], ns, "web-canary") is None
     stable = deployment(kubectl, lab1, ns, "web")
+    assert stable is not None
     assert stable["spec"]["template"]["spec"]["containers"][0]["image"] == IMAGE
 
     done = wait_release(dev, tenant, "release Succeeded", lambda r: r["phase"] == "Succeeded")
-    assert done["waves"] == [["lab1"], ["lab2"]]
+    assert done["waves"] == [["lab1"], ["lab2"], ["edge"]]
     assert {c["phase"] for c in done["clusters"].values()} == {"Promoted"}
     by_cluster: dict[str, list[dict[str, Any]]] = {}
     for m in done["measurements"]:
         by_cluster.setdefault(m["cluster"], []).append(m)
-    for cluster in ("lab1", "lab2"):
-        assert [m["phase"] for m in by_cluster[cluster]][-2:] == ["Successful", "Successful"]
-    # Wave by wave: lab2 was measured only after lab1 had passed.
-    assert max(m["time"] for m in by_cluster["lab1"]) <= min(m["time"] for m in by_cluster["lab2"])
-    wait_images(wharf, kubectl, ns, {"lab1": NEW_IMAGE, "lab2": NEW_IMAGE})
-    for cluster in wharf.lab.clusters():
+    for name in clusters:
+        assert [m["phase"] for m in by_cluster[name]][-2:] == ["Successful", "Successful"]
+    # Wave by wave: each cluster was measured only after the one before it had passed.
+    for before, after in (("lab1", "lab2"), ("lab2", "edge")):
+        assert max(m["time"] for m in by_cluster[before]) <= min(
+            m["time"] for m in by_cluster[after]
+        )
+    wait_images(kubectl, clusters, ns, everywhere(NEW_IMAGE))
+    for cluster in clusters.values():
         assert deployment(kubectl, cluster, ns, "web-canary") is None
     conditions = {c["type"]: c["status"] for c in done["conditions"]}
     assert conditions["Completed"] == "True"
 
 
 def test_a_bad_canary_is_rolled_back_in_the_first_cluster_only(
-    wharf: Wharf, shop, exporter, kubectl
+    wharf: Wharf, shop, clusters, exporter, kubectl
 ):
     tenant, dev, ns = shop
-    first_delivery(wharf, kubectl, exporter, tenant, dev, ns)
+    first_delivery(wharf, kubectl, clusters, tenant, dev, ns)
     exporter.serve(ns, "web", "lab1", 2, errors=0.5)
-    exporter.serve(ns, "web", "lab2", 2, errors=0.0)
-    lab1, lab2 = wharf.lab.cluster("lab1"), wharf.lab.cluster("lab2")
-    wait_for(lambda: not wharf.platform.delivery.controller.queue, what="delivery idle")
-    lab2_before = len(cluster_writes(lab2, ns))
+    for name in ("lab2", "edge"):
+        exporter.serve(ns, "web", name, 2, errors=0.0)
+    writes_before = {n: len(cluster_writes(clusters[n], ns)) for n in ("lab2", "edge")}
     deliver(wharf, dev, tenant, NEW_IMAGE)
 
     failed = wait_release(dev, tenant, "release Failed", lambda r: r["phase"] == "Failed")
     assert failed["clusters"]["lab1"]["phase"] == "Failed"
-    assert failed["clusters"]["lab2"]["phase"] == "Pending"
+    assert failed["clusters"]["lab2"]["phase"] == failed["clusters"]["edge"]["phase"] == "Pending"
     assert "lab1" in failed["message"]
     assert failed["measurements"][-1]["phase"] == "Failed"
     assert failed["measurements"][-1]["value"] > 0.3
+    lab1 = clusters["lab1"]
     wait_for(lambda: deployment(kubectl, lab1, ns, "web-canary") is None, what="canary gone")
-    wait_images(wharf, kubectl, ns, {"lab1": IMAGE, "lab2": IMAGE})
-    # lab2 was never written to while the release ran and failed.
-    assert len(cluster_writes(lab2, ns)) == lab2_before
+    wait_images(kubectl, clusters, ns, everywhere(IMAGE))
+    # The other two clusters were never written to while the release ran and failed.
+    assert {n: len(cluster_writes(clusters[n], ns)) for n in ("lab2", "edge")} == writes_before
 
-    # Another tenant does not see the release; a reader of the project may not abort it.
+    # Another tenant does not see the release; a viewer of the project may not promote it.
     stranger = wharf.user()
-    other = wharf.tenant({"cpu": "1"}, admins=[stranger.user])
-    assert other
+    wharf.tenant({"cpu": "1"}, admins=[stranger.user])
     path = f"/api/v1/tenants/{tenant}/applications/web/release"
     assert stranger.get(path).status_code == 404
     assert stranger.request("POST", f"{path}/abort").status_code == 404
     viewer = wharf.user()
     project = wharf.admin.ok("GET", f"/api/v1/tenants/{tenant}/projects/shop")
-    members = [*project["spec"]["members"], {"user": viewer.user, "role": "viewer"}]
-    project["spec"]["members"] = members
+    project["spec"]["members"].append({"user": viewer.user, "role": "viewer"})
     wharf.admin.ok(
         "PUT",
         f"/api/v1/tenants/{tenant}/projects/shop",
@@ -226,11 +261,12 @@ def test_a_bad_canary_is_rolled_back_in_the_first_cluster_only(
     )
 
 
-def test_an_inconclusive_canary_waits_for_a_person(wharf: Wharf, shop, exporter, kubectl):
+def test_an_inconclusive_canary_waits_for_a_person(wharf: Wharf, shop, clusters, exporter, kubectl):
     tenant, dev, ns = shop
-    first_delivery(wharf, kubectl, exporter, tenant, dev, ns)
+    first_delivery(wharf, kubectl, clusters, tenant, dev, ns)
     exporter.serve(ns, "web", "lab1", 2, errors=0.1)  # between 5 % and 30 %: inconclusive
-    exporter.serve(ns, "web", "lab2", 2, errors=0.0)
+    for name in ("lab2", "edge"):
+        exporter.serve(ns, "web", name, 2, errors=0.0)
     deliver(wharf, dev, tenant, NEW_IMAGE)
     paused = wait_release(
         dev, tenant, "lab1 inconclusive", lambda r: r["clusters"]["lab1"]["phase"] == "Inconclusive"
@@ -241,33 +277,48 @@ def test_an_inconclusive_canary_waits_for_a_person(wharf: Wharf, shop, exporter,
 
     dev.ok("POST", f"{path}/promote")
     done = wait_release(dev, tenant, "release Succeeded", lambda r: r["phase"] == "Succeeded")
-    assert done["clusters"]["lab2"]["phase"] == "Promoted"
-    wait_images(wharf, kubectl, ns, {"lab1": NEW_IMAGE, "lab2": NEW_IMAGE})
+    assert done["clusters"]["edge"]["phase"] == "Promoted"
+    wait_images(kubectl, clusters, ns, everywhere(NEW_IMAGE))
     trail = wharf.admin.ok("GET", "/api/v1/audit", params={"tenant": tenant})["items"]
     assert any(e["action"] == "release-promote" and e["actor"] == dev.user for e in trail)
 
 
-def test_abort_rolls_back_what_the_release_changed(wharf: Wharf, shop, exporter, kubectl):
+def test_a_header_routed_canary_and_abort(wharf: Wharf, shop, clusters, kubectl):
+    """ingress-nginx canary annotations route one header to the canary, accepted by the API
+    server; abort removes the canary objects and leaves the stable revision everywhere."""
     tenant, dev, ns = shop
-    first_delivery(wharf, kubectl, exporter, tenant, dev, ns)
-    # A step that waits for a person keeps the canary up in lab1 until the abort.
-    deliver(
-        wharf,
-        dev,
-        tenant,
-        NEW_IMAGE,
-        canary={"steps": [{"setReplicas": 1}, {"pause": {}}]},
-    )
-    lab1 = wharf.lab.cluster("lab1")
+    first_delivery(wharf, kubectl, clusters, tenant, dev, ns)
+    routing = {"nginx": {"host": "web.example", "header": {"name": "X-Canary", "value": "yes"}}}
+    steps = [{"setWeight": 20}, {"pause": {}}]
+    deliver(wharf, dev, tenant, NEW_IMAGE, canary={"steps": steps, "trafficRouting": routing})
     wait_release(
         dev, tenant, "paused", lambda r: r["clusters"]["lab1"]["phase"] == "WaitingPromote"
     )
+    lab1 = clusters["lab1"]
+    ingress = json.loads(
+        kubectl(lab1, "-n", ns, "get", "ingress", "web-canary", "-o", "json").stdout
+    )
+    annotations = ingress["metadata"]["annotations"]
+    assert annotations["nginx.ingress.kubernetes.io/canary"] == "true"
+    assert annotations["nginx.ingress.kubernetes.io/canary-by-header"] == "X-Canary"
+    assert annotations["nginx.ingress.kubernetes.io/canary-by-header-value"] == "yes"
+    assert annotations["nginx.ingress.kubernetes.io/canary-weight"] == "20"
+    backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+    assert backend["name"] == "web-canary"
+    service = json.loads(
+        kubectl(lab1, "-n", ns, "get", "service", "web-canary", "-o", "json").stdout
+    )
+    assert service["spec"]["selector"]["wharf.io/track"] == "canary"
     assert deployment(kubectl, lab1, ns, "web-canary") is not None
+
     path = f"/api/v1/tenants/{tenant}/applications/web/release"
     aborted = dev.ok("POST", f"{path}/abort")
     assert aborted["phase"] == "Aborted"
     wait_for(lambda: deployment(kubectl, lab1, ns, "web-canary") is None, what="canary gone")
-    wait_images(wharf, kubectl, ns, {"lab1": IMAGE, "lab2": IMAGE})
+    for kind in ("ingress", "service"):
+        gone = kubectl(lab1, "-n", ns, "get", kind, "web-canary", check=False)
+        assert gone.returncode != 0
+    wait_images(kubectl, clusters, ns, everywhere(IMAGE))
     assert dev.request("POST", f"{path}/promote").status_code == 409
 
 
