@@ -322,6 +322,60 @@ def test_a_header_routed_canary_and_abort(wharf: Wharf, shop, clusters, kubectl)
     assert dev.request("POST", f"{path}/promote").status_code == 409
 
 
+def pods(kubectl, cluster: LabCluster, ns: str, selector: dict[str, str]) -> dict[str, str]:
+    """Name: image of the pods a selector picks (what a Service with it sends traffic to)."""
+    text = ",".join(f"{k}={v}" for k, v in selector.items())
+    listing = json.loads(kubectl(cluster, "-n", ns, "get", "pods", "-l", text, "-o", "json").stdout)
+    return {
+        p["metadata"]["name"]: p["spec"]["containers"][0]["image"]
+        for p in listing["items"]
+        if not p["metadata"].get("deletionTimestamp")
+    }
+
+
+def selector(kubectl, cluster: LabCluster, ns: str, name: str) -> dict[str, str]:
+    got = json.loads(kubectl(cluster, "-n", ns, "get", "service", name, "-o", "json").stdout)
+    result: dict[str, str] = got["spec"]["selector"]
+    return result
+
+
+def test_blue_green_previews_switches_and_switches_back_without_new_pods(
+    wharf: Wharf, shop, clusters, kubectl
+):
+    tenant, dev, ns = shop
+    first_delivery(wharf, kubectl, clusters, tenant, dev, ns)
+    lab1 = clusters["lab1"]
+    strategy = {"type": "blueGreen", "blueGreen": {"scaleDownDelaySeconds": 3600}}
+    deliver(wharf, dev, tenant, NEW_IMAGE, **strategy)
+    wait_release(
+        dev, tenant, "preview up", lambda r: r["clusters"]["lab1"]["phase"] == "WaitingPromote"
+    )
+
+    # The preview Service reaches only the new version; the live one only the old.
+    def serving(service: str, image: str) -> bool:
+        found = pods(kubectl, lab1, ns, selector(kubectl, lab1, ns, service))
+        return len(found) == 2 and set(found.values()) == {image}
+
+    wait_for(lambda: serving("web-preview", NEW_IMAGE), what="preview pods ready")
+    assert serving("web", IMAGE)
+    before = set(pods(kubectl, lab1, ns, {"wharf.io/app": "web"}))
+
+    # Promotion switches the live Service's selector to the preview pods.
+    path = f"/api/v1/tenants/{tenant}/applications/web/release"
+    dev.ok("POST", f"{path}/promote")
+    wait_for(lambda: serving("web", NEW_IMAGE), what="live Service on the new version")
+    assert selector(kubectl, lab1, ns, "web")["wharf.io/track"] == "preview"
+
+    # Abort switches it back to the old pods at once: a selector change, no pod made.
+    dev.ok("POST", f"{path}/abort")
+    wait_for(lambda: serving("web", IMAGE), what="live Service back on the old version")
+    wait_for(lambda: deployment(kubectl, lab1, ns, "web-preview") is None, what="preview gone")
+    after = set(pods(kubectl, lab1, ns, {"wharf.io/app": "web"}))
+    assert after <= before  # the preview's pods went, no new pod came
+    assert selector(kubectl, lab1, ns, "web") == {"app.kubernetes.io/name": "web"}
+    wait_images(kubectl, clusters, ns, everywhere(IMAGE))
+
+
 def test_bad_strategies_are_refused_naming_the_field(wharf: Wharf, shop, prometheus):
     tenant, dev, _ns = shop
     path = f"/api/v1/tenants/{tenant}/applications/web"

@@ -427,6 +427,22 @@ class CanaryStrategy(Spec):
     )
 
 
+class BlueGreenStrategy(Spec):
+    """A preview workload of the new revision beside the live one, each with its Service;
+    promotion switches the live Service's selector to the preview pods."""
+
+    autoPromote: bool = Field(
+        default=False, description="Switch as soon as the preview is up; else wait for a promote"
+    )
+    scaleDownDelaySeconds: int = Field(
+        default=30,
+        ge=0,
+        le=86400,
+        description="After the switch, how long the old pods stay (abort switches back to "
+        "them at once, creating no pod) before the stable workload takes the new revision",
+    )
+
+
 class Wave(Spec):
     """A set of clusters released together: by name, or by the clusters' labels."""
 
@@ -439,10 +455,13 @@ class Wave(Spec):
 class ReleaseStrategy(Spec):
     """How a new revision reaches the environment's clusters."""
 
-    type: Literal["rolling", "canary"] = Field(
+    type: Literal["rolling", "canary", "blueGreen"] = Field(
         default="rolling", description="rolling: every cluster at once (the default)"
     )
     canary: CanaryStrategy | None = Field(default=None, description="Steps of a canary")
+    blueGreen: BlueGreenStrategy | None = Field(
+        default=None, description="Preview and switch (type blueGreen; defaults when left out)"
+    )
     waves: list[Wave] = Field(
         default_factory=list,
         max_length=20,

@@ -19,16 +19,25 @@ from typing import Any
 
 import httpx
 import structlog
-from lightkube.resources.apps_v1 import Deployment
+from lightkube import AsyncClient
+from lightkube.codecs import from_dict
+from lightkube.resources.apps_v1 import Deployment, ReplicaSet
 from lightkube.resources.core_v1 import Service
 from lightkube.resources.networking_v1 import Ingress
 
-from wharf.apps.model import APP_LABEL, RELEASE_ROLE, ApplicationSpec, CanaryStep, desired_objects
+from wharf.apps.model import (
+    APP_LABEL,
+    RELEASE_ROLE,
+    ApplicationSpec,
+    BlueGreenStrategy,
+    CanaryStep,
+    desired_objects,
+)
 from wharf.apps.service import app_labels, current_revision, rendered_for
 from wharf.clusters.service import ClusterRules
 from wharf.core.controller import Controller
 from wharf.core.resources import set_condition
-from wharf.kube.apply import ensure, prune
+from wharf.kube.apply import ensure, observe, prune
 from wharf.kube.connections import ClusterConnections
 from wharf.releases.model import (
     AnalysisTemplateSpec,
@@ -57,7 +66,14 @@ from wharf.tenancy.model import MANAGED_BY, TENANT_LABEL, ProjectSpec, namespace
 log = structlog.get_logger("wharf.releases")
 Key = tuple[str, str]
 CANARY = "canary"
+PREVIEW = "preview"
 TRACK = "wharf.io/track"  # in the canary's selector, so the two workloads never share pods
+# The live Service's selector is pinned (blue-green) under a field manager of its own, so that
+# delivery's own server-side applies of the Service (manager `wharf`) leave the pin alone.
+PIN_MANAGER = "wharf-release"
+POD_HASH = "pod-template-hash"
+REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
+BLUE_GREEN_STEPS = 3  # preview, switch, hold the old pods
 NGINX = "nginx.ingress.kubernetes.io"
 WAITING = ("WaitingPromote", "Inconclusive")
 SETTLED = ("Promoted", "Failed", "RolledBack")
@@ -251,6 +267,8 @@ class ReleaseController:
         """Do what is due in one cluster; the seconds until something is due again."""
         st = release.clusters[name]
         steps = snap.spec.strategy.canary.steps if snap.spec.strategy.canary else []
+        blue_green = snap.spec.strategy.type == "blueGreen"
+        count = BLUE_GREEN_STEPS if blue_green else len(steps)
         while True:
             phase = st["phase"]
             if phase == "Pending":
@@ -262,14 +280,85 @@ class ReleaseController:
             if phase == "Promoting":
                 return await self._finish_promotion(key, snap, release, name)
             index = int(st["step"])
-            if index >= len(steps):
+            if index >= count:
                 st["phase"] = "Promoting"
                 await self._store(release)
                 self.redeliver(key)
                 return 0.5
-            wait = await self._run_step(key, snap, release, name, index, steps[index])
+            if blue_green:
+                wait = await self._blue_green_step(key, snap, release, name, index)
+            else:
+                wait = await self._run_step(key, snap, release, name, index, steps[index])
             if wait is not None:
                 return wait
+
+    async def _blue_green_step(
+        self, key: Key, snap: Snapshot, release: Release, name: str, index: int
+    ) -> float | None:
+        """0: the preview beside the live pods (the live Service pinned to them); 1: switch
+        the live Service to the preview pods; 2: keep the old pods for the delay."""
+        strategy = snap.spec.strategy.blueGreen or BlueGreenStrategy()
+        st = release.clusters[name]
+        client = await asyncio.to_thread(self._client, name)
+        if index == 0:
+            await self._pin_live(snap, name, client, PREVIEW, to_preview=False)
+            owner = {MANAGED_BY: "wharf", TENANT_LABEL: key[0], APP_LABEL: key[1]}
+            for obj in release_objects(key, snap, name, PREVIEW, None, 100):
+                wrote, _ = await ensure(client, obj, owner)
+                self.writes += int(wrote)
+            if strategy.autoPromote:
+                _enter(st, 1, "Progressing")
+            else:
+                st["phase"] = "WaitingPromote"
+                st["message"] = "the preview is up; promote to switch the live Service"
+            await self._store(release)
+            return None
+        if index == 1:
+            await self._pin_live(snap, name, client, PREVIEW, to_preview=True)
+            _enter(st, 2, "Progressing")
+            await self._store(release)
+            return None
+        left = strategy.scaleDownDelaySeconds - _since(st["stepStartedAt"])
+        if left > 0:
+            return left
+        _enter(st, 3, "Progressing")
+        await self._store(release)
+        return None
+
+    async def _pin_live(
+        self, snap: Snapshot, name: str, client: AsyncClient, role: str, to_preview: bool
+    ) -> None:
+        """Point the live Service at the preview pods, or at the stable workload's current
+        pods (by their pod-template-hash): a selector change, no pod is made or removed."""
+        for service, deployment in _live(snap, name):
+            base = dict(service["spec"].get("selector") or {})
+            if to_preview:
+                extra = {TRACK: role}
+            else:
+                extra = {POD_HASH: await _current_hash(client, snap.namespace, deployment)}
+            await self._set_selector(client, snap.namespace, service, {**base, **extra})
+
+    async def _unpin_live(self, snap: Snapshot, name: str, client: AsyncClient) -> None:
+        """Give the live Service back its own selector (the pin's manager lets go of it)."""
+        for service, _ in _live(snap, name):
+            await self._set_selector(client, snap.namespace, service, None)
+
+    async def _set_selector(
+        self, client: AsyncClient, namespace: str, service: dict[str, Any], selector: Any
+    ) -> None:
+        meta = {"name": service["metadata"]["name"], "namespace": namespace}
+        current = await observe(client, {**service, "metadata": meta})
+        if current is None:
+            return
+        observed = current.get("spec", {}).get("selector") or {}
+        want = selector if selector is not None else service["spec"].get("selector") or {}
+        if observed == want:
+            return  # already so: no write
+        obj: dict[str, Any] = {"apiVersion": "v1", "kind": "Service", "metadata": meta}
+        if selector is not None:
+            obj["spec"] = {"selector": selector}
+        await client.apply(from_dict(obj), field_manager=PIN_MANAGER, force=True)
+        self.writes += 1
 
     async def _run_step(
         self, key: Key, snap: Snapshot, release: Release, name: str, index: int, step: CanaryStep
@@ -411,6 +500,8 @@ class ReleaseController:
         if delivered.get("revision") != release.revision or delivered.get("state") != "Available":
             self.redeliver(key)
             return 0.5
+        if snap.spec.strategy.type == "blueGreen":
+            await self._unpin_live(snap, name, await asyncio.to_thread(self._client, name))
         await self._remove_canary(key, snap, name)
         release.clusters[name]["phase"] = "Promoted"
         await self._store(release)
@@ -420,8 +511,22 @@ class ReleaseController:
         """No canary is left where a finished release touched a cluster (a list, no write,
         when there is none)."""
         for name, cluster in release.clusters.items():
-            if cluster.get("phase") != "Pending":
-                await self._remove_canary(key, snap, name)
+            if cluster.get("phase") == "Pending":
+                continue
+            if snap.spec.strategy.type == "blueGreen":
+                await self._switch_back(key, snap, name)
+            await self._remove_canary(key, snap, name)
+
+    async def _switch_back(self, key: Key, snap: Snapshot, name: str) -> None:
+        """Blue-green rollback: the live Service goes back to the stable pods at once (a
+        selector change, no new pod), then the preview goes, then the pin."""
+        client = await asyncio.to_thread(self._client, name)
+        previews = [o for o in release_objects(key, snap, name, PREVIEW, None, 100)]
+        exists = [await observe(client, o) for o in previews if o["kind"] == "Deployment"]
+        if any(e is not None for e in exists):
+            await self._pin_live(snap, name, client, PREVIEW, to_preview=False)
+            await self._remove_canary(key, snap, name)
+        await self._unpin_live(snap, name, client)
 
     def _client(self, name: str) -> Any:
         cluster = self.clusters_by_name(name)
@@ -439,13 +544,13 @@ class ReleaseController:
     ) -> None:
         client = await asyncio.to_thread(self._client, name)
         owner = {MANAGED_BY: "wharf", TENANT_LABEL: key[0], APP_LABEL: key[1]}
-        for obj in canary_objects(key, snap, name, replicas, weight):
+        for obj in release_objects(key, snap, name, CANARY, replicas, weight):
             wrote, _ = await ensure(client, obj, owner)
             self.writes += int(wrote)
 
     async def _remove_canary(self, key: Key, snap: Snapshot, name: str) -> None:
         client = await asyncio.to_thread(self._client, name)
-        labels: dict[str, Any] = {APP_LABEL: key[1], RELEASE_ROLE: CANARY, TENANT_LABEL: key[0]}
+        labels: dict[str, Any] = {APP_LABEL: key[1], RELEASE_ROLE: None, TENANT_LABEL: key[0]}
         for resource in (Ingress, Service, Deployment):
             removed = await prune(client, resource, snap.namespace, labels, set())
             self.writes += len(removed)
@@ -454,40 +559,64 @@ class ReleaseController:
         await self.http.aclose()
 
 
-def canary_objects(
-    key: Key, snap: Snapshot, cluster: str, replicas: int | None, weight: int
+def _live(snap: Snapshot, cluster: str) -> list[tuple[dict[str, Any], str]]:
+    """(live Service, the stable Deployment it fronts) as the application renders them."""
+    rendered = desired_objects(snap.app.name, snap.spec, snap.rendered, cluster, {})
+    deployments = [o["metadata"]["name"] for o in rendered if o["kind"] == "Deployment"]
+    services = [o for o in rendered if o["kind"] == "Service" and o["spec"].get("selector")]
+    return [(s, deployments[0]) for s in services] if deployments else []
+
+
+async def _current_hash(client: AsyncClient, namespace: str, deployment: str) -> str:
+    """The pod-template-hash of the Deployment's current ReplicaSet: its running pods."""
+    current = (await client.get(Deployment, deployment, namespace=namespace)).to_dict()
+    revision = (current["metadata"].get("annotations") or {}).get(REVISION_ANNOTATION)
+    async for item in client.list(ReplicaSet, namespace=namespace):
+        meta = item.to_dict()["metadata"]
+        owners = [o["name"] for o in meta.get("ownerReferences", []) if o["kind"] == "Deployment"]
+        ours = owners == [deployment]
+        if ours and (meta.get("annotations") or {}).get(REVISION_ANNOTATION) == revision:
+            return str(meta["labels"][POD_HASH])
+    raise LookupError(f"Deployment {deployment} has no current ReplicaSet yet")
+
+
+def release_objects(
+    key: Key, snap: Snapshot, cluster: str, role: str, replicas: int | None, weight: int
 ) -> list[dict[str, Any]]:
-    """The canary beside each stable Deployment (the release's revision), and, with an nginx
-    router, a canary Service and Ingress carrying ingress-nginx's canary annotations."""
-    labels = {**app_labels(key[0], snap.spec), RELEASE_ROLE: CANARY}
+    """The canary (or blue-green preview) beside each stable Deployment, of the release's
+    revision; a preview gets its own Service, and a canary with an nginx router a Service and
+    an Ingress carrying ingress-nginx's canary annotations."""
+    labels = {**app_labels(key[0], snap.spec), RELEASE_ROLE: role}
     rendered = desired_objects(key[1], snap.spec, snap.rendered, cluster, labels)
     out: list[dict[str, Any]] = []
     services = [o for o in rendered if o["kind"] == "Service"]
     for stable in (o for o in rendered if o["kind"] == "Deployment"):
         obj = copy.deepcopy(stable)
-        obj["metadata"]["name"] = f"{stable['metadata']['name']}-{CANARY}"
+        obj["metadata"]["name"] = f"{stable['metadata']['name']}-{role}"
         obj["metadata"]["namespace"] = snap.namespace
         spec = obj["spec"]
         count = (
             replicas if replicas is not None else canary_replicas(weight, spec.get("replicas", 1))
         )
         spec["replicas"] = count
-        spec["selector"]["matchLabels"] = {**spec["selector"].get("matchLabels", {}), TRACK: CANARY}
+        spec["selector"]["matchLabels"] = {**spec["selector"].get("matchLabels", {}), TRACK: role}
         template_labels = spec["template"]["metadata"].setdefault("labels", {})
-        template_labels[TRACK] = CANARY
+        template_labels[TRACK] = role
         out.append(obj)
     routing = snap.spec.strategy.canary.trafficRouting if snap.spec.strategy.canary else None
-    if routing is not None and routing.nginx is not None and services:
+    nginx = routing.nginx if routing is not None and role == CANARY else None
+    if services and (nginx is not None or role == PREVIEW):
         service = copy.deepcopy(services[0])
-        service_name = f"{service['metadata']['name']}-{CANARY}"
+        service_name = f"{service['metadata']['name']}-{role}"
         service["metadata"]["name"] = service_name
         service["metadata"]["namespace"] = snap.namespace
-        service["spec"]["selector"] = {**service["spec"].get("selector", {}), TRACK: CANARY}
+        service["spec"]["selector"] = {**service["spec"].get("selector", {}), TRACK: role}
         out.append(service)
+    if services and nginx is not None:
         annotations = {f"{NGINX}/canary": "true", f"{NGINX}/canary-weight": str(weight)}
-        if routing.nginx.header is not None:
-            annotations[f"{NGINX}/canary-by-header"] = routing.nginx.header.name
-            annotations[f"{NGINX}/canary-by-header-value"] = routing.nginx.header.value
+        if nginx.header is not None:
+            annotations[f"{NGINX}/canary-by-header"] = nginx.header.name
+            annotations[f"{NGINX}/canary-by-header-value"] = nginx.header.value
         port = service["spec"]["ports"][0]["port"]
         backend = {"service": {"name": service_name, "port": {"number": port}}}
         out.append(
@@ -504,7 +633,7 @@ def canary_objects(
                     "ingressClassName": "nginx",
                     "rules": [
                         {
-                            "host": routing.nginx.host,
+                            "host": nginx.host,
                             "http": {
                                 "paths": [{"path": "/", "pathType": "Prefix", "backend": backend}]
                             },
