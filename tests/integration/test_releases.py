@@ -1,16 +1,30 @@
-"""Progressive releases across the lab's clusters, judged by a real Prometheus scraping the
-test exporter: a good canary goes wave by wave, a bad one is rolled back in the first cluster
-and never reaches the second, an inconclusive one waits for a person."""
+"""Progressive releases across three clusters (the lab's two and a third, edge), judged by a
+real Prometheus scraping the test exporter: a good canary goes wave by wave, a bad one is
+rolled back in the first cluster and never touches the others, an inconclusive one waits for a
+person, blue-green switches and switches back, a killed server resumes at the same step.
+
+The two central cases run on both databases; the others on one each, to keep the run short."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.integration.conftest import WHARF_USER, Api, Wharf, cluster_writes, wait_for
+from tests.integration.conftest import (
+    WHARF_USER,
+    Api,
+    ServerProcess,
+    Wharf,
+    cluster_writes,
+    register_clusters,
+    wait_for,
+)
 from tests.integration.exporter import Exporter
 from wharf.lab import Lab, LabCluster, find_binaries
 from wharf.lab.prometheus import Prometheus
@@ -261,6 +275,7 @@ def test_a_bad_canary_is_rolled_back_in_the_first_cluster_only(
     )
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_an_inconclusive_canary_waits_for_a_person(wharf: Wharf, shop, clusters, exporter, kubectl):
     tenant, dev, ns = shop
     first_delivery(wharf, kubectl, clusters, tenant, dev, ns)
@@ -283,6 +298,7 @@ def test_an_inconclusive_canary_waits_for_a_person(wharf: Wharf, shop, clusters,
     assert any(e["action"] == "release-promote" and e["actor"] == dev.user for e in trail)
 
 
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_a_header_routed_canary_and_abort(wharf: Wharf, shop, clusters, kubectl):
     """ingress-nginx canary annotations route one header to the canary, accepted by the API
     server; abort removes the canary objects and leaves the stable revision everywhere."""
@@ -339,6 +355,7 @@ def selector(kubectl, cluster: LabCluster, ns: str, name: str) -> dict[str, str]
     return result
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_blue_green_previews_switches_and_switches_back_without_new_pods(
     wharf: Wharf, shop, clusters, kubectl
 ):
@@ -376,6 +393,7 @@ def test_blue_green_previews_switches_and_switches_back_without_new_pods(
     wait_images(kubectl, clusters, ns, everywhere(IMAGE))
 
 
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_bad_strategies_are_refused_naming_the_field(wharf: Wharf, shop, prometheus):
     tenant, dev, _ns = shop
     path = f"/api/v1/tenants/{tenant}/applications/web"
@@ -436,3 +454,120 @@ def test_a_query_reads_only_its_own_namespace_whatever_its_args_say(exporter, pr
     namespaces = {r["metric"].get("namespace") for r in prometheus.query(query)}  # type: ignore[union-attr]
     assert namespaces <= {"ta--shop-dev"}
     assert "tb--bank-dev" not in query.replace('namespace="ta--shop-dev"', "")
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_release_killed_mid_step_resumes_at_the_same_step(
+    lab, database_url, kubectl, tmp_path, exporter, prometheus
+):
+    """SIGKILL of the server while the canary is up in the first cluster, and again while the
+    second cluster is being measured: the release finishes as it would have, each canary
+    applied once and removed once, each cluster measured exactly `count` times."""
+    server = ServerProcess(tmp_path, database_url, WHARF_PROMETHEUS_URL=prometheus.url)
+    server.start()
+    try:
+        admin = server.login()
+        register_clusters(admin, lab)
+        tenant = "kill" + os.urandom(3).hex()
+        admin.ok(
+            "PUT",
+            f"/api/v1/tenants/{tenant}",
+            json={
+                "kind": "Tenant",
+                "metadata": {"name": tenant},
+                "spec": {"quota": {"cpu": "8", "memory": "16Gi"}, "clusters": ["lab1", "lab2"]},
+            },
+        )
+        admin.ok(
+            "PUT",
+            f"/api/v1/tenants/{tenant}/projects/shop",
+            json={
+                "kind": "Project",
+                "metadata": {"name": "shop"},
+                "spec": {
+                    "quota": {"cpu": "4", "memory": "8Gi"},
+                    "environments": [{"name": "dev", "clusters": ["lab1", "lab2"]}],
+                },
+            },
+        )
+        template = {
+            "kind": "AnalysisTemplate",
+            "metadata": {"name": "error-rate"},
+            "spec": {
+                "metrics": [
+                    {
+                        "name": "errors",
+                        "query": ERROR_RATE,
+                        "interval": 1,
+                        "count": 3,
+                        "initialDelay": 3,
+                        "successCondition": "result < 0.05",
+                        "consecutiveErrorLimit": 10,
+                    }
+                ]
+            },
+        }
+        admin.ok("PUT", f"/api/v1/tenants/{tenant}/analysistemplates/error-rate", json=template)
+        ns = f"{tenant}--shop-dev"
+        two = {"lab1": lab.cluster("lab1"), "lab2": lab.cluster("lab2")}
+        waves = {"waves": [{"clusters": ["lab1"]}, {"clusters": ["lab2"]}]}
+        app_path = f"/api/v1/tenants/{tenant}/applications/web"
+
+        def wait_placed() -> bool:
+            project = admin.ok("GET", f"/api/v1/tenants/{tenant}/projects/shop")
+            return project["status"].get("phase") == "Ready"
+
+        wait_for(wait_placed, what="project placed")
+        admin.ok("PUT", app_path, json=canary_app(tenant, IMAGE, **waves))
+        wait_images(kubectl, two, ns, {"lab1": IMAGE, "lab2": IMAGE})
+        for name in two:
+            exporter.serve(ns, "web", name, 2, errors=0.0)
+        admin.ok("PUT", app_path, json=canary_app(tenant, NEW_IMAGE, **waves))
+
+        # Kill while the canary is up in lab1 (its step recorded, analysis under way).
+        wait_for(lambda: deployment(kubectl, two["lab1"], ns, "web-canary"), what="canary")
+        server.kill()
+        server.start()
+
+        # Kill again once lab2's analysis has begun.
+        def measured_in_lab2() -> bool:
+            body = release(admin, tenant)
+            return any(m["cluster"] == "lab2" for m in body["measurements"])
+
+        wait_for(measured_in_lab2, timeout=120, what="lab2 measured")
+        server.kill()
+        server.start()
+
+        done = wait_for(
+            lambda: (r := release(admin, tenant))["phase"] in ("Succeeded", "Failed") and r,
+            timeout=120,
+            what="release finished",
+        )
+        assert done["phase"] == "Succeeded", done
+        assert {c["phase"] for c in done["clusters"].values()} == {"Promoted"}
+        for name in two:
+            taken = [m for m in done["measurements"] if m["cluster"] == name]
+            assert [m["phase"] for m in taken if m["phase"] != "Error"] == ["Successful"] * 3
+        wait_images(kubectl, two, ns, {"lab1": NEW_IMAGE, "lab2": NEW_IMAGE})
+        for name, cluster in two.items():
+            canary_writes = [
+                e["verb"]
+                for e in cluster_writes(cluster, ns)
+                if e.get("objectRef", {}).get("name") == "web-canary"
+                and e.get("objectRef", {}).get("resource") == "deployments"
+            ]
+            assert canary_writes == ["patch", "delete"], (name, canary_writes)
+
+        # The CLI reads the same release.
+        shown = subprocess.run(
+            [sys.executable, "-m", "wharf", "release", "status", "web", "-t", tenant],
+            env={**os.environ, "WHARF_SERVER": server.url, "WHARF_TOKEN": admin.token},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert shown.returncode == 0, shown.stderr
+        assert "revision 1 -> 2, Succeeded" in shown.stdout
+        assert "wave 1 lab2: Promoted" in shown.stdout
+    finally:
+        server.stop()

@@ -126,11 +126,12 @@ class ReleaseController:
         return await asyncio.to_thread(keys)
 
     def _load(self, key: Key) -> Snapshot | None:
-        with self.service.db.session() as session:
+        with self.service.db.reader() as session:
             store = ResourceStore(session)
             app = store.get("Application", key[0], key[1])
             if app is None:
-                drop_releases(session, key[0], key[1])
+                if latest_release(session, key[0], key[1]) is not None:
+                    self._forget(key)
                 return None
             spec = ApplicationSpec.model_validate(app.spec)
             if spec.strategy.type == "rolling":
@@ -160,6 +161,11 @@ class ReleaseController:
                 release=latest_release(session, key[0], key[1]),
                 templates=templates,
             )
+
+    def _forget(self, key: Key) -> None:
+        """The application is gone: so are its releases (its objects go with delivery's)."""
+        with self.service.db.session() as session:
+            drop_releases(session, key[0], key[1])
 
     async def reconcile(self, key: Key) -> None:
         snap = await asyncio.to_thread(self._load, key)
