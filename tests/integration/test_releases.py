@@ -409,6 +409,12 @@ def test_bad_strategies_are_refused_naming_the_field(wharf: Wharf, shop, prometh
     bad = canary_app(tenant, IMAGE)
     bad["spec"]["strategy"]["canary"]["steps"][0]["setWeight"] = 101
     refused(bad, "spec.strategy.canary.steps.0.setWeight")
+    bad = canary_app(tenant, IMAGE)
+    bad["spec"]["strategy"]["canary"]["steps"][0] = {"setWeight": 10, "setReplicas": 1}
+    refused(bad, "spec.strategy.canary.steps[0]")
+    bad = canary_app(tenant, IMAGE)
+    del bad["spec"]["strategy"]["canary"]
+    refused(bad, "spec.strategy.canary")
     refused(
         canary_app(tenant, IMAGE, waves=[{"clusters": ["lab9"]}]),
         "spec.strategy.waves[0].clusters[0]",

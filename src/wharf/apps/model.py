@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import jsonschema
 import yaml
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
 from wharf.core import documents
 from wharf.core.errors import InvalidError
@@ -35,6 +35,7 @@ SEMVER = re.compile(r"^\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?$")
 CONFIG_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
 CONFIG_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+HEADER_NAME = re.compile(r"^[A-Za-z0-9-]+$")
 CONFIG_NAME_MAX = 63  # the object is named <application>-<name>, a DNS subdomain
 RENDERABLE_KINDS = {
     ("apps/v1", "Deployment"),
@@ -376,16 +377,10 @@ class CanaryStep(Spec):
     pause: PauseStep | None = Field(default=None, description="Wait, or wait for a promote")
     analysis: AnalysisStep | None = Field(default=None, description="Measure, then go on or stop")
 
-    @model_validator(mode="after")
-    def _one(self) -> CanaryStep:
-        chosen = [
-            n
-            for n in ("setWeight", "setReplicas", "pause", "analysis")
-            if getattr(self, n) is not None
-        ]
-        if len(chosen) != 1:
-            raise ValueError("set exactly one of setWeight, setReplicas, pause, analysis")
-        return self
+    def chosen(self) -> list[str]:
+        """The kinds of step set (exactly one is valid; the service says so)."""
+        names = ("setWeight", "setReplicas", "pause", "analysis")
+        return [n for n in names if getattr(self, n) is not None]
 
 
 class HeaderRoute(Spec):
@@ -400,7 +395,7 @@ class HeaderRoute(Spec):
     @field_validator("name")
     @classmethod
     def _header(cls, value: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9-]{1,64}", value):
+        if not HEADER_NAME.match(value):
             raise ValueError("a header name is letters, digits and '-'")
         return value
 
@@ -473,12 +468,6 @@ class ReleaseStrategy(Spec):
         description="rollbackAll: a failed cluster stops later waves and rolls back every "
         "cluster already changed; clusterOnly: only that cluster is rolled back",
     )
-
-    @model_validator(mode="after")
-    def _canary(self) -> ReleaseStrategy:
-        if self.type == "canary" and self.canary is None:
-            raise ValueError("type canary needs canary.steps")
-        return self
 
 
 class ApplicationSpec(Spec):

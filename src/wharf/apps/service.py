@@ -169,6 +169,18 @@ def check_strategy(
     """A release strategy may name only the environment's clusters and the tenant's analysis
     templates; anything else is refused before anything starts."""
     strategy = spec.strategy
+    if strategy.type == "canary" and strategy.canary is None:
+        raise InvalidError(
+            "spec.strategy.canary: type canary needs canary.steps", field="spec.strategy.canary"
+        )
+    for i, step in enumerate(strategy.canary.steps if strategy.canary else []):
+        if len(step.chosen()) != 1:
+            where = f"spec.strategy.canary.steps[{i}]"
+            raise InvalidError(
+                f"{where}: set exactly one of setWeight, setReplicas, pause, analysis "
+                f"(it sets: {', '.join(step.chosen()) or 'none'})",
+                field=where,
+            )
     for i, wave in enumerate(strategy.waves):
         for j, cluster in enumerate(wave.clusters):
             if cluster not in clusters:

@@ -21,7 +21,7 @@ from wharf.core.resources import Kind, Spec
 
 ARG = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 BUILTIN_ARGS = ("app", "cluster", "revision", "namespace")
-CONDITION = re.compile(r"^\s*result\s*(<=|>=|==|!=|<|>)\s*(-?[0-9]+(\.[0-9]+)?)\s*$")
+CONDITION = re.compile(r"^ *result *(<=|>=|==|!=|<|>) *(-?[0-9]+(\.[0-9]+)?) *$")
 OPERATORS: dict[str, Callable[[float, float], bool]] = {
     "<": operator.lt,
     "<=": operator.le,
@@ -50,9 +50,12 @@ class Metric(Spec):
     interval: int = Field(default=10, ge=1, le=3600, description="Seconds between measurements")
     count: int = Field(default=3, ge=1, le=100, description="Measurements to take")
     initialDelay: int = Field(default=0, ge=0, le=3600, description="Seconds before the first")
-    successCondition: str = Field(description="e.g. 'result < 0.05'")
+    successCondition: str = Field(
+        description="e.g. 'result < 0.05'", json_schema_extra={"pattern": CONDITION.pattern}
+    )
     failureCondition: str | None = Field(
         default=None,
+        json_schema_extra={"pattern": CONDITION.pattern},
         description="e.g. 'result > 0.2'; between the two a measurement is inconclusive. "
         "Without it, a measurement that is not a success is a failure",
     )
