@@ -68,8 +68,9 @@ Key = tuple[str, str]
 CANARY = "canary"
 PREVIEW = "preview"
 TRACK = "wharf.io/track"  # in the canary's selector, so the two workloads never share pods
-# The live Service's selector is pinned (blue-green) under a field manager of its own, so that
-# delivery's own server-side applies of the Service (manager `wharf`) leave the pin alone.
+# The live Service's selector is pinned (blue-green) under a field manager of its own, so its
+# managed fields tell a release's switch apart from delivery's writes. Delivery leaves a pinned
+# selector alone: it applies only when the live object lacks a field it wants.
 PIN_MANAGER = "wharf-release"
 POD_HASH = "pod-template-hash"
 REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
@@ -134,8 +135,9 @@ class ReleaseController:
                     self._forget(key)
                 return None
             spec = ApplicationSpec.model_validate(app.spec)
-            if spec.strategy.type == "rolling":
-                return None
+            release = latest_release(session, key[0], key[1])
+            if spec.strategy.type == "rolling" and (release is None or release.done):
+                return None  # nothing of a release to do or to undo
             project = store.get("Project", key[0], spec.project)
             envs = {
                 e.name: e.clusters
@@ -158,7 +160,7 @@ class ReleaseController:
                 waves=resolve_waves(spec.strategy.waves, targets, labels),
                 clusters=clusters,
                 rendered=rendered_for(session, spec),
-                release=latest_release(session, key[0], key[1]),
+                release=release,
                 templates=templates,
             )
 
@@ -170,6 +172,9 @@ class ReleaseController:
     async def reconcile(self, key: Key) -> None:
         snap = await asyncio.to_thread(self._load, key)
         if snap is None:
+            return
+        if snap.spec.strategy.type == "rolling":
+            await self._stop_for_rolling(key, snap)
             return
         release = snap.release
         if release is None or release.revision < snap.revision:
@@ -188,6 +193,17 @@ class ReleaseController:
             return
         if wait is not None:
             asyncio.get_running_loop().call_later(wait, self.controller.queue.add, key)
+
+    async def _stop_for_rolling(self, key: Key, snap: Snapshot) -> None:
+        """The strategy went back to rolling mid-release: the release is superseded and what
+        it put in the clusters goes (delivery now applies the spec everywhere)."""
+        release = snap.release
+        if release is None or release.done:
+            return
+        release.phase = "Superseded"
+        release.state["message"] = "the strategy is rolling now"
+        await self._store(release)
+        await self._clean_up(key, snap, release)
 
     async def _start(self, key: Key, snap: Snapshot, previous: Release | None) -> Release:
         """A new revision: the release before it (if under way) is superseded and its canaries
@@ -345,24 +361,32 @@ class ReleaseController:
             await self._set_selector(client, snap.namespace, service, {**base, **extra})
 
     async def _unpin_live(self, snap: Snapshot, name: str, client: AsyncClient) -> None:
-        """Give the live Service back its own selector (the pin's manager lets go of it)."""
+        """Give the live Service back the selector the application renders. (A Service's
+        selector is an atomic map: it is set whole, never dropped, or the Service would
+        select nothing until delivery came by.)"""
         for service, _ in _live(snap, name):
-            await self._set_selector(client, snap.namespace, service, None)
+            base = dict(service["spec"].get("selector") or {})
+            await self._set_selector(client, snap.namespace, service, base)
 
     async def _set_selector(
-        self, client: AsyncClient, namespace: str, service: dict[str, Any], selector: Any
+        self,
+        client: AsyncClient,
+        namespace: str,
+        service: dict[str, Any],
+        selector: dict[str, str],
     ) -> None:
         meta = {"name": service["metadata"]["name"], "namespace": namespace}
         current = await observe(client, {**service, "metadata": meta})
         if current is None:
             return
-        observed = current.get("spec", {}).get("selector") or {}
-        want = selector if selector is not None else service["spec"].get("selector") or {}
-        if observed == want:
+        if (current.get("spec", {}).get("selector") or {}) == selector:
             return  # already so: no write
-        obj: dict[str, Any] = {"apiVersion": "v1", "kind": "Service", "metadata": meta}
-        if selector is not None:
-            obj["spec"] = {"selector": selector}
+        obj = {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": meta,
+            "spec": {"selector": selector},
+        }
         await client.apply(from_dict(obj), field_manager=PIN_MANAGER, force=True)
         self.writes += 1
 
@@ -519,8 +543,8 @@ class ReleaseController:
         for name, cluster in release.clusters.items():
             if cluster.get("phase") == "Pending":
                 continue
-            if snap.spec.strategy.type == "blueGreen":
-                await self._switch_back(key, snap, name)
+            # Whatever the strategy is now: a preview left by an earlier one goes too.
+            await self._switch_back(key, snap, name)
             await self._remove_canary(key, snap, name)
 
     async def _switch_back(self, key: Key, snap: Snapshot, name: str) -> None:
