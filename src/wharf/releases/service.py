@@ -36,7 +36,7 @@ def now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-class AnalysisTemplateRules(KindRules):
+class AnalysisTemplateRules(KindRules[AnalysisTemplateSpec]):
     """Tenant admins write a tenant's analysis templates; queries are checked by parsing them
     as Wharf will run them and, when a Prometheus is configured, by asking it."""
 
@@ -45,9 +45,9 @@ class AnalysisTemplateRules(KindRules):
     def __init__(self, prometheus_url: str | None) -> None:
         self.prometheus_url = prometheus_url
 
-    def validate(self, change: Change) -> dict[str, Any]:
+    def validate(self, change: Change[AnalysisTemplateSpec]) -> AnalysisTemplateSpec:
         check_name(change.name)
-        spec = AnalysisTemplateSpec.model_validate(change.spec)
+        spec = change.spec
         for name in spec.args:
             if name in BUILTIN_ARGS:
                 raise InvalidError(

@@ -41,7 +41,7 @@ class Platform:
         policy = AddressPolicy(allow_loopback=settings.allow_loopback_clusters)
         self.cluster_rules = ClusterRules(box, policy)
         self.application_rules = ApplicationRules(box)
-        self.rules: list[KindRules] = [
+        self.rules: list[KindRules[Any]] = [
             self.cluster_rules,
             NodePoolRules(),
             TenantRules(),
