@@ -14,6 +14,7 @@ from wharf.clusters import cli as clusters_cli
 from wharf.identity import cli as identity_cli
 from wharf.lab.cli import app as lab_app
 from wharf.registry import cli as registry_cli
+from wharf.releases import cli as releases_cli
 from wharf.resources import cli as resources_cli
 from wharf.tenancy import cli as tenancy_cli
 
@@ -30,6 +31,7 @@ clusters_cli.register(app)
 tenancy_cli.register(app)
 apps_cli.register(app)
 registry_cli.register(app)
+releases_cli.register(app)
 
 
 @app.command()

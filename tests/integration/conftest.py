@@ -179,7 +179,13 @@ def register_clusters(admin: Api, lab: Lab) -> None:
 
 
 @pytest.fixture
-def wharf(lab: Lab, database_url: str) -> Iterator[Wharf]:
+def wharf_settings() -> dict[str, Any]:
+    """More settings for the `wharf` fixture; a module overrides it (Prometheus's URL)."""
+    return {}
+
+
+@pytest.fixture
+def wharf(lab: Lab, database_url: str, wharf_settings: dict[str, Any]) -> Iterator[Wharf]:
     settings = Settings(
         database_url=database_url,
         admin_password=ADMIN_PASSWORD,
@@ -187,6 +193,7 @@ def wharf(lab: Lab, database_url: str) -> Iterator[Wharf]:
         allow_loopback_clusters=True,  # the lab's clusters listen on loopback
         heartbeat_seconds=1.0,
         resync_seconds=5.0,
+        **wharf_settings,
     )
     app = create_app(settings)
     with TestClient(app) as client:

@@ -9,12 +9,13 @@ with reasons that name them.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+import dataclasses
+from collections.abc import Callable, Iterable
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
-from lightkube import AsyncClient
+from lightkube import AsyncClient, operators
 from lightkube.resources.apps_v1 import DaemonSet, Deployment, StatefulSet
 from lightkube.resources.autoscaling_v2 import HorizontalPodAutoscaler
 from lightkube.resources.batch_v1 import CronJob, Job
@@ -28,15 +29,23 @@ from lightkube.resources.core_v1 import (
 )
 from lightkube.resources.networking_v1 import Ingress
 from lightkube.resources.policy_v1 import PodDisruptionBudget
+from sqlalchemy.orm import Session
 
 from wharf.apps.model import (
     APP_LABEL,
     APPLICATION,
+    RELEASE_ROLE,
     ApplicationSpec,
     delivery_findings,
     desired_objects,
 )
-from wharf.apps.service import ApplicationRules, app_labels, current_revision, rendered_for
+from wharf.apps.service import (
+    ApplicationRules,
+    app_labels,
+    current_revision,
+    rendered_for,
+    revision_spec,
+)
 from wharf.clusters.service import ClusterRules
 from wharf.core.controller import Controller
 from wharf.core.errors import OutdatedSpecError
@@ -86,6 +95,18 @@ RESOURCES = (
 )
 BY_KIND = {r.__name__: r for r in RESOURCES}
 OWNED: dict[str, Any] = {MANAGED_BY: "wharf", APP_LABEL: None}  # None: the label is set
+# A revision delivered to one cluster: its spec as stored, its rendered objects, its number.
+Variant = tuple[dict[str, Any], list[dict[str, Any]], int]
+
+
+class RevisionPins(Protocol):
+    """Which revision a cluster's stable workloads run (0: the spec's own)."""
+
+    def revision(self, cluster: str) -> int: ...
+
+
+# (session, tenant, application, spec, revision) -> pins; releases provide it.
+Pinning = Callable[[Session, str, str, ApplicationSpec, int], RevisionPins]
 
 
 class DeliveryController:
@@ -96,8 +117,10 @@ class DeliveryController:
         clusters: ClusterRules,
         connections: ClusterConnections,
         resync: float = 30.0,
+        pinned: Pinning | None = None,
     ) -> None:
         self.service = service
+        self.pinned = pinned
         self.rules = rules
         self.clusters = clusters
         self.connections = connections
@@ -169,16 +192,17 @@ class DeliveryController:
         DeliveryPolicy,
         set[str],
         int,
+        dict[str, Variant],
     ]:
         """The application, clusters, rendered objects, target clusters, delivery policy, the
-        clusters where its namespace is not its project's (held by another, or conflicted), and
-        the revision its spec is."""
+        clusters where its namespace is not its project's (held by another, or conflicted),
+        the revision its spec is, and the clusters a release keeps on another revision."""
         with self.service.db.reader() as session:
             store = ResourceStore(session)
             app = store.get("Application", key[0], key[1], with_deleting=True)
             clusters = {c.name: c for c in store.query("Cluster")}
             if app is None or app.deleting_since is not None:
-                return app, clusters, [], [], DeliveryPolicy(), set(), 0
+                return app, clusters, [], [], DeliveryPolicy(), set(), 0, {}
             spec = APPLICATION.typed(app)
             project = store.get("Project", key[0], spec.project)
             project_spec = PROJECT.typed(project) if project else ProjectSpec()
@@ -198,7 +222,37 @@ class DeliveryController:
             # Read with the spec, in one transaction: the revision is the one this spec is.
             revision = current_revision(session, key[0], key[1])
             rendered = rendered_for(session, spec)
-            return app, clusters, rendered, targets, project_spec.delivery, refused, revision
+            variants = self._variants(session, key, spec, revision, targets)
+            return (
+                app,
+                clusters,
+                rendered,
+                targets,
+                project_spec.delivery,
+                refused,
+                revision,
+                variants,
+            )
+
+    def _variants(
+        self, session: Session, key: Key, spec: ApplicationSpec, revision: int, targets: list[str]
+    ) -> dict[str, Variant]:
+        """Clusters whose stable workloads a release keeps on another revision, with it."""
+        if self.pinned is None:
+            return {}
+        pins = self.pinned(session, key[0], key[1], spec, revision)
+        found: dict[int, Variant] = {}
+        variants: dict[str, Variant] = {}
+        for cluster in targets:
+            number = pins.revision(cluster)
+            if not number or number == revision:
+                continue
+            if number not in found:
+                stored = revision_spec(session, key[0], key[1], number)
+                rendered = rendered_for(session, ApplicationSpec.model_validate(stored))
+                found[number] = (stored, rendered, number)
+            variants[cluster] = found[number]
+        return variants
 
     async def reconcile(self, key: Key) -> None:
         try:
@@ -212,9 +266,16 @@ class DeliveryController:
             )
 
     async def _reconcile(self, key: Key) -> None:
-        app, clusters, rendered, targets, policy, refused, revision = await asyncio.to_thread(
-            self._load, key
-        )
+        (
+            app,
+            clusters,
+            rendered,
+            targets,
+            policy,
+            refused,
+            revision,
+            variants,
+        ) = await asyncio.to_thread(self._load, key)
         if app is None or app.deleting_since is not None:
             # Deleted (the record says so) or gone (objects found without an owner): remove
             # its objects everywhere, and only then drop the record.
@@ -242,7 +303,13 @@ class DeliveryController:
             *(
                 _settled(not_ours)
                 if c in refused
-                else self._deliver(key, app, spec, rendered, clusters.get(c), c)
+                else self._deliver(
+                    key,
+                    app,
+                    *self._revision_for(app, spec, rendered, revision, variants.get(c)),
+                    clusters.get(c),
+                    c,
+                )
                 for c in targets
             )
         )
@@ -264,6 +331,19 @@ class DeliveryController:
             ),
         )
 
+    def _revision_for(
+        self,
+        app: StoredResource,
+        spec: ApplicationSpec,
+        rendered: list[dict[str, Any]],
+        revision: int,
+        variant: Variant | None,
+    ) -> tuple[ApplicationSpec, list[dict[str, Any]], int]:
+        if variant is None:
+            return spec, rendered, revision
+        stored, other, number = variant
+        return self.rules.unsealed(dataclasses.replace(app, spec=stored)), other, number
+
     async def _remove(self, key: Key, cluster: StoredResource) -> None:
         """Delete the application's objects in one cluster; failures propagate (and are
         retried), so that a delete is not reported done while something is left. A cluster
@@ -279,6 +359,19 @@ class DeliveryController:
             log.info("removed application objects", cluster=cluster.name, app=key, objects=removed)
 
     async def _deliver(
+        self,
+        key: Key,
+        app: StoredResource,
+        spec: ApplicationSpec,
+        rendered: list[dict[str, Any]],
+        revision: int,
+        cluster: StoredResource | None,
+        name: str,
+    ) -> dict[str, Any]:
+        result = await self._deliver_revision(key, app, spec, rendered, cluster, name)
+        return {**result, "revision": revision}
+
+    async def _deliver_revision(
         self,
         key: Key,
         app: StoredResource,
@@ -324,7 +417,8 @@ class DeliveryController:
             keep: dict[str, set[str]] = {}
             for obj in objects:
                 keep.setdefault(obj["kind"], set()).add(obj["metadata"]["name"])
-            labels = {MANAGED_BY: "wharf", APP_LABEL: key[1]}
+            # A release's canary objects are the release controller's, not delivery's to prune.
+            labels = {MANAGED_BY: "wharf", APP_LABEL: key[1], RELEASE_ROLE: operators.not_exists()}
             for resource in RESOURCES:
                 removed = await prune(
                     client, resource, namespace, labels, keep.get(resource.__name__, set())

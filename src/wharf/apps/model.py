@@ -35,6 +35,7 @@ SEMVER = re.compile(r"^\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?$")
 CONFIG_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
 CONFIG_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+HEADER_NAME = re.compile(r"^[A-Za-z0-9-]+$")
 CONFIG_NAME_MAX = 63  # the object is named <application>-<name>, a DNS subdomain
 RENDERABLE_KINDS = {
     ("apps/v1", "Deployment"),
@@ -246,6 +247,7 @@ def import_yaml(text: str, version: str = "1.0.0", description: str = "") -> Tem
 # -- applications ----------------------------------------------------------------------------
 
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob"}
+RELEASE_ROLE = "wharf.io/release-role"  # on a release's canary objects: "canary"
 CONFIG_HASH = "wharf.io/config-hash"
 
 
@@ -341,6 +343,133 @@ def check_configuration(config: Configuration, overrides: dict[str, ClusterOverr
                 )
 
 
+# -- release strategy ------------------------------------------------------------------------
+
+
+class PauseStep(Spec):
+    """Wait: a number of seconds, or (no duration) until someone promotes."""
+
+    duration: int | None = Field(
+        default=None, ge=1, le=86400, description="Seconds; leave out to wait for a promote"
+    )
+
+
+class AnalysisStep(Spec):
+    """Judge the canary by the metrics of analysis templates (wharf get analysistemplates)."""
+
+    templates: list[str] = Field(
+        min_length=1, max_length=10, description="Names of AnalysisTemplates in the tenant"
+    )
+    args: dict[str, str] = Field(
+        default_factory=dict, description="Values for the templates' own args (name: value)"
+    )
+
+
+class CanaryStep(Spec):
+    """One step of a canary: exactly one of setWeight, setReplicas, pause, analysis."""
+
+    setWeight: int | None = Field(
+        default=None, ge=0, le=100, description="Percent of the traffic (or replicas) to the canary"
+    )
+    setReplicas: int | None = Field(
+        default=None, ge=0, le=1000, description="Replicas of the canary workload"
+    )
+    pause: PauseStep | None = Field(default=None, description="Wait, or wait for a promote")
+    analysis: AnalysisStep | None = Field(default=None, description="Measure, then go on or stop")
+
+    def chosen(self) -> list[str]:
+        """The kinds of step set (exactly one is valid; the service says so)."""
+        names = ("setWeight", "setReplicas", "pause", "analysis")
+        return [n for n in names if getattr(self, n) is not None]
+
+
+class HeaderRoute(Spec):
+    """Requests with this header (and value) go to the canary, whatever the weight."""
+
+    name: str = Field(
+        description="HTTP header name, e.g. X-Canary",
+        json_schema_extra={"pattern": "^[A-Za-z0-9-]+$"},
+    )
+    value: str = Field(default="always", description="The value that routes to the canary")
+
+    @field_validator("name")
+    @classmethod
+    def _header(cls, value: str) -> str:
+        if not HEADER_NAME.match(value):
+            raise ValueError("a header name is letters, digits and '-'")
+        return value
+
+
+class NginxRouting(Spec):
+    """ingress-nginx canary annotations on a copy of the application's Ingress."""
+
+    host: str = Field(description="The host the application's Ingress serves")
+    header: HeaderRoute | None = Field(default=None, description="Route a header to the canary")
+
+
+class TrafficRouting(Spec):
+    """How traffic is shifted; without one, by the ratio of canary to stable replicas."""
+
+    nginx: NginxRouting | None = Field(default=None, description="ingress-nginx canary")
+
+
+class CanaryStrategy(Spec):
+    """A canary workload beside the stable one, moved by steps."""
+
+    steps: list[CanaryStep] = Field(min_length=1, max_length=50, description="In order")
+    trafficRouting: TrafficRouting | None = Field(
+        default=None, description="Router; none: replica ratio"
+    )
+
+
+class BlueGreenStrategy(Spec):
+    """A preview workload of the new revision beside the live one, each with its Service;
+    promotion switches the live Service's selector to the preview pods."""
+
+    autoPromote: bool = Field(
+        default=False, description="Switch as soon as the preview is up; else wait for a promote"
+    )
+    scaleDownDelaySeconds: int = Field(
+        default=30,
+        ge=0,
+        le=86400,
+        description="After the switch, how long the old pods stay (abort switches back to "
+        "them at once, creating no pod) before the stable workload takes the new revision",
+    )
+
+
+class Wave(Spec):
+    """A set of clusters released together: by name, or by the clusters' labels."""
+
+    clusters: list[str] = Field(default_factory=list, description="Cluster names")
+    selector: dict[str, str] = Field(
+        default_factory=dict, description="Cluster labels (all must match)"
+    )
+
+
+class ReleaseStrategy(Spec):
+    """How a new revision reaches the environment's clusters."""
+
+    type: Literal["rolling", "canary", "blueGreen"] = Field(
+        default="rolling", description="rolling: every cluster at once (the default)"
+    )
+    canary: CanaryStrategy | None = Field(default=None, description="Steps of a canary")
+    blueGreen: BlueGreenStrategy | None = Field(
+        default=None, description="Preview and switch (type blueGreen; defaults when left out)"
+    )
+    waves: list[Wave] = Field(
+        default_factory=list,
+        max_length=20,
+        description="Clusters in order; leave out for one wave of every cluster",
+    )
+    bakeSeconds: int = Field(default=0, ge=0, le=86400, description="Wait between waves")
+    onFailure: Literal["rollbackAll", "clusterOnly"] = Field(
+        default="rollbackAll",
+        description="rollbackAll: a failed cluster stops later waves and rolls back every "
+        "cluster already changed; clusterOnly: only that cluster is rolled back",
+    )
+
+
 class ApplicationSpec(Spec):
     """A template version delivered with values to every cluster of a project's environment."""
 
@@ -361,6 +490,11 @@ class ApplicationSpec(Spec):
     )
     config: Configuration = Field(
         default_factory=Configuration, description="ConfigMaps and Secrets delivered with it"
+    )
+    strategy: ReleaseStrategy = Field(
+        default_factory=ReleaseStrategy,
+        description="How a new revision is released: rolling (default) or canary, in waves of "
+        "clusters, judged by analysis templates (docs/releases.md)",
     )
 
 

@@ -168,6 +168,43 @@ def app_labels(tenant: str, spec: ApplicationSpec) -> dict[str, str]:
     }
 
 
+def check_strategy(
+    session: Session, tenant: str, spec: ApplicationSpec, clusters: list[str]
+) -> None:
+    """A release strategy may name only the environment's clusters and the tenant's analysis
+    templates; anything else is refused before anything starts."""
+    strategy = spec.strategy
+    if strategy.type == "canary" and strategy.canary is None:
+        raise InvalidError(
+            "spec.strategy.canary: type canary needs canary.steps", field="spec.strategy.canary"
+        )
+    for i, step in enumerate(strategy.canary.steps if strategy.canary else []):
+        if len(step.chosen()) != 1:
+            where = f"spec.strategy.canary.steps[{i}]"
+            raise InvalidError(
+                f"{where}: set exactly one of setWeight, setReplicas, pause, analysis "
+                f"(it sets: {', '.join(step.chosen()) or 'none'})",
+                field=where,
+            )
+    for i, wave in enumerate(strategy.waves):
+        for j, cluster in enumerate(wave.clusters):
+            if cluster not in clusters:
+                where = f"spec.strategy.waves[{i}].clusters[{j}]"
+                raise InvalidError(
+                    f"{where}: environment {spec.environment} is not placed on {cluster} "
+                    f"(it is on: {', '.join(clusters) or 'none'})",
+                    field=where,
+                )
+    store = ResourceStore(session)
+    for i, step in enumerate(strategy.canary.steps if strategy.canary else []):
+        for j, name in enumerate(step.analysis.templates if step.analysis else []):
+            if store.get("AnalysisTemplate", tenant, name) is None:
+                where = f"spec.strategy.canary.steps[{i}].analysis.templates[{j}]"
+                raise InvalidError(
+                    f"{where}: no AnalysisTemplate {name!r} in tenant {tenant}", field=where
+                )
+
+
 class ApplicationRules(KindRules[ApplicationSpec]):
     """Developers deliver into their projects; everyone in the project reads."""
 
@@ -256,6 +293,7 @@ class ApplicationRules(KindRules[ApplicationSpec]):
                     f"is not placed on {cluster}",
                     field=f"spec.overrides.{cluster}",
                 )
+        check_strategy(session, tenant, spec, clusters)
         tv = template_version(session, spec.template.name, spec.template.version)
         if not tv.published:
             raise InvalidError(

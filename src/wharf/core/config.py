@@ -72,6 +72,10 @@ class Settings(BaseSettings):
     registry_token_seconds: int = Field(
         default=300, ge=60, le=86400, description="Lifetime of a registry token (at least 60 s)"
     )
+    prometheus_url: str | None = Field(
+        default=None,
+        description="Prometheus that release analysis queries, e.g. http://prometheus:9090",
+    )
     heartbeat_seconds: float = 5.0
     resync_seconds: float = 30.0
 

@@ -110,6 +110,34 @@ EXAMPLES: dict[str, dict[str, Any]] = {
             "values": {"name": "storefront", "image": "registry.example/shop/storefront:1.0.0"},
             "overrides": {"lab2": {"replicas": 3, "env": {"REGION": "south"}}},
             "config": {"configMaps": {"settings": {"THEME": "autumn"}}},
+            "strategy": {
+                "type": "canary",
+                "canary": {
+                    "steps": [
+                        {"setWeight": 20},
+                        {"analysis": {"templates": ["error-rate"]}},
+                        {"setWeight": 100},
+                    ]
+                },
+                "waves": [{"clusters": ["lab1"]}, {"clusters": ["lab2"]}],
+                "bakeSeconds": 60,
+            },
+        },
+    },
+    "AnalysisTemplate": {
+        "metadata": {"name": "error-rate", "tenant": "demo"},
+        "spec": {
+            "metrics": [
+                {
+                    "name": "errors",
+                    "query": 'sum(rate(http_requests_total{app="${app}",code=~"5.."}[1m])) / '
+                    'sum(rate(http_requests_total{app="${app}"}[1m]))',
+                    "interval": 30,
+                    "count": 5,
+                    "successCondition": "result < 0.01",
+                    "failureCondition": "result > 0.05",
+                }
+            ]
         },
     },
 }

@@ -190,6 +190,10 @@ class ResourceService:
         for listener in self.listeners:
             listener(kind, tenant, name)
 
+    def notify(self, kind: str, tenant: str, name: str) -> None:
+        """Tell controllers about a change made outside the generic writes (a release step)."""
+        self._changed(kind, tenant, name)
+
     def kind_rules(self, kind: str) -> KindRules[Any]:
         for rules in self.rules.values():
             k = rules.kind

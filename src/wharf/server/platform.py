@@ -33,6 +33,8 @@ from wharf.registry.service import (
     TokenSigner,
     pull_secret_objects,
 )
+from wharf.releases.controller import ReleaseController
+from wharf.releases.service import AnalysisTemplateRules, pinned
 from wharf.resources.service import KindRules, ResourceService
 from wharf.store import Database
 from wharf.store.audit import AuditEvent, record
@@ -67,6 +69,7 @@ class Platform:
             RetentionRules(),
             ImmutableTagsRules(),
             ReplicationRules(),
+            AnalysisTemplateRules(settings.prometheus_url),
         ]
         self.resources = ResourceService(db, {r.kind.name: r for r in self.rules})
         self.connections = ClusterConnections(policy)
@@ -90,6 +93,15 @@ class Platform:
             self.cluster_rules,
             self.connections,
             resync=settings.resync_seconds,
+            pinned=pinned,
+        )
+        self.releases = ReleaseController(
+            self.resources,
+            self.cluster_rules,
+            self.connections,
+            settings.prometheus_url,
+            redeliver=self.delivery.controller.queue.add,
+            resync=settings.resync_seconds,
         )
         self.replication = ReplicationController(
             self.resources, self.token_signer, resync=settings.resync_seconds
@@ -103,6 +115,7 @@ class Platform:
             self.placement.controller,
             self.delivery.controller,
             self.replication.controller,
+            self.releases.controller,
         ]
 
     def bootstrap(self) -> str | None:
@@ -158,6 +171,7 @@ class Platform:
             loop.call_soon_threadsafe(self.clusters.controller.queue.add, name)
         elif kind == "Application":
             loop.call_soon_threadsafe(self.delivery.controller.queue.add, (tenant, name))
+            loop.call_soon_threadsafe(self.releases.controller.queue.add, (tenant, name))
         elif kind == "ReplicationRule":
             loop.call_soon_threadsafe(self.replication.controller.queue.add, (tenant, name))
         if kind in ("Tenant", "Cluster", "NodePool", "Registry"):
@@ -182,6 +196,7 @@ class Platform:
                 asyncio.create_task(self.placement.controller.run(), name="placement"),
                 asyncio.create_task(self.delivery.controller.run(), name="delivery"),
                 asyncio.create_task(self.replication.controller.run(), name="replication"),
+                asyncio.create_task(self.releases.controller.run(), name="releases"),
             ]
 
     async def stop(self) -> None:
@@ -189,4 +204,5 @@ class Platform:
         await self.clusters.stop()
         await self.placement.stop()
         await self.delivery.stop()
+        await self.releases.stop()
         await self.connections.close()

@@ -127,6 +127,42 @@ revisions = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
+# A release of one application revision through the clusters of its environment: the state
+# machine (waves, each cluster's step and phase) is one JSON document, written before it acts.
+releases = Table(
+    "releases",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("tenant", String(64), nullable=False),
+    Column("application", String(128), nullable=False),
+    Column("revision", Integer, nullable=False),
+    Column("stable_revision", Integer, nullable=False),
+    Column("phase", String(32), nullable=False),
+    Column("paused", Boolean, nullable=False, server_default=false()),
+    Column("version", Integer, nullable=False, server_default="1"),  # optimistic concurrency
+    Column("state", JSON, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("tenant", "application", "revision", name="uq_releases_app_revision"),
+)
+
+# Each analysis measurement, stored before the release acts on it.
+release_measurements = Table(
+    "release_measurements",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("release_id", Id, ForeignKey("releases.id", ondelete="CASCADE"), nullable=False),
+    Column("cluster", String(64), nullable=False),
+    Column("step", Integer, nullable=False),
+    Column("template", String(128), nullable=False),
+    Column("metric", String(128), nullable=False),
+    Column("phase", String(16), nullable=False),
+    Column("value", Text, nullable=True),
+    Column("message", Text, nullable=False, server_default=""),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Index("ix_release_measurements_release", "release_id", "cluster", "step"),
+)
+
 # Names that must be unique across the whole platform (a namespace name in every cluster, an
 # object an application renders): held by one resource, reserved in the transaction that writes it.
 claims = Table(

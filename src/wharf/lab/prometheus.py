@@ -1,0 +1,100 @@
+"""A real Prometheus (Debian's package) on loopback, for release analysis in the tests and demo.
+
+It scrapes the targets it is given every `interval` and keeps the labels they expose
+(`honor_labels`), so that an exporter can speak for many namespaces, clusters and revisions.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+BINARY = "/usr/bin/prometheus"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Prometheus:
+    """One Prometheus process; `start()` returns once it answers queries."""
+
+    def __init__(self, workdir: Path, targets: list[str], interval: str = "1s") -> None:
+        self.workdir = workdir
+        self.targets = targets
+        self.interval = interval
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def _config(self) -> Path:
+        config = {
+            "global": {"scrape_interval": self.interval, "evaluation_interval": self.interval},
+            "scrape_configs": [
+                {
+                    "job_name": "wharf-test",
+                    "honor_labels": True,
+                    "static_configs": [{"targets": self.targets}],
+                }
+            ],
+        }
+        path = self.workdir / "prometheus.yml"
+        path.write_text(yaml.safe_dump(config))
+        return path
+
+    def start(self, timeout: float = 60.0) -> None:
+        binary = shutil.which("prometheus") or BINARY
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        with (self.workdir / "prometheus.log").open("ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    binary,
+                    f"--config.file={self._config()}",
+                    f"--storage.tsdb.path={self.workdir / 'data'}",
+                    f"--web.listen-address=127.0.0.1:{self.port}",
+                    "--log.level=warn",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while not self.ready():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"prometheus did not start; see {self.workdir}/prometheus.log")
+            time.sleep(0.2)
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as answer:
+                return int(answer.status) == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def query(self, promql: str) -> list[dict[str, object]]:
+        """An instant query's result vector (for tests and the demo's own checks)."""
+        url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            body = json.load(answer)
+        result: list[dict[str, object]] = body["data"]["result"]
+        return result
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()

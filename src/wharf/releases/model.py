@@ -1,0 +1,211 @@
+"""Analysis templates, the PromQL Wharf builds from them, and how a measurement is judged.
+
+A tenant writes the query; Wharf fills in the arguments and then puts its own
+`namespace="<tenant>--<project>-<env>"` matcher on every series selector of the parsed query,
+so that no query can read another tenant's series whatever its text or arguments say.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import re
+from collections.abc import Callable
+from typing import Any, Literal
+
+import promql_parser
+from pydantic import Field, field_validator
+
+from wharf.core.errors import InvalidError
+from wharf.core.resources import Kind, Spec
+
+ARG = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+BUILTIN_ARGS = ("app", "cluster", "revision", "namespace")
+CONDITION = re.compile(r"^ *result *(<=|>=|==|!=|<|>) *(-?[0-9]+(\.[0-9]+)?) *$")
+OPERATORS: dict[str, Callable[[float, float], bool]] = {
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "==": operator.eq,
+    "!=": operator.ne,
+}
+Outcome = Literal["Successful", "Failed", "Inconclusive", "Error"]
+
+
+def _condition(value: str) -> str:
+    if not CONDITION.match(value):
+        raise ValueError("write a comparison of the result with a number, e.g. 'result < 0.05'")
+    return value
+
+
+class Metric(Spec):
+    """One metric check: a PromQL query measured `count` times, `interval` seconds apart."""
+
+    name: str = Field(description="What it measures, e.g. error-rate")
+    query: str = Field(
+        description="PromQL; ${app}, ${cluster}, ${revision}, ${namespace} and the template's "
+        "args are filled in, and Wharf adds the namespace matcher to every selector"
+    )
+    interval: int = Field(default=10, ge=1, le=3600, description="Seconds between measurements")
+    count: int = Field(default=3, ge=1, le=100, description="Measurements to take")
+    initialDelay: int = Field(default=0, ge=0, le=3600, description="Seconds before the first")
+    successCondition: str = Field(
+        description="e.g. 'result < 0.05'", json_schema_extra={"pattern": CONDITION.pattern}
+    )
+    failureCondition: str | None = Field(
+        default=None,
+        json_schema_extra={"pattern": CONDITION.pattern},
+        description="e.g. 'result > 0.2'; between the two a measurement is inconclusive. "
+        "Without it, a measurement that is not a success is a failure",
+    )
+    failureLimit: int = Field(default=0, ge=0, description="Failed measurements tolerated")
+    inconclusiveLimit: int = Field(
+        default=0, ge=0, description="Inconclusive measurements tolerated before it pauses"
+    )
+    consecutiveErrorLimit: int = Field(
+        default=4,
+        ge=0,
+        description="Errors in a row tolerated (Prometheus down, no data) before it fails",
+    )
+
+    @field_validator("successCondition")
+    @classmethod
+    def _success(cls, value: str) -> str:
+        return _condition(value)
+
+    @field_validator("failureCondition")
+    @classmethod
+    def _failure(cls, value: str | None) -> str | None:
+        return None if value is None else _condition(value)
+
+
+class AnalysisTemplateSpec(Spec):
+    """Metric checks a canary step runs against Prometheus."""
+
+    args: dict[str, str] = Field(
+        default_factory=dict,
+        description="The template's own arguments with default values (${name} in queries)",
+    )
+    metrics: list[Metric] = Field(min_length=1, max_length=10, description="All must pass")
+
+
+ANALYSIS_TEMPLATE = Kind(
+    name="AnalysisTemplate",
+    plural="analysistemplates",
+    scope="tenant",
+    spec=AnalysisTemplateSpec,
+    short_names=("analysistemplate", "analysis", "at"),
+    columns=(("METRICS", "spec.metrics"),),
+)
+
+
+def fill(query: str, args: dict[str, str], where: str) -> str:
+    """The query with every ${name} replaced; a name with no value is a 4xx at `where`."""
+
+    def one(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in args:
+            raise InvalidError(f"{where}: no value for ${{{name}}}", field=where)
+        return args[name]
+
+    return ARG.sub(one, query)
+
+
+def confine(query: str, namespace: str, where: str) -> str:
+    """The query with `namespace="<namespace>"` on every series selector; a query that is not
+    PromQL, or that names a namespace or uses `or` matchers itself, is refused at `where`."""
+    try:
+        parsed = promql_parser.parse(query)
+    except (ValueError, TypeError) as exc:
+        raise InvalidError(f"{where}: not valid PromQL: {exc}", field=where) from None
+
+    def scoped(node: Any) -> Any:
+        if not isinstance(node, promql_parser.VectorSelector):
+            return None
+        if node.matchers.or_matchers:
+            raise InvalidError(f"{where}: `or` label matchers are not allowed", field=where)
+        if any(m.name == "namespace" for m in node.matchers.matchers):
+            raise InvalidError(
+                f"{where}: {node} names a namespace; Wharf adds the application's own",
+                field=where,
+            )
+        text = str(node)
+        brace = text.index("{")
+        return promql_parser.parse(
+            f'{text[: brace + 1]}namespace="{namespace}",{text[brace + 1 :]}'
+        )
+
+    return str(promql_parser.transform(parsed, pre_visit=scoped))
+
+
+def build_query(
+    metric: Metric, args: dict[str, str], namespace: str, where: str = "spec.metrics"
+) -> str:
+    return confine(fill(metric.query, args, where), namespace, where)
+
+
+def _holds(condition: str, value: float) -> bool:
+    match = CONDITION.match(condition)
+    assert match is not None  # checked when the template was written
+    return OPERATORS[match.group(1)](value, float(match.group(2)))
+
+
+def judge(metric: Metric, value: float | None) -> Outcome:
+    """A measured value against the metric's conditions; no number is an error, never a pass."""
+    if value is None or math.isnan(value):
+        return "Error"
+    if _holds(metric.successCondition, value):
+        return "Successful"
+    if metric.failureCondition is None or _holds(metric.failureCondition, value):
+        return "Failed"
+    return "Inconclusive"
+
+
+Verdict = Literal["Running", "Successful", "Failed", "Inconclusive"]
+
+
+def verdict(metric: Metric, outcomes: list[str]) -> Verdict:
+    """What a metric's measurements so far (oldest first) add up to."""
+    failed = outcomes.count("Failed")
+    if failed > metric.failureLimit:
+        return "Failed"
+    errors = 0
+    for outcome in outcomes:
+        errors = errors + 1 if outcome == "Error" else 0
+        if errors > metric.consecutiveErrorLimit:
+            return "Failed"
+    if outcomes.count("Inconclusive") > metric.inconclusiveLimit:
+        return "Inconclusive"
+    measured = sum(1 for o in outcomes if o != "Error")
+    return "Successful" if measured >= metric.count else "Running"
+
+
+def canary_replicas(weight: int, replicas: int) -> int:
+    """Canary replicas for a weight, by ratio to the stable replicas (at least one above 0)."""
+    if weight <= 0:
+        return 0
+    return max(1, math.ceil(replicas * weight / 100))
+
+
+def resolve_waves(
+    waves: list[Any], targets: list[str], labels: dict[str, dict[str, str]]
+) -> list[list[str]]:
+    """The clusters of each wave, in order: named ones, then those the selector matches; the
+    environment's clusters no wave names make a last wave, so none is left out."""
+    seen: set[str] = set()
+    out: list[list[str]] = []
+    for wave in waves:
+        members = [c for c in wave.clusters if c in targets]
+        if wave.selector:
+            members += [
+                c
+                for c in sorted(targets)
+                if all(labels.get(c, {}).get(k) == v for k, v in wave.selector.items())
+            ]
+        members = [c for c in dict.fromkeys(members) if c not in seen]
+        seen.update(members)
+        if members:
+            out.append(members)
+    rest = [c for c in sorted(targets) if c not in seen]
+    return [*out, rest] if rest else out

@@ -1,0 +1,370 @@
+"""Releases as stored: analysis templates (who writes them, what Prometheus says of their
+queries), the release rows of the state machine, which revision each cluster runs, and the
+operations people take on a release (promote, pause, resume, abort), each audited."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import httpx
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.orm import Session
+
+from wharf.apps.model import ApplicationSpec
+from wharf.core.errors import ConflictError, ForbiddenError, InvalidError, NotFoundError
+from wharf.core.resources import check_name
+from wharf.identity.model import Principal
+from wharf.releases.model import (
+    ANALYSIS_TEMPLATE,
+    BUILTIN_ARGS,
+    AnalysisTemplateSpec,
+    build_query,
+)
+from wharf.resources.service import Change, KindRules, ResourceService
+from wharf.store.audit import AuditEvent, record
+from wharf.store.tables import release_measurements, releases
+
+TERMINAL = ("Succeeded", "Failed", "Aborted", "Superseded")
+# A cluster in these phases runs the release's revision in its stable workload.
+ON_NEW_REVISION = ("Promoting", "Promoted")
+Operation = Literal["promote", "pause", "resume", "abort"]
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class AnalysisTemplateRules(KindRules[AnalysisTemplateSpec]):
+    """Tenant admins write a tenant's analysis templates; queries are checked by parsing them
+    as Wharf will run them and, when a Prometheus is configured, by asking it."""
+
+    kind = ANALYSIS_TEMPLATE
+
+    def __init__(self, prometheus_url: str | None) -> None:
+        self.prometheus_url = prometheus_url
+
+    def validate(self, change: Change[AnalysisTemplateSpec]) -> AnalysisTemplateSpec:
+        check_name(change.name)
+        spec = change.spec
+        for name in spec.args:
+            if name in BUILTIN_ARGS:
+                raise InvalidError(
+                    f"spec.args.{name}: Wharf sets {name} itself", field=f"spec.args.{name}"
+                )
+        sample = {"app": "app", "cluster": "cluster", "revision": "1", "namespace": "ns"}
+        for i, metric in enumerate(spec.metrics):
+            where = f"spec.metrics[{i}].query"
+            query = build_query(metric, {**spec.args, **sample}, "ns", where)
+            self._ask_prometheus(query, where)
+        return change.spec
+
+    def _ask_prometheus(self, query: str, where: str) -> None:
+        if not self.prometheus_url:
+            return
+        try:
+            answer = httpx.get(
+                f"{self.prometheus_url}/api/v1/query", params={"query": query}, timeout=5
+            )
+        except httpx.HTTPError:
+            return  # unreachable now: the parse above has checked it, analysis will measure
+        if answer.status_code == 400:
+            error = answer.json().get("error", answer.text)
+            raise InvalidError(f"{where}: Prometheus refuses it: {error}", field=where)
+
+
+# -- release rows ------------------------------------------------------------------------
+
+
+@dataclass
+class Release:
+    id: int
+    tenant: str
+    application: str
+    revision: int
+    stable_revision: int
+    phase: str
+    paused: bool
+    version: int
+    state: dict[str, Any]
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    measurements: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def clusters(self) -> dict[str, dict[str, Any]]:
+        result: dict[str, dict[str, Any]] = self.state.setdefault("clusters", {})
+        return result
+
+    @property
+    def done(self) -> bool:
+        return self.phase in TERMINAL
+
+
+def _release(row: Any) -> Release:
+    return Release(
+        id=row.id,
+        tenant=row.tenant,
+        application=row.application,
+        revision=row.revision,
+        stable_revision=row.stable_revision,
+        phase=row.phase,
+        paused=bool(row.paused),
+        version=row.version,
+        state=dict(row.state),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def latest_release(session: Session, tenant: str, app: str, lock: bool = False) -> Release | None:
+    query = (
+        select(releases)
+        .where(releases.c.tenant == tenant, releases.c.application == app)
+        .order_by(releases.c.revision.desc())
+        .limit(1)
+    )
+    if lock and session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update()
+    row = session.execute(query).first()
+    return _release(row) if row is not None else None
+
+
+def create_release(
+    session: Session, tenant: str, app: str, revision: int, stable: int, state: dict[str, Any]
+) -> Release:
+    at = now()
+    phase = "Succeeded" if stable == 0 else "Progressing"
+    session.execute(
+        insert(releases).values(
+            tenant=tenant,
+            application=app,
+            revision=revision,
+            stable_revision=stable,
+            phase=phase,
+            paused=False,
+            state=state,
+            created_at=at,
+            updated_at=at,
+        )
+    )
+    made = latest_release(session, tenant, app)
+    assert made is not None
+    return made
+
+
+class StaleReleaseError(ConflictError):
+    """The release changed since it was read (a person promoted or aborted it): read again."""
+
+
+def save_release(session: Session, release: Release) -> None:
+    """Store the release's phase and state if nobody changed it since it was read."""
+    done = session.execute(
+        update(releases)
+        .where(releases.c.id == release.id, releases.c.version == release.version)
+        .values(
+            phase=release.phase,
+            paused=release.paused,
+            state=release.state,
+            version=release.version + 1,
+            updated_at=now(),
+        )
+    )
+    if done.rowcount != 1:  # type: ignore[attr-defined]
+        raise StaleReleaseError(f"release of {release.application} changed; read it again")
+    release.version += 1
+
+
+def drop_releases(session: Session, tenant: str, app: str) -> None:
+    ids = select(releases.c.id).where(releases.c.tenant == tenant, releases.c.application == app)
+    session.execute(delete(release_measurements).where(release_measurements.c.release_id.in_(ids)))
+    session.execute(
+        delete(releases).where(releases.c.tenant == tenant, releases.c.application == app)
+    )
+
+
+def add_measurement(
+    session: Session,
+    release: Release,
+    cluster: str,
+    step: int,
+    template: str,
+    metric: str,
+    outcome: str,
+    value: float | None,
+    message: str,
+) -> None:
+    session.execute(
+        insert(release_measurements).values(
+            release_id=release.id,
+            cluster=cluster,
+            step=step,
+            template=template,
+            metric=metric,
+            phase=outcome,
+            value=None if value is None else repr(value),
+            message=message[:500],
+            at=now(),
+        )
+    )
+
+
+def measurements(session: Session, release_id: int) -> list[dict[str, Any]]:
+    rows = session.execute(
+        select(release_measurements)
+        .where(release_measurements.c.release_id == release_id)
+        .order_by(release_measurements.c.id)
+    )
+    return [
+        {
+            "cluster": r.cluster,
+            "step": r.step,
+            "template": r.template,
+            "metric": r.metric,
+            "phase": r.phase,
+            "value": None if r.value is None else float(r.value),
+            "message": r.message,
+            "time": _utc(r.at).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        }
+        for r in rows
+    ]
+
+
+def _utc(at: dt.datetime) -> dt.datetime:
+    return at if at.tzinfo else at.replace(tzinfo=dt.UTC)
+
+
+@dataclass(frozen=True)
+class Pins:
+    """Which revision the stable workloads run: `default`, or by cluster (0: the spec's)."""
+
+    default: int = 0
+    clusters: dict[str, int] = field(default_factory=dict)
+
+    def revision(self, cluster: str) -> int:
+        return self.clusters.get(cluster, self.default)
+
+
+def stable_after(release: Release | None, revision: int) -> int:
+    """The revision a new release starts from: the last one that completed."""
+    if release is None:
+        return revision - 1
+    return release.revision if release.phase == "Succeeded" else release.stable_revision
+
+
+def pinned(session: Session, tenant: str, app: str, spec: ApplicationSpec, revision: int) -> Pins:
+    """The revisions delivery applies to the stable workloads while a release is under way:
+    the stable one until a cluster is promoted, the new one after."""
+    if spec.strategy.type == "rolling":
+        return Pins()
+    release = latest_release(session, tenant, app)
+    if release is None or release.revision != revision:
+        stable = stable_after(release, revision)
+        return Pins(default=stable) if stable > 0 else Pins()
+    if release.phase == "Succeeded":
+        return Pins()
+    return Pins(
+        default=release.stable_revision,
+        clusters={
+            name: revision
+            for name, cluster in release.clusters.items()
+            if cluster.get("phase") in ON_NEW_REVISION
+        },
+    )
+
+
+# -- what people do with a release -------------------------------------------------------
+
+
+def _application(resources: ResourceService, p: Principal, tenant: str, app: str) -> str:
+    """The application's project; 404 unless the caller may read it."""
+    obj = resources.get(p, "Application", tenant, app)
+    project: str = obj["spec"]["project"]
+    return project
+
+
+def release_status(
+    resources: ResourceService, p: Principal, tenant: str, app: str
+) -> dict[str, Any]:
+    _application(resources, p, tenant, app)
+    with resources.db.reader() as session:
+        release = latest_release(session, tenant, app)
+        if release is None:
+            raise NotFoundError(f"application {app} has no release yet", field="application")
+        release.measurements = measurements(session, release.id)
+    return present(release)
+
+
+def present(release: Release) -> dict[str, Any]:
+    state = release.state
+    return {
+        "application": release.application,
+        "revision": release.revision,
+        "stableRevision": release.stable_revision,
+        "phase": release.phase,
+        "paused": release.paused,
+        "wave": state.get("wave", 0),
+        "waves": state.get("waves", []),
+        "clusters": state.get("clusters", {}),
+        "message": state.get("message", ""),
+        "conditions": state.get("conditions", []),
+        "measurements": release.measurements,
+    }
+
+
+def operate(
+    resources: ResourceService, p: Principal, tenant: str, app: str, operation: Operation
+) -> dict[str, Any]:
+    """Promote, pause, resume or abort the application's release; developers of its project
+    may, readers may not (403), and other tenants do not see it (404). Audited either way."""
+    project = _application(resources, p, tenant, app)
+    allowed = p.can_deliver(tenant, project)
+    with resources.db.session() as session:
+        event = AuditEvent(
+            p.user,
+            p.source,
+            f"release-{operation}",
+            "Application",
+            tenant,
+            app,
+            "allowed" if allowed else "denied",
+            project=project,
+        )
+        if not allowed:
+            record(session, event)
+    if not allowed:
+        raise ForbiddenError(f"{p.user} may not {operation} releases in project {project}")
+    with resources.db.session() as session:
+        release = latest_release(session, tenant, app, lock=True)
+        if release is None or release.done:
+            raise ConflictError(
+                f"application {app} has no release under way to {operation}",
+                field="application",
+            )
+        _apply_operation(release, operation)
+        save_release(session, release)
+        record(session, event)
+        release.measurements = measurements(session, release.id)
+    resources.notify("Application", tenant, app)
+    return present(release)
+
+
+def _apply_operation(release: Release, operation: Operation) -> None:
+    if operation == "pause":
+        release.paused = True
+    elif operation == "resume":
+        release.paused = False
+    elif operation == "abort":
+        release.phase = "Aborted"
+        release.state["message"] = "aborted by a person"
+        for cluster in release.clusters.values():
+            if cluster.get("phase") != "Pending":
+                cluster["phase"] = "RolledBack"
+    else:  # promote: what waits for a person goes on past its step
+        release.paused = False
+        for cluster in release.clusters.values():
+            if cluster.get("phase") in ("Inconclusive", "WaitingPromote"):
+                cluster["phase"] = "Progressing"
+                cluster["step"] = int(cluster.get("step", 0)) + 1
+                cluster["stepStartedAt"] = now().isoformat()
