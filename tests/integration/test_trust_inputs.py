@@ -264,6 +264,14 @@ def test_the_body_bound_is_a_setting(database_url: str):
         assert api.request("POST", "/api/v1/apply", json=body).status_code == 201
 
 
+def test_a_page_marker_past_the_databases_ids_is_a_422_naming_it(server: Api):
+    # Found by the conformance run: a 20-digit ?before= overflowed SQLite's integer (a 500).
+    answer = server.get("/api/v1/audit", params={"before": "9" * 20})
+    assert answer.status_code == 422, answer.text
+    assert "before" in answer.text
+    assert server.get("/api/v1/audit", params={"before": str(2**63 - 1)}).status_code == 200
+
+
 def test_yaml_aliases_cannot_multiply_a_document(server: Api):
     # The console's Apply YAML.
     client = server.client

@@ -63,7 +63,10 @@ def list_events(
     name: str | None = None,
     since: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    before: Annotated[int | None, Query(description="continue below this event id")] = None,
+    # Bounded as the database's 64-bit ids are (a larger number overflowed SQLite: a 500).
+    before: Annotated[
+        int | None, Query(ge=1, le=2**63 - 1, description="continue below this event id")
+    ] = None,
 ) -> AuditPage:
     when = None
     if since:
