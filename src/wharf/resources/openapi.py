@@ -27,7 +27,7 @@ ERRORS = {
     409: ("conflict", "The name is taken, or metadata.resourceVersion is stale: read again"),
     413: ("too_large", "The body is over the server's bound (WHARF_MAX_BODY_BYTES)"),
     422: ("invalid", "Bad input: `field` names where, `message` says what is wrong"),
-    429: ("throttled", "Too many failed sign-ins: wait the Retry-After seconds"),
+    429: ("throttled", "Too many failed password checks: wait the Retry-After seconds"),
 }
 ERROR_EXAMPLES = {
     401: "send Authorization: Bearer <token> (see `wharf login`)",
@@ -201,6 +201,9 @@ def kinds_body(
 # Routes that take credentials of their own (a password, a registry's secret), not a token.
 SIGN_INS = ("/api/v1/login", "/api/v1/registry/token")
 OWN_CREDENTIALS = (*SIGN_INS, "/api/v1/registries/{name}/events")
+# Routes that check a password under the login throttle (a long-lived token, a password
+# change), so a token in hand guesses no faster than a login: 429 too.
+THROTTLED = (*SIGN_INS, "/api/v1/tokens", "/api/v1/users/{name}/password")
 
 
 def _errors_of(path: str, method: str, operation: dict[str, Any]) -> Iterator[int]:
@@ -218,7 +221,7 @@ def _errors_of(path: str, method: str, operation: dict[str, Any]) -> Iterator[in
     if method in ("post", "put", "patch"):
         yield 413  # every body is bounded before it is read
     yield 422
-    if path in SIGN_INS:
+    if path in THROTTLED and method in ("post", "put"):
         yield 429
 
 
