@@ -224,7 +224,7 @@ async def registry_events(name: str, request: Request) -> NotificationsRecorded:
     raw = await request.body()
     try:
         body = json.loads(raw or b"null")
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or deeper than the parser goes
         raise InvalidError("body: not JSON", field="body") from None
     recorded = await asyncio.to_thread(
         record_notifications,

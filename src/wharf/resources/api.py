@@ -34,6 +34,8 @@ async def manifest_body(request: Request) -> dict[str, Any]:
         body = json.loads(await request.body())
     except ValueError:
         raise InvalidError("body: not valid JSON", field="body") from None
+    except RecursionError:  # deeper than the parser goes: no manifest is shaped like that
+        raise InvalidError("body: nested too deeply", field="body") from None
     if not isinstance(body, dict):
         raise InvalidError("body: a manifest is a JSON object", field="body")
     return body
