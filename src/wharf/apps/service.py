@@ -36,9 +36,15 @@ from wharf.core.errors import (
 from wharf.core.quantity import format_quantity, parse_quantity
 from wharf.core.resources import check_name
 from wharf.identity.model import Action, Principal
-from wharf.resources.service import Change, KindRules, ResourceService, Verdict
+from wharf.resources.service import (
+    Change,
+    KindRules,
+    ResourceService,
+    Verdict,
+    project_scopes,
+)
 from wharf.store.claims import Holder, Wanted, hold, release
-from wharf.store.resources import LabelIn, ResourceStore, Scopes, StoredResource
+from wharf.store.resources import ResourceStore, Scopes, StoredResource
 from wharf.store.tables import revisions
 from wharf.tenancy.model import (
     ENV_LABEL,
@@ -224,19 +230,7 @@ class ApplicationRules(KindRules[ApplicationSpec]):
     def visible_scopes(self, p: Principal, tenant: str | None) -> Scopes:
         """Tenant-wide readers list all of a tenant's applications; project members those of
         their projects (by the project label), as `get` would let them read."""
-        tenants = p.visible_tenants()
-        if tenant is not None:
-            tenants = {tenant} if tenants is None or tenant in tenants else set()
-        if tenants is None:
-            return [("*", None)]
-        scopes: list[tuple[str, LabelIn | None]] = []
-        for t in sorted(tenants):
-            projects = p.visible_projects(t)
-            if projects is None:
-                scopes.append((t, None))
-            elif projects:
-                scopes.append((t, LabelIn(PROJECT_LABEL, frozenset(projects))))
-        return scopes
+        return project_scopes(p, tenant, PROJECT_LABEL)
 
     def verdict(
         self, p: Principal, action: Action, tenant: str, name: str, old: StoredResource | None

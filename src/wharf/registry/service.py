@@ -74,13 +74,13 @@ from wharf.registry.model import (
     split_account,
     subject,
 )
-from wharf.resources.service import Change, KindRules, Verdict
+from wharf.resources.service import Change, KindRules, Verdict, project_scopes
 from wharf.store import Database
 from wharf.store.audit import AuditEvent, record
-from wharf.store.resources import LabelIn, ResourceStore, Scopes, StoredResource
+from wharf.store.resources import ResourceStore, Scopes, StoredResource
 from wharf.store.tables import audit_events, revisions
+from wharf.tenancy.model import PROJECT_LABEL
 
-PROJECT_LABEL = "wharf.io/project"
 P = TypeVar("P", bound=ProjectOwned)
 PULL_SECRET_NAME = "wharf-registry"
 EXTRA_LABEL = "wharf.io/extra"  # the placement controller prunes what it no longer gets
@@ -138,19 +138,7 @@ class ProjectOwnedRules(KindRules[P]):
         return {PROJECT_LABEL: spec.project}
 
     def visible_scopes(self, p: Principal, tenant: str | None) -> Scopes:
-        tenants = p.visible_tenants()
-        if tenant is not None:
-            tenants = {tenant} if tenants is None or tenant in tenants else set()
-        if tenants is None:
-            return [("*", None)]
-        scopes: list[tuple[str, LabelIn | None]] = []
-        for t in sorted(tenants):
-            projects = p.visible_projects(t)
-            if projects is None:
-                scopes.append((t, None))
-            elif projects:
-                scopes.append((t, LabelIn(PROJECT_LABEL, frozenset(projects))))
-        return scopes
+        return project_scopes(p, tenant, PROJECT_LABEL)
 
     def verdict(
         self, p: Principal, action: Action, tenant: str, name: str, old: StoredResource | None

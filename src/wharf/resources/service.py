@@ -33,7 +33,7 @@ from wharf.core.resources import API_VERSION, Kind, Manifest, Spec, check_name
 from wharf.identity.model import Action, Principal
 from wharf.store import Database
 from wharf.store.audit import AuditEvent, record
-from wharf.store.resources import ResourceStore, Scopes, StoredResource
+from wharf.store.resources import LabelIn, ResourceStore, Scopes, StoredResource
 
 Verdict = Literal["allow", "forbid", "hide"]
 MAX_PAGE = 500
@@ -80,6 +80,24 @@ class _Audit:
             project=self.project,
             **extra,
         )
+
+
+def project_scopes(p: Principal, tenant: str | None, label: str) -> Scopes:
+    """What a caller may list of a kind owned by projects (its rows carry the project in
+    `label`): all of a tenant it reads tenant-wide, else the rows of its projects."""
+    tenants = p.visible_tenants()
+    if tenant is not None:
+        tenants = {tenant} if tenants is None or tenant in tenants else set()
+    if tenants is None:
+        return [("*", None)]
+    scopes: list[tuple[str, LabelIn | None]] = []
+    for t in sorted(tenants):
+        projects = p.visible_projects(t)
+        if projects is None:
+            scopes.append((t, None))
+        elif projects:
+            scopes.append((t, LabelIn(label, frozenset(projects))))
+    return scopes
 
 
 class KindRules(Generic[S]):
