@@ -280,8 +280,10 @@ def test_secrets_are_sealed_at_rest_and_reach_the_clusters(wharf: Wharf, place, 
     dev.ok("PUT", path, json=body)
     wait_available(wharf, dev, tenant, "api")
     shown = dev.ok("GET", path)["spec"]["config"]["secrets"]
-    assert isinstance(shown, str)
-    assert shown.startswith("***")
+    assert list(shown) == ["db"]
+    assert list(shown["db"]) == ["PASSWORD"]
+    assert shown["db"]["PASSWORD"].startswith("***")
+    assert "s3cret-value" not in json.dumps(dev.ok("GET", path))
     with wharf.platform.db.engine.connect() as conn:
         rows = [json.dumps(r[0]) for r in conn.execute(text("SELECT spec FROM resources"))]
         rows += [json.dumps(r[0]) for r in conn.execute(text("SELECT spec FROM revisions"))]

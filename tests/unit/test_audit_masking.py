@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import copy
+import json
 import re
 from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from wharf.core.audit import MASK, diff, mask
+from wharf.core.audit import MASK, diff, mask, unmasked
 
 FINGERPRINT = re.compile(r"^\*\*\*[0-9a-f]{8}$")
 
@@ -86,8 +87,30 @@ def test_fingerprints_differ_exactly_when_values_differ(a: str, b: str) -> None:
 def test_non_string_secret_values_are_masked_too() -> None:
     masked = mask({"creds": {"user": "u", "pass": "p"}, "pin": 1234}, ("creds", "pin"))
     assert masked is not None
-    assert FINGERPRINT.match(masked["creds"])
     assert FINGERPRINT.match(masked["pin"])
+    # A map of secrets keeps its shape (the answer fits the kind's schema); its values do not.
+    assert set(masked["creds"]) == {"user", "pass"}
+    assert all(FINGERPRINT.match(v) for v in masked["creds"].values())
+    assert "u" not in masked["creds"].values()
+    assert "p" not in masked["creds"].values()
+
+
+def test_a_masked_map_sent_back_keeps_what_was_left_masked_and_takes_what_changed() -> None:
+    old = {"db": {"USER": "app", "PASSWORD": "old"}, "api": {"KEY": "k"}}
+    shown = mask({"s": old}, ("s",))
+    assert shown is not None
+    sent = json.loads(json.dumps(shown["s"]))
+    sent["db"]["PASSWORD"] = "new"
+    sent["extra"] = {"X": "x"}
+    assert unmasked(sent, shown["s"], old) == {
+        "db": {"USER": "app", "PASSWORD": "new"},
+        "api": {"KEY": "k"},
+        "extra": {"X": "x"},
+    }
+    assert unmasked(shown["s"], shown["s"], old) == old
+    # A fingerprint moved under a name it was not shown for is a literal, not the secret.
+    moved = {"api": {"KEY": shown["s"]["db"]["PASSWORD"]}}
+    assert unmasked(moved, shown["s"], old) == moved
 
 
 def test_missing_empty_or_unreachable_secret_fields_are_left_as_they_are() -> None:

@@ -14,7 +14,10 @@ MASK = "***"
 
 
 def mask(spec: dict[str, Any] | None, secret_fields: tuple[str, ...]) -> dict[str, Any] | None:
-    """A copy of spec with each secret field (dotted path) replaced by a short fingerprint."""
+    """A copy of spec with each secret field (dotted path) replaced by short fingerprints. A
+    map of secrets keeps its shape (its keys name the secrets, they are not secret): each value
+    in it is fingerprinted, so that the answer still fits the kind's schema and a diff names the
+    one value that changed."""
     if spec is None:
         return None
     out: dict[str, Any] = json.loads(json.dumps(spec))
@@ -23,15 +26,30 @@ def mask(spec: dict[str, Any] | None, secret_fields: tuple[str, ...]) -> dict[st
         node: Any = out
         for part in parents:
             node = node.get(part) if isinstance(node, dict) else None
-        if isinstance(node, dict) and node.get(leaf) not in (
-            None,
-            "",
-            {},
-            [],
-        ):  # empty: nothing to hide
-            digest = hashlib.sha256(json.dumps(node[leaf], sort_keys=True).encode()).hexdigest()
-            node[leaf] = f"{MASK}{digest[:8]}"
+        if isinstance(node, dict) and node.get(leaf) not in (None, "", {}, []):
+            node[leaf] = _fingerprinted(node[leaf])  # empty: nothing to hide
     return out
+
+
+def _fingerprinted(value: Any) -> Any:
+    if isinstance(value, dict) and value:
+        return {key: _fingerprinted(inner) for key, inner in value.items()}
+    digest = hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
+    return f"{MASK}{digest[:8]}"
+
+
+def unmasked(sent: Any, masked: Any, old: Any) -> Any:
+    """What a client meant by sending `sent` back where `masked` is what it was shown of the
+    stored `old`: each fingerprint it left as it was stands for the stored value (unchanged),
+    anything else is new."""
+    if sent == masked:
+        return old
+    if isinstance(sent, dict) and isinstance(masked, dict) and isinstance(old, dict):
+        return {
+            key: unmasked(value, masked[key], old[key]) if key in masked and key in old else value
+            for key, value in sent.items()
+        }
+    return sent
 
 
 def diff(old: Any, new: Any, path: str = "") -> list[dict[str, Any]]:

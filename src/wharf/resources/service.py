@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from wharf.core import documents
-from wharf.core.audit import diff, mask
+from wharf.core.audit import diff, mask, unmasked
 from wharf.core.errors import (
     ConflictError,
     ForbiddenError,
@@ -520,8 +520,8 @@ class ResourceService:
                 node = node.get(part, {}) if isinstance(node, dict) else {}
                 old_node = old_node.get(part, {}) if isinstance(old_node, dict) else {}
                 masked_node = masked_node.get(part, {}) if isinstance(masked_node, dict) else {}
-            if isinstance(node, dict) and leaf in node and node[leaf] == masked_node.get(leaf):
-                node[leaf] = old_node.get(leaf)
+            if isinstance(node, dict) and leaf in node and isinstance(masked_node, dict):
+                node[leaf] = unmasked(node[leaf], masked_node.get(leaf), old_node.get(leaf))
         return spec
 
 
