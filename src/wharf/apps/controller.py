@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -49,6 +50,8 @@ from wharf.kube.apply import (
 from wharf.kube.clients import is_unreachable
 from wharf.kube.connections import ClusterConnections, fingerprint
 from wharf.kube.informer import ClusterWatches, Informer
+from wharf.network.model import expose_node_ports, tls_secret
+from wharf.network.service import CertificateRules, application_node_ports
 from wharf.resources.service import ResourceService
 from wharf.store.claims import Holder, held_by
 from wharf.store.resources import ResourceStore, StoredResource
@@ -80,17 +83,28 @@ BY_KIND = {r.__name__: r for r in RESOURCES}
 OWNED: dict[str, Any] = {MANAGED_BY: "wharf", APP_LABEL: None}  # None: the label is set
 
 
+@dataclass(frozen=True)
+class Exposure:
+    """How an application is reached: its node ports by cluster ((service, port) -> node
+    port), and the certificates of its routes in the clear (name -> (certificate, key))."""
+
+    ports: dict[str, dict[tuple[str, int], int]] = field(default_factory=dict)
+    certificates: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+
 class DeliveryController:
     def __init__(
         self,
         service: ResourceService,
         rules: ApplicationRules,
+        certificates: CertificateRules,
         clusters: ClusterRules,
         connections: ClusterConnections,
         resync: float = 30.0,
     ) -> None:
         self.service = service
         self.rules = rules
+        self.certificates = certificates
         self.clusters = clusters
         self.connections = connections
         self.watches = ClusterWatches()
@@ -161,16 +175,17 @@ class DeliveryController:
         DeliveryPolicy,
         set[str],
         int,
+        Exposure,
     ]:
         """The application, clusters, rendered objects, target clusters, delivery policy, the
         clusters where its namespace is not its project's (held by another, or conflicted), and
-        the revision its spec is."""
+        the revision its spec is, and how it is exposed (node ports, TLS certificates)."""
         with self.service.db.reader() as session:
             store = ResourceStore(session)
             app = store.get("Application", key[0], key[1], with_deleting=True)
             clusters = {c.name: c for c in store.query("Cluster")}
             if app is None or app.deleting_since is not None:
-                return app, clusters, [], [], DeliveryPolicy(), set(), 0
+                return app, clusters, [], [], DeliveryPolicy(), set(), 0, Exposure()
             spec = ApplicationSpec.model_validate(app.spec)
             project = store.get("Project", key[0], spec.project)
             project_spec = ProjectSpec.model_validate(project.spec if project else {})
@@ -190,12 +205,28 @@ class DeliveryController:
             # Read with the spec, in one transaction: the revision is the one this spec is.
             revision = current_revision(session, key[0], key[1])
             rendered = rendered_for(session, spec)
-            return app, clusters, rendered, targets, project_spec.delivery, refused, revision
+            exposure = Exposure(
+                application_node_ports(session, key[0], key[1]),
+                {
+                    name: pair
+                    for name in sorted({r.tls for r in spec.routes if r.tls})
+                    if (pair := self.certificates.opened(session, key[0], name)) is not None
+                },
+            )
+            return (
+                app,
+                clusters,
+                rendered,
+                targets,
+                project_spec.delivery,
+                refused,
+                revision,
+                exposure,
+            )
 
     async def reconcile(self, key: Key) -> None:
-        app, clusters, rendered, targets, policy, refused, revision = await asyncio.to_thread(
-            self._load, key
-        )
+        loaded = await asyncio.to_thread(self._load, key)
+        app, clusters, rendered, targets, policy, refused, revision, exposure = loaded
         if app is None or app.deleting_since is not None:
             # Deleted (the record says so) or gone (objects found without an owner): remove
             # its objects everywhere, and only then drop the record.
@@ -223,7 +254,7 @@ class DeliveryController:
             *(
                 _settled(not_ours)
                 if c in refused
-                else self._deliver(key, app, spec, rendered, clusters.get(c), c)
+                else self._deliver(key, app, spec, rendered, clusters.get(c), c, exposure)
                 for c in targets
             )
         )
@@ -267,6 +298,7 @@ class DeliveryController:
         rendered: list[dict[str, Any]],
         cluster: StoredResource | None,
         name: str,
+        exposure: Exposure,
     ) -> dict[str, Any]:
         if cluster is None:
             return {"state": "Unreachable", "message": f"cluster {name} is not registered"}
@@ -276,7 +308,14 @@ class DeliveryController:
                 "message": f"cluster {name} is {cluster.status.get('phase', 'not observed')}",
             }
         namespace = namespace_name(key[0], spec.project, spec.environment)
-        objects = desired_objects(key[1], spec, rendered, name, app_labels(key[0], spec))
+        labels = app_labels(key[0], spec)
+        objects = expose_node_ports(
+            desired_objects(key[1], spec, rendered, name, labels), exposure.ports.get(name, {})
+        )
+        objects += [
+            tls_secret(key[1], cert, pem, private, {**labels, APP_LABEL: key[1]})
+            for cert, (pem, private) in exposure.certificates.items()
+        ]
         try:
             client = self.connections.client(name, self.clusters.kubeconfig(cluster))
             await self._watch(cluster)

@@ -35,6 +35,14 @@ from wharf.core.errors import (
 from wharf.core.quantity import format_quantity, parse_quantity
 from wharf.core.resources import check_name
 from wharf.identity.model import Action, Principal
+from wharf.network.model import check_node_port_requests, check_routes
+from wharf.network.service import (
+    PortHolder,
+    assign_node_ports,
+    check_route_certificates,
+    claim_hosts,
+    release_node_ports,
+)
 from wharf.resources.service import Change, KindRules, ResourceService, Verdict
 from wharf.store.claims import Holder, Wanted, hold, release
 from wharf.store.resources import LabelIn, ResourceStore, Scopes, StoredResource
@@ -257,6 +265,11 @@ class ApplicationRules(KindRules):
                 field="spec.template.version",
             )
         rendered = render(tv, spec.values)
+        check_node_port_requests(spec.nodePorts, rendered)
+        check_routes(spec.routes, rendered)
+        hosts = [(r.host, f"spec.routes[{i}].host") for i, r in enumerate(spec.routes)]
+        claim_hosts(session, tenant, change.name, hosts)
+        check_route_certificates(session, tenant, spec.routes)
         previous = None
         if change.old is not None:
             try:
@@ -285,6 +298,8 @@ class ApplicationRules(KindRules):
         # Each object a delivery renders has one owner: a second application rendering the
         # same Deployment or Service is refused here, never left to fight in the clusters.
         hold(session, "object", owned.values(), Holder("Application", tenant, change.name))
+        holder = PortHolder(tenant, spec.project, namespace, change.name)
+        assign_node_ports(session, holder, clusters, spec.nodePorts)
         return self._seal(change)
 
     def _seal(self, change: Change) -> dict[str, Any]:
@@ -419,6 +434,7 @@ class ApplicationRules(KindRules):
                 )
             )
             release(session, Holder("Application", old.tenant, old.name))
+            release_node_ports(session, old.tenant, old.name)
             return
         if old is not None and old.spec == stored.spec:
             return

@@ -21,6 +21,12 @@ from wharf.identity import service as identity
 from wharf.identity.throttle import LoginThrottle
 from wharf.kube.connections import ClusterConnections
 from wharf.kube.kubeconfig import AddressPolicy
+from wharf.network.service import (
+    CertificateRules,
+    DomainGrantRules,
+    NodePortRangeRules,
+    namespace_additions,
+)
 from wharf.resources.service import KindRules, ResourceService
 from wharf.store import Database
 from wharf.store.audit import AuditEvent, record
@@ -39,6 +45,7 @@ class Platform:
         policy = AddressPolicy(allow_loopback=settings.allow_loopback_clusters)
         self.cluster_rules = ClusterRules(box, policy)
         self.application_rules = ApplicationRules(box)
+        self.certificate_rules = CertificateRules(box)
         self.rules: list[KindRules] = [
             self.cluster_rules,
             NodePoolRules(),
@@ -46,6 +53,9 @@ class Platform:
             ProjectRules(),
             AppTemplateRules(),
             self.application_rules,
+            NodePortRangeRules(),
+            DomainGrantRules(),
+            self.certificate_rules,
         ]
         self.resources = ResourceService(db, {r.kind.name: r for r in self.rules})
         self.connections = ClusterConnections(policy)
@@ -57,11 +67,16 @@ class Platform:
             heartbeat=settings.heartbeat_seconds,
         )
         self.placement = PlacementController(
-            self.resources, self.cluster_rules, self.connections, resync=settings.resync_seconds
+            self.resources,
+            self.cluster_rules,
+            self.connections,
+            resync=settings.resync_seconds,
+            additions=namespace_additions,
         )
         self.delivery = DeliveryController(
             self.resources,
             self.application_rules,
+            self.certificate_rules,
             self.cluster_rules,
             self.connections,
             resync=settings.resync_seconds,
@@ -88,7 +103,7 @@ class Platform:
         """Re-seal every sealed value under the current key (a transaction per object, the row
         locked); how many objects of each kind were re-sealed. Run again, it re-seals nothing."""
         counts: dict[str, int] = {}
-        for rules in (self.cluster_rules, self.application_rules):
+        for rules in (self.cluster_rules, self.application_rules, self.certificate_rules):
             kind = rules.kind.name
             with self.db.reader() as session:
                 keys = [(r.tenant, r.name) for r in ResourceStore(session).query(kind)]
@@ -118,11 +133,20 @@ class Platform:
             loop.call_soon_threadsafe(self.clusters.controller.queue.add, name)
         elif kind == "Application":
             loop.call_soon_threadsafe(self.delivery.controller.queue.add, (tenant, name))
+            # Its node ports are listed on its namespaces, which the placement keeps.
+            project = self._project_of_application(tenant, name)
+            if project:
+                loop.call_soon_threadsafe(self.placement.controller.queue.add, (tenant, project))
         if kind in ("Tenant", "Cluster", "NodePool"):
             # Membership, quota or reachability may change any project's namespaces.
             loop.call_soon_threadsafe(self.placement.controller.queue_all)
         if kind in ("Project", "Cluster", "AppTemplate"):
             loop.call_soon_threadsafe(self.delivery.controller.queue_all)
+
+    def _project_of_application(self, tenant: str, name: str) -> str:
+        with self.db.reader() as session:
+            app = ResourceStore(session).get("Application", tenant, name, with_deleting=True)
+            return str(app.spec.get("project", "")) if app is not None else ""
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()

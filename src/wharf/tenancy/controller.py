@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import partial
@@ -25,6 +25,7 @@ from lightkube import AsyncClient, operators
 from lightkube.resources.core_v1 import LimitRange, Namespace, ResourceQuota, ServiceAccount
 from lightkube.resources.networking_v1 import NetworkPolicy
 from lightkube.resources.rbac_authorization_v1 import RoleBinding
+from sqlalchemy.orm import Session
 
 from wharf.clusters.model import BASE_TOLERATIONS, pool_tenant_label
 from wharf.clusters.service import ClusterRules
@@ -55,6 +56,7 @@ from wharf.tenancy.model import (
     PROJECT_LABEL,
     TENANT_LABEL,
     TOLERATIONS_WHITELIST_ANNOTATION,
+    NamespaceAdditions,
     ProjectSpec,
     amounts,
     namespace_hard,
@@ -72,6 +74,9 @@ BASELINE_EVERY = 60.0
 # What a deleted project or tenant leaves to remove, found by its labels (a namespace takes
 # everything inside it along; the members' identities live in wharf-system).
 REMOVED_WITH_OWNER = (Namespace, ServiceAccount)
+# (session, cluster, namespace) -> what other capabilities add there, read in the reconcile's
+# transaction (the network register's node ports, say).
+AdditionsFor = Callable[[Session, str, str], NamespaceAdditions]
 
 
 @dataclass(frozen=True)
@@ -121,6 +126,7 @@ def desired_namespace(
     env: str,
     quota: Mapping[str, Fraction],
     pools: list[StoredResource] = (),  # type: ignore[assignment]
+    additions: NamespaceAdditions | None = None,
 ) -> Desired:
     ns = namespace_name(tenant.name, project.name, env)
     labels = _labels(tenant.name, project.name, env)
@@ -134,6 +140,9 @@ def desired_namespace(
     # Always set: a tenant granted no storage class may claim no volume.
     annotations[STORAGE_CLASSES_ANNOTATION] = ",".join(tenant.spec.get("storageClasses", []))
     hard = namespace_hard(quota, amounts(tenant.spec.get("quota", {}), "spec.quota"))
+    if additions is not None:
+        annotations.update(additions.annotations)
+        hard.update(additions.hard)
     objects: list[dict[str, Any]] = [
         {
             "apiVersion": "v1",
@@ -219,8 +228,10 @@ class PlacementController:
         clusters: ClusterRules,
         connections: ClusterConnections,
         resync: float = 30.0,
+        additions: AdditionsFor | None = None,
     ) -> None:
         self.service = service
+        self.additions = additions
         self.clusters = clusters
         self.connections = connections
         self.watches = ClusterWatches()
@@ -294,9 +305,11 @@ class PlacementController:
         dict[str, StoredResource],
         dict[str, list[StoredResource]],
         set[str],
+        dict[tuple[str, str], NamespaceAdditions],
     ]:
-        """Project, tenant, clusters, the tenant's node pools by cluster, and the namespace
-        names the project holds (it places no other)."""
+        """Project, tenant, clusters, the tenant's node pools by cluster, the namespace
+        names the project holds (it places no other), and what other capabilities add to each
+        (environment, cluster) namespace."""
         with self.service.db.reader() as session:
             store = ResourceStore(session)
             held = held_by(session, "namespace", Holder("Project", key[0], key[1]))
@@ -310,13 +323,19 @@ class PlacementController:
                 )
                 if granted:
                     pools.setdefault(pool.spec["cluster"], []).append(pool)
-            return project, tenant, clusters, pools, held
+            additions: dict[tuple[str, str], NamespaceAdditions] = {}
+            if project is not None and self.additions is not None:
+                for env in ProjectSpec.model_validate(project.spec).environments:
+                    ns = namespace_name(key[0], key[1], env.name)
+                    for cluster in env.clusters:
+                        additions[(env.name, cluster)] = self.additions(session, cluster, ns)
+            return project, tenant, clusters, pools, held, additions
 
     async def reconcile(self, key: Key) -> None:
         if not key[1]:
             await self._reconcile_tenant(key[0])
             return
-        project, tenant, clusters, pools, held = await asyncio.to_thread(self._load, key)
+        project, tenant, clusters, pools, held, additions = await asyncio.to_thread(self._load, key)
         if project is None or project.deleting_since is not None:
             # Deleted (the record says so) or gone (namespaces found without an owner): remove
             # its namespaces everywhere, and only then drop the record.
@@ -336,7 +355,14 @@ class PlacementController:
             )
             for (env, cluster), quota in shares.items():
                 wanted.setdefault(cluster, []).append(
-                    desired_namespace(tenant, project, env, quota, pools.get(cluster, []))
+                    desired_namespace(
+                        tenant,
+                        project,
+                        env,
+                        quota,
+                        pools.get(cluster, []),
+                        additions.get((env, cluster)),
+                    )
                 )
         # Every cluster that may hold this project's namespaces: wanted now, or known before.
         placed_before = {

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from dataclasses import field as attribute
 from fractions import Fraction
 from typing import Literal
 
@@ -331,6 +333,15 @@ def pod_security_labels(level: PodSecurityLevel) -> dict[str, str]:
         f"{POD_SECURITY_LABEL}/warn": "restricted",
         f"{POD_SECURITY_LABEL}/warn-version": "latest",
     }
+
+
+@dataclass(frozen=True)
+class NamespaceAdditions:
+    """What another capability adds to one namespace of one cluster: annotations (read by the
+    tenant guard) and ResourceQuota entries that replace the project's share of them."""
+
+    annotations: dict[str, str] = attribute(default_factory=dict)
+    hard: dict[str, Fraction] = attribute(default_factory=dict)
 
 
 def namespace_hard(

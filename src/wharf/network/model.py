@@ -1,0 +1,394 @@
+"""Ports and domains that applications expose, as pure rules.
+
+- NodePorts: a platform admin gives a tenant a range of ports in a cluster (NodePortRange);
+  an application asks for a port for one of its Services' ports, by number or "any free one";
+  the register (store.tables.node_ports) holds each (cluster, port) once. Wharf writes the
+  number into the Service itself (`nodePort`), so the cluster's own allocator agrees with the
+  register, and the tenant guard lets a tenant namespace use only the ports listed on it.
+- Domains: a platform admin gives a tenant DNS names (DomainGrant); an application claims
+  hosts under them for its routes, each host once across the platform.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import datetime as dt
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Self
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from pydantic import Field, model_validator
+
+from wharf.core.errors import InvalidError
+from wharf.core.resources import Kind, Spec
+from wharf.tenancy.guard import NODE_PORTS_ANNOTATION as NODE_PORTS_ANNOTATION
+
+# Kubernetes' default --service-node-port-range; ranges must lie inside it, or the cluster
+# would refuse the nodePort Wharf writes.
+NODE_PORT_MIN = 30000
+NODE_PORT_MAX = 32767
+NODE_PORT_QUOTA = "services.nodeports"
+
+
+class NodePortRangeSpec(Spec):
+    """Ports of one cluster that one tenant's applications may expose on every node."""
+
+    cluster: str = Field(description="The registered cluster the ports are in")
+    tenant: str = Field(description="The tenant whose applications may use them")
+    first: int = Field(
+        ge=NODE_PORT_MIN, le=NODE_PORT_MAX, description="Lowest port of the range (inclusive)"
+    )
+    last: int = Field(
+        ge=NODE_PORT_MIN, le=NODE_PORT_MAX, description="Highest port of the range (inclusive)"
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.last < self.first:
+            raise ValueError(f"last ({self.last}) is below first ({self.first})")
+        return self
+
+    def holds(self, port: int) -> bool:
+        return self.first <= port <= self.last
+
+    def text(self) -> str:
+        return f"{self.first}-{self.last}"
+
+
+class NodePortRequest(Spec):
+    """One port of one of the application's Services, exposed on every node of each cluster."""
+
+    service: str = Field(description="The name of a Service the template renders")
+    port: int = Field(ge=1, le=65535, description="The Service port to expose (spec.ports[].port)")
+    nodePort: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="The node port wanted, inside the tenant's ranges; left out, Wharf "
+        "assigns a free one in each cluster",
+    )
+
+
+NODE_PORT_RANGE = Kind(
+    name="NodePortRange",
+    plural="nodeportranges",
+    scope="platform",
+    spec=NodePortRangeSpec,
+    short_names=("nodeportrange", "npr"),
+    columns=(
+        ("CLUSTER", "spec.cluster"),
+        ("TENANT", "spec.tenant"),
+        ("FIRST", "spec.first"),
+        ("LAST", "spec.last"),
+    ),
+)
+
+
+def service_ports(objects: list[dict[str, Any]]) -> dict[str, set[int]]:
+    """The ports of each Service among rendered objects, by Service name."""
+    out: dict[str, set[int]] = {}
+    for obj in objects:
+        if obj.get("kind") == "Service":
+            ports = obj.get("spec", {}).get("ports", [])
+            out[obj["metadata"]["name"]] = {
+                p["port"] for p in ports if isinstance(p, dict) and isinstance(p.get("port"), int)
+            }
+    return out
+
+
+def check_node_port_requests(
+    requests: list[NodePortRequest], objects: list[dict[str, Any]]
+) -> None:
+    """Each request names a Service port the template renders, once."""
+    services = service_ports(objects)
+    seen: set[tuple[str, int]] = set()
+    for i, request in enumerate(requests):
+        where = f"spec.nodePorts[{i}]"
+        if request.service not in services:
+            raise InvalidError(
+                f"{where}.service: the template renders no Service {request.service!r} "
+                f"(it renders: {', '.join(sorted(services)) or 'none'})",
+                field=f"{where}.service",
+            )
+        if request.port not in services[request.service]:
+            raise InvalidError(
+                f"{where}.port: Service {request.service} has no port {request.port}",
+                field=f"{where}.port",
+            )
+        if (request.service, request.port) in seen:
+            raise InvalidError(
+                f"{where}: Service {request.service} port {request.port} is asked for twice",
+                field=where,
+            )
+        seen.add((request.service, request.port))
+
+
+def expose_node_ports(
+    objects: list[dict[str, Any]], assigned: Mapping[tuple[str, int], int]
+) -> list[dict[str, Any]]:
+    """The objects with each assigned (service, port) made a NodePort of its register number."""
+    if not assigned:
+        return objects
+    out = copy.deepcopy(objects)
+    for obj in out:
+        if obj.get("kind") != "Service":
+            continue
+        name = obj["metadata"]["name"]
+        ports = obj.get("spec", {}).get("ports", [])
+        numbers = {p.get("port"): assigned.get((name, p.get("port"))) for p in ports}
+        if not any(numbers.values()):
+            continue
+        obj["spec"]["type"] = "NodePort"
+        for port in ports:
+            if numbers.get(port.get("port")):
+                port["nodePort"] = numbers[port.get("port")]
+    return out
+
+
+def node_ports_annotation(ports: list[int]) -> str:
+    return ",".join(str(p) for p in sorted(ports))
+
+
+# -- routes ----------------------------------------------------------------------------------
+PATH_RE = re.compile(r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$")
+
+
+class Route(Spec):
+    """An HTTP route into one of the application's Services: host and path prefix."""
+
+    host: str = Field(
+        description="A host under one of the tenant's domains (DomainGrant), held by this "
+        "application alone across the platform"
+    )
+    path: str = Field(default="/", description="Path prefix, starting with /")
+    service: str = Field(description="A Service the template renders")
+    port: int = Field(ge=1, le=65535, description="Its port (spec.ports[].port)")
+    tls: str | None = Field(
+        default=None,
+        description="A Certificate of the tenant whose names cover the host: HTTPS, and "
+        "HTTP redirected to it",
+    )
+
+
+def check_routes(routes: list[Route], objects: list[dict[str, Any]]) -> None:
+    """Paths are paths, and each route leads to a Service port the template renders."""
+    services = service_ports(objects)
+    seen: set[tuple[str, str]] = set()
+    for i, route in enumerate(routes):
+        where = f"spec.routes[{i}]"
+        check_host(route.host, f"{where}.host")
+        if not PATH_RE.match(route.path) or "//" in route.path or len(route.path) > 1024:
+            raise InvalidError(
+                f"{where}.path: {route.path!r} is not a path prefix (starts with /, URL "
+                "characters only)",
+                field=f"{where}.path",
+            )
+        if route.service not in services:
+            raise InvalidError(
+                f"{where}.service: the template renders no Service {route.service!r} "
+                f"(it renders: {', '.join(sorted(services)) or 'none'})",
+                field=f"{where}.service",
+            )
+        if route.port not in services[route.service]:
+            raise InvalidError(
+                f"{where}.port: Service {route.service} has no port {route.port}",
+                field=f"{where}.port",
+            )
+        if (route.host, route.path) in seen:
+            raise InvalidError(
+                f"{where}.path: {route.host}{route.path} is routed twice", field=f"{where}.path"
+            )
+        seen.add((route.host, route.path))
+
+
+def tls_secret_name(app: str, certificate: str) -> str:
+    return f"{app}-tls-{certificate}"
+
+
+def ingress_for(app: str, routes: list[Route]) -> list[dict[str, Any]]:
+    """One Ingress for the application's routes (none without routes): a rule per host, TLS
+    from the certificates' Secrets, and plain HTTP redirected where TLS is on."""
+    if not routes:
+        return []
+    rules: dict[str, list[dict[str, Any]]] = {}
+    tls: dict[str, list[str]] = {}
+    for route in routes:
+        backend = {"service": {"name": route.service, "port": {"number": route.port}}}
+        rules.setdefault(route.host, []).append(
+            {"path": route.path, "pathType": "Prefix", "backend": backend}
+        )
+        if route.tls is not None and route.host not in tls.setdefault(route.tls, []):
+            tls[route.tls].append(route.host)
+    spec: dict[str, Any] = {
+        "rules": [{"host": h, "http": {"paths": paths}} for h, paths in rules.items()]
+    }
+    metadata: dict[str, Any] = {"name": f"{app}-routes"}
+    if tls:
+        spec["tls"] = [
+            {"hosts": hosts, "secretName": tls_secret_name(app, cert)}
+            for cert, hosts in sorted(tls.items())
+        ]
+        metadata["annotations"] = {"nginx.ingress.kubernetes.io/ssl-redirect": "true"}
+    return [
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "Ingress",
+            "metadata": metadata,
+            "spec": spec,
+        }
+    ]
+
+
+# -- domains ---------------------------------------------------------------------------------
+_LABEL = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
+HOST_RE = re.compile(rf"^{_LABEL}(\.{_LABEL})+$")
+PATTERN_RE = re.compile(rf"^(\*\.)?{_LABEL}(\.{_LABEL})+$")
+
+
+def check_host(host: str, where: str) -> None:
+    if len(host) > 253 or not HOST_RE.match(host):
+        raise InvalidError(
+            f"{where}: {host!r} is not a valid host name (lowercase DNS labels separated by "
+            "dots, e.g. shop.retail.example.com)",
+            field=where,
+        )
+
+
+def host_matches(host: str, pattern: str) -> bool:
+    """`*.example.com` matches exactly one label in front (as a TLS wildcard does);
+    any other pattern only itself."""
+    if pattern.startswith("*."):
+        head, _, rest = host.partition(".")
+        return bool(head) and rest == pattern[2:]
+    return host == pattern
+
+
+class DomainGrantSpec(Spec):
+    """DNS names one tenant's applications may serve, as exact hosts or one-label wildcards."""
+
+    tenant: str = Field(description="The tenant whose applications may claim hosts under them")
+    domains: list[str] = Field(
+        min_length=1,
+        description="Host names (shop.example.com: only that host) or wildcards "
+        "(*.retail.example.com: any one label in front, e.g. shop.retail.example.com; "
+        "not deeper)",
+    )
+
+    @model_validator(mode="after")
+    def _patterns(self) -> Self:
+        for i, pattern in enumerate(self.domains):
+            if len(pattern) > 253 or not PATTERN_RE.match(pattern):
+                raise ValueError(
+                    f"domains[{i}]: {pattern!r} is not a host name or a '*.' wildcard of one"
+                )
+        return self
+
+
+DOMAIN_GRANT = Kind(
+    name="DomainGrant",
+    plural="domaingrants",
+    scope="platform",
+    spec=DomainGrantSpec,
+    short_names=("domaingrant", "domains"),
+    columns=(("TENANT", "spec.tenant"), ("DOMAINS", "spec.domains")),
+)
+
+
+# -- certificates ----------------------------------------------------------------------------
+EXPIRY_WARNING_DAYS = 30
+
+
+class CertificateSpec(Spec):
+    """A TLS certificate the tenant uploads for its routes; the key is sealed at rest."""
+
+    certificate: str = Field(description="PEM: the certificate, then any intermediates")
+    key: str = Field(description="PEM: its private key (sealed at rest, shown masked)")
+
+
+@dataclass(frozen=True)
+class CertificateFacts:
+    names: list[str]
+    not_after: dt.datetime
+
+    def days_left(self, now: dt.datetime) -> int:
+        return (self.not_after - now).days
+
+    def covers(self, host: str) -> bool:
+        return any(host_matches(host, name) for name in self.names)
+
+
+def certificate_facts(pem: str) -> CertificateFacts:
+    """The DNS names and expiry of a PEM certificate; InvalidError naming spec.certificate."""
+    try:
+        certs = x509.load_pem_x509_certificates(pem.encode())
+    except ValueError as exc:
+        raise InvalidError(
+            f"spec.certificate: not a PEM certificate ({exc})", field="spec.certificate"
+        ) from None
+    leaf = certs[0]
+    try:
+        sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        names = sans.value.get_values_for_type(x509.DNSName)
+    except x509.ExtensionNotFound:
+        names = []
+    return CertificateFacts([n.lower() for n in names], leaf.not_valid_after_utc)
+
+
+def check_certificate(pem: str, key_pem: str, now: dt.datetime) -> CertificateFacts:
+    """A certificate that is in date, names hosts, and whose key is `key_pem`."""
+    facts = certificate_facts(pem)
+    if facts.not_after <= now:
+        raise InvalidError(
+            f"spec.certificate: expired on {facts.not_after.isoformat()}",
+            field="spec.certificate",
+        )
+    if not facts.names:
+        raise InvalidError(
+            "spec.certificate: names no DNS host (subjectAltName)", field="spec.certificate"
+        )
+    try:
+        key = serialization.load_pem_private_key(key_pem.encode(), password=None)
+    except (ValueError, TypeError) as exc:
+        raise InvalidError(
+            f"spec.key: not an unencrypted PEM private key ({exc})", field="spec.key"
+        ) from None
+    leaf = x509.load_pem_x509_certificates(pem.encode())[0]
+    public = serialization.PublicFormat.SubjectPublicKeyInfo
+    encoding = serialization.Encoding.DER
+    if key.public_key().public_bytes(encoding, public) != leaf.public_key().public_bytes(
+        encoding, public
+    ):
+        raise InvalidError(
+            "spec.key: this key does not belong to the certificate", field="spec.key"
+        )
+    return facts
+
+
+CERTIFICATE = Kind(
+    name="Certificate",
+    plural="certificates",
+    scope="tenant",
+    spec=CertificateSpec,
+    secret_fields=("key",),
+    short_names=("certificate", "cert", "certs"),
+    columns=(("NAMES", "status.dnsNames"), ("EXPIRES", "status.notAfter")),
+)
+
+
+def tls_secret(
+    app: str, certificate: str, pem: str, key: str, labels: dict[str, str]
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "kubernetes.io/tls",
+        "metadata": {"name": tls_secret_name(app, certificate), "labels": labels},
+        "data": {
+            "tls.crt": base64.b64encode(pem.encode()).decode(),
+            "tls.key": base64.b64encode(key.encode()).decode(),
+        },
+    }
