@@ -6,15 +6,19 @@ from __future__ import annotations
 import pytest
 
 from wharf.core.errors import InvalidError
+from wharf.core.quantity import parse_quantity
 from wharf.network.model import (
     DomainGrantSpec,
     NodePortRangeSpec,
     NodePortRequest,
     check_host,
     check_node_port_requests,
+    check_volume_classes,
     expose_node_ports,
     host_matches,
+    volume_requests,
 )
+from wharf.network.traffic import Endpoint
 
 SERVICE = {
     "apiVersion": "v1",
@@ -83,3 +87,40 @@ def test_domain_patterns_are_hosts_or_one_label_wildcards():
     for bad in ("*.*.example.com", "example", "shop.*.example.com"):
         with pytest.raises(ValueError, match="not a host name"):
             DomainGrantSpec(tenant="t", domains=[bad])
+
+
+STATEFUL = {
+    "kind": "StatefulSet",
+    "metadata": {"name": "db"},
+    "spec": {
+        "replicas": 3,
+        "volumeClaimTemplates": [
+            {
+                "metadata": {"name": "data"},
+                "spec": {"storageClassName": "fast", "resources": {"requests": {"storage": "2Gi"}}},
+            }
+        ],
+    },
+}
+
+
+def test_volumes_ask_capacity_per_class_for_every_replica():
+    asks = volume_requests([STATEFUL])
+    assert asks == {
+        "requests.storage": parse_quantity("6Gi"),
+        "fast.storageclass.storage.k8s.io/requests.storage": parse_quantity("6Gi"),
+        "persistentvolumeclaims": 3,
+    }
+
+
+def test_a_volume_of_a_class_not_granted_is_refused_naming_it():
+    check_volume_classes([STATEFUL], "acme", ["fast"])
+    with pytest.raises(InvalidError, match="'fast', which is not granted to tenant acme") as caught:
+        check_volume_classes([STATEFUL], "acme", ["slow"])
+    assert caught.value.field == "spec.values"
+
+
+@pytest.mark.parametrize("text", ["10.0.0.0/33", "not-a-cidr"])
+def test_a_cidr_that_does_not_parse_is_refused(text):
+    with pytest.raises(ValueError, match="not a CIDR"):
+        Endpoint(cidr=text)

@@ -32,10 +32,15 @@ from wharf.core.errors import (
     NotFoundError,
     QuotaExceededError,
 )
-from wharf.core.quantity import format_quantity, parse_quantity
+from wharf.core.quantity import add, format_quantity, parse_quantity
 from wharf.core.resources import check_name
 from wharf.identity.model import Action, Principal
-from wharf.network.model import check_node_port_requests, check_routes
+from wharf.network.model import (
+    check_node_port_requests,
+    check_routes,
+    check_volume_classes,
+    volume_requests,
+)
 from wharf.network.service import (
     PortHolder,
     assign_node_ports,
@@ -281,6 +286,10 @@ class ApplicationRules(KindRules):
         labels = app_labels(tenant, spec)
         namespace = namespace_name(tenant, spec.project, spec.environment)
         owned: dict[str, Wanted] = {}
+        stored_tenant = ResourceStore(session).get("Tenant", "", tenant)
+        granted_classes = list(
+            (stored_tenant.spec if stored_tenant else {}).get("storageClasses", [])
+        )
         for cluster in clusters:
             objects = desired_objects(change.name, spec, rendered, cluster, labels)
             for obj in objects:
@@ -294,6 +303,7 @@ class ApplicationRules(KindRules):
                         f"spec.delivery.checks.{check} is refuse)",
                         field="spec.values",
                     )
+            check_volume_classes(objects, tenant, granted_classes)
             self._check_quota(change.name, spec, project, cluster, objects, previous, labels)
         # Each object a delivery renders has one owner: a second application rendering the
         # same Deployment or Service is refused here, never left to fight in the clusters.
@@ -394,12 +404,10 @@ class ApplicationRules(KindRules):
         )
         hard_by_name = shares.get((spec.environment, cluster), {})
         observed = _share(project, spec.environment, cluster) or {}
-        need = workload_requests(objects)
+        need = _asks(objects)
         held: dict[str, Fraction] = {}
         if previous is not None:
-            held = workload_requests(
-                desired_objects(app, previous[0], previous[1], cluster, labels)
-            )
+            held = _asks(desired_objects(app, previous[0], previous[1], cluster, labels))
         for resource, value in need.items():
             if resource not in hard_by_name:
                 continue
@@ -449,6 +457,11 @@ class ApplicationRules(KindRules):
                 created_at=dt.datetime.now(dt.UTC),
             )
         )
+
+
+def _asks(objects: list[dict[str, Any]]) -> dict[str, Fraction]:
+    """What rendered objects ask of a namespace quota: workloads' requests and volumes."""
+    return add(workload_requests(objects), volume_requests(objects))
 
 
 def current_revision(session: Session, tenant: str, app: str) -> int:

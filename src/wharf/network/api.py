@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
 
 from wharf.identity.api import current_principal
 from wharf.identity.model import Principal
-from wharf.network.service import cluster_node_ports, node_port_view
+from wharf.network.service import cluster_node_ports, node_port_view, reachability
 from wharf.store import Database
 
 router = APIRouter(prefix="/api/v1", tags=["Network"])
@@ -65,3 +65,36 @@ def node_ports_of_cluster(cluster: str, p: Caller, request: Request) -> ClusterN
     with _db(request).reader() as session:
         ports = cluster_node_ports(session, p, cluster)
     return ClusterNodePorts.model_validate({"cluster": cluster, "ports": ports})
+
+
+class Reachability(BaseModel):
+    """Whether traffic may flow, by the NetworkPolicies Wharf renders, and why."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    from_: str = Field(alias="from")
+    to: str
+    port: int
+    environment: str
+    allowed: bool
+    reasons: list[str] = Field(description="What the source's egress and target's ingress say")
+
+
+@router.get(
+    "/tenants/{tenant}/reachability",
+    summary="May one endpoint reach another on a TCP port? (by the rendered NetworkPolicies)",
+)
+def reachable(
+    tenant: str,
+    p: Caller,
+    request: Request,
+    env: Annotated[str, Query(description="The environment, e.g. dev")],
+    from_: Annotated[
+        str, Query(alias="from", description="project/application, an IP address, or dns")
+    ],
+    to: Annotated[str, Query(description="project/application, an IP address, or dns")],
+    port: Annotated[int, Query(description="TCP port")],
+) -> Reachability:
+    with _db(request).reader() as session:
+        answer = reachability(session, p, tenant, env, from_, to, port)
+    return Reachability.model_validate(answer)

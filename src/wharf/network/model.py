@@ -17,6 +17,7 @@ import datetime as dt
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any, Self
 
 from cryptography import x509
@@ -24,6 +25,7 @@ from cryptography.hazmat.primitives import serialization
 from pydantic import Field, model_validator
 
 from wharf.core.errors import InvalidError
+from wharf.core.quantity import QuantityError, parse_quantity
 from wharf.core.resources import Kind, Spec
 from wharf.tenancy.guard import NODE_PORTS_ANNOTATION as NODE_PORTS_ANNOTATION
 
@@ -392,3 +394,74 @@ def tls_secret(
             "tls.key": base64.b64encode(key.encode()).decode(),
         },
     }
+
+
+# -- volumes ---------------------------------------------------------------------------------
+def class_storage_quota(storage_class: str) -> str:
+    """The ResourceQuota entry that caps one storage class's requested capacity."""
+    return f"{storage_class}.storageclass.storage.k8s.io/requests.storage"
+
+
+@dataclass(frozen=True)
+class Volume:
+    """A claim the rendered objects make: standalone, or one per replica of a StatefulSet."""
+
+    where: str  # e.g. "StatefulSet db, volumeClaimTemplates data"
+    storage_class: str
+    size: Fraction
+    count: int
+
+
+def _claim(spec: dict[str, Any], where: str, count: int) -> Volume:
+    requested = spec.get("resources", {}).get("requests", {}).get("storage", "0")
+    try:
+        size = parse_quantity(str(requested))
+    except QuantityError:
+        raise InvalidError(
+            f"spec.values: {where} asks for {requested!r}, not a quantity", field="spec.values"
+        ) from None
+    return Volume(where, str(spec.get("storageClassName") or ""), size, count)
+
+
+def volumes(objects: list[dict[str, Any]]) -> list[Volume]:
+    out = []
+    for obj in objects:
+        name = obj.get("metadata", {}).get("name", "")
+        if obj.get("kind") == "PersistentVolumeClaim":
+            out.append(_claim(obj.get("spec", {}), f"PersistentVolumeClaim {name}", 1))
+        if obj.get("kind") == "StatefulSet":
+            replicas = int(obj.get("spec", {}).get("replicas", 1) or 0)
+            for template in obj.get("spec", {}).get("volumeClaimTemplates", []):
+                where = f"StatefulSet {name}, volumeClaimTemplates {template['metadata']['name']}"
+                out.append(_claim(template.get("spec", {}), where, replicas))
+    return out
+
+
+def check_volume_classes(objects: list[dict[str, Any]], tenant: str, granted: list[str]) -> None:
+    """Every volume that names a storage class names one granted to the tenant: refused here,
+    before anything reaches a cluster. (A claim that names none is the cluster's to refuse:
+    the tenant guard admits no claim without a class.)"""
+    for volume in volumes(objects):
+        if volume.storage_class and volume.storage_class not in granted:
+            raise InvalidError(
+                f"spec.values: {volume.where} names storage class {volume.storage_class!r}, "
+                f"which is not granted to tenant {tenant} "
+                f"(granted: {', '.join(granted) or 'none'})",
+                field="spec.values",
+                storageClass=volume.storage_class,
+            )
+
+
+def volume_requests(objects: list[dict[str, Any]]) -> dict[str, Fraction]:
+    """What the volumes ask of a namespace quota: capacity in all and per class, and claims."""
+    total: dict[str, Fraction] = {}
+    for volume in volumes(objects):
+        asks = [
+            ("requests.storage", volume.size * volume.count),
+            ("persistentvolumeclaims", Fraction(volume.count)),
+        ]
+        if volume.storage_class:
+            asks.append((class_storage_quota(volume.storage_class), volume.size * volume.count))
+        for key, value in asks:
+            total[key] = total.get(key, Fraction(0)) + value
+    return total

@@ -9,6 +9,7 @@ claims in the platform-wide `host` register (store.claims), held by the applicat
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 from fractions import Fraction
@@ -20,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from wharf.core.crypto import SealError, SecretBox, place
 from wharf.core.errors import ConflictError, InvalidError, NotFoundError
-from wharf.identity.model import Principal
+from wharf.identity.model import Action, Principal
 from wharf.network.model import (
     CERTIFICATE,
     DOMAIN_GRANT,
@@ -39,11 +40,33 @@ from wharf.network.model import (
     host_matches,
     node_ports_annotation,
 )
+from wharf.network.traffic import (
+    NAMESPACE_NAME_LABEL,
+    TRAFFIC_POLICY,
+    Address,
+    Peer,
+    Place,
+    Pod,
+    TrafficPolicySpec,
+    Verdict,
+    check_rules,
+    may_reach,
+    render_policies,
+)
 from wharf.resources.service import Change, KindRules
+from wharf.resources.service import Verdict as Verdict_
 from wharf.store.claims import Holder, Wanted, hold
-from wharf.store.resources import ResourceStore, StoredResource
+from wharf.store.resources import ResourceStore, Scopes, StoredResource
 from wharf.store.tables import node_ports
-from wharf.tenancy.model import NamespaceAdditions
+from wharf.tenancy.model import (
+    APP_LABEL,
+    TENANT_LABEL,
+    NamespaceAdditions,
+    ProjectSpec,
+    isolation_policy,
+    namespace_name,
+    owner_labels,
+)
 
 HOST_REGISTER = "host"
 
@@ -290,13 +313,21 @@ def namespace_node_ports(session: Session, cluster: str, namespace: str) -> list
     return [a.port for a in rows]
 
 
-def namespace_additions(session: Session, cluster: str, namespace: str) -> NamespaceAdditions:
-    """For the placement controller: the namespace lists its ports for the tenant guard, and
-    its quota of node ports is exactly their number (none when it holds none)."""
+def namespace_additions(
+    session: Session, tenant: str, project: str, env: str, cluster: str
+) -> NamespaceAdditions:
+    """For the placement controller: the namespace lists its node ports for the tenant guard
+    (its quota of them is exactly their number), and holds the project's traffic rules."""
+    namespace = namespace_name(tenant, project, env)
     ports = namespace_node_ports(session, cluster, namespace)
+    policy = traffic_policy(session, tenant, project)
+    meta = {"namespace": namespace, "labels": owner_labels(tenant, project, env)}
+    objects = render_policies(policy, Place(tenant, project, env), meta) if policy else []
     return NamespaceAdditions(
         annotations={NODE_PORTS_ANNOTATION: node_ports_annotation(ports)},
         hard={NODE_PORT_QUOTA: Fraction(len(ports))},
+        objects=objects,
+        isolation=policy is None or not policy.defaultDeny,
     )
 
 
@@ -497,3 +528,118 @@ def check_route_certificates(session: Session, tenant: str, routes: list[Route])
             )
         if facts.not_after <= _now():
             raise InvalidError(f"{where}: certificate {route.tls} has expired", field=where)
+
+
+# -- traffic ---------------------------------------------------------------------------------
+def traffic_policy(session: Session, tenant: str, project: str) -> TrafficPolicySpec | None:
+    stored = ResourceStore(session).get("TrafficPolicy", tenant, project)
+    return TrafficPolicySpec.model_validate(stored.spec) if stored is not None else None
+
+
+class TrafficPolicyRules(KindRules):
+    """A project's traffic rules, named after it: its project admins (and tenant admins)
+    write them, its members read them."""
+
+    kind = TRAFFIC_POLICY
+
+    def project_of(self, name: str, spec: Any) -> str:
+        return name
+
+    def verdict(
+        self, p: Principal, action: Action, tenant: str, name: str, old: StoredResource | None
+    ) -> Verdict_:
+        if p.can(action, tenant, name):
+            return "allow"
+        return "forbid" if p.can("read", tenant, name) else "hide"
+
+    def visible_scopes(self, p: Principal, tenant: str | None) -> Scopes:
+        tenants = p.visible_tenants()
+        if tenant is not None:
+            tenants = {tenant} if tenants is None or tenant in tenants else set()
+        if tenants is None:
+            return [("*", None)]
+        scopes = [(t, p.visible_projects(t)) for t in sorted(tenants)]
+        return [(t, names) for t, names in scopes if names is None or names]
+
+    def validate(self, change: Change) -> dict[str, Any]:
+        spec = TrafficPolicySpec.model_validate(change.spec)
+        store = ResourceStore(change.session)
+        if store.get("Project", change.tenant, change.name) is None:
+            raise InvalidError(
+                f"metadata.name: a TrafficPolicy is named after its project; there is no "
+                f"project {change.name!r}",
+                field="metadata.name",
+            )
+        check_rules(spec, change.name)
+        for i, rule in enumerate(spec.allow):
+            for end, endpoint in (("from", rule.from_), ("to", rule.to)):
+                other = endpoint.project
+                if other is not None and store.get("Project", change.tenant, other) is None:
+                    where = f"spec.allow[{i}].{end}.project"
+                    raise InvalidError(f"{where}: no project {other!r}", field=where)
+        return change.spec
+
+
+def _endpoint(text: str, tenant: str, env: str, where: str) -> Peer:
+    """`project/application`, or an IP address outside the cluster, or `dns`."""
+    if text == "dns":
+        labels = {NAMESPACE_NAME_LABEL: "kube-system"}
+        return Pod("kube-system", labels, {"k8s-app": "kube-dns"})
+    project, sep, app = text.partition("/")
+    if sep and project and app:
+        namespace = namespace_name(tenant, project, env)
+        labels = {**owner_labels(tenant, project, env), NAMESPACE_NAME_LABEL: namespace}
+        return Pod(namespace, labels, {APP_LABEL: app, TENANT_LABEL: tenant})
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        raise InvalidError(
+            f"{where}: {text!r} is neither project/application, an IP address nor dns",
+            field=where,
+        ) from None
+    return Address(text)
+
+
+def rendered_policies(session: Session, tenant: str, env: str) -> dict[str, list[dict[str, Any]]]:
+    """The NetworkPolicies Wharf renders in each namespace of the tenant's environment."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for project in ResourceStore(session).query("Project", scopes=[(tenant, None)]):
+        if env not in {e.name for e in ProjectSpec.model_validate(project.spec).environments}:
+            continue
+        namespace = namespace_name(tenant, project.name, env)
+        meta = {"namespace": namespace, "labels": owner_labels(tenant, project.name, env)}
+        policy = traffic_policy(session, tenant, project.name)
+        policies = render_policies(policy, Place(tenant, project.name, env), meta) if policy else []
+        if policy is None or not policy.defaultDeny:
+            policies.append(isolation_policy(tenant, meta))
+        out[namespace] = policies
+    return out
+
+
+def reachability(
+    session: Session, p: Principal, tenant: str, env: str, source: str, target: str, port: int
+) -> dict[str, Any]:
+    """May `source` reach `target` on TCP `port`, by the policies Wharf renders?"""
+    projects = p.visible_projects(tenant)
+    if projects is not None and not projects:
+        raise NotFoundError(f"tenant {tenant!r} not found")
+    if not 1 <= port <= 65535:
+        raise InvalidError(f"port: {port} is not a port (1-65535)", field="port")
+    ends = {"from": source, "to": target}
+    peers = {k: _endpoint(v, tenant, env, k) for k, v in ends.items()}
+    for key, peer in peers.items():
+        project = ends[key].partition("/")[0]
+        hidden = projects is not None and project not in projects
+        if isinstance(peer, Pod) and peer.namespace != "kube-system" and hidden:
+            raise NotFoundError(f"{key}: project {project!r} not found in tenant {tenant!r}")
+    verdict: Verdict = may_reach(
+        peers["from"], peers["to"], port, rendered_policies(session, tenant, env)
+    )
+    return {
+        "from": source,
+        "to": target,
+        "port": port,
+        "environment": env,
+        "allowed": verdict.allowed,
+        "reasons": verdict.reasons,
+    }

@@ -25,6 +25,7 @@ from wharf.network.service import (
     CertificateRules,
     DomainGrantRules,
     NodePortRangeRules,
+    TrafficPolicyRules,
     namespace_additions,
 )
 from wharf.resources.service import KindRules, ResourceService
@@ -56,6 +57,7 @@ class Platform:
             NodePortRangeRules(),
             DomainGrantRules(),
             self.certificate_rules,
+            TrafficPolicyRules(),
         ]
         self.resources = ResourceService(db, {r.kind.name: r for r in self.rules})
         self.connections = ClusterConnections(policy)
@@ -137,6 +139,8 @@ class Platform:
             project = self._project_of_application(tenant, name)
             if project:
                 loop.call_soon_threadsafe(self.placement.controller.queue.add, (tenant, project))
+        elif kind == "TrafficPolicy":  # named after its project, whose namespaces hold it
+            loop.call_soon_threadsafe(self.placement.controller.queue.add, (tenant, name))
         if kind in ("Tenant", "Cluster", "NodePool"):
             # Membership, quota or reachability may change any project's namespaces.
             loop.call_soon_threadsafe(self.placement.controller.queue_all)

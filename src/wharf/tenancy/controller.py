@@ -59,8 +59,10 @@ from wharf.tenancy.model import (
     NamespaceAdditions,
     ProjectSpec,
     amounts,
+    isolation_policy,
     namespace_hard,
     namespace_name,
+    owner_labels,
     pod_security_labels,
     split_project_quota,
     total,
@@ -74,9 +76,9 @@ BASELINE_EVERY = 60.0
 # What a deleted project or tenant leaves to remove, found by its labels (a namespace takes
 # everything inside it along; the members' identities live in wharf-system).
 REMOVED_WITH_OWNER = (Namespace, ServiceAccount)
-# (session, cluster, namespace) -> what other capabilities add there, read in the reconcile's
-# transaction (the network register's node ports, say).
-AdditionsFor = Callable[[Session, str, str], NamespaceAdditions]
+# (session, tenant, project, environment, cluster) -> what other capabilities add to that
+# namespace, read in the reconcile's transaction (node ports, traffic rules).
+AdditionsFor = Callable[[Session, str, str, str, str], NamespaceAdditions]
 
 
 @dataclass(frozen=True)
@@ -91,10 +93,6 @@ class Desired:
     @property
     def accounts(self) -> set[str]:
         return {o["metadata"]["name"] for o in self.objects if o["kind"] == "ServiceAccount"}
-
-
-def _labels(tenant: str, project: str, env: str) -> dict[str, str]:
-    return {MANAGED_BY: "wharf", TENANT_LABEL: tenant, PROJECT_LABEL: project, ENV_LABEL: env}
 
 
 def _scheduling(tenant: str, pools: list[StoredResource]) -> dict[str, str]:
@@ -129,7 +127,7 @@ def desired_namespace(
     additions: NamespaceAdditions | None = None,
 ) -> Desired:
     ns = namespace_name(tenant.name, project.name, env)
-    labels = _labels(tenant.name, project.name, env)
+    labels = owner_labels(tenant.name, project.name, env)
     meta = {"namespace": ns, "labels": labels}
     spec = ProjectSpec.model_validate(project.spec)
     defaults = spec.containerDefaults
@@ -173,19 +171,11 @@ def desired_namespace(
                 ]
             },
         },
-        {
-            "apiVersion": "networking.k8s.io/v1",
-            "kind": "NetworkPolicy",
-            "metadata": {"name": "wharf-tenant-isolation", **meta},
-            "spec": {
-                "podSelector": {},
-                "policyTypes": ["Ingress"],
-                "ingress": [
-                    {"from": [{"namespaceSelector": {"matchLabels": {TENANT_LABEL: tenant.name}}}]}
-                ],
-            },
-        },
     ]
+    if additions is None or additions.isolation:
+        objects.append(isolation_policy(tenant.name, meta))
+    if additions is not None:
+        objects += additions.objects
     for user, role in sorted(roles.items()):
         # The identity lives in wharf-system, out of reach of every tenant role: nobody in the
         # namespace can mint its token, impersonate it or run a pod as it.
@@ -326,9 +316,10 @@ class PlacementController:
             additions: dict[tuple[str, str], NamespaceAdditions] = {}
             if project is not None and self.additions is not None:
                 for env in ProjectSpec.model_validate(project.spec).environments:
-                    ns = namespace_name(key[0], key[1], env.name)
                     for cluster in env.clusters:
-                        additions[(env.name, cluster)] = self.additions(session, cluster, ns)
+                        additions[(env.name, cluster)] = self.additions(
+                            session, key[0], key[1], env.name, cluster
+                        )
             return project, tenant, clusters, pools, held, additions
 
     async def reconcile(self, key: Key) -> None:
@@ -470,6 +461,9 @@ class PlacementController:
         keep = {o["metadata"]["name"] for o in d.objects if o["kind"] == "RoleBinding"}
         removed = await prune(client, RoleBinding, d.namespace, mine, keep)
         removed += await prune(client, ServiceAccount, d.namespace, mine, set())
+        # Policies of traffic rules that are gone (or the isolation a default-deny replaced).
+        policies = {o["metadata"]["name"] for o in d.objects if o["kind"] == "NetworkPolicy"}
+        removed += await prune(client, NetworkPolicy, d.namespace, mine, policies)
         self.writes += len(removed)
         quota: dict[str, Any] = {}
         for obj in d.objects:

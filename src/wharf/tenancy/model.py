@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from dataclasses import field as attribute
 from fractions import Fraction
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -342,6 +342,29 @@ class NamespaceAdditions:
 
     annotations: dict[str, str] = attribute(default_factory=dict)
     hard: dict[str, Fraction] = attribute(default_factory=dict)
+    # Objects placed in the namespace with it (NetworkPolicies of traffic rules, say), and
+    # whether the tenant-isolation policy stays (a default-deny takes its place).
+    objects: list[dict[str, Any]] = attribute(default_factory=list)
+    isolation: bool = True
+
+
+def owner_labels(tenant: str, project: str, env: str) -> dict[str, str]:
+    """The labels that say a namespace (and what Wharf puts in it) is this project's."""
+    return {MANAGED_BY: "wharf", TENANT_LABEL: tenant, PROJECT_LABEL: project, ENV_LABEL: env}
+
+
+def isolation_policy(tenant: str, meta: Mapping[str, Any]) -> dict[str, Any]:
+    """Ingress only from the tenant's own namespaces (meta: the namespace and labels)."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "wharf-tenant-isolation", **meta},
+        "spec": {
+            "podSelector": {},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {TENANT_LABEL: tenant}}}]}],
+        },
+    }
 
 
 def namespace_hard(
