@@ -6,12 +6,13 @@ cluster's own ResourceQuota, whose per-class entry is in every namespace of the 
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from tests.integration.conftest import Wharf, wait_for
+from tests.integration.conftest import Wharf, manifest, wait_for
 
 FAST = "fast.storageclass.storage.k8s.io/requests.storage"
 TEMPLATE = "volume-set"
@@ -186,3 +187,40 @@ def test_volume_classes_and_capacity_hold_before_and_inside_the_cluster(
             ).stdout
         )
         assert quota["spec"]["hard"][FAST] == expected
+
+
+def test_the_storage_catalog_is_read_from_the_cluster_with_the_platforms_words(
+    wharf: Wharf, kubectl
+):
+    name = f"sc-{uuid.uuid4().hex[:6]}"
+    lab1 = wharf.lab.clusters()[0]
+    storage_class = {
+        "apiVersion": "storage.k8s.io/v1",
+        "kind": "StorageClass",
+        "metadata": {"name": name},
+        "provisioner": "example.com/ceph-rbd",
+        "allowVolumeExpansion": True,
+        "reclaimPolicy": "Retain",
+    }
+    kubectl(lab1, "create", "-f", "-", stdin=json.dumps(storage_class))
+    try:
+        cluster = manifest(wharf.admin.ok("GET", "/api/v1/clusters/lab1"))
+        cluster["spec"]["storageClasses"] = {name: "ceph-rbd, replicated, for databases"}
+        wharf.admin.ok("PUT", "/api/v1/clusters/lab1", json=cluster)
+
+        def listed() -> dict[str, Any] | None:
+            status = wharf.admin.ok("GET", "/api/v1/clusters/lab1")["status"]
+            found = [c for c in status.get("storageClasses", []) if c["name"] == name]
+            return found[0] if found and found[0]["description"] else None
+
+        entry = wait_for(listed, what="the storage class in the cluster's catalog")
+        assert entry == {
+            "name": name,
+            "provisioner": "example.com/ceph-rbd",
+            "allowVolumeExpansion": True,
+            "reclaimPolicy": "Retain",
+            "default": False,
+            "description": "ceph-rbd, replicated, for databases",
+        }
+    finally:
+        kubectl(lab1, "delete", "storageclass", name)
