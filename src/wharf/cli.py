@@ -13,6 +13,7 @@ from wharf.audit import cli as audit_cli
 from wharf.clusters import cli as clusters_cli
 from wharf.identity import cli as identity_cli
 from wharf.lab.cli import app as lab_app
+from wharf.network import cli as network_cli
 from wharf.resources import cli as resources_cli
 from wharf.tenancy import cli as tenancy_cli
 
@@ -28,6 +29,7 @@ audit_cli.register(app)
 clusters_cli.register(app)
 tenancy_cli.register(app)
 apps_cli.register(app)
+network_cli.register(app)
 
 
 @app.command()
