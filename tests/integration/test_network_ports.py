@@ -56,6 +56,12 @@ def _tenant_with_project(wharf: Wharf, members: list[dict[str, str]] = ()) -> st
     return tenant
 
 
+def _base(wharf: Wharf) -> int:
+    """Where this run's ports start: the lab's clusters outlive each test's Wharf, and the
+    Services of the SQLite run are still there when the PostgreSQL run asks for ports."""
+    return 30100 if wharf.platform.settings.database_url.startswith("sqlite") else 30600
+
+
 def _held(api: Api, tenant: str) -> dict[str, int]:
     ports = api.ok("GET", f"/api/v1/tenants/{tenant}/nodeports")["ports"]
     return {p["application"]: p["nodePort"] for p in ports}
@@ -72,8 +78,9 @@ def test_concurrent_requests_get_distinct_ports_in_the_range_and_a_delete_frees_
     service_only_template(wharf)
     tenant = _tenant_with_project(wharf)
     other = _tenant_with_project(wharf)
-    _range(wharf, tenant, 30100, 30199)
-    _range(wharf, other, 30200, 30209)
+    base = _base(wharf)
+    _range(wharf, tenant, base, base + 99)
+    _range(wharf, other, base + 100, base + 109)
     names = [f"a{i:02d}" for i in range(APPS)]
 
     def deliver(name: str) -> int:
@@ -86,10 +93,10 @@ def test_concurrent_requests_get_distinct_ports_in_the_range_and_a_delete_frees_
     held = _held(wharf.admin, tenant)
     assert sorted(held) == names
     assert len(set(held.values())) == APPS
-    assert all(30100 <= port <= 30199 for port in held.values())
+    assert all(base <= port <= base + 99 for port in held.values())
 
     # Outside the range (another tenant's port, or one no tenant has): refused, nothing held.
-    for port in (30200, 30300):
+    for port in (base + 100, base + 200):
         refused = wharf.admin.put(
             f"/api/v1/tenants/{tenant}/applications/outside", _app(tenant, "outside", port)
         )
@@ -150,17 +157,18 @@ def test_a_tenant_kubeconfig_cannot_use_a_node_port_it_was_not_given(
     dev = wharf.user()
     tenant = _tenant_with_project(wharf, members=[{"user": dev.user, "role": "developer"}])
     other = _tenant_with_project(wharf)
-    _range(wharf, tenant, 30400, 30409)
-    _range(wharf, other, 30410, 30419)
+    base = _base(wharf) + 300
+    _range(wharf, tenant, base, base + 9)
+    _range(wharf, other, base + 10, base + 19)
     wharf.admin.ok(
-        "PUT", f"/api/v1/tenants/{tenant}/applications/shop", json=_app(tenant, "shop", 30401)
+        "PUT", f"/api/v1/tenants/{tenant}/applications/shop", json=_app(tenant, "shop", base + 1)
     )
     namespace = f"{tenant}--web-dev"
     lab1 = wharf.lab.clusters()[0]
 
     def listed() -> bool:
         ns = json.loads(kubectl(lab1, "get", "ns", namespace, "-o", "json").stdout)
-        return ns["metadata"].get("annotations", {}).get("wharf.io/node-ports") == "30401"
+        return ns["metadata"].get("annotations", {}).get("wharf.io/node-ports") == str(base + 1)
 
     wait_for(listed, what="the namespace lists its register port")
     hard = json.loads(kubectl(lab1, "-n", namespace, "get", "quota", "-o", "json").stdout)
@@ -196,7 +204,7 @@ def test_a_tenant_kubeconfig_cannot_use_a_node_port_it_was_not_given(
         )
 
     # In its own range but not given to this namespace, another tenant's, or left to the cluster.
-    for name, port in (("mine-unassigned", 30402), ("theirs", 30410), ("any", None)):
+    for name, port in (("mine-unassigned", base + 2), ("theirs", base + 10), ("any", None)):
         result = create(name, port)
         assert result.returncode != 0, f"{name}: {result.stdout}"
         assert "nodePort" in result.stderr, result.stderr
@@ -216,7 +224,7 @@ def test_a_tenant_kubeconfig_cannot_use_a_node_port_it_was_not_given(
     )
     assert plain.returncode == 0, plain.stderr
     # And developers of the tenant see their ports; another tenant's admin sees nothing of them.
-    assert _held(dev, tenant) == {"shop": 30401}
+    assert _held(dev, tenant) == {"shop": base + 1}
     stranger = wharf.user()
     assert stranger.get(f"/api/v1/tenants/{tenant}/nodeports").status_code == 404
     assert stranger.get("/api/v1/clusters/lab1/nodeports").status_code == 404

@@ -430,6 +430,14 @@ class CertificateRules(KindRules):
     def __init__(self, box: SecretBox) -> None:
         self.box = box
 
+    def visible_scopes(self, p: Principal, tenant: str | None) -> Scopes:
+        """Tenant-wide readers only, as `get` lets them read (not a project's members)."""
+        tenants = p.visible_tenants()
+        if tenants is None:
+            return [(tenant, None)] if tenant is not None else [("*", None)]
+        wanted = tenants if tenant is None else tenants & {tenant}
+        return [(t, None) for t in sorted(wanted) if p.can("read", t)]
+
     def validate(self, change: Change) -> dict[str, Any]:
         spec = CertificateSpec.model_validate(change.spec)
         at = place(CERTIFICATE.name, change.tenant, change.name, "spec.key")
