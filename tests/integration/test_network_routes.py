@@ -140,6 +140,18 @@ def test_routes_with_tls_become_ingresses_and_hosts_are_held_once(wharf: Wharf, 
         assert secret["type"] == "kubernetes.io/tls"
         assert base64.b64decode(secret["data"]["tls.crt"]).decode() == pem
 
+    # The application's status shows each cluster's endpoints in one place.
+    def endpoints() -> dict[str, Any] | None:
+        status = wharf.admin.ok("GET", f"{apps}/web")["status"]
+        found = {c: s.get("endpoints") for c, s in (status.get("clusters") or {}).items()}
+        return found if len(found) == 2 and all(found.values()) else None
+
+    for cluster, listed in wait_for(endpoints, what="endpoints of both clusters").items():
+        by_kind = {e["kind"]: e for e in listed}
+        assert by_kind["Service"]["clusterIP"], cluster
+        assert by_kind["Service"]["ports"] == [{"port": 80}]
+        assert by_kind["Ingress"]["hosts"] == [f"https://{host}"]
+
     # Deleting A's application frees the host for B.
     wharf.admin.ok("DELETE", f"{apps}/web", params={"confirm": "web"})
     wharf.admin.ok(

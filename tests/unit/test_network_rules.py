@@ -14,6 +14,7 @@ from wharf.network.model import (
     check_host,
     check_node_port_requests,
     check_volume_classes,
+    endpoints,
     expose_node_ports,
     host_matches,
     volume_requests,
@@ -124,3 +125,36 @@ def test_a_volume_of_a_class_not_granted_is_refused_naming_it():
 def test_a_cidr_that_does_not_parse_is_refused(text):
     with pytest.raises(ValueError, match="not a CIDR"):
         Endpoint(cidr=text)
+
+
+def test_endpoints_name_cluster_ips_node_ports_and_hosts():
+    service = {
+        **SERVICE,
+        "spec": {
+            "type": "NodePort",
+            "clusterIP": "10.96.0.7",
+            "ports": [{"name": "http", "port": 80, "nodePort": 30123}],
+        },
+    }
+    ingress = {
+        "kind": "Ingress",
+        "metadata": {"name": "web-routes"},
+        "spec": {
+            "rules": [{"host": "a.example.com"}, {"host": "b.example.com"}],
+            "tls": [{"hosts": ["a.example.com"]}],
+        },
+    }
+    assert endpoints([service, ingress]) == [
+        {
+            "kind": "Service",
+            "name": "web",
+            "type": "NodePort",
+            "clusterIP": "10.96.0.7",
+            "ports": [{"port": 80, "nodePort": 30123}],
+        },
+        {
+            "kind": "Ingress",
+            "name": "web-routes",
+            "hosts": ["https://a.example.com", "http://b.example.com"],
+        },
+    ]

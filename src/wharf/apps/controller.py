@@ -50,7 +50,7 @@ from wharf.kube.apply import (
 from wharf.kube.clients import is_unreachable
 from wharf.kube.connections import ClusterConnections, fingerprint
 from wharf.kube.informer import ClusterWatches, Informer
-from wharf.network.model import expose_node_ports, tls_secret
+from wharf.network.model import endpoints, expose_node_ports, tls_secret
 from wharf.network.service import CertificateRules, application_node_ports
 from wharf.resources.service import ResourceService
 from wharf.store.claims import Holder, held_by
@@ -461,6 +461,7 @@ async def _cluster_status(
         "workloads": workloads,
         "pods": pods,
         "events": sorted(events, key=lambda e: str(e["time"]))[-5:],
+        "endpoints": endpoints(observed),
     }
 
 

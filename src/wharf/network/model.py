@@ -465,3 +465,36 @@ def volume_requests(objects: list[dict[str, Any]]) -> dict[str, Fraction]:
         for key, value in asks:
             total[key] = total.get(key, Fraction(0)) + value
     return total
+
+
+# -- endpoints -------------------------------------------------------------------------------
+def endpoints(observed: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Where an application is reached in one cluster, from its objects as the cluster holds
+    them: each Service's cluster IP and ports (with node ports), each Ingress's hosts."""
+    out: list[dict[str, Any]] = []
+    for obj in observed:
+        name, spec = obj["metadata"]["name"], obj.get("spec", {})
+        if obj.get("kind") == "Service":
+            ports = [
+                {k: p[k] for k in ("port", "nodePort") if k in p} for p in spec.get("ports", [])
+            ]
+            out.append(
+                {
+                    "kind": "Service",
+                    "name": name,
+                    "type": spec.get("type", "ClusterIP"),
+                    "clusterIP": spec.get("clusterIP", ""),
+                    "ports": ports,
+                }
+            )
+        elif obj.get("kind") == "Ingress":
+            tls = {h for t in spec.get("tls", []) for h in t.get("hosts", [])}
+            hosts = [r["host"] for r in spec.get("rules", []) if r.get("host")]
+            out.append(
+                {
+                    "kind": "Ingress",
+                    "name": name,
+                    "hosts": [f"{'https' if h in tls else 'http'}://{h}" for h in hosts],
+                }
+            )
+    return out
