@@ -93,7 +93,7 @@ def reachable(
         str, Query(alias="from", description="project/application, an IP address, or dns")
     ],
     to: Annotated[str, Query(description="project/application, an IP address, or dns")],
-    port: Annotated[int, Query(description="TCP port")],
+    port: Annotated[int, Query(ge=1, le=65535, description="TCP port")],
 ) -> Reachability:
     with _db(request).reader() as session:
         answer = reachability(session, p, tenant, env, from_, to, port)

@@ -18,11 +18,11 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, Self
+from typing import Annotated, Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from wharf.core.errors import InvalidError
 from wharf.core.quantity import QuantityError, parse_quantity
@@ -48,11 +48,11 @@ class NodePortRangeSpec(Spec):
         ge=NODE_PORT_MIN, le=NODE_PORT_MAX, description="Highest port of the range (inclusive)"
     )
 
-    @model_validator(mode="after")
-    def _ordered(self) -> Self:
+    def check_ordered(self) -> None:
         if self.last < self.first:
-            raise ValueError(f"last ({self.last}) is below first ({self.first})")
-        return self
+            raise InvalidError(
+                f"spec.last: {self.last} is below spec.first ({self.first})", field="spec.last"
+            )
 
     def holds(self, port: int) -> bool:
         return self.first <= port <= self.last
@@ -273,21 +273,12 @@ class DomainGrantSpec(Spec):
     """DNS names one tenant's applications may serve, as exact hosts or one-label wildcards."""
 
     tenant: str = Field(description="The tenant whose applications may claim hosts under them")
-    domains: list[str] = Field(
+    domains: list[Annotated[str, Field(pattern=PATTERN_RE.pattern, max_length=253)]] = Field(
         min_length=1,
         description="Host names (shop.example.com: only that host) or wildcards "
         "(*.retail.example.com: any one label in front, e.g. shop.retail.example.com; "
         "not deeper)",
     )
-
-    @model_validator(mode="after")
-    def _patterns(self) -> Self:
-        for i, pattern in enumerate(self.domains):
-            if len(pattern) > 253 or not PATTERN_RE.match(pattern):
-                raise ValueError(
-                    f"domains[{i}]: {pattern!r} is not a host name or a '*.' wildcard of one"
-                )
-        return self
 
 
 DOMAIN_GRANT = Kind(

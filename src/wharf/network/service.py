@@ -126,6 +126,7 @@ class NodePortRangeRules(KindRules):
 
     def validate(self, change: Change) -> dict[str, Any]:
         spec = NodePortRangeSpec.model_validate(change.spec)
+        spec.check_ordered()
         store = ResourceStore(change.session)
         _must_exist(store, "Cluster", spec.cluster, "spec.cluster")
         _must_exist(store, "Tenant", spec.tenant, "spec.tenant")

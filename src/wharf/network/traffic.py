@@ -14,9 +14,9 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field
 
 from wharf.core.errors import InvalidError
 from wharf.core.resources import Kind, Spec
@@ -37,22 +37,21 @@ class Endpoint(Spec):
     cidr: str | None = Field(default=None, description="An external network, e.g. 10.20.0.0/16")
     dns: bool = Field(default=False, description="The cluster's DNS (kube-system, port 53)")
 
-    @model_validator(mode="after")
-    def _one(self) -> Self:
+    def check(self, where: str) -> None:
+        """Exactly one end is named, and a CIDR parses."""
         chosen = [self.application, self.project, self.cidr, self.dns or None]
         if sum(x is not None for x in chosen) != 1:
-            raise ValueError("name exactly one of application, project, cidr, dns")
-        return self
-
-    @field_validator("cidr")
-    @classmethod
-    def _cidr(cls, value: str | None) -> str | None:
-        if value is not None:
+            raise InvalidError(
+                f"{where}: name exactly one of application, project, cidr, dns", field=where
+            )
+        if self.cidr is not None:
             try:
-                return str(ipaddress.ip_network(value, strict=False))
+                ipaddress.ip_network(self.cidr, strict=False)
             except ValueError:
-                raise ValueError(f"{value!r} is not a CIDR (e.g. 10.20.0.0/16)") from None
-        return value
+                raise InvalidError(
+                    f"{where}.cidr: {self.cidr!r} is not a CIDR (e.g. 10.20.0.0/16)",
+                    field=f"{where}.cidr",
+                ) from None
 
 
 class TrafficRule(Spec):
@@ -60,17 +59,9 @@ class TrafficRule(Spec):
 
     from_: Endpoint = Field(alias="from", description="Where the traffic starts")
     to: Endpoint = Field(description="Where it goes")
-    ports: list[int] = Field(
+    ports: list[Annotated[int, Field(ge=1, le=65535)]] = Field(
         default_factory=list, description="TCP ports allowed (empty: every port)"
     )
-
-    @field_validator("ports")
-    @classmethod
-    def _ports(cls, ports: list[int]) -> list[int]:
-        for port in ports:
-            if not 1 <= port <= 65535:
-                raise ValueError(f"{port} is not a port (1-65535)")
-        return ports
 
 
 class TrafficPolicySpec(Spec):
@@ -101,6 +92,8 @@ def _here(endpoint: Endpoint, project: str) -> bool:
 def check_rules(spec: TrafficPolicySpec, project: str) -> None:
     for i, rule in enumerate(spec.allow):
         where = f"spec.allow[{i}]"
+        rule.from_.check(f"{where}.from")
+        rule.to.check(f"{where}.to")
         if not (_here(rule.from_, project) or _here(rule.to, project)):
             raise InvalidError(
                 f"{where}: a rule of project {project} starts or ends in it "
