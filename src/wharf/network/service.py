@@ -174,7 +174,7 @@ class NodePortRangeRules(KindRules):
             )
 
 
-def _free_port(session: Session, cluster: str, ranges: list[NodePortRangeSpec]) -> Iterable[int]:
+def _free_ports(session: Session, cluster: str, ranges: list[NodePortRangeSpec]) -> Iterable[int]:
     """Free ports of the ranges, lowest first, as the register shows them now."""
     for r in ranges:
         taken = {
@@ -280,7 +280,7 @@ def _take(
             field=where,
         )
     # A port taken by a concurrent write after our read fails its insert: try the next.
-    for port in _free_port(session, cluster, ranges):
+    for port in _free_ports(session, cluster, ranges):
         if _insert(session, {**row, "port": port}):
             return port
     raise ConflictError(
