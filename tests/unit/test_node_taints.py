@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from wharf.clusters.model import TAINTS_ANNOTATION, pool_taints, tainted_node
+from wharf.clusters.model import TAINTS_ANNOTATION, NodePoolSpec, pool_taints, tainted_node
 
 GPU = {"key": "wharf.io/pool", "value": "gpu", "effect": "NoSchedule"}
 ZONE = {"key": "zone", "value": "a", "effect": "PreferNoSchedule"}
@@ -19,8 +19,10 @@ def node(taints: list[dict[str, Any]], record: str | None = None, **labels: str)
     return {"metadata": meta, "spec": {"taints": taints}}
 
 
-def pool(taints: list[dict[str, str]], **selector: str) -> dict[str, Any]:
-    return {"nodeSelector": selector, "taints": taints}
+def pool(taints: list[dict[str, str]], **selector: str) -> NodePoolSpec:
+    return NodePoolSpec.model_validate(
+        {"cluster": "c1", "nodeSelector": selector, "taints": taints}
+    )
 
 
 def test_overlapping_pools_give_each_taint_once_and_only_to_selected_nodes():

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wharf.clusters.model import pool_labels_of, tainted_node
+from wharf.clusters.model import GrantedPool, NodePoolSpec, pool_labels_of, tainted_node
 from wharf.core.errors import InvalidError, QuotaExceededError
 from wharf.tenancy.guard import cluster_roles
 from wharf.tenancy.model import (
@@ -455,9 +455,12 @@ def test_pod_security_defaults_to_baseline_and_environments_may_tighten():
 def test_pool_nodes_are_labelled_with_every_granted_tenant():
     node = {"metadata": {"name": "n1", "labels": {"zone": "a", "kind": "gpu"}}}
     pools = [
-        {"name": "zone-a", "nodeSelector": {"zone": "a"}, "tenants": ["t1"]},
-        {"name": "gpus", "nodeSelector": {"kind": "gpu"}, "tenants": ["t2"]},
-        {"name": "other", "nodeSelector": {"zone": "b"}, "tenants": ["t3"]},
+        GrantedPool(name, NodePoolSpec(cluster="c1", nodeSelector=selector), (tenant,))
+        for name, selector, tenant in [
+            ("zone-a", {"zone": "a"}, "t1"),
+            ("gpus", {"kind": "gpu"}, "t2"),
+            ("other", {"zone": "b"}, "t3"),
+        ]
     ]
     assert pool_labels_of(pools, node) == {
         "node-restriction.kubernetes.io/wharf-node-pool": "gpus",

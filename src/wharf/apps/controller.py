@@ -30,10 +30,17 @@ from lightkube.resources.core_v1 import (
 from lightkube.resources.networking_v1 import Ingress
 from lightkube.resources.policy_v1 import PodDisruptionBudget
 
-from wharf.apps.model import APP_LABEL, ApplicationSpec, delivery_findings, desired_objects
+from wharf.apps.model import (
+    APP_LABEL,
+    APPLICATION,
+    ApplicationSpec,
+    delivery_findings,
+    desired_objects,
+)
 from wharf.apps.service import ApplicationRules, app_labels, current_revision, rendered_for
 from wharf.clusters.service import ClusterRules
 from wharf.core.controller import Controller
+from wharf.core.errors import OutdatedSpecError
 from wharf.core.resources import set_condition
 from wharf.kube.apply import (
     OwnedElsewhereError,
@@ -57,6 +64,7 @@ from wharf.store.claims import Holder, held_by
 from wharf.store.resources import ResourceStore, StoredResource
 from wharf.tenancy.model import (
     MANAGED_BY,
+    PROJECT,
     TENANT_LABEL,
     DeliveryPolicy,
     ProjectSpec,
@@ -186,9 +194,9 @@ class DeliveryController:
             clusters = {c.name: c for c in store.query("Cluster")}
             if app is None or app.deleting_since is not None:
                 return app, clusters, [], [], DeliveryPolicy(), set(), 0, Exposure()
-            spec = ApplicationSpec.model_validate(app.spec)
+            spec = APPLICATION.typed(app)
             project = store.get("Project", key[0], spec.project)
-            project_spec = ProjectSpec.model_validate(project.spec if project else {})
+            project_spec = PROJECT.typed(project) if project else ProjectSpec()
             envs = {e.name: e.clusters for e in project_spec.environments}
             targets = envs.get(spec.environment, [])
             namespace = namespace_name(key[0], spec.project, spec.environment)
@@ -225,6 +233,17 @@ class DeliveryController:
             )
 
     async def reconcile(self, key: Key) -> None:
+        try:
+            await self._reconcile(key)
+        except OutdatedSpecError as exc:
+            # A stored spec (the application's or its project's) today's rules refuse: said
+            # on the application, nothing delivered; a valid apply queues it again.
+            log.warning("outdated spec", app=key, error=exc.message)
+            await asyncio.to_thread(
+                self.service.write_status, "Application", key[0], key[1], partial(_outdated, exc)
+            )
+
+    async def _reconcile(self, key: Key) -> None:
         loaded = await asyncio.to_thread(self._load, key)
         app, clusters, rendered, targets, policy, refused, revision, exposure = loaded
         if app is None or app.deleting_since is not None:
@@ -463,6 +482,18 @@ async def _cluster_status(
         "events": sorted(events, key=lambda e: str(e["time"]))[-5:],
         "endpoints": endpoints(observed),
     }
+
+
+def _outdated(exc: OutdatedSpecError, stored: StoredResource) -> dict[str, Any]:
+    conditions = set_condition(
+        stored.status.get("conditions", []),
+        "Available",
+        "False",
+        "OutdatedSpec",
+        exc.message,
+        stored.generation,
+    )
+    return {**stored.status, "state": "Failed", "reason": exc.message, "conditions": conditions}
 
 
 def _status(

@@ -30,6 +30,7 @@ from wharf.core.errors import (
     ForbiddenError,
     InvalidError,
     NotFoundError,
+    OutdatedSpecError,
     QuotaExceededError,
 )
 from wharf.core.quantity import add, format_quantity, parse_quantity
@@ -55,16 +56,17 @@ from wharf.store.tables import revisions
 from wharf.tenancy.model import (
     ENV_LABEL,
     MANAGED_BY,
+    PROJECT,
     PROJECT_LABEL,
+    TENANT,
     TENANT_LABEL,
-    ProjectSpec,
     amounts,
     namespace_name,
     split_project_quota,
 )
 
 
-class AppTemplateRules(KindRules):
+class AppTemplateRules(KindRules[AppTemplateSpec]):
     """The catalog is shared: every signed-in user reads it; platform admins publish to it."""
 
     kind = APP_TEMPLATE
@@ -79,8 +81,8 @@ class AppTemplateRules(KindRules):
     def visible_scopes(self, p: Principal, tenant: str | None) -> Scopes:
         return [("", None)] if p.grants else []
 
-    def validate(self, change: Change) -> dict[str, Any]:
-        spec = AppTemplateSpec.model_validate(change.spec)
+    def validate(self, change: Change[AppTemplateSpec]) -> AppTemplateSpec:
+        spec = change.spec
         seen: set[str] = set()
         for i, version in enumerate(spec.versions):
             if version.version in seen:
@@ -90,8 +92,8 @@ class AppTemplateRules(KindRules):
                 )
             seen.add(version.version)
             check_version(version, f"spec.versions[{i}]")
-        if change.old is not None:
-            old = AppTemplateSpec.model_validate(change.old.spec)
+        if change.old_spec is not None:
+            old = change.old_spec
             new_by_version = {v.version: v for v in spec.versions}
             for published in (v for v in old.versions if v.published):
                 now = new_by_version.get(published.version)
@@ -104,8 +106,12 @@ class AppTemplateRules(KindRules):
         return change.spec
 
     def present_status(self, stored: StoredResource, p: Principal) -> dict[str, Any]:
-        versions = [v["version"] for v in stored.spec.get("versions", [])]
-        published = [v["version"] for v in stored.spec.get("versions", []) if v.get("published")]
+        try:
+            spec = APP_TEMPLATE.typed(stored)
+        except OutdatedSpecError as exc:
+            return {**stored.status, "problem": exc.message}  # still readable, to be replaced
+        versions = [v.version for v in spec.versions]
+        published = [v.version for v in spec.versions if v.published]
         return {**stored.status, "versions": versions, "published": published}
 
 
@@ -113,9 +119,9 @@ def template_version(session: Session, name: str, version: str) -> TemplateVersi
     stored = ResourceStore(session).get("AppTemplate", "", name)
     if stored is None:
         raise InvalidError(f"spec.template.name: no template {name!r}", field="spec.template.name")
-    for v in stored.spec.get("versions", []):
-        if v["version"] == version:
-            return TemplateVersion.model_validate(v)
+    for v in APP_TEMPLATE.typed(stored).versions:
+        if v.version == version:
+            return v
     raise InvalidError(
         f"spec.template.version: template {name} has no version {version}",
         field="spec.template.version",
@@ -176,7 +182,7 @@ def app_labels(tenant: str, spec: ApplicationSpec) -> dict[str, str]:
     }
 
 
-class ApplicationRules(KindRules):
+class ApplicationRules(KindRules[ApplicationSpec]):
     """Developers deliver into their projects; everyone in the project reads."""
 
     kind = APPLICATION
@@ -189,8 +195,8 @@ class ApplicationRules(KindRules):
         project = spec.get("project", "") if isinstance(spec, dict) else ""
         return project if isinstance(project, str) else ""
 
-    def derived_labels(self, spec: dict[str, Any]) -> dict[str, str]:
-        return {PROJECT_LABEL: spec["project"]}
+    def derived_labels(self, spec: ApplicationSpec) -> dict[str, str]:
+        return {PROJECT_LABEL: spec.project}
 
     def visible_scopes(self, p: Principal, tenant: str | None) -> Scopes:
         """Tenant-wide readers list all of a tenant's applications; project members those of
@@ -216,7 +222,9 @@ class ApplicationRules(KindRules):
             return "hide"
         if old is None:  # a new one: validate() checks the project it names
             return "allow" if action == "write" else "hide"
-        project = old.spec.get("project", "")
+        # Read as project_of reads a manifest: authorization must not depend on the rest of
+        # the spec meeting today's rules (a row that does not is still read and replaced).
+        project = self.project_of(old.name, old.spec)
         if not p.can("read", tenant, project):
             return "hide"
         if action == "read" or p.can_deliver(tenant, project):
@@ -230,23 +238,23 @@ class ApplicationRules(KindRules):
             return "allow"
         return "forbid" if p.can("read", tenant, project) else "hide"
 
-    def validate(self, change: Change) -> dict[str, Any]:
+    def validate(self, change: Change[ApplicationSpec]) -> ApplicationSpec:
         session, p, tenant = change.session, change.principal, change.tenant
         check_name(change.name, max_length=40)
-        spec = ApplicationSpec.model_validate(change.spec)
+        spec = change.spec
         check_configuration(spec.config, spec.overrides)
         project = _project(session, p, tenant, spec.project)
         if not p.can_deliver(tenant, spec.project):
             raise ForbiddenError(f"{p.user} may not deliver into project {spec.project}")
-        if change.old is not None:
-            before = ApplicationSpec.model_validate(change.old.spec)
+        if change.old_spec is not None:
+            before = change.old_spec
             if (before.project, before.environment) != (spec.project, spec.environment):
                 raise InvalidError(
                     "spec.environment: an application stays in its project and environment; "
                     "create a new one elsewhere",
                     field="spec.environment",
                 )
-        project_spec = ProjectSpec.model_validate(project.spec)
+        project_spec = PROJECT.typed(project)
         envs = {e.name: e for e in project_spec.environments}
         if spec.environment not in envs:
             raise InvalidError(
@@ -276,10 +284,9 @@ class ApplicationRules(KindRules):
         claim_hosts(session, tenant, change.name, hosts)
         check_route_certificates(session, tenant, spec.routes)
         previous = None
-        if change.old is not None:
+        if change.old_spec is not None:
             try:
-                before = ApplicationSpec.model_validate(change.old.spec)
-                previous = (before, rendered_for(session, before))
+                previous = (change.old_spec, rendered_for(session, change.old_spec))
             except InvalidError:
                 previous = None
         policy = project_spec.delivery
@@ -287,9 +294,7 @@ class ApplicationRules(KindRules):
         namespace = namespace_name(tenant, spec.project, spec.environment)
         owned: dict[str, Wanted] = {}
         stored_tenant = ResourceStore(session).get("Tenant", "", tenant)
-        granted_classes = list(
-            (stored_tenant.spec if stored_tenant else {}).get("storageClasses", [])
-        )
+        granted_classes = TENANT.typed(stored_tenant).storageClasses if stored_tenant else []
         for cluster in clusters:
             objects = desired_objects(change.name, spec, rendered, cluster, labels)
             for obj in objects:
@@ -312,17 +317,14 @@ class ApplicationRules(KindRules):
         assign_node_ports(session, holder, clusters, spec.nodePorts)
         return self._seal(change)
 
-    def _seal(self, change: Change) -> dict[str, Any]:
+    def _seal(self, change: Change[ApplicationSpec]) -> ApplicationSpec:
         """Secret values are kept sealed, each bound to its application and key; an unchanged
         value keeps its old ciphertext, so that applying the same manifest again changes
         nothing. A sealed value from anywhere else is refused, never opened for the caller."""
-        old_secrets = (
-            change.old.spec.get("config", {}).get("secrets", {}) if change.old is not None else {}
-        )
-        spec = dict(change.spec)
-        config = dict(spec.get("config") or {})
+        old_secrets = change.old_spec.config.secrets if change.old_spec is not None else {}
+        spec = change.spec
         sealed: dict[str, dict[str, str]] = {}
-        for name, data in (config.get("secrets") or {}).items():
+        for name, data in spec.config.secrets.items():
             sealed[name] = {}
             for key, value in data.items():
                 where = f"spec.config.secrets.{name}.{key}"
@@ -344,10 +346,10 @@ class ApplicationRules(KindRules):
                     sealed[name][key] = before
                 else:
                     sealed[name][key] = self.box.seal(value, at)
-        if sealed:
-            config["secrets"] = sealed
-            spec["config"] = config
-        return spec
+        if not sealed:
+            return spec
+        config = spec.config.model_copy(update={"secrets": sealed})
+        return spec.model_copy(update={"config": config})
 
     def _opened(self, sealed: str, at: str) -> str | None:
         try:
@@ -357,8 +359,7 @@ class ApplicationRules(KindRules):
 
     def _places(self, stored: StoredResource) -> Iterator[tuple[str, str, str, str]]:
         """(secret, key, sealed value, place) of every secret value of a stored application."""
-        secrets = stored.spec.get("config", {}).get("secrets", {}) or {}
-        for name, data in secrets.items():
+        for name, data in APPLICATION.typed(stored).config.secrets.items():
             for key, value in data.items():
                 where = f"spec.config.secrets.{name}.{key}"
                 yield name, key, value, place(APPLICATION.name, stored.tenant, stored.name, where)
@@ -366,7 +367,7 @@ class ApplicationRules(KindRules):
     def unsealed(self, stored: StoredResource) -> ApplicationSpec:
         """The spec with its secret values opened, for rendering into the clusters; a value
         that does not open stops the delivery (SealError) rather than going out sealed."""
-        spec = ApplicationSpec.model_validate(stored.spec)
+        spec = APPLICATION.typed(stored)
         secrets: dict[str, dict[str, str]] = {}
         for name, key, value, at in self._places(stored):
             secrets.setdefault(name, {})[key] = self.box.open_stored(value, at)
@@ -383,8 +384,9 @@ class ApplicationRules(KindRules):
         for name, key, value, at in places:
             opened = self.box.open_stored(value, at)
             secrets.setdefault(name, {})[key] = self.box.seal(opened, at)
-        config = {**stored.spec.get("config", {}), "secrets": secrets}
-        return {**stored.spec, "config": config}
+        config = APPLICATION.typed(stored).config.model_copy(update={"secrets": secrets})
+        # Only the sealed values change; the rest of the row stays as stored.
+        return {**stored.spec, "config": config.model_dump(mode="json")}
 
     @staticmethod
     def _check_quota(
@@ -398,9 +400,9 @@ class ApplicationRules(KindRules):
     ) -> None:
         # The namespace's quota is the project's split (its source of truth); what is in use
         # comes from the cluster, through the project's status.
+        project_spec = PROJECT.typed(project)
         shares = split_project_quota(
-            amounts(project.spec.get("quota", {}), "spec.quota"),
-            ProjectSpec.model_validate(project.spec).environments,
+            amounts(project_spec.quota, "spec.quota"), project_spec.environments
         )
         hard_by_name = shares.get((spec.environment, cluster), {})
         observed = _share(project, spec.environment, cluster) or {}

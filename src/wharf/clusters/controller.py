@@ -25,6 +25,10 @@ from lightkube.resources.rbac_authorization_v1 import ClusterRole
 from lightkube.resources.storage_v1 import StorageClass
 
 from wharf.clusters.model import (
+    CLUSTER,
+    NODE_POOL,
+    GrantedPool,
+    TenantGrants,
     capacity_of,
     node_matches,
     nodes_of,
@@ -35,7 +39,8 @@ from wharf.clusters.model import (
 )
 from wharf.clusters.service import ClusterRules
 from wharf.core.controller import Controller
-from wharf.core.resources import now, set_condition
+from wharf.core.errors import OutdatedSpecError
+from wharf.core.resources import now, set_condition, spec_of
 from wharf.kube.apply import MANAGED_BY, apply, remove_labelled
 from wharf.kube.clients import server_version
 from wharf.kube.connections import ClusterConnections, fingerprint
@@ -86,21 +91,29 @@ class ClusterController:
 
     def _load(
         self, name: str
-    ) -> tuple[StoredResource | None, list[StoredResource], dict[str, set[str]]]:
+    ) -> tuple[StoredResource | None, list[StoredResource], dict[str, GrantedPool]]:
         """The cluster (also when being deleted), its node pools (also those being deleted),
-        and the tenants granted each pool (either side may record the grant: the pool's
-        spec.tenants or the tenant's spec.nodePools)."""
+        and each pool with the tenants granted it."""
         with self.service.db.reader() as session:
             store = ResourceStore(session)
             pools = store.query("NodePool") + store.query("NodePool", deleting=True)
-            mine = [p for p in pools if p.spec.get("cluster") == name]
-            tenants = store.query("Tenant")
-            grants = {
-                p.name: set(p.spec.get("tenants", []))
-                | {t.name for t in tenants if p.name in t.spec.get("nodePools", [])}
+            specs = {p.name: NODE_POOL.typed(p) for p in pools}
+            mine = [p for p in pools if specs[p.name].cluster == name]
+            tenants = [(t.name, spec_of(t, TenantGrants)) for t in store.query("Tenant")]
+            granted = {
+                p.name: GrantedPool(
+                    p.name,
+                    specs[p.name],
+                    tuple(
+                        sorted(
+                            set(specs[p.name].tenants)
+                            | {t for t, grants in tenants if p.name in grants.nodePools}
+                        )
+                    ),
+                )
                 for p in mine
             }
-            return store.get("Cluster", "", name, with_deleting=True), mine, grants
+            return store.get("Cluster", "", name, with_deleting=True), mine, granted
 
     async def _watch(
         self, name: str, kubeconfig: dict[str, Any]
@@ -122,7 +135,22 @@ class ClusterController:
         return nodes, pods, classes
 
     async def reconcile(self, name: str) -> None:
-        stored, pools, grants = await asyncio.to_thread(self._load, name)
+        try:
+            await self._reconcile(name)
+        except OutdatedSpecError as exc:
+            # A stored spec (the cluster's, a pool's, a tenant's) today's rules refuse: said on
+            # the cluster; retrying cannot help, and a valid apply queues it again.
+            log.warning("outdated spec", cluster=name, error=exc.message)
+            stored = await asyncio.to_thread(self._cluster, name)
+            if stored is not None:
+                await self._refused(stored, exc.message, "OutdatedSpec")
+
+    def _cluster(self, name: str) -> StoredResource | None:
+        with self.service.db.reader() as session:
+            return ResourceStore(session).get("Cluster", "", name)
+
+    async def _reconcile(self, name: str) -> None:
+        stored, pools, granted = await asyncio.to_thread(self._load, name)
         if stored is not None and stored.deleting_since is not None:
             await self._leave(stored, pools)
             stored = None
@@ -154,10 +182,10 @@ class ClusterController:
                 status["capacity"] = capacity_of(nodes.items.values(), pods.items.values())
                 status["nodes"] = nodes_of(nodes.items.values())
                 nodes_now = list(nodes.items.values())
+                await self._node_pools(name, client, pools, nodes_now, granted)
             if classes.synced.is_set():
-                descriptions = stored.spec.get("storageClasses", {})
+                descriptions = CLUSTER.typed(stored).storageClasses
                 status["storageClasses"] = storage_catalog(classes.items.values(), descriptions)
-                await self._node_pools(name, client, pools, nodes_now, grants)
             conditions = set_condition(
                 conditions,
                 "Ready",
@@ -184,11 +212,12 @@ class ClusterController:
                 self.service.write_status, "Cluster", "", name, partial(_same, status)
             )
 
-    async def _refused(self, stored: StoredResource, message: str) -> None:
-        """A stored kubeconfig this server will not use (stored before today's checks)."""
+    async def _refused(self, stored: StoredResource, message: str, reason: str = "Refused") -> None:
+        """A stored kubeconfig (or spec) this server will not use (stored before today's
+        checks)."""
         status = dict(stored.status)
         status["conditions"] = set_condition(
-            status.get("conditions", []), "Ready", "False", "Refused", message, stored.generation
+            status.get("conditions", []), "Ready", "False", reason, message, stored.generation
         )
         status["phase"] = "Refused"
         status["observedGeneration"] = stored.generation
@@ -203,16 +232,12 @@ class ClusterController:
         client: Any,
         pools: list[StoredResource],
         nodes: list[dict[str, Any]],
-        grants: dict[str, set[str]],
+        granted: dict[str, GrantedPool],
     ) -> None:
         live = [p for p in pools if p.deleting_since is None]
-        await self._taint(
-            client,
-            [{**p.spec, "name": p.name, "tenants": sorted(grants[p.name])} for p in live],
-            nodes,
-        )
+        await self._taint(client, [granted[p.name] for p in live], nodes)
         for pool in live:
-            selector = pool.spec.get("nodeSelector", {})
+            selector = granted[pool.name].spec.nodeSelector
             members = sorted(n["metadata"]["name"] for n in nodes if node_matches(n, selector))
             status = {
                 "nodes": len(members),
@@ -231,13 +256,14 @@ class ClusterController:
                 )
 
     async def _taint(
-        self, client: Any, pools: list[dict[str, Any]], nodes: list[dict[str, Any]]
+        self, client: Any, pools: list[GrantedPool], nodes: list[dict[str, Any]]
     ) -> None:
         """Give each node its pools' taints and labels (which pools, which tenants), take back
         those Wharf put there and no pool wants any more, and leave every other taint and label;
         write only nodes that differ."""
         for node in nodes:
-            body = tainted_node(node, pool_taints(pools, node), pool_labels_of(pools, node))
+            taints = pool_taints((p.spec for p in pools), node)
+            body = tainted_node(node, taints, pool_labels_of(pools, node))
             if body is not None:
                 await apply(client, body)
                 self.writes += 1

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from wharf.core.quantity import QuantityError, format_resources, parse_quantity
 from wharf.core.resources import Kind, Spec
@@ -88,6 +89,16 @@ class NodePoolSpec(Spec):
         default_factory=list,
         description="Tenants whose namespaces may schedule onto the pool (and tolerate its taints)",
     )
+
+
+class TenantGrants(BaseModel):
+    """What a Tenant's spec grants of the clusters' things, read through this view because
+    clusters may not import tenancy (capabilities depend one way); the rest is ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    clusters: list[str] = Field(default_factory=list)
+    nodePools: list[str] = Field(default_factory=list)
 
 
 CLUSTER = Kind(
@@ -198,14 +209,24 @@ def pool_tenant_label(tenant: str) -> str:
     return f"{POOL_TENANT_PREFIX}{tenant}"
 
 
-def pool_labels_of(pools: Iterable[Mapping[str, Any]], node: dict[str, Any]) -> dict[str, str]:
-    """The labels the node pools (specs with their name and granted tenants) that select this
-    node give it: the first pool's name, and every granted tenant."""
+@dataclass(frozen=True)
+class GrantedPool:
+    """A node pool with every tenant granted it (the pool's spec.tenants, and tenants whose
+    spec.nodePools name it: either side may record a grant)."""
+
+    name: str
+    spec: NodePoolSpec
+    tenants: tuple[str, ...]
+
+
+def pool_labels_of(pools: Iterable[GrantedPool], node: dict[str, Any]) -> dict[str, str]:
+    """The labels the node pools that select this node give it: the first pool's name, and
+    every granted tenant."""
     labels: dict[str, str] = {}
-    for spec in sorted(pools, key=lambda p: str(p.get("name", ""))):
-        if node_matches(node, spec.get("nodeSelector", {})):
-            labels.setdefault(POOL_LABEL, str(spec.get("name", "")))
-            labels.update({pool_tenant_label(t): "true" for t in spec.get("tenants", [])})
+    for pool in sorted(pools, key=lambda p: p.name):
+        if node_matches(node, pool.spec.nodeSelector):
+            labels.setdefault(POOL_LABEL, pool.name)
+            labels.update({pool_tenant_label(t): "true" for t in pool.tenants})
     return labels
 
 
@@ -223,13 +244,14 @@ def _taint_id(taint: Mapping[str, Any]) -> str:
     return f"{taint['key']}:{taint.get('effect', '')}"
 
 
-def pool_taints(pools: Iterable[Mapping[str, Any]], node: dict[str, Any]) -> list[dict[str, str]]:
-    """The taints the node pools (specs) that select this node give it, each once."""
+def pool_taints(pools: Iterable[NodePoolSpec], node: dict[str, Any]) -> list[dict[str, str]]:
+    """The taints the node pools that select this node give it, each once."""
     wanted: dict[str, dict[str, str]] = {}
     for spec in pools:
-        if node_matches(node, spec.get("nodeSelector", {})):
-            for taint in spec.get("taints", []):
-                wanted.setdefault(_taint_id(taint), dict(taint))
+        if node_matches(node, spec.nodeSelector):
+            for taint in spec.taints:
+                as_object = taint.model_dump()
+                wanted.setdefault(_taint_id(as_object), as_object)
     return [wanted[k] for k in sorted(wanted)]
 
 

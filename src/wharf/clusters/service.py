@@ -7,10 +7,11 @@ from typing import Any
 import yaml
 from sqlalchemy.orm import Session
 
-from wharf.clusters.model import CLUSTER, NODE_POOL
+from wharf.clusters.model import CLUSTER, NODE_POOL, ClusterSpec, NodePoolSpec, TenantGrants
 from wharf.core import documents
 from wharf.core.crypto import SealError, SecretBox, place
 from wharf.core.errors import ConflictError, InvalidError
+from wharf.core.resources import spec_of
 from wharf.identity.model import Action, Principal
 from wharf.kube.kubeconfig import AddressPolicy, KubeconfigRefused, cluster_config
 from wharf.resources.service import Change, KindRules, Verdict
@@ -46,7 +47,7 @@ def _place(name: str) -> str:
     return place(CLUSTER.name, "", name, "spec.kubeconfig")
 
 
-class ClusterRules(KindRules):
+class ClusterRules(KindRules[ClusterSpec]):
     kind = CLUSTER
     owns_cluster_objects = True  # what Wharf put there (node pool taints, labelled objects)
 
@@ -59,10 +60,10 @@ class ClusterRules(KindRules):
     ) -> Verdict:
         return _platform_verdict(p, action)
 
-    def validate(self, change: Change) -> dict[str, Any]:
-        spec = dict(change.spec)
-        text = spec["kubeconfig"]
-        old = change.old.spec["kubeconfig"] if change.old is not None else None
+    def validate(self, change: Change[ClusterSpec]) -> ClusterSpec:
+        spec = change.spec
+        text = spec.kubeconfig
+        old = change.old_spec.kubeconfig if change.old_spec is not None else None
         if text == old:
             return spec  # unchanged: the caller sent back what it read (masked)
         where = _place(change.name)
@@ -77,10 +78,10 @@ class ClusterRules(KindRules):
                 ) from None
         parse_kubeconfig(text, self.policy)
         if old is not None and self._opened(old, where) == text:
-            spec["kubeconfig"] = old  # the same kubeconfig again: keep its ciphertext
+            sealed = old  # the same kubeconfig again: keep its ciphertext
         else:
-            spec["kubeconfig"] = self.box.seal(text, where)
-        return spec
+            sealed = self.box.seal(text, where)
+        return spec.model_copy(update={"kubeconfig": sealed})
 
     def _opened(self, sealed: str, where: str) -> str | None:
         try:
@@ -89,26 +90,24 @@ class ClusterRules(KindRules):
             return None
 
     def kubeconfig(self, stored: StoredResource) -> dict[str, Any]:
-        text = self.box.open_stored(stored.spec["kubeconfig"], _place(stored.name))
+        text = self.box.open_stored(CLUSTER.typed(stored).kubeconfig, _place(stored.name))
         config: dict[str, Any] = documents.load(text)
         return config
 
     def reseal(self, stored: StoredResource) -> dict[str, Any] | None:
         """The spec with its kubeconfig sealed under the current key; None when it is."""
-        sealed = stored.spec["kubeconfig"]
-        if not self.box.needs_reseal(sealed):
+        spec = CLUSTER.typed(stored)
+        if not self.box.needs_reseal(spec.kubeconfig):
             return None
         where = _place(stored.name)
-        return {
-            **stored.spec,
-            "kubeconfig": self.box.seal(self.box.open_stored(sealed, where), where),
-        }
+        resealed = self.box.seal(self.box.open_stored(spec.kubeconfig, where), where)
+        return {**stored.spec, "kubeconfig": resealed}  # only the sealed value changes
 
     def before_delete(self, session: Session, p: Principal, old: StoredResource) -> None:
         users = [
             t.name
             for t in ResourceStore(session).query("Tenant")
-            if old.name in t.spec.get("clusters", [])
+            if old.name in spec_of(t, TenantGrants).clusters
         ]
         if users:
             raise ConflictError(
@@ -127,11 +126,11 @@ class ClusterRules(KindRules):
             # A cluster leaves with its node pools: their taints go with what Wharf put there.
             store = ResourceStore(session)
             for pool in store.query("NodePool"):
-                if pool.spec.get("cluster") == old.name:
+                if NODE_POOL.typed(pool).cluster == old.name:
                     store.mark_deleting(pool)
 
 
-class NodePoolRules(KindRules):
+class NodePoolRules(KindRules[NodePoolSpec]):
     kind = NODE_POOL
     owns_cluster_objects = True  # the taints it put on its nodes
 
@@ -140,11 +139,11 @@ class NodePoolRules(KindRules):
     ) -> Verdict:
         return _platform_verdict(p, action)
 
-    def validate(self, change: Change) -> dict[str, Any]:
-        cluster = change.spec["cluster"]
+    def validate(self, change: Change[NodePoolSpec]) -> NodePoolSpec:
+        cluster = change.spec.cluster
         if ResourceStore(change.session).get("Cluster", "", cluster) is None:
             raise InvalidError(f"spec.cluster: no cluster {cluster!r}", field="spec.cluster")
-        for i, tenant in enumerate(change.spec.get("tenants", [])):
+        for i, tenant in enumerate(change.spec.tenants):
             if ResourceStore(change.session).get("Tenant", "", tenant) is None:
                 raise InvalidError(
                     f"spec.tenants[{i}]: no tenant {tenant!r}", field=f"spec.tenants[{i}]"

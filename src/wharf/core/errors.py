@@ -6,7 +6,8 @@
     ├── ForbiddenError        403  known object, action not allowed for this caller
     ├── NotFoundError         404  no such object, or one the caller may not know of
     ├── ConflictError         409  the name is taken, or a rule about other objects
-    │   └── StaleError        409  stale resourceVersion: read again and retry
+    │   ├── StaleError        409  stale resourceVersion: read again and retry
+    │   └── OutdatedSpecError 409  a stored spec today's rules refuse: apply a valid one
     ├── QuotaExceededError    422  the change would break the quota hierarchy (says by how much)
     ├── ThrottledError        429  too many failed attempts: retry after so many seconds
     └── PayloadTooLargeError  413  the request body is over the server's bound
@@ -78,6 +79,11 @@ class ConflictError(WharfError):
 
 class StaleError(ConflictError):
     """The object changed between read and write (optimistic concurrency)."""
+
+
+class OutdatedSpecError(ConflictError):
+    """A stored object's spec, written under older rules, that today's model refuses: it is
+    reported (naming the object and the field) instead of failing deep inside a use case."""
 
 
 class QuotaExceededError(WharfError):

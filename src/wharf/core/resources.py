@@ -11,7 +11,7 @@ import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -22,7 +22,7 @@ from pydantic import (
     field_validator,
 )
 
-from wharf.core.errors import InvalidError
+from wharf.core.errors import InvalidError, OutdatedSpecError
 
 API_VERSION: Literal["wharf.io/v1"] = "wharf.io/v1"
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -174,36 +174,84 @@ class ListMeta(BaseModel):
     )
 
 
+S = TypeVar("S", bound=Spec)
+M = TypeVar("M", bound=BaseModel)
+
+
+class Stored(Protocol):
+    """What a stored object offers to typed reading (the store's record is one)."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def tenant(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def spec(self) -> Mapping[str, Any]: ...
+
+
+def _where(loc: tuple[int | str, ...]) -> str:
+    return ".".join(["spec", *(str(p) for p in loc)])
+
+
+def spec_of(stored: Stored, model: type[M]) -> M:
+    """A stored object's spec as `model`. A row written under older rules that today's model
+    refuses is an OutdatedSpecError naming the object and the field: a caller reports it
+    (a 409, a status condition), it does not crash on it."""
+    try:
+        return model.model_validate(dict(stored.spec))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = _where(first["loc"])
+        owner = f" in tenant {stored.tenant!r}" if stored.tenant else ""
+        raise OutdatedSpecError(
+            f"{stored.kind} {stored.name!r}{owner}: its stored spec no longer meets today's "
+            f"rules ({where}: {first['msg']}); apply it again with a valid spec",
+            field=where,
+            kind=stored.kind,
+            name=stored.name,
+        ) from None
+
+
 @dataclass(frozen=True)
-class Kind:
+class Kind(Generic[S]):
     """A kind of resource: its names, scope, spec model and secret spec fields."""
 
     name: str
     plural: str
     scope: Scope
-    spec: type[Spec]
+    spec: type[S]
     secret_fields: tuple[str, ...] = ()
     short_names: tuple[str, ...] = ()
     columns: tuple[tuple[str, str], ...] = field(default=())
 
-    def parse_spec(self, data: Mapping[str, Any]) -> Spec:
+    def parse_spec(self, data: Mapping[str, Any]) -> S:
+        """A spec a client sent: 422 naming every field at fault."""
         try:
             return self.spec.model_validate(dict(data))
         except ValidationError as exc:
             first = exc.errors()[0]
-            where = ".".join(["spec", *(str(p) for p in first["loc"])])
+            where = _where(first["loc"])
             raise InvalidError(
                 f"{where}: {first['msg']}",
                 field=where,
-                errors=[
-                    {"field": ".".join(["spec", *(str(p) for p in e["loc"])]), "message": e["msg"]}
-                    for e in exc.errors()
-                ],
+                errors=[{"field": _where(e["loc"]), "message": e["msg"]} for e in exc.errors()],
             ) from None
+
+    def typed(self, stored: Stored) -> S:
+        """A stored object's spec as the kind's model (see `spec_of` for old rows)."""
+        if stored.kind != self.name:
+            raise TypeError(f"a {stored.kind} is not a {self.name}")
+        return spec_of(stored, self.spec)
+
+    def dump(self, spec: S) -> dict[str, Any]:
+        """The spec as stored: JSON, by alias, without unset optional fields."""
+        return spec.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
 @functools.cache
-def resource_model(kind: Kind) -> type[Resource]:
+def resource_model(kind: Kind[Any]) -> type[Resource]:
     """The kind's whole object (apiVersion, kind, metadata, spec, status) as one model: what
     a client sends and what the server answers, named after the kind."""
     required = any(f.is_required() for f in kind.spec.model_fields.values())
@@ -222,7 +270,7 @@ def resource_model(kind: Kind) -> type[Resource]:
 
 
 @functools.cache
-def list_model(kind: Kind) -> type[BaseModel]:
+def list_model(kind: Kind[Any]) -> type[BaseModel]:
     """A page of a kind's list: items in (tenant, name) order and where the page ends."""
     fields: dict[str, Any] = {
         "apiVersion": (Literal["wharf.io/v1"], Field(default=API_VERSION)),
@@ -235,12 +283,12 @@ def list_model(kind: Kind) -> type[BaseModel]:
     return model
 
 
-def schema_url(kind: Kind) -> str:
+def schema_url(kind: Kind[Any]) -> str:
     """Where the server serves the kind's JSON Schema (stable: editors and tools point here)."""
     return f"/api/v1/schemas/{kind.name.lower()}.json"
 
 
-def kind_schema(kind: Kind) -> dict[str, Any]:
+def kind_schema(kind: Kind[Any]) -> dict[str, Any]:
     """The kind's JSON Schema (draft 2020-12): for editors' YAML validation and completion,
     and for `wharf explain`."""
     schema = resource_model(kind).model_json_schema()

@@ -22,7 +22,7 @@ from typing import Annotated, Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from wharf.core.errors import InvalidError
 from wharf.core.quantity import QuantityError, parse_quantity
@@ -174,6 +174,15 @@ class Route(Spec):
         description="A Certificate of the tenant whose names cover the host: HTTPS, and "
         "HTTP redirected to it",
     )
+
+
+class RoutesView(BaseModel):
+    """An Application's routes, read through this view because network may not import apps
+    (capabilities depend one way); the rest of its spec is ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    routes: list[Route] = Field(default_factory=list)
 
 
 def check_routes(routes: list[Route], objects: list[dict[str, Any]]) -> None:

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from wharf.core.crypto import SealError, SecretBox, place
 from wharf.core.errors import ConflictError, InvalidError, NotFoundError
+from wharf.core.resources import spec_of
 from wharf.identity.model import Action, Principal
 from wharf.network.model import (
     CERTIFICATE,
@@ -34,6 +35,7 @@ from wharf.network.model import (
     NodePortRangeSpec,
     NodePortRequest,
     Route,
+    RoutesView,
     certificate_facts,
     check_certificate,
     check_host,
@@ -60,9 +62,9 @@ from wharf.store.resources import ResourceStore, Scopes, StoredResource
 from wharf.store.tables import node_ports
 from wharf.tenancy.model import (
     APP_LABEL,
+    PROJECT,
     TENANT_LABEL,
     NamespaceAdditions,
-    ProjectSpec,
     isolation_policy,
     namespace_name,
     owner_labels,
@@ -102,10 +104,7 @@ def _must_exist(store: ResourceStore, kind: str, name: str, where: str) -> None:
 
 
 def tenant_ranges(session: Session, tenant: str, cluster: str) -> list[NodePortRangeSpec]:
-    specs = [
-        NodePortRangeSpec.model_validate(r.spec)
-        for r in ResourceStore(session).query("NodePortRange")
-    ]
+    specs = [NODE_PORT_RANGE.typed(r) for r in ResourceStore(session).query("NodePortRange")]
     return sorted(
         (s for s in specs if s.tenant == tenant and s.cluster == cluster), key=lambda s: s.first
     )
@@ -118,20 +117,20 @@ def _rows(session: Session, *where: Any) -> list[Assignment]:
     return [Assignment(**r._mapping) for r in rows]
 
 
-class NodePortRangeRules(KindRules):
+class NodePortRangeRules(KindRules[NodePortRangeSpec]):
     """Platform admins hand out ranges; ranges of one cluster never overlap, and a range is
     never cut below the ports its tenant's applications hold."""
 
     kind = NODE_PORT_RANGE
 
-    def validate(self, change: Change) -> dict[str, Any]:
-        spec = NodePortRangeSpec.model_validate(change.spec)
+    def validate(self, change: Change[NodePortRangeSpec]) -> NodePortRangeSpec:
+        spec = change.spec
         spec.check_ordered()
         store = ResourceStore(change.session)
         _must_exist(store, "Cluster", spec.cluster, "spec.cluster")
         _must_exist(store, "Tenant", spec.tenant, "spec.tenant")
         for other in store.query("NodePortRange"):
-            theirs = NodePortRangeSpec.model_validate(other.spec)
+            theirs = NODE_PORT_RANGE.typed(other)
             if other.name == change.name or theirs.cluster != spec.cluster:
                 continue
             if theirs.first <= spec.last and spec.first <= theirs.last:
@@ -142,7 +141,7 @@ class NodePortRangeRules(KindRules):
                 )
         if change.old is not None:
             self._keeps_held_ports(change.session, change.old, spec)
-        return change.spec
+        return spec
 
     def before_delete(self, session: Session, p: Principal, old: StoredResource) -> None:
         self._keeps_held_ports(session, old, None)
@@ -151,7 +150,7 @@ class NodePortRangeRules(KindRules):
     def _keeps_held_ports(
         session: Session, old: StoredResource, new: NodePortRangeSpec | None
     ) -> None:
-        before = NodePortRangeSpec.model_validate(old.spec)
+        before = NODE_PORT_RANGE.typed(old)
         held = _rows(
             session,
             node_ports.c.cluster == before.cluster,
@@ -344,10 +343,7 @@ def node_port_view(session: Session, p: Principal, tenant: str) -> dict[str, Any
     ]
     ranges = [
         {"cluster": s.cluster, "first": s.first, "last": s.last}
-        for s in (
-            NodePortRangeSpec.model_validate(r.spec)
-            for r in ResourceStore(session).query("NodePortRange")
-        )
+        for s in (NODE_PORT_RANGE.typed(r) for r in ResourceStore(session).query("NodePortRange"))
         if s.tenant == tenant
     ]
     return {"tenant": tenant, "ranges": ranges, "ports": held}
@@ -363,13 +359,13 @@ def cluster_node_ports(session: Session, p: Principal, cluster: str) -> list[dic
 
 
 # -- domains ---------------------------------------------------------------------------------
-class DomainGrantRules(KindRules):
+class DomainGrantRules(KindRules[DomainGrantSpec]):
     """Platform admins give tenants DNS names; one name is given to one tenant."""
 
     kind = DOMAIN_GRANT
 
-    def validate(self, change: Change) -> dict[str, Any]:
-        spec = DomainGrantSpec.model_validate(change.spec)
+    def validate(self, change: Change[DomainGrantSpec]) -> DomainGrantSpec:
+        spec = change.spec
         store = ResourceStore(change.session)
         _must_exist(store, "Tenant", spec.tenant, "spec.tenant")
         hold(
@@ -378,7 +374,7 @@ class DomainGrantRules(KindRules):
             [Wanted(d, f"domain {d}", f"spec.domains[{i}]") for i, d in enumerate(spec.domains)],
             Holder("DomainGrant", "", change.name),
         )
-        return change.spec
+        return spec
 
     def after_write(
         self,
@@ -392,9 +388,7 @@ class DomainGrantRules(KindRules):
 
 
 def tenant_domains(session: Session, tenant: str) -> list[str]:
-    specs = (
-        DomainGrantSpec.model_validate(g.spec) for g in ResourceStore(session).query("DomainGrant")
-    )
+    specs = (DOMAIN_GRANT.typed(g) for g in ResourceStore(session).query("DomainGrant"))
     return sorted({d for s in specs if s.tenant == tenant for d in s.domains})
 
 
@@ -422,7 +416,7 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-class CertificateRules(KindRules):
+class CertificateRules(KindRules[CertificateSpec]):
     """Tenant admins upload certificates; the key is sealed to this certificate and field,
     and shown masked; the status says when it expires, and warns 30 days before."""
 
@@ -439,17 +433,17 @@ class CertificateRules(KindRules):
         wanted = tenants if tenant is None else tenants & {tenant}
         return [(t, None) for t in sorted(wanted) if p.can("read", t)]
 
-    def validate(self, change: Change) -> dict[str, Any]:
-        spec = CertificateSpec.model_validate(change.spec)
+    def validate(self, change: Change[CertificateSpec]) -> CertificateSpec:
+        spec = change.spec
         at = place(CERTIFICATE.name, change.tenant, change.name, "spec.key")
-        old_key = change.old.spec.get("key") if change.old is not None else None
+        old_key = change.old_spec.key if change.old_spec is not None else None
         key = self._key(spec.key, old_key, at)
         check_certificate(spec.certificate, key, _now())
         if old_key is not None and self._opened(old_key, at) == key:
             sealed = old_key  # unchanged: the same ciphertext, so nothing is written
         else:
             sealed = self.box.seal(key, at)
-        return {**change.spec, "key": sealed}
+        return spec.model_copy(update={"key": sealed})
 
     def _key(self, sent: str, old_key: str | None, at: str) -> str:
         """The key in the clear: sent as it is, or sent back as it was read (kept)."""
@@ -473,7 +467,7 @@ class CertificateRules(KindRules):
             return None
 
     def present_status(self, stored: StoredResource, p: Principal) -> dict[str, Any]:
-        facts = certificate_facts(stored.spec["certificate"])
+        facts = certificate_facts(CERTIFICATE.typed(stored).certificate)
         days = facts.days_left(_now())
         status: dict[str, Any] = {
             **stored.status,
@@ -491,7 +485,7 @@ class CertificateRules(KindRules):
         users = [
             a.name
             for a in ResourceStore(session).query("Application", scopes=[(old.tenant, None)])
-            if any(r.get("tls") == old.name for r in a.spec.get("routes", []))
+            if any(r.tls == old.name for r in spec_of(a, RoutesView).routes)
         ]
         if users:
             raise ConflictError(
@@ -501,13 +495,12 @@ class CertificateRules(KindRules):
 
     def reseal(self, stored: StoredResource) -> dict[str, Any] | None:
         """The spec with its key sealed under the current sealing key; None when it is."""
-        if not self.box.needs_reseal(stored.spec["key"]):
+        spec = CERTIFICATE.typed(stored)
+        if not self.box.needs_reseal(spec.key):
             return None
         at = place(CERTIFICATE.name, stored.tenant, stored.name, "spec.key")
-        return {
-            **stored.spec,
-            "key": self.box.seal(self.box.open_stored(stored.spec["key"], at), at),
-        }
+        sealed = self.box.seal(self.box.open_stored(spec.key, at), at)
+        return CERTIFICATE.dump(spec.model_copy(update={"key": sealed}))
 
     def opened(self, session: Session, tenant: str, name: str) -> tuple[str, str] | None:
         """(certificate, key) in the clear, for rendering the TLS Secret; None when gone."""
@@ -515,7 +508,8 @@ class CertificateRules(KindRules):
         if stored is None:
             return None
         at = place(CERTIFICATE.name, tenant, name, "spec.key")
-        return stored.spec["certificate"], self.box.open_stored(stored.spec["key"], at)
+        spec = CERTIFICATE.typed(stored)
+        return spec.certificate, self.box.open_stored(spec.key, at)
 
 
 def check_route_certificates(session: Session, tenant: str, routes: list[Route]) -> None:
@@ -528,7 +522,7 @@ def check_route_certificates(session: Session, tenant: str, routes: list[Route])
         stored = store.get("Certificate", tenant, route.tls)
         if stored is None:
             raise InvalidError(f"{where}: no certificate {route.tls!r}", field=where)
-        facts = certificate_facts(stored.spec["certificate"])
+        facts = certificate_facts(CERTIFICATE.typed(stored).certificate)
         if not facts.covers(route.host):
             raise InvalidError(
                 f"{where}: certificate {route.tls} does not name {route.host} "
@@ -542,10 +536,10 @@ def check_route_certificates(session: Session, tenant: str, routes: list[Route])
 # -- traffic ---------------------------------------------------------------------------------
 def traffic_policy(session: Session, tenant: str, project: str) -> TrafficPolicySpec | None:
     stored = ResourceStore(session).get("TrafficPolicy", tenant, project)
-    return TrafficPolicySpec.model_validate(stored.spec) if stored is not None else None
+    return TRAFFIC_POLICY.typed(stored) if stored is not None else None
 
 
-class TrafficPolicyRules(KindRules):
+class TrafficPolicyRules(KindRules[TrafficPolicySpec]):
     """A project's traffic rules, named after it: its project admins (and tenant admins)
     write them, its members read them."""
 
@@ -570,8 +564,8 @@ class TrafficPolicyRules(KindRules):
         scopes = [(t, p.visible_projects(t)) for t in sorted(tenants)]
         return [(t, names) for t, names in scopes if names is None or names]
 
-    def validate(self, change: Change) -> dict[str, Any]:
-        spec = TrafficPolicySpec.model_validate(change.spec)
+    def validate(self, change: Change[TrafficPolicySpec]) -> TrafficPolicySpec:
+        spec = change.spec
         store = ResourceStore(change.session)
         if store.get("Project", change.tenant, change.name) is None:
             raise InvalidError(
@@ -613,7 +607,7 @@ def rendered_policies(session: Session, tenant: str, env: str) -> dict[str, list
     """The NetworkPolicies Wharf renders in each namespace of the tenant's environment."""
     out: dict[str, list[dict[str, Any]]] = {}
     for project in ResourceStore(session).query("Project", scopes=[(tenant, None)]):
-        if env not in {e.name for e in ProjectSpec.model_validate(project.spec).environments}:
+        if env not in {e.name for e in PROJECT.typed(project).environments}:
             continue
         namespace = namespace_name(tenant, project.name, env)
         meta = {"namespace": namespace, "labels": owner_labels(tenant, project.name, env)}

@@ -76,7 +76,7 @@ def resource_service(request: Request) -> ResourceService:
 Service = Annotated[ResourceService, Depends(resource_service)]
 
 
-def _routes(router: APIRouter, rules: KindRules) -> None:
+def _routes(router: APIRouter, rules: KindRules[Any]) -> None:
     kind = rules.kind
     base = f"/{kind.plural}" if kind.scope == "platform" else f"/tenants/{{tenant}}/{kind.plural}"
     tags: list[str | Enum] = [kind.name]
@@ -186,7 +186,7 @@ def _routes(router: APIRouter, rules: KindRules) -> None:
     )
 
 
-def resource_router(rules: list[KindRules]) -> APIRouter:
+def resource_router(rules: list[KindRules[Any]]) -> APIRouter:
     router = APIRouter(prefix="/api/v1")
     for r in rules:
         _routes(router, r)
@@ -227,7 +227,7 @@ def resource_router(rules: list[KindRules]) -> APIRouter:
     return router
 
 
-def _kind_info(kind: Kind) -> KindInfo:
+def _kind_info(kind: Kind[Any]) -> KindInfo:
     return KindInfo(
         kind=kind.name,
         plural=kind.plural,

@@ -119,7 +119,7 @@ def ref(name: str) -> dict[str, str]:
     return {"$ref": REF + name}
 
 
-def example_of(kind: Kind) -> dict[str, Any]:
+def example_of(kind: Kind[Any]) -> dict[str, Any]:
     example = EXAMPLES.get(kind.name, {"metadata": {"name": "example"}, "spec": {}})
     return {"apiVersion": API_VERSION, "kind": kind.name, **example}
 
@@ -131,7 +131,7 @@ def response_of(
     return {status: {"model": model, "description": description}}
 
 
-def kind_body(kind: Kind) -> dict[str, Any]:
+def kind_body(kind: Kind[Any]) -> dict[str, Any]:
     """The request body of a kind's create and apply routes: the kind's own schema."""
     return {
         "requestBody": {
@@ -147,7 +147,9 @@ def kind_body(kind: Kind) -> dict[str, Any]:
     }
 
 
-def kinds_body(kinds: Iterable[Kind]) -> tuple[dict[str, Any], dict[int | str, dict[str, Any]]]:
+def kinds_body(
+    kinds: Iterable[Kind[Any]],
+) -> tuple[dict[str, Any], dict[int | str, dict[str, Any]]]:
     """Request body and answers of POST /apply: any kind, told apart by `kind`."""
     kinds = list(kinds)
     any_kind = {

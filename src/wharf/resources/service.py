@@ -14,7 +14,7 @@ import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
@@ -26,9 +26,10 @@ from wharf.core.errors import (
     ForbiddenError,
     InvalidError,
     NotFoundError,
+    OutdatedSpecError,
     WharfError,
 )
-from wharf.core.resources import API_VERSION, Kind, Manifest, check_name
+from wharf.core.resources import API_VERSION, Kind, Manifest, Spec, check_name
 from wharf.identity.model import Action, Principal
 from wharf.store import Database
 from wharf.store.audit import AuditEvent, record
@@ -36,18 +37,22 @@ from wharf.store.resources import ResourceStore, Scopes, StoredResource
 
 Verdict = Literal["allow", "forbid", "hide"]
 MAX_PAGE = 500
+S = TypeVar("S", bound=Spec)
 
 
 @dataclass(frozen=True)
-class Change:
-    """A write about to happen, handed to a kind's rules for validation."""
+class Change(Generic[S]):
+    """A write about to happen, handed to a kind's rules for validation: the sent spec parsed
+    into the kind's model, and the stored one's (None for a new object, and for a row that
+    today's rules refuse: the write that replaces it must not fail on it)."""
 
     session: Session
     principal: Principal
     tenant: str
     name: str
     old: StoredResource | None
-    spec: dict[str, Any]
+    spec: S
+    old_spec: S | None = None
 
 
 @dataclass
@@ -77,10 +82,10 @@ class _Audit:
         )
 
 
-class KindRules:
+class KindRules(Generic[S]):
     """Defaults for a kind; capabilities subclass and override what differs."""
 
-    kind: Kind
+    kind: Kind[S]
     # Whether the kind owns objects in the clusters: then a delete is recorded (the row is
     # marked, hidden from reads) and the kind's controller finishes it with `finish_delete`
     # after removing those objects; otherwise the row goes at once.
@@ -113,7 +118,7 @@ class KindRules:
             return [(tenant, None)]
         return [("*", None)] if tenants is None else [(t, None) for t in sorted(tenants)]
 
-    def validate(self, change: Change) -> dict[str, Any]:
+    def validate(self, change: Change[S]) -> S:
         """Check the spec against the rest of the platform; return the spec to store."""
         return change.spec
 
@@ -133,14 +138,15 @@ class KindRules:
         return stored.status
 
     def project_of(self, name: str, spec: Any) -> str:
-        """The project an object belongs to ("" for none), recorded with its audit events."""
+        """The project an object belongs to ("" for none), recorded with its audit events.
+        Asked of the spec as sent, before it is validated (authorization comes first)."""
         return ""
 
     def audit_tenant(self, tenant: str, name: str) -> str:
         """The tenant an object's audit events belong to (whose admins read them)."""
         return tenant
 
-    def derived_labels(self, spec: dict[str, Any]) -> dict[str, str]:
+    def derived_labels(self, spec: S) -> dict[str, str]:
         """Labels the platform sets from the spec, so lists can select on them (-l)."""
         return {}
 
@@ -174,7 +180,7 @@ Listener = Callable[[str, str, str], None]
 
 
 class ResourceService:
-    def __init__(self, db: Database, rules: dict[str, KindRules]) -> None:
+    def __init__(self, db: Database, rules: dict[str, KindRules[Any]]) -> None:
         self.db = db
         self.rules = rules
         self.listeners: list[Listener] = []
@@ -184,7 +190,7 @@ class ResourceService:
         for listener in self.listeners:
             listener(kind, tenant, name)
 
-    def kind_rules(self, kind: str) -> KindRules:
+    def kind_rules(self, kind: str) -> KindRules[Any]:
         for rules in self.rules.values():
             k = rules.kind
             if kind in (k.name, k.plural, *k.short_names) or kind.lower() == k.name.lower():
@@ -192,7 +198,9 @@ class ResourceService:
         raise NotFoundError(f"no kind {kind!r}: known kinds are {', '.join(sorted(self.rules))}")
 
     # -- presentation -----------------------------------------------------------------------
-    def present(self, rules: KindRules, stored: StoredResource, p: Principal) -> dict[str, Any]:
+    def present(
+        self, rules: KindRules[Any], stored: StoredResource, p: Principal
+    ) -> dict[str, Any]:
         metadata: dict[str, Any] = {"name": stored.name}
         if rules.kind.scope == "tenant":
             metadata["tenant"] = stored.tenant
@@ -216,7 +224,7 @@ class ResourceService:
     # -- reads ------------------------------------------------------------------------------
     def _visible(
         self,
-        rules: KindRules,
+        rules: KindRules[Any],
         p: Principal,
         action: Action,
         tenant: str,
@@ -286,7 +294,7 @@ class ResourceService:
     # -- writes -----------------------------------------------------------------------------
     @contextmanager
     def _audited(
-        self, p: Principal, action: str, rules: KindRules, tenant: str, name: str, project: str
+        self, p: Principal, action: str, rules: KindRules[Any], tenant: str, name: str, project: str
     ) -> Iterator[tuple[Session, _Audit]]:
         """A transaction whose audit event commits with it; a refusal is audited on its own.
 
@@ -365,11 +373,12 @@ class ResourceService:
             # A secret sent back masked means "unchanged": put the kept value back before
             # parsing, so that `get` then `apply` round-trips.
             sent = self._keep_secrets(rules, copy.deepcopy(manifest.spec), old)
-            spec = rules.kind.parse_spec(sent).model_dump(
-                mode="json", by_alias=True, exclude_none=True
+            change = Change(
+                session, p, tenant, name, old, rules.kind.parse_spec(sent), _old_spec(rules, old)
             )
-            spec = rules.validate(Change(session, p, tenant, name, old, spec))
-            labels = {**manifest.metadata.labels, **rules.derived_labels(spec)}
+            typed = rules.validate(change)
+            spec = rules.kind.dump(typed)
+            labels = {**manifest.metadata.labels, **rules.derived_labels(typed)}
             annotations = manifest.metadata.annotations
             if old is None:
                 stored = store.create(
@@ -452,7 +461,7 @@ class ResourceService:
 
     # -- helpers ----------------------------------------------------------------------------
     @staticmethod
-    def _tenant(rules: KindRules, tenant: str | None) -> str:
+    def _tenant(rules: KindRules[Any], tenant: str | None) -> str:
         if rules.kind.scope == "platform":
             return ""
         if not tenant:
@@ -464,7 +473,7 @@ class ResourceService:
 
     @staticmethod
     def _keep_secrets(
-        rules: KindRules, spec: dict[str, Any], old: StoredResource | None
+        rules: KindRules[Any], spec: dict[str, Any], old: StoredResource | None
     ) -> dict[str, Any]:
         """A secret sent back masked (as `get` shows it) means "unchanged", not a new value."""
         if old is None:
@@ -482,12 +491,23 @@ class ResourceService:
         return spec
 
 
+def _old_spec(rules: KindRules[S], old: StoredResource | None) -> S | None:
+    """The stored spec as the kind's model; None for a row today's rules refuse, so that
+    applying a valid spec over it repairs it instead of failing on it."""
+    if old is None:
+        return None
+    try:
+        return rules.kind.typed(old)
+    except OutdatedSpecError:
+        return None
+
+
 def _ts(value: dt.datetime) -> str:
     if value.tzinfo is None:
         value = value.replace(tzinfo=dt.UTC)
     return str(value.isoformat(timespec="seconds").replace("+00:00", "Z"))
 
 
-def _not_found(kind: Kind, tenant: str, name: str) -> str:
+def _not_found(kind: Kind[Any], tenant: str, name: str) -> str:
     where = f" in tenant {tenant!r}" if kind.scope == "tenant" else ""
     return f"{kind.name} {name!r} not found{where}"

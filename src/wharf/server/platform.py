@@ -47,7 +47,7 @@ class Platform:
         self.cluster_rules = ClusterRules(box, policy)
         self.application_rules = ApplicationRules(box)
         self.certificate_rules = CertificateRules(box)
-        self.rules: list[KindRules] = [
+        self.rules: list[KindRules[Any]] = [
             self.cluster_rules,
             NodePoolRules(),
             TenantRules(),

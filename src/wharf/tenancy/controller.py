@@ -27,9 +27,10 @@ from lightkube.resources.networking_v1 import NetworkPolicy
 from lightkube.resources.rbac_authorization_v1 import RoleBinding
 from sqlalchemy.orm import Session
 
-from wharf.clusters.model import BASE_TOLERATIONS, pool_tenant_label
+from wharf.clusters.model import BASE_TOLERATIONS, NODE_POOL, NodePoolSpec, pool_tenant_label
 from wharf.clusters.service import ClusterRules
 from wharf.core.controller import Controller
+from wharf.core.errors import OutdatedSpecError
 from wharf.core.quantity import format_resources, parse_quantity
 from wharf.core.resources import set_condition
 from wharf.kube.apply import OwnedElsewhereError, ensure, prune, remove_labelled
@@ -53,11 +54,12 @@ from wharf.tenancy.model import (
     MANAGED_BY,
     NAMESPACE_LABEL,
     NODE_SELECTOR_ANNOTATION,
+    PROJECT,
     PROJECT_LABEL,
+    TENANT,
     TENANT_LABEL,
     TOLERATIONS_WHITELIST_ANNOTATION,
     NamespaceAdditions,
-    ProjectSpec,
     amounts,
     isolation_policy,
     namespace_hard,
@@ -95,21 +97,16 @@ class Desired:
         return {o["metadata"]["name"] for o in self.objects if o["kind"] == "ServiceAccount"}
 
 
-def _scheduling(tenant: str, pools: list[StoredResource]) -> dict[str, str]:
+def _scheduling(tenant: str, pools: list[NodePoolSpec]) -> dict[str, str]:
     """Namespace annotations that keep a tenant's pods on its node pools (enforced by the
     PodNodeSelector and PodTolerationRestriction admission plugins)."""
     if not pools:
         # A whitelist that is not empty admits no pool's taints (an empty one admits all).
         return {TOLERATIONS_WHITELIST_ANNOTATION: json.dumps(BASE_TOLERATIONS)}
     tolerations = [
-        {
-            "key": t["key"],
-            "operator": "Equal",
-            "value": t.get("value", ""),
-            "effect": t.get("effect", "NoSchedule"),
-        }
+        {"key": t.key, "operator": "Equal", "value": t.value, "effect": t.effect}
         for pool in pools
-        for t in pool.spec.get("taints", [])
+        for t in pool.taints
     ]
     return {
         NODE_SELECTOR_ANNOTATION: f"{pool_tenant_label(tenant)}=true",
@@ -123,21 +120,21 @@ def desired_namespace(
     project: StoredResource,
     env: str,
     quota: Mapping[str, Fraction],
-    pools: list[StoredResource] = (),  # type: ignore[assignment]
+    pools: list[NodePoolSpec] = (),  # type: ignore[assignment]
     additions: NamespaceAdditions | None = None,
 ) -> Desired:
     ns = namespace_name(tenant.name, project.name, env)
     labels = owner_labels(tenant.name, project.name, env)
     meta = {"namespace": ns, "labels": labels}
-    spec = ProjectSpec.model_validate(project.spec)
+    spec, tenant_spec = PROJECT.typed(project), TENANT.typed(tenant)
     defaults = spec.containerDefaults
     roles: dict[str, str] = {m.user: m.role for m in spec.members}
-    for admin in tenant.spec.get("admins", []):
+    for admin in tenant_spec.admins:
         roles[admin] = "tenant-admin"
     annotations = _scheduling(tenant.name, list(pools))
     # Always set: a tenant granted no storage class may claim no volume.
-    annotations[STORAGE_CLASSES_ANNOTATION] = ",".join(tenant.spec.get("storageClasses", []))
-    hard = namespace_hard(quota, amounts(tenant.spec.get("quota", {}), "spec.quota"))
+    annotations[STORAGE_CLASSES_ANNOTATION] = ",".join(tenant_spec.storageClasses)
+    hard = namespace_hard(quota, amounts(tenant_spec.quota, "spec.quota"))
     if additions is not None:
         annotations.update(additions.annotations)
         hard.update(additions.hard)
@@ -293,7 +290,7 @@ class PlacementController:
         StoredResource | None,
         StoredResource | None,
         dict[str, StoredResource],
-        dict[str, list[StoredResource]],
+        dict[str, list[NodePoolSpec]],
         set[str],
         dict[tuple[str, str], NamespaceAdditions],
     ]:
@@ -306,16 +303,15 @@ class PlacementController:
             project = store.get("Project", key[0], key[1], with_deleting=True)
             tenant = store.get("Tenant", "", key[0])
             clusters = {c.name: c for c in store.query("Cluster")}
-            pools: dict[str, list[StoredResource]] = {}
+            tenant_pools = TENANT.typed(tenant).nodePools if tenant is not None else []
+            pools: dict[str, list[NodePoolSpec]] = {}
             for pool in store.query("NodePool"):
-                granted = key[0] in pool.spec.get("tenants", []) or (
-                    tenant is not None and pool.name in tenant.spec.get("nodePools", [])
-                )
-                if granted:
-                    pools.setdefault(pool.spec["cluster"], []).append(pool)
+                spec = NODE_POOL.typed(pool)
+                if key[0] in spec.tenants or pool.name in tenant_pools:
+                    pools.setdefault(spec.cluster, []).append(spec)
             additions: dict[tuple[str, str], NamespaceAdditions] = {}
             if project is not None and self.additions is not None:
-                for env in ProjectSpec.model_validate(project.spec).environments:
+                for env in PROJECT.typed(project).environments:
                     for cluster in env.clusters:
                         additions[(env.name, cluster)] = self.additions(
                             session, key[0], key[1], env.name, cluster
@@ -326,6 +322,17 @@ class PlacementController:
         if not key[1]:
             await self._reconcile_tenant(key[0])
             return
+        try:
+            await self._reconcile_project(key)
+        except OutdatedSpecError as exc:
+            # A stored spec today's rules refuse: say so on the project and touch nothing in
+            # the clusters (retrying cannot help; a valid apply queues it again).
+            log.warning("outdated spec", project=key, error=exc.message)
+            await asyncio.to_thread(
+                self.service.write_status, "Project", key[0], key[1], partial(_outdated, exc)
+            )
+
+    async def _reconcile_project(self, key: Key) -> None:
         project, tenant, clusters, pools, held, additions = await asyncio.to_thread(self._load, key)
         if project is None or project.deleting_since is not None:
             # Deleted (the record says so) or gone (namespaces found without an owner): remove
@@ -340,10 +347,8 @@ class PlacementController:
             return
         wanted: dict[str, list[Desired]] = {}
         if project is not None and tenant is not None:
-            spec = ProjectSpec.model_validate(project.spec)
-            shares = split_project_quota(
-                amounts(project.spec.get("quota", {}), "spec.quota"), spec.environments
-            )
+            spec = PROJECT.typed(project)
+            shares = split_project_quota(amounts(spec.quota, "spec.quota"), spec.environments)
             for (env, cluster), quota in shares.items():
                 wanted.setdefault(cluster, []).append(
                     desired_namespace(
@@ -524,6 +529,20 @@ class PlacementController:
         await self.watches.stop()
 
 
+def _outdated(exc: OutdatedSpecError, stored: StoredResource) -> dict[str, Any]:
+    """The status of a project that cannot be placed because a spec it rests on (its own, its
+    tenant's or a node pool's) no longer meets today's rules."""
+    conditions = set_condition(
+        stored.status.get("conditions", []),
+        "Ready",
+        "False",
+        "OutdatedSpec",
+        exc.message,
+        stored.generation,
+    )
+    return {**stored.status, "phase": "Degraded", "conditions": conditions}
+
+
 def _project_status(
     placements: list[dict[str, Any]], generation: int, stored: StoredResource
 ) -> dict[str, Any]:
@@ -531,7 +550,7 @@ def _project_status(
     newer spec written meanwhile gets its own reconcile, and must not be reported as seen)."""
     # Usage of what the project holds quota for (the namespaces also count what it was
     # granted none of, always zero).
-    held = amounts(stored.spec.get("quota", {}), "spec.quota")
+    held = amounts(PROJECT.typed(stored).quota, "spec.quota")
     used = {
         k: v
         for k, v in total(

@@ -26,7 +26,7 @@ from wharf.resources.service import ResourceService
 from wharf.store.audit import AuditEvent, record
 from wharf.store.resources import ResourceStore, StoredResource
 from wharf.tenancy.guard import SYSTEM_NAMESPACE, member_account
-from wharf.tenancy.model import namespace_name
+from wharf.tenancy.model import PROJECT, TENANT, namespace_name
 
 MAX_TTL = 24 * 3600
 
@@ -40,14 +40,15 @@ def _load(
         if stored is None or not p.can("read", tenant, project):
             raise NotFoundError(f"Project {project!r} not found in tenant {tenant!r}")
         tenant_obj = store.get("Tenant", "", tenant)
-        admins = tenant_obj.spec.get("admins", []) if tenant_obj else []
-        members = {m["user"] for m in stored.spec.get("members", [])} | set(admins)
+        spec = PROJECT.typed(stored)
+        admins = TENANT.typed(tenant_obj).admins if tenant_obj else []
+        members = {m.user for m in spec.members} | set(admins)
         if p.user not in members:
             raise ForbiddenError(
                 f"{p.user} is not a member of project {project}: only members and tenant "
                 "admins get a kubeconfig for it"
             )
-        envs = {e["name"]: e for e in stored.spec.get("environments", [])}
+        envs = {e.name: e for e in spec.environments}
         if env not in envs:
             raise InvalidError(
                 f"env: project {project} has no environment {env!r} "
@@ -55,7 +56,7 @@ def _load(
                 field="env",
             )
         clusters = []
-        for name in envs[env]["clusters"]:
+        for name in envs[env].clusters:
             cluster = store.get("Cluster", "", name)
             if cluster is None:
                 raise ConflictError(f"cluster {name!r} of environment {env} is not registered")

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from wharf.clusters.model import QUOTA_TO_CAPACITY
+from wharf.clusters.model import NODE_POOL, QUOTA_TO_CAPACITY
 from wharf.core.errors import ConflictError, ForbiddenError, InvalidError, NotFoundError
 from wharf.core.quantity import QuantityError, format_resources, parse_quantity
 from wharf.core.resources import check_name
@@ -23,6 +23,7 @@ from wharf.tenancy.model import (
     TENANT,
     TENANT_NAME_MAX,
     ProjectSpec,
+    TenantSpec,
     amounts,
     canonical,
     check_not_below,
@@ -64,7 +65,7 @@ def _users_exist(session: Session, users: list[str], where: str) -> None:
             raise InvalidError(f"{where}[{i}]: no user {user!r}", field=f"{where}[{i}]")
 
 
-class TenantRules(KindRules):
+class TenantRules(KindRules[TenantSpec]):
     kind = TENANT
     owns_cluster_objects = True  # whatever carries its tenant label
 
@@ -86,34 +87,35 @@ class TenantRules(KindRules):
         tenants = p.visible_tenants()
         return [("", tenants)] if tenants else []
 
-    def validate(self, change: Change) -> dict[str, Any]:
+    def validate(self, change: Change[TenantSpec]) -> TenantSpec:
         check_name(change.name, max_length=TENANT_NAME_MAX)
         if change.old is None:
             check_tenant_name(change.name)
         session, spec = change.session, change.spec
         store = ResourceStore(session)
-        for i, cluster in enumerate(spec.get("clusters", [])):
+        for i, cluster in enumerate(spec.clusters):
             if store.get("Cluster", "", cluster) is None:
                 raise InvalidError(
                     f"spec.clusters[{i}]: no cluster {cluster!r}", field=f"spec.clusters[{i}]"
                 )
-        for i, pool in enumerate(spec.get("nodePools", [])):
+        for i, pool in enumerate(spec.nodePools):
             stored_pool = store.get("NodePool", "", pool)
             if stored_pool is None:
                 raise InvalidError(
                     f"spec.nodePools[{i}]: no node pool {pool!r}", field=f"spec.nodePools[{i}]"
                 )
-            if stored_pool.spec.get("cluster") not in spec.get("clusters", []):
+            pool_cluster = NODE_POOL.typed(stored_pool).cluster
+            if pool_cluster not in spec.clusters:
                 raise InvalidError(
                     f"spec.nodePools[{i}]: {pool!r} is in cluster "
-                    f"{stored_pool.spec.get('cluster')!r}, which spec.clusters does not grant",
+                    f"{pool_cluster!r}, which spec.clusters does not grant",
                     field=f"spec.nodePools[{i}]",
                 )
-        _users_exist(session, spec.get("admins", []), "spec.admins")
-        _users_exist(session, spec.get("viewers", []), "spec.viewers")
-        asked = amounts(spec.get("quota", {}), "spec.quota")
+        _users_exist(session, spec.admins, "spec.admins")
+        _users_exist(session, spec.viewers, "spec.viewers")
+        asked = amounts(spec.quota, "spec.quota")
         others = total(
-            amounts(t.spec.get("quota", {}), "spec.quota")
+            amounts(TENANT.typed(t).quota, "spec.quota")
             for t in store.query("Tenant")
             if t.name != change.name
         )
@@ -128,7 +130,7 @@ class TenantRules(KindRules):
             unlimited=set(asked) - set(limits),
         )
         projects = store.query("Project", scopes=[(change.name, None)])
-        handed_out = total(amounts(p.spec.get("quota", {}), "spec.quota") for p in projects)
+        handed_out = total(amounts(PROJECT.typed(p).quota, "spec.quota") for p in projects)
         check_not_below(
             f"tenant {change.name}", asked, handed_out, "what its projects hold", "spec.quota"
         )
@@ -153,12 +155,13 @@ class TenantRules(KindRules):
             assert old is not None
             identity.remove_scope(session, old.name)
             return
-        members = [(u, "tenant-admin") for u in stored.spec.get("admins", [])]
-        members += [(u, "viewer") for u in stored.spec.get("viewers", [])]
+        spec = TENANT.typed(stored)
+        members = [(u, "tenant-admin") for u in spec.admins]
+        members += [(u, "viewer") for u in spec.viewers]
         identity.replace_members(session, stored.name, "", members)
 
 
-class ProjectRules(KindRules):
+class ProjectRules(KindRules[ProjectSpec]):
     kind = PROJECT
     owns_cluster_objects = True  # its namespaces
 
@@ -183,7 +186,7 @@ class ProjectRules(KindRules):
         scopes = [(t, p.visible_projects(t)) for t in sorted(tenants)]
         return [(t, names) for t, names in scopes if names is None or names]
 
-    def validate(self, change: Change) -> dict[str, Any]:
+    def validate(self, change: Change[ProjectSpec]) -> ProjectSpec:
         check_name(change.name, max_length=PROJECT_NAME_MAX)
         session, spec, p = change.session, change.spec, change.principal
         store = ResourceStore(session)
@@ -193,27 +196,28 @@ class ProjectRules(KindRules):
         if tenant is None:
             raise NotFoundError(f"tenant {change.tenant!r} not found")
         _check_pod_security(change)
-        old_quota = (change.old.spec.get("quota") if change.old else None) or {}
-        quota_changes = change.old is None or spec.get("quota", {}) != old_quota
+        old_quota = change.old_spec.quota if change.old_spec else {}
+        quota_changes = change.old is None or spec.quota != old_quota
         if quota_changes and not p.is_tenant_admin(change.tenant):
             raise ForbiddenError(
                 f"{p.user} may not set project quota: a tenant admin of "
                 f"{change.tenant} hands it out"
             )
-        _users_exist(session, [m["user"] for m in spec.get("members", [])], "spec.members")
-        granted = tenant.spec.get("clusters", [])
-        for i, env in enumerate(spec.get("environments", [])):
-            for j, cluster in enumerate(env["clusters"]):
+        _users_exist(session, [m.user for m in spec.members], "spec.members")
+        tenant_spec = TENANT.typed(tenant)
+        granted = tenant_spec.clusters
+        for i, env in enumerate(spec.environments):
+            for j, cluster in enumerate(env.clusters):
                 if cluster not in granted:
                     raise InvalidError(
                         f"spec.environments[{i}].clusters[{j}]: tenant {change.tenant} may not "
                         f"use cluster {cluster!r} (it may use: {', '.join(granted) or 'none'})",
                         field=f"spec.environments[{i}].clusters[{j}]",
                     )
-        asked = amounts(spec.get("quota", {}), "spec.quota")
-        tenant_quota = amounts(tenant.spec.get("quota", {}), "spec.quota")
+        asked = amounts(spec.quota, "spec.quota")
+        tenant_quota = amounts(tenant_spec.quota, "spec.quota")
         siblings = total(
-            amounts(x.spec.get("quota", {}), "spec.quota")
+            amounts(PROJECT.typed(x).quota, "spec.quota")
             for x in store.query("Project", scopes=[(change.tenant, None)])
             if x.name != change.name
         )
@@ -233,7 +237,7 @@ class ProjectRules(KindRules):
                 "its current usage",
                 "spec.quota",
             )
-        environments = ProjectSpec.model_validate(spec).environments
+        environments = spec.environments
         split_project_quota(asked, environments)
         hold(
             session,
@@ -273,24 +277,24 @@ class ProjectRules(KindRules):
             identity.remove_scope(session, old.tenant, old.name)
             release(session, Holder("Project", old.tenant, old.name))
             return
-        members = [(m["user"], m["role"]) for m in stored.spec.get("members", [])]
+        members = [(m.user, m.role) for m in PROJECT.typed(stored).members]
         identity.replace_members(session, stored.tenant, stored.name, members)
 
 
-def _pod_security_levels(spec: dict[str, Any]) -> dict[str, tuple[str, str]]:
+def _pod_security_levels(spec: ProjectSpec) -> dict[str, tuple[str, str]]:
     """The standard each place asks for: {place: (field path, level)}, environments by name."""
-    levels = {"": ("spec.podSecurity", spec.get("podSecurity", "baseline"))}
-    for i, env in enumerate(spec.get("environments", [])):
-        if env.get("podSecurity"):
-            levels[env["name"]] = (f"spec.environments[{i}].podSecurity", env["podSecurity"])
+    levels = {"": ("spec.podSecurity", str(spec.podSecurity))}
+    for i, env in enumerate(spec.environments):
+        if env.podSecurity:
+            levels[env.name] = (f"spec.environments[{i}].podSecurity", env.podSecurity)
     return levels
 
 
-def _check_pod_security(change: Change) -> None:
+def _check_pod_security(change: Change[ProjectSpec]) -> None:
     """Only a platform admin may allow privileged pods; others may keep it where it is."""
     if change.principal.can("write"):
         return
-    before = _pod_security_levels(change.old.spec) if change.old else {}
+    before = _pod_security_levels(change.old_spec) if change.old_spec else {}
     for place, (where, level) in _pod_security_levels(change.spec).items():
         if level == "privileged" and before.get(place, ("", ""))[1] != "privileged":
             raise ForbiddenError(
@@ -302,7 +306,7 @@ def tenant_usage(session: Session, tenant: str) -> dict[str, Any]:
     """What a tenant's projects hold (their quotas) and use (from the clusters), in the
     canonical quota names, so that `cpu` and `requests.cpu` add up."""
     projects = ResourceStore(session).query("Project", scopes=[(tenant, None)])
-    allocated = total(amounts(p.spec.get("quota", {}), "spec.quota") for p in projects)
+    allocated = total(amounts(PROJECT.typed(p).quota, "spec.quota") for p in projects)
     used = total(_used(p.status) for p in projects)
     return {
         "allocated": format_resources(allocated),

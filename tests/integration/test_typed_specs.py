@@ -1,0 +1,67 @@
+"""A stored row from before today's rules: services and controllers read specs typed, so a row
+the model now refuses is reported — a 409 naming the object and field, a Ready=False
+condition on it — instead of failing deep inside (a retry loop in a controller, a 500), and a
+valid apply over it repairs it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.integration.conftest import Wharf, wait_for
+from wharf.store.resources import ResourceStore
+
+
+def _store_as_of_old(wharf: Wharf, tenant: str, name: str, spec: dict[str, Any]) -> None:
+    """Write a spec as an older server would have stored it (no validation on the way)."""
+    with wharf.platform.db.session() as session:
+        store = ResourceStore(session)
+        old = store.get("Project", tenant, name)
+        assert old is not None
+        store.update(old, labels=old.labels, annotations=old.annotations, spec=spec)
+
+
+def test_an_outdated_project_row_is_reported_and_repaired_by_a_valid_apply(wharf: Wharf, kubectl):
+    tenant = wharf.tenant({"cpu": "8", "memory": "16Gi", "pods": "40"})
+    wharf.project(tenant, "shop", {"cpu": "2", "memory": "4Gi", "pods": "10"})
+    placed = wharf.wait_placed(tenant, "shop")
+    path = f"/api/v1/tenants/{tenant}/projects/shop"
+    valid = placed["spec"]
+    _store_as_of_old(wharf, tenant, "shop", {**valid, "retired": True})
+
+    # Its controller says what is wrong on the object, and leaves its namespaces alone.
+    def reported() -> dict[str, Any] | None:
+        obj = wharf.admin.ok("GET", path)  # still readable, as stored
+        ready = next(c for c in obj["status"]["conditions"] if c["type"] == "Ready")
+        return obj if ready["reason"] == "OutdatedSpec" else None
+
+    obj = wait_for(reported, what="the project reported as outdated")
+    assert obj["spec"]["retired"] is True
+    ready = next(c for c in obj["status"]["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "False"
+    assert ready["observedGeneration"] == obj["metadata"]["generation"]
+    assert f"Project 'shop' in tenant '{tenant}'" in ready["message"]
+    assert "spec.retired" in ready["message"]
+    assert obj["status"]["phase"] == "Degraded"
+    for cluster in wharf.lab.clusters():
+        kubectl(cluster, "get", "namespace", f"{tenant}--shop-dev")  # not pruned
+
+    # A use case that must read it answers 409 naming it, and changes nothing.
+    sibling = {
+        "kind": "Project",
+        "metadata": {"name": "blog"},
+        "spec": {"quota": {"cpu": "1"}, "environments": [{"name": "dev", "clusters": ["lab1"]}]},
+    }
+    answer = wharf.admin.put(f"/api/v1/tenants/{tenant}/projects/blog", sibling)
+    assert answer.status_code == 409, answer.text
+    body = answer.json()
+    assert body["code"] == "conflict"
+    assert body["field"] == "spec.retired"
+    assert "Project 'shop'" in body["message"]
+    assert wharf.admin.get(f"/api/v1/tenants/{tenant}/projects/blog").status_code == 404
+
+    # Applying a valid spec over it repairs it: the old row is not read for the write.
+    repaired = {"kind": "Project", "metadata": {"name": "shop"}, "spec": valid}
+    wharf.admin.ok("PUT", path, json=repaired)
+    obj = wharf.wait_placed(tenant, "shop")
+    assert "retired" not in obj["spec"]
+    wharf.admin.ok("PUT", f"/api/v1/tenants/{tenant}/projects/blog", json=sibling)
