@@ -599,6 +599,7 @@ def _network_setup(site: Site) -> tuple[str, int]:
         "vault": {
             "template": {"name": "stateful-service", "version": "1.0.0"},
             "values": {"name": "vault", "image": "registry.example/vault:1.0.0", "storage": "1Gi"},
+            "config": {"secrets": {"db": {"PASSWORD": "s3cret"}}},  # shown masked: still listed
         },
     }
     for name, spec in apps.items():

@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
+from pydantic import ValidationError
 
 from wharf.apps.model import ApplicationSpec
 from wharf.apps.service import rendered_for
@@ -21,6 +22,7 @@ from .web import Viewer, page, render, resources
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 ALL = 500  # one page of each list is enough for a tenant's network page
+RENDERED_BY = ("project", "environment", "template", "values")
 
 
 def _endpoint(end: dict[str, Any]) -> str:
@@ -53,8 +55,10 @@ def _volumes(session: Any, apps: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for app in apps:
         try:
-            objects = rendered_for(session, ApplicationSpec.model_validate(app["spec"]))
-        except WharfError:
+            # Only what rendering needs: the presented spec masks secrets.
+            wanted = {k: app["spec"][k] for k in RENDERED_BY if k in app["spec"]}
+            objects = rendered_for(session, ApplicationSpec.model_validate(wanted))
+        except (WharfError, ValidationError):
             continue  # a template version that went away: nothing to show
         for volume in volumes(objects):
             rows.append(
