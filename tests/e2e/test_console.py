@@ -27,6 +27,7 @@ from tests.integration.conftest import (
     register_clusters,
     wait_for,
 )
+from tests.integration.networking import certificate
 from wharf.lab import Lab
 
 CHROMIUM = "/usr/bin/chromium"
@@ -542,6 +543,113 @@ def test_laptop_width_and_keyboard(site: Site, sign_in: Callable[..., Page]):
     assert unlabelled == []
 
 
+def _network_setup(site: Site) -> tuple[str, int]:
+    """Ports in both clusters, a domain, a certificate near expiry, traffic rules, and two
+    applications of retail's team: one exposed (node port, route with TLS), one with a volume."""
+    admin, retail = site.admin, site.retail
+    base = 31000 if site.db == "sqlite" else 31100  # the lab outlives each database's run
+    for cluster in ("lab1", "lab2"):
+        name = f"{retail}-{cluster}"
+        admin.ok(
+            "PUT",
+            f"/api/v1/nodeportranges/{name}",
+            json={
+                "kind": "NodePortRange",
+                "metadata": {"name": name},
+                "spec": {"cluster": cluster, "tenant": retail, "first": base, "last": base + 9},
+            },
+        )
+    suffix = f"{retail}.example.com"
+    admin.ok(
+        "PUT",
+        f"/api/v1/domaingrants/{retail}",
+        json={
+            "kind": "DomainGrant",
+            "metadata": {"name": retail},
+            "spec": {"tenant": retail, "domains": [f"*.{suffix}"]},
+        },
+    )
+    pem, key = certificate([f"*.{suffix}"], days=10)
+    admin.ok(
+        "PUT",
+        f"/api/v1/tenants/{retail}/certificates/wild",
+        json={
+            "kind": "Certificate",
+            "metadata": {"name": "wild"},
+            "spec": {"certificate": pem, "key": key},
+        },
+    )
+    rule = {"from": {"application": "edge"}, "to": {"application": "vault"}, "ports": [5432]}
+    admin.ok(
+        "PUT",
+        f"/api/v1/tenants/{retail}/trafficpolicies/team",
+        json={
+            "kind": "TrafficPolicy",
+            "metadata": {"name": "team"},
+            "spec": {"defaultDeny": True, "allow": [rule]},
+        },
+    )
+    apps = {
+        "edge": {
+            "template": {"name": "web-service", "version": "1.0.0"},
+            "values": {"name": "edge", "image": "registry.example/edge:1.0.0", "replicas": 0},
+            "nodePorts": [{"service": "edge", "port": 80}],
+            "routes": [{"host": f"shop.{suffix}", "service": "edge", "port": 80, "tls": "wild"}],
+        },
+        "vault": {
+            "template": {"name": "stateful-service", "version": "1.0.0"},
+            "values": {"name": "vault", "image": "registry.example/vault:1.0.0", "storage": "1Gi"},
+            "config": {"secrets": {"db": {"PASSWORD": "s3cret"}}},  # shown masked: still listed
+        },
+    }
+    for name, spec in apps.items():
+        admin.ok(
+            "PUT",
+            f"/api/v1/tenants/{retail}/applications/{name}",
+            json={
+                "kind": "Application",
+                "metadata": {"name": name},
+                "spec": {"project": "team", "environment": "dev", **spec},
+            },
+        )
+    return f"shop.{suffix}", base
+
+
+def test_network_and_storage_page_as_each_role(site: Site, sign_in: Callable[..., Page]):
+    host, base = _network_setup(site)
+    page = sign_in("tina")
+    page.goto(f"{site.url}/console/tenants/{site.retail}")
+    page.get_by_role("link", name="Network and storage").click()
+    landed_on(page, f"Network and storage of {site.retail}")
+    held = page.get_by_role("table", name="Node ports held")
+    expect(held.get_by_role("row").filter(has_text="edge")).to_have_count(2)  # both clusters
+    expect(held).to_contain_text(str(base))
+    expect(page.get_by_role("list", name="Domains")).to_contain_text(f"*.{site.retail}.example.com")
+    expect(page.get_by_role("table", name="Routes")).to_contain_text(host)
+    expect(page.get_by_role("table", name="Certificates")).to_contain_text("expires in 9 days")
+    expect(page.get_by_role("table", name="Default traffic")).to_contain_text("deny all but")
+    rules = page.get_by_role("table", name="Who may talk to whom")
+    expect(rules).to_contain_text("application edge")
+    expect(rules).to_contain_text("application vault")
+    expect(rules).to_contain_text("5432")
+    volumes = page.get_by_role("table", name="Volumes")
+    expect(volumes).to_contain_text("vault")
+    expect(volumes).to_contain_text("1Gi")
+    site.shot(page, "network")
+
+    # A developer of team sees its ports and routes, not the tenant's certificates.
+    dev = sign_in("dave")
+    dev.goto(f"{site.url}/console/tenants/{site.retail}/projects/team")
+    dev.get_by_role("link", name="Network and storage").click()
+    expect(dev.get_by_role("table", name="Routes")).to_contain_text(host)
+    expect(dev.get_by_role("table", name="Certificates")).to_contain_text("No certificates")
+    # Another tenant's admin learns nothing of it.
+    other = sign_in("mona")
+    other.goto(f"{site.url}/console/tenants/{site.retail}/network")
+    expect(other.get_by_role("heading", name="Not found")).to_be_visible()
+    expect(other.locator("body")).not_to_contain_text(host)
+
+
 def test_every_page_passes_an_automated_accessibility_audit(site: Site, sign_in):
     """axe-core (from npm) on each kind of page: no serious or critical WCAG 2 A/AA finding."""
     assert AXE.is_file(), "axe-core is not installed (./dev setup runs npm ci)"
@@ -562,6 +670,7 @@ def test_every_page_passes_an_automated_accessibility_audit(site: Site, sign_in)
         "/console/users",
         "/console/apply",
         f"/console/edit/Tenant/-/{site.retail}",
+        f"/console/tenants/{site.retail}/network",
     ]
     apps = site.admin.ok("GET", f"/api/v1/tenants/{site.retail}/applications")["items"]
     paths += [f"/console/tenants/{site.retail}/applications/{a['metadata']['name']}" for a in apps]

@@ -421,3 +421,35 @@ def test_explain_prints_what_a_user_needs_to_write_a_field(server):
     wrong = wharf(env, "explain", "tenant.spec.quotas")
     assert wrong.returncode == 1
     assert "no field 'quotas'" in wrong.stderr
+
+
+def test_reach_answers_from_the_rendered_traffic_rules(admin_cli):
+    setup = textwrap.dedent("""\
+        kind: Tenant
+        metadata: {name: mall}
+        spec: {clusters: [lab1], quota: {cpu: "1", memory: 1Gi}}
+        ---
+        kind: Project
+        metadata: {name: shop, tenant: mall}
+        spec:
+          quota: {cpu: "1", memory: 1Gi}
+          environments: [{name: dev, clusters: [lab1]}]
+        ---
+        kind: TrafficPolicy
+        metadata: {name: shop, tenant: mall}
+        spec:
+          defaultDeny: true
+          allow: [{from: {application: web}, to: {application: db}, ports: [5432]}]
+        """)
+    applied = wharf(admin_cli, "apply", "-f", "-", stdin=setup)
+    assert applied.returncode == 0, applied.stderr
+    allowed = wharf(admin_cli, "reach", "shop/web", "shop/db", "5432", "-t", "mall")
+    assert allowed.returncode == 0, allowed.stderr
+    assert allowed.stdout.startswith("shop/web -> shop/db:5432 (dev): allowed")
+    denied = wharf(admin_cli, "reach", "shop/db", "shop/web", "5432", "-t", "mall")
+    assert denied.returncode == 1
+    assert "denied" in denied.stdout
+    assert "wharf-default-deny" in denied.stdout
+    bad = wharf(admin_cli, "reach", "nowhere at all", "shop/web", "80", "-t", "mall")
+    assert bad.returncode == 1
+    assert "from:" in bad.stderr

@@ -21,6 +21,14 @@ def two_tenants(wharf: Wharf):
     return a, a_admin, b, b_admin
 
 
+TRAFFIC = {"kind": "TrafficPolicy", "metadata": {"name": "beta"}, "spec": {"defaultDeny": True}}
+CERTIFICATE = {
+    "kind": "Certificate",
+    "metadata": {"name": "tls"},
+    "spec": {"certificate": "x", "key": "y"},
+}
+
+
 def test_a_tenant_gets_404_on_every_url_of_another_and_sees_none_of_its_objects(
     wharf: Wharf, two_tenants
 ):
@@ -37,6 +45,16 @@ def test_a_tenant_gets_404_on_every_url_of_another_and_sees_none_of_its_objects(
         ("POST", f"/api/v1/tenants/{b}/projects", missing),
         ("POST", f"/api/v1/tenants/{b}/projects/beta/kubeconfig?env=dev", None),
         ("GET", f"/api/v1/tenants/{b}/projects/nosuch", None),
+        # The network registers and rules.
+        ("GET", f"/api/v1/tenants/{b}/nodeports", None),
+        ("GET", f"/api/v1/tenants/{b}/reachability?env=dev&from=beta/x&to=beta/y&port=80", None),
+        ("GET", f"/api/v1/tenants/{b}/trafficpolicies/beta", None),
+        ("PUT", f"/api/v1/tenants/{b}/trafficpolicies/beta", TRAFFIC),
+        ("GET", f"/api/v1/tenants/{b}/certificates/tls", None),
+        ("PUT", f"/api/v1/tenants/{b}/certificates/tls", CERTIFICATE),
+        ("GET", "/api/v1/clusters/lab1/nodeports", None),
+        ("GET", "/api/v1/nodeportranges/x", None),
+        ("GET", "/api/v1/domaingrants/x", None),
     ]
     for method, url, body in urls:
         answer = a_admin.request(method, url, json=body)
@@ -50,6 +68,10 @@ def test_a_tenant_gets_404_on_every_url_of_another_and_sees_none_of_its_objects(
     projects = a_admin.ok("GET", "/api/v1/projects")["items"]
     assert [(p["metadata"]["tenant"], p["metadata"]["name"]) for p in projects] == [(a, "alpha")]
     assert a_admin.ok("GET", f"/api/v1/tenants/{b}/projects")["items"] == []
+    for kinds in ("trafficpolicies", "certificates"):
+        assert a_admin.ok("GET", f"/api/v1/tenants/{b}/{kinds}")["items"] == []
+    for kinds in ("nodeportranges", "domaingrants"):
+        assert a_admin.ok("GET", f"/api/v1/{kinds}")["items"] == []
     assert a_admin.ok("GET", "/api/v1/audit", params={"tenant": b})["items"] == []
     events = a_admin.ok("GET", "/api/v1/audit")["items"]
     assert events

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol
 
@@ -65,6 +66,8 @@ from wharf.kube.apply import (
 from wharf.kube.clients import is_unreachable
 from wharf.kube.connections import ClusterConnections, fingerprint
 from wharf.kube.informer import ClusterWatches, Informer
+from wharf.network.model import endpoints, expose_node_ports, tls_secret
+from wharf.network.service import CertificateRules, application_node_ports
 from wharf.resources.service import ResourceService
 from wharf.store.claims import Holder, held_by
 from wharf.store.resources import ResourceStore, StoredResource
@@ -109,11 +112,21 @@ class RevisionPins(Protocol):
 Pinning = Callable[[Session, str, str, ApplicationSpec, int], RevisionPins]
 
 
+@dataclass(frozen=True)
+class Exposure:
+    """How an application is reached: its node ports by cluster ((service, port) -> node
+    port), and the certificates of its routes in the clear (name -> (certificate, key))."""
+
+    ports: dict[str, dict[tuple[str, int], int]] = field(default_factory=dict)
+    certificates: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+
 class DeliveryController:
     def __init__(
         self,
         service: ResourceService,
         rules: ApplicationRules,
+        certificates: CertificateRules,
         clusters: ClusterRules,
         connections: ClusterConnections,
         resync: float = 30.0,
@@ -122,6 +135,7 @@ class DeliveryController:
         self.service = service
         self.pinned = pinned
         self.rules = rules
+        self.certificates = certificates
         self.clusters = clusters
         self.connections = connections
         self.watches = ClusterWatches()
@@ -193,16 +207,18 @@ class DeliveryController:
         set[str],
         int,
         dict[str, Variant],
+        Exposure,
     ]:
         """The application, clusters, rendered objects, target clusters, delivery policy, the
         clusters where its namespace is not its project's (held by another, or conflicted),
-        the revision its spec is, and the clusters a release keeps on another revision."""
+        the revision its spec is, the clusters a release keeps on another revision, and how it
+        is exposed (node ports, TLS certificates)."""
         with self.service.db.reader() as session:
             store = ResourceStore(session)
             app = store.get("Application", key[0], key[1], with_deleting=True)
             clusters = {c.name: c for c in store.query("Cluster")}
             if app is None or app.deleting_since is not None:
-                return app, clusters, [], [], DeliveryPolicy(), set(), 0, {}
+                return app, clusters, [], [], DeliveryPolicy(), set(), 0, {}, Exposure()
             spec = APPLICATION.typed(app)
             project = store.get("Project", key[0], spec.project)
             project_spec = PROJECT.typed(project) if project else ProjectSpec()
@@ -223,6 +239,14 @@ class DeliveryController:
             revision = current_revision(session, key[0], key[1])
             rendered = rendered_for(session, spec)
             variants = self._variants(session, key, spec, revision, targets)
+            exposure = Exposure(
+                application_node_ports(session, key[0], key[1]),
+                {
+                    name: pair
+                    for name in sorted({r.tls for r in spec.routes if r.tls})
+                    if (pair := self.certificates.opened(session, key[0], name)) is not None
+                },
+            )
             return (
                 app,
                 clusters,
@@ -232,6 +256,7 @@ class DeliveryController:
                 refused,
                 revision,
                 variants,
+                exposure,
             )
 
     def _variants(
@@ -266,16 +291,8 @@ class DeliveryController:
             )
 
     async def _reconcile(self, key: Key) -> None:
-        (
-            app,
-            clusters,
-            rendered,
-            targets,
-            policy,
-            refused,
-            revision,
-            variants,
-        ) = await asyncio.to_thread(self._load, key)
+        loaded = await asyncio.to_thread(self._load, key)
+        app, clusters, rendered, targets, policy, refused, revision, variants, exposure = loaded
         if app is None or app.deleting_since is not None:
             # Deleted (the record says so) or gone (objects found without an owner): remove
             # its objects everywhere, and only then drop the record.
@@ -309,6 +326,7 @@ class DeliveryController:
                     *self._revision_for(app, spec, rendered, revision, variants.get(c)),
                     clusters.get(c),
                     c,
+                    exposure,
                 )
                 for c in targets
             )
@@ -367,8 +385,9 @@ class DeliveryController:
         revision: int,
         cluster: StoredResource | None,
         name: str,
+        exposure: Exposure,
     ) -> dict[str, Any]:
-        result = await self._deliver_revision(key, app, spec, rendered, cluster, name)
+        result = await self._deliver_revision(key, app, spec, rendered, cluster, name, exposure)
         return {**result, "revision": revision}
 
     async def _deliver_revision(
@@ -379,6 +398,7 @@ class DeliveryController:
         rendered: list[dict[str, Any]],
         cluster: StoredResource | None,
         name: str,
+        exposure: Exposure,
     ) -> dict[str, Any]:
         if cluster is None:
             return {"state": "Unreachable", "message": f"cluster {name} is not registered"}
@@ -388,7 +408,14 @@ class DeliveryController:
                 "message": f"cluster {name} is {cluster.status.get('phase', 'not observed')}",
             }
         namespace = namespace_name(key[0], spec.project, spec.environment)
-        objects = desired_objects(key[1], spec, rendered, name, app_labels(key[0], spec))
+        labels = app_labels(key[0], spec)
+        objects = expose_node_ports(
+            desired_objects(key[1], spec, rendered, name, labels), exposure.ports.get(name, {})
+        )
+        objects += [
+            tls_secret(key[1], cert, pem, private, {**labels, APP_LABEL: key[1]})
+            for cert, (pem, private) in exposure.certificates.items()
+        ]
         try:
             client = self.connections.client(name, self.clusters.kubeconfig(cluster))
             await self._watch(cluster)
@@ -418,10 +445,14 @@ class DeliveryController:
             for obj in objects:
                 keep.setdefault(obj["kind"], set()).add(obj["metadata"]["name"])
             # A release's canary objects are the release controller's, not delivery's to prune.
-            labels = {MANAGED_BY: "wharf", APP_LABEL: key[1], RELEASE_ROLE: operators.not_exists()}
+            ours: dict[str, Any] = {
+                MANAGED_BY: "wharf",
+                APP_LABEL: key[1],
+                RELEASE_ROLE: operators.not_exists(),
+            }
             for resource in RESOURCES:
                 removed = await prune(
-                    client, resource, namespace, labels, keep.get(resource.__name__, set())
+                    client, resource, namespace, ours, keep.get(resource.__name__, set())
                 )
                 self.writes += len(removed)
             informers = self.watches.informers(f"apps/{name}")
@@ -535,6 +566,7 @@ async def _cluster_status(
         "workloads": workloads,
         "pods": pods,
         "events": sorted(events, key=lambda e: str(e["time"]))[-5:],
+        "endpoints": endpoints(observed),
     }
 
 

@@ -26,6 +26,7 @@ from wharf.core import documents
 from wharf.core.errors import InvalidError
 from wharf.core.quantity import parse_quantity
 from wharf.core.resources import Kind, Spec
+from wharf.network.model import NodePortRequest, Route, ingress_for
 from wharf.tenancy.model import APP_LABEL as APP_LABEL  # placement leaves it to apps
 
 PLACEHOLDER = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -496,6 +497,16 @@ class ApplicationSpec(Spec):
         description="How a new revision is released: rolling (default) or canary, in waves of "
         "clusters, judged by analysis templates (docs/releases.md)",
     )
+    nodePorts: list[NodePortRequest] = Field(
+        default_factory=list,
+        description="Service ports exposed on every node, each with a port from the tenant's "
+        "NodePortRange in each cluster (asked for by number, or assigned)",
+    )
+    routes: list[Route] = Field(
+        default_factory=list,
+        description="HTTP routes (host, path) into its Services, rendered as an Ingress in "
+        "every cluster; hosts under the tenant's domains, each held by one application",
+    )
 
 
 APPLICATION = Kind(
@@ -544,7 +555,7 @@ def desired_objects(
 ) -> list[dict[str, Any]]:
     """The objects for one cluster: rendered, configuration added, overrides applied, labelled."""
     override = spec.overrides.get(cluster, ClusterOverride())
-    objects = copy.deepcopy(rendered)
+    objects = copy.deepcopy(rendered) + ingress_for(app, spec.routes)
     refs: list[dict[str, Any]] = []
     for name, data in sorted(spec.config.configMaps.items()):
         objects.append(

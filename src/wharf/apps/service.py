@@ -33,9 +33,22 @@ from wharf.core.errors import (
     OutdatedSpecError,
     QuotaExceededError,
 )
-from wharf.core.quantity import format_quantity, parse_quantity
+from wharf.core.quantity import add, format_quantity, parse_quantity
 from wharf.core.resources import check_name
 from wharf.identity.model import Action, Principal
+from wharf.network.model import (
+    check_node_port_requests,
+    check_routes,
+    check_volume_classes,
+    volume_requests,
+)
+from wharf.network.service import (
+    PortHolder,
+    assign_node_ports,
+    check_route_certificates,
+    claim_hosts,
+    release_node_ports,
+)
 from wharf.resources.service import (
     Change,
     KindRules,
@@ -51,6 +64,7 @@ from wharf.tenancy.model import (
     MANAGED_BY,
     PROJECT,
     PROJECT_LABEL,
+    TENANT,
     TENANT_LABEL,
     amounts,
     namespace_name,
@@ -296,6 +310,11 @@ class ApplicationRules(KindRules[ApplicationSpec]):
                 field="spec.template.version",
             )
         rendered = render(tv, spec.values)
+        check_node_port_requests(spec.nodePorts, rendered)
+        check_routes(spec.routes, rendered)
+        hosts = [(r.host, f"spec.routes[{i}].host") for i, r in enumerate(spec.routes)]
+        claim_hosts(session, tenant, change.name, hosts)
+        check_route_certificates(session, tenant, spec.routes)
         previous = None
         if change.old_spec is not None:
             try:
@@ -306,6 +325,8 @@ class ApplicationRules(KindRules[ApplicationSpec]):
         labels = app_labels(tenant, spec)
         namespace = namespace_name(tenant, spec.project, spec.environment)
         owned: dict[str, Wanted] = {}
+        stored_tenant = ResourceStore(session).get("Tenant", "", tenant)
+        granted_classes = TENANT.typed(stored_tenant).storageClasses if stored_tenant else []
         for cluster in clusters:
             objects = desired_objects(change.name, spec, rendered, cluster, labels)
             for obj in objects:
@@ -319,10 +340,13 @@ class ApplicationRules(KindRules[ApplicationSpec]):
                         f"spec.delivery.checks.{check} is refuse)",
                         field="spec.values",
                     )
+            check_volume_classes(objects, tenant, granted_classes)
             self._check_quota(change.name, spec, project, cluster, objects, previous, labels)
         # Each object a delivery renders has one owner: a second application rendering the
         # same Deployment or Service is refused here, never left to fight in the clusters.
         hold(session, "object", owned.values(), Holder("Application", tenant, change.name))
+        holder = PortHolder(tenant, spec.project, namespace, change.name)
+        assign_node_ports(session, holder, clusters, spec.nodePorts)
         return self._seal(change)
 
     def _seal(self, change: Change[ApplicationSpec]) -> ApplicationSpec:
@@ -414,12 +438,10 @@ class ApplicationRules(KindRules[ApplicationSpec]):
         )
         hard_by_name = shares.get((spec.environment, cluster), {})
         observed = _share(project, spec.environment, cluster) or {}
-        need = workload_requests(objects)
+        need = _asks(objects)
         held: dict[str, Fraction] = {}
         if previous is not None:
-            held = workload_requests(
-                desired_objects(app, previous[0], previous[1], cluster, labels)
-            )
+            held = _asks(desired_objects(app, previous[0], previous[1], cluster, labels))
         for resource, value in need.items():
             if resource not in hard_by_name:
                 continue
@@ -454,6 +476,7 @@ class ApplicationRules(KindRules[ApplicationSpec]):
                 )
             )
             release(session, Holder("Application", old.tenant, old.name))
+            release_node_ports(session, old.tenant, old.name)
             return
         if old is not None and old.spec == stored.spec:
             return
@@ -468,6 +491,11 @@ class ApplicationRules(KindRules[ApplicationSpec]):
                 created_at=dt.datetime.now(dt.UTC),
             )
         )
+
+
+def _asks(objects: list[dict[str, Any]]) -> dict[str, Fraction]:
+    """What rendered objects ask of a namespace quota: workloads' requests and volumes."""
+    return add(workload_requests(objects), volume_requests(objects))
 
 
 def current_revision(session: Session, tenant: str, app: str) -> int:

@@ -22,8 +22,10 @@ from lightkube.resources.admissionregistration_v1 import (
 )
 from lightkube.resources.core_v1 import Namespace, Node, Pod
 from lightkube.resources.rbac_authorization_v1 import ClusterRole
+from lightkube.resources.storage_v1 import StorageClass
 
 from wharf.clusters.model import (
+    CLUSTER,
     NODE_POOL,
     GrantedPool,
     TenantGrants,
@@ -32,6 +34,7 @@ from wharf.clusters.model import (
     nodes_of,
     pool_labels_of,
     pool_taints,
+    storage_catalog,
     tainted_node,
 )
 from wharf.clusters.service import ClusterRules
@@ -112,7 +115,9 @@ class ClusterController:
             }
             return store.get("Cluster", "", name, with_deleting=True), mine, granted
 
-    async def _watch(self, name: str, kubeconfig: dict[str, Any]) -> tuple[Informer, Informer]:
+    async def _watch(
+        self, name: str, kubeconfig: dict[str, Any]
+    ) -> tuple[Informer, Informer, Informer]:
         client = self.connections.client(name, kubeconfig)
 
         def changed(event: str, _obj: dict[str, Any]) -> None:
@@ -123,10 +128,11 @@ class ClusterController:
             return [
                 Informer(client, Node, on_event=changed, name=f"{name}/nodes"),
                 Informer(client, Pod, on_event=changed, name=f"{name}/pods"),
+                Informer(client, StorageClass, on_event=changed, name=f"{name}/storageclasses"),
             ]
 
-        nodes, pods = await self.watches.ensure(name, fingerprint(kubeconfig), make)
-        return nodes, pods
+        nodes, pods, classes = await self.watches.ensure(name, fingerprint(kubeconfig), make)
+        return nodes, pods, classes
 
     async def reconcile(self, name: str) -> None:
         try:
@@ -154,7 +160,7 @@ class ClusterController:
             return
         kubeconfig = self.rules.kubeconfig(stored)
         try:
-            nodes, pods = await self._watch(name, kubeconfig)
+            nodes, pods, classes = await self._watch(name, kubeconfig)
         except KubeconfigRefused as exc:
             await self._refused(stored, str(exc))
             return
@@ -177,6 +183,9 @@ class ClusterController:
                 status["nodes"] = nodes_of(nodes.items.values())
                 nodes_now = list(nodes.items.values())
                 await self._node_pools(name, client, pools, nodes_now, granted)
+            if classes.synced.is_set():
+                descriptions = CLUSTER.typed(stored).storageClasses
+                status["storageClasses"] = storage_catalog(classes.items.values(), descriptions)
             conditions = set_condition(
                 conditions,
                 "Ready",

@@ -34,6 +34,37 @@ class ClusterSpec(Spec):
         "manage namespaces, quotas and RBAC; sealed at rest and shown masked"
     )
     description: str = Field(default="", description="What the cluster is for, for people")
+    storageClasses: dict[str, str] = Field(
+        default_factory=dict,
+        description="The platform's description of the cluster's storage classes, by name "
+        "(e.g. fast: 'ceph-rbd, replicated, for databases'); the catalog itself is read from "
+        "the cluster (status.storageClasses)",
+    )
+
+
+DEFAULT_CLASS_ANNOTATION = "storageclass.kubernetes.io/is-default-class"
+
+
+def storage_catalog(
+    classes: Iterable[dict[str, Any]], descriptions: dict[str, str]
+) -> list[dict[str, Any]]:
+    """The cluster's storage classes as tenants choose among them: provisioner, whether
+    volumes may grow, whether it is the default, and the platform's description."""
+    out = []
+    for sc in classes:
+        name = sc["metadata"]["name"]
+        annotations = sc["metadata"].get("annotations") or {}
+        out.append(
+            {
+                "name": name,
+                "provisioner": sc.get("provisioner", ""),
+                "allowVolumeExpansion": bool(sc.get("allowVolumeExpansion", False)),
+                "reclaimPolicy": sc.get("reclaimPolicy", "Delete"),
+                "default": annotations.get(DEFAULT_CLASS_ANNOTATION) == "true",
+                "description": descriptions.get(name, ""),
+            }
+        )
+    return sorted(out, key=lambda c: str(c["name"]))
 
 
 class Taint(Spec):

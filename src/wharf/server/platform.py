@@ -23,6 +23,13 @@ from wharf.identity import service as identity
 from wharf.identity.throttle import LoginThrottle
 from wharf.kube.connections import ClusterConnections
 from wharf.kube.kubeconfig import AddressPolicy
+from wharf.network.service import (
+    CertificateRules,
+    DomainGrantRules,
+    NodePortRangeRules,
+    TrafficPolicyRules,
+    namespace_additions,
+)
 from wharf.registry.controller import ReplicationController
 from wharf.registry.service import (
     ImmutableTagsRules,
@@ -38,8 +45,9 @@ from wharf.releases.service import AnalysisTemplateRules, pinned
 from wharf.resources.service import KindRules, ResourceService
 from wharf.store import Database
 from wharf.store.audit import AuditEvent, record
-from wharf.store.resources import ResourceStore, StoredResource
+from wharf.store.resources import ResourceStore
 from wharf.tenancy.controller import PlacementController
+from wharf.tenancy.model import NamespaceAdditions, namespace_name, owner_labels
 from wharf.tenancy.service import ProjectRules, TenantRules
 
 log = get_logger("wharf.platform")
@@ -57,6 +65,7 @@ class Platform:
         policy = AddressPolicy(allow_loopback=settings.allow_loopback_clusters)
         self.cluster_rules = ClusterRules(box, policy)
         self.application_rules = ApplicationRules(box)
+        self.certificate_rules = CertificateRules(box)
         self.rules: list[KindRules[Any]] = [
             self.cluster_rules,
             NodePoolRules(),
@@ -70,6 +79,10 @@ class Platform:
             ImmutableTagsRules(),
             ReplicationRules(),
             AnalysisTemplateRules(settings.prometheus_url),
+            NodePortRangeRules(),
+            DomainGrantRules(),
+            self.certificate_rules,
+            TrafficPolicyRules(),
         ]
         self.resources = ResourceService(db, {r.kind.name: r for r in self.rules})
         self.connections = ClusterConnections(policy)
@@ -85,11 +98,12 @@ class Platform:
             self.cluster_rules,
             self.connections,
             resync=settings.resync_seconds,
-            namespace_extras=self._pull_secrets,
+            additions=[namespace_additions, self._pull_secrets],
         )
         self.delivery = DeliveryController(
             self.resources,
             self.application_rules,
+            self.certificate_rules,
             self.cluster_rules,
             self.connections,
             resync=settings.resync_seconds,
@@ -134,7 +148,7 @@ class Platform:
         """Re-seal every sealed value under the current key (a transaction per object, the row
         locked); how many objects of each kind were re-sealed. Run again, it re-seals nothing."""
         counts: dict[str, int] = {}
-        for rules in (self.cluster_rules, self.application_rules):
+        for rules in (self.cluster_rules, self.application_rules, self.certificate_rules):
             kind = rules.kind.name
             with self.db.reader() as session:
                 keys = [(r.tenant, r.name) for r in ResourceStore(session).query(kind)]
@@ -154,11 +168,19 @@ class Platform:
         return counts
 
     def _pull_secrets(
-        self, session: Session, project: StoredResource, namespace: str, labels: dict[str, str]
-    ) -> list[dict[str, Any]]:
+        self, session: Session, tenant: str, project: str, env: str, _cluster: str
+    ) -> NamespaceAdditions:
         """What the registry capability adds to every project namespace: its pull secret."""
-        registries = ResourceStore(session).query("Registry")
-        return pull_secret_objects(self.box, registries, project, namespace, labels)
+        store = ResourceStore(session)
+        held = store.get("Project", tenant, project)
+        if held is None:
+            return NamespaceAdditions()
+        namespace = namespace_name(tenant, project, env)
+        labels = owner_labels(tenant, project, env)
+        registries = store.query("Registry")
+        return NamespaceAdditions(
+            objects=pull_secret_objects(self.box, registries, held, namespace, labels)
+        )
 
     def _on_change(self, kind: str, tenant: str, name: str) -> None:
         """Runs in the API's worker thread: hand the key to the controllers' event loop."""
@@ -172,8 +194,14 @@ class Platform:
         elif kind == "Application":
             loop.call_soon_threadsafe(self.delivery.controller.queue.add, (tenant, name))
             loop.call_soon_threadsafe(self.releases.controller.queue.add, (tenant, name))
+            # Its node ports are listed on its namespaces, which the placement keeps.
+            project = self._project_of_application(tenant, name)
+            if project:
+                loop.call_soon_threadsafe(self.placement.controller.queue.add, (tenant, project))
         elif kind == "ReplicationRule":
             loop.call_soon_threadsafe(self.replication.controller.queue.add, (tenant, name))
+        elif kind == "TrafficPolicy":  # named after its project, whose namespaces hold it
+            loop.call_soon_threadsafe(self.placement.controller.queue.add, (tenant, name))
         if kind in ("Tenant", "Cluster", "NodePool", "Registry"):
             # Membership, quota or reachability may change any project's namespaces.
             loop.call_soon_threadsafe(self.placement.controller.queue_all)
@@ -186,6 +214,11 @@ class Platform:
         loop = self._loop
         if loop is not None:
             loop.call_soon_threadsafe(self.placement.controller.queue_all)
+
+    def _project_of_application(self, tenant: str, name: str) -> str:
+        with self.db.reader() as session:
+            app = ResourceStore(session).get("Application", tenant, name, with_deleting=True)
+            return str(app.spec.get("project", "")) if app is not None else ""
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()

@@ -39,7 +39,9 @@ def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=5000")
+    # Writers take turns on one lock: a burst of them (50 applications asking for node ports
+    # at once) queues behind each other, and 5 s left the last ones failing under load.
+    cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
 
 

@@ -175,3 +175,21 @@ claims = Table(
     Column("holder_name", String(128), nullable=False),
     Index("ix_claims_holder", "holder_kind", "holder_tenant", "holder_name"),
 )
+
+# The NodePort register: one row per port given out in a cluster. The primary key (cluster,
+# port) is what makes two Services in one cluster never get the same port, also when requests
+# race; each row says which application's Service port holds it.
+node_ports = Table(
+    "node_ports",
+    metadata,
+    Column("cluster", String(64), primary_key=True),
+    Column("port", Integer, primary_key=True, autoincrement=False),
+    Column("tenant", String(64), nullable=False),
+    Column("project", String(64), nullable=False),
+    Column("namespace", String(128), nullable=False),
+    Column("application", String(128), nullable=False),
+    Column("service", String(128), nullable=False),
+    Column("service_port", Integer, nullable=False),
+    Index("ix_node_ports_holder", "tenant", "application"),
+    Index("ix_node_ports_namespace", "cluster", "namespace"),
+)

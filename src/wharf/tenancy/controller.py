@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import partial
@@ -67,9 +67,13 @@ from wharf.tenancy.model import (
     TENANT,
     TENANT_LABEL,
     TOLERATIONS_WHITELIST_ANNOTATION,
+    NamespaceAdditions,
     amounts,
+    isolation_policy,
+    joined,
     namespace_hard,
     namespace_name,
+    owner_labels,
     pod_security_labels,
     split_project_quota,
     total,
@@ -86,8 +90,9 @@ REMOVED_WITH_OWNER = (Namespace, ServiceAccount)
 # Objects other capabilities add to every project namespace (the registry's pull secret)
 # carry this label, so that one no longer wanted is pruned.
 EXTRA_LABEL = "wharf.io/extra"
-# What another capability adds to a namespace: (session, project, namespace, labels) → objects.
-NamespaceExtras = Callable[[Session, StoredResource, str, dict[str, str]], list[dict[str, Any]]]
+# (session, tenant, project, environment, cluster) -> what another capability adds to that
+# namespace, read in the reconcile's transaction (node ports, traffic rules, pull secrets).
+AdditionsFor = Callable[[Session, str, str, str, str], NamespaceAdditions]
 
 
 @dataclass(frozen=True)
@@ -102,10 +107,6 @@ class Desired:
     @property
     def accounts(self) -> set[str]:
         return {o["metadata"]["name"] for o in self.objects if o["kind"] == "ServiceAccount"}
-
-
-def _labels(tenant: str, project: str, env: str) -> dict[str, str]:
-    return {MANAGED_BY: "wharf", TENANT_LABEL: tenant, PROJECT_LABEL: project, ENV_LABEL: env}
 
 
 def _scheduling(tenant: str, pools: list[NodePoolSpec]) -> dict[str, str]:
@@ -134,9 +135,10 @@ def desired_namespace(
     pools: list[NodePoolSpec] = (),  # type: ignore[assignment]
     disabled: frozenset[str] = frozenset(),
     generations: Mapping[str, int] = MappingProxyType({}),
+    additions: NamespaceAdditions | None = None,
 ) -> Desired:
     ns = namespace_name(tenant.name, project.name, env)
-    labels = _labels(tenant.name, project.name, env)
+    labels = owner_labels(tenant.name, project.name, env)
     meta = {"namespace": ns, "labels": labels}
     spec, tenant_spec = PROJECT.typed(project), TENANT.typed(tenant)
     defaults = spec.containerDefaults
@@ -149,6 +151,9 @@ def desired_namespace(
     # Always set: a tenant granted no storage class may claim no volume.
     annotations[STORAGE_CLASSES_ANNOTATION] = ",".join(tenant_spec.storageClasses)
     hard = namespace_hard(quota, amounts(tenant_spec.quota, "spec.quota"))
+    if additions is not None:
+        annotations.update(additions.annotations)
+        hard.update(additions.hard)
     objects: list[dict[str, Any]] = [
         {
             "apiVersion": "v1",
@@ -179,19 +184,11 @@ def desired_namespace(
                 ]
             },
         },
-        {
-            "apiVersion": "networking.k8s.io/v1",
-            "kind": "NetworkPolicy",
-            "metadata": {"name": "wharf-tenant-isolation", **meta},
-            "spec": {
-                "podSelector": {},
-                "policyTypes": ["Ingress"],
-                "ingress": [
-                    {"from": [{"namespaceSelector": {"matchLabels": {TENANT_LABEL: tenant.name}}}]}
-                ],
-            },
-        },
     ]
+    if additions is None or additions.isolation:
+        objects.append(isolation_policy(tenant.name, meta))
+    if additions is not None:
+        objects += additions.objects
     for user, role in sorted(roles.items()):
         # The identity lives in wharf-system, out of reach of every tenant role: nobody in the
         # namespace can mint its token, impersonate it or run a pod as it.
@@ -234,10 +231,10 @@ class PlacementController:
         clusters: ClusterRules,
         connections: ClusterConnections,
         resync: float = 30.0,
-        namespace_extras: NamespaceExtras | None = None,
+        additions: Sequence[AdditionsFor] = (),
     ) -> None:
         self.service = service
-        self.namespace_extras = namespace_extras
+        self.additions = additions
         self.clusters = clusters
         self.connections = connections
         self.watches = ClusterWatches()
@@ -313,10 +310,12 @@ class PlacementController:
         set[str],
         frozenset[str],
         dict[str, int],
+        dict[tuple[str, str], NamespaceAdditions],
     ]:
         """Project, tenant, clusters, the tenant's node pools by cluster, the namespace names
-        the project holds (it places no other), the users who are disabled, and the
-        generations of those disabled before."""
+        the project holds (it places no other), the users who are disabled, the generations of
+        those disabled before, and what other capabilities add to each (environment, cluster)
+        namespace."""
         with self.service.db.reader() as session:
             store = ResourceStore(session)
             held = held_by(session, "namespace", Holder("Project", key[0], key[1]))
@@ -331,7 +330,14 @@ class PlacementController:
                     pools.setdefault(spec.cluster, []).append(spec)
             disabled = identity.disabled_users(session)
             generations = identity.generations(session)
-            return project, tenant, clusters, pools, held, disabled, generations
+            additions: dict[tuple[str, str], NamespaceAdditions] = {}
+            if project is not None:
+                for env in PROJECT.typed(project).environments:
+                    for cluster in env.clusters:
+                        additions[(env.name, cluster)] = joined(
+                            a(session, key[0], key[1], env.name, cluster) for a in self.additions
+                        )
+            return project, tenant, clusters, pools, held, disabled, generations, additions
 
     async def reconcile(self, key: Key) -> None:
         if not key[1]:
@@ -349,7 +355,7 @@ class PlacementController:
 
     async def _reconcile_project(self, key: Key) -> None:
         loaded = await asyncio.to_thread(self._load, key)
-        project, tenant, clusters, pools, held, disabled, generations = loaded
+        project, tenant, clusters, pools, held, disabled, generations, additions = loaded
         if project is None or project.deleting_since is not None:
             # Deleted (the record says so) or gone (namespaces found without an owner): remove
             # its namespaces everywhere, and only then drop the record.
@@ -368,11 +374,16 @@ class PlacementController:
             for (env, cluster), quota in shares.items():
                 wanted.setdefault(cluster, []).append(
                     desired_namespace(
-                        tenant, project, env, quota, pools.get(cluster, []), disabled, generations
+                        tenant,
+                        project,
+                        env,
+                        quota,
+                        pools.get(cluster, []),
+                        disabled,
+                        generations,
+                        additions.get((env, cluster)),
                     )
                 )
-        if project is not None and self.namespace_extras is not None:
-            await asyncio.to_thread(self._add_extras, project, wanted)
         # Every cluster that may hold this project's namespaces: wanted now, or known before.
         placed_before = {
             p["cluster"] for p in (project.status if project else {}).get("placements", [])
@@ -399,14 +410,6 @@ class PlacementController:
             # The tenant's totals follow its projects: recount when one of them moved, once
             # for many (the queue folds repeated keys into one).
             self.controller.queue.add((key[0], ""))
-
-    def _add_extras(self, project: StoredResource, wanted: dict[str, list[Desired]]) -> None:
-        assert self.namespace_extras is not None
-        with self.service.db.reader() as session:
-            for desired in wanted.values():
-                for d in desired:
-                    labels = _labels(project.tenant, project.name, d.env)
-                    d.objects.extend(self.namespace_extras(session, project, d.namespace, labels))
 
     async def _baseline(self, cluster: str, client: AsyncClient) -> None:
         """Wharf's roles, admission policy and system namespace, checked once a minute (and
@@ -490,6 +493,9 @@ class PlacementController:
         extras = {o["metadata"]["name"] for o in d.objects if o["kind"] == "Secret"}
         extra: dict[str, Any] = {**mine, EXTRA_LABEL: operators.exists()}
         removed += await prune(client, Secret, d.namespace, extra, extras)
+        # Policies of traffic rules that are gone (or the isolation a default-deny replaced).
+        policies = {o["metadata"]["name"] for o in d.objects if o["kind"] == "NetworkPolicy"}
+        removed += await prune(client, NetworkPolicy, d.namespace, mine, policies)
         self.writes += len(removed)
         quota: dict[str, Any] = {}
         for obj in d.objects:

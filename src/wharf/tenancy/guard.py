@@ -8,7 +8,8 @@
   NetworkPolicies, ServiceAccount tokens, impersonation, changing quotas and limits.
 - A ValidatingAdmissionPolicy for tenant namespaces (those labelled with a tenant): no Service
   externalIPs, no host ports, no pods that name their node, no long-lived ServiceAccount token
-  Secrets, no PVC naming a PersistentVolume, only the tenant's storage classes.
+  Secrets, no PVC naming a PersistentVolume, only the tenant's storage classes, and node
+  ports only those Wharf's register gave the namespace (listed on it, set explicitly).
   Pod Security Admission labels on each namespace do the rest of the Pod Security Standards.
 """
 
@@ -20,6 +21,9 @@ from wharf.tenancy.model import MANAGED_BY, TENANT_LABEL
 
 SYSTEM_NAMESPACE = "wharf-system"
 STORAGE_CLASSES_ANNOTATION = "wharf.io/storage-classes"
+# The node ports the register gave the namespace's applications (comma-separated); the only
+# ones a Service there may use.
+NODE_PORTS_ANNOTATION = "wharf.io/node-ports"
 POLICY_NAME = "wharf-tenant-guard"
 OWNED = {MANAGED_BY: "wharf"}
 
@@ -154,6 +158,11 @@ def _containers(field: str) -> str:
 
 
 _ANNOTATIONS = "namespaceObject.metadata.annotations"
+_NODE_PORTS = (
+    f"has({_ANNOTATIONS}) && '{NODE_PORTS_ANNOTATION}' in {_ANNOTATIONS} && "
+    "object.spec.ports.all(p, has(p.nodePort) && "
+    f"string(p.nodePort) in {_ANNOTATIONS}['{NODE_PORTS_ANNOTATION}'].split(','))"
+)
 _GRANTED = (
     f"has({_ANNOTATIONS}) && '{STORAGE_CLASSES_ANNOTATION}' in {_ANNOTATIONS} && "
     f"object.spec.storageClassName in {_ANNOTATIONS}['{STORAGE_CLASSES_ANNOTATION}'].split(',')"
@@ -168,6 +177,15 @@ _VALIDATIONS: list[dict[str, str]] = [
         "expression": "request.kind.kind != 'Service' || !has(object.spec.externalIPs) || "
         "size(object.spec.externalIPs) == 0",
         "message": "spec.externalIPs: Services of tenant namespaces may not claim external IPs",
+        "reason": "Forbidden",
+    },
+    {
+        # Left to itself the cluster would pick any free port, outside the register; so every
+        # node port must be set, and be one the register gave this namespace.
+        "expression": "request.kind.kind != 'Service' || !has(object.spec.type) || "
+        f"!(object.spec.type in ['NodePort', 'LoadBalancer']) || ({_NODE_PORTS})",
+        "message": "spec.ports[].nodePort: Services of tenant namespaces use only node ports "
+        "Wharf's register gave them (an application's spec.nodePorts), set explicitly",
         "reason": "Forbidden",
     },
     {

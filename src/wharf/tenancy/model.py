@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from dataclasses import field as attribute
 from fractions import Fraction
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -330,6 +332,51 @@ def pod_security_labels(level: PodSecurityLevel) -> dict[str, str]:
         f"{POD_SECURITY_LABEL}/audit-version": "latest",
         f"{POD_SECURITY_LABEL}/warn": "restricted",
         f"{POD_SECURITY_LABEL}/warn-version": "latest",
+    }
+
+
+@dataclass(frozen=True)
+class NamespaceAdditions:
+    """What another capability adds to one namespace of one cluster: annotations (read by the
+    tenant guard) and ResourceQuota entries that replace the project's share of them."""
+
+    annotations: dict[str, str] = attribute(default_factory=dict)
+    hard: dict[str, Fraction] = attribute(default_factory=dict)
+    # Objects placed in the namespace with it (NetworkPolicies of traffic rules, say), and
+    # whether the tenant-isolation policy stays (a default-deny takes its place).
+    objects: list[dict[str, Any]] = attribute(default_factory=list)
+    isolation: bool = True
+
+
+def joined(parts: Iterable[NamespaceAdditions]) -> NamespaceAdditions:
+    """What every capability adds to one namespace, together (the isolation policy stays
+    unless one of them replaces it)."""
+    together = NamespaceAdditions()
+    isolation = True
+    for part in parts:
+        together.annotations.update(part.annotations)
+        together.hard.update(part.hard)
+        together.objects.extend(part.objects)
+        isolation = isolation and part.isolation
+    return NamespaceAdditions(together.annotations, together.hard, together.objects, isolation)
+
+
+def owner_labels(tenant: str, project: str, env: str) -> dict[str, str]:
+    """The labels that say a namespace (and what Wharf puts in it) is this project's."""
+    return {MANAGED_BY: "wharf", TENANT_LABEL: tenant, PROJECT_LABEL: project, ENV_LABEL: env}
+
+
+def isolation_policy(tenant: str, meta: Mapping[str, Any]) -> dict[str, Any]:
+    """Ingress only from the tenant's own namespaces (meta: the namespace and labels)."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "wharf-tenant-isolation", **meta},
+        "spec": {
+            "podSelector": {},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {TENANT_LABEL: tenant}}}]}],
+        },
     }
 
 

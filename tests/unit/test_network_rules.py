@@ -1,0 +1,162 @@
+"""The network capability's pure rules: node port requests and Services, host names and
+domain patterns."""
+
+from __future__ import annotations
+
+import pytest
+
+from wharf.core.errors import InvalidError
+from wharf.core.quantity import parse_quantity
+from wharf.network.model import (
+    DomainGrantSpec,
+    NodePortRangeSpec,
+    NodePortRequest,
+    check_host,
+    check_node_port_requests,
+    check_volume_classes,
+    endpoints,
+    expose_node_ports,
+    host_matches,
+    volume_requests,
+)
+from wharf.network.traffic import TrafficEndpoint
+
+SERVICE = {
+    "apiVersion": "v1",
+    "kind": "Service",
+    "metadata": {"name": "web"},
+    "spec": {"ports": [{"name": "http", "port": 80}, {"name": "admin", "port": 9000}]},
+}
+
+
+def test_an_assigned_port_makes_the_service_a_node_port_of_that_number():
+    out = expose_node_ports([SERVICE], {("web", 80): 30123})
+    assert out[0]["spec"]["type"] == "NodePort"
+    assert out[0]["spec"]["ports"] == [
+        {"name": "http", "port": 80, "nodePort": 30123},
+        {"name": "admin", "port": 9000},
+    ]
+    assert "type" not in SERVICE["spec"]  # the rendered objects are left as they were
+    assert expose_node_ports([SERVICE], {}) == [SERVICE]
+
+
+@pytest.mark.parametrize(
+    ("request_", "field"),
+    [
+        (NodePortRequest(service="api", port=80), "spec.nodePorts[0].service"),
+        (NodePortRequest(service="web", port=81), "spec.nodePorts[0].port"),
+    ],
+)
+def test_a_request_names_a_service_port_the_template_renders(request_, field):
+    with pytest.raises(InvalidError) as caught:
+        check_node_port_requests([request_], [SERVICE])
+    assert caught.value.field == field
+    check_node_port_requests([NodePortRequest(service="web", port=9000)], [SERVICE])
+
+
+def test_a_range_is_inside_the_clusters_node_port_range_and_ordered():
+    with pytest.raises(InvalidError, match=r"below spec\.first") as caught:
+        NodePortRangeSpec(cluster="c", tenant="t", first=30100, last=30099).check_ordered()
+    assert caught.value.field == "spec.last"
+    with pytest.raises(ValueError, match="greater than or equal"):
+        NodePortRangeSpec(cluster="c", tenant="t", first=80, last=90)
+    assert NodePortRangeSpec(cluster="c", tenant="t", first=30100, last=30199).holds(30150)
+
+
+@pytest.mark.parametrize(
+    ("host", "pattern", "matches"),
+    [
+        ("shop.retail.example.com", "*.retail.example.com", True),
+        ("a.shop.retail.example.com", "*.retail.example.com", False),  # one label only
+        ("retail.example.com", "*.retail.example.com", False),
+        ("retail.example.com", "retail.example.com", True),
+        ("shop.retail.example.com", "retail.example.com", False),
+    ],
+)
+def test_wildcards_cover_one_label_and_exact_names_only_themselves(host, pattern, matches):
+    assert host_matches(host, pattern) is matches
+
+
+@pytest.mark.parametrize("host", ["Shop.example.com", "shop", "-a.example.com", "a..b", "a_b.c"])
+def test_invalid_host_names_are_refused_naming_the_field(host):
+    with pytest.raises(InvalidError) as caught:
+        check_host(host, "spec.routes[0].host")
+    assert caught.value.field == "spec.routes[0].host"
+
+
+def test_domain_patterns_are_hosts_or_one_label_wildcards():
+    DomainGrantSpec(tenant="t", domains=["*.retail.example.com", "shop.example.com"])
+    for bad in ("*.*.example.com", "example", "shop.*.example.com"):
+        with pytest.raises(ValueError, match="should match pattern"):
+            DomainGrantSpec(tenant="t", domains=[bad])
+
+
+STATEFUL = {
+    "kind": "StatefulSet",
+    "metadata": {"name": "db"},
+    "spec": {
+        "replicas": 3,
+        "volumeClaimTemplates": [
+            {
+                "metadata": {"name": "data"},
+                "spec": {"storageClassName": "fast", "resources": {"requests": {"storage": "2Gi"}}},
+            }
+        ],
+    },
+}
+
+
+def test_volumes_ask_capacity_per_class_for_every_replica():
+    asks = volume_requests([STATEFUL])
+    assert asks == {
+        "requests.storage": parse_quantity("6Gi"),
+        "fast.storageclass.storage.k8s.io/requests.storage": parse_quantity("6Gi"),
+        "persistentvolumeclaims": 3,
+    }
+
+
+def test_a_volume_of_a_class_not_granted_is_refused_naming_it():
+    check_volume_classes([STATEFUL], "acme", ["fast"])
+    with pytest.raises(InvalidError, match="'fast', which is not granted to tenant acme") as caught:
+        check_volume_classes([STATEFUL], "acme", ["slow"])
+    assert caught.value.field == "spec.values"
+
+
+@pytest.mark.parametrize("text", ["10.0.0.0/33", "not-a-cidr"])
+def test_a_cidr_that_does_not_parse_is_refused(text):
+    with pytest.raises(InvalidError, match="not a CIDR") as caught:
+        TrafficEndpoint(cidr=text).check("spec.allow[0].to")
+    assert caught.value.field == "spec.allow[0].to.cidr"
+
+
+def test_endpoints_name_cluster_ips_node_ports_and_hosts():
+    service = {
+        **SERVICE,
+        "spec": {
+            "type": "NodePort",
+            "clusterIP": "10.96.0.7",
+            "ports": [{"name": "http", "port": 80, "nodePort": 30123}],
+        },
+    }
+    ingress = {
+        "kind": "Ingress",
+        "metadata": {"name": "web-routes"},
+        "spec": {
+            "rules": [{"host": "a.example.com"}, {"host": "b.example.com"}],
+            "tls": [{"hosts": ["a.example.com"]}],
+        },
+    }
+    assert endpoints([service, ingress]) == [
+        {
+            "kind": "Service",
+            "name": "web",
+            "type": "NodePort",
+            "clusterIP": "10.96.0.7",
+            "ports": [{"port": 80, "nodePort": 30123}],
+        },
+        {
+            "kind": "Ingress",
+            "name": "web-routes",
+            "hosts": ["https://a.example.com", "http://b.example.com"],
+        },
+    ]
