@@ -65,3 +65,53 @@ def test_an_outdated_project_row_is_reported_and_repaired_by_a_valid_apply(wharf
     obj = wharf.wait_placed(tenant, "shop")
     assert "retired" not in obj["spec"]
     wharf.admin.ok("PUT", f"/api/v1/tenants/{tenant}/projects/blog", json=sibling)
+
+
+def test_an_outdated_node_pool_stops_only_its_own_tenants_placement(wharf: Wharf):
+    owner = wharf.tenant({"cpu": "4", "memory": "8Gi", "pods": "20"})
+    other = wharf.tenant({"cpu": "4", "memory": "8Gi", "pods": "20"})
+    pool = f"pool-{owner}"
+    body = {
+        "kind": "NodePool",
+        "metadata": {"name": pool},
+        "spec": {"cluster": "lab1", "nodeSelector": {"wharf.test/pool": pool}, "tenants": [owner]},
+    }
+    wharf.admin.ok("PUT", f"/api/v1/nodepools/{pool}", json=body)
+    with wharf.platform.db.session() as session:
+        store = ResourceStore(session)
+        old = store.get("NodePool", "", pool)
+        assert old is not None
+        spec = {**old.spec, "retired": True}
+        store.update(old, labels=old.labels, annotations=old.annotations, spec=spec)
+    try:
+        # Another tenant's projects are placed as ever, and hear nothing of the pool.
+        wharf.project(other, "shop", {"cpu": "1", "memory": "1Gi", "pods": "5"})
+        placed = wharf.wait_placed(other, "shop")
+        assert pool not in str(placed["status"])
+        # The pool's own tenant is told (its pods' scheduling depends on the pool).
+        wharf.project(owner, "shop", {"cpu": "1", "memory": "1Gi", "pods": "5"})
+
+        def reported() -> dict[str, Any] | None:
+            obj = wharf.admin.ok("GET", f"/api/v1/tenants/{owner}/projects/shop")
+            conditions = obj["status"].get("conditions", [])
+            ready = next((c for c in conditions if c["type"] == "Ready"), None)
+            return obj if ready and ready["reason"] == "OutdatedSpec" else None
+
+        obj = wait_for(reported, what="the pool's tenant told of the outdated pool")
+        ready = next(c for c in obj["status"]["conditions"] if c["type"] == "Ready")
+        assert f"NodePool '{pool}'" in ready["message"]
+        # The pool says so itself; its cluster stays Ready for everyone else.
+        told = wait_for(
+            lambda: any(
+                c["reason"] == "OutdatedSpec"
+                for c in wharf.admin.ok("GET", f"/api/v1/nodepools/{pool}")["status"].get(
+                    "conditions", []
+                )
+            ),
+            what="the pool reported as outdated",
+        )
+        assert told
+        assert wharf.admin.ok("GET", "/api/v1/clusters/lab1")["status"]["phase"] == "Ready"
+    finally:
+        wharf.admin.ok("PUT", f"/api/v1/nodepools/{pool}", json=body)
+        wharf.admin.ok("DELETE", f"/api/v1/nodepools/{pool}?confirm={pool}")

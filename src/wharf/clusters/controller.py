@@ -28,6 +28,7 @@ from wharf.clusters.model import (
     CLUSTER,
     NODE_POOL,
     GrantedPool,
+    NodePoolSpec,
     TenantGrants,
     capacity_of,
     node_matches,
@@ -91,14 +92,28 @@ class ClusterController:
 
     def _load(
         self, name: str
-    ) -> tuple[StoredResource | None, list[StoredResource], dict[str, GrantedPool]]:
+    ) -> tuple[
+        StoredResource | None,
+        list[StoredResource],
+        dict[str, GrantedPool],
+        list[tuple[StoredResource, OutdatedSpecError]],
+    ]:
         """The cluster (also when being deleted), its node pools (also those being deleted),
-        and each pool with the tenants granted it."""
+        each pool with the tenants granted it, and its pools whose stored spec today's rules
+        refuse (other clusters' pools are not read: a fault in one is not this cluster's)."""
         with self.service.db.reader() as session:
             store = ResourceStore(session)
             pools = store.query("NodePool") + store.query("NodePool", deleting=True)
-            specs = {p.name: NODE_POOL.typed(p) for p in pools}
-            mine = [p for p in pools if specs[p.name].cluster == name]
+            specs: dict[str, NodePoolSpec] = {}
+            outdated: list[tuple[StoredResource, OutdatedSpecError]] = []
+            for pool in pools:
+                if pool.spec.get("cluster") != name:
+                    continue
+                try:
+                    specs[pool.name] = NODE_POOL.typed(pool)
+                except OutdatedSpecError as exc:
+                    outdated.append((pool, exc))
+            mine = [p for p in pools if p.name in specs]
             tenants = [(t.name, spec_of(t, TenantGrants)) for t in store.query("Tenant")]
             granted = {
                 p.name: GrantedPool(
@@ -113,7 +128,8 @@ class ClusterController:
                 )
                 for p in mine
             }
-            return store.get("Cluster", "", name, with_deleting=True), mine, granted
+            cluster = store.get("Cluster", "", name, with_deleting=True)
+            return cluster, mine, granted, outdated
 
     async def _watch(
         self, name: str, kubeconfig: dict[str, Any]
@@ -150,7 +166,7 @@ class ClusterController:
             return ResourceStore(session).get("Cluster", "", name)
 
     async def _reconcile(self, name: str) -> None:
-        stored, pools, granted = await asyncio.to_thread(self._load, name)
+        stored, pools, granted, outdated = await asyncio.to_thread(self._load, name)
         if stored is not None and stored.deleting_since is not None:
             await self._leave(stored, pools)
             stored = None
@@ -182,7 +198,12 @@ class ClusterController:
                 status["capacity"] = capacity_of(nodes.items.values(), pods.items.values())
                 status["nodes"] = nodes_of(nodes.items.values())
                 nodes_now = list(nodes.items.values())
-                await self._node_pools(name, client, pools, nodes_now, granted)
+                if outdated:
+                    # The nodes keep the taints they have (removing a pool's would open its
+                    # nodes to every tenant) until a valid apply repairs the pool.
+                    await self._report_outdated(name, outdated)
+                else:
+                    await self._node_pools(name, client, pools, nodes_now, granted)
             if classes.synced.is_set():
                 descriptions = CLUSTER.typed(stored).storageClasses
                 status["storageClasses"] = storage_catalog(classes.items.values(), descriptions)
@@ -225,6 +246,25 @@ class ClusterController:
             await asyncio.to_thread(
                 self.service.write_status, "Cluster", "", stored.name, partial(_same, status)
             )
+
+    async def _report_outdated(
+        self, cluster: str, outdated: list[tuple[StoredResource, OutdatedSpecError]]
+    ) -> None:
+        for pool, exc in outdated:
+            log.warning("outdated node pool", cluster=cluster, pool=pool.name, error=exc.message)
+            status = dict(pool.status)
+            status["conditions"] = set_condition(
+                status.get("conditions", []),
+                "Ready",
+                "False",
+                "OutdatedSpec",
+                exc.message,
+                pool.generation,
+            )
+            if status != pool.status:
+                await asyncio.to_thread(
+                    self.service.write_status, "NodePool", "", pool.name, partial(_same, status)
+                )
 
     async def _node_pools(
         self,

@@ -126,7 +126,7 @@ class ClusterRules(KindRules[ClusterSpec]):
             # A cluster leaves with its node pools: their taints go with what Wharf put there.
             store = ResourceStore(session)
             for pool in store.query("NodePool"):
-                if NODE_POOL.typed(pool).cluster == old.name:
+                if pool.spec.get("cluster") == old.name:  # as stored: also an outdated pool
                     store.mark_deleting(pool)
 
 

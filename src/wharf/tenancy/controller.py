@@ -325,9 +325,15 @@ class PlacementController:
             tenant_pools = TENANT.typed(tenant).nodePools if tenant is not None else []
             pools: dict[str, list[NodePoolSpec]] = {}
             for pool in store.query("NodePool"):
+                named = pool.spec.get("tenants")
+                if pool.name not in tenant_pools and not (
+                    isinstance(named, list) and key[0] in named
+                ):
+                    # Another tenant's pool is not read: a fault in its row (a spec today's
+                    # rules refuse) stops that tenant's placement, not everyone's.
+                    continue
                 spec = NODE_POOL.typed(pool)
-                if key[0] in spec.tenants or pool.name in tenant_pools:
-                    pools.setdefault(spec.cluster, []).append(spec)
+                pools.setdefault(spec.cluster, []).append(spec)
             disabled = identity.disabled_users(session)
             generations = identity.generations(session)
             additions: dict[tuple[str, str], NamespaceAdditions] = {}
