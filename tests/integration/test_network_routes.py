@@ -9,7 +9,10 @@ from __future__ import annotations
 import base64
 import json
 import uuid
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from tests.integration.conftest import Wharf, wait_for
 from tests.integration.networking import SERVICE_ONLY, certificate, service_only_template
@@ -159,3 +162,68 @@ def test_routes_with_tls_become_ingresses_and_hosts_are_held_once(wharf: Wharf, 
         f"/api/v1/tenants/{b}/applications/web",
         json=_app(b, "web", "copy", [{**route, "tls": None}]),
     )
+
+
+def test_a_tenant_kubeconfig_cannot_route_a_host_the_register_did_not_give_it(
+    wharf: Wharf, kubectl, tmp_path: Path
+):
+    """An Ingress made with a tenant's kubeconfig serves only hosts Wharf's register gave the
+    namespace: not another tenant's host, not a host-less catch-all, not a default backend."""
+    service_only_template(wharf)
+    lab1 = [{"name": "dev", "clusters": ["lab1"]}]
+    a = wharf.tenant({"cpu": "2", "memory": "2Gi"})
+    wharf.project(a, "shop", {"cpu": "1", "memory": "1Gi"}, envs=lab1)
+    dev = wharf.user()
+    b = wharf.tenant({"cpu": "2", "memory": "2Gi"})
+    member = [{"user": dev.user, "role": "developer"}]
+    wharf.project(b, "copy", {"cpu": "1", "memory": "1Gi"}, members=member, envs=lab1)
+    suffix = f"r{uuid.uuid4().hex[:6]}.example.com"
+    host = f"shop.{suffix}"
+    _grant(wharf, a, host)
+    _grant(wharf, b, f"*.{suffix}")
+    route = {"host": host, "path": "/", "service": "web", "port": 80}
+    wharf.admin.ok(
+        "PUT", f"/api/v1/tenants/{a}/applications/web", json=_app(a, "web", "shop", [route])
+    )
+    cluster = wharf.lab.clusters()[0]
+    # Wharf's own Ingress passes the guard.
+    wait_for(
+        lambda: (
+            kubectl(
+                cluster, "-n", f"{a}--shop-dev", "get", "ingress", "web-routes", check=False
+            ).returncode
+            == 0
+        ),
+        what="A's Ingress",
+    )
+    wharf.wait_placed(b, "copy")
+    config = dev.ok("POST", f"/api/v1/tenants/{b}/projects/copy/kubeconfig", params={"env": "dev"})
+    path = tmp_path / "b.kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    backend = {"service": {"name": "copy", "port": {"number": 80}}}
+    paths = {"paths": [{"path": "/", "pathType": "Prefix", "backend": backend}]}
+    for name, spec in (
+        ("theirs", {"rules": [{"host": host, "http": paths}]}),
+        ("unclaimed", {"rules": [{"host": f"other.{suffix}", "http": paths}]}),
+        ("catch-all", {"rules": [{"http": paths}]}),
+        ("default", {"defaultBackend": backend}),
+    ):
+        ingress = {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "Ingress",
+            "metadata": {"name": name},
+            "spec": spec,
+        }
+        made = kubectl(
+            cluster,
+            "-n",
+            f"{b}--copy-dev",
+            "create",
+            "-f",
+            "-",
+            kubeconfig=path,
+            stdin=json.dumps(ingress),
+            check=False,
+        )
+        assert made.returncode != 0, f"{name}: {made.stdout}"
+        assert "register" in made.stderr, made.stderr

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from wharf.core.errors import InvalidError
 from wharf.core.quantity import QuantityError, parse_quantity
 from wharf.core.resources import Kind, Spec
+from wharf.tenancy.guard import HOSTS_ANNOTATION as HOSTS_ANNOTATION
 from wharf.tenancy.guard import NODE_PORTS_ANNOTATION as NODE_PORTS_ANNOTATION
 
 # Kubernetes' default --service-node-port-range; ranges must lie inside it, or the cluster
@@ -182,6 +183,8 @@ class RoutesView(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
+    project: str = ""
+    environment: str = ""
     routes: list[Route] = Field(default_factory=list)
 
 

@@ -27,6 +27,7 @@ from wharf.network.model import (
     CERTIFICATE,
     DOMAIN_GRANT,
     EXPIRY_WARNING_DAYS,
+    HOSTS_ANNOTATION,
     NODE_PORT_QUOTA,
     NODE_PORT_RANGE,
     NODE_PORTS_ANNOTATION,
@@ -58,11 +59,12 @@ from wharf.network.traffic import (
 from wharf.resources.service import Change, KindRules
 from wharf.resources.service import Verdict as Verdict_
 from wharf.store.claims import Holder, Wanted, hold
-from wharf.store.resources import ResourceStore, Scopes, StoredResource
+from wharf.store.resources import LabelIn, ResourceStore, Scopes, StoredResource
 from wharf.store.tables import node_ports
 from wharf.tenancy.model import (
     APP_LABEL,
     PROJECT,
+    PROJECT_LABEL,
     TENANT_LABEL,
     NamespaceAdditions,
     isolation_policy,
@@ -324,10 +326,25 @@ def namespace_additions(
     meta = {"namespace": namespace, "labels": owner_labels(tenant, project, env)}
     objects = render_policies(policy, Place(tenant, project, env), meta) if policy else []
     return NamespaceAdditions(
-        annotations={NODE_PORTS_ANNOTATION: node_ports_annotation(ports)},
+        annotations={
+            NODE_PORTS_ANNOTATION: node_ports_annotation(ports),
+            HOSTS_ANNOTATION: ",".join(namespace_hosts(session, tenant, project, env)),
+        },
         hard={NODE_PORT_QUOTA: Fraction(len(ports))},
         objects=objects,
         isolation=policy is None or not policy.defaultDeny,
+    )
+
+
+def namespace_hosts(session: Session, tenant: str, project: str, env: str) -> list[str]:
+    """The hosts the register gives one project environment's applications (its guard
+    annotation): an Ingress there may serve only these."""
+    apps = ResourceStore(session).query(
+        "Application", scopes=[(tenant, LabelIn(PROJECT_LABEL, frozenset({project})))]
+    )
+    views = (spec_of(a, RoutesView) for a in apps)
+    return sorted(
+        {r.host for v in views if (v.project, v.environment) == (project, env) for r in v.routes}
     )
 
 

@@ -8,8 +8,9 @@
   NetworkPolicies, ServiceAccount tokens, impersonation, changing quotas and limits.
 - A ValidatingAdmissionPolicy for tenant namespaces (those labelled with a tenant): no Service
   externalIPs, no host ports, no pods that name their node, no long-lived ServiceAccount token
-  Secrets, no PVC naming a PersistentVolume, only the tenant's storage classes, and node
-  ports only those Wharf's register gave the namespace (listed on it, set explicitly).
+  Secrets, no PVC naming a PersistentVolume, only the tenant's storage classes, node
+  ports only those Wharf's register gave the namespace (listed on it, set explicitly), and
+  Ingresses only for hosts the register gave it (listed on it too).
   Pod Security Admission labels on each namespace do the rest of the Pod Security Standards.
 """
 
@@ -24,6 +25,9 @@ STORAGE_CLASSES_ANNOTATION = "wharf.io/storage-classes"
 # The node ports the register gave the namespace's applications (comma-separated); the only
 # ones a Service there may use.
 NODE_PORTS_ANNOTATION = "wharf.io/node-ports"
+# The hosts the register gave the namespace's applications (comma-separated); the only ones
+# an Ingress there may serve.
+HOSTS_ANNOTATION = "wharf.io/hosts"
 POLICY_NAME = "wharf-tenant-guard"
 OWNED = {MANAGED_BY: "wharf"}
 
@@ -163,6 +167,14 @@ _NODE_PORTS = (
     "object.spec.ports.all(p, has(p.nodePort) && "
     f"string(p.nodePort) in {_ANNOTATIONS}['{NODE_PORTS_ANNOTATION}'].split(','))"
 )
+_HOSTS = f"{_ANNOTATIONS}['{HOSTS_ANNOTATION}'].split(',')"
+_ROUTED = (
+    f"has({_ANNOTATIONS}) && '{HOSTS_ANNOTATION}' in {_ANNOTATIONS} && "
+    "!has(object.spec.defaultBackend) && "
+    f"(!has(object.spec.rules) || object.spec.rules.all(r, has(r.host) && r.host in {_HOSTS})) && "
+    f"(!has(object.spec.tls) || object.spec.tls.all(t, !has(t.hosts) || "
+    f"t.hosts.all(h, h in {_HOSTS})))"
+)
 _GRANTED = (
     f"has({_ANNOTATIONS}) && '{STORAGE_CLASSES_ANNOTATION}' in {_ANNOTATIONS} && "
     f"object.spec.storageClassName in {_ANNOTATIONS}['{STORAGE_CLASSES_ANNOTATION}'].split(',')"
@@ -186,6 +198,14 @@ _VALIDATIONS: list[dict[str, str]] = [
         f"!(object.spec.type in ['NodePort', 'LoadBalancer']) || ({_NODE_PORTS})",
         "message": "spec.ports[].nodePort: Services of tenant namespaces use only node ports "
         "Wharf's register gave them (an application's spec.nodePorts), set explicitly",
+        "reason": "Forbidden",
+    },
+    {
+        # A host-less rule or a default backend catches every host; any other host may be
+        # another tenant's.
+        "expression": f"request.kind.kind != 'Ingress' || ({_ROUTED})",
+        "message": "spec.rules[].host: Ingresses of tenant namespaces serve only hosts Wharf's "
+        "register gave them (an application's spec.routes), each rule naming one",
         "reason": "Forbidden",
     },
     {
@@ -252,6 +272,12 @@ def admission_policy() -> list[dict[str, Any]]:
                         "apiVersions": ["v1"],
                         "operations": ["CREATE", "UPDATE"],
                         "resources": ["services", "pods", "persistentvolumeclaims", "secrets"],
+                    },
+                    {
+                        "apiGroups": ["networking.k8s.io"],
+                        "apiVersions": ["v1"],
+                        "operations": ["CREATE", "UPDATE"],
+                        "resources": ["ingresses"],
                     },
                 ]
             },
