@@ -55,7 +55,9 @@ def test_routes_with_tls_become_ingresses_and_hosts_are_held_once(wharf: Wharf, 
     ta = wharf.user()
     a = wharf.tenant({"cpu": "2", "memory": "2Gi"}, admins=[ta.user])
     b = wharf.tenant({"cpu": "2", "memory": "2Gi"})
-    wharf.project(a, "shop", {"cpu": "1", "memory": "1Gi"})
+    dev = wharf.user()
+    member = [{"user": dev.user, "role": "developer"}]
+    wharf.project(a, "shop", {"cpu": "1", "memory": "1Gi"}, members=member)
     # B's project is in lab2 only: the register is platform-wide, not per cluster.
     wharf.project(
         b, "copy", {"cpu": "1", "memory": "1Gi"}, envs=[{"name": "dev", "clusters": ["lab2"]}]
@@ -108,7 +110,14 @@ def test_routes_with_tls_become_ingresses_and_hosts_are_held_once(wharf: Wharf, 
         assert refused.json()["field"] == field, refused.text
     assert wharf.admin.get(f"{apps}/web").status_code == 404
 
+    # A developer cannot put the tenant's certificate into its project's namespace (whose
+    # Secrets it reads, key and all); one that a tenant admin routed stays when it edits.
+    taken_key = dev.put(f"{apps}/web", _app(a, "web", "shop", [route]))
+    assert taken_key.status_code == 403, taken_key.text
+    assert taken_key.json()["field"] == "spec.routes[0].tls"
+    assert wharf.admin.get(f"{apps}/web").status_code == 404
     wharf.admin.ok("PUT", f"{apps}/web", json=_app(a, "web", "shop", [route]))
+    dev.ok("PUT", f"{apps}/web", json=_app(a, "web", "shop", [route]))
     # Tenant B, granted the very name, cannot claim the host A holds — nor can another of A's.
     taken = wharf.admin.put(
         f"/api/v1/tenants/{b}/applications/web", _app(b, "web", "copy", [{**route, "tls": None}])

@@ -314,7 +314,9 @@ class ApplicationRules(KindRules[ApplicationSpec]):
         check_routes(spec.routes, rendered)
         hosts = [(r.host, f"spec.routes[{i}].host") for i, r in enumerate(spec.routes)]
         claim_hosts(session, tenant, change.name, hosts)
-        check_route_certificates(session, tenant, spec.routes)
+        old_routes = change.old_spec.routes if change.old_spec is not None else []
+        used = {r.tls for r in old_routes if r.tls is not None}
+        check_route_certificates(session, p, tenant, spec.routes, used)
         previous = None
         if change.old_spec is not None:
             try:

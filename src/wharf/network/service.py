@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from wharf.core.crypto import SealError, SecretBox, place
-from wharf.core.errors import ConflictError, InvalidError, NotFoundError
+from wharf.core.errors import ConflictError, ForbiddenError, InvalidError, NotFoundError
 from wharf.core.resources import spec_of
 from wharf.identity.model import Action, Principal
 from wharf.network.model import (
@@ -529,13 +529,23 @@ class CertificateRules(KindRules[CertificateSpec]):
         return spec.certificate, self.box.open_stored(spec.key, at)
 
 
-def check_route_certificates(session: Session, tenant: str, routes: list[Route]) -> None:
-    """Each route with TLS names a certificate of the tenant that covers its host."""
+def check_route_certificates(
+    session: Session, p: Principal, tenant: str, routes: list[Route], used: set[str]
+) -> None:
+    """Each route with TLS names a certificate of the tenant that covers its host. Only those
+    who may write certificates start using one (`used`: the ones the application had): its
+    key lands in the project's namespace, whose Secrets every developer there reads."""
     store = ResourceStore(session)
     for i, route in enumerate(routes):
         if route.tls is None:
             continue
         where = f"spec.routes[{i}].tls"
+        if route.tls not in used and not p.can("write", tenant):
+            raise ForbiddenError(
+                f"{where}: only the tenant's admins put a certificate into a route (its key "
+                "goes into the project's namespace)",
+                field=where,
+            )
         stored = store.get("Certificate", tenant, route.tls)
         if stored is None:
             raise InvalidError(f"{where}: no certificate {route.tls!r}", field=where)
