@@ -11,8 +11,10 @@ from wharf.network.model import (
     DomainGrantSpec,
     NodePortRangeSpec,
     NodePortRequest,
+    Route,
     check_host,
     check_node_port_requests,
+    check_routes,
     check_volume_classes,
     endpoints,
     expose_node_ports,
@@ -77,11 +79,22 @@ def test_wildcards_cover_one_label_and_exact_names_only_themselves(host, pattern
     assert host_matches(host, pattern) is matches
 
 
-@pytest.mark.parametrize("host", ["Shop.example.com", "shop", "-a.example.com", "a..b", "a_b.c"])
+@pytest.mark.parametrize(
+    "host",
+    ["Shop.example.com", "shop", "-a.example.com", "a..b", "a_b.c", "shop.example.com\n"],
+)
 def test_invalid_host_names_are_refused_naming_the_field(host):
     with pytest.raises(InvalidError) as caught:
         check_host(host, "spec.routes[0].host")
     assert caught.value.field == "spec.routes[0].host"
+
+
+@pytest.mark.parametrize("path", ["shop", "/a b", "/a\n", "/a\r\n", "/a{b}", "/a//b"])
+def test_a_path_with_spaces_control_characters_or_braces_is_refused(path):
+    route = Route(host="shop.example.com", path=path, service="web", port=80)
+    with pytest.raises(InvalidError) as caught:
+        check_routes([route], [SERVICE])
+    assert caught.value.field == "spec.routes[0].path"
 
 
 def test_domain_patterns_are_hosts_or_one_label_wildcards():

@@ -195,7 +195,7 @@ def check_routes(routes: list[Route], objects: list[dict[str, Any]]) -> None:
     for i, route in enumerate(routes):
         where = f"spec.routes[{i}]"
         check_host(route.host, f"{where}.host")
-        if not PATH_RE.match(route.path) or "//" in route.path or len(route.path) > 1024:
+        if not PATH_RE.fullmatch(route.path) or "//" in route.path or len(route.path) > 1024:
             raise InvalidError(
                 f"{where}.path: {route.path!r} is not a path prefix (starts with /, URL "
                 "characters only)",
@@ -264,7 +264,7 @@ PATTERN_RE = re.compile(rf"^(\*\.)?{_LABEL}(\.{_LABEL})+$")
 
 
 def check_host(host: str, where: str) -> None:
-    if len(host) > 253 or not HOST_RE.match(host):
+    if len(host) > 253 or not HOST_RE.fullmatch(host):  # `$` alone lets "\n" through
         raise InvalidError(
             f"{where}: {host!r} is not a valid host name (lowercase DNS labels separated by "
             "dots, e.g. shop.retail.example.com)",
