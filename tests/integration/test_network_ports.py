@@ -228,3 +228,59 @@ def test_a_tenant_kubeconfig_cannot_use_a_node_port_it_was_not_given(
     stranger = wharf.user()
     assert stranger.get(f"/api/v1/tenants/{tenant}/nodeports").status_code == 404
     assert stranger.get("/api/v1/clusters/lab1/nodeports").status_code == 404
+
+
+def test_a_tenant_kubeconfig_cannot_take_a_health_check_node_port_outside_the_register(
+    wharf: Wharf, kubectl, tmp_path: Path
+):
+    """A LoadBalancer with externalTrafficPolicy Local also holds a node port for health
+    checks, which quota does not count: it too must be one the register gave the namespace."""
+    service_only_template(wharf)
+    dev = wharf.user()
+    balancers = {"cpu": "1", "memory": "1Gi", "services.loadbalancers": "1"}
+    tenant = wharf.tenant({**balancers, "cpu": "2", "memory": "2Gi"})
+    member = [{"user": dev.user, "role": "developer"}]
+    wharf.project(
+        tenant, "web", balancers, members=member, envs=[{"name": "dev", "clusters": ["lab1"]}]
+    )
+    base = _base(wharf) + 400
+    _range(wharf, tenant, base, base + 9)
+    wharf.admin.ok(
+        "PUT", f"/api/v1/tenants/{tenant}/applications/shop", json=_app(tenant, "shop", base + 1)
+    )
+    namespace = f"{tenant}--web-dev"
+    lab1 = wharf.lab.clusters()[0]
+    wait_for(
+        lambda: (
+            _services(kubectl, wharf, namespace).get("shop", {}).get("spec", {}).get("type")
+            == "NodePort"
+        ),
+        what="the application's NodePort Service",
+    )
+    config = dev.ok(
+        "POST", f"/api/v1/tenants/{tenant}/projects/web/kubeconfig", params={"env": "dev"}
+    )
+    path = tmp_path / "dev.kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    patch = {
+        "spec": {
+            "type": "LoadBalancer",
+            "externalTrafficPolicy": "Local",
+            "healthCheckNodePort": base + 5,
+        }
+    }
+    result = kubectl(
+        lab1,
+        "-n",
+        namespace,
+        "patch",
+        "service",
+        "shop",
+        "--type=merge",
+        "-p",
+        json.dumps(patch),
+        kubeconfig=path,
+        check=False,
+    )
+    assert result.returncode != 0, result.stdout
+    assert "register" in result.stderr, result.stderr

@@ -162,10 +162,16 @@ def _containers(field: str) -> str:
 
 
 _ANNOTATIONS = "namespaceObject.metadata.annotations"
+_LISTED_PORTS = f"{_ANNOTATIONS}['{NODE_PORTS_ANNOTATION}'].split(',')"
+# A LoadBalancer with externalTrafficPolicy Local holds one more node port, for health checks
+# (which quota does not count): set explicitly and listed too.
 _NODE_PORTS = (
     f"has({_ANNOTATIONS}) && '{NODE_PORTS_ANNOTATION}' in {_ANNOTATIONS} && "
-    "object.spec.ports.all(p, has(p.nodePort) && "
-    f"string(p.nodePort) in {_ANNOTATIONS}['{NODE_PORTS_ANNOTATION}'].split(','))"
+    f"object.spec.ports.all(p, has(p.nodePort) && string(p.nodePort) in {_LISTED_PORTS}) && "
+    "(has(object.spec.healthCheckNodePort) ? "
+    f"string(object.spec.healthCheckNodePort) in {_LISTED_PORTS} : "
+    "(object.spec.type != 'LoadBalancer' || !has(object.spec.externalTrafficPolicy) || "
+    "object.spec.externalTrafficPolicy != 'Local'))"
 )
 _HOSTS = f"{_ANNOTATIONS}['{HOSTS_ANNOTATION}'].split(',')"
 _ROUTED = (
