@@ -135,7 +135,7 @@ def test_a_volume_of_a_class_not_granted_is_refused_naming_it():
     assert caught.value.field == "spec.values"
 
 
-@pytest.mark.parametrize("text", ["10.0.0.0/33", "not-a-cidr"])
+@pytest.mark.parametrize("text", ["10.0.0.0/33", "not-a-cidr", "10.20.0.5", "::1"])
 def test_a_cidr_that_does_not_parse_is_refused(text):
     with pytest.raises(InvalidError, match="not a CIDR") as caught:
         TrafficEndpoint(cidr=text).check("spec.allow[0].to")

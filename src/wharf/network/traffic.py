@@ -47,6 +47,8 @@ class TrafficEndpoint(Spec):
         if self.cidr is not None:
             try:
                 ipaddress.ip_network(self.cidr, strict=False)
+                if "/" not in self.cidr:  # an address alone: Kubernetes' ipBlock refuses it
+                    raise ValueError(self.cidr)
             except ValueError:
                 raise InvalidError(
                     f"{where}.cidr: {self.cidr!r} is not a CIDR (e.g. 10.20.0.0/16)",
