@@ -47,6 +47,7 @@ from wharf.apps.service import (
     rendered_for,
     revision_spec,
 )
+from wharf.clusters.model import CLUSTER, Routing, routing_of
 from wharf.clusters.service import ClusterRules
 from wharf.core.controller import Controller
 from wharf.core.errors import OutdatedSpecError
@@ -66,7 +67,8 @@ from wharf.kube.apply import (
 from wharf.kube.clients import is_unreachable
 from wharf.kube.connections import ClusterConnections, fingerprint
 from wharf.kube.informer import ClusterWatches, Informer
-from wharf.network.model import endpoints, expose_node_ports, tls_secret
+from wharf.kube.kinds import BY_API
+from wharf.network.model import endpoints, expose_node_ports, tls_objects
 from wharf.network.service import CertificateRules, application_node_ports
 from wharf.resources.service import ResourceService
 from wharf.store.claims import Holder, held_by
@@ -97,6 +99,19 @@ RESOURCES = (
     ServiceAccount,
 )
 BY_KIND = {r.__name__: r for r in RESOURCES}
+
+
+def resources_in(cluster: StoredResource) -> tuple[Any, ...]:
+    """What delivery writes and prunes in a cluster: Kubernetes' own kinds, and those of the
+    CRDs the cluster serves (HTTPRoute, cert-manager's Certificate), as its status says."""
+    apis = cluster.status.get("apis") or {}
+    return RESOURCES + tuple(r for api, kinds in BY_API.items() if apis.get(api) for r in kinds)
+
+
+def routing_in(cluster: StoredResource) -> Routing:
+    return routing_of(CLUSTER.typed(cluster).routing, cluster.status.get("apis") or {})
+
+
 OWNED: dict[str, Any] = {MANAGED_BY: "wharf", APP_LABEL: None}  # None: the label is set
 # A revision delivered to one cluster: its spec as stored, its rendered objects, its number.
 Variant = tuple[dict[str, Any], list[dict[str, Any]], int]
@@ -163,7 +178,11 @@ class DeliveryController:
         try:
             client = self.connections.client(cluster.name, self.clusters.kubeconfig(cluster))
             owners = await owner_labels(
-                client, RESOURCES, OWNED, (TENANT_LABEL, APP_LABEL), in_owners_namespace=True
+                client,
+                resources_in(cluster),
+                OWNED,
+                (TENANT_LABEL, APP_LABEL),
+                in_owners_namespace=True,
             )
         except Exception as exc:
             log.info("sweep skipped a cluster", cluster=cluster.name, error=str(exc)[:300])
@@ -371,7 +390,9 @@ class DeliveryController:
         client = self.connections.client(cluster.name, self.clusters.kubeconfig(cluster))
         labels: dict[str, Any] = {MANAGED_BY: "wharf", TENANT_LABEL: key[0], APP_LABEL: key[1]}
         # Only in the tenant's own namespaces: elsewhere these labels prove nothing.
-        removed = await remove_labelled(client, RESOURCES, labels, namespace_prefix=f"{key[0]}--")
+        removed = await remove_labelled(
+            client, resources_in(cluster), labels, namespace_prefix=f"{key[0]}--"
+        )
         self.writes += len(removed)
         if removed:
             log.info("removed application objects", cluster=cluster.name, app=key, objects=removed)
@@ -409,13 +430,14 @@ class DeliveryController:
             }
         namespace = namespace_name(key[0], spec.project, spec.environment)
         labels = app_labels(key[0], spec)
+        routing = routing_in(cluster)
         objects = expose_node_ports(
-            desired_objects(key[1], spec, rendered, name, labels), exposure.ports.get(name, {})
+            desired_objects(key[1], spec, rendered, name, labels, routing),
+            exposure.ports.get(name, {}),
         )
-        objects += [
-            tls_secret(key[1], cert, pem, private, {**labels, APP_LABEL: key[1]})
-            for cert, (pem, private) in exposure.certificates.items()
-        ]
+        objects += tls_objects(
+            key[1], spec.routes, routing, exposure.certificates, {**labels, APP_LABEL: key[1]}
+        )
         try:
             client = self.connections.client(name, self.clusters.kubeconfig(cluster))
             await self._watch(cluster)
@@ -450,7 +472,7 @@ class DeliveryController:
                 APP_LABEL: key[1],
                 RELEASE_ROLE: operators.not_exists(),
             }
-            for resource in RESOURCES:
+            for resource in resources_in(cluster):
                 removed = await prune(
                     client, resource, namespace, ours, keep.get(resource.__name__, set())
                 )

@@ -34,6 +34,8 @@ from wharf.clusters.model import (
     nodes_of,
     pool_labels_of,
     pool_taints,
+    routing_summary,
+    served_apis,
     storage_catalog,
     tainted_node,
 )
@@ -42,7 +44,7 @@ from wharf.core.controller import Controller
 from wharf.core.errors import OutdatedSpecError
 from wharf.core.resources import now, set_condition, spec_of
 from wharf.kube.apply import MANAGED_BY, apply, remove_labelled
-from wharf.kube.clients import server_version
+from wharf.kube.clients import api_groups, server_version
 from wharf.kube.connections import ClusterConnections, fingerprint
 from wharf.kube.informer import ClusterWatches, Informer
 from wharf.kube.kubeconfig import KubeconfigRefused
@@ -167,9 +169,11 @@ class ClusterController:
         client = self.connections.client(name, kubeconfig)
         status = dict(stored.status)
         version = ""
+        apis: dict[str, bool] = {}
         try:
             async with asyncio.timeout(5):
                 version = await server_version(client)
+                apis = served_apis(await api_groups(client))
             reachable, message = True, ""
         except TimeoutError:
             reachable, message = False, "TimeoutError: /version did not answer within 5 s"
@@ -178,6 +182,8 @@ class ClusterController:
         conditions = status.get("conditions", [])
         if reachable:
             status["kubernetesVersion"] = version
+            status["apis"] = apis
+            status["routing"] = routing_summary(CLUSTER.typed(stored).routing, apis)
             if nodes.synced.is_set() and pods.synced.is_set():
                 status["capacity"] = capacity_of(nodes.items.values(), pods.items.values())
                 status["nodes"] = nodes_of(nodes.items.values())
