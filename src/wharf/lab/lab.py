@@ -19,6 +19,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -31,7 +32,7 @@ import httpx
 import yaml
 
 from wharf.core.paths import state_home
-from wharf.lab import crds
+from wharf.lab import crds, provisioner
 from wharf.lab.build import LabBinaries, find_binaries
 from wharf.lab.pki import CertificateAuthority, KeyPair, signing_key
 
@@ -39,7 +40,14 @@ SERVICE_CIDR = "10.96.0.0/16"
 POD_CIDR = "10.244.0.0/16"
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 # The order to start in; stopping goes the other way.
-COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+COMPONENTS = (
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kwok",
+    "provisioner",  # the lab's stand-in for a storage driver (wharf.lab.provisioner)
+)
 
 Progress = Callable[[str], None]
 
@@ -366,6 +374,9 @@ class LabCluster:
                 f"--tls-private-key-file={pki / 'apiserver.key'}",
                 "--node-lease-duration-seconds=40",
             ]
+        if component == "provisioner":
+            run = "import sys; from wharf.lab.provisioner import main; main(sys.argv[1])"
+            return [sys.executable, "-c", run, str(d)]
         raise ValueError(component)
 
     # -- processes --------------------------------------------------------------------------
@@ -607,8 +618,13 @@ class Lab:
             # The API servers take in the CRDs while the rest of the cluster comes up.
             with ThreadPoolExecutor(1) as background:
                 installed = background.submit(self._install_crds, members, crd_files, progress)
+                for c in members:
+                    with c.http() as client:
+                        provisioner.install_classes(client)
                 self._start_phase(
-                    members, ["kube-controller-manager", "kube-scheduler", "kwok"], progress
+                    members,
+                    ["kube-controller-manager", "kube-scheduler", "kwok", "provisioner"],
+                    progress,
                 )
                 for c in members:
                     _register_nodes(c, nodes)
