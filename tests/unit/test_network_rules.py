@@ -3,6 +3,8 @@ domain patterns."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from wharf.clusters.model import (
@@ -23,6 +25,7 @@ from wharf.network.model import (
     Route,
     check_host,
     check_node_port_requests,
+    check_volume_changes,
     check_volume_classes,
     endpoints,
     expose_node_ports,
@@ -280,3 +283,41 @@ def test_a_cluster_without_the_apis_routes_by_ingress_with_uploaded_tls():
         "gatewayAPI": True,
         "certManager": False,
     }
+
+
+def _claim_of(size: str, storage_class: str = "standard") -> dict[str, Any]:
+    return {
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "data"},
+        "spec": {"storageClassName": storage_class, "resources": {"requests": {"storage": size}}},
+    }
+
+
+def _set_of(size: str) -> dict[str, Any]:
+    template = {"metadata": {"name": "state"}, **_claim_of(size)}
+    return {
+        "kind": "StatefulSet",
+        "metadata": {"name": "db"},
+        "spec": {"replicas": 2, "volumeClaimTemplates": [template]},
+    }
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "words"),
+    [
+        (_claim_of("2Gi"), _claim_of("1Gi"), "would shrink from 2Gi to 1Gi"),
+        (_claim_of("1Gi", "fixed"), _claim_of("2Gi", "fixed"), "'fixed' in cluster lab1"),
+        (_claim_of("1Gi", "gone"), _claim_of("2Gi", "gone"), "'gone' in cluster lab1"),
+        (_set_of("1Gi"), _set_of("2Gi"), "a StatefulSet's claim templates cannot change"),
+    ],
+)
+def test_volumes_grow_only_where_the_class_allows_and_never_shrink(before, after, words):
+    expandable = {"standard": True, "fixed": False}
+    with pytest.raises(InvalidError, match=words) as refused:
+        check_volume_changes([before], [after], "lab1", expandable)
+    assert refused.value.field == "spec.values"
+
+
+def test_a_volume_grows_where_its_class_allows_it():
+    check_volume_changes([_claim_of("1Gi")], [_claim_of("3Gi")], "lab1", {"standard": True})
+    check_volume_changes([], [_claim_of("3Gi", "fixed")], "lab1", {})  # new: not a change

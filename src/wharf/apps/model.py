@@ -52,6 +52,7 @@ RENDERABLE_KINDS = {
     ("autoscaling/v2", "HorizontalPodAutoscaler"),
     ("policy/v1", "PodDisruptionBudget"),
     ("v1", "ServiceAccount"),
+    ("v1", "PersistentVolumeClaim"),
 }
 
 

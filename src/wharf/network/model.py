@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from wharf.clusters.model import GatewayRef, Routing
 from wharf.core.errors import InvalidError
-from wharf.core.quantity import QuantityError, parse_quantity
+from wharf.core.quantity import QuantityError, format_quantity, parse_quantity
 from wharf.core.resources import Kind, Spec
 from wharf.tenancy.guard import NODE_PORTS_ANNOTATION as NODE_PORTS_ANNOTATION
 
@@ -582,6 +582,48 @@ def check_volume_classes(objects: list[dict[str, Any]], tenant: str, granted: li
                 f"spec.values: {volume.where} names storage class {volume.storage_class!r}, "
                 f"which is not granted to tenant {tenant} "
                 f"(granted: {', '.join(granted) or 'none'})",
+                field="spec.values",
+                storageClass=volume.storage_class,
+            )
+
+
+STORAGE = "requests.storage"
+
+
+def check_volume_changes(
+    before: list[dict[str, Any]],
+    after: list[dict[str, Any]],
+    cluster: str,
+    expandable: Mapping[str, bool],
+) -> None:
+    """A volume that stays may grow where its class allows it (`expandable`: the cluster's
+    classes and their allowVolumeExpansion), never shrink; a StatefulSet's claim templates
+    cannot change size at all (Kubernetes refuses to update them in place)."""
+    old = {v.where: v for v in volumes(before)}
+    for volume in volumes(after):
+        was = old.get(volume.where)
+        if was is None or volume.size == was.size:
+            continue
+        sizes = (
+            f"from {format_quantity(was.size, STORAGE)} to {format_quantity(volume.size, STORAGE)}"
+        )
+        where = f"{volume.where}: spec.resources.requests.storage"
+        if volume.size < was.size:
+            raise InvalidError(
+                f"spec.values: {where} would shrink {sizes}; volumes never shrink",
+                field="spec.values",
+            )
+        if volume.where.startswith("StatefulSet"):
+            raise InvalidError(
+                f"spec.values: {where} would grow {sizes}, but a StatefulSet's claim templates "
+                "cannot change (Kubernetes refuses it); render a PersistentVolumeClaim to grow",
+                field="spec.values",
+            )
+        if not expandable.get(volume.storage_class, False):
+            raise InvalidError(
+                f"spec.values: {where} would grow {sizes}, but storage class "
+                f"{volume.storage_class!r} in cluster {cluster} does not allow volume "
+                "expansion (allowVolumeExpansion)",
                 field="spec.values",
                 storageClass=volume.storage_class,
             )
