@@ -615,6 +615,14 @@ def _network_setup(site: Site) -> tuple[str, int]:
     return f"shop.{suffix}", base
 
 
+def _ask(page: Page, source: str, target: str, port: str) -> None:
+    form = page.get_by_role("form", name="May A reach B on a port")
+    form.get_by_label("From", exact=True).fill(source)
+    form.get_by_label("To", exact=True).fill(target)
+    form.get_by_label("Port", exact=True).fill(port)
+    form.get_by_role("button", name="Ask").click()
+
+
 def test_network_and_storage_page_as_each_role(site: Site, sign_in: Callable[..., Page]):
     host, base = _network_setup(site)
     page = sign_in("tina")
@@ -635,7 +643,17 @@ def test_network_and_storage_page_as_each_role(site: Site, sign_in: Callable[...
     volumes = page.get_by_role("table", name="Volumes")
     expect(volumes).to_contain_text("vault")
     expect(volumes).to_contain_text("1Gi")
+    expect(page.get_by_role("table", name="Claims in the clusters")).to_be_visible()
     site.shot(page, "network")
+
+    # May A reach B on port P? The form answers from the policies Wharf renders.
+    for port, verdict in (("5432", "Allowed"), ("80", "Denied")):
+        _ask(page, "team/edge", "team/vault", port)
+        answer = page.get_by_role("status", name="Reachability answer")
+        expect(answer).to_contain_text(f"{verdict}: team/edge → team/vault on port {port}")
+        expect(answer.get_by_role("listitem").first).to_be_visible()  # the reasons
+    _ask(page, "nonsense", "team/vault", "5432")
+    expect(page.get_by_role("alert")).to_contain_text("(field from)")
 
     # A developer of team sees its ports and routes, not the tenant's certificates.
     dev = sign_in("dave")
@@ -643,6 +661,8 @@ def test_network_and_storage_page_as_each_role(site: Site, sign_in: Callable[...
     dev.get_by_role("link", name="Network and storage").click()
     expect(dev.get_by_role("table", name="Routes")).to_contain_text(host)
     expect(dev.get_by_role("table", name="Certificates")).to_contain_text("No certificates")
+    _ask(dev, "hidden/app", "team/vault", "5432")  # a project it cannot see: not found
+    expect(dev.get_by_role("alert")).to_contain_text("project 'hidden' not found")
     # Another tenant's admin learns nothing of it.
     other = sign_in("mona")
     other.goto(f"{site.url}/console/tenants/{site.retail}/network")

@@ -3,11 +3,22 @@ domain patterns."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
+from wharf.clusters.model import (
+    ClusterRouting,
+    GatewayRef,
+    Routing,
+    routing_of,
+    routing_summary,
+    served_apis,
+)
 from wharf.core.errors import InvalidError
 from wharf.core.quantity import parse_quantity
 from wharf.network.model import (
+    SERVES_ANNOTATION,
     DomainGrantSpec,
     NodePortRangeSpec,
     NodePortRequest,
@@ -15,10 +26,13 @@ from wharf.network.model import (
     check_host,
     check_node_port_requests,
     check_routes,
+    check_volume_changes,
     check_volume_classes,
     endpoints,
     expose_node_ports,
     host_matches,
+    route_objects,
+    tls_objects,
     volume_requests,
 )
 from wharf.network.traffic import TrafficEndpoint
@@ -173,3 +187,149 @@ def test_endpoints_name_cluster_ips_node_ports_and_hosts():
             "hosts": ["https://a.example.com", "http://b.example.com"],
         },
     ]
+
+
+# -- routes per cluster: Ingress (class), HTTPRoute, TLS from uploads or cert-manager --------
+GATEWAY = GatewayRef(name="edge", namespace="gateways")
+SECURE = Route(host="shop.example.com", path="/", service="web", port=80, tls="wild")
+PLAIN = Route(host="docs.example.com", path="/api", service="api", port=8080)
+UPLOADED = {"wild": ("PEM", "KEY")}
+
+
+def test_an_ingress_takes_the_clusters_ingress_class():
+    (ingress,) = route_objects("web", [SECURE], Routing(ingress_class="nginx-internal"))
+    assert ingress["kind"] == "Ingress"
+    assert ingress["spec"]["ingressClassName"] == "nginx-internal"
+    assert ingress["metadata"]["annotations"] == {
+        "nginx.ingress.kubernetes.io/ssl-redirect": "true"
+    }
+    (default,) = route_objects("web", [SECURE], Routing())
+    assert "ingressClassName" not in default["spec"]
+    assert route_objects("web", [], Routing(gateway=GATEWAY)) == []
+
+
+def test_with_a_gateway_each_host_is_an_httproute_and_tls_hosts_redirect_to_https():
+    routes = route_objects("web", [SECURE, PLAIN], Routing(gateway=GATEWAY))
+    by_serves = {r["metadata"]["annotations"][SERVES_ANNOTATION]: r for r in routes}
+    assert sorted(by_serves) == ["http", "https", "redirect"]
+    assert all(r["kind"] == "HTTPRoute" for r in routes)
+    https, redirect, http = by_serves["https"], by_serves["redirect"], by_serves["http"]
+    assert https["spec"]["hostnames"] == ["shop.example.com"]
+    assert https["spec"]["parentRefs"] == [
+        {
+            "group": "gateway.networking.k8s.io",
+            "kind": "Gateway",
+            "name": "edge",
+            "namespace": "gateways",
+            "sectionName": "https",
+        }
+    ]
+    # Backends are the application's own Services: no namespace, so no other tenant's.
+    assert https["spec"]["rules"] == [
+        {
+            "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+            "backendRefs": [{"name": "web", "port": 80}],
+        }
+    ]
+    assert redirect["spec"]["hostnames"] == ["shop.example.com"]
+    assert redirect["spec"]["parentRefs"][0]["sectionName"] == "http"
+    assert redirect["spec"]["rules"] == [
+        {
+            "filters": [
+                {
+                    "type": "RequestRedirect",
+                    "requestRedirect": {"scheme": "https", "statusCode": 301},
+                }
+            ]
+        }
+    ]
+    assert http["spec"]["hostnames"] == ["docs.example.com"]
+    assert http["spec"]["parentRefs"][0]["sectionName"] == "http"
+    assert redirect["metadata"]["name"] == f"{https['metadata']['name']}-redirect"
+    endpoints_ = endpoints(routes)
+    assert sorted(h for e in endpoints_ for h in e["hosts"]) == [
+        "http://docs.example.com",
+        "https://shop.example.com",
+    ]
+
+
+def test_tls_comes_from_the_upload_or_from_the_clusters_issuer():
+    labels = {"app": "web"}
+    (secret,) = tls_objects("web", [SECURE, PLAIN], Routing(), UPLOADED, labels)
+    assert secret["kind"] == "Secret"
+    assert secret["metadata"]["name"] == "web-tls-wild"
+    (issued,) = tls_objects("web", [SECURE, PLAIN], Routing(cluster_issuer="ca"), UPLOADED, labels)
+    assert issued["kind"] == "Certificate"
+    assert issued["spec"] == {
+        "secretName": "web-tls-wild",
+        "dnsNames": ["shop.example.com"],  # only the hosts routed with it
+        "issuerRef": {"group": "cert-manager.io", "kind": "ClusterIssuer", "name": "ca"},
+    }
+    assert "KEY" not in str(issued)  # the uploaded key stays in Wharf
+
+
+def test_a_gateway_may_read_exactly_the_applications_tls_secrets():
+    objects = tls_objects("web", [SECURE], Routing(gateway=GATEWAY), UPLOADED, {})
+    grant = next(o for o in objects if o["kind"] == "ReferenceGrant")
+    assert grant["spec"] == {
+        "from": [
+            {"group": "gateway.networking.k8s.io", "kind": "Gateway", "namespace": "gateways"}
+        ],
+        "to": [{"group": "", "kind": "Secret", "name": "web-tls-wild"}],
+    }
+    assert tls_objects("web", [PLAIN], Routing(gateway=GATEWAY), UPLOADED, {}) == []
+
+
+def test_a_cluster_without_the_apis_routes_by_ingress_with_uploaded_tls():
+    spec = ClusterRouting(gateway=GATEWAY, clusterIssuer="ca", ingressClass="nginx")
+    assert routing_of(spec, {}) == Routing(ingress_class="nginx")
+    assert routing_of(spec, {"gatewayAPI": True, "certManager": True}) == Routing(
+        ingress_class="nginx", gateway=GATEWAY, cluster_issuer="ca"
+    )
+    assert routing_summary(spec, {"gatewayAPI": True}) == {
+        "routes": "HTTPRoute",
+        "tls": "uploaded",
+        "gateway": "gateways/edge",
+    }
+    assert served_apis({"gateway.networking.k8s.io": ["v1", "v1beta1"]}) == {
+        "gatewayAPI": True,
+        "certManager": False,
+    }
+
+
+def _claim_of(size: str, storage_class: str = "standard") -> dict[str, Any]:
+    return {
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "data"},
+        "spec": {"storageClassName": storage_class, "resources": {"requests": {"storage": size}}},
+    }
+
+
+def _set_of(size: str) -> dict[str, Any]:
+    template = {"metadata": {"name": "state"}, **_claim_of(size)}
+    return {
+        "kind": "StatefulSet",
+        "metadata": {"name": "db"},
+        "spec": {"replicas": 2, "volumeClaimTemplates": [template]},
+    }
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "words"),
+    [
+        (_claim_of("2Gi"), _claim_of("1Gi"), "would shrink from 2Gi to 1Gi"),
+        (_claim_of("1Gi", "fixed"), _claim_of("2Gi", "fixed"), "'fixed' in cluster lab1"),
+        (_claim_of("1Gi", "gone"), _claim_of("2Gi", "gone"), "'gone' in cluster lab1"),
+        (_set_of("1Gi"), _set_of("2Gi"), "a StatefulSet's claim templates cannot change"),
+    ],
+)
+def test_volumes_grow_only_where_the_class_allows_and_never_shrink(before, after, words):
+    expandable = {"standard": True, "fixed": False}
+    with pytest.raises(InvalidError, match=words) as refused:
+        check_volume_changes([before], [after], "lab1", expandable)
+    assert refused.value.field == "spec.values"
+
+
+def test_a_volume_grows_where_its_class_allows_it():
+    check_volume_changes([_claim_of("1Gi")], [_claim_of("3Gi")], "lab1", {"standard": True})
+    check_volume_changes([], [_claim_of("3Gi", "fixed")], "lab1", {})  # new: not a change

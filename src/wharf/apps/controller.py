@@ -9,7 +9,9 @@ with reasons that name them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
@@ -17,12 +19,15 @@ from typing import Any, Protocol
 
 import structlog
 from lightkube import AsyncClient, operators
+from lightkube.core.exceptions import ApiError
+from lightkube.core.generic_client import ALL_NS
 from lightkube.resources.apps_v1 import DaemonSet, Deployment, StatefulSet
 from lightkube.resources.autoscaling_v2 import HorizontalPodAutoscaler
 from lightkube.resources.batch_v1 import CronJob, Job
 from lightkube.resources.core_v1 import (
     ConfigMap,
     Event,
+    PersistentVolumeClaim,
     Pod,
     Secret,
     Service,
@@ -47,6 +52,7 @@ from wharf.apps.service import (
     rendered_for,
     revision_spec,
 )
+from wharf.clusters.model import CLUSTER, Routing, routing_of
 from wharf.clusters.service import ClusterRules
 from wharf.core.controller import Controller
 from wharf.core.errors import OutdatedSpecError
@@ -66,9 +72,10 @@ from wharf.kube.apply import (
 from wharf.kube.clients import is_unreachable
 from wharf.kube.connections import ClusterConnections, fingerprint
 from wharf.kube.informer import ClusterWatches, Informer
-from wharf.network.model import endpoints, expose_node_ports, tls_secret
+from wharf.kube.kinds import BY_API
+from wharf.network.model import endpoints, expose_node_ports, tls_objects
 from wharf.network.service import CertificateRules, application_node_ports
-from wharf.resources.service import ResourceService
+from wharf.resources.service import DELETE_VOLUMES, ResourceService
 from wharf.store.claims import Holder, held_by
 from wharf.store.resources import ResourceStore, StoredResource
 from wharf.tenancy.model import (
@@ -97,6 +104,55 @@ RESOURCES = (
     ServiceAccount,
 )
 BY_KIND = {r.__name__: r for r in RESOURCES}
+
+
+async def _claims_of(
+    client: AsyncClient, labels: dict[str, Any], prefix: str
+) -> list[tuple[str, str]]:
+    """(namespace, name) of the application's claims: those it renders (labelled as its
+    own) and those its StatefulSets made (`<template>-<statefulset>-<ordinal>`)."""
+    patterns: dict[str, list[re.Pattern[str]]] = {}
+    async for item in client.list(StatefulSet, namespace=ALL_NS, labels=labels):
+        sts = item.to_dict()
+        namespace = sts["metadata"].get("namespace", "")
+        for template in sts["spec"].get("volumeClaimTemplates", []):
+            name = f"{template['metadata']['name']}-{sts['metadata']['name']}"
+            patterns.setdefault(namespace, []).append(re.compile(rf"^{re.escape(name)}-\d+$"))
+    found = []
+    async for claim in client.list(PersistentVolumeClaim, namespace=ALL_NS):
+        meta = claim.to_dict()["metadata"]
+        namespace, name = meta.get("namespace", ""), meta["name"]
+        if not namespace.startswith(prefix):
+            continue  # only the tenant's own namespaces: labels elsewhere prove nothing
+        mine = all((meta.get("labels") or {}).get(k) == v for k, v in labels.items())
+        made = any(p.match(name) for p in patterns.get(namespace, []))
+        if mine or made:
+            found.append((namespace, name))
+    return found
+
+
+async def remove_volumes(client: AsyncClient, labels: dict[str, Any], prefix: str) -> list[str]:
+    """Delete the application's claims (their volumes go as their class's reclaim policy
+    says); only in its tenant's namespaces (`prefix`)."""
+    removed = []
+    for namespace, name in await _claims_of(client, labels, prefix):
+        with contextlib.suppress(ApiError):
+            await client.delete(PersistentVolumeClaim, name, namespace=namespace)
+        removed.append(f"PersistentVolumeClaim/{namespace}/{name}")
+    return removed
+
+
+def resources_in(cluster: StoredResource) -> tuple[Any, ...]:
+    """What delivery writes and prunes in a cluster: Kubernetes' own kinds, and those of the
+    CRDs the cluster serves (HTTPRoute, cert-manager's Certificate), as its status says."""
+    apis = cluster.status.get("apis") or {}
+    return RESOURCES + tuple(r for api, kinds in BY_API.items() if apis.get(api) for r in kinds)
+
+
+def routing_in(cluster: StoredResource) -> Routing:
+    return routing_of(CLUSTER.typed(cluster).routing, cluster.status.get("apis") or {})
+
+
 OWNED: dict[str, Any] = {MANAGED_BY: "wharf", APP_LABEL: None}  # None: the label is set
 # A revision delivered to one cluster: its spec as stored, its rendered objects, its number.
 Variant = tuple[dict[str, Any], list[dict[str, Any]], int]
@@ -163,7 +219,11 @@ class DeliveryController:
         try:
             client = self.connections.client(cluster.name, self.clusters.kubeconfig(cluster))
             owners = await owner_labels(
-                client, RESOURCES, OWNED, (TENANT_LABEL, APP_LABEL), in_owners_namespace=True
+                client,
+                resources_in(cluster),
+                OWNED,
+                (TENANT_LABEL, APP_LABEL),
+                in_owners_namespace=True,
             )
         except Exception as exc:
             log.info("sweep skipped a cluster", cluster=cluster.name, error=str(exc)[:300])
@@ -296,7 +356,8 @@ class DeliveryController:
         if app is None or app.deleting_since is not None:
             # Deleted (the record says so) or gone (objects found without an owner): remove
             # its objects everywhere, and only then drop the record.
-            await asyncio.gather(*(self._remove(key, c) for c in clusters.values()))
+            volumes = app is not None and app.annotations.get(DELETE_VOLUMES) == "true"
+            await asyncio.gather(*(self._remove(key, c, volumes) for c in clusters.values()))
             if app is not None:
                 await asyncio.to_thread(
                     self.service.finish_delete, "Application", key[0], key[1], app.uid
@@ -362,16 +423,22 @@ class DeliveryController:
         stored, other, number = variant
         return self.rules.unsealed(dataclasses.replace(app, spec=stored)), other, number
 
-    async def _remove(self, key: Key, cluster: StoredResource) -> None:
-        """Delete the application's objects in one cluster; failures propagate (and are
-        retried), so that a delete is not reported done while something is left. A cluster
-        that is not Ready is passed over: the sweep removes what is left when it is back."""
+    async def _remove(self, key: Key, cluster: StoredResource, volumes: bool = False) -> None:
+        """Delete the application's objects in one cluster — its volumes only when the delete
+        asked for it; failures propagate (and are retried), so that a delete is not reported
+        done while something is left. A cluster that is not Ready is passed over: the sweep
+        removes what is left when it is back."""
         if cluster.status.get("phase") != "Ready":
             return
         client = self.connections.client(cluster.name, self.clusters.kubeconfig(cluster))
         labels: dict[str, Any] = {MANAGED_BY: "wharf", TENANT_LABEL: key[0], APP_LABEL: key[1]}
+        if volumes:  # first: the StatefulSets name their claims
+            removed = await remove_volumes(client, labels, f"{key[0]}--")
+            self.writes += len(removed)
         # Only in the tenant's own namespaces: elsewhere these labels prove nothing.
-        removed = await remove_labelled(client, RESOURCES, labels, namespace_prefix=f"{key[0]}--")
+        removed = await remove_labelled(
+            client, resources_in(cluster), labels, namespace_prefix=f"{key[0]}--"
+        )
         self.writes += len(removed)
         if removed:
             log.info("removed application objects", cluster=cluster.name, app=key, objects=removed)
@@ -409,13 +476,14 @@ class DeliveryController:
             }
         namespace = namespace_name(key[0], spec.project, spec.environment)
         labels = app_labels(key[0], spec)
+        routing = routing_in(cluster)
         objects = expose_node_ports(
-            desired_objects(key[1], spec, rendered, name, labels), exposure.ports.get(name, {})
+            desired_objects(key[1], spec, rendered, name, labels, routing),
+            exposure.ports.get(name, {}),
         )
-        objects += [
-            tls_secret(key[1], cert, pem, private, {**labels, APP_LABEL: key[1]})
-            for cert, (pem, private) in exposure.certificates.items()
-        ]
+        objects += tls_objects(
+            key[1], spec.routes, routing, exposure.certificates, {**labels, APP_LABEL: key[1]}
+        )
         try:
             client = self.connections.client(name, self.clusters.kubeconfig(cluster))
             await self._watch(cluster)
@@ -450,7 +518,7 @@ class DeliveryController:
                 APP_LABEL: key[1],
                 RELEASE_ROLE: operators.not_exists(),
             }
-            for resource in RESOURCES:
+            for resource in resources_in(cluster):
                 removed = await prune(
                     client, resource, namespace, ours, keep.get(resource.__name__, set())
                 )
@@ -567,7 +635,41 @@ async def _cluster_status(
         "pods": pods,
         "events": sorted(events, key=lambda e: str(e["time"]))[-5:],
         "endpoints": endpoints(observed),
+        "volumes": await _volumes(client, namespace, app, observed),
     }
+
+
+async def _volumes(
+    client: AsyncClient, namespace: str, app: str, observed: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The application's claims in one cluster as the cluster holds them: requested size,
+    capacity and phase (Pending until a volume is bound to it)."""
+    rendered = {o["metadata"]["name"] for o in observed if o.get("kind") == "PersistentVolumeClaim"}
+    made = [
+        re.compile(rf"^{re.escape(t['metadata']['name'])}-{re.escape(o['metadata']['name'])}-\d+$")
+        for o in observed
+        if o.get("kind") == "StatefulSet"
+        for t in o.get("spec", {}).get("volumeClaimTemplates", [])
+    ]
+    if not rendered and not made:
+        return []
+    out = []
+    async for item in client.list(PersistentVolumeClaim, namespace=namespace):
+        claim = item.to_dict()
+        name = claim["metadata"]["name"]
+        if name not in rendered and not any(p.match(name) for p in made):
+            continue
+        spec, status = claim.get("spec", {}), claim.get("status", {})
+        out.append(
+            {
+                "name": name,
+                "storageClass": spec.get("storageClassName") or "",
+                "requested": spec.get("resources", {}).get("requests", {}).get("storage", ""),
+                "capacity": (status.get("capacity") or {}).get("storage", ""),
+                "phase": status.get("phase", ""),
+            }
+        )
+    return sorted(out, key=lambda v: str(v["name"]))
 
 
 def _outdated(exc: OutdatedSpecError, stored: StoredResource) -> dict[str, Any]:

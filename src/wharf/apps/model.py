@@ -22,11 +22,12 @@ import jsonschema
 import yaml
 from pydantic import Field, field_validator
 
+from wharf.clusters.model import Routing
 from wharf.core import documents
 from wharf.core.errors import InvalidError
 from wharf.core.quantity import parse_quantity
 from wharf.core.resources import Kind, Spec
-from wharf.network.model import NodePortRequest, Route, ingress_for
+from wharf.network.model import NodePortRequest, Route, route_objects
 from wharf.tenancy.model import APP_LABEL as APP_LABEL  # placement leaves it to apps
 
 PLACEHOLDER = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -51,6 +52,7 @@ RENDERABLE_KINDS = {
     ("autoscaling/v2", "HorizontalPodAutoscaler"),
     ("policy/v1", "PodDisruptionBudget"),
     ("v1", "ServiceAccount"),
+    ("v1", "PersistentVolumeClaim"),
 }
 
 
@@ -504,8 +506,9 @@ class ApplicationSpec(Spec):
     )
     routes: list[Route] = Field(
         default_factory=list,
-        description="HTTP routes (host, path) into its Services, rendered as an Ingress in "
-        "every cluster; hosts under the tenant's domains, each held by one application",
+        description="HTTP routes (host, path) into its Services, rendered in every cluster "
+        "as an Ingress, or as Gateway API HTTPRoutes where the cluster has a Gateway "
+        "(spec.routing); hosts under the tenant's domains, each held by one application",
     )
 
 
@@ -552,10 +555,12 @@ def desired_objects(
     rendered: list[dict[str, Any]],
     cluster: str,
     labels: dict[str, str],
+    routing: Routing | None = None,
 ) -> list[dict[str, Any]]:
-    """The objects for one cluster: rendered, configuration added, overrides applied, labelled."""
+    """The objects for one cluster: rendered, configuration added, overrides applied, labelled;
+    routes served as the cluster's `routing` says (an Ingress of its default class if unsaid)."""
     override = spec.overrides.get(cluster, ClusterOverride())
-    objects = copy.deepcopy(rendered) + ingress_for(app, spec.routes)
+    objects = copy.deepcopy(rendered) + route_objects(app, spec.routes, routing or Routing())
     refs: list[dict[str, Any]] = []
     for name, data in sorted(spec.config.configMaps.items()):
         objects.append(

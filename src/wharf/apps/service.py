@@ -39,6 +39,7 @@ from wharf.identity.model import Action, Principal
 from wharf.network.model import (
     check_node_port_requests,
     check_routes,
+    check_volume_changes,
     check_volume_classes,
     volume_requests,
 )
@@ -225,11 +226,20 @@ def check_strategy(
                 )
 
 
+def _expandable(session: Session, cluster: str) -> dict[str, bool]:
+    """The cluster's storage classes (its catalog, as observed) and whether volumes of each
+    may grow."""
+    stored = ResourceStore(session).get("Cluster", "", cluster)
+    catalog = stored.status.get("storageClasses", []) if stored is not None else []
+    return {c["name"]: bool(c.get("allowVolumeExpansion")) for c in catalog}
+
+
 class ApplicationRules(KindRules[ApplicationSpec]):
     """Developers deliver into their projects; everyone in the project reads."""
 
     kind = APPLICATION
     owns_cluster_objects = True  # its workloads, services, configuration, … in every cluster
+    owns_volumes = True  # its claims: kept on delete unless asked
 
     def __init__(self, box: SecretBox) -> None:
         self.box = box
@@ -343,6 +353,9 @@ class ApplicationRules(KindRules[ApplicationSpec]):
                         field="spec.values",
                     )
             check_volume_classes(objects, tenant, granted_classes)
+            if previous is not None:
+                was = desired_objects(change.name, previous[0], previous[1], cluster, labels)
+                check_volume_changes(was, objects, cluster, _expandable(session, cluster))
             self._check_quota(change.name, spec, project, cluster, objects, previous, labels)
         # Each object a delivery renders has one owner: a second application rendering the
         # same Deployment or Service is refused here, never left to fight in the clusters.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import time
 from collections.abc import Iterable
 from functools import partial
 from typing import Any
@@ -35,6 +36,8 @@ from wharf.clusters.model import (
     nodes_of,
     pool_labels_of,
     pool_taints,
+    routing_summary,
+    served_apis,
     storage_catalog,
     tainted_node,
 )
@@ -43,7 +46,7 @@ from wharf.core.controller import Controller
 from wharf.core.errors import OutdatedSpecError
 from wharf.core.resources import now, set_condition, spec_of
 from wharf.kube.apply import MANAGED_BY, apply, remove_labelled
-from wharf.kube.clients import server_version
+from wharf.kube.clients import api_groups, server_version
 from wharf.kube.connections import ClusterConnections, fingerprint
 from wharf.kube.informer import ClusterWatches, Informer
 from wharf.kube.kubeconfig import KubeconfigRefused
@@ -51,6 +54,7 @@ from wharf.resources.service import ResourceService
 from wharf.store.resources import ResourceStore, StoredResource
 
 log = structlog.get_logger("wharf.clusters")
+DISCOVERY_SECONDS = 60.0
 # What a cluster leaving the platform loses besides its pools' taints: whatever Wharf put there
 # and labelled as its own (a namespace takes everything inside it along).
 LEFT_BEHIND = (
@@ -77,6 +81,7 @@ class ClusterController:
         self.watches = ClusterWatches()
         self.controller = Controller("clusters", self.reconcile, self.list_keys, resync=heartbeat)
         self.writes = 0  # API writes made, for metrics and tests
+        self._discovered: dict[str, tuple[float, dict[str, bool]]] = {}
 
     async def list_keys(self) -> Iterable[str]:
         def names() -> list[str]:
@@ -194,6 +199,9 @@ class ClusterController:
         conditions = status.get("conditions", [])
         if reachable:
             status["kubernetesVersion"] = version
+            apis = await self._apis(name, client, stored.status.get("apis") or {})
+            status["apis"] = apis
+            status["routing"] = routing_summary(CLUSTER.typed(stored).routing, apis)
             if nodes.synced.is_set() and pods.synced.is_set():
                 status["capacity"] = capacity_of(nodes.items.values(), pods.items.values())
                 status["nodes"] = nodes_of(nodes.items.values())
@@ -232,6 +240,22 @@ class ClusterController:
             await asyncio.to_thread(
                 self.service.write_status, "Cluster", "", name, partial(_same, status)
             )
+
+    async def _apis(self, name: str, client: Any, known: dict[str, bool]) -> dict[str, bool]:
+        """Which optional APIs the cluster serves (Gateway API, cert-manager), asked at most
+        once a minute (CRDs come and go rarely); a failed ask keeps what was known, and never
+        makes the cluster unreachable."""
+        asked = self._discovered.get(name)
+        if asked is not None and time.monotonic() - asked[0] < DISCOVERY_SECONDS:
+            return asked[1]
+        try:
+            async with asyncio.timeout(10):
+                apis = served_apis(await api_groups(client))
+        except Exception as exc:
+            log.info("API discovery failed", cluster=name, error=f"{type(exc).__name__}: {exc}")
+            return known
+        self._discovered[name] = (time.monotonic(), apis)
+        return apis
 
     async def _refused(self, stored: StoredResource, message: str, reason: str = "Refused") -> None:
         """A stored kubeconfig (or spec) this server will not use (stored before today's

@@ -26,6 +26,42 @@ QUOTA_TO_CAPACITY = {
 }
 
 
+class GatewayRef(Spec):
+    """The Gateway (Gateway API) applications' HTTPRoutes attach to in this cluster."""
+
+    name: str = Field(description="The Gateway's name")
+    namespace: str = Field(description="Its namespace (the platform's, not a tenant's)")
+    httpsListener: str = Field(
+        default="https", description="Its listener for HTTPS (routes with TLS attach here)"
+    )
+    httpListener: str = Field(
+        default="http",
+        description="Its listener for plain HTTP (routes without TLS, and the redirect of "
+        "those with TLS to HTTPS)",
+    )
+
+
+class ClusterRouting(Spec):
+    """How this cluster serves applications' HTTP routes; set by platform admins."""
+
+    ingressClass: str | None = Field(
+        default=None,
+        description="IngressClass of the Ingresses Wharf writes (spec.ingressClassName); "
+        "left out, the cluster's default class",
+    )
+    gateway: GatewayRef | None = Field(
+        default=None,
+        description="Routes become Gateway API HTTPRoutes attached to this Gateway, where the "
+        "cluster serves gateway.networking.k8s.io (status.apis.gatewayAPI); otherwise Ingress",
+    )
+    clusterIssuer: str | None = Field(
+        default=None,
+        description="A cert-manager ClusterIssuer: TLS certificates of routes are issued in the "
+        "cluster (a cert-manager Certificate) where it serves cert-manager.io "
+        "(status.apis.certManager); otherwise the tenant's uploaded certificate is used",
+    )
+
+
 class ClusterSpec(Spec):
     """A Kubernetes cluster registered with Wharf: it places namespaces and delivers there."""
 
@@ -40,6 +76,61 @@ class ClusterSpec(Spec):
         "(e.g. fast: 'ceph-rbd, replicated, for databases'); the catalog itself is read from "
         "the cluster (status.storageClasses)",
     )
+    routing: ClusterRouting = Field(
+        default_factory=ClusterRouting,
+        description="How applications' HTTP routes are served here: ingress class, Gateway "
+        "API gateway, cert-manager issuer",
+    )
+
+
+# API groups whose presence in a cluster changes what Wharf writes there (status.apis).
+GATEWAY_API_GROUP = "gateway.networking.k8s.io"
+CERT_MANAGER_GROUP = "cert-manager.io"
+
+
+def served_apis(groups: dict[str, list[str]]) -> dict[str, bool]:
+    """Which optional APIs the cluster serves, from its API groups and their versions."""
+    return {
+        "gatewayAPI": "v1" in groups.get(GATEWAY_API_GROUP, []),
+        "certManager": "v1" in groups.get(CERT_MANAGER_GROUP, []),
+    }
+
+
+@dataclass(frozen=True)
+class Routing:
+    """What a cluster does with applications' routes: its spec.routing, where it serves the
+    APIs needed (a Gateway without Gateway API, an issuer without cert-manager, count as
+    not set)."""
+
+    ingress_class: str | None = None
+    gateway: GatewayRef | None = None
+    cluster_issuer: str | None = None
+
+    @property
+    def kind(self) -> str:
+        return "HTTPRoute" if self.gateway is not None else "Ingress"
+
+
+def routing_of(spec: ClusterRouting, apis: Mapping[str, Any]) -> Routing:
+    return Routing(
+        ingress_class=spec.ingressClass,
+        gateway=spec.gateway if apis.get("gatewayAPI") else None,
+        cluster_issuer=spec.clusterIssuer if apis.get("certManager") else None,
+    )
+
+
+def routing_summary(spec: ClusterRouting, apis: Mapping[str, Any]) -> dict[str, Any]:
+    """For the cluster's status: what routes become here, and where TLS comes from."""
+    routing = routing_of(spec, apis)
+    summary: dict[str, Any] = {
+        "routes": routing.kind,
+        "tls": f"ClusterIssuer {routing.cluster_issuer}" if routing.cluster_issuer else "uploaded",
+    }
+    if routing.gateway is not None:
+        summary["gateway"] = f"{routing.gateway.namespace}/{routing.gateway.name}"
+    elif spec.ingressClass:
+        summary["ingressClass"] = spec.ingressClass
+    return summary
 
 
 DEFAULT_CLASS_ANNOTATION = "storageclass.kubernetes.io/is-default-class"

@@ -16,7 +16,7 @@ from wharf.core.errors import WharfError
 from wharf.core.quantity import format_quantity
 from wharf.identity.api import database
 from wharf.network.model import volumes
-from wharf.network.service import node_port_view, tenant_domains
+from wharf.network.service import node_port_view, reachability, tenant_domains
 
 from .web import Viewer, page, render, resources
 
@@ -74,8 +74,45 @@ def _volumes(session: Any, apps: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def _claims(apps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each application's claims as its clusters hold them (capacity, phase): from the
+    status the delivery controller reads from every cluster."""
+    return [
+        {
+            "project": app["spec"]["project"],
+            "application": app["metadata"]["name"],
+            "cluster": cluster,
+            **claim,
+        }
+        for app in apps
+        for cluster, found in sorted(((app.get("status") or {}).get("clusters") or {}).items())
+        for claim in found.get("volumes", [])
+    ]
+
+
+REACH_FIELDS = ("env", "from", "to", "port")
+
+
+def _reach(session: Any, p: Any, tenant: str, asked: dict[str, str]) -> dict[str, Any] | None:
+    """The answer to "may A reach B on port P?" when the form was sent (the same query as
+    GET /api/v1/tenants/{t}/reachability); a refusal is shown with its field."""
+    if not any(asked.values()):
+        return None
+    if not asked["port"].isdigit():
+        return {"error": {"message": "port: give a number (1-65535)", "field": "port"}}
+    try:
+        port = int(asked["port"])
+        return reachability(
+            session, p, tenant, asked["env"] or "dev", asked["from"], asked["to"], port
+        )
+    except WharfError as exc:
+        return {"error": {"message": exc.message, "field": exc.field}}
+
+
 @router.get("/tenants/{tenant}/network", response_class=HTMLResponse)
 def network(request: Request, tenant: str) -> Response:
+    asked = {f: request.query_params.get(f, "")[:200] for f in REACH_FIELDS}
+
     def build(who: Viewer) -> Response:
         p = who.principal
         service = resources(request)
@@ -86,6 +123,7 @@ def network(request: Request, tenant: str) -> Response:
             ports = node_port_view(session, p, tenant)
             domains = tenant_domains(session, tenant)
             stored_volumes = _volumes(session, apps)
+            reach = _reach(session, p, tenant, asked)
         routes = [
             {"project": a["spec"]["project"], "application": a["metadata"]["name"], **r}
             for a in apps
@@ -103,6 +141,9 @@ def network(request: Request, tenant: str) -> Response:
             policies=policies,
             traffic=_traffic(policies),
             volumes=stored_volumes,
+            claims=_claims(apps),
+            asked=asked,
+            reach=reach,
         )
 
     return page(request, build)

@@ -50,6 +50,17 @@ async def server_version(client: AsyncClient) -> str:
     return str(response.json().get("gitVersion", ""))
 
 
+async def api_groups(client: AsyncClient) -> dict[str, list[str]]:
+    """The API groups the cluster serves (/apis), each with its versions."""
+    http = client._client._client
+    response = await http.get("/apis")
+    response.raise_for_status()
+    return {
+        g["name"]: [v["version"] for v in g.get("versions", [])]
+        for g in response.json().get("groups", [])
+    }
+
+
 def is_unreachable(exc: BaseException) -> bool:
     """Whether an error means the cluster could not be reached (rather than a refusal)."""
     return isinstance(exc, httpx2.TransportError | TimeoutError | ConnectionError)

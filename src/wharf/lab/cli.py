@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from wharf.lab import crds
 from wharf.lab.build import BuildError, build, describe
 from wharf.lab.lab import Lab, LabError, default_lab_dir
 
@@ -58,12 +59,20 @@ def up_command(
     clusters: Annotated[int, typer.Option(min=1, max=8, help="Number of clusters")] = 2,
     nodes: Annotated[int, typer.Option(min=1, max=500, help="Simulated nodes per cluster")] = 3,
     directory: DirOption = None,
+    crd_bundles: Annotated[
+        str,
+        typer.Option(
+            "--crds",
+            help=f"CRD bundles to install, comma-separated ({', '.join(crds.BUNDLES)}), or 'none'",
+        ),
+    ] = ",".join(crds.DEFAULT_BUNDLES),
 ) -> None:
-    """Start the lab clusters and wait until their nodes are Ready."""
+    """Start the lab clusters (with the CRD bundles) and wait until their nodes are Ready."""
     lab = Lab(directory or default_lab_dir())
     started = time.monotonic()
+    bundles = [] if crd_bundles == "none" else [b for b in crd_bundles.split(",") if b]
     try:
-        members = lab.up(clusters=clusters, nodes=nodes, progress=_say)
+        members = lab.up(clusters=clusters, nodes=nodes, progress=_say, crd_bundles=bundles)
     except LabError as exc:
         raise _fail(exc) from exc
     for cluster in members:

@@ -19,8 +19,10 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -30,6 +32,7 @@ import httpx
 import yaml
 
 from wharf.core.paths import state_home
+from wharf.lab import crds, provisioner
 from wharf.lab.build import LabBinaries, find_binaries
 from wharf.lab.pki import CertificateAuthority, KeyPair, signing_key
 
@@ -37,7 +40,14 @@ SERVICE_CIDR = "10.96.0.0/16"
 POD_CIDR = "10.244.0.0/16"
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 # The order to start in; stopping goes the other way.
-COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+COMPONENTS = (
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kwok",
+    "provisioner",  # the lab's stand-in for a storage driver (wharf.lab.provisioner)
+)
 
 Progress = Callable[[str], None]
 
@@ -364,6 +374,9 @@ class LabCluster:
                 f"--tls-private-key-file={pki / 'apiserver.key'}",
                 "--node-lease-duration-seconds=40",
             ]
+        if component == "provisioner":
+            run = "import sys; from wharf.lab.provisioner import main; main(sys.argv[1])"
+            return [sys.executable, "-c", run, str(d)]
         raise ValueError(component)
 
     # -- processes --------------------------------------------------------------------------
@@ -421,9 +434,9 @@ class LabCluster:
         ctx.load_cert_chain(self.pki_dir / "admin.crt", self.pki_dir / "admin.key")
         return ctx
 
-    def http(self) -> httpx.Client:
+    def http(self, timeout: float = 5.0) -> httpx.Client:
         """An admin HTTP client to the apiserver, for health checks."""
-        return httpx.Client(base_url=self.server, verify=self.ssl_context(), timeout=5.0)
+        return httpx.Client(base_url=self.server, verify=self.ssl_context(), timeout=timeout)
 
     def healthy(self) -> bool:
         try:
@@ -554,11 +567,21 @@ class Lab:
         nodes: int = 3,
         progress: Progress = print,
         timeout: float = 180.0,
+        crd_bundles: Sequence[str] = crds.DEFAULT_BUNDLES,
     ) -> list[LabCluster]:
-        """Bring up `clusters` clusters of `nodes` simulated nodes each; reuse a healthy lab."""
+        """Bring up `clusters` clusters of `nodes` simulated nodes each, with the CRDs of
+        `crd_bundles` installed; reuse a healthy lab."""
         if clusters < 1 or nodes < 1:
             raise LabError("a lab needs at least one cluster and one node")
-        spec = {"clusters": [f"lab{i}" for i in range(1, clusters + 1)], "nodes": nodes}
+        try:
+            crd_files = [f for b in crds.bundles(crd_bundles) for f in crds.fetch(b, progress)]
+        except crds.CrdBundleError as exc:
+            raise LabError(str(exc)) from exc
+        spec = {
+            "clusters": [f"lab{i}" for i in range(1, clusters + 1)],
+            "nodes": nodes,
+            "crdBundles": list(crd_bundles),
+        }
         previous = self._read_spec()
         wanted = {**spec, "kubernetes_version": self.binaries.kubernetes_version}
         if previous == wanted and self.is_up():
@@ -592,19 +615,45 @@ class Lab:
             wait_all("etcd", _etcd_healthy, "etcd")
             self._start_phase(members, ["kube-apiserver"], progress)
             wait_all("kube-apiserver /readyz", LabCluster.healthy, "kube-apiserver")
-            self._start_phase(
-                members, ["kube-controller-manager", "kube-scheduler", "kwok"], progress
-            )
-            for c in members:
-                _register_nodes(c, nodes)
-            progress(f"waiting for {nodes} Ready node(s) per cluster")
-            wait_all("nodes Ready", lambda c: _nodes_ready(c) >= nodes)
-            wait_all("default service account", _default_service_account)
+            # The API servers take in the CRDs while the rest of the cluster comes up.
+            with ThreadPoolExecutor(1) as background:
+                installed = background.submit(self._install_crds, members, crd_files, progress)
+                for c in members:
+                    with c.http() as client:
+                        provisioner.install_classes(client)
+                self._start_phase(
+                    members,
+                    ["kube-controller-manager", "kube-scheduler", "kwok", "provisioner"],
+                    progress,
+                )
+                for c in members:
+                    _register_nodes(c, nodes)
+                progress(f"waiting for {nodes} Ready node(s) per cluster")
+                wait_all("nodes Ready", lambda c: _nodes_ready(c) >= nodes)
+                wait_all("default service account", _default_service_account)
+                installed.result()
         except BaseException:
             self.down(progress=lambda _: None)
             raise
         progress(f"lab up: {len(members)} cluster(s) in {time.monotonic() - started:.1f}s")
         return members
+
+    @staticmethod
+    def _install_crds(members: list[LabCluster], files: list[Path], progress: Progress) -> None:
+        """The CRD bundles in every cluster at once (the API servers take them in parallel)."""
+        if not files:
+            return
+
+        def install(cluster: LabCluster) -> list[str]:
+            with cluster.http(timeout=120.0) as client:
+                try:
+                    return crds.install(client, files)
+                except crds.CrdBundleError as exc:
+                    raise LabError(f"{cluster.name}: {exc}") from exc
+
+        with ThreadPoolExecutor(len(members)) as pool:
+            names = list(pool.map(install, members))
+        progress(f"installed {len(names[0])} CRD(s) in {len(members)} cluster(s)")
 
     def _read_spec(self) -> dict[str, Any] | None:
         try:

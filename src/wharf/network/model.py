@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import copy
 import datetime as dt
+import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,8 +25,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from pydantic import BaseModel, ConfigDict, Field
 
+from wharf.clusters.model import GatewayRef, Routing
 from wharf.core.errors import InvalidError
-from wharf.core.quantity import QuantityError, parse_quantity
+from wharf.core.quantity import QuantityError, format_quantity, parse_quantity
 from wharf.core.resources import Kind, Spec
 from wharf.tenancy.guard import HOSTS_ANNOTATION as HOSTS_ANNOTATION
 from wharf.tenancy.guard import NODE_PORTS_ANNOTATION as NODE_PORTS_ANNOTATION
@@ -223,11 +225,27 @@ def tls_secret_name(app: str, certificate: str) -> str:
     return f"{app}-tls-{certificate}"
 
 
-def ingress_for(app: str, routes: list[Route]) -> list[dict[str, Any]]:
-    """One Ingress for the application's routes (none without routes): a rule per host, TLS
-    from the certificates' Secrets, and plain HTTP redirected where TLS is on."""
+GATEWAY_GROUP = "gateway.networking.k8s.io"
+# On each HTTPRoute Wharf writes: what it serves (http, https, or redirect to https).
+SERVES_ANNOTATION = "wharf.io/serves"
+CERT_MANAGER_GROUP = "cert-manager.io"
+
+
+def route_objects(app: str, routes: list[Route], routing: Routing) -> list[dict[str, Any]]:
+    """The objects that serve the application's routes in one cluster (none without routes):
+    HTTPRoutes attached to the cluster's Gateway where it has one, else one Ingress."""
     if not routes:
         return []
+    if routing.gateway is not None:
+        return http_routes(app, routes, routing.gateway)
+    return ingress_for(app, routes, routing.ingress_class)
+
+
+def ingress_for(
+    app: str, routes: list[Route], ingress_class: str | None = None
+) -> list[dict[str, Any]]:
+    """One Ingress for the application's routes: a rule per host, TLS from the certificates'
+    Secrets, and plain HTTP redirected where TLS is on."""
     rules: dict[str, list[dict[str, Any]]] = {}
     tls: dict[str, list[str]] = {}
     for route in routes:
@@ -240,6 +258,8 @@ def ingress_for(app: str, routes: list[Route]) -> list[dict[str, Any]]:
     spec: dict[str, Any] = {
         "rules": [{"host": h, "http": {"paths": paths}} for h, paths in rules.items()]
     }
+    if ingress_class:
+        spec["ingressClassName"] = ingress_class
     metadata: dict[str, Any] = {"name": f"{app}-routes"}
     if tls:
         spec["tls"] = [
@@ -255,6 +275,121 @@ def ingress_for(app: str, routes: list[Route]) -> list[dict[str, Any]]:
             "spec": spec,
         }
     ]
+
+
+def _route_name(app: str, host: str) -> str:
+    """A stable name per (application, host) that fits any host (DNS names run to 253)."""
+    return f"{app}-{hashlib.sha256(host.encode()).hexdigest()[:10]}"
+
+
+def _http_route(
+    name: str, serves: str, host: str, gateway: GatewayRef, rules: list[dict[str, Any]]
+) -> dict[str, Any]:
+    listener = gateway.httpsListener if serves == "https" else gateway.httpListener
+    parent = {
+        "group": GATEWAY_GROUP,
+        "kind": "Gateway",
+        "name": gateway.name,
+        "namespace": gateway.namespace,
+        "sectionName": listener,
+    }
+    return {
+        "apiVersion": f"{GATEWAY_GROUP}/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": name, "annotations": {SERVES_ANNOTATION: serves}},
+        "spec": {"parentRefs": [parent], "hostnames": [host], "rules": rules},
+    }
+
+
+def http_routes(app: str, routes: list[Route], gateway: GatewayRef) -> list[dict[str, Any]]:
+    """An HTTPRoute per host (rules apply to all of a route's hostnames, and hosts may lead to
+    different Services): on the HTTPS listener where the host has TLS, with a second route on
+    the HTTP listener that redirects it to HTTPS; on the HTTP listener otherwise. Backends are
+    Services of the application's own namespace (no namespace is written, so none other)."""
+    by_host: dict[str, list[Route]] = {}
+    for route in routes:
+        by_host.setdefault(route.host, []).append(route)
+    out = []
+    for host, mine in by_host.items():
+        rules = [
+            {
+                "matches": [{"path": {"type": "PathPrefix", "value": r.path}}],
+                "backendRefs": [{"name": r.service, "port": r.port}],
+            }
+            for r in mine
+        ]
+        name = _route_name(app, host)
+        if not any(r.tls for r in mine):
+            out.append(_http_route(name, "http", host, gateway, rules))
+            continue
+        out.append(_http_route(name, "https", host, gateway, rules))
+        redirect = {
+            "type": "RequestRedirect",
+            "requestRedirect": {"scheme": "https", "statusCode": 301},
+        }
+        out.append(
+            _http_route(f"{name}-redirect", "redirect", host, gateway, [{"filters": [redirect]}])
+        )
+    return out
+
+
+def tls_objects(
+    app: str,
+    routes: list[Route],
+    routing: Routing,
+    certificates: Mapping[str, tuple[str, str]],
+    labels: dict[str, str],
+) -> list[dict[str, Any]]:
+    """What holds the routes' TLS certificates in one cluster: a cert-manager Certificate per
+    uploaded certificate used (for exactly the hosts routed with it) where the cluster has a
+    ClusterIssuer, else the uploaded certificate as a Secret; with a Gateway, a ReferenceGrant
+    lets Gateways of the Gateway's namespace (the platform's) read exactly those Secrets."""
+    hosts: dict[str, list[str]] = {}
+    for route in routes:
+        if route.tls is not None and route.host not in hosts.setdefault(route.tls, []):
+            hosts[route.tls].append(route.host)
+    out: list[dict[str, Any]] = []
+    for name in sorted(hosts):
+        if routing.cluster_issuer is not None:
+            out.append(issued_certificate(app, name, hosts[name], routing.cluster_issuer, labels))
+        elif name in certificates:
+            pem, key = certificates[name]
+            out.append(tls_secret(app, name, pem, key, labels))
+    if routing.gateway is not None and hosts:
+        out.append(secret_grant(app, sorted(hosts), routing.gateway, labels))
+    return out
+
+
+def issued_certificate(
+    app: str, name: str, hosts: list[str], issuer: str, labels: dict[str, str]
+) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{CERT_MANAGER_GROUP}/v1",
+        "kind": "Certificate",
+        "metadata": {"name": tls_secret_name(app, name), "labels": labels},
+        "spec": {
+            "secretName": tls_secret_name(app, name),
+            "dnsNames": hosts,
+            "issuerRef": {"group": CERT_MANAGER_GROUP, "kind": "ClusterIssuer", "name": issuer},
+        },
+    }
+
+
+def secret_grant(
+    app: str, certificates: list[str], gateway: GatewayRef, labels: dict[str, str]
+) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GATEWAY_GROUP}/v1beta1",
+        "kind": "ReferenceGrant",
+        "metadata": {"name": f"{app}-tls", "labels": labels},
+        "spec": {
+            "from": [{"group": GATEWAY_GROUP, "kind": "Gateway", "namespace": gateway.namespace}],
+            "to": [
+                {"group": "", "kind": "Secret", "name": tls_secret_name(app, c)}
+                for c in certificates
+            ],
+        },
+    }
 
 
 # -- domains ---------------------------------------------------------------------------------
@@ -455,6 +590,48 @@ def check_volume_classes(objects: list[dict[str, Any]], tenant: str, granted: li
             )
 
 
+STORAGE = "requests.storage"
+
+
+def check_volume_changes(
+    before: list[dict[str, Any]],
+    after: list[dict[str, Any]],
+    cluster: str,
+    expandable: Mapping[str, bool],
+) -> None:
+    """A volume that stays may grow where its class allows it (`expandable`: the cluster's
+    classes and their allowVolumeExpansion), never shrink; a StatefulSet's claim templates
+    cannot change size at all (Kubernetes refuses to update them in place)."""
+    old = {v.where: v for v in volumes(before)}
+    for volume in volumes(after):
+        was = old.get(volume.where)
+        if was is None or volume.size == was.size:
+            continue
+        sizes = (
+            f"from {format_quantity(was.size, STORAGE)} to {format_quantity(volume.size, STORAGE)}"
+        )
+        where = f"{volume.where}: spec.resources.requests.storage"
+        if volume.size < was.size:
+            raise InvalidError(
+                f"spec.values: {where} would shrink {sizes}; volumes never shrink",
+                field="spec.values",
+            )
+        if volume.where.startswith("StatefulSet"):
+            raise InvalidError(
+                f"spec.values: {where} would grow {sizes}, but a StatefulSet's claim templates "
+                "cannot change (Kubernetes refuses it); render a PersistentVolumeClaim to grow",
+                field="spec.values",
+            )
+        if not expandable.get(volume.storage_class, False):
+            raise InvalidError(
+                f"spec.values: {where} would grow {sizes}, but storage class "
+                f"{volume.storage_class!r} in cluster {cluster} does not allow volume "
+                "expansion (allowVolumeExpansion)",
+                field="spec.values",
+                storageClass=volume.storage_class,
+            )
+
+
 def volume_requests(objects: list[dict[str, Any]]) -> dict[str, Fraction]:
     """What the volumes ask of a namespace quota: capacity in all and per class, and claims."""
     total: dict[str, Fraction] = {}
@@ -498,6 +675,19 @@ def endpoints(observed: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "kind": "Ingress",
                     "name": name,
                     "hosts": [f"{'https' if h in tls else 'http'}://{h}" for h in hosts],
+                }
+            )
+        elif obj.get("kind") == "HTTPRoute":
+            serves = (obj["metadata"].get("annotations") or {}).get(SERVES_ANNOTATION)
+            if serves not in ("http", "https"):
+                continue  # a redirect to https: the host is listed by its https route
+            parent = (spec.get("parentRefs") or [{}])[0]
+            out.append(
+                {
+                    "kind": "HTTPRoute",
+                    "name": name,
+                    "gateway": f"{parent.get('namespace', '')}/{parent.get('name', '')}",
+                    "hosts": [f"{serves}://{h}" for h in spec.get("hostnames", [])],
                 }
             )
     return out

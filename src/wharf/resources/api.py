@@ -121,8 +121,15 @@ def _routes(router: APIRouter, rules: KindRules[Any]) -> None:
         name: str,
         tenant: str = "",
         confirm: Annotated[str | None, Query(description="the name again, to confirm")] = None,
+        deleteVolumes: Annotated[
+            bool,
+            Query(
+                description="Also delete its volumes (applications); they are kept otherwise, "
+                "and the answer's status.deletion says so"
+            ),
+        ] = False,
     ) -> JSONResponse:
-        return JSONResponse(service.delete(p, kind.name, tenant, name, confirm))
+        return JSONResponse(service.delete(p, kind.name, tenant, name, confirm, deleteVolumes))
 
     listed = response_of(page, f"A page of {kind.plural}")
     router.add_api_route(

@@ -250,6 +250,12 @@ def register(app: typer.Typer) -> None:
         yes: Annotated[
             bool, typer.Option("--yes", "-y", help="Do not ask for confirmation")
         ] = False,
+        delete_volumes: Annotated[
+            bool,
+            typer.Option(
+                "--delete-volumes", help="Also delete an application's volumes (kept otherwise)"
+            ),
+        ] = False,
     ) -> None:
         """Delete a resource (asks first: a project's namespaces go with it)."""
         client = ApiClient()
@@ -260,7 +266,15 @@ def register(app: typer.Typer) -> None:
                 typer.confirm(
                     f"Delete {info['kind']} {name} and what it owns in the clusters?", abort=True
                 )
-            client.json("DELETE", path, params={"confirm": name})
+            params: dict[str, str] = {"confirm": name}
+            if delete_volumes:
+                params["deleteVolumes"] = "true"
+            answer = client.json("DELETE", path, params=params)
         except ApiError as exc:
             raise fail(exc) from None
         typer.echo(f"{info['kind'].lower()}/{name} deleted")
+        deletion = (
+            (answer.get("status") or {}).get("deletion") if isinstance(answer, dict) else None
+        )
+        if deletion:
+            typer.echo(deletion["message"])

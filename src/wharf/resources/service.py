@@ -108,6 +108,9 @@ class KindRules(Generic[S]):
     # marked, hidden from reads) and the kind's controller finishes it with `finish_delete`
     # after removing those objects; otherwise the row goes at once.
     owns_cluster_objects = False
+    # Whether its cluster objects include volumes, which a delete keeps unless asked
+    # (deleteVolumes): data outlives a mistaken delete.
+    owns_volumes = False
 
     def verdict(
         self, p: Principal, action: Action, tenant: str, name: str, old: StoredResource | None
@@ -441,7 +444,13 @@ class ResourceService:
         return result
 
     def delete(
-        self, p: Principal, kind: str, tenant: str, name: str, confirm: str | None = None
+        self,
+        p: Principal,
+        kind: str,
+        tenant: str,
+        name: str,
+        confirm: str | None = None,
+        delete_volumes: bool = False,
     ) -> dict[str, Any]:
         rules = self.kind_rules(kind)
         tenant = self._tenant(rules, tenant)
@@ -459,14 +468,25 @@ class ResourceService:
                     "what it owns in the clusters too)",
                     field="confirm",
                 )
+            if delete_volumes and not rules.owns_volumes:
+                raise InvalidError(
+                    f"deleteVolumes: a {rules.kind.name} has no volumes", field="deleteVolumes"
+                )
             rules.before_delete(session, p, old)
             if rules.owns_cluster_objects:
-                store.mark_deleting(old)  # committed before the answer: a crash cannot lose it
+                # Committed before the answer: a crash cannot lose it, nor the choice made.
+                how = {DELETE_VOLUMES: "true"} if delete_volumes else None
+                store.mark_deleting(old, how)
             else:
                 store.delete(old)
             rules.after_write(session, None, old, p)
             audit.changes = diff({"spec": mask(old.spec, rules.kind.secret_fields)}, {})
             result = self.present(rules, old, p)
+            if rules.owns_volumes:
+                result["status"] = {
+                    **result.get("status", {}),
+                    "deletion": _volumes(delete_volumes),
+                }
         self._changed(rules.kind.name, tenant, name)
         return result
 
@@ -540,6 +560,21 @@ def _ts(value: dt.datetime) -> str:
     if value.tzinfo is None:
         value = value.replace(tzinfo=dt.UTC)
     return str(value.isoformat(timespec="seconds").replace("+00:00", "Z"))
+
+
+# On an object being deleted: its volumes go too (the caller asked, deleteVolumes).
+DELETE_VOLUMES = "wharf.io/delete-volumes"
+
+
+def _volumes(deleted: bool) -> dict[str, str]:
+    """What a delete answers about the object's volumes."""
+    if deleted:
+        return {"volumes": "deleted", "message": "its volumes are deleted with it"}
+    return {
+        "volumes": "kept",
+        "message": "its volumes (PersistentVolumeClaims) are kept in every cluster; delete "
+        "with deleteVolumes=true (wharf delete ... --delete-volumes) to remove them too",
+    }
 
 
 def _not_found(kind: Kind[Any], tenant: str, name: str) -> str:

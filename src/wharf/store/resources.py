@@ -286,10 +286,20 @@ class ResourceStore:
             return old
         return self._update(old, old.resource_version, status=status)
 
-    def mark_deleting(self, old: StoredResource) -> StoredResource:
-        """Record that the object is being deleted; its controller finishes and drops it."""
+    def mark_deleting(
+        self, old: StoredResource, annotations: dict[str, str] | None = None
+    ) -> StoredResource:
+        """Record that the object is being deleted (with `annotations` saying how, for its
+        controller); its controller finishes and drops it."""
         if old.deleting_since is not None:
             return old
+        if annotations:
+            return self._update(
+                old,
+                old.resource_version,
+                deleting_since=_now(),
+                annotations={**old.annotations, **annotations},
+            )
         return self._update(old, old.resource_version, deleting_since=_now())
 
     def delete(self, old: StoredResource) -> None:
