@@ -19,8 +19,10 @@ from wharf.apps.model import (
     TemplateVersion,
     check_configuration,
     check_version,
+    container_images,
     delivery_findings,
     desired_objects,
+    image_field,
     render,
     workload_requests,
 )
@@ -36,6 +38,7 @@ from wharf.core.errors import (
 from wharf.core.quantity import format_quantity, parse_quantity
 from wharf.core.resources import check_name
 from wharf.identity.model import Action, Principal
+from wharf.registry.service import TokenSigner, check_images
 from wharf.resources.service import (
     Change,
     KindRules,
@@ -217,8 +220,9 @@ class ApplicationRules(KindRules[ApplicationSpec]):
     kind = APPLICATION
     owns_cluster_objects = True  # its workloads, services, configuration, … in every cluster
 
-    def __init__(self, box: SecretBox) -> None:
+    def __init__(self, box: SecretBox, signer: TokenSigner | None = None) -> None:
         self.box = box
+        self.signer = signer  # reads the registries for the delivery's image checks
 
     def project_of(self, name: str, spec: Any) -> str:
         project = spec.get("project", "") if isinstance(spec, dict) else ""
@@ -306,8 +310,10 @@ class ApplicationRules(KindRules[ApplicationSpec]):
         labels = app_labels(tenant, spec)
         namespace = namespace_name(tenant, spec.project, spec.environment)
         owned: dict[str, Wanted] = {}
+        images: dict[str, str] = {}
         for cluster in clusters:
             objects = desired_objects(change.name, spec, rendered, cluster, labels)
+            images |= {i: image_field(spec.values, i) for i in container_images(objects)}
             for obj in objects:
                 what = f"{obj['kind']} {obj['metadata']['name']} in namespace {namespace}"
                 key = f"{namespace}/{obj['kind']}/{obj['metadata']['name']}"
@@ -320,6 +326,8 @@ class ApplicationRules(KindRules[ApplicationSpec]):
                         field="spec.values",
                     )
             self._check_quota(change.name, spec, project, cluster, objects, previous, labels)
+        if self.signer is not None:
+            check_images(session, self.signer, tenant, spec.project, images)
         # Each object a delivery renders has one owner: a second application rendering the
         # same Deployment or Service is refused here, never left to fight in the clusters.
         hold(session, "object", owned.values(), Holder("Application", tenant, change.name))

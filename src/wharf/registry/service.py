@@ -52,7 +52,11 @@ from wharf.registry.model import (
     RETENTION,
     ROBOT,
     ROBOT_PREFIX,
+    SIGNATURE_ANNOTATION,
+    SIGNATURE_POLICY,
+    SIMPLE_SIGNING,
     Decision,
+    ImageRef,
     ImmutableTagsSpec,
     ProjectOwned,
     RegistrySpec,
@@ -62,15 +66,22 @@ from wharf.registry.model import (
     RetentionSpec,
     RobotAccount,
     RobotSpec,
+    Scope,
+    SignaturePolicySpec,
+    SigningKey,
     TagState,
+    allowed_actions,
     grant,
     image_references,
     immutable,
     locate,
+    parse_image,
     parse_scopes,
     plan_retention,
     pull_username,
     robot_username,
+    signature_problem,
+    signature_tag,
     split_account,
     subject,
 )
@@ -181,6 +192,36 @@ class ProjectOwnedRules(KindRules[P]):
 
 class RobotRules(ProjectOwnedRules[RobotSpec]):
     kind = ROBOT
+
+
+class SignaturePolicyRules(ProjectOwnedRules[SignaturePolicySpec]):
+    """Whether a project's images must be signed, and by which keys, is the tenant's call:
+    tenant and platform admins set it; the project's admins and developers read it and may
+    neither weaken nor remove it (nor add a key of their own)."""
+
+    kind = SIGNATURE_POLICY
+    what = "signature policies"
+
+    def verdict(
+        self, p: Principal, action: Action, tenant: str, name: str, old: StoredResource | None
+    ) -> Verdict:
+        seen = super().verdict(p, action, tenant, name, old)
+        if seen == "allow" and action == "write" and not p.can("write", tenant):
+            return "forbid"
+        return seen
+
+    def create_verdict(self, p: Principal, tenant: str, name: str, project: str) -> Verdict:
+        seen = super().create_verdict(p, tenant, name, project)
+        if seen == "allow" and not p.can("write", tenant):
+            return "forbid"
+        return seen
+
+    def check(self, change: Change[SignaturePolicySpec]) -> None:
+        if not change.principal.can("write", change.tenant):
+            raise ForbiddenError(
+                f"{change.principal.user} may not set the signature policy of project "
+                f"{change.spec.project}: tenant admins do"
+            )
 
 
 class RetentionRules(ProjectOwnedRules[RetentionSpec]):
@@ -710,9 +751,10 @@ MANIFEST_TYPES = ", ".join(
 class RegistryClient:
     """Wharf's own calls to a registry's API, with tokens it signs for itself."""
 
-    def __init__(self, signer: TokenSigner, registry: StoredResource) -> None:
+    def __init__(self, signer: TokenSigner, registry: StoredResource, timeout: float = 30) -> None:
         self.signer = signer
         self.spec = REGISTRY.typed(registry)
+        self.timeout = timeout
 
     def _get(self, path: str, access: list[dict[str, object]], **headers: str) -> httpx.Response:
         token = self.signer.sign(WHARF_SUBJECT, self.spec.service, access)["token"]
@@ -756,14 +798,17 @@ class RegistryClient:
     def read_manifest(self, repository: str, reference: str) -> httpx.Response:
         headers = {**self._token(repository, ["pull"]), "Accept": MANIFEST_TYPES}
         url = f"{self.spec.url}/v2/{repository}/manifests/{reference}"
-        answer = httpx.get(url, headers=headers, timeout=30)
+        answer = httpx.get(url, headers=headers, timeout=self.timeout)
         answer.raise_for_status()
         return answer
 
     def read_blob(self, repository: str, digest: str) -> bytes:
         url = f"{self.spec.url}/v2/{repository}/blobs/{digest}"
         answer = httpx.get(
-            url, headers=self._token(repository, ["pull"]), timeout=120, follow_redirects=True
+            url,
+            headers=self._token(repository, ["pull"]),
+            timeout=max(self.timeout, 120),
+            follow_redirects=True,
         )
         answer.raise_for_status()
         return answer.content
@@ -876,6 +921,12 @@ def project_images(
                 {"registry": registry.name, "message": f"{type(exc).__name__}: {exc}"[:300]}
             )
     return {"items": items, "unreachable": unreachable}
+
+
+def registered(db: Database) -> bool:
+    """Whether any registry is registered (every signed-in user may know)."""
+    with db.reader() as session:
+        return bool(ResourceStore(session).query("Registry"))
 
 
 def _registry_images(
@@ -1059,3 +1110,113 @@ def copy_image(source: RegistryClient, target: RegistryClient, repository: str, 
     media_type = manifest.headers.get("Content-Type", str(body.get("mediaType", "")))
     target.write_manifest(repository, tag, manifest.content, media_type)
     return str(manifest.headers.get("Docker-Content-Digest", ""))
+
+
+# -- delivery checks -------------------------------------------------------------------------
+def check_images(
+    session: Session, signer: TokenSigner, tenant: str, project: str, images: dict[str, str]
+) -> None:
+    """Refuse a delivery (422 naming the field) whose images on a registered registry do not
+    exist or may not be pulled by the project, or, when the project requires signatures, are
+    not signed by one of its keys. `images` maps each image to the field that names it.
+    Images on registries Wharf does not know pass, unless signatures are required."""
+    registries = {REGISTRY.typed(r).host: r for r in ResourceStore(session).query("Registry")}
+    keys = [
+        key
+        for policy in ResourceStore(session).query("SignaturePolicy", scopes=[(tenant, None)])
+        if (spec := SIGNATURE_POLICY.typed(policy)).project == project
+        for key in spec.keys
+    ]
+    for image, where in images.items():
+        ref = parse_image(image)
+        registry = registries.get(ref.host) if ref is not None else None
+        if ref is None or registry is None:
+            if keys:
+                raise InvalidError(
+                    f"{where}: {image} is not on a registered registry, and project {project} "
+                    "requires signed images: Wharf verifies signatures in its registries only",
+                    field=where,
+                )
+            continue
+        client = RegistryClient(signer, registry, timeout=5)
+        digest = _pullable(client, registry, tenant, project, ref, image, where)
+        if keys:
+            verify_signature(client, ref.repository, digest, keys, image, where)
+
+
+def _pullable(
+    client: RegistryClient,
+    registry: StoredResource,
+    tenant: str,
+    project: str,
+    ref: ImageRef,
+    image: str,
+    where: str,
+) -> str:
+    """The image's digest, when it exists and the project's pull identity may pull it. Not
+    found and not allowed get the same answer: another tenant learns nothing of its images."""
+    refused = InvalidError(
+        f"{where}: {image} is not in registry {registry.name}, or project {project} may not "
+        "pull it",
+        field=where,
+    )
+    puller = RobotAccount(pull_username(tenant, project), tenant, project, frozenset({"pull"}))
+    scope = Scope("repository", ref.repository, ("pull",))
+    if "pull" not in allowed_actions(puller, scope, REGISTRY.typed(registry).shared):
+        raise refused
+    try:
+        answer = client.read_manifest(ref.repository, ref.reference)
+    except httpx.HTTPStatusError as exc:
+        if exc.response.status_code == 404:
+            raise refused from None
+        raise _unreachable(registry, where, exc) from None
+    except httpx.HTTPError as exc:
+        raise _unreachable(registry, where, exc) from None
+    digest = answer.headers.get("Docker-Content-Digest", "")
+    return digest or "sha256:" + hashlib.sha256(answer.content).hexdigest()
+
+
+def _unreachable(registry: StoredResource, where: str, exc: Exception) -> ConflictError:
+    return ConflictError(
+        f"{where}: registry {registry.name} did not answer ({type(exc).__name__}), so the "
+        "image could not be checked; try again",
+        field=where,
+    )
+
+
+def verify_signature(
+    client: RegistryClient,
+    repository: str,
+    digest: str,
+    keys: list[SigningKey],
+    image: str,
+    where: str,
+) -> None:
+    """Find a cosign signature of `digest` by one of `keys`: the `sha256-<hex>.sig` tag's
+    manifest, each simple-signing layer's payload and its signature annotation."""
+    tag = signature_tag(digest)
+    try:
+        layers = client.read_manifest(repository, tag).json().get("layers") or []
+    except httpx.HTTPStatusError as exc:
+        if exc.response.status_code != 404:
+            raise InvalidError(f"{where}: {image}: reading {tag}: {exc}", field=where) from None
+        layers = []
+    problems = []
+    for layer in layers:
+        annotation = (layer.get("annotations") or {}).get(SIGNATURE_ANNOTATION)
+        if layer.get("mediaType") != SIMPLE_SIGNING or not annotation:
+            continue
+        payload = client.read_blob(repository, str(layer.get("digest")))
+        if "sha256:" + hashlib.sha256(payload).hexdigest() != layer.get("digest"):
+            problems.append("a payload that does not match its digest")
+            continue
+        problem = signature_problem(payload, str(annotation), keys, digest)
+        if not problem:
+            return
+        problems.append(problem)
+    why = "; ".join(problems) if problems else f"it is not signed (no cosign signature {tag})"
+    raise InvalidError(
+        f"{where}: {image} ({digest}) is refused: the project requires a cosign signature by "
+        f"one of its keys ({', '.join(k.name for k in keys)}), and {why}",
+        field=where,
+    )

@@ -30,6 +30,7 @@ from wharf.registry.service import (
     ReplicationRules,
     RetentionRules,
     RobotRules,
+    SignaturePolicyRules,
     TokenSigner,
     pull_secret_objects,
 )
@@ -56,7 +57,7 @@ class Platform:
         )
         policy = AddressPolicy(allow_loopback=settings.allow_loopback_clusters)
         self.cluster_rules = ClusterRules(box, policy)
-        self.application_rules = ApplicationRules(box)
+        self.application_rules = ApplicationRules(box, self.token_signer)
         self.rules: list[KindRules[Any]] = [
             self.cluster_rules,
             NodePoolRules(),
@@ -68,6 +69,7 @@ class Platform:
             RobotRules(),
             RetentionRules(),
             ImmutableTagsRules(),
+            SignaturePolicyRules(),
             ReplicationRules(),
             AnalysisTemplateRules(settings.prometheus_url),
         ]
