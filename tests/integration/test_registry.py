@@ -905,5 +905,5 @@ def test_a_signature_policy_key_that_is_not_an_ecdsa_public_key_is_a_422(stack: 
     path = f"/api/v1/tenants/{stack.tenant_a}/signaturepolicies/bad"
     answer = stack.admin.request("PUT", path, json=policy)
     assert answer.status_code == 422
-    assert answer.json()["field"] == "spec.keys[0].publicKey"
+    assert answer.json()["field"] == "spec.keys.0.publicKey"
     assert stack.admin.request("GET", path).status_code == 404
