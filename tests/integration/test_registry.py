@@ -725,7 +725,9 @@ def test_a_replication_rule_to_an_unknown_registry_is_a_422(stack: Stack) -> Non
 # -- Delivery checks -----------------------------------------------------------------------------
 def _login(stack: Stack, user: str) -> Api:
     token = httpx.post(
-        f"{stack.server.url}/api/v1/login", json={"username": user, "password": PASSWORD}
+        f"{stack.server.url}/api/v1/login",
+        json={"username": user, "password": PASSWORD},
+        timeout=60,  # a password sign-in is an argon2 check: slow on a loaded machine
     ).json()["token"]
     client = httpx.Client(base_url=stack.server.url, timeout=60)
     return Api(client, token, user)  # type: ignore[arg-type]
@@ -907,3 +909,109 @@ def test_a_signature_policy_key_that_is_not_an_ecdsa_public_key_is_a_422(stack: 
     assert answer.status_code == 422
     assert answer.json()["field"] == "spec.keys.0.publicKey"
     assert stack.admin.request("GET", path).status_code == 404
+
+
+# -- Schedules -----------------------------------------------------------------------------------
+def _pushed_in_order(stack: Stack, tmp_path: Path, repository: str, tags: list[str]) -> None:
+    a = stack.tenant_a
+    image = repository.rpartition("/")[2]
+    for tag in tags:
+        _push_content(stack, tmp_path, f"{repository}:{tag}", f"{repository} {tag}\n".encode())
+
+    def recorded() -> bool:
+        params = {"tenant": a, "kind": "Image", "action": "push", "limit": 500}
+        names = {e["name"] for e in stack.admin.ok("GET", "/api/v1/audit", params=params)["items"]}
+        return {f"{image}:{t}" for t in tags} <= names
+
+    wait_for(recorded, what="every push in the audit trail (their order decides)")
+
+
+def test_retention_runs_on_its_schedule_and_keeps_its_report(stack: Stack, tmp_path: Path) -> None:
+    a = stack.tenant_a
+    repository = f"{a}/proj/sched"
+    _pushed_in_order(stack, tmp_path, repository, ["t1", "t2", "t3"])
+
+    def policy(name: str, delete: bool) -> dict[str, Any]:
+        return {
+            "kind": "RetentionPolicy",
+            "metadata": {"name": name},
+            "spec": {
+                "project": "proj",
+                "repositories": ["sched"],
+                "keepLast": 1,
+                "schedule": {"everyMinutes": 60, "delete": delete},
+            },
+        }
+
+    # A dry run on the schedule: the report is kept, nothing is deleted.
+    path = f"/api/v1/tenants/{a}/retentionpolicies/sched-report"
+    stack.admin.ok("PUT", path, json=policy("sched-report", delete=False))
+    last = wait_for(
+        lambda: stack.admin.ok("GET", path)["status"].get("lastRun"), what="a scheduled dry run"
+    )
+    assert (last["by"], last["dryRun"]) == ("wharf", True)
+    doomed = {d["tag"] for d in last["decisions"] if d["action"] == "delete"}
+    assert doomed == {"t1", "t2"}
+    assert (last["kept"], last["deleted"]) == (1, 2)
+    assert _tags_at(stack, 0, repository) == {"t1", "t2", "t3"}
+    # A viewer reads the report (a member of the project).
+    viewer = _login(stack, stack.users["viewer"])
+    assert viewer.ok("GET", path)["status"]["lastRun"]["deleted"] == 2
+
+    # On a schedule that deletes: exactly the report's tags go, audited as Wharf's.
+    stack.admin.ok(
+        "PUT",
+        f"/api/v1/tenants/{a}/retentionpolicies/sched-delete",
+        json=policy("sched-delete", delete=True),
+    )
+    wait_for(lambda: _tags_at(stack, 0, repository) == {"t3"}, what="the scheduled deletion")
+    params = {"tenant": a, "action": "retention-delete", "actor": "wharf"}
+    deletions = stack.admin.ok("GET", "/api/v1/audit", params=params)["items"]
+    assert {e["name"] for e in deletions} >= {"sched:t1", "sched:t2"}
+    bad = policy("sched-bad", delete=False)
+    bad["spec"]["schedule"] = {"everyMinutes": 0}
+    answer = stack.admin.request(
+        "PUT", f"/api/v1/tenants/{a}/retentionpolicies/sched-bad", json=bad
+    )
+    assert answer.status_code == 422
+    assert answer.json()["field"] == "spec.schedule.everyMinutes"
+
+
+def test_replication_on_a_schedule_copies_what_the_notifications_missed(
+    stack: Stack, tmp_path: Path
+) -> None:
+    a = stack.tenant_a
+    repository = f"{a}/proj/synced"
+    # Pushed before any rule: no notification queued a copy.
+    _pushed_in_order(stack, tmp_path, repository, ["v1", "v2"])
+    target = stack.registries[1]
+    target.stop()  # the first sync fails; the rule stays due and is retried
+    path = f"/api/v1/tenants/{a}/replicationrules/sync"
+    rule = {
+        "kind": "ReplicationRule",
+        "metadata": {"name": "sync"},
+        "spec": {
+            "project": "proj",
+            "source": "reg1",
+            "target": "reg2",
+            "repositories": ["synced"],
+            "schedule": {"everyMinutes": 60},
+        },
+    }
+    try:
+        stack.admin.ok("PUT", path, json=rule)
+        wait_for(
+            lambda: "sync" in stack.admin.ok("GET", path)["status"].get("lastError", ""),
+            what="the failed sync reported",
+        )
+        assert "lastSync" not in stack.admin.ok("GET", path)["status"]
+    finally:
+        target.start()
+    wait_for(lambda: _tags_at(stack, 1, repository) == {"v1", "v2"}, what="the scheduled sync")
+    status = wait_for(
+        lambda: (s := stack.admin.ok("GET", path)["status"]).get("pending") == [] and s,
+        what="nothing pending",
+    )
+    assert status["lastSync"]
+    assert status["lastError"] == ""
+    assert sorted(h["tag"] for h in status["history"]) == ["v1", "v2"]

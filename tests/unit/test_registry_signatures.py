@@ -107,3 +107,15 @@ def test_an_images_field_is_found_in_the_values_even_through_a_mirror() -> None:
     assert image_field(values, "r.io/a/log:1") == "spec.values.sidecar.images[0]"
     assert image_field(values, "mirror.io:5000/a/web:1") == "spec.values.image"
     assert image_field(values, "r.io/a/other:1") == "spec.values"
+
+
+def test_a_schedule_is_due_when_never_run_or_after_its_interval() -> None:
+    import datetime as dt
+
+    from wharf.registry.model import due
+
+    now = dt.datetime(2026, 11, 29, 12, 0, tzinfo=dt.UTC)
+    assert due(None, 60, now)
+    assert due("2026-11-29T11:00:00Z", 60, now)
+    assert not due("2026-11-29T11:00:01Z", 60, now)
+    assert due("garbage", 60, now)

@@ -281,6 +281,34 @@ def grant(who: Requester, scopes: list[Scope], shared: list[str]) -> list[dict[s
     return [s.granted(allowed_actions(who, s, shared)) for s in scopes]
 
 
+# -- schedules -----------------------------------------------------------------------------
+class Schedule(Spec):
+    """How often a controller does the work on its own (checked at every controller tick)."""
+
+    everyMinutes: int = Field(ge=1, le=527040, description="Minutes between two runs")
+
+
+class RetentionSchedule(Schedule):
+    delete: bool = Field(
+        default=False,
+        description="Delete what the policy does not keep; false: a dry run, whose report "
+        "is kept in status.lastRun",
+    )
+
+
+def due(last: str | None, every_minutes: int, now: dt.datetime) -> bool:
+    """Whether a scheduled run is due: never run, or `every_minutes` since the last."""
+    if not last:
+        return True
+    try:
+        then = dt.datetime.fromisoformat(last.replace("Z", "+00:00"))
+    except ValueError:
+        return True
+    if then.tzinfo is None:
+        then = then.replace(tzinfo=dt.UTC)
+    return now - then >= dt.timedelta(minutes=every_minutes)
+
+
 # -- retention -----------------------------------------------------------------------------
 class RetentionSpec(ProjectOwned):
     """Which of a project's tags to keep; the rest are deleted from its registries."""
@@ -296,6 +324,9 @@ class RetentionSpec(ProjectOwned):
     keepTags: list[str] = Field(
         default_factory=list,
         description="Regular expressions (whole tag): matching tags are always kept",
+    )
+    schedule: RetentionSchedule | None = Field(
+        default=None, description="Run on its own every so often (default: only when asked)"
     )
 
 
@@ -431,6 +462,11 @@ class ReplicationSpec(ProjectOwned):
     repositories: list[ImageName] = Field(
         default_factory=list,
         description="Image names inside the project it copies (empty: all of them)",
+    )
+    schedule: Schedule | None = Field(
+        default=None,
+        description="Also compare source and target every so often and copy what differs "
+        "(what the push notifications missed); default: on push only",
     )
 
 

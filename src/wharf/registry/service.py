@@ -40,9 +40,9 @@ from wharf.core.errors import (
     ThrottledError,
     UnauthenticatedError,
 )
-from wharf.core.resources import check_name
+from wharf.core.resources import check_name, now
 from wharf.identity import service as identity
-from wharf.identity.model import Action, Principal
+from wharf.identity.model import Action, Grant, Principal
 from wharf.identity.throttle import LoginThrottle
 from wharf.registry.model import (
     IMMUTABLE_TAGS,
@@ -71,6 +71,7 @@ from wharf.registry.model import (
     SigningKey,
     TagState,
     allowed_actions,
+    due,
     grant,
     image_references,
     immutable,
@@ -871,6 +872,18 @@ class RegistryClient:
         if answer.status_code != 404:  # already gone is what was wanted
             answer.raise_for_status()
 
+    def digest(self, repository: str, reference: str) -> str:
+        """The digest a tag points at ("" when the registry does not have it)."""
+        answer = httpx.head(
+            f"{self.spec.url}/v2/{repository}/manifests/{reference}",
+            headers={**self._token(repository, ["pull"]), "Accept": MANIFEST_TYPES},
+            timeout=self.timeout,
+        )
+        if answer.status_code == 404:
+            return ""
+        answer.raise_for_status()
+        return str(answer.headers.get("Docker-Content-Digest", ""))
+
     def manifest(self, repository: str, reference: str) -> dict[str, Any]:
         answer = self._get(
             f"/v2/{repository}/manifests/{reference}", _pull(repository), Accept=MANIFEST_TYPES
@@ -1000,12 +1013,16 @@ def _push_times(session: Session, tenant: str, project: str) -> dict[str, str]:
     return {r.name: r.time.isoformat() for r in rows}
 
 
+REPORT_ROWS = 500  # decisions kept in a policy's status.lastRun (the counts cover them all)
+SCHEDULER = Principal(WHARF_SUBJECT, frozenset({Grant("platform-admin")}))
+
+
 def run_retention(
     db: Database, signer: TokenSigner, p: Principal, tenant: str, name: str, dry_run: bool
 ) -> dict[str, Any]:
     """Evaluate a retention policy in every registry: the report of what is kept and deleted,
     and why; without dry run, delete through the registry API (its garbage collection frees
-    the space) and audit each deletion."""
+    the space) and audit each deletion. The report is kept in the policy's status.lastRun."""
     with db.reader() as session:
         stored = ResourceStore(session).get("RetentionPolicy", tenant, name)
         spec = RETENTION.typed(stored) if stored else None
@@ -1028,7 +1045,54 @@ def run_retention(
         if not dry_run:
             _delete(db, client, p, tenant, spec.project, registry.name, decisions)
         report += [_row(registry.name, d) for d in decisions]
+    _keep_report(db, tenant, name, p, dry_run, report)
     return {"dryRun": dry_run, "decisions": report}
+
+
+def _keep_report(
+    db: Database, tenant: str, name: str, p: Principal, dry_run: bool, report: list[dict[str, Any]]
+) -> None:
+    last = {
+        "time": now(),
+        "by": p.user,
+        "dryRun": dry_run,
+        "kept": sum(1 for r in report if r["action"] == "keep"),
+        "deleted": sum(1 for r in report if r["action"] == "delete"),
+        "decisions": report[:REPORT_ROWS],
+    }
+    with db.session() as session:
+        store = ResourceStore(session)
+        stored = store.get("RetentionPolicy", tenant, name, lock=True)
+        if stored is not None:
+            store.write_status(stored, {**stored.status, "lastRun": last})
+
+
+def run_scheduled_retention(db: Database, signer: TokenSigner, tenant: str, name: str) -> bool:
+    """Run a policy on its schedule, when due (as Wharf; a dry run unless the schedule says
+    delete); whether it ran. The time is kept in status.scheduledAt, so a restarted server
+    neither runs it early nor forgets it."""
+    with db.reader() as session:
+        stored = ResourceStore(session).get("RetentionPolicy", tenant, name)
+        spec = RETENTION.typed(stored) if stored else None
+        if stored is None or spec is None or spec.schedule is None:
+            return False
+        if not due(stored.status.get("scheduledAt"), spec.schedule.everyMinutes, _utcnow()):
+            return False
+    try:
+        run_retention(db, signer, SCHEDULER, tenant, name, dry_run=not spec.schedule.delete)
+        error = ""
+    except (httpx.HTTPError, ValueError) as exc:
+        error = f"{type(exc).__name__}: {exc}"[:300]
+    with db.session() as session:
+        store = ResourceStore(session)
+        locked = store.get("RetentionPolicy", tenant, name, lock=True)
+        if locked is not None:
+            store.write_status(locked, {**locked.status, "scheduledAt": now(), "lastError": error})
+    return True
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
 
 
 def _tag_states(
@@ -1219,4 +1283,43 @@ def verify_signature(
         f"{where}: {image} ({digest}) is refused: the project requires a cosign signature by "
         f"one of its keys ({', '.join(k.name for k in keys)}), and {why}",
         field=where,
+    )
+
+
+def sync_plan(
+    source: RegistryClient, target: RegistryClient, prefix: str, only: list[str]
+) -> list[dict[str, str]]:
+    """What a full sync copies: every tag of the rule's repositories at the source whose
+    digest the target does not hold under that tag."""
+    missing = []
+    for repository in source.repositories():
+        image = repository[len(prefix) :]
+        if not repository.startswith(prefix) or (only and image not in only):
+            continue
+        for tag in source.tags(repository):
+            digest = source.digest(repository, tag)
+            if digest and target.digest(repository, tag) != digest:
+                missing.append({"repository": repository, "tag": tag, "digest": digest})
+    return missing
+
+
+def queue_sync(db: Database, tenant: str, name: str, missing: list[dict[str, str]]) -> None:
+    """Add a sync's copies to the rule's pending ones (kept in its status, so a restarted
+    server resumes them), and note when it synced."""
+    with db.session() as session:
+        store = ResourceStore(session)
+        rule = store.get("ReplicationRule", tenant, name, lock=True)
+        if rule is None:
+            return
+        pending = list(rule.status.get("pending", []))
+        queued = {(p.get("repository"), p.get("tag")) for p in pending}
+        pending += [m for m in missing if (m["repository"], m["tag"]) not in queued]
+        status = {**rule.status, "pending": pending, "lastSync": now(), "lastError": ""}
+        store.write_status(rule, status)
+
+
+def sync_due(rule: StoredResource) -> bool:
+    spec = REPLICATION.typed(rule)
+    return spec.schedule is not None and due(
+        rule.status.get("lastSync"), spec.schedule.everyMinutes, _utcnow()
     )

@@ -23,7 +23,7 @@ from wharf.identity import service as identity
 from wharf.identity.throttle import LoginThrottle
 from wharf.kube.connections import ClusterConnections
 from wharf.kube.kubeconfig import AddressPolicy
-from wharf.registry.controller import ReplicationController
+from wharf.registry.controller import ReplicationController, RetentionController
 from wharf.registry.service import (
     ImmutableTagsRules,
     RegistryRules,
@@ -108,6 +108,9 @@ class Platform:
         self.replication = ReplicationController(
             self.resources, self.token_signer, resync=settings.resync_seconds
         )
+        self.retention = RetentionController(
+            self.resources, self.token_signer, resync=settings.resync_seconds
+        )
         self._tasks: list[asyncio.Task[Any]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -117,6 +120,7 @@ class Platform:
             self.placement.controller,
             self.delivery.controller,
             self.replication.controller,
+            self.retention.controller,
             self.releases.controller,
         ]
 
@@ -176,6 +180,8 @@ class Platform:
             loop.call_soon_threadsafe(self.releases.controller.queue.add, (tenant, name))
         elif kind == "ReplicationRule":
             loop.call_soon_threadsafe(self.replication.controller.queue.add, (tenant, name))
+        elif kind == "RetentionPolicy":
+            loop.call_soon_threadsafe(self.retention.controller.queue.add, (tenant, name))
         if kind in ("Tenant", "Cluster", "NodePool", "Registry"):
             # Membership, quota or reachability may change any project's namespaces.
             loop.call_soon_threadsafe(self.placement.controller.queue_all)
@@ -198,6 +204,7 @@ class Platform:
                 asyncio.create_task(self.placement.controller.run(), name="placement"),
                 asyncio.create_task(self.delivery.controller.run(), name="delivery"),
                 asyncio.create_task(self.replication.controller.run(), name="replication"),
+                asyncio.create_task(self.retention.controller.run(), name="retention"),
                 asyncio.create_task(self.releases.controller.run(), name="releases"),
             ]
 
