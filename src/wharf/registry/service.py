@@ -1205,7 +1205,10 @@ def check_images(
         client = RegistryClient(signer, registry, timeout=5)
         digest = _pullable(client, registry, tenant, project, ref, image, where)
         if keys:
-            verify_signature(client, ref.repository, digest, keys, image, where)
+            try:
+                verify_signature(client, ref.repository, digest, keys, image, where)
+            except httpx.HTTPError as exc:
+                raise _unreachable(registry, where, exc) from None
 
 
 def _pullable(
@@ -1242,7 +1245,7 @@ def _pullable(
 
 def _unreachable(registry: StoredResource, where: str, exc: Exception) -> ConflictError:
     return ConflictError(
-        f"{where}: registry {registry.name} did not answer ({type(exc).__name__}), so the "
+        f"{where}: registry {registry.name} could not be read ({type(exc).__name__}), so the "
         "image could not be checked; try again",
         field=where,
     )
@@ -1263,7 +1266,7 @@ def verify_signature(
         layers = client.read_manifest(repository, tag).json().get("layers") or []
     except httpx.HTTPStatusError as exc:
         if exc.response.status_code != 404:
-            raise InvalidError(f"{where}: {image}: reading {tag}: {exc}", field=where) from None
+            raise
         layers = []
     problems = []
     for layer in layers:
