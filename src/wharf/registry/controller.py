@@ -20,7 +20,7 @@ import structlog
 
 from wharf.core.controller import Controller
 from wharf.core.resources import now
-from wharf.registry.model import REPLICATION
+from wharf.registry.model import REPLICATION, RETENTION
 from wharf.registry.service import (
     RegistryClient,
     TokenSigner,
@@ -146,7 +146,7 @@ class RetentionController:
         def policies() -> list[Key]:
             with self.service.db.reader() as session:
                 found = ResourceStore(session).query("RetentionPolicy")
-                return [(r.tenant, r.name) for r in found if r.spec.get("schedule")]
+                return [(r.tenant, r.name) for r in found if RETENTION.typed(r).schedule]
 
         return await asyncio.to_thread(policies)
 
