@@ -23,8 +23,11 @@ from tests.conftest import fresh_postgres
 from tests.integration.conftest import (
     ADMIN_PASSWORD,
     Api,
+    RegistryProcess,
     ServerProcess,
+    oci_layout,
     register_clusters,
+    skopeo,
     wait_for,
 )
 from tests.integration.networking import certificate
@@ -668,6 +671,77 @@ def test_network_and_storage_page_as_each_role(site: Site, sign_in: Callable[...
     other.goto(f"{site.url}/console/tenants/{site.retail}/network")
     expect(other.get_by_role("heading", name="Not found")).to_be_visible()
     expect(other.locator("body")).not_to_contain_text(host)
+
+
+def axe_findings(page: Page) -> list[str]:
+    """axe-core (from npm) on the page: its serious and critical WCAG 2 A/AA findings."""
+    page.add_script_tag(path=str(AXE))
+    result = page.evaluate(
+        """() => axe.run(document, {runOnly: {type: "tag",
+                                              values: ["wcag2a", "wcag2aa", "wcag21aa"]}})"""
+    )
+    assert result["passes"], f"axe checked nothing on {page.url}"
+    return [
+        f"{v['id']}: {v['help']} ({len(v['nodes'])}x, e.g. {v['nodes'][0]['target']})"
+        for v in result["violations"]
+        if v["impact"] in ("serious", "critical")
+    ]
+
+
+def test_a_projects_images_page(
+    site: Site, sign_in: Callable[..., Page], tmp_path_factory: pytest.TempPathFactory
+):
+    """Dave pushes to a real registry (Wharf its token server); the project's page leads to its
+    images: repository, tag, digest, size and who pushed it. Another tenant's admin gets none."""
+    assert AXE.is_file(), "axe-core is not installed (./dev setup runs npm ci)"
+    workdir = tmp_path_factory.mktemp("console-registry")
+    registry = RegistryProcess(workdir, f"console{site.db[0]}")
+    body = {
+        "kind": "Registry",
+        "metadata": {"name": registry.name},
+        "spec": {"url": registry.url, "service": registry.name},
+    }
+    site.admin.ok("PUT", f"/api/v1/registries/{registry.name}", json=body)
+    bundle = httpx.get(f"{site.url}/api/v1/registry/certificate").json()["certificates"]
+    registry.configure(site.admin.ok("GET", f"/api/v1/registries/{registry.name}/config"), bundle)
+    registry.start()
+    try:
+        layout = oci_layout(workdir / "image", b"shown in the console\n")
+        pushed = skopeo(
+            "copy",
+            "--dest-tls-verify=false",
+            f"--dest-creds=dave:{PASSWORD}",
+            f"oci:{layout}:latest",
+            f"docker://{registry.host}/{site.retail}/team/web:1.0",
+        )
+        assert pushed.returncode == 0, pushed.stderr
+        params = {"tenant": site.retail, "kind": "Image", "action": "push", "name": "web:1.0"}
+        wait_for(
+            lambda: site.admin.ok("GET", "/api/v1/audit", params=params)["items"],
+            what="the push in the audit trail",
+        )
+        page = sign_in("dave")
+        page.goto(f"{site.url}/console/tenants/{site.retail}/projects/team")
+        page.get_by_role("link", name="Images of project team").click()
+        expect(page.get_by_role("heading", name="Images of project team")).to_be_visible()
+        row = page.get_by_role("table", name="Images").get_by_role("row").filter(has_text="1.0")
+        expect(row).to_have_count(1)
+        expect(row).to_contain_text(f"{site.retail}/team/web")
+        expect(row).to_contain_text("sha256:")
+        expect(row).to_contain_text("dave")
+        expect(row).to_contain_text(re.compile(r"\d+ B|KiB"))
+        assert axe_findings(page) == []
+        site.shot(page, "images")
+        # Another tenant's admin learns nothing of the project, its images least of all.
+        other = sign_in("mona")
+        other.goto(f"{site.url}/console/tenants/{site.retail}/projects/team/images")
+        expect(other.get_by_role("alert")).to_contain_text("not found")
+        expect(other.get_by_role("table", name="Images")).to_have_count(0)
+    finally:
+        registry.stop()
+        site.admin.ok(
+            "DELETE", f"/api/v1/registries/{registry.name}", params={"confirm": registry.name}
+        )
 
 
 def test_every_page_passes_an_automated_accessibility_audit(site: Site, sign_in):

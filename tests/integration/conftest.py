@@ -393,3 +393,24 @@ def skopeo(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["skopeo", "--insecure-policy", *args], capture_output=True, text=True, timeout=120
     )
+
+
+@pytest.fixture(scope="session")
+def cosign() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run cosign, built from its Go module into the lab cache (the first run builds it: CI
+    starts from a fresh clone, the cache of earlier builds not guaranteed)."""
+    from wharf.lab.build import BuildError, build_tool
+
+    try:
+        binary = str(build_tool("cosign", progress=lambda _: None))
+    except BuildError as exc:
+        pytest.fail(f"cosign did not build: {exc}")
+
+    def run(*args: str, cwd: Path | None = None, **env: str) -> subprocess.CompletedProcess[str]:
+        # Signing with a key, offline: no transparency log, no Sigstore TUF root.
+        environ = {**os.environ, "COSIGN_YES": "true", **env}
+        return subprocess.run(
+            [binary, *args], capture_output=True, text=True, timeout=120, cwd=cwd, env=environ
+        )
+
+    return run

@@ -720,3 +720,298 @@ def test_a_replication_rule_to_an_unknown_registry_is_a_422(stack: Stack) -> Non
     assert answer.status_code == 422
     assert answer.json()["field"] == "spec.target"
     assert stack.admin.request("GET", path).status_code == 404
+
+
+# -- Delivery checks -----------------------------------------------------------------------------
+def _login(stack: Stack, user: str) -> Api:
+    token = httpx.post(
+        f"{stack.server.url}/api/v1/login",
+        json={"username": user, "password": PASSWORD},
+        timeout=60,  # a password sign-in is an argon2 check: slow on a loaded machine
+    ).json()["token"]
+    client = httpx.Client(base_url=stack.server.url, timeout=60)
+    return Api(client, token, user)  # type: ignore[arg-type]
+
+
+def _application(name: str, image: str) -> dict[str, Any]:
+    return {
+        "kind": "Application",
+        "metadata": {"name": name},
+        "spec": {
+            "project": "proj",
+            "environment": "dev",
+            "template": {"name": "web-service", "version": "1.0.0"},
+            "values": {"name": name, "image": image, "replicas": 1},
+        },
+    }
+
+
+def _deliver(api: Api, tenant: str, name: str, image: str) -> httpx.Response:
+    path = f"/api/v1/tenants/{tenant}/applications/{name}"
+    return api.request("PUT", path, json=_application(name, image))
+
+
+def _push_content(stack: Stack, tmp_path: Path, repository: str, content: bytes) -> str:
+    """Push a one-file image built here; its digest."""
+    layout = oci_layout(tmp_path / uuid.uuid4().hex[:8], content)
+    copied = skopeo(
+        "copy",
+        "--dest-tls-verify=false",
+        f"--dest-creds={stack.users['dev']}:{PASSWORD}",
+        f"oci:{layout}:latest",
+        f"docker://{stack.registries[0].host}/{repository}",
+    )
+    assert copied.returncode == 0, copied.stderr
+    name, _, tag = repository.rpartition(":")
+    return _digest(stack, name, tag)
+
+
+def test_an_image_missing_or_not_pullable_is_refused_alike_before_anything_is_applied(
+    stack: Stack, tmp_path: Path
+) -> None:
+    a, b, host = stack.tenant_a, stack.tenant_b, stack.registries[0].host
+    _push_content(stack, tmp_path, f"{a}/proj/chk:v1", b"delivery check\n")
+    dev, bdev = _login(stack, stack.users["dev"]), _login(stack, stack.users["bdev"])
+
+    missing = _deliver(dev, a, "chk-missing", f"{host}/{a}/proj/chk:v9")
+    assert missing.status_code == 422, missing.text
+    assert missing.json()["field"] == "spec.values.image"
+    assert dev.request("GET", f"/api/v1/tenants/{a}/applications/chk-missing").status_code == 404
+
+    # Tenant B names A's image, which exists, and one that does not: the same answer.
+    theirs = _deliver(bdev, b, "chk", f"{host}/{a}/proj/chk:v1")
+    absent = _deliver(bdev, b, "chk", f"{host}/{a}/proj/chk:v9")
+    assert theirs.status_code == absent.status_code == 422
+    assert theirs.json()["field"] == absent.json()["field"] == "spec.values.image"
+    assert theirs.json()["message"].replace(":v1", ":v9") == absent.json()["message"]
+    assert bdev.request("GET", f"/api/v1/tenants/{b}/applications/chk").status_code == 404
+
+    # A's developer delivers the image that is there; a registry Wharf does not know passes.
+    assert _deliver(dev, a, "chk", f"{host}/{a}/proj/chk:v1").status_code in (200, 201)
+    elsewhere = _deliver(dev, a, "chk-elsewhere", "registry.invalid/team/app:1.0")
+    assert elsewhere.status_code in (200, 201), elsewhere.text
+    for name in ("chk", "chk-elsewhere"):
+        dev.ok("DELETE", f"/api/v1/tenants/{a}/applications/{name}", params={"confirm": name})
+
+
+# -- Must show 4 -----------------------------------------------------------------------------
+def _key_pair(cosign: Any, where: Path) -> Path:
+    where.mkdir()
+    made = cosign("generate-key-pair", cwd=where, COSIGN_PASSWORD="key-password")
+    assert made.returncode == 0, made.stderr
+    return where
+
+
+def _sign(cosign: Any, stack: Stack, keys: Path, image: str) -> None:
+    signed = cosign(
+        "sign",
+        "--key",
+        str(keys / "cosign.key"),
+        "--tlog-upload=false",
+        "--allow-http-registry",
+        "--registry-username",
+        stack.users["dev"],
+        "--registry-password",
+        PASSWORD,
+        image,
+        COSIGN_PASSWORD="key-password",
+    )
+    assert signed.returncode == 0, signed.stderr
+
+
+def _signature_policy(keys: Path) -> dict[str, Any]:
+    key = {"name": "release", "publicKey": (keys / "cosign.pub").read_text()}
+    return {
+        "kind": "SignaturePolicy",
+        "metadata": {"name": "signed"},
+        "spec": {"project": "proj", "keys": [key]},
+    }
+
+
+def _move_signature(stack: Stack, repository: str, signed: str, other: str) -> None:
+    """Put the signature of one image under another image's signature tag (a replay)."""
+    token = stack.token(stack.users["dev"], PASSWORD, f"repository:{repository}:pull,push")
+    headers = {"Authorization": f"Bearer {token.json()['token']}"}
+    base = f"{stack.registries[0].url}/v2/{repository}/manifests"
+    accept = {"Accept": "application/vnd.oci.image.manifest.v1+json"}
+    manifest = httpx.get(f"{base}/{signed.replace(':', '-')}.sig", headers={**headers, **accept})
+    manifest.raise_for_status()
+    put = httpx.put(
+        f"{base}/{other.replace(':', '-')}.sig",
+        content=manifest.content,
+        headers={**headers, "Content-Type": manifest.headers["Content-Type"]},
+    )
+    put.raise_for_status()
+
+
+def test_a_project_requiring_signatures_refuses_unsigned_and_wrongly_signed_images(
+    stack: Stack, tmp_path: Path, cosign: Any
+) -> None:
+    a, host = stack.tenant_a, stack.registries[0].host
+    repository = f"{a}/proj/sig"
+    good, other = _key_pair(cosign, tmp_path / "good"), _key_pair(cosign, tmp_path / "other")
+    digests = {
+        tag: _push_content(stack, tmp_path, f"{repository}:{tag}", f"sig {tag}\n".encode())
+        for tag in ("signed", "unsigned", "wrongkey", "replayed")
+    }
+    _sign(cosign, stack, good, f"{host}/{repository}@{digests['signed']}")
+    _sign(cosign, stack, other, f"{host}/{repository}@{digests['wrongkey']}")
+    _move_signature(stack, repository, digests["signed"], digests["replayed"])
+
+    dev = _login(stack, stack.users["dev"])
+    policy = f"/api/v1/tenants/{a}/signaturepolicies/signed"
+    # Developers may not set (or weaken) the requirement; the tenant's admins do.
+    assert dev.request("PUT", policy, json=_signature_policy(other)).status_code == 403
+    stack.admin.ok("PUT", policy, json=_signature_policy(good))
+    try:
+        assert dev.ok("GET", policy)["spec"]["keys"][0]["name"] == "release"
+        assert dev.request("PUT", policy, json=_signature_policy(other)).status_code == 403
+        assert dev.request("DELETE", policy, params={"confirm": "signed"}).status_code == 403
+        bdev = _login(stack, stack.users["bdev"])
+        assert bdev.request("GET", policy).status_code == 404
+
+        reasons = {
+            "unsigned": "it is not signed",
+            "wrongkey": "not signed by any of the project's keys",
+            "replayed": f"for another image ({digests['signed']})",
+        }
+        for tag, reason in reasons.items():
+            answer = _deliver(dev, a, f"sig-{tag}", f"{host}/{repository}:{tag}")
+            assert answer.status_code == 422, answer.text
+            assert answer.json()["field"] == "spec.values.image"
+            assert reason in answer.json()["message"], answer.text
+            path = f"/api/v1/tenants/{a}/applications/sig-{tag}"
+            assert dev.request("GET", path).status_code == 404
+        # Signatures are checked in registered registries only: elsewhere is refused.
+        elsewhere = _deliver(dev, a, "sig-elsewhere", "registry.invalid/team/app:1.0")
+        assert elsewhere.status_code == 422
+        assert "not on a registered registry" in elsewhere.json()["message"]
+
+        delivered = _deliver(dev, a, "sig-signed", f"{host}/{repository}:signed")
+        assert delivered.status_code in (200, 201), delivered.text
+        dev.ok(
+            "DELETE",
+            f"/api/v1/tenants/{a}/applications/sig-signed",
+            params={"confirm": "sig-signed"},
+        )
+    finally:
+        stack.admin.ok("DELETE", policy, params={"confirm": "signed"})
+
+
+def test_a_signature_policy_key_that_is_not_an_ecdsa_public_key_is_a_422(stack: Stack) -> None:
+    policy = {
+        "kind": "SignaturePolicy",
+        "metadata": {"name": "bad"},
+        "spec": {"project": "proj", "keys": [{"name": "x", "publicKey": "not a key"}]},
+    }
+    path = f"/api/v1/tenants/{stack.tenant_a}/signaturepolicies/bad"
+    answer = stack.admin.request("PUT", path, json=policy)
+    assert answer.status_code == 422
+    assert answer.json()["field"] == "spec.keys.0.publicKey"
+    assert stack.admin.request("GET", path).status_code == 404
+
+
+# -- Schedules -----------------------------------------------------------------------------------
+def _pushed_in_order(stack: Stack, tmp_path: Path, repository: str, tags: list[str]) -> None:
+    a = stack.tenant_a
+    image = repository.rpartition("/")[2]
+    for tag in tags:
+        _push_content(stack, tmp_path, f"{repository}:{tag}", f"{repository} {tag}\n".encode())
+
+    def recorded() -> bool:
+        params = {"tenant": a, "kind": "Image", "action": "push", "limit": 500}
+        names = {e["name"] for e in stack.admin.ok("GET", "/api/v1/audit", params=params)["items"]}
+        return {f"{image}:{t}" for t in tags} <= names
+
+    wait_for(recorded, what="every push in the audit trail (their order decides)")
+
+
+def test_retention_runs_on_its_schedule_and_keeps_its_report(stack: Stack, tmp_path: Path) -> None:
+    a = stack.tenant_a
+    repository = f"{a}/proj/sched"
+    _pushed_in_order(stack, tmp_path, repository, ["t1", "t2", "t3"])
+
+    def policy(name: str, delete: bool) -> dict[str, Any]:
+        return {
+            "kind": "RetentionPolicy",
+            "metadata": {"name": name},
+            "spec": {
+                "project": "proj",
+                "repositories": ["sched"],
+                "keepLast": 1,
+                "schedule": {"everyMinutes": 60, "delete": delete},
+            },
+        }
+
+    # A dry run on the schedule: the report is kept, nothing is deleted.
+    path = f"/api/v1/tenants/{a}/retentionpolicies/sched-report"
+    stack.admin.ok("PUT", path, json=policy("sched-report", delete=False))
+    last = wait_for(
+        lambda: stack.admin.ok("GET", path)["status"].get("lastRun"), what="a scheduled dry run"
+    )
+    assert (last["by"], last["dryRun"]) == ("wharf", True)
+    doomed = {d["tag"] for d in last["decisions"] if d["action"] == "delete"}
+    assert doomed == {"t1", "t2"}
+    assert (last["kept"], last["deleted"]) == (1, 2)
+    assert _tags_at(stack, 0, repository) == {"t1", "t2", "t3"}
+    # A viewer reads the report (a member of the project).
+    viewer = _login(stack, stack.users["viewer"])
+    assert viewer.ok("GET", path)["status"]["lastRun"]["deleted"] == 2
+
+    # On a schedule that deletes: exactly the report's tags go, audited as Wharf's.
+    stack.admin.ok(
+        "PUT",
+        f"/api/v1/tenants/{a}/retentionpolicies/sched-delete",
+        json=policy("sched-delete", delete=True),
+    )
+    wait_for(lambda: _tags_at(stack, 0, repository) == {"t3"}, what="the scheduled deletion")
+    params = {"tenant": a, "action": "retention-delete", "actor": "wharf"}
+    deletions = stack.admin.ok("GET", "/api/v1/audit", params=params)["items"]
+    assert {e["name"] for e in deletions} >= {"sched:t1", "sched:t2"}
+    bad = policy("sched-bad", delete=False)
+    bad["spec"]["schedule"] = {"everyMinutes": 0}
+    answer = stack.admin.request(
+        "PUT", f"/api/v1/tenants/{a}/retentionpolicies/sched-bad", json=bad
+    )
+    assert answer.status_code == 422
+    assert answer.json()["field"] == "spec.schedule.everyMinutes"
+
+
+def test_replication_on_a_schedule_copies_what_the_notifications_missed(
+    stack: Stack, tmp_path: Path
+) -> None:
+    a = stack.tenant_a
+    repository = f"{a}/proj/synced"
+    # Pushed before any rule: no notification queued a copy.
+    _pushed_in_order(stack, tmp_path, repository, ["v1", "v2"])
+    target = stack.registries[1]
+    target.stop()  # the first sync fails; the rule stays due and is retried
+    path = f"/api/v1/tenants/{a}/replicationrules/sync"
+    rule = {
+        "kind": "ReplicationRule",
+        "metadata": {"name": "sync"},
+        "spec": {
+            "project": "proj",
+            "source": "reg1",
+            "target": "reg2",
+            "repositories": ["synced"],
+            "schedule": {"everyMinutes": 60},
+        },
+    }
+    try:
+        stack.admin.ok("PUT", path, json=rule)
+        wait_for(
+            lambda: "sync" in stack.admin.ok("GET", path)["status"].get("lastError", ""),
+            what="the failed sync reported",
+        )
+        assert "lastSync" not in stack.admin.ok("GET", path)["status"]
+    finally:
+        target.start()
+    wait_for(lambda: _tags_at(stack, 1, repository) == {"v1", "v2"}, what="the scheduled sync")
+    status = wait_for(
+        lambda: (s := stack.admin.ok("GET", path)["status"]).get("pending") == [] and s,
+        what="nothing pending",
+    )
+    assert status["lastSync"]
+    assert status["lastError"] == ""
+    assert sorted(h["tag"] for h in status["history"]) == ["v1", "v2"]

@@ -41,3 +41,12 @@ def test_version_is_stamped_on_component_base_and_client_go():
     assert "-X k8s.io/component-base/version.gitVersion=v1.36.3" in flags
     assert "-X k8s.io/component-base/version.gitMinor=36" in flags
     assert "-X k8s.io/client-go/pkg/version.gitVersion=v1.36.3" in flags
+
+
+def test_tools_are_pinned_and_cached_beside_the_lab(tmp_path):
+    from wharf.lab.build import TOOLS, tool_path
+
+    command, version = TOOLS["cosign"]
+    assert command == "github.com/sigstore/cosign/v2/cmd/cosign"
+    assert version.startswith("v2.")
+    assert tool_path("cosign", tmp_path) == tmp_path / "tools" / f"cosign-{version}" / "cosign"

@@ -130,6 +130,7 @@ def test_every_kind_has_a_schema_of_its_own_that_is_its_model(served):
         "RetentionPolicy",
         "ImmutableTags",
         "ReplicationRule",
+        "SignaturePolicy",
         "AnalysisTemplate",
         "NodePortRange",
         "DomainGrant",

@@ -673,3 +673,37 @@ def delivery_findings(
             ):
                 findings.append(("probes", f"{where}: set readiness and liveness probes"))
     return findings
+
+
+def container_images(objects: list[dict[str, Any]]) -> list[str]:
+    """Every container image the workloads among `objects` run, in order, once each."""
+    found: dict[str, None] = {}
+    for obj in objects:
+        template = _pod_spec(obj) if obj["kind"] in WORKLOAD_KINDS else None
+        for container in (template or {}).get("spec", {}).get("containers", []):
+            found[str(container.get("image", ""))] = None
+    return list(found)
+
+
+def image_field(values: dict[str, Any], image: str) -> str:
+    """The field of `spec.values` that names `image` (or the image a cluster's registry
+    mirror was made from), for errors about it; `spec.values` when none does."""
+    path = image.partition("/")[2]
+    for where, value in _strings(values, "spec.values"):
+        if value == image:
+            return where
+    for where, value in _strings(values, "spec.values"):
+        if path and value.endswith(f"/{path}"):
+            return where
+    return "spec.values"
+
+
+def _strings(value: Any, where: str) -> Iterator[tuple[str, str]]:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _strings(item, f"{where}.{key}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _strings(item, f"{where}[{i}]")
+    elif isinstance(value, str):
+        yield where, value

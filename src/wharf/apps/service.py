@@ -19,8 +19,10 @@ from wharf.apps.model import (
     TemplateVersion,
     check_configuration,
     check_version,
+    container_images,
     delivery_findings,
     desired_objects,
+    image_field,
     render,
     workload_requests,
 )
@@ -50,6 +52,7 @@ from wharf.network.service import (
     claim_hosts,
     release_node_ports,
 )
+from wharf.registry.service import TokenSigner, check_images
 from wharf.resources.service import (
     Change,
     KindRules,
@@ -241,8 +244,9 @@ class ApplicationRules(KindRules[ApplicationSpec]):
     owns_cluster_objects = True  # its workloads, services, configuration, … in every cluster
     owns_volumes = True  # its claims: kept on delete unless asked
 
-    def __init__(self, box: SecretBox) -> None:
+    def __init__(self, box: SecretBox, signer: TokenSigner | None = None) -> None:
         self.box = box
+        self.signer = signer  # reads the registries for the delivery's image checks
 
     def project_of(self, name: str, spec: Any) -> str:
         project = spec.get("project", "") if isinstance(spec, dict) else ""
@@ -339,8 +343,10 @@ class ApplicationRules(KindRules[ApplicationSpec]):
         owned: dict[str, Wanted] = {}
         stored_tenant = ResourceStore(session).get("Tenant", "", tenant)
         granted_classes = TENANT.typed(stored_tenant).storageClasses if stored_tenant else []
+        images: dict[str, str] = {}
         for cluster in clusters:
             objects = desired_objects(change.name, spec, rendered, cluster, labels)
+            images |= {i: image_field(spec.values, i) for i in container_images(objects)}
             for obj in objects:
                 what = f"{obj['kind']} {obj['metadata']['name']} in namespace {namespace}"
                 key = f"{namespace}/{obj['kind']}/{obj['metadata']['name']}"
@@ -357,6 +363,8 @@ class ApplicationRules(KindRules[ApplicationSpec]):
                 was = desired_objects(change.name, previous[0], previous[1], cluster, labels)
                 check_volume_changes(was, objects, cluster, _expandable(session, cluster))
             self._check_quota(change.name, spec, project, cluster, objects, previous, labels)
+        if self.signer is not None:
+            check_images(session, self.signer, tenant, spec.project, images)
         # Each object a delivery renders has one owner: a second application rendering the
         # same Deployment or Service is refused here, never left to fight in the clusters.
         hold(session, "object", owned.values(), Holder("Application", tenant, change.name))

@@ -19,6 +19,7 @@ from wharf.clusters.model import NODE_POOL
 from wharf.core.errors import ForbiddenError, InvalidError, ThrottledError, WharfError
 from wharf.identity import service as identity
 from wharf.identity.api import SESSION_COOKIE, database
+from wharf.registry.service import project_images, registered
 from wharf.store import audit
 from wharf.tenancy.model import PROJECT_LABEL, TENANT
 
@@ -228,6 +229,25 @@ def project(request: Request, tenant: str, name: str) -> Response:
             apps=apps,
             next=following,
             can_deliver=who.principal.can_deliver(tenant, name),
+        )
+
+    return page(request, build)
+
+
+@router.get("/tenants/{tenant}/projects/{name}/images", response_class=HTMLResponse)
+def images(request: Request, tenant: str, name: str) -> Response:
+    def build(who: Viewer) -> Response:
+        signer = request.app.state.platform.token_signer
+        found = project_images(database(request), signer, who.principal, tenant, name)
+        return render(
+            request,
+            "images.html",
+            who,
+            tenant=tenant,
+            project=name,
+            images=found["items"],
+            unreachable=found["unreachable"],
+            registries=found["items"] or found["unreachable"] or registered(database(request)),
         )
 
     return page(request, build)

@@ -148,7 +148,18 @@ def query(**params: Any) -> str:
     return urlencode({k: v for k, v in params.items() if v not in (None, "", False)})
 
 
+def size(count: int | None) -> str:
+    """Bytes for people: 1.2 MiB."""
+    value, unit = float(count or 0), "B"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            break
+        value /= 1024
+    return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
+
+
 templates.env.globals["usage"] = usage
+templates.env.globals["size"] = size
 templates.env.globals["query"] = query
 # Usage comes in the clusters' quota names (requests.cpu); bars show it under the quota's own.
 templates.env.globals["spelled_as"] = spelled_as

@@ -9,12 +9,18 @@ caller may pull.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as dt
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import Field, StringConstraints, field_validator
 
 from wharf.core.errors import InvalidError
@@ -275,6 +281,34 @@ def grant(who: Requester, scopes: list[Scope], shared: list[str]) -> list[dict[s
     return [s.granted(allowed_actions(who, s, shared)) for s in scopes]
 
 
+# -- schedules -----------------------------------------------------------------------------
+class Schedule(Spec):
+    """How often a controller does the work on its own (checked at every controller tick)."""
+
+    everyMinutes: int = Field(ge=1, le=527040, description="Minutes between two runs")
+
+
+class RetentionSchedule(Schedule):
+    delete: bool = Field(
+        default=False,
+        description="Delete what the policy does not keep; false: a dry run, whose report "
+        "is kept in status.lastRun",
+    )
+
+
+def due(last: str | None, every_minutes: int, now: dt.datetime) -> bool:
+    """Whether a scheduled run is due: never run, or `every_minutes` since the last."""
+    if not last:
+        return True
+    try:
+        then = dt.datetime.fromisoformat(last.replace("Z", "+00:00"))
+    except ValueError:
+        return True
+    if then.tzinfo is None:
+        then = then.replace(tzinfo=dt.UTC)
+    return now - then >= dt.timedelta(minutes=every_minutes)
+
+
 # -- retention -----------------------------------------------------------------------------
 class RetentionSpec(ProjectOwned):
     """Which of a project's tags to keep; the rest are deleted from its registries."""
@@ -290,6 +324,9 @@ class RetentionSpec(ProjectOwned):
     keepTags: list[str] = Field(
         default_factory=list,
         description="Regular expressions (whole tag): matching tags are always kept",
+    )
+    schedule: RetentionSchedule | None = Field(
+        default=None, description="Run on its own every so often (default: only when asked)"
     )
 
 
@@ -426,6 +463,11 @@ class ReplicationSpec(ProjectOwned):
         default_factory=list,
         description="Image names inside the project it copies (empty: all of them)",
     )
+    schedule: Schedule | None = Field(
+        default=None,
+        description="Also compare source and target every so often and copy what differs "
+        "(what the push notifications missed); default: on push only",
+    )
 
 
 REPLICATION = Kind(
@@ -436,3 +478,120 @@ REPLICATION = Kind(
     short_names=("replication",),
     columns=(("PROJECT", "spec.project"), ("SOURCE", "spec.source"), ("TARGET", "spec.target")),
 )
+
+
+# -- signatures ------------------------------------------------------------------------------
+SIMPLE_SIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
+SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
+COSIGN_TYPE = "cosign container image signature"
+
+
+class SigningKey(Spec):
+    """A key the project's images may be signed with (cosign's `cosign.pub`)."""
+
+    name: str = Field(min_length=1, max_length=63, description="What the key is, for people")
+    publicKey: str = Field(
+        max_length=4096, description="PEM of an ECDSA public key (cosign generate-key-pair)"
+    )
+
+    @field_validator("publicKey")
+    @classmethod
+    def _ecdsa(cls, pem: str) -> str:
+        load_public_key(pem)
+        return pem
+
+
+def load_public_key(pem: str) -> ec.EllipticCurvePublicKey:
+    """An ECDSA public key from PEM; a ValueError that says what is wrong otherwise."""
+    try:
+        key = serialization.load_pem_public_key(pem.encode())
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise ValueError("not a PEM public key (-----BEGIN PUBLIC KEY-----)") from None
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        raise ValueError("not an ECDSA key: cosign keys (generate-key-pair) are ECDSA P-256")
+    return key
+
+
+class SignaturePolicySpec(ProjectOwned):
+    """Images a project delivers must carry a cosign signature by one of these keys."""
+
+    project: str = Field(description="The project whose deliveries need signed images")
+    keys: list[SigningKey] = Field(
+        min_length=1, max_length=20, description="Public keys a signature may be made with"
+    )
+    description: str = Field(default="", description="Why, for people")
+
+
+SIGNATURE_POLICY = Kind(
+    name="SignaturePolicy",
+    plural="signaturepolicies",
+    scope="tenant",
+    spec=SignaturePolicySpec,
+    short_names=("signatures",),
+    columns=(("PROJECT", "spec.project"), ("KEYS", "spec.keys")),
+)
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """An image reference split as Docker reads it; `reference` is the digest when pinned,
+    otherwise the tag."""
+
+    host: str
+    repository: str
+    tag: str
+    digest: str
+
+    @property
+    def reference(self) -> str:
+        return self.digest or self.tag
+
+
+def parse_image(image: str) -> ImageRef | None:
+    """`host[:port]/repo[:tag][@digest]` (tag `latest` when neither is given); None for a
+    reference without a registry host (Docker Hub) or one that is not a reference at all."""
+    name, _, digest = image.partition("@")
+    host, sep, path = name.partition("/")
+    if not sep or not ("." in host or ":" in host or host == "localhost"):
+        return None
+    repository, colon, tag = path.rpartition(":")
+    if not colon or "/" in tag:
+        repository, tag = path, ""
+    if not REPOSITORY_RE.match(repository) or repository != repository.lower():
+        return None
+    return ImageRef(host, repository, tag or ("" if digest else "latest"), digest)
+
+
+def signature_tag(digest: str) -> str:
+    """Where cosign stores an image's signatures: the tag `sha256-<hex>.sig`."""
+    return digest.replace(":", "-", 1) + ".sig"
+
+
+def signature_problem(payload: bytes, signature: str, keys: list[SigningKey], digest: str) -> str:
+    """Why one cosign simple-signing layer does not sign `digest` with one of `keys` ("" when
+    it does): the ECDSA signature over the payload, then the digest the payload names."""
+    try:
+        raw = base64.b64decode(signature, validate=True)
+    except (binascii.Error, ValueError):
+        return "its signature annotation is not base64"
+    signer = next((k.name for k in keys if _verifies(k, raw, payload)), None)
+    if signer is None:
+        return "not signed by any of the project's keys"
+    try:
+        critical = json.loads(payload)["critical"]
+        kind, signed = critical["type"], critical["image"]["docker-manifest-digest"]
+    except (ValueError, KeyError, TypeError):
+        return f"signed by {signer}, but the payload is not a cosign simple-signing payload"
+    if kind != COSIGN_TYPE:
+        return f"signed by {signer}, but the payload's type is {kind!r}"
+    if signed != digest:
+        return f"signed by {signer} for another image ({signed})"
+    return ""
+
+
+def _verifies(key: SigningKey, signature: bytes, payload: bytes) -> bool:
+    try:
+        load_public_key(key.publicKey).verify(signature, payload, ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature:
+        return False
+    return True

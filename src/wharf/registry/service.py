@@ -40,9 +40,9 @@ from wharf.core.errors import (
     ThrottledError,
     UnauthenticatedError,
 )
-from wharf.core.resources import check_name
+from wharf.core.resources import check_name, now
 from wharf.identity import service as identity
-from wharf.identity.model import Action, Principal
+from wharf.identity.model import Action, Grant, Principal
 from wharf.identity.throttle import LoginThrottle
 from wharf.registry.model import (
     IMMUTABLE_TAGS,
@@ -52,7 +52,11 @@ from wharf.registry.model import (
     RETENTION,
     ROBOT,
     ROBOT_PREFIX,
+    SIGNATURE_ANNOTATION,
+    SIGNATURE_POLICY,
+    SIMPLE_SIGNING,
     Decision,
+    ImageRef,
     ImmutableTagsSpec,
     ProjectOwned,
     RegistrySpec,
@@ -62,15 +66,23 @@ from wharf.registry.model import (
     RetentionSpec,
     RobotAccount,
     RobotSpec,
+    Scope,
+    SignaturePolicySpec,
+    SigningKey,
     TagState,
+    allowed_actions,
+    due,
     grant,
     image_references,
     immutable,
     locate,
+    parse_image,
     parse_scopes,
     plan_retention,
     pull_username,
     robot_username,
+    signature_problem,
+    signature_tag,
     split_account,
     subject,
 )
@@ -181,6 +193,36 @@ class ProjectOwnedRules(KindRules[P]):
 
 class RobotRules(ProjectOwnedRules[RobotSpec]):
     kind = ROBOT
+
+
+class SignaturePolicyRules(ProjectOwnedRules[SignaturePolicySpec]):
+    """Whether a project's images must be signed, and by which keys, is the tenant's call:
+    tenant and platform admins set it; the project's admins and developers read it and may
+    neither weaken nor remove it (nor add a key of their own)."""
+
+    kind = SIGNATURE_POLICY
+    what = "signature policies"
+
+    def verdict(
+        self, p: Principal, action: Action, tenant: str, name: str, old: StoredResource | None
+    ) -> Verdict:
+        seen = super().verdict(p, action, tenant, name, old)
+        if seen == "allow" and action == "write" and not p.can("write", tenant):
+            return "forbid"
+        return seen
+
+    def create_verdict(self, p: Principal, tenant: str, name: str, project: str) -> Verdict:
+        seen = super().create_verdict(p, tenant, name, project)
+        if seen == "allow" and not p.can("write", tenant):
+            return "forbid"
+        return seen
+
+    def check(self, change: Change[SignaturePolicySpec]) -> None:
+        if not change.principal.can("write", change.tenant):
+            raise ForbiddenError(
+                f"{change.principal.user} may not set the signature policy of project "
+                f"{change.spec.project}: tenant admins do"
+            )
 
 
 class RetentionRules(ProjectOwnedRules[RetentionSpec]):
@@ -710,9 +752,10 @@ MANIFEST_TYPES = ", ".join(
 class RegistryClient:
     """Wharf's own calls to a registry's API, with tokens it signs for itself."""
 
-    def __init__(self, signer: TokenSigner, registry: StoredResource) -> None:
+    def __init__(self, signer: TokenSigner, registry: StoredResource, timeout: float = 30) -> None:
         self.signer = signer
         self.spec = REGISTRY.typed(registry)
+        self.timeout = timeout
 
     def _get(self, path: str, access: list[dict[str, object]], **headers: str) -> httpx.Response:
         token = self.signer.sign(WHARF_SUBJECT, self.spec.service, access)["token"]
@@ -756,14 +799,17 @@ class RegistryClient:
     def read_manifest(self, repository: str, reference: str) -> httpx.Response:
         headers = {**self._token(repository, ["pull"]), "Accept": MANIFEST_TYPES}
         url = f"{self.spec.url}/v2/{repository}/manifests/{reference}"
-        answer = httpx.get(url, headers=headers, timeout=30)
+        answer = httpx.get(url, headers=headers, timeout=self.timeout)
         answer.raise_for_status()
         return answer
 
     def read_blob(self, repository: str, digest: str) -> bytes:
         url = f"{self.spec.url}/v2/{repository}/blobs/{digest}"
         answer = httpx.get(
-            url, headers=self._token(repository, ["pull"]), timeout=120, follow_redirects=True
+            url,
+            headers=self._token(repository, ["pull"]),
+            timeout=max(self.timeout, 120),
+            follow_redirects=True,
         )
         answer.raise_for_status()
         return answer.content
@@ -826,6 +872,18 @@ class RegistryClient:
         if answer.status_code != 404:  # already gone is what was wanted
             answer.raise_for_status()
 
+    def digest(self, repository: str, reference: str) -> str:
+        """The digest a tag points at ("" when the registry does not have it)."""
+        answer = httpx.head(
+            f"{self.spec.url}/v2/{repository}/manifests/{reference}",
+            headers={**self._token(repository, ["pull"]), "Accept": MANIFEST_TYPES},
+            timeout=self.timeout,
+        )
+        if answer.status_code == 404:
+            return ""
+        answer.raise_for_status()
+        return str(answer.headers.get("Docker-Content-Digest", ""))
+
     def manifest(self, repository: str, reference: str) -> dict[str, Any]:
         answer = self._get(
             f"/v2/{repository}/manifests/{reference}", _pull(repository), Accept=MANIFEST_TYPES
@@ -876,6 +934,12 @@ def project_images(
                 {"registry": registry.name, "message": f"{type(exc).__name__}: {exc}"[:300]}
             )
     return {"items": items, "unreachable": unreachable}
+
+
+def registered(db: Database) -> bool:
+    """Whether any registry is registered (every signed-in user may know)."""
+    with db.reader() as session:
+        return bool(ResourceStore(session).query("Registry"))
 
 
 def _registry_images(
@@ -949,12 +1013,16 @@ def _push_times(session: Session, tenant: str, project: str) -> dict[str, str]:
     return {r.name: r.time.isoformat() for r in rows}
 
 
+REPORT_ROWS = 500  # decisions kept in a policy's status.lastRun (the counts cover them all)
+SCHEDULER = Principal(WHARF_SUBJECT, frozenset({Grant("platform-admin")}))
+
+
 def run_retention(
     db: Database, signer: TokenSigner, p: Principal, tenant: str, name: str, dry_run: bool
 ) -> dict[str, Any]:
     """Evaluate a retention policy in every registry: the report of what is kept and deleted,
     and why; without dry run, delete through the registry API (its garbage collection frees
-    the space) and audit each deletion."""
+    the space) and audit each deletion. The report is kept in the policy's status.lastRun."""
     with db.reader() as session:
         stored = ResourceStore(session).get("RetentionPolicy", tenant, name)
         spec = RETENTION.typed(stored) if stored else None
@@ -977,7 +1045,54 @@ def run_retention(
         if not dry_run:
             _delete(db, client, p, tenant, spec.project, registry.name, decisions)
         report += [_row(registry.name, d) for d in decisions]
+    _keep_report(db, tenant, name, p, dry_run, report)
     return {"dryRun": dry_run, "decisions": report}
+
+
+def _keep_report(
+    db: Database, tenant: str, name: str, p: Principal, dry_run: bool, report: list[dict[str, Any]]
+) -> None:
+    last = {
+        "time": now(),
+        "by": p.user,
+        "dryRun": dry_run,
+        "kept": sum(1 for r in report if r["action"] == "keep"),
+        "deleted": sum(1 for r in report if r["action"] == "delete"),
+        "decisions": report[:REPORT_ROWS],
+    }
+    with db.session() as session:
+        store = ResourceStore(session)
+        stored = store.get("RetentionPolicy", tenant, name, lock=True)
+        if stored is not None:
+            store.write_status(stored, {**stored.status, "lastRun": last})
+
+
+def run_scheduled_retention(db: Database, signer: TokenSigner, tenant: str, name: str) -> bool:
+    """Run a policy on its schedule, when due (as Wharf; a dry run unless the schedule says
+    delete); whether it ran. The time is kept in status.scheduledAt, so a restarted server
+    neither runs it early nor forgets it."""
+    with db.reader() as session:
+        stored = ResourceStore(session).get("RetentionPolicy", tenant, name)
+        spec = RETENTION.typed(stored) if stored else None
+        if stored is None or spec is None or spec.schedule is None:
+            return False
+        if not due(stored.status.get("scheduledAt"), spec.schedule.everyMinutes, _utcnow()):
+            return False
+    try:
+        run_retention(db, signer, SCHEDULER, tenant, name, dry_run=not spec.schedule.delete)
+        error = ""
+    except (httpx.HTTPError, ValueError) as exc:
+        error = f"{type(exc).__name__}: {exc}"[:300]
+    with db.session() as session:
+        store = ResourceStore(session)
+        locked = store.get("RetentionPolicy", tenant, name, lock=True)
+        if locked is not None:
+            store.write_status(locked, {**locked.status, "scheduledAt": now(), "lastError": error})
+    return True
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
 
 
 def _tag_states(
@@ -1059,3 +1174,155 @@ def copy_image(source: RegistryClient, target: RegistryClient, repository: str, 
     media_type = manifest.headers.get("Content-Type", str(body.get("mediaType", "")))
     target.write_manifest(repository, tag, manifest.content, media_type)
     return str(manifest.headers.get("Docker-Content-Digest", ""))
+
+
+# -- delivery checks -------------------------------------------------------------------------
+def check_images(
+    session: Session, signer: TokenSigner, tenant: str, project: str, images: dict[str, str]
+) -> None:
+    """Refuse a delivery (422 naming the field) whose images on a registered registry do not
+    exist or may not be pulled by the project, or, when the project requires signatures, are
+    not signed by one of its keys. `images` maps each image to the field that names it.
+    Images on registries Wharf does not know pass, unless signatures are required."""
+    registries = {REGISTRY.typed(r).host: r for r in ResourceStore(session).query("Registry")}
+    keys = [
+        key
+        for policy in ResourceStore(session).query("SignaturePolicy", scopes=[(tenant, None)])
+        if (spec := SIGNATURE_POLICY.typed(policy)).project == project
+        for key in spec.keys
+    ]
+    for image, where in images.items():
+        ref = parse_image(image)
+        registry = registries.get(ref.host) if ref is not None else None
+        if ref is None or registry is None:
+            if keys:
+                raise InvalidError(
+                    f"{where}: {image} is not on a registered registry, and project {project} "
+                    "requires signed images: Wharf verifies signatures in its registries only",
+                    field=where,
+                )
+            continue
+        client = RegistryClient(signer, registry, timeout=5)
+        digest = _pullable(client, registry, tenant, project, ref, image, where)
+        if keys:
+            try:
+                verify_signature(client, ref.repository, digest, keys, image, where)
+            except httpx.HTTPError as exc:
+                raise _unreachable(registry, where, exc) from None
+
+
+def _pullable(
+    client: RegistryClient,
+    registry: StoredResource,
+    tenant: str,
+    project: str,
+    ref: ImageRef,
+    image: str,
+    where: str,
+) -> str:
+    """The image's digest, when it exists and the project's pull identity may pull it. Not
+    found and not allowed get the same answer: another tenant learns nothing of its images."""
+    refused = InvalidError(
+        f"{where}: {image} is not in registry {registry.name}, or project {project} may not "
+        "pull it",
+        field=where,
+    )
+    puller = RobotAccount(pull_username(tenant, project), tenant, project, frozenset({"pull"}))
+    scope = Scope("repository", ref.repository, ("pull",))
+    if "pull" not in allowed_actions(puller, scope, REGISTRY.typed(registry).shared):
+        raise refused
+    try:
+        answer = client.read_manifest(ref.repository, ref.reference)
+    except httpx.HTTPStatusError as exc:
+        if exc.response.status_code == 404:
+            raise refused from None
+        raise _unreachable(registry, where, exc) from None
+    except httpx.HTTPError as exc:
+        raise _unreachable(registry, where, exc) from None
+    digest = answer.headers.get("Docker-Content-Digest", "")
+    return digest or "sha256:" + hashlib.sha256(answer.content).hexdigest()
+
+
+def _unreachable(registry: StoredResource, where: str, exc: Exception) -> ConflictError:
+    return ConflictError(
+        f"{where}: registry {registry.name} could not be read ({type(exc).__name__}), so the "
+        "image could not be checked; try again",
+        field=where,
+    )
+
+
+def verify_signature(
+    client: RegistryClient,
+    repository: str,
+    digest: str,
+    keys: list[SigningKey],
+    image: str,
+    where: str,
+) -> None:
+    """Find a cosign signature of `digest` by one of `keys`: the `sha256-<hex>.sig` tag's
+    manifest, each simple-signing layer's payload and its signature annotation."""
+    tag = signature_tag(digest)
+    try:
+        layers = client.read_manifest(repository, tag).json().get("layers") or []
+    except httpx.HTTPStatusError as exc:
+        if exc.response.status_code != 404:
+            raise
+        layers = []
+    problems = []
+    for layer in layers:
+        annotation = (layer.get("annotations") or {}).get(SIGNATURE_ANNOTATION)
+        if layer.get("mediaType") != SIMPLE_SIGNING or not annotation:
+            continue
+        payload = client.read_blob(repository, str(layer.get("digest")))
+        if "sha256:" + hashlib.sha256(payload).hexdigest() != layer.get("digest"):
+            problems.append("a payload that does not match its digest")
+            continue
+        problem = signature_problem(payload, str(annotation), keys, digest)
+        if not problem:
+            return
+        problems.append(problem)
+    why = "; ".join(problems) if problems else f"it is not signed (no cosign signature {tag})"
+    raise InvalidError(
+        f"{where}: {image} ({digest}) is refused: the project requires a cosign signature by "
+        f"one of its keys ({', '.join(k.name for k in keys)}), and {why}",
+        field=where,
+    )
+
+
+def sync_plan(
+    source: RegistryClient, target: RegistryClient, prefix: str, only: list[str]
+) -> list[dict[str, str]]:
+    """What a full sync copies: every tag of the rule's repositories at the source whose
+    digest the target does not hold under that tag."""
+    missing = []
+    for repository in source.repositories():
+        image = repository[len(prefix) :]
+        if not repository.startswith(prefix) or (only and image not in only):
+            continue
+        for tag in source.tags(repository):
+            digest = source.digest(repository, tag)
+            if digest and target.digest(repository, tag) != digest:
+                missing.append({"repository": repository, "tag": tag, "digest": digest})
+    return missing
+
+
+def queue_sync(db: Database, tenant: str, name: str, missing: list[dict[str, str]]) -> None:
+    """Add a sync's copies to the rule's pending ones (kept in its status, so a restarted
+    server resumes them), and note when it synced."""
+    with db.session() as session:
+        store = ResourceStore(session)
+        rule = store.get("ReplicationRule", tenant, name, lock=True)
+        if rule is None:
+            return
+        pending = list(rule.status.get("pending", []))
+        queued = {(p.get("repository"), p.get("tag")) for p in pending}
+        pending += [m for m in missing if (m["repository"], m["tag"]) not in queued]
+        status = {**rule.status, "pending": pending, "lastSync": now(), "lastError": ""}
+        store.write_status(rule, status)
+
+
+def sync_due(rule: StoredResource) -> bool:
+    spec = REPLICATION.typed(rule)
+    return spec.schedule is not None and due(
+        rule.status.get("lastSync"), spec.schedule.everyMinutes, _utcnow()
+    )

@@ -30,13 +30,14 @@ from wharf.network.service import (
     TrafficPolicyRules,
     namespace_additions,
 )
-from wharf.registry.controller import ReplicationController
+from wharf.registry.controller import ReplicationController, RetentionController
 from wharf.registry.service import (
     ImmutableTagsRules,
     RegistryRules,
     ReplicationRules,
     RetentionRules,
     RobotRules,
+    SignaturePolicyRules,
     TokenSigner,
     pull_secret_objects,
 )
@@ -64,7 +65,7 @@ class Platform:
         )
         policy = AddressPolicy(allow_loopback=settings.allow_loopback_clusters)
         self.cluster_rules = ClusterRules(box, policy)
-        self.application_rules = ApplicationRules(box)
+        self.application_rules = ApplicationRules(box, self.token_signer)
         self.certificate_rules = CertificateRules(box)
         self.rules: list[KindRules[Any]] = [
             self.cluster_rules,
@@ -77,6 +78,7 @@ class Platform:
             RobotRules(),
             RetentionRules(),
             ImmutableTagsRules(),
+            SignaturePolicyRules(),
             ReplicationRules(),
             AnalysisTemplateRules(settings.prometheus_url),
             NodePortRangeRules(),
@@ -120,6 +122,9 @@ class Platform:
         self.replication = ReplicationController(
             self.resources, self.token_signer, resync=settings.resync_seconds
         )
+        self.retention = RetentionController(
+            self.resources, self.token_signer, resync=settings.resync_seconds
+        )
         self._tasks: list[asyncio.Task[Any]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -129,6 +134,7 @@ class Platform:
             self.placement.controller,
             self.delivery.controller,
             self.replication.controller,
+            self.retention.controller,
             self.releases.controller,
         ]
 
@@ -202,6 +208,8 @@ class Platform:
             loop.call_soon_threadsafe(self.replication.controller.queue.add, (tenant, name))
         elif kind == "TrafficPolicy":  # named after its project, whose namespaces hold it
             loop.call_soon_threadsafe(self.placement.controller.queue.add, (tenant, name))
+        elif kind == "RetentionPolicy":
+            loop.call_soon_threadsafe(self.retention.controller.queue.add, (tenant, name))
         if kind in ("Tenant", "Cluster", "NodePool", "Registry"):
             # Membership, quota or reachability may change any project's namespaces.
             loop.call_soon_threadsafe(self.placement.controller.queue_all)
@@ -229,6 +237,7 @@ class Platform:
                 asyncio.create_task(self.placement.controller.run(), name="placement"),
                 asyncio.create_task(self.delivery.controller.run(), name="delivery"),
                 asyncio.create_task(self.replication.controller.run(), name="replication"),
+                asyncio.create_task(self.retention.controller.run(), name="retention"),
                 asyncio.create_task(self.releases.controller.run(), name="releases"),
             ]
 
