@@ -16,6 +16,7 @@ from wharf.lab.cli import app as lab_app
 from wharf.registry import cli as registry_cli
 from wharf.releases import cli as releases_cli
 from wharf.resources import cli as resources_cli
+from wharf.scaling import cli as scaling_cli
 from wharf.tenancy import cli as tenancy_cli
 
 app = typer.Typer(
@@ -32,6 +33,7 @@ tenancy_cli.register(app)
 apps_cli.register(app)
 registry_cli.register(app)
 releases_cli.register(app)
+scaling_cli.register(app)
 
 
 @app.command()

@@ -36,6 +36,8 @@ from wharf.registry.service import (
 from wharf.releases.controller import ReleaseController
 from wharf.releases.service import AnalysisTemplateRules, pinned
 from wharf.resources.service import KindRules, ResourceService
+from wharf.scaling.controller import ScheduleController
+from wharf.scaling.model import applied_window
 from wharf.store import Database
 from wharf.store.audit import AuditEvent, record
 from wharf.store.resources import ResourceStore, StoredResource
@@ -94,6 +96,7 @@ class Platform:
             self.connections,
             resync=settings.resync_seconds,
             pinned=pinned,
+            window=lambda app: applied_window(app.status),
         )
         self.releases = ReleaseController(
             self.resources,
@@ -106,6 +109,9 @@ class Platform:
         self.replication = ReplicationController(
             self.resources, self.token_signer, resync=settings.resync_seconds
         )
+        self.schedules = ScheduleController(
+            self.resources, redeliver=self.delivery.controller.queue.add
+        )
         self._tasks: list[asyncio.Task[Any]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -116,6 +122,7 @@ class Platform:
             self.delivery.controller,
             self.replication.controller,
             self.releases.controller,
+            self.schedules.controller,
         ]
 
     def bootstrap(self) -> str | None:
@@ -172,6 +179,7 @@ class Platform:
         elif kind == "Application":
             loop.call_soon_threadsafe(self.delivery.controller.queue.add, (tenant, name))
             loop.call_soon_threadsafe(self.releases.controller.queue.add, (tenant, name))
+            loop.call_soon_threadsafe(self.schedules.controller.queue.add, (tenant, name))
         elif kind == "ReplicationRule":
             loop.call_soon_threadsafe(self.replication.controller.queue.add, (tenant, name))
         if kind in ("Tenant", "Cluster", "NodePool", "Registry"):
@@ -197,6 +205,7 @@ class Platform:
                 asyncio.create_task(self.delivery.controller.run(), name="delivery"),
                 asyncio.create_task(self.replication.controller.run(), name="replication"),
                 asyncio.create_task(self.releases.controller.run(), name="releases"),
+                asyncio.create_task(self.schedules.controller.run(), name="schedules"),
             ]
 
     async def stop(self) -> None:
