@@ -276,8 +276,12 @@ def test_scaling_by_hand_is_checked_against_quota_authorized_and_audited(
     assert unknown.status_code == 422
     assert unknown.json()["field"] == "cluster"
 
-    # A viewer may look, not scale; another tenant's developer does not learn it exists.
+    # A viewer may look, not scale; nor may the developer's read-only token; another tenant's
+    # developer does not learn it exists.
     assert _scale(viewer, tenant, "job", replicas=5).status_code == 403
+    body = {"name": "ci", "readOnly": True, "expiresIn": 3600}
+    read_only = Api(wharf.client, dev.ok("POST", "/api/v1/tokens", json=body)["token"], dev.user)
+    assert _scale(read_only, tenant, "job", replicas=5).status_code == 403
     stranger = wharf.user()
     other = wharf.tenant({"cpu": "1", "memory": "1Gi", "pods": "4"}, admins=[stranger.user])
     assert other

@@ -196,3 +196,16 @@ def test_scaling_by_hand_sets_one_cluster_or_every_cluster():
     objects = _objects(WORKER, _spec("worker", replicas=4))
     (deployment,) = [o for o in objects if o["kind"] == "Deployment"]
     assert deployment["spec"]["replicas"] == 4
+
+
+def test_wharf_scale_takes_replicas_and_an_optional_cluster():
+    from typer.testing import CliRunner
+
+    from wharf.cli import app
+
+    result = CliRunner().invoke(app, ["scale", "--help"])
+    assert result.exit_code == 0
+    assert "--replicas" in result.output
+    assert "--cluster" in result.output
+    refused = CliRunner().invoke(app, ["scale", "web", "-t", "demo", "--replicas", "-1"])
+    assert refused.exit_code == 2  # typer's own range check, before any request
