@@ -17,6 +17,7 @@ from wharf.network import cli as network_cli
 from wharf.registry import cli as registry_cli
 from wharf.releases import cli as releases_cli
 from wharf.resources import cli as resources_cli
+from wharf.scaling import cli as scaling_cli
 from wharf.tenancy import cli as tenancy_cli
 
 app = typer.Typer(
@@ -34,6 +35,7 @@ apps_cli.register(app)
 registry_cli.register(app)
 releases_cli.register(app)
 network_cli.register(app)
+scaling_cli.register(app)
 
 
 @app.command()

@@ -42,8 +42,10 @@ from wharf.apps.model import (
     APPLICATION,
     RELEASE_ROLE,
     ApplicationSpec,
+    ReplicaBounds,
     delivery_findings,
     desired_objects,
+    keep_autoscaled_replicas,
 )
 from wharf.apps.service import (
     ApplicationRules,
@@ -153,6 +155,9 @@ def routing_in(cluster: StoredResource) -> Routing:
     return routing_of(CLUSTER.typed(cluster).routing, cluster.status.get("apis") or {})
 
 
+KEPT_STATUS = ("schedule",)
+
+
 OWNED: dict[str, Any] = {MANAGED_BY: "wharf", APP_LABEL: None}  # None: the label is set
 # A revision delivered to one cluster: its spec as stored, its rendered objects, its number.
 Variant = tuple[dict[str, Any], list[dict[str, Any]], int]
@@ -166,6 +171,9 @@ class RevisionPins(Protocol):
 
 # (session, tenant, application, spec, revision) -> pins; releases provide it.
 Pinning = Callable[[Session, str, str, ApplicationSpec, int], RevisionPins]
+# The application's scheduled window open now (as its controller applied it), if any;
+# scaling provides it.
+Windows = Callable[[StoredResource], ReplicaBounds | None]
 
 
 @dataclass(frozen=True)
@@ -187,9 +195,11 @@ class DeliveryController:
         connections: ClusterConnections,
         resync: float = 30.0,
         pinned: Pinning | None = None,
+        window: Windows | None = None,
     ) -> None:
         self.service = service
         self.pinned = pinned
+        self.window = window
         self.rules = rules
         self.certificates = certificates
         self.clusters = clusters
@@ -477,8 +487,9 @@ class DeliveryController:
         namespace = namespace_name(key[0], spec.project, spec.environment)
         labels = app_labels(key[0], spec)
         routing = routing_in(cluster)
+        window = self.window(app) if self.window is not None else None
         objects = expose_node_ports(
-            desired_objects(key[1], spec, rendered, name, labels, routing),
+            desired_objects(key[1], spec, rendered, name, labels, routing, window),
             exposure.ports.get(name, {}),
         )
         objects += tls_objects(
@@ -492,6 +503,8 @@ class DeliveryController:
             # Before anything changes, the cluster checks every object against its own schema
             # (a dry run stores nothing); a revision it refuses is applied nowhere in it.
             currents = [await observe(client, o) for o in objects]
+            if spec.autoscaling is not None:
+                keep_autoscaled_replicas(objects, currents)
             # Never take over: an object this app renders that another owner already has
             # (another application, or nothing of Wharf's) stops delivery to this cluster.
             owner = {MANAGED_BY: "wharf", TENANT_LABEL: key[0], APP_LABEL: key[1]}
@@ -723,7 +736,10 @@ def _status(
         reason,
         generation,
     )
+    # Parts of the status other controllers keep (the scheduled window) stay as they are.
+    kept = {k: v for k, v in stored.status.items() if k in KEPT_STATUS}
     return {
+        **kept,
         "state": state,
         "reason": reason,
         "observedGeneration": generation,

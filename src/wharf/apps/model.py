@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import base64
 import copy
+import datetime as dt
 import hashlib
 import json
 import re
 from collections.abc import Iterator
 from fractions import Fraction
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jsonschema
 import yaml
+from croniter import CroniterBadDateError, croniter
 from pydantic import Field, field_validator
 
 from wharf.clusters.model import Routing
@@ -291,6 +294,162 @@ class ClusterOverride(Spec):
     resources: ContainerResources | None = Field(
         default=None, description="Requests and limits that replace every container's"
     )
+    minReplicas: int | None = Field(
+        default=None, ge=1, le=1000, description="The autoscaler's lower bound in this cluster"
+    )
+    maxReplicas: int | None = Field(
+        default=None, ge=1, le=1000, description="The autoscaler's upper bound in this cluster"
+    )
+
+
+# -- autoscaling -----------------------------------------------------------------------------
+
+
+class ScalingRules(Spec):
+    """How quickly the autoscaler may move in one direction."""
+
+    stabilizationWindowSeconds: int = Field(
+        ge=0,
+        le=3600,
+        description="The autoscaler acts on the highest (down) or lowest (up) recommendation "
+        "of this many seconds, so a short dip or spike does not move replicas",
+    )
+
+
+class ScalingBehavior(Spec):
+    """The HorizontalPodAutoscaler's behavior, as Kubernetes has it."""
+
+    scaleUp: ScalingRules | None = Field(default=None, description="Scaling up")
+    scaleDown: ScalingRules | None = Field(
+        default=None, description="Scaling down (Kubernetes waits 300 seconds by default)"
+    )
+
+
+class ScalingWindow(Spec):
+    """A recurring window (business hours, a nightly batch) with its own replica bounds."""
+
+    name: str = Field(
+        description="A name for the window, shown in the application's status",
+        json_schema_extra={"pattern": CONFIG_NAME.pattern},
+        max_length=CONFIG_NAME_MAX,
+    )
+    start: str = Field(description="Cron expression: when the window opens, e.g. 0 9 * * 1-5")
+    end: str = Field(description="Cron expression: when it closes, e.g. 0 18 * * 1-5")
+    timeZone: str = Field(
+        default="UTC", description="IANA time zone the cron expressions are read in"
+    )
+    minReplicas: int | None = Field(
+        default=None, ge=1, le=1000, description="Lower bound while the window is open"
+    )
+    maxReplicas: int | None = Field(
+        default=None, ge=1, le=1000, description="Upper bound while the window is open"
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not CONFIG_NAME.match(value):
+            raise ValueError("lowercase letters, digits and '-', starting with a letter or digit")
+        return value
+
+    @field_validator("start", "end")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        if len(value.split()) != 5 or not croniter.is_valid(value):
+            raise ValueError(
+                f"{value!r} is not a cron expression of five fields (minute hour "
+                "day-of-month month day-of-week)"
+            )
+        return value
+
+    @field_validator("timeZone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not an IANA time zone (e.g. Europe/Berlin)") from None
+        return value
+
+
+class Autoscaling(Spec):
+    """A HorizontalPodAutoscaler for the application's workload, in every cluster."""
+
+    minReplicas: int = Field(default=1, ge=1, le=1000, description="Fewest replicas")
+    maxReplicas: int = Field(ge=1, le=1000, description="Most replicas")
+    cpu: int | None = Field(
+        default=None,
+        ge=1,
+        le=1000,
+        description="Target average CPU use, in percent of the containers' CPU requests",
+    )
+    memory: int | None = Field(
+        default=None,
+        ge=1,
+        le=1000,
+        description="Target average memory use, in percent of the containers' memory requests",
+    )
+    behavior: ScalingBehavior | None = Field(
+        default=None, description="How quickly it scales up and down"
+    )
+    schedules: list[ScalingWindow] = Field(
+        default_factory=list,
+        max_length=20,
+        description="Windows that set other bounds while they are open (the first open one "
+        "applies)",
+    )
+
+
+class ReplicaBounds(Spec):
+    """An autoscaler's bounds as a scheduled window sets them (None: the application's)."""
+
+    minReplicas: int | None = None
+    maxReplicas: int | None = None
+
+
+def check_autoscaling(spec: Autoscaling | None, overrides: dict[str, ClusterOverride]) -> None:
+    """Bounds that can hold, and windows that open and close; before anything is stored."""
+    if spec is not None:
+        if spec.minReplicas > spec.maxReplicas:
+            raise InvalidError(
+                f"spec.autoscaling.minReplicas: {spec.minReplicas} is above maxReplicas "
+                f"{spec.maxReplicas}",
+                field="spec.autoscaling.minReplicas",
+            )
+        if spec.cpu is None and spec.memory is None:
+            raise InvalidError(
+                "spec.autoscaling: set a cpu or memory target (percent of the requests)",
+                field="spec.autoscaling.cpu",
+            )
+        for i, window in enumerate(spec.schedules):
+            check_window(window, f"spec.autoscaling.schedules[{i}]")
+    for cluster, override in overrides.items():
+        low, high = override.minReplicas, override.maxReplicas
+        if low is not None and high is not None and low > high:
+            raise InvalidError(
+                f"spec.overrides.{cluster}.minReplicas: {low} is above maxReplicas {high}",
+                field=f"spec.overrides.{cluster}.minReplicas",
+            )
+
+
+def check_window(window: ScalingWindow, where: str) -> None:
+    if window.minReplicas is None and window.maxReplicas is None:
+        raise InvalidError(f"{where}: set minReplicas, maxReplicas or both", field=where)
+    low, high = window.minReplicas, window.maxReplicas
+    if low is not None and high is not None and low > high:
+        raise InvalidError(
+            f"{where}.minReplicas: {low} is above maxReplicas {high}", field=f"{where}.minReplicas"
+        )
+    zone = ZoneInfo(window.timeZone)
+    for edge in ("start", "end"):
+        expression = getattr(window, edge)
+        try:
+            croniter(expression, dt.datetime.now(zone)).get_next(dt.datetime)
+        except CroniterBadDateError:
+            raise InvalidError(
+                f"{where}.{edge}: {expression!r} never fires (no such date)",
+                field=f"{where}.{edge}",
+            ) from None
 
 
 class Configuration(Spec):
@@ -510,6 +669,18 @@ class ApplicationSpec(Spec):
         "as an Ingress, or as Gateway API HTTPRoutes where the cluster has a Gateway "
         "(spec.routing); hosts under the tenant's domains, each held by one application",
     )
+    replicas: int | None = Field(
+        default=None,
+        ge=0,
+        le=1000,
+        description="Replicas of Deployments and StatefulSets in every cluster, over the "
+        "template's (`wharf scale` sets it; spec.overrides.<cluster>.replicas wins)",
+    )
+    autoscaling: Autoscaling | None = Field(
+        default=None,
+        description="A HorizontalPodAutoscaler on CPU and memory, with scheduled windows "
+        "(docs/observability.md); per-cluster bounds in spec.overrides",
+    )
 
 
 APPLICATION = Kind(
@@ -549,6 +720,93 @@ def _mirror(image: str, registry: str) -> str:
     return f"{registry.rstrip('/')}/{path}"
 
 
+AUTOSCALER = "HorizontalPodAutoscaler"
+
+
+def _scale_target(objects: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The workload an application's autoscaler scales: its first Deployment or StatefulSet."""
+    return next((o for o in objects if o["kind"] in ("Deployment", "StatefulSet")), None)
+
+
+def _autoscaler_spec(auto: Autoscaling) -> dict[str, Any]:
+    metrics = [
+        {
+            "type": "Resource",
+            "resource": {
+                "name": resource,
+                "target": {"type": "Utilization", "averageUtilization": target},
+            },
+        }
+        for resource, target in (("cpu", auto.cpu), ("memory", auto.memory))
+        if target is not None
+    ]
+    spec: dict[str, Any] = {
+        "minReplicas": auto.minReplicas,
+        "maxReplicas": auto.maxReplicas,
+        "metrics": metrics,
+    }
+    if auto.behavior is not None:
+        spec["behavior"] = auto.behavior.model_dump(exclude_none=True)
+    return spec
+
+
+def with_autoscaler(objects: list[dict[str, Any]], auto: Autoscaling) -> list[dict[str, Any]]:
+    """The objects with the application's autoscaler: the template's own HPA takes its targets
+    and bounds, or one is added for the workload (none: nothing to scale)."""
+    target = _scale_target(objects)
+    if target is None:
+        return objects
+    hpas = [o for o in objects if o["kind"] == AUTOSCALER]
+    if not hpas:
+        name = target["metadata"]["name"]
+        ref = {"apiVersion": "apps/v1", "kind": target["kind"], "name": name}
+        hpas = [
+            {
+                "apiVersion": "autoscaling/v2",
+                "kind": AUTOSCALER,
+                "metadata": {"name": name},
+                "spec": {"scaleTargetRef": ref},
+            }
+        ]
+        objects = [*objects, *hpas]
+    for hpa in hpas:
+        hpa["spec"] = {"scaleTargetRef": hpa["spec"]["scaleTargetRef"], **_autoscaler_spec(auto)}
+    return objects
+
+
+def _bound(hpa: dict[str, Any], *layers: ClusterOverride | ReplicaBounds | None) -> None:
+    """Bounds in order of precedence, last wins; max never below min."""
+    spec = hpa["spec"]
+    for layer in layers:
+        if layer is None:
+            continue
+        if layer.minReplicas is not None:
+            spec["minReplicas"] = layer.minReplicas
+        if layer.maxReplicas is not None:
+            spec["maxReplicas"] = layer.maxReplicas
+    spec["maxReplicas"] = max(int(spec["maxReplicas"]), int(spec.get("minReplicas", 1)))
+
+
+def autoscaled(objects: list[dict[str, Any]]) -> set[tuple[str, str]]:
+    """(kind, name) of each workload an autoscaler among the objects scales."""
+    refs = (o["spec"].get("scaleTargetRef", {}) for o in objects if o["kind"] == AUTOSCALER)
+    return {(r.get("kind", ""), r.get("name", "")) for r in refs}
+
+
+def keep_autoscaled_replicas(
+    objects: list[dict[str, Any]], currents: list[dict[str, Any] | None]
+) -> None:
+    """A workload the application's autoscaler scales keeps the replicas it set: delivery
+    never fights it (it sends the live count, so applying other changes moves nothing).
+
+    Only for `spec.autoscaling`: a template's own HPA without it leaves the spec's replicas
+    in charge, as before (a replica change in the values still rolls out)."""
+    scaled = autoscaled(objects)
+    for obj, current in zip(objects, currents, strict=True):
+        if current is not None and (obj["kind"], obj["metadata"]["name"]) in scaled:
+            obj["spec"]["replicas"] = current.get("spec", {}).get("replicas", 1)
+
+
 def desired_objects(
     app: str,
     spec: ApplicationSpec,
@@ -556,11 +814,17 @@ def desired_objects(
     cluster: str,
     labels: dict[str, str],
     routing: Routing | None = None,
+    window: ReplicaBounds | None = None,
 ) -> list[dict[str, Any]]:
     """The objects for one cluster: rendered, configuration added, overrides applied, labelled;
-    routes served as the cluster's `routing` says (an Ingress of its default class if unsaid)."""
+    routes served as the cluster's `routing` says (an Ingress of its default class if unsaid);
+    `window` is the scheduled window open now, if any."""
     override = spec.overrides.get(cluster, ClusterOverride())
     objects = copy.deepcopy(rendered) + route_objects(app, spec.routes, routing or Routing())
+    if spec.autoscaling is not None:
+        objects = with_autoscaler(objects, spec.autoscaling)
+    for hpa in (o for o in objects if o["kind"] == AUTOSCALER):
+        _bound(hpa, override, window if spec.autoscaling is not None else None)
     refs: list[dict[str, Any]] = []
     for name, data in sorted(spec.config.configMaps.items()):
         objects.append(
@@ -593,8 +857,9 @@ def desired_objects(
             obj["data"] = {**obj.get("data", {}), **_encoded(obj.pop("stringData"))}
         if obj["kind"] not in WORKLOAD_KINDS:
             continue
-        if override.replicas is not None and obj["kind"] in ("Deployment", "StatefulSet"):
-            obj["spec"]["replicas"] = override.replicas
+        replicas = override.replicas if override.replicas is not None else spec.replicas
+        if replicas is not None and obj["kind"] in ("Deployment", "StatefulSet"):
+            obj["spec"]["replicas"] = replicas
         template = _pod_spec(obj)
         if template is None:
             continue

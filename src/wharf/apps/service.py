@@ -17,6 +17,7 @@ from wharf.apps.model import (
     ApplicationSpec,
     AppTemplateSpec,
     TemplateVersion,
+    check_autoscaling,
     check_configuration,
     check_version,
     container_images,
@@ -288,6 +289,7 @@ class ApplicationRules(KindRules[ApplicationSpec]):
         check_name(change.name, max_length=40)
         spec = change.spec
         check_configuration(spec.config, spec.overrides)
+        check_autoscaling(spec.autoscaling, spec.overrides)
         project = _project(session, p, tenant, spec.project)
         if not p.can_deliver(tenant, spec.project):
             raise ForbiddenError(f"{p.user} may not deliver into project {spec.project}")

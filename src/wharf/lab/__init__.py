@@ -2,7 +2,8 @@
 
 `build` compiles pinned binaries from the Go module proxy into a cache outside the repository;
 `cluster` and `lab` start and supervise etcd, kube-apiserver, kube-controller-manager,
-kube-scheduler and kwok for each cluster. The demo, the tests and the benchmarks all run on it.
+kube-scheduler, kwok and metrics-server for each cluster. The demo, the tests and the
+benchmarks all run on it.
 """
 
 from wharf.lab.build import BuildResult, LabBinaries, build, find_binaries

@@ -1,10 +1,12 @@
 """Start, supervise and stop real Kubernetes control planes on loopback.
 
 Each lab cluster runs etcd, kube-apiserver (TLS, client certificates, RBAC, service-account
-tokens), kube-controller-manager, kube-scheduler and kwok, which keeps simulated nodes Ready and
-moves scheduled pods to Running. Every process binds to 127.0.0.1 on a free port and records its
-pid and start time in a pid file, so that a later `up` or `down` finds exactly the processes it
-started (never by process name), even after a crash of the command that started them.
+tokens), kube-controller-manager, kube-scheduler, kwok, which keeps simulated nodes Ready, moves
+scheduled pods to Running and reports their simulated CPU and memory use as a kubelet would, and
+metrics-server, which serves that use as the `metrics.k8s.io` API (for `kubectl top` and HPAs).
+Every process binds to 127.0.0.1 on a free port and records its pid and start time in a pid
+file, so that a later `up` or `down` finds exactly the processes it started (never by process
+name), even after a crash of the command that started them.
 """
 
 from __future__ import annotations
@@ -39,6 +41,12 @@ from wharf.lab.pki import CertificateAuthority, KeyPair, signing_key
 SERVICE_CIDR = "10.96.0.0/16"
 POD_CIDR = "10.244.0.0/16"
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
+# Where metrics-server scrapes a simulated node's kubelet resource metrics (kwok's Metric path).
+METRICS_PATH_ANNOTATION = "metrics.k8s.io/resource-metrics-path"
+# A pod's simulated use, read by kwok's ClusterResourceUsage (e.g. "250m", "300Mi").
+USAGE_CPU_ANNOTATION = "kwok.x-k8s.io/usage-cpu"
+USAGE_MEMORY_ANNOTATION = "kwok.x-k8s.io/usage-memory"
+METRICS_SERVICE = ("kube-system", "metrics-server")
 # The order to start in; stopping goes the other way.
 COMPONENTS = (
     "etcd",
@@ -47,6 +55,7 @@ COMPONENTS = (
     "kube-scheduler",
     "kwok",
     "provisioner",  # the lab's stand-in for a storage driver (wharf.lab.provisioner)
+    "metrics-server",
 )
 
 Progress = Callable[[str], None]
@@ -235,6 +244,7 @@ class LabCluster:
             "kube-controller-manager",
             "kube-scheduler",
             "kwok",
+            "metrics-server",
         )
         self._ports = dict(zip(names, _free_ports(len(names)), strict=True))
         (self.directory / "ports.json").write_text(json.dumps(self._ports, indent=2))
@@ -253,11 +263,21 @@ class LabCluster:
             ),
         )
         signing_key(self.pki_dir / "service-account.key")
+        # The aggregator proxies metrics.k8s.io to metrics-server as this client; metrics-server
+        # trusts the user it names because the apiserver's requestheader CA signed it.
+        ca.issue("front-proxy-client", "front-proxy-client")
+        namespace, service = METRICS_SERVICE
+        ca.issue(
+            "metrics-server-serving",
+            "metrics-server",
+            server_names=(f"{service}.{namespace}.svc", "127.0.0.1", "localhost"),
+        )
         clients = {
             "admin": ("wharf-lab-admin", ("system:masters",)),
             "kube-controller-manager": ("system:kube-controller-manager", ()),
             "kube-scheduler": ("system:kube-scheduler", ()),
             "kwok": ("system:kwok-controller", ("system:masters",)),
+            "metrics-server": ("system:metrics-server", ("system:masters",)),
         }
         for name, (cn, groups) in clients.items():
             pair = ca.issue(name, cn, groups)
@@ -277,8 +297,9 @@ class LabCluster:
             ],
         }
         _write_yaml(self.directory / "audit-policy.yaml", audit_policy)
-        stages = [yaml.safe_load(p.read_text()) for p in self._binaries.stages]
-        (self.directory / "kwok.yaml").write_text(yaml.safe_dump_all(stages))
+        configs = [*self._binaries.stages, *self._binaries.kwok_metrics]
+        documents = [yaml.safe_load(p.read_text()) for p in configs]
+        (self.directory / "kwok.yaml").write_text(yaml.safe_dump_all(documents))
 
     _binaries: LabBinaries
 
@@ -325,6 +346,14 @@ class LabCluster:
                 "--audit-log-maxsize=200",
                 "--allow-privileged=true",
                 "--endpoint-reconciler-type=none",
+                # The aggregation layer, for metrics-server's metrics.k8s.io.
+                f"--requestheader-client-ca-file={pki / 'ca.crt'}",
+                "--requestheader-allowed-names=front-proxy-client",
+                "--requestheader-username-headers=X-Remote-User",
+                "--requestheader-group-headers=X-Remote-Group",
+                "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+                f"--proxy-client-cert-file={pki / 'front-proxy-client.crt'}",
+                f"--proxy-client-key-file={pki / 'front-proxy-client.key'}",
                 f"--cert-dir={pki}",
                 "--profiling=false",
                 "--v=0",
@@ -346,6 +375,10 @@ class LabCluster:
                 "--controllers=*,-nodeipam",
                 "--kube-api-qps=200",
                 "--kube-api-burst=400",
+                # HPAs act within seconds, so tests see them scale without waiting minutes.
+                "--horizontal-pod-autoscaler-sync-period=2s",
+                "--horizontal-pod-autoscaler-cpu-initialization-period=10s",
+                "--horizontal-pod-autoscaler-initial-readiness-delay=5s",
                 "--v=0",
             ]
         if component == "kube-scheduler":
@@ -370,6 +403,8 @@ class LabCluster:
                 f"--cidr={POD_CIDR}",
                 f"--node-ip={loop}",
                 f"--server-address={loop}:{p['kwok']}",
+                # Nodes report kwok's port as their kubelet's, where metrics-server scrapes.
+                f"--node-port={p['kwok']}",
                 f"--tls-cert-file={pki / 'apiserver.crt'}",
                 f"--tls-private-key-file={pki / 'apiserver.key'}",
                 "--node-lease-duration-seconds=40",
@@ -377,6 +412,25 @@ class LabCluster:
         if component == "provisioner":
             run = "import sys; from wharf.lab.provisioner import main; main(sys.argv[1])"
             return [sys.executable, "-c", run, str(d)]
+        if component == "metrics-server":
+            kubeconfig = d / "metrics-server.kubeconfig"
+            return [
+                str(b.path("metrics-server")),
+                f"--kubeconfig={kubeconfig}",
+                f"--authentication-kubeconfig={kubeconfig}",
+                f"--authorization-kubeconfig={kubeconfig}",
+                f"--bind-address={loop}",
+                f"--secure-port={p['metrics-server']}",
+                f"--tls-cert-file={pki / 'metrics-server-serving.crt'}",
+                f"--tls-private-key-file={pki / 'metrics-server-serving.key'}",
+                f"--cert-dir={pki / 'metrics-server'}",
+                "--kubelet-preferred-address-types=InternalIP",
+                "--kubelet-use-node-status-port",
+                # kwok serves the "kubelets" with the apiserver's certificate (SAN 127.0.0.1).
+                f"--kubelet-certificate-authority={pki / 'ca.crt'}",
+                "--kubelet-request-timeout=5s",
+                "--metric-resolution=10s",  # its minimum
+            ]
         raise ValueError(component)
 
     # -- processes --------------------------------------------------------------------------
@@ -479,7 +533,10 @@ def _register_nodes(cluster: LabCluster, nodes: int) -> None:
                 "kind": "Node",
                 "metadata": {
                     "name": name,
-                    "annotations": {KWOK_NODE_ANNOTATION: "fake"},
+                    "annotations": {
+                        KWOK_NODE_ANNOTATION: "fake",
+                        METRICS_PATH_ANNOTATION: f"/metrics/nodes/{name}/metrics/resource",
+                    },
                     "labels": {
                         "kubernetes.io/hostname": name,
                         "kubernetes.io/os": "linux",
@@ -496,6 +553,52 @@ def _register_nodes(cluster: LabCluster, nodes: int) -> None:
             response = client.post("/api/v1/nodes", json=node)
             if response.status_code not in (201, 409):
                 raise LabError(f"{cluster.name}: creating node {name}: {response.text}")
+
+
+def metrics_api_objects(cluster: LabCluster) -> list[tuple[str, dict[str, Any]]]:
+    """(collection path, object) that register metrics-server as the `metrics.k8s.io` API: an
+    ExternalName Service for the loopback address it listens on, and the APIService naming it."""
+    namespace, name = METRICS_SERVICE
+    port = cluster.ports["metrics-server"]
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "type": "ExternalName",
+            "externalName": "127.0.0.1",
+            "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
+        },
+    }
+    api_service = {
+        "apiVersion": "apiregistration.k8s.io/v1",
+        "kind": "APIService",
+        "metadata": {"name": "v1beta1.metrics.k8s.io"},
+        "spec": {
+            "group": "metrics.k8s.io",
+            "version": "v1beta1",
+            "groupPriorityMinimum": 100,
+            "versionPriority": 100,
+            "service": {"name": name, "namespace": namespace, "port": port},
+            "caBundle": _encode(cluster.pki_dir / "ca.crt"),
+        },
+    }
+    return [
+        (f"/api/v1/namespaces/{namespace}/services", service),
+        ("/apis/apiregistration.k8s.io/v1/apiservices", api_service),
+    ]
+
+
+def _register_metrics_api(cluster: LabCluster) -> bool:
+    """Create metrics-server's Service and APIService; False until kube-system exists."""
+    with cluster.http() as client:
+        for path, obj in metrics_api_objects(cluster):
+            response = client.post(path, json=obj)
+            if response.status_code == 404:
+                return False  # kube-system is made by the apiserver shortly after it starts
+            if response.status_code not in (201, 409):
+                raise LabError(f"{cluster.name}: registering metrics-server: {response.text}")
+    return True
 
 
 def _nodes_ready(cluster: LabCluster) -> int:
@@ -623,7 +726,13 @@ class Lab:
                         provisioner.install_classes(client)
                 self._start_phase(
                     members,
-                    ["kube-controller-manager", "kube-scheduler", "kwok", "provisioner"],
+                    [
+                        "kube-controller-manager",
+                        "kube-scheduler",
+                        "kwok",
+                        "provisioner",
+                        "metrics-server",
+                    ],
                     progress,
                 )
                 for c in members:
@@ -631,6 +740,9 @@ class Lab:
                 progress(f"waiting for {nodes} Ready node(s) per cluster")
                 wait_all("nodes Ready", lambda c: _nodes_ready(c) >= nodes)
                 wait_all("default service account", _default_service_account)
+                # Registered, not awaited: its first figures come a scrape or two later, and
+                # nothing at start-up needs them.
+                wait_all("metrics.k8s.io registered", _register_metrics_api)
                 installed.result()
         except BaseException:
             self.down(progress=lambda _: None)

@@ -33,6 +33,7 @@ from wharf.registry import api as registry_api
 from wharf.releases import api as releases_api
 from wharf.resources import openapi
 from wharf.resources.api import resource_router
+from wharf.scaling import api as scaling_api
 from wharf.server.limits import RefusedInput, RequestBounds
 from wharf.server.metrics import Metrics, RequestMetrics, authorize_scrape
 from wharf.server.platform import Platform
@@ -162,6 +163,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(registry_api.router)
     app.include_router(releases_api.router)
     app.include_router(network_api.router)
+    app.include_router(scaling_api.router)
     console.install(app, settings.assets_dir)
     app.include_router(resource_router(platform.rules))
     openapi.install(app)

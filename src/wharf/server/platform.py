@@ -44,6 +44,8 @@ from wharf.registry.service import (
 from wharf.releases.controller import ReleaseController
 from wharf.releases.service import AnalysisTemplateRules, pinned
 from wharf.resources.service import KindRules, ResourceService
+from wharf.scaling.controller import ScheduleController
+from wharf.scaling.model import applied_window
 from wharf.store import Database
 from wharf.store.audit import AuditEvent, record
 from wharf.store.resources import ResourceStore
@@ -110,6 +112,7 @@ class Platform:
             self.connections,
             resync=settings.resync_seconds,
             pinned=pinned,
+            window=lambda app: applied_window(app.status),
         )
         self.releases = ReleaseController(
             self.resources,
@@ -125,6 +128,9 @@ class Platform:
         self.retention = RetentionController(
             self.resources, self.token_signer, resync=settings.resync_seconds
         )
+        self.schedules = ScheduleController(
+            self.resources, redeliver=self.delivery.controller.queue.add
+        )
         self._tasks: list[asyncio.Task[Any]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -136,6 +142,7 @@ class Platform:
             self.replication.controller,
             self.retention.controller,
             self.releases.controller,
+            self.schedules.controller,
         ]
 
     def bootstrap(self) -> str | None:
@@ -200,6 +207,7 @@ class Platform:
         elif kind == "Application":
             loop.call_soon_threadsafe(self.delivery.controller.queue.add, (tenant, name))
             loop.call_soon_threadsafe(self.releases.controller.queue.add, (tenant, name))
+            loop.call_soon_threadsafe(self.schedules.controller.queue.add, (tenant, name))
             # Its node ports are listed on its namespaces, which the placement keeps.
             project = self._project_of_application(tenant, name)
             if project:
@@ -239,6 +247,7 @@ class Platform:
                 asyncio.create_task(self.replication.controller.run(), name="replication"),
                 asyncio.create_task(self.retention.controller.run(), name="retention"),
                 asyncio.create_task(self.releases.controller.run(), name="releases"),
+                asyncio.create_task(self.schedules.controller.run(), name="schedules"),
             ]
 
     async def stop(self) -> None:
