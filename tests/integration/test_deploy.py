@@ -1,5 +1,6 @@
 """Running Wharf on Kubernetes: the Helm chart lints, renders what a production install needs,
-and passes a server-side dry run in a lab cluster; a broken chart fails the same checks."""
+and passes a server-side dry run in a lab cluster; a broken chart fails the same checks.
+The server's /metrics counts reconciles per cluster (what the chart's scrape port serves)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.integration.conftest import Wharf, wait_for
 from wharf.lab import Lab, LabCluster
 from wharf.lab.build import build_helm
 
@@ -86,6 +88,9 @@ def test_chart_lints_and_renders_a_production_install(helm: Run) -> None:
     # The database URL and the sealing key come from Secrets, never inline in the pod spec.
     assert env["WHARF_DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"] == "wharf-database"
     assert env["WHARF_SECRET_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "wharf-secret-key"
+    # Each replica holds leases under its pod's name.
+    assert env["WHARF_REPLICA"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert env["WHARF_LEASE_SECONDS"]["value"] == "15"
     assert "postgres" not in yaml.safe_dump(pod)
     assert container["resources"]["requests"] == {"cpu": "250m", "memory": "384Mi"}
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -129,3 +134,13 @@ def test_a_broken_chart_fails_the_dry_run(helm: Run, lab: Lab, namespace: str) -
     assert "Deployment" in result.stderr
     assert "quantities must match" in result.stderr
 
+
+def test_metrics_count_reconciles_per_cluster(wharf: Wharf) -> None:
+    def counted() -> bool:
+        text = wharf.admin.get("/metrics").text
+        return all(
+            f'wharf_cluster_reconciles_total{{cluster="{c}",controller="clusters"}}' in text
+            for c in ("lab1", "lab2")
+        )
+
+    wait_for(counted, what="reconciles of both clusters in /metrics")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections import Counter
 from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any, Protocol
@@ -130,6 +131,7 @@ class DeliveryController:
             "delivery", self.reconcile, self.list_keys, resync=resync, workers=8
         )
         self.writes = 0
+        self.per_cluster: Counter[str] = Counter()  # deliveries by cluster, for /metrics
 
     async def list_keys(self) -> Iterable[Key]:
         def apps() -> tuple[list[Key], list[StoredResource]]:
@@ -382,6 +384,7 @@ class DeliveryController:
     ) -> dict[str, Any]:
         if cluster is None:
             return {"state": "Unreachable", "message": f"cluster {name} is not registered"}
+        self.per_cluster[name] += 1
         if cluster.status.get("phase") != "Ready":
             return {
                 "state": "Unreachable",

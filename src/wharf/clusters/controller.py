@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from collections import Counter
 from collections.abc import Iterable
 from functools import partial
 from typing import Any
@@ -37,6 +38,7 @@ from wharf.clusters.model import (
 from wharf.clusters.service import ClusterRules
 from wharf.core.controller import Controller
 from wharf.core.errors import OutdatedSpecError
+from wharf.core.leases import WORKING_UNDER
 from wharf.core.resources import now, set_condition, spec_of
 from wharf.kube.apply import MANAGED_BY, apply, remove_labelled
 from wharf.kube.clients import server_version
@@ -73,6 +75,7 @@ class ClusterController:
         self.watches = ClusterWatches()
         self.controller = Controller("clusters", self.reconcile, self.list_keys, resync=heartbeat)
         self.writes = 0  # API writes made, for metrics and tests
+        self.per_cluster: Counter[str] = Counter()  # reconciles by cluster, for /metrics
 
     async def list_keys(self) -> Iterable[str]:
         def names() -> list[str]:
@@ -129,6 +132,7 @@ class ClusterController:
         return nodes, pods
 
     async def reconcile(self, name: str) -> None:
+        self.per_cluster[name] += 1
         try:
             await self._reconcile(name)
         except OutdatedSpecError as exc:
@@ -195,6 +199,9 @@ class ClusterController:
             _log_phase(name, stored.status.get("phase"), status["phase"], version or message)
         status["conditions"] = conditions
         status["observedGeneration"] = stored.generation
+        lease = WORKING_UNDER.get()
+        if lease is not None:
+            status["heldBy"] = lease.holder  # the replica that reconciles this cluster
         last = status.get("lastHeartbeatTime")
         if reachable and (status != stored.status or _older_than(last, self.heartbeat_write)):
             status["lastHeartbeatTime"] = now()
