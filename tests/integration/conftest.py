@@ -238,6 +238,9 @@ class ServerProcess:
             "WHARF_HEARTBEAT_SECONDS": "1",
             "WHARF_RESYNC_SECONDS": "5",
             "WHARF_LOG_FORMAT": "console",
+            # Restarted, it is the same replica (as a container restarted in its pod): it
+            # renews its own leases at once instead of waiting for them to expire.
+            "WHARF_REPLICA": f"server-{self.port}",
             **env,
         }
         self.proc: subprocess.Popen[bytes] | None = None
@@ -248,7 +251,8 @@ class ServerProcess:
         except httpx.HTTPError:
             return False
 
-    def start(self) -> None:
+    def launch(self) -> None:
+        """Start the process without waiting for it (several start side by side)."""
         with (self.workdir / "server.log").open("a") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "wharf", "server"],
@@ -256,8 +260,14 @@ class ServerProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
+
+    def wait_ready(self, timeout: float = 120) -> None:
         # Generous: on a shared, loaded machine a cold start of the interpreter can be slow.
-        wait_for(self._ready, timeout=120, what="wharf server ready")
+        wait_for(self._ready, timeout=timeout, what="wharf server ready")
+
+    def start(self) -> None:
+        self.launch()
+        self.wait_ready()
 
     def kill(self) -> None:
         assert self.proc is not None

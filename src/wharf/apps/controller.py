@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import dataclasses
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
@@ -210,6 +211,7 @@ class DeliveryController:
             "delivery", self.reconcile, self.list_keys, resync=resync, workers=8
         )
         self.writes = 0
+        self.per_cluster: Counter[str] = Counter()  # deliveries by cluster, for /metrics
 
     async def list_keys(self) -> Iterable[Key]:
         def apps() -> tuple[list[Key], list[StoredResource]]:
@@ -479,6 +481,7 @@ class DeliveryController:
     ) -> dict[str, Any]:
         if cluster is None:
             return {"state": "Unreachable", "message": f"cluster {name} is not registered"}
+        self.per_cluster[name] += 1
         if cluster.status.get("phase") != "Ready":
             return {
                 "state": "Unreachable",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
+from collections import Counter
 from collections.abc import Iterable
 from functools import partial
 from typing import Any
@@ -44,6 +45,7 @@ from wharf.clusters.model import (
 from wharf.clusters.service import ClusterRules
 from wharf.core.controller import Controller
 from wharf.core.errors import OutdatedSpecError
+from wharf.core.leases import WORKING_UNDER
 from wharf.core.resources import now, set_condition, spec_of
 from wharf.kube.apply import MANAGED_BY, apply, remove_labelled
 from wharf.kube.clients import api_groups, server_version
@@ -82,6 +84,7 @@ class ClusterController:
         self.controller = Controller("clusters", self.reconcile, self.list_keys, resync=heartbeat)
         self.writes = 0  # API writes made, for metrics and tests
         self._discovered: dict[str, tuple[float, dict[str, bool]]] = {}
+        self.per_cluster: Counter[str] = Counter()  # reconciles by cluster, for /metrics
 
     async def list_keys(self) -> Iterable[str]:
         def names() -> list[str]:
@@ -156,6 +159,7 @@ class ClusterController:
         return nodes, pods, classes
 
     async def reconcile(self, name: str) -> None:
+        self.per_cluster[name] += 1
         try:
             await self._reconcile(name)
         except OutdatedSpecError as exc:
@@ -233,6 +237,9 @@ class ClusterController:
             _log_phase(name, stored.status.get("phase"), status["phase"], version or message)
         status["conditions"] = conditions
         status["observedGeneration"] = stored.generation
+        lease = WORKING_UNDER.get()
+        if lease is not None:
+            status["heldBy"] = lease.holder  # the replica that reconciles this cluster
         last = status.get("lastHeartbeatTime")
         if reachable and (status != stored.status or _older_than(last, self.heartbeat_write)):
             status["lastHeartbeatTime"] = now()

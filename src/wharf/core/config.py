@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from functools import lru_cache
 from pathlib import Path
 
@@ -75,6 +77,19 @@ class Settings(BaseSettings):
     prometheus_url: str | None = Field(
         default=None,
         description="Prometheus that release analysis queries, e.g. http://prometheus:9090",
+    )
+    replica: str = Field(
+        default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}",
+        min_length=1,
+        max_length=200,
+        description="This server's name among replicas (the chart gives the pod's name)",
+    )
+    lease_seconds: float = Field(
+        default=15.0,
+        ge=1.0,
+        le=3600.0,
+        description="How long a replica's hold on a cluster lasts unrenewed (PostgreSQL): "
+        "a replica that dies loses its clusters to the others within this time",
     )
     heartbeat_seconds: float = 5.0
     resync_seconds: float = 30.0

@@ -13,6 +13,8 @@ from typing import Any
 
 import structlog
 
+from wharf.core.leases import WORKING_UNDER, Lease
+
 log = structlog.get_logger("wharf.controller")
 
 
@@ -63,6 +65,9 @@ class Controller:
         self._active: set[Hashable] = set()
         self.reconciles = 0
         self._background: set[asyncio.Task[None]] = set()
+        # With several replicas: the lease a key's work needs; None when this replica does
+        # not hold it (the key is left to the replica that does). Unset: every key is ours.
+        self.lease_for: Callable[[Hashable], Lease | None] | None = None
 
     async def _worker(self) -> None:
         while True:
@@ -71,7 +76,11 @@ class Controller:
                 await asyncio.sleep(0.05)
                 self.queue.add(key)
                 continue
+            lease = self.lease_for(key) if self.lease_for is not None else None
+            if self.lease_for is not None and lease is None:
+                continue  # another replica's work; the lease's new holder queues it
             self._active.add(key)
+            working_under = WORKING_UNDER.set(lease)
             try:
                 await self.reconcile(key)
                 self._failures.pop(key, None)
@@ -96,6 +105,7 @@ class Controller:
                 )
                 asyncio.get_running_loop().call_later(delay, self.queue.add, key)
             finally:
+                WORKING_UNDER.reset(working_under)
                 self._active.discard(key)
                 self.reconciles += 1
 

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from wharf.lab import crds
-from wharf.lab.build import BuildError, build, describe
+from wharf.lab.build import BuildError, build, build_helm, describe
 from wharf.lab.lab import Lab, LabError, default_lab_dir
 
 app = typer.Typer(help="Real local Kubernetes clusters for the demo, the tests and benchmarks.")
@@ -36,8 +36,17 @@ def _fail(exc: Exception) -> typer.Exit:
 @app.command("build")
 def build_command(
     output: Annotated[str, typer.Option("-o", "--output", help="text or json")] = "text",
+    helm: Annotated[
+        bool, typer.Option("--helm", help="Build only helm (for checking the chart), then stop")
+    ] = False,
 ) -> None:
     """Build etcd, Kubernetes and kwok from the Go module proxy (cached; a cold build is slow)."""
+    if helm:
+        try:
+            typer.echo(build_helm(progress=_say))
+        except BuildError as exc:
+            raise _fail(exc) from exc
+        return
     try:
         result = build(progress=_say)
     except BuildError as exc:

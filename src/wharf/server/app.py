@@ -66,7 +66,7 @@ class Version(BaseModel):
 
 
 def _record_installation(db: Database) -> None:
-    with db.session() as session:
+    with db.exclusive() as session:
         if session.execute(select(_installation.c.id)).first() is None:
             session.execute(
                 insert(_installation).values(
@@ -99,9 +99,8 @@ def _announce_admin_password(password: str, settings: Settings) -> None:
 
 def create_app(settings: Settings) -> FastAPI:
     db = Database(settings.database_url)
-    metrics = Metrics()
-
     platform = Platform(settings, db)
+    metrics = Metrics(platform.reconciles_per_cluster, settings.replica, platform.leases.names)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

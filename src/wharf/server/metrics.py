@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import hmac
 import time
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from fastapi import Request
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -25,11 +28,59 @@ from wharf.identity.api import authenticate_request
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
+PerCluster = Callable[[], Mapping[str, Mapping[str, int]]]
+
+
+class ClusterReconciles(Collector):
+    """Reconciles per cluster and controller, read from the controllers at scrape time (the
+    controllers count; they know nothing of Prometheus)."""
+
+    def __init__(self, counts: PerCluster) -> None:
+        self.counts = counts
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "wharf_cluster_reconciles",
+            "Reconciles of one cluster's work, by controller, since this process started",
+            labels=["cluster", "controller"],
+        )
+        for controller, clusters in self.counts().items():
+            for cluster, count in sorted(clusters.items()):
+                family.add_metric([cluster, controller], count)
+        yield family
+
+
+class LeasesHeld(Collector):
+    """The leases this replica holds (`sum by (lease)` over all replicas is 1 for each)."""
+
+    def __init__(self, replica: str, held: Callable[[], list[str]]) -> None:
+        self.replica = replica
+        self.held = held
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "wharf_lease_held",
+            "1 for each lease (a cluster's work, or the platform-wide controllers') this "
+            "replica holds",
+            labels=["lease", "replica"],
+        )
+        for lease in self.held():
+            family.add_metric([lease, self.replica], 1)
+        yield family
+
+
 class Metrics:
     """The server's own Prometheus metrics, in a registry per app (tests build many apps)."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        per_cluster: PerCluster = dict,
+        replica: str = "",
+        held: Callable[[], list[str]] = list,
+    ) -> None:
         self.registry = CollectorRegistry()
+        self.registry.register(ClusterReconciles(per_cluster))
+        self.registry.register(LeasesHeld(replica, held))
         self.requests = Counter(
             "wharf_http_requests_total",
             "HTTP requests served",

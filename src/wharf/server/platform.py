@@ -6,7 +6,9 @@ Everything the API and the controllers share is built here once per server proce
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
+from collections.abc import Awaitable, Callable, Hashable, Iterable
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -18,6 +20,7 @@ from wharf.clusters.service import ClusterRules, NodePoolRules
 from wharf.core.config import Settings
 from wharf.core.controller import Controller, cancel
 from wharf.core.crypto import box_for
+from wharf.core.leases import CLUSTER_PREFIX, PLATFORM, LeaseBook, cluster_lease
 from wharf.core.logging import get_logger
 from wharf.identity import service as identity
 from wharf.identity.throttle import LoginThrottle
@@ -46,6 +49,7 @@ from wharf.releases.service import AnalysisTemplateRules, pinned
 from wharf.resources.service import KindRules, ResourceService
 from wharf.scaling.controller import ScheduleController
 from wharf.scaling.model import applied_window
+from wharf.server.leases import LeaseKeeper
 from wharf.store import Database
 from wharf.store.audit import AuditEvent, record
 from wharf.store.resources import ResourceStore
@@ -54,6 +58,17 @@ from wharf.tenancy.model import NamespaceAdditions, namespace_name, owner_labels
 from wharf.tenancy.service import ProjectRules, TenantRules
 
 log = get_logger("wharf.platform")
+
+Keys = Callable[[], Awaitable[Iterable[Hashable]]]
+
+
+def _while_held(list_keys: Keys, book: LeaseBook) -> Keys:
+    """A platform-wide controller lists its keys only on the replica holding their lease."""
+
+    async def listed() -> Iterable[Hashable]:
+        return await list_keys() if book.lease(PLATFORM) is not None else []
+
+    return listed
 
 
 class Platform:
@@ -133,6 +148,42 @@ class Platform:
         )
         self._tasks: list[asyncio.Task[Any]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Several replicas share one PostgreSQL by leases; SQLite's one process holds them all.
+        self.leases = LeaseBook(settings.replica, sole=db.dialect != "postgresql")
+        self.lease_keeper = LeaseKeeper(db, self.leases, settings.lease_seconds, self._gained)
+        self._lease_work()
+
+    def _platform_wide(self) -> list[Controller]:
+        """The controllers whose keys (projects, applications, rules) span clusters."""
+        return [
+            self.placement.controller,
+            self.delivery.controller,
+            self.replication.controller,
+            self.retention.controller,
+            self.releases.controller,
+            self.schedules.controller,
+        ]
+
+    def _lease_work(self) -> None:
+        """Each controller works only under its lease: the cluster controller per cluster,
+        the others under the platform-wide one (their work spans clusters)."""
+        book = self.leases
+        self.clusters.controller.lease_for = lambda key: book.lease(cluster_lease(str(key)))
+        for controller in self._platform_wide():
+            controller.lease_for = lambda _key: book.lease(PLATFORM)
+            controller.list_keys = _while_held(controller.list_keys, book)
+
+    def _gained(self, lease: str) -> None:
+        """A lease new to this replica: look at all of its work now."""
+        if lease == PLATFORM:
+            for controller in self._platform_wide():
+                controller.queue_all()
+        elif lease.startswith(CLUSTER_PREFIX):
+            self.clusters.controller.queue.add(lease.removeprefix(CLUSTER_PREFIX))
+
+    def lease_holders(self) -> dict[str, str]:
+        """Which replica holds each lease, as this replica last saw it."""
+        return dict(self.lease_keeper.holders)
 
     def controllers(self) -> list[Controller]:
         return [
@@ -145,10 +196,18 @@ class Platform:
             self.schedules.controller,
         ]
 
+    def reconciles_per_cluster(self) -> dict[str, dict[str, int]]:
+        """Each controller's reconciles of one cluster's work, by cluster (for /metrics)."""
+        return {
+            "clusters": dict(self.clusters.per_cluster),
+            "placement": dict(self.placement.per_cluster),
+            "delivery": dict(self.delivery.per_cluster),
+        }
+
     def bootstrap(self) -> str | None:
         """Make the first user, `admin`, a platform admin, and the built-in catalog; return a
         generated password."""
-        with self.db.session() as session:
+        with self.db.exclusive() as session:  # replicas starting together make one admin
             seed_catalog(session)
             if identity.list_users(session):
                 return None
@@ -241,6 +300,7 @@ class Platform:
         self.resources.listeners.append(self._on_change)
         if self.settings.controllers:
             self._tasks = [
+                asyncio.create_task(self.lease_keeper.run(), name="leases"),
                 asyncio.create_task(self.clusters.controller.run(), name="clusters"),
                 asyncio.create_task(self.placement.controller.run(), name="placement"),
                 asyncio.create_task(self.delivery.controller.run(), name="delivery"),
@@ -252,6 +312,9 @@ class Platform:
 
     async def stop(self) -> None:
         await cancel(self._tasks)
+        if self.settings.controllers:
+            with contextlib.suppress(Exception):  # the database gone: the leases expire
+                await asyncio.to_thread(self.lease_keeper.give_back)
         await self.clusters.stop()
         await self.placement.stop()
         await self.delivery.stop()

@@ -17,7 +17,11 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from wharf.core.leases import WORKING_UNDER
+from wharf.store.leases import fence
+
 MIGRATIONS = Path(__file__).parent / "migrations"
+FIRST_START = 8700  # the advisory lock replicas take to migrate and seed one at a time
 
 
 def _alembic_config(url: str) -> Config:
@@ -72,8 +76,21 @@ class Database:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        """A transaction that may write; it commits at the end, or rolls back on error."""
+        """A transaction that may write; it commits at the end, or rolls back on error.
+        Inside a reconcile it first checks the lease the work is done under (fencing)."""
         with self.sessions.begin() as session:
+            lease = WORKING_UNDER.get()
+            if lease is not None and lease.fenced:
+                fence(session, lease)
+            yield session
+
+    @contextmanager
+    def exclusive(self) -> Iterator[Session]:
+        """A writing transaction that runs alone among the servers sharing this database (on
+        PostgreSQL an advisory lock; SQLite's writers take turns anyway): first-start work."""
+        with self.session() as session:
+            if self.dialect == "postgresql":
+                session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": FIRST_START})
             yield session
 
     @contextmanager
@@ -105,6 +122,9 @@ def migrate(db: Database) -> str:
     """Upgrade the schema to the newest revision; return it."""
     config = _alembic_config(db.url)
     with db.engine.begin() as conn:
+        if db.dialect == "postgresql":
+            # Replicas starting together on an empty database: one migrates, the others wait.
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": FIRST_START})
         config.attributes["connection"] = conn
         command.upgrade(config, "head")
     return schema_head()

@@ -193,3 +193,16 @@ node_ports = Table(
     Index("ix_node_ports_holder", "tenant", "application"),
     Index("ix_node_ports_namespace", "cluster", "namespace"),
 )
+
+# Who reconciles what when several servers share this database: one row per piece of work
+# (a cluster, or the platform-wide controllers), held by one replica until `expires_at`.
+# `epoch` grows at every change of holder: a write checks it (see wharf.store.leases).
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", String(255), primary_key=True),
+    Column("holder", String(255), nullable=False),
+    Column("epoch", BigInteger, nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("renewed_at", DateTime(timezone=True), nullable=False),
+)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -240,6 +241,7 @@ class PlacementController:
         self.watches = ClusterWatches()
         self.controller = Controller("placement", self.reconcile, self.list_keys, resync=resync)
         self.writes = 0  # API writes made, for metrics and tests
+        self.per_cluster: Counter[str] = Counter()  # reconciles by cluster, for /metrics
         self._baseline_checked: dict[tuple[str, int], float] = {}
 
     # -- what to reconcile ------------------------------------------------------------------
@@ -442,6 +444,8 @@ class PlacementController:
             }
 
         cluster_name = cluster.name if cluster else "?"
+        if cluster is not None:
+            self.per_cluster[cluster.name] += 1
         if cluster is None:
             return [placement(d, "Unreachable", "cluster is not registered") for d in desired]
         if cluster.status.get("phase") != "Ready":
