@@ -36,6 +36,7 @@ from wharf.clusters.model import (
     node_matches,
     nodes_of,
     pool_labels_of,
+    pool_place,
     pool_taints,
     routing_summary,
     served_apis,
@@ -115,7 +116,7 @@ class ClusterController:
             specs: dict[str, NodePoolSpec] = {}
             outdated: list[tuple[StoredResource, OutdatedSpecError]] = []
             for pool in pools:
-                if pool.spec.get("cluster") != name:
+                if pool_place(pool).cluster != name:
                     continue
                 try:
                     specs[pool.name] = NODE_POOL.typed(pool)

@@ -10,7 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from wharf.core.quantity import QuantityError, format_resources, parse_quantity
-from wharf.core.resources import Kind, Spec
+from wharf.core.resources import Kind, Spec, Stored
 
 # What capacity is counted in, and the quota names that draw on each.
 CAPACITY_RESOURCES = ("cpu", "memory", "pods", "nvidia.com/gpu")
@@ -190,6 +190,23 @@ class TenantGrants(BaseModel):
 
     clusters: list[str] = Field(default_factory=list)
     nodePools: list[str] = Field(default_factory=list)
+
+
+class PoolPlace(BaseModel):
+    """Where a node pool is and whom it serves, read leniently: also from a row today's rules
+    refuse, so that its fault stays with its own cluster and tenants (the rest is ignored)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    cluster: Any = None
+    tenants: Any = None
+
+    def serves(self, tenant: str) -> bool:
+        return isinstance(self.tenants, list) and tenant in self.tenants
+
+
+def pool_place(stored: Stored) -> PoolPlace:
+    return PoolPlace.model_validate(dict(stored.spec))
 
 
 CLUSTER = Kind(

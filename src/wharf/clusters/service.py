@@ -7,7 +7,14 @@ from typing import Any
 import yaml
 from sqlalchemy.orm import Session
 
-from wharf.clusters.model import CLUSTER, NODE_POOL, ClusterSpec, NodePoolSpec, TenantGrants
+from wharf.clusters.model import (
+    CLUSTER,
+    NODE_POOL,
+    ClusterSpec,
+    NodePoolSpec,
+    TenantGrants,
+    pool_place,
+)
 from wharf.core import documents
 from wharf.core.crypto import SealError, SecretBox, place
 from wharf.core.errors import ConflictError, InvalidError
@@ -126,7 +133,7 @@ class ClusterRules(KindRules[ClusterSpec]):
             # A cluster leaves with its node pools: their taints go with what Wharf put there.
             store = ResourceStore(session)
             for pool in store.query("NodePool"):
-                if pool.spec.get("cluster") == old.name:  # as stored: also an outdated pool
+                if pool_place(pool).cluster == old.name:  # also an outdated pool
                     store.mark_deleting(pool)
 
 

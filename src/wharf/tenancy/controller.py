@@ -35,7 +35,13 @@ from lightkube.resources.networking_v1 import NetworkPolicy
 from lightkube.resources.rbac_authorization_v1 import RoleBinding
 from sqlalchemy.orm import Session
 
-from wharf.clusters.model import BASE_TOLERATIONS, NODE_POOL, NodePoolSpec, pool_tenant_label
+from wharf.clusters.model import (
+    BASE_TOLERATIONS,
+    NODE_POOL,
+    NodePoolSpec,
+    pool_place,
+    pool_tenant_label,
+)
 from wharf.clusters.service import ClusterRules
 from wharf.core.controller import Controller
 from wharf.core.errors import OutdatedSpecError
@@ -327,10 +333,7 @@ class PlacementController:
             tenant_pools = TENANT.typed(tenant).nodePools if tenant is not None else []
             pools: dict[str, list[NodePoolSpec]] = {}
             for pool in store.query("NodePool"):
-                named = pool.spec.get("tenants")
-                if pool.name not in tenant_pools and not (
-                    isinstance(named, list) and key[0] in named
-                ):
+                if pool.name not in tenant_pools and not pool_place(pool).serves(key[0]):
                     # Another tenant's pool is not read: a fault in its row (a spec today's
                     # rules refuse) stops that tenant's placement, not everyone's.
                     continue
