@@ -76,6 +76,11 @@ class Settings(BaseSettings):
         default=None,
         description="Prometheus that release analysis queries, e.g. http://prometheus:9090",
     )
+    outbound_allow: str = Field(
+        default="",
+        description="Internal addresses or networks tenants' release webhooks may reach, "
+        "comma-separated (e.g. 10.20.0.0/16); everything internal is refused otherwise",
+    )
     heartbeat_seconds: float = 5.0
     resync_seconds: float = 30.0
 

@@ -30,6 +30,9 @@ class ClusterRelease(BaseModel):
     weight: int | None = Field(default=None, description="The canary's weight, percent")
     message: str = Field(default="", description="Why it waits or stopped")
     stepStartedAt: str | None = Field(default=None, description="When the step began (UTC)")
+    stepsStartedAt: dict[str, str] = Field(
+        default_factory=dict, description="When each step it reached began (UTC), by index"
+    )
 
 
 class Measurement(BaseModel):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import datetime as dt
 import json
 from collections.abc import Callable, Iterable
@@ -38,12 +39,15 @@ from wharf.apps.service import app_labels, current_revision, rendered_for
 from wharf.clusters.service import ClusterRules
 from wharf.core.controller import Controller
 from wharf.core.errors import OutdatedSpecError
+from wharf.core.net import OutboundPolicy, OutboundRefused
 from wharf.core.resources import set_condition
 from wharf.kube.apply import ensure, observe, prune
 from wharf.kube.connections import ClusterConnections
 from wharf.releases.model import (
     ANALYSIS_TEMPLATE,
+    RELEASE_WEBHOOK,
     AnalysisTemplateSpec,
+    ReleaseEvent,
     build_query,
     canary_replicas,
     judge,
@@ -51,15 +55,24 @@ from wharf.releases.model import (
     verdict,
 )
 from wharf.releases.service import (
+    DELIVERY_HEADER,
+    EVENT_HEADER,
+    SIGNATURE_HEADER,
+    Notification,
     Release,
+    ReleaseWebhookRules,
     StaleReleaseError,
     add_measurement,
     create_release,
     drop_releases,
+    due_notifications,
+    event_body,
     latest_release,
+    mark_sent,
     measurements,
     now,
     save_release,
+    sign,
     stable_after,
 )
 from wharf.resources.service import ResourceService
@@ -87,6 +100,8 @@ BLUE_GREEN_STEPS = 3  # preview, switch, hold the old pods
 NGINX = "nginx.ingress.kubernetes.io"
 WAITING = ("WaitingPromote", "Inconclusive")
 SETTLED = ("Promoted", "Failed", "RolledBack")
+WORKERS = 8
+REDELIVER_EVERY = 5.0  # seconds between asking delivery again while a promotion waits for it
 
 
 @dataclass
@@ -119,9 +134,15 @@ class ReleaseController:
         self.connections = connections
         self.prometheus_url = prometheus_url
         self.redeliver = redeliver
-        self.controller = Controller("releases", self.reconcile, self.list_keys, resync=resync)
+        # A pass mostly waits (on Prometheus, the clusters, the database): with a couple of
+        # workers, concurrent releases would wait for each other's steps.
+        self.controller = Controller(
+            "releases", self.reconcile, self.list_keys, resync=resync, workers=WORKERS
+        )
         self.writes = 0
         self.http = httpx.AsyncClient(timeout=5)
+        self._nudged: dict[Key, float] = {}
+        self._store_locks: dict[int, asyncio.Lock] = {}
 
     async def list_keys(self) -> Iterable[Key]:
         def keys() -> list[Key]:
@@ -227,7 +248,8 @@ class ReleaseController:
 
         release = await asyncio.to_thread(create)
         log.info("release started", app=key, revision=snap.revision, stable=stable)
-        self.redeliver(key)
+        # No redelivery: the write that made the revision queued delivery, which pins the
+        # stable workloads to `stable` already (see service.pinned), with or without this row.
         return release
 
     def _save(self, release: Release) -> None:
@@ -236,7 +258,19 @@ class ReleaseController:
             save_release(session, release)
 
     async def _store(self, release: Release) -> None:
-        await asyncio.to_thread(self._save, release)
+        """Store the release as it is now. A pass advances a wave's clusters at once, and each
+        stores the one shared row: one at a time (else two writes of the same version race,
+        and one pass is thrown away as stale), each from a copy taken in the event loop (the
+        others go on changing the state meanwhile)."""
+        lock = self._store_locks.setdefault(release.id, asyncio.Lock())
+        async with lock:
+            copied = dataclasses.replace(
+                release, state=copy.deepcopy(release.state), events=list(release.events)
+            )
+            release.events.clear()  # queued with this save, in its transaction
+            await asyncio.to_thread(self._save, copied)
+            release.version = copied.version
+            release.state["conditions"] = copied.state["conditions"]
 
     async def _advance(self, key: Key, snap: Snapshot, release: Release) -> float | None:
         state = release.state
@@ -256,6 +290,7 @@ class ReleaseController:
             for cluster in release.clusters.values():
                 if cluster["phase"] not in ("Pending", "Failed"):
                     cluster["phase"] = "RolledBack"
+            announce(release, "rolledBack", clusters=failed, message=state["message"])
             await self._store(release)
             self.redeliver(key)
             await self._clean_up(key, snap, release)
@@ -283,6 +318,7 @@ class ReleaseController:
             state["message"] = (
                 f"failed in {', '.join(failed)}" if failed else "promoted in every cluster"
             )
+            announce(release, "completed", message=state["message"])
         await self._store(release)
         return None if release.done else 0.0
 
@@ -324,7 +360,7 @@ class ReleaseController:
         the live Service to the preview pods; 2: keep the old pods for the delay."""
         strategy = snap.spec.strategy.blueGreen or BlueGreenStrategy()
         st = release.clusters[name]
-        client = await asyncio.to_thread(self._client, name)
+        client = self._client(snap, name)
         if index == 0:
             await self._pin_live(snap, name, client, PREVIEW, to_preview=False)
             owner = {MANAGED_BY: "wharf", TENANT_LABEL: key[0], APP_LABEL: key[1]}
@@ -336,6 +372,7 @@ class ReleaseController:
             else:
                 st["phase"] = "WaitingPromote"
                 st["message"] = "the preview is up; promote to switch the live Service"
+                announce(release, "paused", cluster=name, step=index, message=st["message"])
             await self._store(release)
             return None
         if index == 1:
@@ -407,18 +444,21 @@ class ReleaseController:
                 await self._store(release)
             await self._apply_canary(key, snap, name, step.setReplicas, int(weight))
             _enter(st, index + 1, "Progressing")
+            announce(release, "stepPassed", cluster=name, step=index, weight=weight)
             await self._store(release)
             return None
         if step.pause is not None:
             if step.pause.duration is None:
                 st["phase"] = "WaitingPromote"
                 st["message"] = "paused until promoted"
+                announce(release, "paused", cluster=name, step=index, message=st["message"])
                 await self._store(release)
                 return None
             left = step.pause.duration - _since(st["stepStartedAt"])
             if left > 0:
                 return left
             _enter(st, index + 1, "Progressing")
+            announce(release, "stepPassed", cluster=name, step=index)
             await self._store(release)
             return None
         assert step.analysis is not None
@@ -427,9 +467,14 @@ class ReleaseController:
             return wait
         if outcome == "Successful":
             _enter(st, index + 1, "Progressing")
+            announce(release, "stepPassed", cluster=name, step=index)
         else:
             st["phase"] = outcome  # Failed, or Inconclusive: waits for a person
             st["message"] = f"analysis at step {index} was {outcome.lower()}"
+            if outcome == "Inconclusive":
+                announce(release, "paused", cluster=name, step=index, message=st["message"])
+            elif snap.spec.strategy.onFailure == "clusterOnly":  # else the release rolls back
+                announce(release, "rolledBack", cluster=name, step=index, message=st["message"])
         await self._store(release)
         if outcome == "Failed":
             await self._remove_canary(key, snap, name)
@@ -531,14 +576,23 @@ class ReleaseController:
         there; then the canary goes."""
         delivered = (snap.app.status.get("clusters") or {}).get(name, {})
         if delivered.get("revision") != release.revision or delivered.get("state") != "Available":
-            self.redeliver(key)
+            self._nudge_delivery(key)
             return 0.5
         if snap.spec.strategy.type == "blueGreen":
-            await self._unpin_live(snap, name, await asyncio.to_thread(self._client, name))
+            await self._unpin_live(snap, name, self._client(snap, name))
         await self._remove_canary(key, snap, name)
         release.clusters[name]["phase"] = "Promoted"
         await self._store(release)
         return None
+
+    def _nudge_delivery(self, key: Key) -> None:
+        """Delivery was asked when the cluster entered Promoting, and its watches follow the
+        rollout; while the release waits for it, ask again now and then only (each delivery
+        reads every object of the application in every cluster)."""
+        at = asyncio.get_running_loop().time()
+        if at - self._nudged.get(key, -REDELIVER_EVERY) >= REDELIVER_EVERY:
+            self._nudged[key] = at
+            self.redeliver(key)
 
     async def _clean_up(self, key: Key, snap: Snapshot, release: Release) -> None:
         """No canary is left where a finished release touched a cluster (a list, no write,
@@ -549,11 +603,12 @@ class ReleaseController:
             # Whatever the strategy is now: a preview left by an earlier one goes too.
             await self._switch_back(key, snap, name)
             await self._remove_canary(key, snap, name)
+        self._store_locks.pop(release.id, None)
 
     async def _switch_back(self, key: Key, snap: Snapshot, name: str) -> None:
         """Blue-green rollback: the live Service goes back to the stable pods at once (a
         selector change, no new pod), then the preview goes, then the pin."""
-        client = await asyncio.to_thread(self._client, name)
+        client = self._client(snap, name)
         previews = [o for o in release_objects(key, snap, name, PREVIEW, None, 100)]
         exists = [await observe(client, o) for o in previews if o["kind"] == "Deployment"]
         if any(e is not None for e in exists):
@@ -561,28 +616,24 @@ class ReleaseController:
             await self._remove_canary(key, snap, name)
         await self._unpin_live(snap, name, client)
 
-    def _client(self, name: str) -> Any:
-        cluster = self.clusters_by_name(name)
-        return self.connections.client(name, self.clusters.kubeconfig(cluster))
-
-    def clusters_by_name(self, name: str) -> StoredResource:
-        with self.service.db.reader() as session:
-            cluster = ResourceStore(session).get("Cluster", "", name)
+    def _client(self, snap: Snapshot, name: str) -> Any:
+        """The cluster's client, from the pass's own read of the clusters (no read per call)."""
+        cluster = snap.clusters.get(name)
         if cluster is None:
             raise LookupError(f"cluster {name} is not registered")
-        return cluster
+        return self.connections.client(name, self.clusters.kubeconfig(cluster))
 
     async def _apply_canary(
         self, key: Key, snap: Snapshot, name: str, replicas: int | None, weight: int
     ) -> None:
-        client = await asyncio.to_thread(self._client, name)
+        client = self._client(snap, name)
         owner = {MANAGED_BY: "wharf", TENANT_LABEL: key[0], APP_LABEL: key[1]}
         for obj in release_objects(key, snap, name, CANARY, replicas, weight):
             wrote, _ = await ensure(client, obj, owner)
             self.writes += int(wrote)
 
     async def _remove_canary(self, key: Key, snap: Snapshot, name: str) -> None:
-        client = await asyncio.to_thread(self._client, name)
+        client = self._client(snap, name)
         labels: dict[str, Any] = {APP_LABEL: key[1], RELEASE_ROLE: None, TENANT_LABEL: key[0]}
         for resource in (Ingress, Service, Deployment):
             removed = await prune(client, resource, snap.namespace, labels, set())
@@ -687,8 +738,15 @@ def _released(app: StoredResource) -> bool:
         return False
 
 
+def announce(release: Release, event: ReleaseEvent, **detail: Any) -> None:
+    """An event for the project's webhooks, queued with the release's next save."""
+    release.events.append(event_body(release, event, **detail))
+
+
 def _enter(st: dict[str, Any], step: int, phase: str) -> None:
-    st.update(phase=phase, step=step, stepStartedAt=now().isoformat(), message="")
+    at = now().isoformat()
+    st.update(phase=phase, step=step, stepStartedAt=at, message="")
+    st.setdefault("stepsStartedAt", {})[str(step)] = at  # the timeline keeps every step's start
     st.pop("applying", None)
 
 
@@ -733,3 +791,96 @@ def _conditions(release: Release) -> list[dict[str, Any]]:
         json.dumps(release.state.get("wave", 0)),
         release.revision,
     )
+
+
+class WebhookSender:
+    """Sends the outbox's due release events to their webhooks: the JSON body signed with
+    HMAC-SHA256, to the address the URL was checked at (no second resolution), no redirect
+    followed. An event not answered 2xx stays in the outbox and is tried again after a
+    back-off that doubles (up to 5 minutes); a restart finds it there."""
+
+    def __init__(
+        self,
+        service: ResourceService,
+        rules: ReleaseWebhookRules,
+        policy: OutboundPolicy,
+        every: float = 1.0,
+    ) -> None:
+        self.service = service
+        self.rules = rules
+        self.policy = policy
+        self.every = every
+        self.http = httpx.AsyncClient(timeout=5, follow_redirects=False)
+
+    async def run(self) -> None:
+        while True:
+            try:
+                sent = await self.send_due()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("sending release events failed", error=str(exc)[:300])
+                sent = 0
+            if not sent:
+                await asyncio.sleep(self.every)
+
+    async def send_due(self) -> int:
+        due = await asyncio.to_thread(self._due)
+        for notification in due:
+            error = await self._send(notification)
+            await asyncio.to_thread(self._mark, notification, error)
+        return len(due)
+
+    def _due(self) -> list[Notification]:
+        with self.service.db.reader() as session:
+            return due_notifications(session)
+
+    def _mark(self, notification: Notification, error: str | None) -> None:
+        with self.service.db.session() as session:
+            mark_sent(session, notification, error)
+        if error is not None:
+            log.info("release event not delivered", webhook=notification.webhook, error=error)
+
+    def _webhook(self, notification: Notification) -> tuple[str, str] | None:
+        with self.service.db.reader() as session:
+            stored = ResourceStore(session).get(
+                "ReleaseWebhook", notification.tenant, notification.webhook
+            )
+        if stored is None:
+            return None
+        return RELEASE_WEBHOOK.typed(stored).url, self.rules.opened_secret(stored)
+
+    async def _send(self, notification: Notification) -> str | None:
+        """None when delivered (or its webhook is gone), else why not."""
+        hook = await asyncio.to_thread(self._webhook, notification)
+        if hook is None:
+            return None  # the webhook was deleted: nobody to tell
+        url, secret = hook
+        try:
+            target = self.policy.target(url)  # checked again: a name may resolve elsewhere now
+        except OutboundRefused as exc:
+            return f"refused: {exc}"
+        body = json.dumps(notification.body, sort_keys=True).encode()
+        default_port = {"http": 80, "https": 443}[target.scheme]
+        host = target.host if target.port == default_port else f"{target.host}:{target.port}"
+        headers = {
+            "Host": host,
+            "Content-Type": "application/json",
+            "User-Agent": "wharf-release-webhook",
+            SIGNATURE_HEADER: sign(secret, body),
+            EVENT_HEADER: notification.event,
+            DELIVERY_HEADER: str(notification.id),
+        }
+        extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
+        try:
+            answer = await self.http.post(
+                target.connect_url(), content=body, headers=headers, extensions=extensions
+            )
+        except httpx.HTTPError as exc:
+            return f"{type(exc).__name__}: {exc}"[:300]
+        if answer.is_success:
+            return None
+        return f"the webhook answered {answer.status_code}"
+
+    async def stop(self) -> None:
+        await self.http.aclose()

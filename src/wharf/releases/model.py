@@ -18,6 +18,7 @@ from pydantic import Field, field_validator
 
 from wharf.core.errors import InvalidError
 from wharf.core.resources import Kind, Spec
+from wharf.registry.model import ProjectOwned
 
 ARG = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 BUILTIN_ARGS = ("app", "cluster", "revision", "namespace")
@@ -97,6 +98,51 @@ ANALYSIS_TEMPLATE = Kind(
     spec=AnalysisTemplateSpec,
     short_names=("analysistemplate", "analysis", "at"),
     columns=(("METRICS", "spec.metrics"),),
+)
+
+
+ReleaseEvent = Literal["started", "paused", "stepPassed", "rolledBack", "completed"]
+RELEASE_EVENTS: tuple[ReleaseEvent, ...] = (
+    "started",
+    "paused",
+    "stepPassed",
+    "rolledBack",
+    "completed",
+)
+
+
+class ReleaseWebhookSpec(ProjectOwned):
+    """Where a project's release events are sent: an HTTP POST of JSON, signed with HMAC-SHA256
+    of the body under `secret` (header X-Wharf-Signature-256: sha256=<hex>)."""
+
+    project: str = Field(description="The project whose applications' releases it reports")
+    url: str = Field(
+        min_length=1,
+        max_length=2048,
+        description="http(s) URL to POST events to; internal addresses are refused unless the "
+        "platform admin allows them (WHARF_OUTBOUND_ALLOW); redirects are not followed",
+    )
+    secret: str = Field(
+        min_length=16,
+        max_length=4096,
+        description="Shared key of the HMAC signature (sealed at rest, masked when read)",
+    )
+    events: list[ReleaseEvent] = Field(
+        default_factory=lambda: list(RELEASE_EVENTS),
+        min_length=1,
+        description="Which events to send: started, paused (waiting for a person), stepPassed, "
+        "rolledBack, completed",
+    )
+
+
+RELEASE_WEBHOOK = Kind(
+    name="ReleaseWebhook",
+    plural="releasewebhooks",
+    scope="tenant",
+    spec=ReleaseWebhookSpec,
+    secret_fields=("secret",),
+    short_names=("releasewebhook", "webhook"),
+    columns=(("PROJECT", "spec.project"), ("URL", "spec.url")),
 )
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -19,6 +20,7 @@ from wharf.core.config import Settings
 from wharf.core.controller import Controller, cancel
 from wharf.core.crypto import box_for
 from wharf.core.logging import get_logger
+from wharf.core.net import OutboundPolicy, networks
 from wharf.identity import service as identity
 from wharf.identity.throttle import LoginThrottle
 from wharf.kube.connections import ClusterConnections
@@ -33,8 +35,8 @@ from wharf.registry.service import (
     TokenSigner,
     pull_secret_objects,
 )
-from wharf.releases.controller import ReleaseController
-from wharf.releases.service import AnalysisTemplateRules, pinned
+from wharf.releases.controller import ReleaseController, WebhookSender
+from wharf.releases.service import AnalysisTemplateRules, ReleaseWebhookRules, pinned
 from wharf.resources.service import KindRules, ResourceService
 from wharf.store import Database
 from wharf.store.audit import AuditEvent, record
@@ -43,6 +45,7 @@ from wharf.tenancy.controller import PlacementController
 from wharf.tenancy.service import ProjectRules, TenantRules
 
 log = get_logger("wharf.platform")
+CONTROLLER_THREADS = 32  # threads for the controllers' database calls
 
 
 class Platform:
@@ -57,6 +60,8 @@ class Platform:
         policy = AddressPolicy(allow_loopback=settings.allow_loopback_clusters)
         self.cluster_rules = ClusterRules(box, policy)
         self.application_rules = ApplicationRules(box)
+        self.outbound = OutboundPolicy(networks(settings.outbound_allow))
+        self.webhook_rules = ReleaseWebhookRules(box, self.outbound)
         self.rules: list[KindRules[Any]] = [
             self.cluster_rules,
             NodePoolRules(),
@@ -70,6 +75,7 @@ class Platform:
             ImmutableTagsRules(),
             ReplicationRules(),
             AnalysisTemplateRules(settings.prometheus_url),
+            self.webhook_rules,
         ]
         self.resources = ResourceService(db, {r.kind.name: r for r in self.rules})
         self.connections = ClusterConnections(policy)
@@ -103,6 +109,7 @@ class Platform:
             redeliver=self.delivery.controller.queue.add,
             resync=settings.resync_seconds,
         )
+        self.webhooks = WebhookSender(self.resources, self.webhook_rules, self.outbound)
         self.replication = ReplicationController(
             self.resources, self.token_signer, resync=settings.resync_seconds
         )
@@ -134,7 +141,7 @@ class Platform:
         """Re-seal every sealed value under the current key (a transaction per object, the row
         locked); how many objects of each kind were re-sealed. Run again, it re-seals nothing."""
         counts: dict[str, int] = {}
-        for rules in (self.cluster_rules, self.application_rules):
+        for rules in (self.cluster_rules, self.application_rules, self.webhook_rules):
             kind = rules.kind.name
             with self.db.reader() as session:
                 keys = [(r.tenant, r.name) for r in ResourceStore(session).query(kind)]
@@ -189,6 +196,11 @@ class Platform:
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        # Controllers read and write the database in threads; the default pool (CPUs + 4)
+        # made concurrent releases queue for a thread behind each other's writes.
+        self._loop.set_default_executor(
+            ThreadPoolExecutor(max_workers=CONTROLLER_THREADS, thread_name_prefix="wharf")
+        )
         self.resources.listeners.append(self._on_change)
         if self.settings.controllers:
             self._tasks = [
@@ -197,6 +209,7 @@ class Platform:
                 asyncio.create_task(self.delivery.controller.run(), name="delivery"),
                 asyncio.create_task(self.replication.controller.run(), name="replication"),
                 asyncio.create_task(self.releases.controller.run(), name="releases"),
+                asyncio.create_task(self.webhooks.run(), name="release-webhooks"),
             ]
 
     async def stop(self) -> None:
@@ -205,4 +218,5 @@ class Platform:
         await self.placement.stop()
         await self.delivery.stop()
         await self.releases.stop()
+        await self.webhooks.stop()
         await self.connections.close()
