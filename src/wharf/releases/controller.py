@@ -51,7 +51,7 @@ from wharf.releases.model import (
     build_query,
     canary_replicas,
     judge,
-    resolve_waves,
+    resolve_waves_limited,
     verdict,
 )
 from wharf.releases.service import (
@@ -113,6 +113,7 @@ class Snapshot:
     revision: int
     namespace: str
     waves: list[list[str]]
+    limits: list[int | None]
     clusters: dict[str, StoredResource]
     rendered: list[dict[str, Any]]
     release: Release | None
@@ -170,6 +171,7 @@ class ReleaseController:
             targets = envs.get(spec.environment, [])
             clusters = {c.name: c for c in store.query("Cluster")}
             labels = {n: c.labels for n, c in clusters.items()}
+            limited = resolve_waves_limited(spec.strategy.waves, targets, labels)
             templates = {}
             for step in spec.strategy.canary.steps if spec.strategy.canary else []:
                 for name in step.analysis.templates if step.analysis else []:
@@ -181,7 +183,8 @@ class ReleaseController:
                 spec=spec,
                 revision=current_revision(session, key[0], key[1]),
                 namespace=namespace_name(key[0], spec.project, spec.environment),
-                waves=resolve_waves(spec.strategy.waves, targets, labels),
+                waves=[members for members, _ in limited],
+                limits=[limit for _, limit in limited],
                 clusters=clusters,
                 rendered=rendered_for(session, spec),
                 release=release,
@@ -238,7 +241,13 @@ class ReleaseController:
             await self._clean_up(key, snap, previous)
         stable = stable_after(previous, snap.revision)
         clusters = {c: {"phase": "Pending", "step": 0} for wave in snap.waves for c in wave}
-        state = {"waves": snap.waves, "wave": 0, "clusters": clusters, "message": ""}
+        state = {
+            "waves": snap.waves,
+            "maxParallel": snap.limits,
+            "wave": 0,
+            "clusters": clusters,
+            "message": "",
+        }
         if stable == 0:
             state["message"] = "the first revision is delivered as it is"
 
@@ -279,7 +288,7 @@ class ReleaseController:
             return None
         members = state["waves"][wave]
         waits = await asyncio.gather(
-            *(self._advance_cluster(key, snap, release, c) for c in members)
+            *(self._advance_cluster(key, snap, release, c) for c in _startable(release, wave))
         )
         phases = [release.clusters[c]["phase"] for c in members]
         strategy = snap.spec.strategy
@@ -296,6 +305,8 @@ class ReleaseController:
             await self._clean_up(key, snap, release)
             return None
         if not all(p in SETTLED for p in phases):
+            if any(release.clusters[c]["phase"] == "Pending" for c in _startable(release, wave)):
+                return 0.0  # a cluster settled and freed a place in the wave: start the next
             pending = [w for w in waits if w is not None]
             return min(pending) if pending else None
         return await self._next_wave(release, strategy.bakeSeconds)
@@ -486,8 +497,12 @@ class ReleaseController:
         """Take the measurements that are due (each stored before it is judged) and say what
         the step's analysis adds up to."""
         assert step.analysis is not None
-        taken = await asyncio.to_thread(self._measurements, release.id, cluster, index)
         started = _parse(release.clusters[cluster]["stepStartedAt"])
+        taken = [
+            m
+            for m in await asyncio.to_thread(self._measurements, release.id, cluster, index)
+            if _parse(m["at"]) >= started.replace(microsecond=started.microsecond // 1000 * 1000)
+        ]  # this run of the step only: a retried release measures again
         verdicts: list[str] = []
         wait = 1.0
         builtin = {
@@ -736,6 +751,19 @@ def _released(app: StoredResource) -> bool:
         return APPLICATION.typed(app).strategy.type != "rolling"
     except OutdatedSpecError:
         return False
+
+
+def _startable(release: Release, wave: int) -> list[str]:
+    """The wave's clusters to advance now: those under way, and as many waiting ones as
+    the wave's maxParallel leaves room for (settled clusters free their place)."""
+    members = release.state["waves"][wave]
+    limits = release.state.get("maxParallel") or []
+    limit = limits[wave] if wave < len(limits) and limits[wave] else len(members)
+    phases = {c: release.clusters[c]["phase"] for c in members}
+    busy = [c for c in members if phases[c] not in ("Pending", *SETTLED)]
+    room = max(0, limit - len(busy))
+    pending = [c for c in members if phases[c] == "Pending"][:room]
+    return [c for c in members if c in busy or c in pending]
 
 
 def announce(release: Release, event: ReleaseEvent, **detail: Any) -> None:

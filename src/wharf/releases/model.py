@@ -239,8 +239,15 @@ def resolve_waves(
 ) -> list[list[str]]:
     """The clusters of each wave, in order: named ones, then those the selector matches; the
     environment's clusters no wave names make a last wave, so none is left out."""
+    return [members for members, _ in resolve_waves_limited(waves, targets, labels)]
+
+
+def resolve_waves_limited(
+    waves: list[Any], targets: list[str], labels: dict[str, dict[str, str]]
+) -> list[tuple[list[str], int | None]]:
+    """Each wave's clusters with its maxParallel (None: all at once)."""
     seen: set[str] = set()
-    out: list[list[str]] = []
+    out: list[tuple[list[str], int | None]] = []
     for wave in waves:
         members = [c for c in wave.clusters if c in targets]
         if wave.selector:
@@ -252,6 +259,6 @@ def resolve_waves(
         members = [c for c in dict.fromkeys(members) if c not in seen]
         seen.update(members)
         if members:
-            out.append(members)
+            out.append((members, getattr(wave, "maxParallel", None)))
     rest = [c for c in sorted(targets) if c not in seen]
-    return [*out, rest] if rest else out
+    return [*out, (rest, None)] if rest else out

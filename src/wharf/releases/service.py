@@ -14,7 +14,7 @@ import httpx
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
 
-from wharf.apps.model import ApplicationSpec
+from wharf.apps.model import APPLICATION, ApplicationSpec
 from wharf.core.crypto import SecretBox, place
 from wharf.core.errors import ConflictError, ForbiddenError, InvalidError, NotFoundError
 from wharf.core.net import OutboundPolicy, OutboundRefused
@@ -39,7 +39,8 @@ from wharf.tenancy.model import PROJECT_LABEL
 TERMINAL = ("Succeeded", "Failed", "Aborted", "Superseded")
 # A cluster in these phases runs the release's revision in its stable workload.
 ON_NEW_REVISION = ("Promoting", "Promoted")
-Operation = Literal["promote", "pause", "resume", "abort"]
+Operation = Literal["promote", "pause", "resume", "abort", "retry", "skip-analysis"]
+RETRYABLE = ("Failed", "Aborted")
 
 
 def now() -> dt.datetime:
@@ -351,17 +352,65 @@ def operate(
         raise ForbiddenError(f"{p.user} may not {operation} releases in project {project}")
     with resources.db.session() as session:
         release = latest_release(session, tenant, app, lock=True)
-        if release is None or release.done:
+        if operation == "retry":
+            _retry(release, app)
+        elif release is None or release.done:
             raise ConflictError(
                 f"application {app} has no release under way to {operation}",
                 field="application",
             )
-        _apply_operation(release, operation)
+        elif operation == "skip-analysis":
+            _skip_analysis(release, analysis_steps(resources, p, tenant, app), app)
+        else:
+            _apply_operation(release, operation)
+        assert release is not None
         save_release(session, release)
         record(session, event)
         release.measurements = measurements(session, release.id)
     resources.notify("Application", tenant, app)
     return present(release)
+
+
+def analysis_steps(resources: ResourceService, p: Principal, tenant: str, app: str) -> set[int]:
+    """Indexes of the application's canary steps that are analyses."""
+    _, spec = resources.read(p, APPLICATION, tenant, app)
+    steps = spec.strategy.canary.steps if spec.strategy.canary else []
+    return {i for i, step in enumerate(steps) if step.analysis is not None}
+
+
+def _retry(release: Release | None, app: str) -> None:
+    """A failed or aborted release runs again from its first step in every cluster (its
+    earlier measurements stay as history; the new run measures afresh)."""
+    if release is None or release.phase not in RETRYABLE:
+        raise ConflictError(
+            f"application {app} has no failed or aborted release to retry", field="application"
+        )
+    release.phase = "Progressing"
+    release.paused = False
+    release.state.update(wave=0, waveDoneAt=None, message="retried by a person")
+    retries = int(release.state.get("retries", 0)) + 1
+    release.state["retries"] = retries
+    for name in release.clusters:
+        release.clusters[name] = {"phase": "Pending", "step": 0}
+    release.events.append(event_body(release, "started", retry=retries))
+
+
+def _skip_analysis(release: Release, analyses: set[int], app: str) -> None:
+    """Clusters at an analysis step (running or inconclusive) go past it, unjudged; the
+    cluster's state keeps which steps a person skipped."""
+    skipped = False
+    for cluster in release.clusters.values():
+        step = int(cluster.get("step", 0))
+        if cluster.get("phase") in ("Progressing", "Inconclusive") and step in analyses:
+            at = now().isoformat()
+            cluster.update(phase="Progressing", step=step + 1, stepStartedAt=at, message="")
+            cluster.setdefault("stepsStartedAt", {})[str(step + 1)] = at
+            cluster["skippedAnalysis"] = [*cluster.get("skippedAnalysis", []), step]
+            skipped = True
+    if not skipped:
+        raise ConflictError(
+            f"no cluster of the release of {app} is at an analysis step", field="application"
+        )
 
 
 def _apply_operation(release: Release, operation: Operation) -> None:
