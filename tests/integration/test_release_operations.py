@@ -4,7 +4,13 @@ Prometheus is configured, so an analysis only errs: it never passes by itself.""
 
 from __future__ import annotations
 
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+import pytest
 
 from tests.integration.conftest import Api, Wharf, wait_for
 
@@ -144,3 +150,89 @@ def test_skip_analysis_retry_and_max_parallel(wharf: Wharf, kubectl: Any):
     assert has_canary(kubectl, lab[again], ns)
     trail = wharf.admin.ok("GET", "/api/v1/audit", params={"tenant": tenant})["items"]
     assert any(e["action"] == "release-retry" and e["outcome"] == "allowed" for e in trail)
+
+
+@pytest.fixture(scope="module")
+def metrics_service() -> Iterator[tuple[int, list[str]]]:
+    """A JSON service on loopback: /rate/<cluster> answers lab1's canary good, lab2's bad."""
+    asked: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            asked.append(self.path)
+            rate = 0.9 if self.path.startswith("/rate/lab2") else 0.01
+            body = json.dumps({"data": {"series": [{"errorRate": rate}]}}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1], asked
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def wharf_settings() -> dict[str, Any]:
+    return {"outbound_allow": "127.0.0.1"}  # the loopback JSON service above, nothing else
+
+
+def web_template(url: str, **metric: Any) -> dict[str, Any]:
+    check = {
+        "name": "errors",
+        "web": {"url": url, "jsonPath": "$.data.series[0].errorRate"},
+        "interval": 1,
+        "count": 2,
+        "successCondition": "result < 0.05",
+        "failureCondition": "result > 0.5",
+        **metric,
+    }
+    return {"kind": "AnalysisTemplate", "metadata": {"name": "web"}, "spec": {"metrics": [check]}}
+
+
+def test_a_web_analysis_judges_each_cluster_from_json(wharf: Wharf, metrics_service):
+    port, asked = metrics_service
+    dev = wharf.user()
+    tenant = wharf.tenant({"cpu": "4", "memory": "8Gi", "pods": "20"})
+    members = [{"user": dev.user, "role": "developer"}]
+    wharf.project(tenant, "shop", {"cpu": "2", "memory": "4Gi", "pods": "10"}, members=members)
+    wharf.wait_placed(tenant, "shop")
+    templates = f"/api/v1/tenants/{tenant}/analysistemplates/web"
+    # The same guard as webhooks: internal addresses, and a metric with no or two providers.
+    for url in ("http://10.0.0.1/rate", "http://169.254.169.254/", "http://127.0.0.2:9/"):
+        answer = wharf.admin.put(templates, web_template(url))
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["field"] == "spec.metrics[0].web.url"
+    both = web_template(f"http://127.0.0.1:{port}/rate", query="up")
+    assert wharf.admin.put(templates, both).status_code == 422
+    url = f"http://127.0.0.1:{port}/rate/${{cluster}}?revision=${{revision}}&ns=${{namespace}}"
+    wharf.admin.ok("PUT", templates, json=web_template(url))
+
+    path = f"/api/v1/tenants/{tenant}/applications/web"
+    body = app(tenant, IMAGE)
+    body["spec"]["strategy"] = {
+        "type": "canary",
+        "canary": {"steps": [{"setWeight": 50}, {"analysis": {"templates": ["web"]}}]},
+        "onFailure": "clusterOnly",
+    }
+    dev.ok("PUT", path, json=body)
+    body["spec"]["values"]["image"] = NEW_IMAGE
+    dev.ok("PUT", path, json=body)
+    done = wait_clusters(
+        dev,
+        tenant,
+        "lab1 promoted, lab2 failed",
+        lambda cs, _: cs["lab1"]["phase"] == "Promoted" and cs["lab2"]["phase"] == "Failed",
+    )
+    by_cluster: dict[str, list[tuple[str, float]]] = {}
+    for m in done["measurements"]:
+        by_cluster.setdefault(m["cluster"], []).append((m["phase"], m["value"]))
+    assert by_cluster["lab1"] == [("Successful", 0.01), ("Successful", 0.01)]
+    assert by_cluster["lab2"][0] == ("Failed", 0.9)
+    assert f"/rate/lab1?revision=2&ns={tenant}--shop-dev" in asked

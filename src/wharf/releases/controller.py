@@ -39,7 +39,7 @@ from wharf.apps.service import app_labels, current_revision, rendered_for
 from wharf.clusters.service import ClusterRules
 from wharf.core.controller import Controller
 from wharf.core.errors import OutdatedSpecError
-from wharf.core.net import OutboundPolicy, OutboundRefused
+from wharf.core.net import OutboundPolicy, OutboundRefused, Target
 from wharf.core.resources import set_condition
 from wharf.kube.apply import ensure, observe, prune
 from wharf.kube.connections import ClusterConnections
@@ -47,12 +47,15 @@ from wharf.releases.model import (
     ANALYSIS_TEMPLATE,
     RELEASE_WEBHOOK,
     AnalysisTemplateSpec,
+    Metric,
     ReleaseEvent,
     build_query,
     canary_replicas,
+    extract,
     judge,
     resolve_waves_limited,
     verdict,
+    web_url,
 )
 from wharf.releases.service import (
     DELIVERY_HEADER,
@@ -129,8 +132,10 @@ class ReleaseController:
         prometheus_url: str | None,
         redeliver: Callable[[Key], None],
         resync: float = 30.0,
+        outbound: OutboundPolicy | None = None,
     ) -> None:
         self.service = service
+        self.outbound = outbound or OutboundPolicy()
         self.clusters = clusters
         self.connections = connections
         self.prometheus_url = prometheus_url
@@ -529,8 +534,7 @@ class ReleaseController:
                     )
                     left = (due - now()).total_seconds()
                     if left <= 0:
-                        query = build_query(metric, args, snap.namespace)
-                        value, message = await self._measure(query)
+                        value, message = await self._measure_metric(metric, args, snap.namespace)
                         outcome = judge(metric, value)
                         await asyncio.to_thread(
                             self._record,
@@ -562,6 +566,30 @@ class ReleaseController:
     def _record(self, release: Release, cluster: str, step: int, *values: Any) -> None:
         with self.service.db.session() as session:
             add_measurement(session, release, cluster, step, *values)
+
+    async def _measure_metric(
+        self, metric: Metric, args: dict[str, str], namespace: str
+    ) -> tuple[float | None, str]:
+        if metric.web is not None:
+            return await self._measure_web(web_url(metric, args), metric.web.jsonPath)
+        return await self._measure(build_query(metric, args, namespace))
+
+    async def _measure_web(self, url: str, path: str) -> tuple[float | None, str]:
+        """One GET of a web check, at the address its URL was checked at; an error (refused,
+        unreachable, not 2xx, no number at the path) is never a pass."""
+        try:
+            target = self.outbound.target(url)
+        except OutboundRefused as exc:
+            return None, f"refused: {exc}"[:300]
+        try:
+            answer = await send_to(self.http, target, "GET", b"", {"Accept": "application/json"})
+            document = answer.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            return None, f"unreachable: {type(exc).__name__}: {exc}"[:300]
+        if not answer.is_success:
+            return None, f"the web check answered {answer.status_code}"
+        value = extract(document, path)
+        return (None, f"no number at {path}") if value is None else (value, "")
 
     async def _measure(self, query: str) -> tuple[float | None, str]:
         """One instant query; Prometheus down, refusing, or with no data is an error."""
@@ -889,21 +917,15 @@ class WebhookSender:
         except OutboundRefused as exc:
             return f"refused: {exc}"
         body = json.dumps(notification.body, sort_keys=True).encode()
-        default_port = {"http": 80, "https": 443}[target.scheme]
-        host = target.host if target.port == default_port else f"{target.host}:{target.port}"
         headers = {
-            "Host": host,
             "Content-Type": "application/json",
             "User-Agent": "wharf-release-webhook",
             SIGNATURE_HEADER: sign(secret, body),
             EVENT_HEADER: notification.event,
             DELIVERY_HEADER: str(notification.id),
         }
-        extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
         try:
-            answer = await self.http.post(
-                target.connect_url(), content=body, headers=headers, extensions=extensions
-            )
+            answer = await send_to(self.http, target, "POST", body, headers)
         except httpx.HTTPError as exc:
             return f"{type(exc).__name__}: {exc}"[:300]
         if answer.is_success:
@@ -912,3 +934,21 @@ class WebhookSender:
 
     async def stop(self) -> None:
         await self.http.aclose()
+
+
+async def send_to(
+    http: httpx.AsyncClient, target: Target, method: str, body: bytes, headers: dict[str, str]
+) -> httpx.Response:
+    """A request to the address the URL was checked at (no second resolution), naming the
+    URL's host in Host and as the TLS server name; redirects are not followed."""
+    default_port = {"http": 80, "https": 443}[target.scheme]
+    host = target.host if target.port == default_port else f"{target.host}:{target.port}"
+    extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
+    return await http.request(
+        method,
+        target.connect_url(),
+        content=body,
+        headers={**headers, "Host": host},
+        extensions=extensions,
+        follow_redirects=False,
+    )

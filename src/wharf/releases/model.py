@@ -10,11 +10,12 @@ from __future__ import annotations
 import math
 import operator
 import re
+import urllib.parse
 from collections.abc import Callable
 from typing import Any, Literal
 
 import promql_parser
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from wharf.core.errors import InvalidError
 from wharf.core.resources import Kind, Spec
@@ -40,13 +41,63 @@ def _condition(value: str) -> str:
     return value
 
 
+JSON_PATH = re.compile(r"^\$?((\.[A-Za-z0-9_-]+)|(\[[0-9]+\]))+$")
+
+
+class WebCheck(Spec):
+    """A measurement from any HTTP service: GET the URL, read one number from its JSON."""
+
+    url: str = Field(
+        min_length=1,
+        max_length=2048,
+        description="http(s) URL; ${app}, ${cluster}, ${revision}, ${namespace} and the "
+        "template's args are filled in (URL-encoded). Internal addresses are refused unless "
+        "the platform admin allows them (WHARF_OUTBOUND_ALLOW); redirects are not followed",
+    )
+    jsonPath: str = Field(
+        description="Where the number is in the JSON answer, e.g. $.data.errorRate or "
+        "$.results[0].value",
+        json_schema_extra={"pattern": JSON_PATH.pattern},
+    )
+
+    @field_validator("jsonPath")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not JSON_PATH.match(value):
+            raise ValueError("write a path of .names and [indexes], e.g. $.data.errorRate")
+        return value
+
+
+def extract(document: Any, path: str) -> float | None:
+    """The number at `path` in a JSON document; None when it is missing or not a number."""
+    node = document
+    for name, index in re.findall(r"\.([A-Za-z0-9_-]+)|\[([0-9]+)\]", path):
+        if name and isinstance(node, dict) and name in node:
+            node = node[name]
+        elif index and isinstance(node, list) and int(index) < len(node):
+            node = node[int(index)]
+        else:
+            return None
+    if isinstance(node, bool) or not isinstance(node, (int, float, str)):
+        return None
+    try:
+        return float(node)
+    except ValueError:
+        return None
+
+
 class Metric(Spec):
-    """One metric check: a PromQL query measured `count` times, `interval` seconds apart."""
+    """One metric check: a PromQL query (or a web check) measured `count` times, `interval`
+    seconds apart."""
 
     name: str = Field(description="What it measures, e.g. error-rate")
-    query: str = Field(
+    query: str | None = Field(
+        default=None,
         description="PromQL; ${app}, ${cluster}, ${revision}, ${namespace} and the template's "
-        "args are filled in, and Wharf adds the namespace matcher to every selector"
+        "args are filled in, and Wharf adds the namespace matcher to every selector",
+    )
+    web: WebCheck | None = Field(
+        default=None, description="Instead of a query: a number from an HTTP JSON answer"
     )
     interval: int = Field(default=10, ge=1, le=3600, description="Seconds between measurements")
     count: int = Field(default=3, ge=1, le=100, description="Measurements to take")
@@ -69,6 +120,12 @@ class Metric(Spec):
         ge=0,
         description="Errors in a row tolerated (Prometheus down, no data) before it fails",
     )
+
+    @model_validator(mode="after")
+    def _one_provider(self) -> Metric:
+        if (self.query is None) == (self.web is None):
+            raise ValueError("give either query (Prometheus) or web (HTTP JSON), one of them")
+        return self
 
     @field_validator("successCondition")
     @classmethod
@@ -188,7 +245,15 @@ def confine(query: str, namespace: str, where: str) -> str:
 def build_query(
     metric: Metric, args: dict[str, str], namespace: str, where: str = "spec.metrics"
 ) -> str:
+    assert metric.query is not None  # a web check has no query
     return confine(fill(metric.query, args, where), namespace, where)
+
+
+def web_url(metric: Metric, args: dict[str, str], where: str = "spec.metrics") -> str:
+    """The web check's URL with the arguments filled in, each URL-encoded."""
+    assert metric.web is not None
+    encoded = {k: urllib.parse.quote(v, safe="") for k, v in args.items()}
+    return fill(metric.web.url, encoded, where)
 
 
 def _holds(condition: str, value: float) -> bool:

@@ -29,6 +29,7 @@ from wharf.releases.model import (
     ReleaseEvent,
     ReleaseWebhookSpec,
     build_query,
+    web_url,
 )
 from wharf.resources.service import Change, KindRules, ResourceService
 from wharf.store.audit import AuditEvent, record
@@ -53,8 +54,9 @@ class AnalysisTemplateRules(KindRules[AnalysisTemplateSpec]):
 
     kind = ANALYSIS_TEMPLATE
 
-    def __init__(self, prometheus_url: str | None) -> None:
+    def __init__(self, prometheus_url: str | None, policy: OutboundPolicy) -> None:
         self.prometheus_url = prometheus_url
+        self.policy = policy
 
     def validate(self, change: Change[AnalysisTemplateSpec]) -> AnalysisTemplateSpec:
         check_name(change.name)
@@ -66,10 +68,20 @@ class AnalysisTemplateRules(KindRules[AnalysisTemplateSpec]):
                 )
         sample = {"app": "app", "cluster": "cluster", "revision": "1", "namespace": "ns"}
         for i, metric in enumerate(spec.metrics):
+            if metric.web is not None:
+                self._check_url(web_url(metric, {**spec.args, **sample}), f"spec.metrics[{i}]")
+                continue
             where = f"spec.metrics[{i}].query"
             query = build_query(metric, {**spec.args, **sample}, "ns", where)
             self._ask_prometheus(query, where)
         return change.spec
+
+    def _check_url(self, url: str, where: str) -> None:
+        """A web check's URL must be one the server may reach (see wharf.core.net)."""
+        try:
+            self.policy.target(url)
+        except OutboundRefused as exc:
+            raise InvalidError(f"{where}.web.url: {exc}", field=f"{where}.web.url") from None
 
     def _ask_prometheus(self, query: str, where: str) -> None:
         if not self.prometheus_url:

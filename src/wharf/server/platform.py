@@ -74,7 +74,7 @@ class Platform:
             RetentionRules(),
             ImmutableTagsRules(),
             ReplicationRules(),
-            AnalysisTemplateRules(settings.prometheus_url),
+            AnalysisTemplateRules(settings.prometheus_url, self.outbound),
             self.webhook_rules,
         ]
         self.resources = ResourceService(db, {r.kind.name: r for r in self.rules})
@@ -108,6 +108,7 @@ class Platform:
             settings.prometheus_url,
             redeliver=self.delivery.controller.queue.add,
             resync=settings.resync_seconds,
+            outbound=self.outbound,
         )
         self.webhooks = WebhookSender(self.resources, self.webhook_rules, self.outbound)
         self.replication = ReplicationController(
