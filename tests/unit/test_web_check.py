@@ -1,4 +1,4 @@
-"""The web analysis provider's pure parts: one provider per metric, the JSON path, and the
+"""The web analysis provider's pure parts: the JSON path, and the
 arguments filled into the URL encoded (an argument cannot change the URL's shape)."""
 
 from __future__ import annotations
@@ -15,13 +15,9 @@ def metric(**fields: object) -> Metric:
     return Metric.model_validate({"name": "m", "successCondition": "result < 1", **fields})
 
 
-@pytest.mark.parametrize(
-    "fields",
-    [{}, {"query": "up", "web": WEB}, {"web": {**WEB, "jsonPath": "data rate"}}],
-)
-def test_a_metric_has_exactly_one_provider_and_a_plain_path(fields: dict[str, object]):
+def test_a_web_check_path_is_names_and_indexes():
     with pytest.raises(ValidationError):
-        metric(**fields)
+        metric(web={**WEB, "jsonPath": "data rate"})
 
 
 @pytest.mark.parametrize(

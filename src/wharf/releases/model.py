@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 import promql_parser
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
 from wharf.core.errors import InvalidError
 from wharf.core.resources import Kind, Spec
@@ -120,12 +120,6 @@ class Metric(Spec):
         ge=0,
         description="Errors in a row tolerated (Prometheus down, no data) before it fails",
     )
-
-    @model_validator(mode="after")
-    def _one_provider(self) -> Metric:
-        if (self.query is None) == (self.web is None):
-            raise ValueError("give either query (Prometheus) or web (HTTP JSON), one of them")
-        return self
 
     @field_validator("successCondition")
     @classmethod

@@ -68,6 +68,11 @@ class AnalysisTemplateRules(KindRules[AnalysisTemplateSpec]):
                 )
         sample = {"app": "app", "cluster": "cluster", "revision": "1", "namespace": "ns"}
         for i, metric in enumerate(spec.metrics):
+            if (metric.query is None) == (metric.web is None):  # a rule JSON Schema cannot say
+                raise InvalidError(
+                    f"spec.metrics[{i}]: give either query (Prometheus) or web (HTTP JSON)",
+                    field=f"spec.metrics[{i}]",
+                )
             if metric.web is not None:
                 self._check_url(web_url(metric, {**spec.args, **sample}), f"spec.metrics[{i}]")
                 continue
