@@ -248,7 +248,10 @@ class DeliveryController:
 
         def changed(event: str, obj: dict[str, Any]) -> None:
             labels = obj.get("metadata", {}).get("labels") or {}
-            if event in ("ADDED", "MODIFIED", "DELETED") and APP_LABEL in labels:
+            # A release's canary and its pods are the release controller's: their every step
+            # and pod start would otherwise re-deliver the whole application everywhere.
+            ours = APP_LABEL in labels and RELEASE_ROLE not in labels
+            if event in ("ADDED", "MODIFIED", "DELETED") and ours:
                 self.controller.queue.add((labels.get(TENANT_LABEL, ""), labels[APP_LABEL]))
 
         def make() -> list[Informer]:

@@ -607,6 +607,12 @@ class Wave(Spec):
     selector: dict[str, str] = Field(
         default_factory=dict, description="Cluster labels (all must match)"
     )
+    maxParallel: int | None = Field(
+        default=None,
+        ge=1,
+        description="Clusters of the wave released at the same time (all when left out); the "
+        "next starts when one is promoted",
+    )
 
 
 class ReleaseStrategy(Spec):

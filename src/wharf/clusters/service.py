@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import yaml
@@ -54,6 +55,9 @@ def _place(name: str) -> str:
     return place(CLUSTER.name, "", name, "spec.kubeconfig")
 
 
+KUBECONFIG_CACHE = 256  # opened kubeconfigs kept (by cluster and sealed value)
+
+
 class ClusterRules(KindRules[ClusterSpec]):
     kind = CLUSTER
     owns_cluster_objects = True  # what Wharf put there (node pool taints, labelled objects)
@@ -61,6 +65,7 @@ class ClusterRules(KindRules[ClusterSpec]):
     def __init__(self, box: SecretBox, policy: AddressPolicy) -> None:
         self.box = box
         self.policy = policy
+        self._kubeconfigs: dict[tuple[str, str], dict[str, Any]] = {}
 
     def verdict(
         self, p: Principal, action: Action, tenant: str, name: str, old: StoredResource | None
@@ -97,9 +102,17 @@ class ClusterRules(KindRules[ClusterSpec]):
             return None
 
     def kubeconfig(self, stored: StoredResource) -> dict[str, Any]:
-        text = self.box.open_stored(CLUSTER.typed(stored).kubeconfig, _place(stored.name))
-        config: dict[str, Any] = documents.load(text)
-        return config
+        """The cluster's kubeconfig, opened and parsed once per sealed value (controllers ask
+        for it at every call to a cluster; a copy, so no caller changes another's)."""
+        sealed = CLUSTER.typed(stored).kubeconfig
+        key = (stored.name, sealed)
+        config = self._kubeconfigs.get(key)
+        if config is None:
+            config = documents.load(self.box.open_stored(sealed, _place(stored.name)))
+            if len(self._kubeconfigs) >= KUBECONFIG_CACHE:
+                self._kubeconfigs.clear()
+            self._kubeconfigs[key] = config
+        return copy.deepcopy(config)
 
     def reseal(self, stored: StoredResource) -> dict[str, Any] | None:
         """The spec with its kubeconfig sealed under the current key; None when it is."""

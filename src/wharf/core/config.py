@@ -91,6 +91,11 @@ class Settings(BaseSettings):
         description="How long a replica's hold on a cluster lasts unrenewed (PostgreSQL): "
         "a replica that dies loses its clusters to the others within this time",
     )
+    outbound_allow: str = Field(
+        default="",
+        description="Internal addresses or networks tenants' release webhooks may reach, "
+        "comma-separated (e.g. 10.20.0.0/16); everything internal is refused otherwise",
+    )
     heartbeat_seconds: float = 5.0
     resync_seconds: float = 30.0
 

@@ -30,6 +30,9 @@ class ClusterRelease(BaseModel):
     weight: int | None = Field(default=None, description="The canary's weight, percent")
     message: str = Field(default="", description="Why it waits or stopped")
     stepStartedAt: str | None = Field(default=None, description="When the step began (UTC)")
+    stepsStartedAt: dict[str, str] = Field(
+        default_factory=dict, description="When each step it reached began (UTC), by index"
+    )
 
 
 class Measurement(BaseModel):
@@ -71,11 +74,15 @@ def status(tenant: str, name: str, p: Caller, request: Request) -> ReleaseStatus
     return ReleaseStatus.model_validate(release_status(_service(request), p, tenant, name))
 
 
-@router.post("/{operation}", summary="Promote, pause, resume or abort the release")
+@router.post(
+    "/{operation}",
+    summary="Promote, pause, resume, abort, retry (a failed or aborted release, from its first "
+    "step) or skip-analysis (clusters at an analysis step go past it)",
+)
 def act(
     tenant: str,
     name: str,
-    operation: Literal["promote", "pause", "resume", "abort"],
+    operation: Literal["promote", "pause", "resume", "abort", "retry", "skip-analysis"],
     p: Caller,
     request: Request,
 ) -> ReleaseStatus:

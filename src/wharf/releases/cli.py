@@ -63,6 +63,8 @@ _operation("promote", "Go on past a pause or an inconclusive analysis.")
 _operation("pause", "Stop the release where it is until resumed.")
 _operation("resume", "Go on after a pause.")
 _operation("abort", "Stop the release and roll back every cluster it changed.")
+_operation("retry", "Run a failed or aborted release again from its first step.")
+_operation("skip-analysis", "Move clusters at an analysis step past it, unjudged (audited).")
 
 
 def register(app: typer.Typer) -> None:

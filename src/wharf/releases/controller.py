@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import datetime as dt
 import json
 from collections.abc import Callable, Iterable
@@ -38,28 +39,43 @@ from wharf.apps.service import app_labels, current_revision, rendered_for
 from wharf.clusters.service import ClusterRules
 from wharf.core.controller import Controller
 from wharf.core.errors import OutdatedSpecError
+from wharf.core.net import OutboundPolicy, OutboundRefused, Target
 from wharf.core.resources import set_condition
 from wharf.kube.apply import ensure, observe, prune
 from wharf.kube.connections import ClusterConnections
 from wharf.releases.model import (
     ANALYSIS_TEMPLATE,
+    RELEASE_WEBHOOK,
     AnalysisTemplateSpec,
+    Metric,
+    ReleaseEvent,
     build_query,
     canary_replicas,
+    extract,
     judge,
-    resolve_waves,
+    resolve_waves_limited,
     verdict,
+    web_url,
 )
 from wharf.releases.service import (
+    DELIVERY_HEADER,
+    EVENT_HEADER,
+    SIGNATURE_HEADER,
+    Notification,
     Release,
+    ReleaseWebhookRules,
     StaleReleaseError,
     add_measurement,
     create_release,
     drop_releases,
+    due_notifications,
+    event_body,
     latest_release,
+    mark_sent,
     measurements,
     now,
     save_release,
+    sign,
     stable_after,
 )
 from wharf.resources.service import ResourceService
@@ -87,6 +103,8 @@ BLUE_GREEN_STEPS = 3  # preview, switch, hold the old pods
 NGINX = "nginx.ingress.kubernetes.io"
 WAITING = ("WaitingPromote", "Inconclusive")
 SETTLED = ("Promoted", "Failed", "RolledBack")
+WORKERS = 8
+REDELIVER_EVERY = 5.0  # seconds between asking delivery again while a promotion waits for it
 
 
 @dataclass
@@ -98,6 +116,7 @@ class Snapshot:
     revision: int
     namespace: str
     waves: list[list[str]]
+    limits: list[int | None]
     clusters: dict[str, StoredResource]
     rendered: list[dict[str, Any]]
     release: Release | None
@@ -113,15 +132,23 @@ class ReleaseController:
         prometheus_url: str | None,
         redeliver: Callable[[Key], None],
         resync: float = 30.0,
+        outbound: OutboundPolicy | None = None,
     ) -> None:
         self.service = service
+        self.outbound = outbound or OutboundPolicy()
         self.clusters = clusters
         self.connections = connections
         self.prometheus_url = prometheus_url
         self.redeliver = redeliver
-        self.controller = Controller("releases", self.reconcile, self.list_keys, resync=resync)
+        # A pass mostly waits (on Prometheus, the clusters, the database): with a couple of
+        # workers, concurrent releases would wait for each other's steps.
+        self.controller = Controller(
+            "releases", self.reconcile, self.list_keys, resync=resync, workers=WORKERS
+        )
         self.writes = 0
         self.http = httpx.AsyncClient(timeout=5)
+        self._nudged: dict[Key, float] = {}
+        self._store_locks: dict[int, asyncio.Lock] = {}
 
     async def list_keys(self) -> Iterable[Key]:
         def keys() -> list[Key]:
@@ -149,6 +176,7 @@ class ReleaseController:
             targets = envs.get(spec.environment, [])
             clusters = {c.name: c for c in store.query("Cluster")}
             labels = {n: c.labels for n, c in clusters.items()}
+            limited = resolve_waves_limited(spec.strategy.waves, targets, labels)
             templates = {}
             for step in spec.strategy.canary.steps if spec.strategy.canary else []:
                 for name in step.analysis.templates if step.analysis else []:
@@ -160,7 +188,8 @@ class ReleaseController:
                 spec=spec,
                 revision=current_revision(session, key[0], key[1]),
                 namespace=namespace_name(key[0], spec.project, spec.environment),
-                waves=resolve_waves(spec.strategy.waves, targets, labels),
+                waves=[members for members, _ in limited],
+                limits=[limit for _, limit in limited],
                 clusters=clusters,
                 rendered=rendered_for(session, spec),
                 release=release,
@@ -217,7 +246,13 @@ class ReleaseController:
             await self._clean_up(key, snap, previous)
         stable = stable_after(previous, snap.revision)
         clusters = {c: {"phase": "Pending", "step": 0} for wave in snap.waves for c in wave}
-        state = {"waves": snap.waves, "wave": 0, "clusters": clusters, "message": ""}
+        state = {
+            "waves": snap.waves,
+            "maxParallel": snap.limits,
+            "wave": 0,
+            "clusters": clusters,
+            "message": "",
+        }
         if stable == 0:
             state["message"] = "the first revision is delivered as it is"
 
@@ -227,7 +262,8 @@ class ReleaseController:
 
         release = await asyncio.to_thread(create)
         log.info("release started", app=key, revision=snap.revision, stable=stable)
-        self.redeliver(key)
+        # No redelivery: the write that made the revision queued delivery, which pins the
+        # stable workloads to `stable` already (see service.pinned), with or without this row.
         return release
 
     def _save(self, release: Release) -> None:
@@ -236,7 +272,19 @@ class ReleaseController:
             save_release(session, release)
 
     async def _store(self, release: Release) -> None:
-        await asyncio.to_thread(self._save, release)
+        """Store the release as it is now. A pass advances a wave's clusters at once, and each
+        stores the one shared row: one at a time (else two writes of the same version race,
+        and one pass is thrown away as stale), each from a copy taken in the event loop (the
+        others go on changing the state meanwhile)."""
+        lock = self._store_locks.setdefault(release.id, asyncio.Lock())
+        async with lock:
+            copied = dataclasses.replace(
+                release, state=copy.deepcopy(release.state), events=list(release.events)
+            )
+            release.events.clear()  # queued with this save, in its transaction
+            await asyncio.to_thread(self._save, copied)
+            release.version = copied.version
+            release.state["conditions"] = copied.state["conditions"]
 
     async def _advance(self, key: Key, snap: Snapshot, release: Release) -> float | None:
         state = release.state
@@ -245,7 +293,7 @@ class ReleaseController:
             return None
         members = state["waves"][wave]
         waits = await asyncio.gather(
-            *(self._advance_cluster(key, snap, release, c) for c in members)
+            *(self._advance_cluster(key, snap, release, c) for c in _startable(release, wave))
         )
         phases = [release.clusters[c]["phase"] for c in members]
         strategy = snap.spec.strategy
@@ -256,11 +304,14 @@ class ReleaseController:
             for cluster in release.clusters.values():
                 if cluster["phase"] not in ("Pending", "Failed"):
                     cluster["phase"] = "RolledBack"
+            announce(release, "rolledBack", clusters=failed, message=state["message"])
             await self._store(release)
             self.redeliver(key)
             await self._clean_up(key, snap, release)
             return None
         if not all(p in SETTLED for p in phases):
+            if any(release.clusters[c]["phase"] == "Pending" for c in _startable(release, wave)):
+                return 0.0  # a cluster settled and freed a place in the wave: start the next
             pending = [w for w in waits if w is not None]
             return min(pending) if pending else None
         return await self._next_wave(release, strategy.bakeSeconds)
@@ -283,6 +334,7 @@ class ReleaseController:
             state["message"] = (
                 f"failed in {', '.join(failed)}" if failed else "promoted in every cluster"
             )
+            announce(release, "completed", message=state["message"])
         await self._store(release)
         return None if release.done else 0.0
 
@@ -324,7 +376,7 @@ class ReleaseController:
         the live Service to the preview pods; 2: keep the old pods for the delay."""
         strategy = snap.spec.strategy.blueGreen or BlueGreenStrategy()
         st = release.clusters[name]
-        client = await asyncio.to_thread(self._client, name)
+        client = self._client(snap, name)
         if index == 0:
             await self._pin_live(snap, name, client, PREVIEW, to_preview=False)
             owner = {MANAGED_BY: "wharf", TENANT_LABEL: key[0], APP_LABEL: key[1]}
@@ -336,6 +388,7 @@ class ReleaseController:
             else:
                 st["phase"] = "WaitingPromote"
                 st["message"] = "the preview is up; promote to switch the live Service"
+                announce(release, "paused", cluster=name, step=index, message=st["message"])
             await self._store(release)
             return None
         if index == 1:
@@ -407,18 +460,21 @@ class ReleaseController:
                 await self._store(release)
             await self._apply_canary(key, snap, name, step.setReplicas, int(weight))
             _enter(st, index + 1, "Progressing")
+            announce(release, "stepPassed", cluster=name, step=index, weight=weight)
             await self._store(release)
             return None
         if step.pause is not None:
             if step.pause.duration is None:
                 st["phase"] = "WaitingPromote"
                 st["message"] = "paused until promoted"
+                announce(release, "paused", cluster=name, step=index, message=st["message"])
                 await self._store(release)
                 return None
             left = step.pause.duration - _since(st["stepStartedAt"])
             if left > 0:
                 return left
             _enter(st, index + 1, "Progressing")
+            announce(release, "stepPassed", cluster=name, step=index)
             await self._store(release)
             return None
         assert step.analysis is not None
@@ -427,9 +483,14 @@ class ReleaseController:
             return wait
         if outcome == "Successful":
             _enter(st, index + 1, "Progressing")
+            announce(release, "stepPassed", cluster=name, step=index)
         else:
             st["phase"] = outcome  # Failed, or Inconclusive: waits for a person
             st["message"] = f"analysis at step {index} was {outcome.lower()}"
+            if outcome == "Inconclusive":
+                announce(release, "paused", cluster=name, step=index, message=st["message"])
+            elif snap.spec.strategy.onFailure == "clusterOnly":  # else the release rolls back
+                announce(release, "rolledBack", cluster=name, step=index, message=st["message"])
         await self._store(release)
         if outcome == "Failed":
             await self._remove_canary(key, snap, name)
@@ -441,8 +502,12 @@ class ReleaseController:
         """Take the measurements that are due (each stored before it is judged) and say what
         the step's analysis adds up to."""
         assert step.analysis is not None
-        taken = await asyncio.to_thread(self._measurements, release.id, cluster, index)
         started = _parse(release.clusters[cluster]["stepStartedAt"])
+        taken = [
+            m
+            for m in await asyncio.to_thread(self._measurements, release.id, cluster, index)
+            if _parse(m["at"]) >= started.replace(microsecond=started.microsecond // 1000 * 1000)
+        ]  # this run of the step only: a retried release measures again
         verdicts: list[str] = []
         wait = 1.0
         builtin = {
@@ -469,8 +534,7 @@ class ReleaseController:
                     )
                     left = (due - now()).total_seconds()
                     if left <= 0:
-                        query = build_query(metric, args, snap.namespace)
-                        value, message = await self._measure(query)
+                        value, message = await self._measure_metric(metric, args, snap.namespace)
                         outcome = judge(metric, value)
                         await asyncio.to_thread(
                             self._record,
@@ -503,6 +567,30 @@ class ReleaseController:
         with self.service.db.session() as session:
             add_measurement(session, release, cluster, step, *values)
 
+    async def _measure_metric(
+        self, metric: Metric, args: dict[str, str], namespace: str
+    ) -> tuple[float | None, str]:
+        if metric.web is not None:
+            return await self._measure_web(web_url(metric, args), metric.web.jsonPath)
+        return await self._measure(build_query(metric, args, namespace))
+
+    async def _measure_web(self, url: str, path: str) -> tuple[float | None, str]:
+        """One GET of a web check, at the address its URL was checked at; an error (refused,
+        unreachable, not 2xx, no number at the path) is never a pass."""
+        try:
+            target = self.outbound.target(url)
+        except OutboundRefused as exc:
+            return None, f"refused: {exc}"[:300]
+        try:
+            answer = await send_to(self.http, target, "GET", b"", {"Accept": "application/json"})
+            document = answer.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            return None, f"unreachable: {type(exc).__name__}: {exc}"[:300]
+        if not answer.is_success:
+            return None, f"the web check answered {answer.status_code}"
+        value = extract(document, path)
+        return (None, f"no number at {path}") if value is None else (value, "")
+
     async def _measure(self, query: str) -> tuple[float | None, str]:
         """One instant query; Prometheus down, refusing, or with no data is an error."""
         if not self.prometheus_url:
@@ -531,14 +619,23 @@ class ReleaseController:
         there; then the canary goes."""
         delivered = (snap.app.status.get("clusters") or {}).get(name, {})
         if delivered.get("revision") != release.revision or delivered.get("state") != "Available":
-            self.redeliver(key)
+            self._nudge_delivery(key)
             return 0.5
         if snap.spec.strategy.type == "blueGreen":
-            await self._unpin_live(snap, name, await asyncio.to_thread(self._client, name))
+            await self._unpin_live(snap, name, self._client(snap, name))
         await self._remove_canary(key, snap, name)
         release.clusters[name]["phase"] = "Promoted"
         await self._store(release)
         return None
+
+    def _nudge_delivery(self, key: Key) -> None:
+        """Delivery was asked when the cluster entered Promoting, and its watches follow the
+        rollout; while the release waits for it, ask again now and then only (each delivery
+        reads every object of the application in every cluster)."""
+        at = asyncio.get_running_loop().time()
+        if at - self._nudged.get(key, -REDELIVER_EVERY) >= REDELIVER_EVERY:
+            self._nudged[key] = at
+            self.redeliver(key)
 
     async def _clean_up(self, key: Key, snap: Snapshot, release: Release) -> None:
         """No canary is left where a finished release touched a cluster (a list, no write,
@@ -549,11 +646,12 @@ class ReleaseController:
             # Whatever the strategy is now: a preview left by an earlier one goes too.
             await self._switch_back(key, snap, name)
             await self._remove_canary(key, snap, name)
+        self._store_locks.pop(release.id, None)
 
     async def _switch_back(self, key: Key, snap: Snapshot, name: str) -> None:
         """Blue-green rollback: the live Service goes back to the stable pods at once (a
         selector change, no new pod), then the preview goes, then the pin."""
-        client = await asyncio.to_thread(self._client, name)
+        client = self._client(snap, name)
         previews = [o for o in release_objects(key, snap, name, PREVIEW, None, 100)]
         exists = [await observe(client, o) for o in previews if o["kind"] == "Deployment"]
         if any(e is not None for e in exists):
@@ -561,28 +659,24 @@ class ReleaseController:
             await self._remove_canary(key, snap, name)
         await self._unpin_live(snap, name, client)
 
-    def _client(self, name: str) -> Any:
-        cluster = self.clusters_by_name(name)
-        return self.connections.client(name, self.clusters.kubeconfig(cluster))
-
-    def clusters_by_name(self, name: str) -> StoredResource:
-        with self.service.db.reader() as session:
-            cluster = ResourceStore(session).get("Cluster", "", name)
+    def _client(self, snap: Snapshot, name: str) -> Any:
+        """The cluster's client, from the pass's own read of the clusters (no read per call)."""
+        cluster = snap.clusters.get(name)
         if cluster is None:
             raise LookupError(f"cluster {name} is not registered")
-        return cluster
+        return self.connections.client(name, self.clusters.kubeconfig(cluster))
 
     async def _apply_canary(
         self, key: Key, snap: Snapshot, name: str, replicas: int | None, weight: int
     ) -> None:
-        client = await asyncio.to_thread(self._client, name)
+        client = self._client(snap, name)
         owner = {MANAGED_BY: "wharf", TENANT_LABEL: key[0], APP_LABEL: key[1]}
         for obj in release_objects(key, snap, name, CANARY, replicas, weight):
             wrote, _ = await ensure(client, obj, owner)
             self.writes += int(wrote)
 
     async def _remove_canary(self, key: Key, snap: Snapshot, name: str) -> None:
-        client = await asyncio.to_thread(self._client, name)
+        client = self._client(snap, name)
         labels: dict[str, Any] = {APP_LABEL: key[1], RELEASE_ROLE: None, TENANT_LABEL: key[0]}
         for resource in (Ingress, Service, Deployment):
             removed = await prune(client, resource, snap.namespace, labels, set())
@@ -687,8 +781,28 @@ def _released(app: StoredResource) -> bool:
         return False
 
 
+def _startable(release: Release, wave: int) -> list[str]:
+    """The wave's clusters to advance now: those under way, and as many waiting ones as
+    the wave's maxParallel leaves room for (settled clusters free their place)."""
+    members = release.state["waves"][wave]
+    limits = release.state.get("maxParallel") or []
+    limit = limits[wave] if wave < len(limits) and limits[wave] else len(members)
+    phases = {c: release.clusters[c]["phase"] for c in members}
+    busy = [c for c in members if phases[c] not in ("Pending", *SETTLED)]
+    room = max(0, limit - len(busy))
+    pending = [c for c in members if phases[c] == "Pending"][:room]
+    return [c for c in members if c in busy or c in pending]
+
+
+def announce(release: Release, event: ReleaseEvent, **detail: Any) -> None:
+    """An event for the project's webhooks, queued with the release's next save."""
+    release.events.append(event_body(release, event, **detail))
+
+
 def _enter(st: dict[str, Any], step: int, phase: str) -> None:
-    st.update(phase=phase, step=step, stepStartedAt=now().isoformat(), message="")
+    at = now().isoformat()
+    st.update(phase=phase, step=step, stepStartedAt=at, message="")
+    st.setdefault("stepsStartedAt", {})[str(step)] = at  # the timeline keeps every step's start
     st.pop("applying", None)
 
 
@@ -732,4 +846,109 @@ def _conditions(release: Release) -> list[dict[str, Any]]:
         release.phase,
         json.dumps(release.state.get("wave", 0)),
         release.revision,
+    )
+
+
+class WebhookSender:
+    """Sends the outbox's due release events to their webhooks: the JSON body signed with
+    HMAC-SHA256, to the address the URL was checked at (no second resolution), no redirect
+    followed. An event not answered 2xx stays in the outbox and is tried again after a
+    back-off that doubles (up to 5 minutes); a restart finds it there."""
+
+    def __init__(
+        self,
+        service: ResourceService,
+        rules: ReleaseWebhookRules,
+        policy: OutboundPolicy,
+        every: float = 1.0,
+    ) -> None:
+        self.service = service
+        self.rules = rules
+        self.policy = policy
+        self.every = every
+        self.http = httpx.AsyncClient(timeout=5, follow_redirects=False)
+
+    async def run(self) -> None:
+        while True:
+            try:
+                sent = await self.send_due()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("sending release events failed", error=str(exc)[:300])
+                sent = 0
+            if not sent:
+                await asyncio.sleep(self.every)
+
+    async def send_due(self) -> int:
+        due = await asyncio.to_thread(self._due)
+        for notification in due:
+            error = await self._send(notification)
+            await asyncio.to_thread(self._mark, notification, error)
+        return len(due)
+
+    def _due(self) -> list[Notification]:
+        with self.service.db.reader() as session:
+            return due_notifications(session)
+
+    def _mark(self, notification: Notification, error: str | None) -> None:
+        with self.service.db.session() as session:
+            mark_sent(session, notification, error)
+        if error is not None:
+            log.info("release event not delivered", webhook=notification.webhook, error=error)
+
+    def _webhook(self, notification: Notification) -> tuple[str, str] | None:
+        with self.service.db.reader() as session:
+            stored = ResourceStore(session).get(
+                "ReleaseWebhook", notification.tenant, notification.webhook
+            )
+        if stored is None:
+            return None
+        return RELEASE_WEBHOOK.typed(stored).url, self.rules.opened_secret(stored)
+
+    async def _send(self, notification: Notification) -> str | None:
+        """None when delivered (or its webhook is gone), else why not."""
+        hook = await asyncio.to_thread(self._webhook, notification)
+        if hook is None:
+            return None  # the webhook was deleted: nobody to tell
+        url, secret = hook
+        try:
+            target = self.policy.target(url)  # checked again: a name may resolve elsewhere now
+        except OutboundRefused as exc:
+            return f"refused: {exc}"
+        body = json.dumps(notification.body, sort_keys=True).encode()
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "wharf-release-webhook",
+            SIGNATURE_HEADER: sign(secret, body),
+            EVENT_HEADER: notification.event,
+            DELIVERY_HEADER: str(notification.id),
+        }
+        try:
+            answer = await send_to(self.http, target, "POST", body, headers)
+        except httpx.HTTPError as exc:
+            return f"{type(exc).__name__}: {exc}"[:300]
+        if answer.is_success:
+            return None
+        return f"the webhook answered {answer.status_code}"
+
+    async def stop(self) -> None:
+        await self.http.aclose()
+
+
+async def send_to(
+    http: httpx.AsyncClient, target: Target, method: str, body: bytes, headers: dict[str, str]
+) -> httpx.Response:
+    """A request to the address the URL was checked at (no second resolution), naming the
+    URL's host in Host and as the TLS server name; redirects are not followed."""
+    default_port = {"http": 80, "https": 443}[target.scheme]
+    host = target.host if target.port == default_port else f"{target.host}:{target.port}"
+    extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
+    return await http.request(
+        method,
+        target.connect_url(),
+        content=body,
+        headers={**headers, "Host": host},
+        extensions=extensions,
+        follow_redirects=False,
     )

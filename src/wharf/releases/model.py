@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import operator
 import re
+import urllib.parse
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -18,6 +19,7 @@ from pydantic import Field, field_validator
 
 from wharf.core.errors import InvalidError
 from wharf.core.resources import Kind, Spec
+from wharf.registry.model import ProjectOwned
 
 ARG = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 BUILTIN_ARGS = ("app", "cluster", "revision", "namespace")
@@ -39,13 +41,63 @@ def _condition(value: str) -> str:
     return value
 
 
+JSON_PATH = re.compile(r"^\$?((\.[A-Za-z0-9_-]+)|(\[[0-9]+\]))+$")
+
+
+class WebCheck(Spec):
+    """A measurement from any HTTP service: GET the URL, read one number from its JSON."""
+
+    url: str = Field(
+        min_length=1,
+        max_length=2048,
+        description="http(s) URL; ${app}, ${cluster}, ${revision}, ${namespace} and the "
+        "template's args are filled in (URL-encoded). Internal addresses are refused unless "
+        "the platform admin allows them (WHARF_OUTBOUND_ALLOW); redirects are not followed",
+    )
+    jsonPath: str = Field(
+        description="Where the number is in the JSON answer, e.g. $.data.errorRate or "
+        "$.results[0].value",
+        json_schema_extra={"pattern": JSON_PATH.pattern},
+    )
+
+    @field_validator("jsonPath")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not JSON_PATH.match(value):
+            raise ValueError("write a path of .names and [indexes], e.g. $.data.errorRate")
+        return value
+
+
+def extract(document: Any, path: str) -> float | None:
+    """The number at `path` in a JSON document; None when it is missing or not a number."""
+    node = document
+    for name, index in re.findall(r"\.([A-Za-z0-9_-]+)|\[([0-9]+)\]", path):
+        if name and isinstance(node, dict) and name in node:
+            node = node[name]
+        elif index and isinstance(node, list) and int(index) < len(node):
+            node = node[int(index)]
+        else:
+            return None
+    if isinstance(node, bool) or not isinstance(node, (int, float, str)):
+        return None
+    try:
+        return float(node)
+    except ValueError:
+        return None
+
+
 class Metric(Spec):
-    """One metric check: a PromQL query measured `count` times, `interval` seconds apart."""
+    """One metric check: a PromQL query (or a web check) measured `count` times, `interval`
+    seconds apart."""
 
     name: str = Field(description="What it measures, e.g. error-rate")
-    query: str = Field(
+    query: str | None = Field(
+        default=None,
         description="PromQL; ${app}, ${cluster}, ${revision}, ${namespace} and the template's "
-        "args are filled in, and Wharf adds the namespace matcher to every selector"
+        "args are filled in, and Wharf adds the namespace matcher to every selector",
+    )
+    web: WebCheck | None = Field(
+        default=None, description="Instead of a query: a number from an HTTP JSON answer"
     )
     interval: int = Field(default=10, ge=1, le=3600, description="Seconds between measurements")
     count: int = Field(default=3, ge=1, le=100, description="Measurements to take")
@@ -100,6 +152,51 @@ ANALYSIS_TEMPLATE = Kind(
 )
 
 
+ReleaseEvent = Literal["started", "paused", "stepPassed", "rolledBack", "completed"]
+RELEASE_EVENTS: tuple[ReleaseEvent, ...] = (
+    "started",
+    "paused",
+    "stepPassed",
+    "rolledBack",
+    "completed",
+)
+
+
+class ReleaseWebhookSpec(ProjectOwned):
+    """Where a project's release events are sent: an HTTP POST of JSON, signed with HMAC-SHA256
+    of the body under `secret` (header X-Wharf-Signature-256: sha256=<hex>)."""
+
+    project: str = Field(description="The project whose applications' releases it reports")
+    url: str = Field(
+        min_length=1,
+        max_length=2048,
+        description="http(s) URL to POST events to; internal addresses are refused unless the "
+        "platform admin allows them (WHARF_OUTBOUND_ALLOW); redirects are not followed",
+    )
+    secret: str = Field(
+        min_length=16,
+        max_length=4096,
+        description="Shared key of the HMAC signature (sealed at rest, masked when read)",
+    )
+    events: list[ReleaseEvent] = Field(
+        default_factory=lambda: list(RELEASE_EVENTS),
+        min_length=1,
+        description="Which events to send: started, paused (waiting for a person), stepPassed, "
+        "rolledBack, completed",
+    )
+
+
+RELEASE_WEBHOOK = Kind(
+    name="ReleaseWebhook",
+    plural="releasewebhooks",
+    scope="tenant",
+    spec=ReleaseWebhookSpec,
+    secret_fields=("secret",),
+    short_names=("releasewebhook", "webhook"),
+    columns=(("PROJECT", "spec.project"), ("URL", "spec.url")),
+)
+
+
 def fill(query: str, args: dict[str, str], where: str) -> str:
     """The query with every ${name} replaced; a name with no value is a 4xx at `where`."""
 
@@ -142,7 +239,15 @@ def confine(query: str, namespace: str, where: str) -> str:
 def build_query(
     metric: Metric, args: dict[str, str], namespace: str, where: str = "spec.metrics"
 ) -> str:
+    assert metric.query is not None  # a web check has no query
     return confine(fill(metric.query, args, where), namespace, where)
+
+
+def web_url(metric: Metric, args: dict[str, str], where: str = "spec.metrics") -> str:
+    """The web check's URL with the arguments filled in, each URL-encoded."""
+    assert metric.web is not None
+    encoded = {k: urllib.parse.quote(v, safe="") for k, v in args.items()}
+    return fill(metric.web.url, encoded, where)
 
 
 def _holds(condition: str, value: float) -> bool:
@@ -193,8 +298,15 @@ def resolve_waves(
 ) -> list[list[str]]:
     """The clusters of each wave, in order: named ones, then those the selector matches; the
     environment's clusters no wave names make a last wave, so none is left out."""
+    return [members for members, _ in resolve_waves_limited(waves, targets, labels)]
+
+
+def resolve_waves_limited(
+    waves: list[Any], targets: list[str], labels: dict[str, dict[str, str]]
+) -> list[tuple[list[str], int | None]]:
+    """Each wave's clusters with its maxParallel (None: all at once)."""
     seen: set[str] = set()
-    out: list[list[str]] = []
+    out: list[tuple[list[str], int | None]] = []
     for wave in waves:
         members = [c for c in wave.clusters if c in targets]
         if wave.selector:
@@ -206,6 +318,6 @@ def resolve_waves(
         members = [c for c in dict.fromkeys(members) if c not in seen]
         seen.update(members)
         if members:
-            out.append(members)
+            out.append((members, getattr(wave, "maxParallel", None)))
     rest = [c for c in sorted(targets) if c not in seen]
-    return [*out, rest] if rest else out
+    return [*out, (rest, None)] if rest else out

@@ -5,6 +5,8 @@ operations people take on a release (promote, pause, resume, abort), each audite
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -12,24 +14,34 @@ import httpx
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
 
-from wharf.apps.model import ApplicationSpec
+from wharf.apps.model import APPLICATION, ApplicationSpec
+from wharf.core.crypto import SecretBox, place
 from wharf.core.errors import ConflictError, ForbiddenError, InvalidError, NotFoundError
+from wharf.core.net import OutboundPolicy, OutboundRefused
 from wharf.core.resources import check_name
 from wharf.identity.model import Principal
+from wharf.registry.service import ProjectOwnedRules
 from wharf.releases.model import (
     ANALYSIS_TEMPLATE,
     BUILTIN_ARGS,
+    RELEASE_WEBHOOK,
     AnalysisTemplateSpec,
+    ReleaseEvent,
+    ReleaseWebhookSpec,
     build_query,
+    web_url,
 )
 from wharf.resources.service import Change, KindRules, ResourceService
 from wharf.store.audit import AuditEvent, record
-from wharf.store.tables import release_measurements, releases
+from wharf.store.resources import ResourceStore, StoredResource
+from wharf.store.tables import release_measurements, release_notifications, releases
+from wharf.tenancy.model import PROJECT_LABEL
 
 TERMINAL = ("Succeeded", "Failed", "Aborted", "Superseded")
 # A cluster in these phases runs the release's revision in its stable workload.
 ON_NEW_REVISION = ("Promoting", "Promoted")
-Operation = Literal["promote", "pause", "resume", "abort"]
+Operation = Literal["promote", "pause", "resume", "abort", "retry", "skip-analysis"]
+RETRYABLE = ("Failed", "Aborted")
 
 
 def now() -> dt.datetime:
@@ -42,8 +54,9 @@ class AnalysisTemplateRules(KindRules[AnalysisTemplateSpec]):
 
     kind = ANALYSIS_TEMPLATE
 
-    def __init__(self, prometheus_url: str | None) -> None:
+    def __init__(self, prometheus_url: str | None, policy: OutboundPolicy) -> None:
         self.prometheus_url = prometheus_url
+        self.policy = policy
 
     def validate(self, change: Change[AnalysisTemplateSpec]) -> AnalysisTemplateSpec:
         check_name(change.name)
@@ -55,10 +68,25 @@ class AnalysisTemplateRules(KindRules[AnalysisTemplateSpec]):
                 )
         sample = {"app": "app", "cluster": "cluster", "revision": "1", "namespace": "ns"}
         for i, metric in enumerate(spec.metrics):
+            if (metric.query is None) == (metric.web is None):  # a rule JSON Schema cannot say
+                raise InvalidError(
+                    f"spec.metrics[{i}]: give either query (Prometheus) or web (HTTP JSON)",
+                    field=f"spec.metrics[{i}]",
+                )
+            if metric.web is not None:
+                self._check_url(web_url(metric, {**spec.args, **sample}), f"spec.metrics[{i}]")
+                continue
             where = f"spec.metrics[{i}].query"
             query = build_query(metric, {**spec.args, **sample}, "ns", where)
             self._ask_prometheus(query, where)
         return change.spec
+
+    def _check_url(self, url: str, where: str) -> None:
+        """A web check's URL must be one the server may reach (see wharf.core.net)."""
+        try:
+            self.policy.target(url)
+        except OutboundRefused as exc:
+            raise InvalidError(f"{where}.web.url: {exc}", field=f"{where}.web.url") from None
 
     def _ask_prometheus(self, query: str, where: str) -> None:
         if not self.prometheus_url:
@@ -91,6 +119,7 @@ class Release:
     created_at: dt.datetime
     updated_at: dt.datetime
     measurements: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)  # to queue with the next save
 
     @property
     def clusters(self) -> dict[str, dict[str, Any]]:
@@ -151,6 +180,8 @@ def create_release(
     )
     made = latest_release(session, tenant, app)
     assert made is not None
+    if phase == "Progressing":
+        queue_events(session, made, [event_body(made, "started", waves=state.get("waves", []))])
     return made
 
 
@@ -174,6 +205,7 @@ def save_release(session: Session, release: Release) -> None:
     if done.rowcount != 1:  # type: ignore[attr-defined]
         raise StaleReleaseError(f"release of {release.application} changed; read it again")
     release.version += 1
+    queue_events(session, release, release.events)
 
 
 def drop_releases(session: Session, tenant: str, app: str) -> None:
@@ -225,7 +257,7 @@ def measurements(session: Session, release_id: int) -> list[dict[str, Any]]:
             "phase": r.phase,
             "value": None if r.value is None else float(r.value),
             "message": r.message,
-            "time": _utc(r.at).isoformat(timespec="seconds").replace("+00:00", "Z"),
+            "time": _utc(r.at).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         }
         for r in rows
     ]
@@ -337,17 +369,65 @@ def operate(
         raise ForbiddenError(f"{p.user} may not {operation} releases in project {project}")
     with resources.db.session() as session:
         release = latest_release(session, tenant, app, lock=True)
-        if release is None or release.done:
+        if operation == "retry":
+            _retry(release, app)
+        elif release is None or release.done:
             raise ConflictError(
                 f"application {app} has no release under way to {operation}",
                 field="application",
             )
-        _apply_operation(release, operation)
+        elif operation == "skip-analysis":
+            _skip_analysis(release, analysis_steps(resources, p, tenant, app), app)
+        else:
+            _apply_operation(release, operation)
+        assert release is not None
         save_release(session, release)
         record(session, event)
         release.measurements = measurements(session, release.id)
     resources.notify("Application", tenant, app)
     return present(release)
+
+
+def analysis_steps(resources: ResourceService, p: Principal, tenant: str, app: str) -> set[int]:
+    """Indexes of the application's canary steps that are analyses."""
+    _, spec = resources.read(p, APPLICATION, tenant, app)
+    steps = spec.strategy.canary.steps if spec.strategy.canary else []
+    return {i for i, step in enumerate(steps) if step.analysis is not None}
+
+
+def _retry(release: Release | None, app: str) -> None:
+    """A failed or aborted release runs again from its first step in every cluster (its
+    earlier measurements stay as history; the new run measures afresh)."""
+    if release is None or release.phase not in RETRYABLE:
+        raise ConflictError(
+            f"application {app} has no failed or aborted release to retry", field="application"
+        )
+    release.phase = "Progressing"
+    release.paused = False
+    release.state.update(wave=0, waveDoneAt=None, message="retried by a person")
+    retries = int(release.state.get("retries", 0)) + 1
+    release.state["retries"] = retries
+    for name in release.clusters:
+        release.clusters[name] = {"phase": "Pending", "step": 0}
+    release.events.append(event_body(release, "started", retry=retries))
+
+
+def _skip_analysis(release: Release, analyses: set[int], app: str) -> None:
+    """Clusters at an analysis step (running or inconclusive) go past it, unjudged; the
+    cluster's state keeps which steps a person skipped."""
+    skipped = False
+    for cluster in release.clusters.values():
+        step = int(cluster.get("step", 0))
+        if cluster.get("phase") in ("Progressing", "Inconclusive") and step in analyses:
+            at = now().isoformat()
+            cluster.update(phase="Progressing", step=step + 1, stepStartedAt=at, message="")
+            cluster.setdefault("stepsStartedAt", {})[str(step + 1)] = at
+            cluster["skippedAnalysis"] = [*cluster.get("skippedAnalysis", []), step]
+            skipped = True
+    if not skipped:
+        raise ConflictError(
+            f"no cluster of the release of {app} is at an analysis step", field="application"
+        )
 
 
 def _apply_operation(release: Release, operation: Operation) -> None:
@@ -358,6 +438,7 @@ def _apply_operation(release: Release, operation: Operation) -> None:
     elif operation == "abort":
         release.phase = "Aborted"
         release.state["message"] = "aborted by a person"
+        release.events.append(event_body(release, "rolledBack", message="aborted by a person"))
         for cluster in release.clusters.values():
             if cluster.get("phase") != "Pending":
                 cluster["phase"] = "RolledBack"
@@ -366,5 +447,157 @@ def _apply_operation(release: Release, operation: Operation) -> None:
         for cluster in release.clusters.values():
             if cluster.get("phase") in ("Inconclusive", "WaitingPromote"):
                 cluster["phase"] = "Progressing"
-                cluster["step"] = int(cluster.get("step", 0)) + 1
-                cluster["stepStartedAt"] = now().isoformat()
+                step, at = int(cluster.get("step", 0)) + 1, now().isoformat()
+                cluster["step"] = step
+                cluster["stepStartedAt"] = at
+                cluster.setdefault("stepsStartedAt", {})[str(step)] = at
+
+
+# -- release webhooks and their outbox -------------------------------------------------------
+
+SIGNATURE_HEADER = "X-Wharf-Signature-256"
+EVENT_HEADER = "X-Wharf-Event"
+DELIVERY_HEADER = "X-Wharf-Delivery"  # the event's id: the same on a retry
+MAX_BACKOFF = 300.0  # seconds: retries of an undelivered event slow down to this
+
+
+class ReleaseWebhookRules(ProjectOwnedRules[ReleaseWebhookSpec]):
+    """A project's admins (and tenant and platform admins) manage its release webhooks; its
+    members read them (never the secret). The URL must be one the server may reach (see
+    wharf.core.net) and the secret is sealed, bound to the webhook."""
+
+    kind = RELEASE_WEBHOOK
+    what = "release webhooks"
+
+    def __init__(self, box: SecretBox, policy: OutboundPolicy) -> None:
+        self.box = box
+        self.policy = policy
+
+    def check(self, change: Change[ReleaseWebhookSpec]) -> None:
+        try:
+            self.policy.target(change.spec.url)
+        except OutboundRefused as exc:
+            raise InvalidError(f"spec.url: {exc}", field="spec.url") from None
+
+    def validate(self, change: Change[ReleaseWebhookSpec]) -> ReleaseWebhookSpec:
+        spec = super().validate(change)
+        old = change.old_spec.secret if change.old_spec is not None else None
+        if spec.secret == old:
+            return spec  # unchanged: sent back as it was read (masked)
+        where = _webhook_place(change.tenant, change.name)
+        if self.box.is_sealed(spec.secret):
+            raise InvalidError(
+                "spec.secret: send the secret itself, not a sealed value", field="spec.secret"
+            )
+        return spec.model_copy(update={"secret": self.box.seal(spec.secret, where)})
+
+    def opened_secret(self, stored: StoredResource) -> str:
+        return self.box.open_stored(
+            RELEASE_WEBHOOK.typed(stored).secret, _webhook_place(stored.tenant, stored.name)
+        )
+
+    def reseal(self, stored: StoredResource) -> dict[str, Any] | None:
+        """The spec with its secret sealed under the current key; None when it is."""
+        spec = RELEASE_WEBHOOK.typed(stored)
+        if not self.box.needs_reseal(spec.secret):
+            return None
+        where = _webhook_place(stored.tenant, stored.name)
+        return {
+            **stored.spec,
+            "secret": self.box.seal(self.box.open_stored(spec.secret, where), where),
+        }
+
+
+def _webhook_place(tenant: str, name: str) -> str:
+    return place(RELEASE_WEBHOOK.name, tenant, name, "spec.secret")
+
+
+def event_body(release: Release, event: ReleaseEvent, **detail: Any) -> dict[str, Any]:
+    """What a webhook receives: the event, the release it is about, and where it happened."""
+    return {
+        "event": event,
+        "tenant": release.tenant,
+        "application": release.application,
+        "revision": release.revision,
+        "stableRevision": release.stable_revision,
+        "phase": release.phase,
+        "time": now().isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        **detail,
+    }
+
+
+def queue_events(session: Session, release: Release, bodies: list[dict[str, Any]]) -> int:
+    """Accept events for every webhook of the application's project that wants them, in the
+    caller's transaction (so an event is kept exactly when the step it reports is)."""
+    if not bodies:
+        return 0
+    store = ResourceStore(session)
+    app = store.get("Application", release.tenant, release.application)
+    if app is None:
+        return 0
+    project = app.labels.get(PROJECT_LABEL, "")
+    hooks = [
+        h
+        for h in store.query(RELEASE_WEBHOOK.name, selector={PROJECT_LABEL: project})
+        if h.tenant == release.tenant
+    ]
+    at, count = now(), 0
+    for hook in hooks:
+        wanted = RELEASE_WEBHOOK.typed(hook).events
+        for body in bodies:
+            if body["event"] not in wanted:
+                continue
+            values = {"tenant": hook.tenant, "webhook": hook.name, "event": body["event"]}
+            session.execute(
+                insert(release_notifications).values(
+                    **values, body={**body, "project": project}, next_at=at, created_at=at
+                )
+            )
+            count += 1
+    return count
+
+
+@dataclass(frozen=True)
+class Notification:
+    id: int
+    tenant: str
+    webhook: str
+    event: str
+    body: dict[str, Any]
+    attempts: int
+
+
+def due_notifications(session: Session, limit: int = 50) -> list[Notification]:
+    rows = session.execute(
+        select(release_notifications)
+        .where(
+            release_notifications.c.delivered_at.is_(None),
+            release_notifications.c.next_at <= now(),
+        )
+        .order_by(release_notifications.c.id)
+        .limit(limit)
+    )
+    return [
+        Notification(r.id, r.tenant, r.webhook, r.event, dict(r.body), r.attempts) for r in rows
+    ]
+
+
+def mark_sent(session: Session, notification: Notification, error: str | None) -> None:
+    """Delivered; or not (`error`), to be tried again after a back-off that doubles."""
+    table = release_notifications
+    attempts = notification.attempts + 1
+    if error is None:
+        values: dict[str, Any] = {"delivered_at": now(), "attempts": attempts, "last_error": ""}
+    else:
+        delay = min(MAX_BACKOFF, 2.0 ** min(attempts, 16) / 2)
+        values = {
+            "attempts": attempts,
+            "next_at": now() + dt.timedelta(seconds=delay),
+            "last_error": error[:500],
+        }
+    session.execute(update(table).where(table.c.id == notification.id).values(**values))
+
+
+def sign(secret: str, body: bytes) -> str:
+    """The signature header's value: sha256=<hex HMAC-SHA256 of the exact body bytes>."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()

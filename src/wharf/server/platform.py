@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import secrets
 from collections.abc import Awaitable, Callable, Hashable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -22,6 +23,7 @@ from wharf.core.controller import Controller, cancel
 from wharf.core.crypto import box_for
 from wharf.core.leases import CLUSTER_PREFIX, PLATFORM, LeaseBook, cluster_lease
 from wharf.core.logging import get_logger
+from wharf.core.net import OutboundPolicy, networks
 from wharf.identity import service as identity
 from wharf.identity.throttle import LoginThrottle
 from wharf.kube.connections import ClusterConnections
@@ -44,8 +46,8 @@ from wharf.registry.service import (
     TokenSigner,
     pull_secret_objects,
 )
-from wharf.releases.controller import ReleaseController
-from wharf.releases.service import AnalysisTemplateRules, pinned
+from wharf.releases.controller import ReleaseController, WebhookSender
+from wharf.releases.service import AnalysisTemplateRules, ReleaseWebhookRules, pinned
 from wharf.resources.service import KindRules, ResourceService
 from wharf.scaling.controller import ScheduleController
 from wharf.scaling.model import applied_window
@@ -58,6 +60,7 @@ from wharf.tenancy.model import NamespaceAdditions, namespace_name, owner_labels
 from wharf.tenancy.service import ProjectRules, TenantRules
 
 log = get_logger("wharf.platform")
+CONTROLLER_THREADS = 32  # threads for the controllers' database calls
 
 Keys = Callable[[], Awaitable[Iterable[Hashable]]]
 
@@ -84,6 +87,8 @@ class Platform:
         self.cluster_rules = ClusterRules(box, policy)
         self.application_rules = ApplicationRules(box, self.token_signer)
         self.certificate_rules = CertificateRules(box)
+        self.outbound = OutboundPolicy(networks(settings.outbound_allow))
+        self.webhook_rules = ReleaseWebhookRules(box, self.outbound)
         self.rules: list[KindRules[Any]] = [
             self.cluster_rules,
             NodePoolRules(),
@@ -97,7 +102,8 @@ class Platform:
             ImmutableTagsRules(),
             SignaturePolicyRules(),
             ReplicationRules(),
-            AnalysisTemplateRules(settings.prometheus_url),
+            AnalysisTemplateRules(settings.prometheus_url, self.outbound),
+            self.webhook_rules,
             NodePortRangeRules(),
             DomainGrantRules(),
             self.certificate_rules,
@@ -136,7 +142,9 @@ class Platform:
             settings.prometheus_url,
             redeliver=self.delivery.controller.queue.add,
             resync=settings.resync_seconds,
+            outbound=self.outbound,
         )
+        self.webhooks = WebhookSender(self.resources, self.webhook_rules, self.outbound)
         self.replication = ReplicationController(
             self.resources, self.token_signer, resync=settings.resync_seconds
         )
@@ -220,7 +228,12 @@ class Platform:
         """Re-seal every sealed value under the current key (a transaction per object, the row
         locked); how many objects of each kind were re-sealed. Run again, it re-seals nothing."""
         counts: dict[str, int] = {}
-        for rules in (self.cluster_rules, self.application_rules, self.certificate_rules):
+        for rules in (
+            self.cluster_rules,
+            self.application_rules,
+            self.certificate_rules,
+            self.webhook_rules,
+        ):
             kind = rules.kind.name
             with self.db.reader() as session:
                 keys = [(r.tenant, r.name) for r in ResourceStore(session).query(kind)]
@@ -297,6 +310,11 @@ class Platform:
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        # Controllers read and write the database in threads; the default pool (CPUs + 4)
+        # made concurrent releases queue for a thread behind each other's writes.
+        self._loop.set_default_executor(
+            ThreadPoolExecutor(max_workers=CONTROLLER_THREADS, thread_name_prefix="wharf")
+        )
         self.resources.listeners.append(self._on_change)
         if self.settings.controllers:
             self._tasks = [
@@ -308,6 +326,7 @@ class Platform:
                 asyncio.create_task(self.retention.controller.run(), name="retention"),
                 asyncio.create_task(self.releases.controller.run(), name="releases"),
                 asyncio.create_task(self.schedules.controller.run(), name="schedules"),
+                asyncio.create_task(self.webhooks.run(), name="release-webhooks"),
             ]
 
     async def stop(self) -> None:
@@ -319,4 +338,5 @@ class Platform:
         await self.placement.stop()
         await self.delivery.stop()
         await self.releases.stop()
+        await self.webhooks.stop()
         await self.connections.close()

@@ -163,6 +163,24 @@ release_measurements = Table(
     Index("ix_release_measurements_release", "release_id", "cluster", "step"),
 )
 
+# Release events accepted for a project's webhooks, kept until delivered (an outbox: written
+# in the transaction that stored the release's step, sent and retried with back-off after).
+release_notifications = Table(
+    "release_notifications",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("tenant", String(64), nullable=False),
+    Column("webhook", String(128), nullable=False),
+    Column("event", String(32), nullable=False),
+    Column("body", JSON, nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_at", DateTime(timezone=True), nullable=False),
+    Column("delivered_at", DateTime(timezone=True), nullable=True),
+    Column("last_error", Text, nullable=False, server_default=""),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_release_notifications_due", "delivered_at", "next_at"),
+)
+
 # Names that must be unique across the whole platform (a namespace name in every cluster, an
 # object an application renders): held by one resource, reserved in the transaction that writes it.
 claims = Table(
