@@ -139,8 +139,12 @@ def fetch(bundle: CrdBundle, progress: Progress = print) -> list[Path]:
 
 def _established(crd: dict[str, object]) -> bool:
     status = crd.get("status")
-    conditions = status.get("conditions", []) if isinstance(status, dict) else []
-    return any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions)
+    # A CRD just created may answer `conditions: null` before the API server fills it in.
+    conditions = (status.get("conditions") if isinstance(status, dict) else None) or []
+    return any(
+        isinstance(c, dict) and c.get("type") == "Established" and c.get("status") == "True"
+        for c in conditions
+    )
 
 
 def install(http: httpx.Client, files: Sequence[Path], timeout: float = 60.0) -> list[str]:
