@@ -650,6 +650,48 @@ def test_an_immutable_tag_moved_by_a_push_is_restored_and_reported(
     assert answer.json()["field"] == "spec.tags[0]"
 
 
+def test_an_immutable_tag_is_not_unlocked_by_a_push_to_another_registry(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """A push of the tag's new digest to the second registry is not the tag's last digest in
+    the first: the first registry's tag still goes back."""
+    a = stack.tenant_a
+    rule = {
+        "kind": "ImmutableTags",
+        "metadata": {"name": "elsewhere"},
+        "spec": {"project": "proj", "tags": [r"[0-9]+\.[0-9]+"], "repositories": ["immx"]},
+    }
+    path = f"/api/v1/tenants/{a}/immutabletags/elsewhere"
+    stack.admin.ok("PUT", path, json=rule)
+    repository = f"{a}/proj/immx"
+
+    def push(registry: int, content: bytes) -> None:
+        layout = oci_layout(tmp_path / uuid.uuid4().hex[:8], content)
+        copied = skopeo(
+            "copy",
+            "--dest-tls-verify=false",
+            f"--dest-creds={stack.users['dev']}:{PASSWORD}",
+            f"oci:{layout}:latest",
+            f"docker://{stack.registries[registry].host}/{repository}:1.0",
+        )
+        assert copied.returncode == 0, copied.stderr
+
+    def pushes() -> int:
+        params = {"tenant": a, "kind": "Image", "action": "push", "name": "immx:1.0"}
+        return len(stack.admin.ok("GET", "/api/v1/audit", params=params)["items"])
+
+    try:
+        push(0, b"first\n")
+        wait_for(lambda: pushes() == 1, what="first push recorded")
+        first = _digest(stack, repository, "1.0")
+        push(1, b"second, longer\n")
+        wait_for(lambda: pushes() >= 2, what="push to the second registry recorded")
+        push(0, b"second, longer\n")
+        wait_for(lambda: _digest(stack, repository, "1.0") == first, what="1.0 restored")
+    finally:
+        stack.admin.ok("DELETE", path, params={"confirm": "elsewhere"})
+
+
 def _tags_at(stack: Stack, registry: int, repository: str) -> set[str]:
     service = stack.registries[registry].name
     scope = f"repository:{repository}:pull"

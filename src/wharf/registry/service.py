@@ -608,8 +608,10 @@ def record_notifications(
     return recorded
 
 
-def _previous_digest(session: Session, repo: Repository, name: str) -> str:
-    row = session.execute(
+def _previous_digest(session: Session, registry: str, repo: Repository, name: str) -> str:
+    """The tag's digest at its last push to this registry: a push to another registry (where
+    it may not be restored) must not stand in as the tag's last digest here."""
+    rows = session.execute(
         select(audit_events.c.diff)
         .where(
             audit_events.c.kind == "Image",
@@ -619,10 +621,13 @@ def _previous_digest(session: Session, repo: Repository, name: str) -> str:
             audit_events.c.name == name,
         )
         .order_by(audit_events.c.time.desc(), audit_events.c.id.desc())
-        .limit(1)
-    ).first()
-    changes = row.diff if row is not None and isinstance(row.diff, list) else []
-    return next((str(c.get("new")) for c in changes if c.get("path") == "digest"), "")
+    )
+    for (diff,) in rows:
+        listed = diff if isinstance(diff, list) else []
+        changes = {c.get("path"): c.get("new") for c in listed if isinstance(c, dict)}
+        if changes.get("registry") == registry:
+            return str(changes.get("digest") or "")
+    return ""
 
 
 def _overwrite(
@@ -630,7 +635,7 @@ def _overwrite(
 ) -> Overwrite | None:
     if not tag or not repo.tenant or actor == WHARF_SUBJECT:
         return None  # Wharf's own restores are not overwrites
-    previous = _previous_digest(session, repo, f"{repo.image}:{tag}")
+    previous = _previous_digest(session, registry, repo, f"{repo.image}:{tag}")
     if not previous or previous == digest:
         return None
     rules = ResourceStore(session).query("ImmutableTags", scopes=[(repo.tenant, None)])
