@@ -265,7 +265,10 @@ def allowed_actions(who: Requester, scope: Scope, shared: list[str]) -> set[str]
     if _shared(scope.name, shared):
         admin = isinstance(who, Principal) and who.can("write")
         return {"pull", "push", "delete"} if admin else {"pull"}
-    if not repo.tenant:
+    if not repo.tenant or repo.name.count("/") != repo.image.count("/") + 2:
+        # `x.y/<tenant>/…`: clients never send the registry's host in a scope, and such a
+        # repository would shadow the project's outside its listing, retention and immutable
+        # tags.
         return set()
     if isinstance(who, RobotAccount):
         if (who.tenant, who.project) != (repo.tenant, repo.project):
