@@ -38,6 +38,9 @@ URL_PATTERN = r"^https?://[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::[0-9]{1,5
 ImageName = Annotated[str, StringConstraints(pattern=IMAGE_PATTERN, max_length=200)]
 Prefix = Annotated[str, StringConstraints(pattern=PREFIX_PATTERN, max_length=200)]
 _ACTION_RE = re.compile(r"^[a-z*]+$")
+# Docker's reference grammar: a tag, and a digest (algorithm:hex)
+_TAG_RE = re.compile(r"[\w][\w.-]{0,127}", re.ASCII)
+_DIGEST_RE = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}")
 MAX_NAME = 255  # distribution refuses longer repository names
 ACTIONS = ("pull", "push", "delete")
 Access = Literal["pull", "push"]
@@ -562,6 +565,8 @@ def parse_image(image: str) -> ImageRef | None:
         repository, tag = path, ""
     if not REPOSITORY_RE.match(repository) or repository != repository.lower():
         return None
+    if (tag and not _TAG_RE.fullmatch(tag)) or (digest and not _DIGEST_RE.fullmatch(digest)):
+        return None  # what is checked must be what the cluster pulls: no path tricks
     return ImageRef(host, repository, tag or ("" if digest else "latest"), digest)
 
 
