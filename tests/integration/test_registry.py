@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import hashlib
 import json
 import os
 import subprocess
@@ -649,6 +650,48 @@ def test_an_immutable_tag_moved_by_a_push_is_restored_and_reported(
     assert answer.json()["field"] == "spec.tags[0]"
 
 
+def test_an_immutable_tag_is_not_unlocked_by_a_push_to_another_registry(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """A push of the tag's new digest to the second registry is not the tag's last digest in
+    the first: the first registry's tag still goes back."""
+    a = stack.tenant_a
+    rule = {
+        "kind": "ImmutableTags",
+        "metadata": {"name": "elsewhere"},
+        "spec": {"project": "proj", "tags": [r"[0-9]+\.[0-9]+"], "repositories": ["immx"]},
+    }
+    path = f"/api/v1/tenants/{a}/immutabletags/elsewhere"
+    stack.admin.ok("PUT", path, json=rule)
+    repository = f"{a}/proj/immx"
+
+    def push(registry: int, content: bytes) -> None:
+        layout = oci_layout(tmp_path / uuid.uuid4().hex[:8], content)
+        copied = skopeo(
+            "copy",
+            "--dest-tls-verify=false",
+            f"--dest-creds={stack.users['dev']}:{PASSWORD}",
+            f"oci:{layout}:latest",
+            f"docker://{stack.registries[registry].host}/{repository}:1.0",
+        )
+        assert copied.returncode == 0, copied.stderr
+
+    def pushes() -> int:
+        params = {"tenant": a, "kind": "Image", "action": "push", "name": "immx:1.0"}
+        return len(stack.admin.ok("GET", "/api/v1/audit", params=params)["items"])
+
+    try:
+        push(0, b"first\n")
+        wait_for(lambda: pushes() == 1, what="first push recorded")
+        first = _digest(stack, repository, "1.0")
+        push(1, b"second, longer\n")
+        wait_for(lambda: pushes() >= 2, what="push to the second registry recorded")
+        push(0, b"second, longer\n")
+        wait_for(lambda: _digest(stack, repository, "1.0") == first, what="1.0 restored")
+    finally:
+        stack.admin.ok("DELETE", path, params={"confirm": "elsewhere"})
+
+
 def _tags_at(stack: Stack, registry: int, repository: str) -> set[str]:
     service = stack.registries[registry].name
     scope = f"repository:{repository}:pull"
@@ -876,7 +919,7 @@ def test_a_project_requiring_signatures_refuses_unsigned_and_wrongly_signed_imag
             "replayed": f"for another image ({digests['signed']})",
         }
         for tag, reason in reasons.items():
-            answer = _deliver(dev, a, f"sig-{tag}", f"{host}/{repository}:{tag}")
+            answer = _deliver(dev, a, f"sig-{tag}", f"{host}/{repository}:{tag}@{digests[tag]}")
             assert answer.status_code == 422, answer.text
             assert answer.json()["field"] == "spec.values.image"
             assert reason in answer.json()["message"], answer.text
@@ -887,13 +930,90 @@ def test_a_project_requiring_signatures_refuses_unsigned_and_wrongly_signed_imag
         assert elsewhere.status_code == 422
         assert "not on a registered registry" in elsewhere.json()["message"]
 
-        delivered = _deliver(dev, a, "sig-signed", f"{host}/{repository}:signed")
+        # A tag checked now can be moved to an unsigned image later: digests only.
+        by_tag = _deliver(dev, a, "sig-signed", f"{host}/{repository}:signed")
+        assert by_tag.status_code == 422, by_tag.text
+        assert by_tag.json()["field"] == "spec.values.image"
+        assert "by digest" in by_tag.json()["message"]
+
+        pinned = f"{host}/{repository}:signed@{digests['signed']}"
+        delivered = _deliver(dev, a, "sig-signed", pinned)
         assert delivered.status_code in (200, 201), delivered.text
         dev.ok(
             "DELETE",
             f"/api/v1/tenants/{a}/applications/sig-signed",
             params={"confirm": "sig-signed"},
         )
+    finally:
+        stack.admin.ok("DELETE", policy, params={"confirm": "signed"})
+
+
+def _upload_blob(stack: Stack, repository: str, data: bytes) -> dict[str, Any]:
+    token = stack.token(stack.users["dev"], PASSWORD, f"repository:{repository}:pull,push")
+    headers = {"Authorization": f"Bearer {token.json()['token']}"}
+    base = f"{stack.registries[0].url}/v2/{repository}/blobs"
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    started = httpx.post(f"{base}/uploads/", headers=headers)
+    started.raise_for_status()
+    location = started.headers["Location"]
+    location = location if location.startswith("http") else stack.registries[0].url + location
+    separator = "&" if "?" in location else "?"
+    httpx.put(
+        f"{location}{separator}digest={digest}",
+        content=data,
+        headers={**headers, "Content-Type": "application/octet-stream"},
+    ).raise_for_status()
+    return {"digest": digest, "size": len(data)}
+
+
+def _hostile_signature(stack: Stack, repository: str, digest: str, layers: int, size: int) -> None:
+    """A signature tag a developer pushed by hand: `layers` simple-signing layers, each a
+    `size`-byte payload."""
+    config = _upload_blob(stack, repository, b"{}")
+    payload = _upload_blob(stack, repository, b"x" * size)
+    layer = {
+        "mediaType": "application/vnd.dev.cosign.simplesigning.v1+json",
+        **payload,
+        "annotations": {"dev.cosignproject.cosign/signature": "AAAA"},
+    }
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", **config},
+        "layers": [layer] * layers,
+    }
+    token = stack.token(stack.users["dev"], PASSWORD, f"repository:{repository}:pull,push")
+    httpx.put(
+        f"{stack.registries[0].url}/v2/{repository}/manifests/{digest.replace(':', '-')}.sig",
+        content=json.dumps(manifest).encode(),
+        headers={
+            "Authorization": f"Bearer {token.json()['token']}",
+            "Content-Type": "application/vnd.oci.image.manifest.v1+json",
+        },
+    ).raise_for_status()
+
+
+def test_a_hostile_signature_tag_is_read_within_bounds(
+    stack: Stack, tmp_path: Path, cosign: Any
+) -> None:
+    """A developer cannot make Wharf download big payloads, nor many, to check a delivery."""
+    a, host = stack.tenant_a, stack.registries[0].host
+    repository = f"{a}/proj/hostile"
+    big = _push_content(stack, tmp_path, f"{repository}:big", b"big\n")
+    many = _push_content(stack, tmp_path, f"{repository}:many", b"many\n")
+    _hostile_signature(stack, repository, big, layers=1, size=200_000)
+    _hostile_signature(stack, repository, many, layers=60, size=10)
+    policy = f"/api/v1/tenants/{a}/signaturepolicies/signed"
+    stack.admin.ok("PUT", policy, json=_signature_policy(_key_pair(cosign, tmp_path / "k")))
+    try:
+        dev = _login(stack, stack.users["dev"])
+        answer = _deliver(dev, a, "hostile", f"{host}/{repository}:big@{big}")
+        assert answer.status_code == 422, answer.text
+        assert "larger than" in answer.json()["message"]
+        answer = _deliver(dev, a, "hostile", f"{host}/{repository}:many@{many}")
+        assert answer.status_code == 422, answer.text
+        assert "more than" in answer.json()["message"]
+        assert answer.json()["message"].count("not base64") == 0
     finally:
         stack.admin.ok("DELETE", policy, params={"confirm": "signed"})
 

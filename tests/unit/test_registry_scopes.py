@@ -99,8 +99,12 @@ def test_nothing_outside_the_callers_projects(name: str) -> None:
     assert _actions(DEV, f"repository:{name}:pull,push") == []
 
 
-def test_a_host_prefix_does_not_move_the_tenant() -> None:
-    assert _actions(DEV, "repository:localhost/ta/web/app:pull") == ["pull"]
+def test_a_host_prefix_names_no_project_repository() -> None:
+    """Clients never send the registry's host in a scope: `x.y/ta/web/app` would be a shadow of
+    `ta/web/app` outside its listing, retention and immutable tags, so nobody gets it."""
+    assert _actions(DEV, "repository:localhost/ta/web/app:pull,push") == []
+    assert _actions(DEV, "repository:x.y/ta/web/app:pull,push") == []
+    assert _actions(ADMIN, "repository:x.y/ta/web/app:pull,push,delete") == []
     assert _actions(DEV, "repository:ta.example/web/app/x:pull") == []
 
 

@@ -91,6 +91,11 @@ def test_a_key_must_be_an_ecdsa_public_key() -> None:
         ("nginx:1.25", None),
         ("library/nginx", None),
         ("r.io/UPPER/case:v1", None),
+        # What is checked must be what the cluster pulls: no path tricks in tag or digest.
+        ("r.io/a/b@sha256:../../manifests/signed", None),
+        ("r.io/a/b:v1@../manifests/signed", None),
+        (f"r.io/a/b:v1?x@{DIGEST}", None),
+        ("r.io/a/b:..%2fsigned", None),
     ],
 )
 def test_image_references_split_as_docker_reads_them(image: str, expected: ImageRef) -> None:

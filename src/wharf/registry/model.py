@@ -38,6 +38,9 @@ URL_PATTERN = r"^https?://[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::[0-9]{1,5
 ImageName = Annotated[str, StringConstraints(pattern=IMAGE_PATTERN, max_length=200)]
 Prefix = Annotated[str, StringConstraints(pattern=PREFIX_PATTERN, max_length=200)]
 _ACTION_RE = re.compile(r"^[a-z*]+$")
+# Docker's reference grammar: a tag, and a digest (algorithm:hex)
+_TAG_RE = re.compile(r"[\w][\w.-]{0,127}", re.ASCII)
+_DIGEST_RE = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}")
 MAX_NAME = 255  # distribution refuses longer repository names
 ACTIONS = ("pull", "push", "delete")
 Access = Literal["pull", "push"]
@@ -265,7 +268,10 @@ def allowed_actions(who: Requester, scope: Scope, shared: list[str]) -> set[str]
     if _shared(scope.name, shared):
         admin = isinstance(who, Principal) and who.can("write")
         return {"pull", "push", "delete"} if admin else {"pull"}
-    if not repo.tenant:
+    if not repo.tenant or repo.name.count("/") != repo.image.count("/") + 2:
+        # `x.y/<tenant>/…`: clients never send the registry's host in a scope, and such a
+        # repository would shadow the project's outside its listing, retention and immutable
+        # tags.
         return set()
     if isinstance(who, RobotAccount):
         if (who.tenant, who.project) != (repo.tenant, repo.project):
@@ -559,6 +565,8 @@ def parse_image(image: str) -> ImageRef | None:
         repository, tag = path, ""
     if not REPOSITORY_RE.match(repository) or repository != repository.lower():
         return None
+    if (tag and not _TAG_RE.fullmatch(tag)) or (digest and not _DIGEST_RE.fullmatch(digest)):
+        return None  # what is checked must be what the cluster pulls: no path tricks
     return ImageRef(host, repository, tag or ("" if digest else "latest"), digest)
 
 

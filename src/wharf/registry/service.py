@@ -608,8 +608,10 @@ def record_notifications(
     return recorded
 
 
-def _previous_digest(session: Session, repo: Repository, name: str) -> str:
-    row = session.execute(
+def _previous_digest(session: Session, registry: str, repo: Repository, name: str) -> str:
+    """The tag's digest at its last push to this registry: a push to another registry (where
+    it may not be restored) must not stand in as the tag's last digest here."""
+    rows = session.execute(
         select(audit_events.c.diff)
         .where(
             audit_events.c.kind == "Image",
@@ -619,10 +621,13 @@ def _previous_digest(session: Session, repo: Repository, name: str) -> str:
             audit_events.c.name == name,
         )
         .order_by(audit_events.c.time.desc(), audit_events.c.id.desc())
-        .limit(1)
-    ).first()
-    changes = row.diff if row is not None and isinstance(row.diff, list) else []
-    return next((str(c.get("new")) for c in changes if c.get("path") == "digest"), "")
+    )
+    for (diff,) in rows:
+        listed = diff if isinstance(diff, list) else []
+        changes = {c.get("path"): c.get("new") for c in listed if isinstance(c, dict)}
+        if changes.get("registry") == registry:
+            return str(changes.get("digest") or "")
+    return ""
 
 
 def _overwrite(
@@ -630,7 +635,7 @@ def _overwrite(
 ) -> Overwrite | None:
     if not tag or not repo.tenant or actor == WHARF_SUBJECT:
         return None  # Wharf's own restores are not overwrites
-    previous = _previous_digest(session, repo, f"{repo.image}:{tag}")
+    previous = _previous_digest(session, registry, repo, f"{repo.image}:{tag}")
     if not previous or previous == digest:
         return None
     rules = ResourceStore(session).query("ImmutableTags", scopes=[(repo.tenant, None)])
@@ -749,6 +754,10 @@ MANIFEST_TYPES = ", ".join(
 )
 
 
+class TooLarge(ValueError):
+    """What a registry answered is bigger than Wharf reads for a check."""
+
+
 class RegistryClient:
     """Wharf's own calls to a registry's API, with tokens it signs for itself."""
 
@@ -802,6 +811,22 @@ class RegistryClient:
         answer = httpx.get(url, headers=headers, timeout=self.timeout)
         answer.raise_for_status()
         return answer
+
+    def read_small(self, repository: str, path: str, limit: int, **headers: str) -> bytes:
+        """A manifest or blob read for a check, refused past `limit` bytes (the repository's
+        pushers choose what is there; Wharf reads no more than a check needs)."""
+        url = f"{self.spec.url}/v2/{repository}/{path}"
+        headers = {**self._token(repository, ["pull"]), **headers}
+        with httpx.stream(
+            "GET", url, headers=headers, timeout=self.timeout, follow_redirects=True
+        ) as answer:
+            answer.raise_for_status()
+            body = b""
+            for chunk in answer.iter_bytes():
+                body += chunk
+                if len(body) > limit:
+                    raise TooLarge(f"larger than {limit // 1024} KiB")
+        return body
 
     def read_blob(self, repository: str, digest: str) -> bytes:
         url = f"{self.spec.url}/v2/{repository}/blobs/{digest}"
@@ -1202,6 +1227,13 @@ def check_images(
                     field=where,
                 )
             continue
+        if keys and not ref.digest:
+            raise InvalidError(
+                f"{where}: {image} names a tag, and project {project} requires signed images: "
+                f"name it by digest ({image}@sha256:…), as a tag can be moved to another image "
+                "after the check",
+                field=where,
+            )
         client = RegistryClient(signer, registry, timeout=5)
         digest = _pullable(client, registry, tenant, project, ref, image, where)
         if keys:
@@ -1263,29 +1295,75 @@ def verify_signature(
     manifest, each simple-signing layer's payload and its signature annotation."""
     tag = signature_tag(digest)
     try:
-        layers = client.read_manifest(repository, tag).json().get("layers") or []
-    except httpx.HTTPStatusError as exc:
-        if exc.response.status_code != 404:
-            raise
-        layers = []
-    problems = []
-    for layer in layers:
+        layers = _signature_layers(client, repository, tag)
+    except TooLarge as exc:
+        layers, problems = [], [f"its signature manifest is {exc}"]
+    else:
+        problems = (
+            []
+            if len(layers) <= MAX_SIGNATURES
+            else [f"its signature manifest has {len(layers)} layers, more than {MAX_SIGNATURES}"]
+        )
+    for layer in layers if not problems else []:
         annotation = (layer.get("annotations") or {}).get(SIGNATURE_ANNOTATION)
         if layer.get("mediaType") != SIMPLE_SIGNING or not annotation:
             continue
-        payload = client.read_blob(repository, str(layer.get("digest")))
-        if "sha256:" + hashlib.sha256(payload).hexdigest() != layer.get("digest"):
-            problems.append("a payload that does not match its digest")
-            continue
-        problem = signature_problem(payload, str(annotation), keys, digest)
+        problem = _payload_problem(client, repository, layer, keys, digest)
         if not problem:
             return
         problems.append(problem)
+    problems = list(dict.fromkeys(problems))
     why = "; ".join(problems) if problems else f"it is not signed (no cosign signature {tag})"
     raise InvalidError(
         f"{where}: {image} ({digest}) is refused: the project requires a cosign signature by "
         f"one of its keys ({', '.join(k.name for k in keys)}), and {why}",
         field=where,
+    )
+
+
+MAX_SIGNATURES = 20  # signature layers read for one image
+MAX_SIGNATURE_MANIFEST = 256 * 1024
+MAX_PAYLOAD = 64 * 1024  # a simple-signing payload is a few hundred bytes
+
+
+def _signature_layers(client: RegistryClient, repository: str, tag: str) -> list[Any]:
+    try:
+        raw = client.read_small(
+            repository, f"manifests/{tag}", MAX_SIGNATURE_MANIFEST, Accept=MANIFEST_TYPES
+        )
+    except httpx.HTTPStatusError as exc:
+        if exc.response.status_code != 404:
+            raise
+        return []
+    try:
+        layers = json.loads(raw).get("layers") or []
+    except (ValueError, AttributeError):
+        return []
+    return (
+        [layer for layer in layers if isinstance(layer, dict)] if isinstance(layers, list) else []
+    )
+
+
+def _payload_problem(
+    client: RegistryClient,
+    repository: str,
+    layer: dict[str, Any],
+    keys: list[SigningKey],
+    digest: str,
+) -> str:
+    """Why one signature layer does not sign `digest` ("" when it does); its payload is read
+    only when small, as a simple-signing payload is."""
+    size = layer.get("size")
+    if not isinstance(size, int) or not 0 <= size <= MAX_PAYLOAD:
+        return f"a payload larger than {MAX_PAYLOAD // 1024} KiB"
+    try:
+        payload = client.read_small(repository, f"blobs/{layer.get('digest')}", MAX_PAYLOAD)
+    except TooLarge:
+        return f"a payload larger than {MAX_PAYLOAD // 1024} KiB"
+    if "sha256:" + hashlib.sha256(payload).hexdigest() != layer.get("digest"):
+        return "a payload that does not match its digest"
+    return signature_problem(
+        payload, str(layer.get("annotations", {}).get(SIGNATURE_ANNOTATION)), keys, digest
     )
 
 
