@@ -8,12 +8,12 @@ import json
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from pydantic import ValidationError
 
 from wharf.apps.model import image_field
 from wharf.registry.model import (
     ImageRef,
     SigningKey,
+    load_public_key,
     parse_image,
     signature_problem,
     signature_tag,
@@ -76,9 +76,9 @@ def test_a_key_must_be_an_ecdsa_public_key() -> None:
         .public_key()
         .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
-    for text in ("not a key", rsa_pem.decode()):
-        with pytest.raises(ValidationError):
-            SigningKey(name="x", publicKey=text)
+    for text, reason in (("not a key", "not a PEM"), (rsa_pem.decode(), "not an ECDSA key")):
+        with pytest.raises(ValueError, match=reason):
+            load_public_key(text)
 
 
 @pytest.mark.parametrize(

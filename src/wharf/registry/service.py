@@ -75,6 +75,7 @@ from wharf.registry.model import (
     grant,
     image_references,
     immutable,
+    load_public_key,
     locate,
     parse_image,
     parse_scopes,
@@ -223,6 +224,12 @@ class SignaturePolicyRules(ProjectOwnedRules[SignaturePolicySpec]):
                 f"{change.principal.user} may not set the signature policy of project "
                 f"{change.spec.project}: tenant admins do"
             )
+        for i, key in enumerate(change.spec.keys):
+            try:
+                load_public_key(key.publicKey)
+            except ValueError as exc:
+                where = f"spec.keys.{i}.publicKey"
+                raise InvalidError(f"{where}: {exc}", field=where) from None
 
 
 class RetentionRules(ProjectOwnedRules[RetentionSpec]):
