@@ -49,8 +49,10 @@ class Receiver:
         return [r for r in list(self.seen) if r.path == path]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def receiver() -> Iterator[Receiver]:
+    # One per test: shared by the SQLite and PostgreSQL runs of a test, it held the other
+    # run's events under the same paths.
     state = Receiver()
 
     class Handler(BaseHTTPRequestHandler):
