@@ -303,10 +303,26 @@ def test_a_header_routed_canary_and_abort(wharf: Wharf, shop, clusters, kubectl)
     """ingress-nginx canary annotations route one header to the canary, accepted by the API
     server; abort removes the canary objects and leaves the stable revision everywhere."""
     tenant, dev, ns = shop
-    first_delivery(wharf, kubectl, clusters, tenant, dev, ns)
-    routing = {"nginx": {"host": "web.example", "header": {"name": "X-Canary", "value": "yes"}}}
+    # The canary's Ingress names a host the application holds: the tenant guard lets a
+    # namespace route only hosts the domain register gave its applications.
+    host = f"web.{tenant}.example"
+    grant = {"tenant": tenant, "domains": [host]}
+    wharf.admin.ok(
+        "PUT",
+        f"/api/v1/domaingrants/{tenant}",
+        json={"kind": "DomainGrant", "metadata": {"name": tenant}, "spec": grant},
+    )
+    path = f"/api/v1/tenants/{tenant}/applications/web"
+    routes = [{"host": host, "service": "web", "port": 80}]
+    body = canary_app(tenant, IMAGE)
+    body["spec"]["routes"] = routes
+    dev.ok("PUT", path, json=body)
+    wait_images(kubectl, clusters, ns, everywhere(IMAGE))
+    routing = {"nginx": {"host": host, "header": {"name": "X-Canary", "value": "yes"}}}
     steps = [{"setWeight": 20}, {"pause": {}}]
-    deliver(wharf, dev, tenant, NEW_IMAGE, canary={"steps": steps, "trafficRouting": routing})
+    body = canary_app(tenant, NEW_IMAGE, canary={"steps": steps, "trafficRouting": routing})
+    body["spec"]["routes"] = routes
+    dev.ok("PUT", path, json=body)
     wait_release(
         dev, tenant, "paused", lambda r: r["clusters"]["lab1"]["phase"] == "WaitingPromote"
     )
