@@ -167,7 +167,10 @@ def test_a_tenant_kubeconfig_cannot_use_a_node_port_it_was_not_given(
     lab1 = wharf.lab.clusters()[0]
 
     def listed() -> bool:
-        ns = json.loads(kubectl(lab1, "get", "ns", namespace, "-o", "json").stdout)
+        got = kubectl(lab1, "get", "ns", namespace, "-o", "json", check=False)
+        if got.returncode != 0:
+            return False  # not placed yet
+        ns = json.loads(got.stdout)
         return ns["metadata"].get("annotations", {}).get("wharf.io/node-ports") == str(base + 1)
 
     wait_for(listed, what="the namespace lists its register port")
