@@ -56,7 +56,7 @@ from wharf.network.traffic import (
     may_reach,
     render_policies,
 )
-from wharf.resources.service import Change, KindRules
+from wharf.resources.service import Change, KindRules, named_project_scopes
 from wharf.resources.service import Verdict as Verdict_
 from wharf.store.claims import Holder, Wanted, hold
 from wharf.store.resources import LabelIn, ResourceStore, Scopes, StoredResource
@@ -583,13 +583,7 @@ class TrafficPolicyRules(KindRules[TrafficPolicySpec]):
         return "forbid" if p.can("read", tenant, name) else "hide"
 
     def visible_scopes(self, p: Principal, tenant: str | None) -> Scopes:
-        tenants = p.visible_tenants()
-        if tenant is not None:
-            tenants = {tenant} if tenants is None or tenant in tenants else set()
-        if tenants is None:
-            return [("*", None)]
-        scopes = [(t, p.visible_projects(t)) for t in sorted(tenants)]
-        return [(t, names) for t, names in scopes if names is None or names]
+        return named_project_scopes(p, tenant)
 
     def validate(self, change: Change[TrafficPolicySpec]) -> TrafficPolicySpec:
         spec = change.spec

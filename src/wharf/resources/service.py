@@ -100,6 +100,18 @@ def project_scopes(p: Principal, tenant: str | None, label: str) -> Scopes:
     return scopes
 
 
+def named_project_scopes(p: Principal, tenant: str | None) -> Scopes:
+    """What a caller may list of a kind named after its project (the Project itself, its
+    TrafficPolicy): all of a tenant it reads tenant-wide, else the rows of its projects."""
+    tenants = p.visible_tenants()
+    if tenant is not None:
+        tenants = {tenant} if tenants is None or tenant in tenants else set()
+    if tenants is None:
+        return [("*", None)]
+    scopes = [(t, p.visible_projects(t)) for t in sorted(tenants)]
+    return [(t, names) for t, names in scopes if names is None or names]
+
+
 class KindRules(Generic[S]):
     """Defaults for a kind; capabilities subclass and override what differs."""
 

@@ -13,7 +13,7 @@ from wharf.core.quantity import QuantityError, format_resources, parse_quantity
 from wharf.core.resources import check_name
 from wharf.identity import service as identity
 from wharf.identity.model import Action, Principal
-from wharf.resources.service import Change, KindRules, Verdict
+from wharf.resources.service import Change, KindRules, Verdict, named_project_scopes
 from wharf.store.claims import Holder, Wanted, hold, release
 from wharf.store.resources import LabelIn, ResourceStore, Scopes, StoredResource
 from wharf.tenancy.model import (
@@ -178,13 +178,7 @@ class ProjectRules(KindRules[ProjectSpec]):
         return "hide"
 
     def visible_scopes(self, p: Principal, tenant: str | None) -> Scopes:
-        tenants = p.visible_tenants()
-        if tenant is not None:
-            tenants = {tenant} if tenants is None or tenant in tenants else set()
-        if tenants is None:
-            return [("*", None)]
-        scopes = [(t, p.visible_projects(t)) for t in sorted(tenants)]
-        return [(t, names) for t, names in scopes if names is None or names]
+        return named_project_scopes(p, tenant)
 
     def validate(self, change: Change[ProjectSpec]) -> ProjectSpec:
         check_name(change.name, max_length=PROJECT_NAME_MAX)
