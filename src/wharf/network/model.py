@@ -105,6 +105,20 @@ def service_ports(objects: list[dict[str, Any]]) -> dict[str, set[int]]:
     return out
 
 
+def _check_service_port(services: dict[str, set[int]], service: str, port: int, where: str) -> None:
+    """The Service and port a request or route names are ones the template renders."""
+    if service not in services:
+        raise InvalidError(
+            f"{where}.service: the template renders no Service {service!r} "
+            f"(it renders: {', '.join(sorted(services)) or 'none'})",
+            field=f"{where}.service",
+        )
+    if port not in services[service]:
+        raise InvalidError(
+            f"{where}.port: Service {service} has no port {port}", field=f"{where}.port"
+        )
+
+
 def check_node_port_requests(
     requests: list[NodePortRequest], objects: list[dict[str, Any]]
 ) -> None:
@@ -113,17 +127,7 @@ def check_node_port_requests(
     seen: set[tuple[str, int]] = set()
     for i, request in enumerate(requests):
         where = f"spec.nodePorts[{i}]"
-        if request.service not in services:
-            raise InvalidError(
-                f"{where}.service: the template renders no Service {request.service!r} "
-                f"(it renders: {', '.join(sorted(services)) or 'none'})",
-                field=f"{where}.service",
-            )
-        if request.port not in services[request.service]:
-            raise InvalidError(
-                f"{where}.port: Service {request.service} has no port {request.port}",
-                field=f"{where}.port",
-            )
+        _check_service_port(services, request.service, request.port, where)
         if (request.service, request.port) in seen:
             raise InvalidError(
                 f"{where}: Service {request.service} port {request.port} is asked for twice",
@@ -203,17 +207,7 @@ def check_routes(routes: list[Route], objects: list[dict[str, Any]]) -> None:
                 "characters only)",
                 field=f"{where}.path",
             )
-        if route.service not in services:
-            raise InvalidError(
-                f"{where}.service: the template renders no Service {route.service!r} "
-                f"(it renders: {', '.join(sorted(services)) or 'none'})",
-                field=f"{where}.service",
-            )
-        if route.port not in services[route.service]:
-            raise InvalidError(
-                f"{where}.port: Service {route.service} has no port {route.port}",
-                field=f"{where}.port",
-            )
+        _check_service_port(services, route.service, route.port, where)
         if (route.host, route.path) in seen:
             raise InvalidError(
                 f"{where}.path: {route.host}{route.path} is routed twice", field=f"{where}.path"
