@@ -24,9 +24,9 @@ def test_cluster_status_has_version_health_and_capacity(wharf: Wharf, kubectl):
     }
     assert cluster["metadata"]["labels"] == {"env": "lab"}
 
-    # Requested resources follow the pods, through the watches.
+    # Requested resources follow the pods, through the watches. Other tests' pods come and go
+    # on the shared lab, so the status is compared with the pods the cluster holds at the time.
     lab1 = wharf.lab.cluster("lab1")
-    before = status["capacity"]["requested"]
     probe = f"capacity-probe-{uuid.uuid4().hex[:6]}"
     kubectl(lab1, "create", "namespace", probe)
     pod = {
@@ -43,17 +43,38 @@ def test_cluster_status_has_version_health_and_capacity(wharf: Wharf, kubectl):
             ]
         },
     }
+
+    def scheduled_pods() -> tuple[int, bool]:
+        pods = json.loads(kubectl(lab1, "get", "pods", "-A", "-o", "json").stdout)["items"]
+        counted = [
+            p
+            for p in pods
+            if p["spec"].get("nodeName")
+            and p.get("status", {}).get("phase") not in ("Succeeded", "Failed")
+        ]
+        return len(counted), any(p["metadata"]["namespace"] == probe for p in counted)
+
+    def agrees(want_probe: bool) -> bool:
+        seen = int(
+            wharf.admin.ok("GET", "/api/v1/clusters/lab1")["status"]["capacity"]["requested"][
+                "pods"
+            ]
+        )
+        count, has_probe = scheduled_pods()
+        again = int(
+            wharf.admin.ok("GET", "/api/v1/clusters/lab1")["status"]["capacity"]["requested"][
+                "pods"
+            ]
+        )
+        return has_probe == want_probe and seen == again == count
+
     try:
         kubectl(lab1, "-n", probe, "apply", "-f", "-", stdin=json.dumps(pod))
-
-        def requested() -> dict | None:
-            now = wharf.admin.ok("GET", "/api/v1/clusters/lab1")["status"]["capacity"]["requested"]
-            return now if now != before else None
-
-        after = wait_for(requested, what="requested capacity to follow a new pod")
-        assert int(after["pods"]) == int(before["pods"]) + 1
+        wait_for(lambda: agrees(True), what="requested pods to count the new pod")
+        kubectl(lab1, "-n", probe, "delete", "pod", "probe", "--grace-period=0", "--force")
     finally:
         kubectl(lab1, "delete", "namespace", probe, "--wait=false")
+    wait_for(lambda: agrees(False), what="requested pods to drop the deleted pod")
 
 
 def test_a_node_pool_selects_nodes_and_taints_them(wharf: Wharf, kubectl):
