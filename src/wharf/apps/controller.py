@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import datetime as dt
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -30,6 +31,7 @@ from lightkube.resources.core_v1 import (
     Event,
     PersistentVolumeClaim,
     Pod,
+    ResourceQuota,
     Secret,
     Service,
     ServiceAccount,
@@ -43,10 +45,16 @@ from wharf.apps.model import (
     APPLICATION,
     RELEASE_ROLE,
     ApplicationSpec,
+    FailoverPlan,
     ReplicaBounds,
     delivery_findings,
     desired_objects,
+    failover_plan,
     keep_autoscaled_replicas,
+    replica_requests,
+    room_in,
+    spread_of,
+    with_replicas,
 )
 from wharf.apps.service import (
     ApplicationRules,
@@ -59,7 +67,7 @@ from wharf.clusters.model import CLUSTER, Routing, routing_of
 from wharf.clusters.service import ClusterRules
 from wharf.core.controller import Controller
 from wharf.core.errors import OutdatedSpecError
-from wharf.core.resources import set_condition
+from wharf.core.resources import condition, set_condition
 from wharf.kube.apply import (
     OwnedElsewhereError,
     RejectedError,
@@ -83,6 +91,7 @@ from wharf.store.claims import Holder, held_by
 from wharf.store.resources import ResourceStore, StoredResource
 from wharf.tenancy.model import (
     MANAGED_BY,
+    NAMESPACE_QUOTA,
     PROJECT,
     TENANT_LABEL,
     DeliveryPolicy,
@@ -197,8 +206,10 @@ class DeliveryController:
         resync: float = 30.0,
         pinned: Pinning | None = None,
         window: Windows | None = None,
+        failover_grace: float = 15.0,
     ) -> None:
         self.service = service
+        self.failover_grace = failover_grace
         self.pinned = pinned
         self.window = window
         self.rules = rules
@@ -265,6 +276,7 @@ class DeliveryController:
                     else {MANAGED_BY: "wharf", APP_LABEL: None},
                     on_event=changed,
                     name=f"{cluster.name}/apps/{kind.__name__}",
+                    watch_seconds=self.connections.timeouts.watch,
                 )
                 for kind in (Deployment, StatefulSet, Pod)
             ]
@@ -392,6 +404,14 @@ class DeliveryController:
         )
         namespace = namespace_name(key[0], spec.project, spec.environment)
         not_ours = {"state": "Conflict", "message": f"namespace {namespace} is not its project's"}
+        # Clusters the environment no longer covers lose the application's objects, at the
+        # same time and apart: a cluster that hangs there holds up neither the delivery nor
+        # its status, and its failure is retried after the status is written.
+        leaving = asyncio.gather(
+            *(self._remove(key, c) for n, c in clusters.items() if n not in targets),
+            return_exceptions=True,
+        )
+        plan = await self._failover(key, spec, rendered, namespace, targets, refused, clusters)
         results = await asyncio.gather(
             *(
                 _settled(not_ours)
@@ -399,7 +419,11 @@ class DeliveryController:
                 else self._deliver(
                     key,
                     app,
-                    *self._revision_for(app, spec, rendered, revision, variants.get(c)),
+                    *_planned(
+                        self._revision_for(app, spec, rendered, revision, variants.get(c)),
+                        c,
+                        plan,
+                    ),
                     clusters.get(c),
                     c,
                     exposure,
@@ -407,10 +431,6 @@ class DeliveryController:
                 for c in targets
             )
         )
-        # Clusters the environment no longer covers lose the application's objects.
-        for name, cluster in clusters.items():
-            if name not in targets:
-                await self._remove(key, cluster)
         await asyncio.to_thread(
             self.service.write_status,
             "Application",
@@ -422,8 +442,72 @@ class DeliveryController:
                 warnings,
                 app.generation,
                 revision,
+                plan if spec.failover is not None else None,
             ),
         )
+        failed = [e for e in await leaving if isinstance(e, BaseException)]
+        if failed:
+            raise failed[0]
+
+    async def _failover(
+        self,
+        key: Key,
+        spec: ApplicationSpec,
+        rendered: list[dict[str, Any]],
+        namespace: str,
+        targets: list[str],
+        refused: set[str],
+        clusters: dict[str, StoredResource],
+    ) -> FailoverPlan | None:
+        """Where the replicas of its clusters out past the grace period run meanwhile: in the
+        environment's other Ready clusters (never elsewhere), as far as their quota holds."""
+        if spec.failover is None or spec.autoscaling is not None:
+            return None
+        mine = [c for c in targets if c not in refused and c in clusters]
+        grace = spec.failover.gracePeriodSeconds
+        grace_seconds = self.failover_grace if grace is None else float(grace)
+        away = {c: _away_for(clusters[c]) for c in mine}
+        out = {c for c, seconds in away.items() if seconds is not None and seconds >= grace_seconds}
+        waiting = [grace_seconds - s for c, s in away.items() if s is not None and c not in out]
+        if waiting:  # look again when the first one's grace period is over
+            loop = asyncio.get_running_loop()
+            loop.call_later(max(0.1, min(waiting)), self.controller.queue.add, key)
+        spread = spread_of(spec, rendered, mine)
+        if not out:
+            return failover_plan(spread, set(), {}, spec.failover.minAvailableClusters)
+        ready = [c for c in mine if c not in out and clusters[c].status.get("phase") == "Ready"]
+        rooms = await asyncio.gather(
+            *(self._room(key, spec, rendered, namespace, clusters[c]) for c in ready)
+        )
+        plan = failover_plan(
+            spread, out, dict(zip(ready, rooms, strict=True)), spec.failover.minAvailableClusters
+        )
+        if plan.moved or plan.heldBack:
+            log.info("failover", app=key, out=plan.out, moved=plan.moved, held_back=plan.heldBack)
+        return plan
+
+    async def _room(
+        self,
+        key: Key,
+        spec: ApplicationSpec,
+        rendered: list[dict[str, Any]],
+        namespace: str,
+        cluster: StoredResource,
+    ) -> int:
+        """How many more of the application's replicas the namespace's quota holds in one
+        cluster, as the cluster counts it now (none when it cannot be asked)."""
+        objects = desired_objects(key[1], spec, rendered, cluster.name, app_labels(key[0], spec))
+        try:
+            client = self.connections.client(cluster.name, self.clusters.kubeconfig(cluster))
+            found = await client.get(ResourceQuota, NAMESPACE_QUOTA, namespace=namespace)
+            quota: dict[str, Any] | None = found.to_dict()
+        except ApiError as exc:
+            if exc.status.code != 404:
+                return 0
+            quota = None
+        except Exception:
+            return 0
+        return room_in(quota, replica_requests(objects))
 
     def _revision_for(
         self,
@@ -703,11 +787,57 @@ def _outdated(exc: OutdatedSpecError, stored: StoredResource) -> dict[str, Any]:
     return {**stored.status, "state": "Failed", "reason": exc.message, "conditions": conditions}
 
 
+def _planned(
+    delivered: tuple[ApplicationSpec, list[dict[str, Any]], int],
+    cluster: str,
+    plan: FailoverPlan | None,
+) -> tuple[ApplicationSpec, list[dict[str, Any]], int]:
+    """What one cluster runs, with the replicas failover gives it beyond its share."""
+    spec, rendered, revision = delivered
+    if plan is None or cluster not in plan.moved:
+        return delivered
+    return with_replicas(spec, cluster, plan.replicas[cluster]), rendered, revision
+
+
+def _away_for(cluster: StoredResource) -> float | None:
+    """Seconds the cluster has been Unreachable (None when it is not)."""
+    if cluster.status.get("phase") != "Unreachable":
+        return None
+    ready = condition(cluster.status, "Ready")
+    if ready is None or ready.get("status") != "False":
+        return None
+    since = dt.datetime.fromisoformat(str(ready["lastTransitionTime"]).replace("Z", "+00:00"))
+    return (dt.datetime.now(dt.UTC) - since).total_seconds()
+
+
+def _failover_status(
+    conditions: list[dict[str, Any]], plan: FailoverPlan | None, generation: int
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """The FailedOver condition and the failover summary (for applications that ask)."""
+    if plan is None:
+        return conditions, None
+    if not plan.out:
+        message = "every cluster is in its spread"
+        return set_condition(
+            conditions, "FailedOver", "False", "AllClusters", message, generation
+        ), None
+    moved = ", ".join(f"{c} (+{n})" for c, n in sorted(plan.moved.items())) or "nowhere"
+    message = f"{', '.join(plan.out)} out past the grace period: replicas moved to {moved}"
+    if plan.heldBack:
+        message += f"; {plan.heldBack} held back (quota, or too few clusters Ready)"
+    summary = {"out": list(plan.out), "moved": dict(plan.moved), "heldBack": plan.heldBack}
+    return (
+        set_condition(conditions, "FailedOver", "True", "ClusterUnreachable", message, generation),
+        summary,
+    )
+
+
 def _status(
     clusters: dict[str, dict[str, Any]],
     warnings: list[str],
     generation: int,
     revision: int,
+    plan: FailoverPlan | None,
     stored: StoredResource,
 ) -> dict[str, Any]:
     states = {name: c["state"] for name, c in clusters.items()}
@@ -742,8 +872,11 @@ def _status(
         reason,
         generation,
     )
+    conditions, failover = _failover_status(conditions, plan, generation)
     # Parts of the status other controllers keep (the scheduled window) stay as they are.
     kept = {k: v for k, v in stored.status.items() if k in KEPT_STATUS}
+    if failover is not None:
+        kept["failover"] = failover
     return {
         **kept,
         "state": state,

@@ -16,6 +16,8 @@ import hashlib
 import json
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 from fractions import Fraction
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -253,6 +255,8 @@ def import_yaml(text: str, version: str = "1.0.0", description: str = "") -> Tem
 # -- applications ----------------------------------------------------------------------------
 
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob"}
+SCALED_KINDS = ("Deployment", "StatefulSet")  # what spec.replicas sets
+UNBOUNDED = 10_000  # the room of a namespace without a quota
 RELEASE_ROLE = "wharf.io/release-role"  # on a release's canary objects: "canary"
 CONFIG_HASH = "wharf.io/config-hash"
 
@@ -638,6 +642,26 @@ class ReleaseStrategy(Spec):
     )
 
 
+class Failover(Spec):
+    """Moving the replicas of a cluster that stays Unreachable to the application's other
+    clusters (of its environment only), within their quota; moved back when it returns."""
+
+    gracePeriodSeconds: int | None = Field(
+        default=None,
+        ge=0,
+        le=86400,
+        description="How long one of its clusters stays Unreachable before its replicas move "
+        "(the platform's failover_grace_seconds when unset)",
+    )
+    minAvailableClusters: int = Field(
+        default=1,
+        ge=1,
+        le=100,
+        description="Replicas move only while at least this many of its clusters are Ready; "
+        "with fewer, nothing moves (the last ones are not piled up)",
+    )
+
+
 class ApplicationSpec(Spec):
     """A template version delivered with values to every cluster of a project's environment."""
 
@@ -686,6 +710,12 @@ class ApplicationSpec(Spec):
         default=None,
         description="A HorizontalPodAutoscaler on CPU and memory, with scheduled windows "
         "(docs/observability.md); per-cluster bounds in spec.overrides",
+    )
+    failover: Failover | None = Field(
+        default=None,
+        description="Keep the total replicas when a cluster goes away: after a grace period "
+        "its replicas run in the other clusters, within quota (docs/failover.md); not for "
+        "autoscaled applications",
     )
 
 
@@ -978,3 +1008,93 @@ def _strings(value: Any, where: str) -> Iterator[tuple[str, str]]:
             yield from _strings(item, f"{where}[{i}]")
     elif isinstance(value, str):
         yield where, value
+
+
+# -- failover --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FailoverPlan:
+    """Replicas per cluster after failover: `out` are the clusters past their grace period,
+    `moved` what each other cluster runs beyond its share, `heldBack` what did not fit."""
+
+    replicas: dict[str, int]
+    out: tuple[str, ...] = ()
+    moved: dict[str, int] = dc_field(default_factory=dict)
+    heldBack: int = 0
+
+
+def spread_of(
+    spec: ApplicationSpec, rendered: list[dict[str, Any]], clusters: list[str]
+) -> dict[str, int]:
+    """Each cluster's share of replicas: its override, else the spec's, else the template's."""
+    template = next(
+        (int(o["spec"].get("replicas", 1)) for o in rendered if o["kind"] in SCALED_KINDS), 1
+    )
+    shares = {}
+    for cluster in clusters:
+        override = spec.overrides.get(cluster, ClusterOverride()).replicas
+        shares[cluster] = next(r for r in (override, spec.replicas, template) if r is not None)
+    return shares
+
+
+def failover_plan(
+    spread: dict[str, int], out: set[str], room: dict[str, int], min_available: int
+) -> FailoverPlan:
+    """Give the replicas of the clusters `out` to the others, one at a time to the one that
+    runs fewest (by name on a tie), each up to its `room` (what its quota still holds)."""
+    if not out & set(spread):
+        return FailoverPlan(dict(spread))
+    lost = sum(spread[c] for c in out if c in spread)
+    healthy = sorted(c for c in spread if c not in out)
+    if len(healthy) < min_available:
+        return FailoverPlan(dict(spread), tuple(sorted(out & set(spread))), {}, lost)
+    replicas = dict(spread)
+    moved = dict.fromkeys(healthy, 0)
+    left = lost
+    while left:
+        open_ = [c for c in healthy if moved[c] < room.get(c, 0)]
+        if not open_:
+            break
+        to = min(open_, key=lambda c: (replicas[c], c))
+        replicas[to] += 1
+        moved[to] += 1
+        left -= 1
+    return FailoverPlan(
+        replicas,
+        tuple(sorted(out & set(spread))),
+        {c: n for c, n in moved.items() if n},
+        left,
+    )
+
+
+def with_replicas(spec: ApplicationSpec, cluster: str, replicas: int) -> ApplicationSpec:
+    """The spec with `replicas` in one cluster (as an override of that cluster)."""
+    override = spec.overrides.get(cluster, ClusterOverride())
+    overrides = {**spec.overrides, cluster: override.model_copy(update={"replicas": replicas})}
+    return spec.model_copy(update={"overrides": overrides})
+
+
+def replica_requests(objects: list[dict[str, Any]]) -> dict[str, Fraction]:
+    """What one more replica of every scaled workload asks of a namespace quota."""
+    single = copy.deepcopy([o for o in objects if o["kind"] in SCALED_KINDS])
+    for obj in single:
+        obj["spec"]["replicas"] = 1
+    return workload_requests(single)
+
+
+def room_in(quota: dict[str, Any] | None, per_replica: dict[str, Fraction]) -> int:
+    """How many more replicas a namespace's ResourceQuota (its status: hard, used) holds."""
+    if quota is None:
+        return UNBOUNDED
+    hard = quota.get("status", {}).get("hard", {})
+    used = quota.get("status", {}).get("used", {})
+    fits = UNBOUNDED
+    for name, need in per_replica.items():
+        # A quota may name requests.cpu or plain cpu (the same thing).
+        key = next((k for k in (name, name.removeprefix("requests.")) if k in hard), None)
+        if key is None or need <= 0:
+            continue
+        free = parse_quantity(str(hard[key])) - parse_quantity(str(used.get(key, "0")))
+        fits = min(fits, max(0, int(free / need)))
+    return fits

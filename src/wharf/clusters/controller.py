@@ -13,7 +13,7 @@ import asyncio
 import datetime as dt
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any
 
@@ -76,11 +76,14 @@ class ClusterController:
         connections: ClusterConnections,
         heartbeat: float = 5.0,
         heartbeat_write: float = 60.0,
+        probe_timeout: float = 3.0,
     ) -> None:
         self.service = service
         self.rules = rules
         self.connections = connections
         self.heartbeat_write = heartbeat_write
+        self.probe_timeout = probe_timeout
+        self.on_phase: Callable[[], None] | None = None  # told when a cluster goes or comes
         self.watches = ClusterWatches()
         self.controller = Controller("clusters", self.reconcile, self.list_keys, resync=heartbeat)
         self.writes = 0  # API writes made, for metrics and tests
@@ -151,9 +154,18 @@ class ClusterController:
 
         def make() -> list[Informer]:
             return [
-                Informer(client, Node, on_event=changed, name=f"{name}/nodes"),
-                Informer(client, Pod, on_event=changed, name=f"{name}/pods"),
-                Informer(client, StorageClass, on_event=changed, name=f"{name}/storageclasses"),
+                Informer(
+                    client,
+                    kind,
+                    on_event=changed,
+                    name=f"{name}/{plural}",
+                    watch_seconds=self.connections.timeouts.watch,
+                )
+                for kind, plural in (
+                    (Node, "nodes"),
+                    (Pod, "pods"),
+                    (StorageClass, "storageclasses"),
+                )
             ]
 
         nodes, pods, classes = await self.watches.ensure(name, fingerprint(kubeconfig), make)
@@ -194,11 +206,12 @@ class ClusterController:
         status = dict(stored.status)
         version = ""
         try:
-            async with asyncio.timeout(5):
+            async with asyncio.timeout(self.probe_timeout):
                 version = await server_version(client)
             reachable, message = True, ""
         except TimeoutError:
-            reachable, message = False, "TimeoutError: /version did not answer within 5 s"
+            reachable = False
+            message = f"TimeoutError: /version did not answer within {self.probe_timeout:g} s"
         except Exception as exc:
             reachable, message = False, f"{type(exc).__name__}: {exc}"[:300]
         conditions = status.get("conditions", [])
@@ -234,7 +247,8 @@ class ClusterController:
                 conditions, "Ready", "False", "Unreachable", message, stored.generation
             )
             status["phase"] = "Unreachable"
-        if status["phase"] != stored.status.get("phase"):
+        phase_changed = status["phase"] != stored.status.get("phase")
+        if phase_changed:
             _log_phase(name, stored.status.get("phase"), status["phase"], version or message)
         status["conditions"] = conditions
         status["observedGeneration"] = stored.generation
@@ -248,6 +262,8 @@ class ClusterController:
             await asyncio.to_thread(
                 self.service.write_status, "Cluster", "", name, partial(_same, status)
             )
+        if phase_changed and self.on_phase is not None:
+            self.on_phase()
 
     async def _apis(self, name: str, client: Any, known: dict[str, bool]) -> dict[str, bool]:
         """Which optional APIs the cluster serves (Gateway API, cert-manager), asked at most

@@ -96,7 +96,36 @@ class Settings(BaseSettings):
         description="Internal addresses or networks tenants' release webhooks may reach, "
         "comma-separated (e.g. 10.20.0.0/16); everything internal is refused otherwise",
     )
-    heartbeat_seconds: float = 5.0
+    heartbeat_seconds: float = Field(
+        default=5.0, gt=0, le=300, description="Seconds between two probes of each cluster"
+    )
+    cluster_probe_timeout: float = Field(
+        default=3.0,
+        gt=0,
+        le=60,
+        description="Seconds a cluster's probe (/version) may take before the cluster is "
+        "Unreachable: a stopped API server is found within heartbeat_seconds + this",
+    )
+    cluster_request_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="Seconds any request to a cluster may take (connect, read) before it fails",
+    )
+    watch_timeout_seconds: int = Field(
+        default=60,
+        ge=1,
+        le=3600,
+        description="A watch's timeoutSeconds; the client relists when nothing has come for "
+        "5 s longer (a silent partition is found within this and a request timeout)",
+    )
+    failover_grace_seconds: float = Field(
+        default=15.0,
+        ge=0,
+        le=86400,
+        description="How long a cluster stays Unreachable before its replicas move to the "
+        "application's other clusters, unless spec.failover.gracePeriodSeconds says",
+    )
     resync_seconds: float = 30.0
 
     @property

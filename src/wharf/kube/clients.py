@@ -31,9 +31,17 @@ def _config(kubeconfig: Path | dict[str, Any] | SingleConfig, context: str | Non
 
 
 def async_client(
-    kubeconfig: Path | dict[str, Any] | SingleConfig, context: str | None = None
+    kubeconfig: Path | dict[str, Any] | SingleConfig,
+    context: str | None = None,
+    timeout: float = 10.0,
 ) -> AsyncClient:
-    return AsyncClient(_config(kubeconfig, context), field_manager=FIELD_MANAGER)
+    """A client whose every request gives up after `timeout` seconds (connect, read, write):
+    a cluster that stops answering fails its callers instead of holding them forever."""
+    return AsyncClient(
+        _config(kubeconfig, context),
+        field_manager=FIELD_MANAGER,
+        timeout=httpx2.Timeout(timeout),
+    )
 
 
 def sync_client(

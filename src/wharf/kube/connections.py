@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from lightkube import AsyncClient
@@ -15,9 +16,21 @@ from wharf.kube.clients import async_client
 from wharf.kube.kubeconfig import AddressPolicy, cluster_config
 
 
+@dataclass(frozen=True)
+class ClusterTimeouts:
+    """How long this server waits on a cluster: each request (connect, read), and each watch
+    (the API server's timeoutSeconds; the client gives up a little after it)."""
+
+    request: float = 10.0
+    watch: int = 60
+
+
 class ClusterConnections:
-    def __init__(self, policy: AddressPolicy | None = None) -> None:
+    def __init__(
+        self, policy: AddressPolicy | None = None, timeouts: ClusterTimeouts | None = None
+    ) -> None:
         self.policy = policy or AddressPolicy()
+        self.timeouts = timeouts or ClusterTimeouts()
         self._clients: dict[str, tuple[str, AsyncClient]] = {}
 
     def client(self, cluster: str, kubeconfig: dict[str, Any]) -> AsyncClient:
@@ -25,7 +38,9 @@ class ClusterConnections:
         known = self._clients.get(cluster)
         if known and known[0] == print_:
             return known[1]
-        client = async_client(cluster_config(kubeconfig, self.policy))
+        client = async_client(
+            cluster_config(kubeconfig, self.policy), timeout=self.timeouts.request
+        )
         self._clients[cluster] = (print_, client)
         return client
 

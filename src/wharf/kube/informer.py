@@ -1,4 +1,10 @@
-"""A watch-backed cache of one resource type in one cluster: list, then watch, relist on error."""
+"""A watch-backed cache of one resource type in one cluster: list, then watch, relist on error.
+
+Every watch ends: the API server closes it after `watch_seconds` (timeoutSeconds), and the
+client stops following when nothing has come for `WATCH_GRACE` seconds longer than that (a
+frozen or partitioned server keeps the connection open but silent). Then the cache is rebuilt
+by a relist, whose requests time out like any other: a silent partition is noticed within one
+watch period and a request timeout, not never, and a quiet resource is relisted that often."""
 
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ from lightkube.core.resource import NamespacedResource
 
 log = structlog.get_logger("wharf.kube.informer")
 REPORT_EVERY = 300.0  # seconds between info lines about one informer's broken watch
+WATCH_GRACE = 5.0  # seconds the client waits past a watch's timeoutSeconds
 
 Handler = Callable[[str, dict[str, Any]], None]
 
@@ -28,8 +35,10 @@ class Informer:
         labels: dict[str, Any] | None = None,
         on_event: Handler | None = None,
         name: str = "",
+        watch_seconds: int = 60,
     ) -> None:
         self.client = client
+        self.watch_seconds = watch_seconds
         self.resource = resource
         self.labels = labels
         self.on_event = on_event
@@ -55,6 +64,34 @@ class Informer:
         self.items = items
         return str(listing.resourceVersion)
 
+    async def _watch(self, version: str) -> None:
+        """Follow changes from `version` until nothing has come for a watch period and a
+        little more; the caller then relists."""
+        watch = self.client.watch(  # type: ignore[call-overload]
+            self.resource,
+            labels=self.labels,
+            resource_version=version,
+            server_timeout=self.watch_seconds,
+            **self._where,
+        )
+        quiet = self.watch_seconds + WATCH_GRACE
+        loop = asyncio.get_running_loop()
+        # Closed on the way out, so that its HTTP stream is released at once.
+        async with contextlib.aclosing(watch):
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(loop.time() + quiet) as deadline:
+                    async for event, item in watch:
+                        self._take(event, item.to_dict())
+                        deadline.reschedule(loop.time() + quiet)
+
+    def _take(self, event: str, obj: dict[str, Any]) -> None:
+        if event == "DELETED":
+            self.items.pop(self._key(obj), None)
+        else:
+            self.items[self._key(obj)] = obj
+        if self.on_event:
+            self.on_event(event, obj)
+
     async def run(self) -> None:
         delay = 0.5
         while True:
@@ -65,17 +102,7 @@ class Informer:
                 if self.on_event:
                     self.on_event("SYNCED", {})
                 delay = 0.5
-                watch = self.client.watch(  # type: ignore[call-overload]
-                    self.resource, labels=self.labels, resource_version=version, **self._where
-                )
-                async for event, item in watch:
-                    obj = item.to_dict()
-                    if event == "DELETED":
-                        self.items.pop(self._key(obj), None)
-                    else:
-                        self.items[self._key(obj)] = obj
-                    if self.on_event:
-                        self.on_event(event, obj)
+                await self._watch(version)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

@@ -26,7 +26,7 @@ from wharf.core.logging import get_logger
 from wharf.core.net import OutboundPolicy, networks
 from wharf.identity import service as identity
 from wharf.identity.throttle import LoginThrottle
-from wharf.kube.connections import ClusterConnections
+from wharf.kube.connections import ClusterConnections, ClusterTimeouts
 from wharf.kube.kubeconfig import AddressPolicy
 from wharf.network.service import (
     CertificateRules,
@@ -110,13 +110,17 @@ class Platform:
             TrafficPolicyRules(),
         ]
         self.resources = ResourceService(db, {r.kind.name: r for r in self.rules})
-        self.connections = ClusterConnections(policy)
+        self.connections = ClusterConnections(
+            policy,
+            ClusterTimeouts(settings.cluster_request_timeout, settings.watch_timeout_seconds),
+        )
         self.login_throttle = LoginThrottle()
         self.clusters = ClusterController(
             self.resources,
             self.cluster_rules,
             self.connections,
             heartbeat=settings.heartbeat_seconds,
+            probe_timeout=settings.cluster_probe_timeout,
         )
         self.placement = PlacementController(
             self.resources,
@@ -134,6 +138,7 @@ class Platform:
             resync=settings.resync_seconds,
             pinned=pinned,
             window=lambda app: applied_window(app.status),
+            failover_grace=settings.failover_grace_seconds,
         )
         self.releases = ReleaseController(
             self.resources,
@@ -160,6 +165,8 @@ class Platform:
         self.leases = LeaseBook(settings.replica, sole=db.dialect != "postgresql")
         self.lease_keeper = LeaseKeeper(db, self.leases, settings.lease_seconds, self._gained)
         self._lease_work()
+        # A cluster gone or back changes where applications' replicas run (failover).
+        self.clusters.on_phase = self.delivery.controller.queue_all
 
     def _platform_wide(self) -> list[Controller]:
         """The controllers whose keys (projects, applications, rules) span clusters."""

@@ -68,6 +68,7 @@ from wharf.tenancy.model import (
     ENV_LABEL,
     MANAGED_BY,
     NAMESPACE_LABEL,
+    NAMESPACE_QUOTA,
     NODE_SELECTOR_ANNOTATION,
     PROJECT,
     PROJECT_LABEL,
@@ -174,7 +175,7 @@ def desired_namespace(
         {
             "apiVersion": "v1",
             "kind": "ResourceQuota",
-            "metadata": {"name": "wharf-quota", **meta},
+            "metadata": {"name": NAMESPACE_QUOTA, **meta},
             "spec": {"hard": format_resources(hard)},
         },
         {
@@ -294,6 +295,7 @@ class PlacementController:
                     labels=OWNED,
                     on_event=changed,
                     name=f"{cluster.name}/{kind.__name__}",
+                    watch_seconds=self.connections.timeouts.watch,
                 )
                 for kind in (
                     Namespace,

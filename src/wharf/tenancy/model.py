@@ -32,6 +32,7 @@ PROJECT_LABEL = "wharf.io/project"
 ENV_LABEL = "wharf.io/env"
 NAMESPACE_LABEL = "wharf.io/namespace"
 APP_LABEL = "wharf.io/app"
+NAMESPACE_QUOTA = "wharf-quota"  # the ResourceQuota of every namespace Wharf places
 TENANT_NAME_MAX = 20
 PROJECT_NAME_MAX = 24
 ENV_NAME_MAX = 12
