@@ -21,7 +21,7 @@ from wharf.lab import Lab, LabCluster, find_binaries
 HEARTBEAT = 1.0  # the wharf fixture's heartbeat_seconds
 PROBE = 4.0  # not less: a loaded 2-core machine answers /version in seconds at times
 WATCH = 2
-GRACE = 5.0
+GRACE = 8.0  # longer than the probe failures a loaded machine shows at times
 # What the feature promises: a frozen API server is Unreachable within a heartbeat and a probe.
 DETECTION = HEARTBEAT + PROBE
 MARGIN = 15.0  # the tests wait this much longer than promised (a busy 2-core machine)
@@ -194,11 +194,16 @@ def test_a_spread_application_keeps_its_replicas_when_a_cluster_goes_and_comes_b
             f"\nfailover: 6 replicas ready without edge {seconds:.1f} s after SIGSTOP "
             f"(grace period {GRACE:g} s, detection within {DETECTION:g} s)"
         )
-        assert replicas(kubectl, lab1, ns) == replicas(kubectl, lab2, ns) == 3
+        # (A loaded machine may make lab1 or lab2 miss probes too: wait for it to settle.)
+        wait_for(
+            lambda: [replicas(kubectl, c, ns) for c in survivors.values()] == [3, 3],
+            60,
+            "3 replicas in lab1 and in lab2",
+        )
         expected = {"out": ["edge"], "moved": {"lab1": 1, "lab2": 1}, "heldBack": 0}
         status = wait_for(
             lambda: (s := wharf.admin.ok("GET", path)["status"]).get("failover") == expected and s,
-            30,
+            60,
             "status shows the failover",
         )
         moved = next(c for c in status["conditions"] if c["type"] == "FailedOver")
