@@ -121,7 +121,7 @@ def measure(http: httpx.Client, lab: Lab, grace: int) -> tuple[float, float, flo
         os.kill(apiserver, signal.SIGCONT)
     thawed = time.monotonic()
     back = wait("spread back", lambda: spread(clusters, app) == [2, 2, 2])
-    ok(http.delete(f"/api/v1/tenants/{TENANT}/applications/{app}"))
+    ok(http.delete(f"/api/v1/tenants/{TENANT}/applications/{app}", params={"confirm": app}))
     return detected - stopped, moved - stopped, back - thawed
 
 
@@ -145,7 +145,7 @@ def main() -> None:
             "WHARF_HEARTBEAT_SECONDS": str(HEARTBEAT),
             "WHARF_CLUSTER_PROBE_TIMEOUT": str(args.probe),
         }
-        server = start_server(port, env, log=Path(tmp) / "server.log")
+        server = start_server(port, env, log=Path(tmp) / "server.log", timeout=300)
         try:
             with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
                 login = {"username": "admin", "password": PASSWORD}

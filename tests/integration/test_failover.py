@@ -158,6 +158,9 @@ def _named(body: dict[str, Any], name: str) -> dict[str, Any]:
     return {**body, "metadata": {"name": name}}
 
 
+GOOD = {"failover": {"gracePeriodSeconds": 5}}
+
+
 def ready_total(kubectl, clusters: dict[str, LabCluster], ns: str) -> int:
     return sum(replicas(kubectl, c, ns, "readyReplicas") for c in clusters.values())
 
@@ -238,11 +241,15 @@ def test_a_spread_application_keeps_its_replicas_when_a_cluster_goes_and_comes_b
     assert (moved["status"], moved["reason"]) == ("False", "AllClusters")
 
 
-def test_a_bad_failover_is_refused_naming_the_field(wharf: Wharf):
+def test_a_bad_failover_is_refused_naming_the_field_and_a_viewer_may_not_set_one(wharf: Wharf):
+    viewer = wharf.user()
     tenant = wharf.tenant({"cpu": "1", "memory": "1Gi"})
-    wharf.project(tenant, "shop", {"cpu": "1", "memory": "1Gi"})
+    members = [{"user": viewer.user, "role": "viewer"}]
+    wharf.project(tenant, "shop", {"cpu": "1", "memory": "1Gi"}, members=members)
     body = worker("shop", 1, failover={"gracePeriodSeconds": -1})
     answer = wharf.admin.put(f"/api/v1/tenants/{tenant}/applications/work", body)
     assert answer.status_code == 422, answer.text
     assert "spec.failover.gracePeriodSeconds" in answer.text
+    answer = viewer.put(f"/api/v1/tenants/{tenant}/applications/work", worker("shop", 1, **GOOD))
+    assert answer.status_code == 403, answer.text
     assert wharf.admin.get(f"/api/v1/tenants/{tenant}/applications/work").status_code == 404
