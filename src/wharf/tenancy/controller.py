@@ -452,7 +452,13 @@ class PlacementController:
                     "Project",
                     key[0],
                     key[1],
-                    partial(_project_status, placements, project.generation, set(mine)),
+                    partial(
+                        _project_status,
+                        placements,
+                        project.generation,
+                        set(mine),
+                        {(d.env, d.namespace, c) for c, ds in wanted.items() for d in ds},
+                    ),
                 )
             changed = written is None or written.resource_version != project.resource_version
         if tenant is not None and changed:
@@ -660,13 +666,30 @@ def _outdated(exc: OutdatedSpecError, stored: StoredResource) -> dict[str, Any]:
 
 
 def _project_status(
-    seen: list[dict[str, Any]], generation: int, clusters: set[str], stored: StoredResource
+    seen: list[dict[str, Any]],
+    generation: int,
+    clusters: set[str],
+    expected: set[tuple[str, str, str]],
+    stored: StoredResource,
 ) -> dict[str, Any]:
     """The status for what this reconcile saw in `clusters` (the other clusters' placements
-    as their replicas last wrote them): `generation` is the spec it started from (a newer
-    spec written meanwhile gets its own reconcile, and must not be reported as seen)."""
+    as their replicas last wrote them, and Pending where none has yet): `generation` is the
+    spec it started from (a newer spec written meanwhile gets its own reconcile, and must not
+    be reported as seen). `expected`: every (environment, namespace, cluster) wanted."""
     kept = [p for p in stored.status.get("placements", []) if p.get("cluster") not in clusters]
     placements = kept + seen
+    known = {(p["environment"], p["cluster"]) for p in placements}
+    placements += [
+        {
+            "environment": env,
+            "cluster": cluster,
+            "namespace": namespace,
+            "state": "Pending",
+            "message": "not yet placed by its cluster's replica",
+        }
+        for env, namespace, cluster in sorted(expected)
+        if (env, cluster) not in known
+    ]
     # Usage of what the project holds quota for (the namespaces also count what it was
     # granted none of, always zero).
     held = amounts(PROJECT.typed(stored).quota, "spec.quota")
@@ -695,6 +718,8 @@ def _project_status(
             if conflicts
             else "ClusterUnreachable"
             if any(p["state"] == "Unreachable" for p in bad)
+            else "Pending"
+            if all(p["state"] == "Pending" for p in bad)
             else "ApplyFailed"
         )
         conditions = set_condition(conditions, "Ready", "False", reason, message, generation)
