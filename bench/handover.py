@@ -17,6 +17,7 @@ import os
 import re
 import signal
 import statistics
+import sys
 import tempfile
 import time
 import uuid
@@ -121,6 +122,8 @@ def main() -> None:
     parser.add_argument("--lease", type=float, default=4.0, help="WHARF_LEASE_SECONDS")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
+    # Stopped (a timeout's SIGTERM): still stop the replicas and the lab in `finally`.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     base = os.environ.get("WHARF_TEST_POSTGRES_URL")
     if not base:
         raise SystemExit("set WHARF_TEST_POSTGRES_URL (a PostgreSQL the bench may create in)")
