@@ -281,7 +281,9 @@ class ServerProcess:
 
     def login(self) -> Api:
         answer = httpx.post(
-            f"{self.url}/api/v1/login", json={"username": "admin", "password": ADMIN_PASSWORD}
+            f"{self.url}/api/v1/login",
+            json={"username": "admin", "password": ADMIN_PASSWORD},
+            timeout=30,  # a loaded machine (several replicas, labs) answers slowly
         )
         answer.raise_for_status()
         client = httpx.Client(base_url=self.url, timeout=30)

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import text
 
 from tests.conftest import fresh_postgres
-from wharf.core.leases import WORKING_UNDER, Lease, LeaseLost
+from wharf.core.leases import WORKING_UNDER, Lease, LeaseLost, fenced_by
 from wharf.store import Database, migrate
 from wharf.store.leases import holdings, release, take
 
@@ -72,3 +72,23 @@ def test_a_replica_that_lost_its_lease_cannot_write(db: Database) -> None:
         WORKING_UNDER.reset(token)
     with db.reader() as session:
         assert session.execute(text("SELECT count(*) FROM fenced_writes")).scalar() == 0
+
+
+def test_a_status_of_several_clusters_is_written_only_under_all_their_leases(
+    db: Database,
+) -> None:
+    """A project's or application's status carries one part per cluster, written under each
+    cluster's lease: one of them lost, and the whole write is refused."""
+    held = [
+        Lease(name, "r1", _take(db, name, "r1", 30) or 0) for name in ("cluster/d", "cluster/e")
+    ]
+    with db.session() as session:
+        session.execute(text("CREATE TABLE status_writes (n int)"))
+    with fenced_by(*held), db.session() as session:
+        session.execute(text("INSERT INTO status_writes VALUES (1)"))
+    _expire(db, "cluster/e")
+    assert _take(db, "cluster/e", "r2", 30) == held[1].epoch + 1
+    with pytest.raises(LeaseLost), fenced_by(*held), db.session() as session:
+        session.execute(text("INSERT INTO status_writes VALUES (2)"))
+    with db.reader() as session:
+        assert session.execute(text("SELECT n FROM status_writes")).scalars().all() == [1]

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import time
 
-from wharf.core.leases import Lease, LeaseBook
+import pytest
+
+from wharf.core.leases import Lease, LeaseBook, LeaseLost
 
 
 def test_a_lease_counts_as_held_only_until_its_deadline() -> None:
@@ -29,3 +31,17 @@ def test_a_renewal_is_not_news_and_a_new_epoch_is() -> None:
 def test_the_sole_process_holds_everything_unfenced() -> None:
     book = LeaseBook("only", sole=True)
     assert book.lease("cluster/x") == Lease("cluster/x", "only", 0, fenced=False)
+
+
+def test_a_cluster_write_goes_on_only_under_the_same_epoch() -> None:
+    book = LeaseBook("r1")
+    book.hold("cluster/a", 1, time.monotonic() + 60)
+    first = book.lease("cluster/a")
+    assert first is not None
+    book.check(first)  # still held: the write goes on
+    book.hold("cluster/a", 2, time.monotonic() + 60)  # lost and taken again meanwhile
+    with pytest.raises(LeaseLost):
+        book.check(first)
+    book.drop("cluster/a")
+    with pytest.raises(LeaseLost):
+        book.check(Lease("cluster/a", "r1", 2))

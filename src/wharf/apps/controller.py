@@ -67,14 +67,17 @@ from wharf.clusters.model import CLUSTER, Routing, routing_of
 from wharf.clusters.service import ClusterRules
 from wharf.core.controller import Controller
 from wharf.core.errors import OutdatedSpecError
+from wharf.core.leases import PLATFORM, Lease, LeaseBook, LeaseLost, cluster_lease, fenced_by
 from wharf.core.resources import condition, set_condition
 from wharf.kube.apply import (
     OwnedElsewhereError,
     RejectedError,
+    RemovalPending,
     apply,
     check_owner,
     contains,
     dry_run,
+    labelled,
     observe,
     owner_labels,
     prune,
@@ -207,9 +210,13 @@ class DeliveryController:
         pinned: Pinning | None = None,
         window: Windows | None = None,
         failover_grace: float = 15.0,
+        share: LeaseBook | None = None,
     ) -> None:
         self.service = service
         self.failover_grace = failover_grace
+        # Which clusters this replica delivers to (their leases), and whether it finishes
+        # deletes (the platform lease). One process: all of it.
+        self.share = share or LeaseBook("local", sole=True)
         self.pinned = pinned
         self.window = window
         self.rules = rules
@@ -224,12 +231,24 @@ class DeliveryController:
         self.writes = 0
         self.per_cluster: Counter[str] = Counter()  # deliveries by cluster, for /metrics
 
+    def _lease_of(self, cluster: str, registered: bool = True) -> Lease | None:
+        """The lease this replica delivers to `cluster` under, if it holds it; a cluster not
+        registered (nothing to write there, only a status to say so) is platform-wide."""
+        return self.share.lease(cluster_lease(cluster) if registered else PLATFORM)
+
     async def list_keys(self) -> Iterable[Key]:
+        if not self.share.sole and not self.share.names():
+            return []  # a replica holding nothing has nothing to look at
+
         def apps() -> tuple[list[Key], list[StoredResource]]:
             with self.service.db.reader() as session:
                 store = ResourceStore(session)
                 live = store.query("Application") + store.query("Application", deleting=True)
-                ready = [c for c in store.query("Cluster") if c.status.get("phase") == "Ready"]
+                ready = [
+                    c
+                    for c in store.query("Cluster")
+                    if c.status.get("phase") == "Ready" and self._lease_of(c.name) is not None
+                ]
                 return [(a.tenant, a.name) for a in live], ready
 
         keys, clusters = await asyncio.to_thread(apps)
@@ -373,9 +392,17 @@ class DeliveryController:
             # A stored spec (the application's or its project's) today's rules refuse: said
             # on the application, nothing delivered; a valid apply queues it again.
             log.warning("outdated spec", app=key, error=exc.message)
-            await asyncio.to_thread(
-                self.service.write_status, "Application", key[0], key[1], partial(_outdated, exc)
-            )
+            platform = self.share.lease(PLATFORM)
+            if platform is None:
+                return  # said once, by the replica doing the platform-wide part
+            with fenced_by(platform):
+                await asyncio.to_thread(
+                    self.service.write_status,
+                    "Application",
+                    key[0],
+                    key[1],
+                    partial(_outdated, exc),
+                )
 
     async def _reconcile(self, key: Key) -> None:
         loaded = await asyncio.to_thread(self._load, key)
@@ -385,10 +412,13 @@ class DeliveryController:
             # its objects everywhere, and only then drop the record.
             volumes = app is not None and app.annotations.get(DELETE_VOLUMES) == "true"
             await asyncio.gather(*(self._remove(key, c, volumes) for c in clusters.values()))
-            if app is not None:
-                await asyncio.to_thread(
-                    self.service.finish_delete, "Application", key[0], key[1], app.uid
-                )
+            platform = self.share.lease(PLATFORM)
+            if app is not None and platform is not None:
+                await self._left_anywhere(key, clusters.values())
+                with fenced_by(platform):
+                    await asyncio.to_thread(
+                        self.service.finish_delete, "Application", key[0], key[1], app.uid
+                    )
             return
         spec = self.rules.unsealed(app)
         warnings = sorted(
@@ -412,6 +442,13 @@ class DeliveryController:
             return_exceptions=True,
         )
         plan = await self._failover(key, spec, rendered, namespace, targets, refused, clusters)
+        # Each cluster is delivered to by the replica holding its lease, which writes only
+        # that cluster's part of the status (under that lease).
+        mine = {
+            c: lease
+            for c in targets
+            if (lease := self._lease_of(c, registered=c in clusters)) is not None
+        }
         results = await asyncio.gather(
             *(
                 _settled(not_ours)
@@ -427,24 +464,28 @@ class DeliveryController:
                     clusters.get(c),
                     c,
                     exposure,
+                    lease,
                 )
-                for c in targets
+                for c, lease in mine.items()
             )
         )
-        await asyncio.to_thread(
-            self.service.write_status,
-            "Application",
-            key[0],
-            key[1],
-            partial(
-                _status,
-                dict(zip(targets, results, strict=True)),
-                warnings,
-                app.generation,
-                revision,
-                plan if spec.failover is not None else None,
-            ),
-        )
+        if mine or not targets:
+            with fenced_by(*mine.values()):
+                await asyncio.to_thread(
+                    self.service.write_status,
+                    "Application",
+                    key[0],
+                    key[1],
+                    partial(
+                        _status,
+                        dict(zip(mine, results, strict=True)),
+                        warnings,
+                        app.generation,
+                        revision,
+                        targets,
+                        plan if spec.failover is not None else None,
+                    ),
+                )
         failed = [e for e in await leaving if isinstance(e, BaseException)]
         if failed:
             raise failed[0]
@@ -527,8 +568,8 @@ class DeliveryController:
         asked for it; failures propagate (and are retried), so that a delete is not reported
         done while something is left. A cluster that is not Ready is passed over: the sweep
         removes what is left when it is back."""
-        if cluster.status.get("phase") != "Ready":
-            return
+        if cluster.status.get("phase") != "Ready" or self._lease_of(cluster.name) is None:
+            return  # not Ready, or another replica's cluster
         client = self.connections.client(cluster.name, self.clusters.kubeconfig(cluster))
         labels: dict[str, Any] = {MANAGED_BY: "wharf", TENANT_LABEL: key[0], APP_LABEL: key[1]}
         if volumes:  # first: the StatefulSets name their claims
@@ -542,6 +583,20 @@ class DeliveryController:
         if removed:
             log.info("removed application objects", cluster=cluster.name, app=key, objects=removed)
 
+    async def _left_anywhere(self, key: Key, clusters: Iterable[StoredResource]) -> None:
+        """Before a delete is finished: none of the application's objects is left in any Ready
+        cluster, those of other replicas included (a read; their holders remove them)."""
+        labels: dict[str, Any] = {MANAGED_BY: "wharf", TENANT_LABEL: key[0], APP_LABEL: key[1]}
+
+        async def left(cluster: StoredResource) -> list[str]:
+            client = self.connections.client(cluster.name, self.clusters.kubeconfig(cluster))
+            return await labelled(client, resources_in(cluster), labels, f"{key[0]}--")
+
+        ready = [c for c in clusters if c.status.get("phase") == "Ready"]
+        found = [o for objects in await asyncio.gather(*(left(c) for c in ready)) for o in objects]
+        if found:
+            raise RemovalPending(found)
+
     async def _deliver(
         self,
         key: Key,
@@ -552,8 +607,11 @@ class DeliveryController:
         cluster: StoredResource | None,
         name: str,
         exposure: Exposure,
+        lease: Lease,
     ) -> dict[str, Any]:
-        result = await self._deliver_revision(key, app, spec, rendered, cluster, name, exposure)
+        result = await self._deliver_revision(
+            key, app, spec, rendered, cluster, name, exposure, lease
+        )
         return {**result, "revision": revision}
 
     async def _deliver_revision(
@@ -565,6 +623,7 @@ class DeliveryController:
         cluster: StoredResource | None,
         name: str,
         exposure: Exposure,
+        lease: Lease,
     ) -> dict[str, Any]:
         if cluster is None:
             return {"state": "Unreachable", "message": f"cluster {name} is not registered"}
@@ -608,6 +667,7 @@ class DeliveryController:
             observed = []
             for i, (obj, current) in enumerate(zip(objects, currents, strict=True)):
                 if i in pending:
+                    self.share.check(lease)  # lost meanwhile: its new holder goes on
                     current = await apply(client, obj)
                     self.writes += 1
                 assert current is not None
@@ -621,6 +681,7 @@ class DeliveryController:
                 APP_LABEL: key[1],
                 RELEASE_ROLE: operators.not_exists(),
             }
+            self.share.check(lease)
             for resource in resources_in(cluster):
                 removed = await prune(
                     client, resource, namespace, ours, keep.get(resource.__name__, set())
@@ -628,6 +689,8 @@ class DeliveryController:
                 self.writes += len(removed)
             informers = self.watches.informers(f"apps/{name}")
             return await _cluster_status(client, informers, namespace, key[1], observed)
+        except LeaseLost:
+            raise
         except RejectedError as exc:
             return {"state": "Failed", "message": f"rejected by the cluster: {exc}"[:400]}
         except OwnedElsewhereError as exc:
@@ -833,13 +896,19 @@ def _failover_status(
 
 
 def _status(
-    clusters: dict[str, dict[str, Any]],
+    seen: dict[str, dict[str, Any]],
     warnings: list[str],
     generation: int,
     revision: int,
+    targets: list[str],
     plan: FailoverPlan | None,
     stored: StoredResource,
 ) -> dict[str, Any]:
+    """The status with the clusters this replica delivered to (`seen`) and the other target
+    clusters as their replicas last wrote them."""
+    before = stored.status.get("clusters") or {}
+    pending = {"state": "Pending", "message": "not yet delivered by its cluster's replica"}
+    clusters = {n: seen.get(n) or before.get(n) or pending for n in targets}
     states = {name: c["state"] for name, c in clusters.items()}
     bad = sorted(n for n, s in states.items() if s in ("Unreachable", "Failed", "Conflict"))
     if not clusters:

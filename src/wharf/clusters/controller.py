@@ -255,6 +255,8 @@ class ClusterController:
         lease = WORKING_UNDER.get()
         if lease is not None:
             status["heldBy"] = lease.holder  # the replica that reconciles this cluster
+            # ... and the lease it works under: the cluster's placement and delivery too
+            status["controller"] = {"replica": lease.holder, "epoch": lease.epoch}
         last = status.get("lastHeartbeatTime")
         if reachable and (status != stored.status or _older_than(last, self.heartbeat_write)):
             status["lastHeartbeatTime"] = now()

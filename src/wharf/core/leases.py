@@ -13,6 +13,8 @@ to the database, where the write checks the epoch (fencing; see wharf.store.leas
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 
@@ -34,6 +36,28 @@ class Lease:
 
 # The lease the running reconcile works under (None outside a reconcile).
 WORKING_UNDER: ContextVar[Lease | None] = ContextVar("wharf_lease", default=None)
+# More leases a write must still hold: a project's or application's status carries the parts
+# of several clusters, each written under that cluster's lease.
+FENCED_BY: ContextVar[tuple[Lease, ...]] = ContextVar("wharf_fenced_by", default=())
+
+
+@contextmanager
+def fenced_by(*leases: Lease) -> Iterator[None]:
+    """Database writes in this block (and the threads it starts) hold all of `leases`."""
+    token = FENCED_BY.set(tuple(sorted(leases, key=lambda lease: lease.name)))
+    try:
+        yield
+    finally:
+        FENCED_BY.reset(token)
+
+
+def fences() -> list[Lease]:
+    """The leases a write made now must still hold (fenced ones only)."""
+    under = WORKING_UNDER.get()
+    found = {lease.name: lease for lease in FENCED_BY.get() if lease.fenced}
+    if under is not None and under.fenced:
+        found.setdefault(under.name, under)
+    return [found[name] for name in sorted(found)]
 
 
 class LeaseLost(Exception):
@@ -71,6 +95,12 @@ class LeaseBook:
         if held is None or held[1] <= time.monotonic():
             return None
         return Lease(name, self.holder, held[0])
+
+    def check(self, lease: Lease) -> None:
+        """Refuse to go on writing (to a cluster) under a lease this process no longer holds
+        with the same epoch; the database refuses the status write anyway (fencing)."""
+        if self.lease(lease.name) != lease:
+            raise LeaseLost(lease)
 
     def names(self) -> list[str]:
         """The leases held now (by name)."""

@@ -164,6 +164,34 @@ async def remove_labelled(
     return removed
 
 
+class RemovalPending(Exception):
+    """Objects a finished delete must not leave behind are still in a cluster (another
+    replica, holding that cluster, removes them): the delete is retried."""
+
+    def __init__(self, objects: list[str]) -> None:
+        super().__init__(f"still to remove: {', '.join(objects[:5])}")
+        self.objects = objects
+
+
+async def labelled(
+    client: AsyncClient,
+    resources: Iterable[Any],
+    labels: dict[str, Any],
+    namespace_prefix: str = "",
+) -> list[str]:
+    """What `remove_labelled` would delete (a read only), as kind/namespace/name."""
+    found = []
+    for resource in resources:
+        where = {"namespace": ALL_NS} if issubclass(resource, NamespacedResource) else {}
+        listing = client.list(resource, labels=labels, **where)  # type: ignore[call-overload]
+        async for item in listing:
+            meta = item.metadata
+            if _being_deleted(item) or not (meta.namespace or "").startswith(namespace_prefix):
+                continue
+            found.append(f"{resource.__name__}/{meta.namespace or ''}/{meta.name}")
+    return found
+
+
 async def owner_labels(
     client: AsyncClient,
     resources: Iterable[Any],

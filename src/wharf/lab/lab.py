@@ -283,7 +283,10 @@ class LabCluster:
             pair = ca.issue(name, cn, groups)
             path = self.kubeconfig if name == "admin" else self.directory / f"{name}.kubeconfig"
             _write_yaml(path, kubeconfig_dict([(self.name, self.server, ca.pair.cert, pair)]))
-        # Writes only, at Metadata level: enough to count who changed what (tests do).
+        # Writes only: the lab's own components' at Metadata level (who changed what), the
+        # others' (Wharf's, tenants') with their bodies too, so a test can tell a write
+        # repeated with the same content from a changed object written once.
+        writes = ["create", "update", "patch", "delete", "deletecollection"]
         audit_policy = {
             "apiVersion": "audit.k8s.io/v1",
             "kind": "Policy",
@@ -291,8 +294,15 @@ class LabCluster:
             "rules": [
                 {
                     "level": "Metadata",
-                    "verbs": ["create", "update", "patch", "delete", "deletecollection"],
+                    "verbs": writes,
+                    "users": ["system:apiserver", *(cn for cn, _ in clients.values())],
                 },
+                {
+                    "level": "Metadata",
+                    "verbs": writes,
+                    "userGroups": ["system:nodes", "system:serviceaccounts"],
+                },
+                {"level": "Request", "verbs": writes},
                 {"level": "None"},
             ],
         }

@@ -100,7 +100,12 @@ def _announce_admin_password(password: str, settings: Settings) -> None:
 def create_app(settings: Settings) -> FastAPI:
     db = Database(settings.database_url)
     platform = Platform(settings, db)
-    metrics = Metrics(platform.reconciles_per_cluster, settings.replica, platform.leases.names)
+    metrics = Metrics(
+        platform.reconciles_per_cluster,
+        settings.replica,
+        platform.leases.names,
+        platform.cluster_owners,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -69,6 +69,32 @@ class LeasesHeld(Collector):
         yield family
 
 
+class ClusterOwners(Collector):
+    """The clusters this replica reconciles (cluster controller, placement and delivery), by
+    their lease: `sum by (cluster)` over all replicas is 1 for each cluster."""
+
+    def __init__(self, replica: str, owned: Callable[[], dict[str, int]]) -> None:
+        self.replica = replica
+        self.owned = owned
+
+    def collect(self) -> Iterator[Metric]:
+        owner = GaugeMetricFamily(
+            "wharf_cluster_owner",
+            "1 for each cluster whose work this replica does now",
+            labels=["cluster", "replica"],
+        )
+        epoch = GaugeMetricFamily(
+            "wharf_cluster_owner_epoch",
+            "The epoch of the cluster's lease this replica works under",
+            labels=["cluster", "replica"],
+        )
+        for cluster, number in sorted(self.owned().items()):
+            owner.add_metric([cluster, self.replica], 1)
+            epoch.add_metric([cluster, self.replica], number)
+        yield owner
+        yield epoch
+
+
 class Metrics:
     """The server's own Prometheus metrics, in a registry per app (tests build many apps)."""
 
@@ -77,10 +103,12 @@ class Metrics:
         per_cluster: PerCluster = dict,
         replica: str = "",
         held: Callable[[], list[str]] = list,
+        owned: Callable[[], dict[str, int]] = dict,
     ) -> None:
         self.registry = CollectorRegistry()
         self.registry.register(ClusterReconciles(per_cluster))
         self.registry.register(LeasesHeld(replica, held))
+        self.registry.register(ClusterOwners(replica, owned))
         self.requests = Counter(
             "wharf_http_requests_total",
             "HTTP requests served",

@@ -115,6 +115,8 @@ class Platform:
             ClusterTimeouts(settings.cluster_request_timeout, settings.watch_timeout_seconds),
         )
         self.login_throttle = LoginThrottle()
+        # Several replicas share one PostgreSQL by leases; SQLite's one process holds them all.
+        self.leases = LeaseBook(settings.replica, sole=db.dialect != "postgresql")
         self.clusters = ClusterController(
             self.resources,
             self.cluster_rules,
@@ -128,6 +130,7 @@ class Platform:
             self.connections,
             resync=settings.resync_seconds,
             additions=[namespace_additions, self._pull_secrets],
+            share=self.leases,
         )
         self.delivery = DeliveryController(
             self.resources,
@@ -139,6 +142,7 @@ class Platform:
             pinned=pinned,
             window=lambda app: applied_window(app.status),
             failover_grace=settings.failover_grace_seconds,
+            share=self.leases,
         )
         self.releases = ReleaseController(
             self.resources,
@@ -161,26 +165,29 @@ class Platform:
         )
         self._tasks: list[asyncio.Task[Any]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
-        # Several replicas share one PostgreSQL by leases; SQLite's one process holds them all.
-        self.leases = LeaseBook(settings.replica, sole=db.dialect != "postgresql")
         self.lease_keeper = LeaseKeeper(db, self.leases, settings.lease_seconds, self._gained)
         self._lease_work()
         # A cluster gone or back changes where applications' replicas run (failover).
         self.clusters.on_phase = self.delivery.controller.queue_all
 
     def _platform_wide(self) -> list[Controller]:
-        """The controllers whose keys (projects, applications, rules) span clusters."""
+        """The controllers whose work is not one cluster's (registries, releases, windows)."""
         return [
-            self.placement.controller,
-            self.delivery.controller,
             self.replication.controller,
             self.retention.controller,
             self.releases.controller,
             self.schedules.controller,
         ]
 
+    def _split_by_cluster(self) -> list[Controller]:
+        """The controllers that write into clusters key by key (a project's namespaces, an
+        application's objects): every replica reconciles each key for the clusters whose
+        lease it holds (and the platform lease's holder does the platform-wide part)."""
+        return [self.placement.controller, self.delivery.controller]
+
     def _lease_work(self) -> None:
         """Each controller works only under its lease: the cluster controller per cluster,
+        placement and delivery per cluster inside each key (they read the book themselves),
         the others under the platform-wide one (their work spans clusters)."""
         book = self.leases
         self.clusters.controller.lease_for = lambda key: book.lease(cluster_lease(str(key)))
@@ -195,6 +202,17 @@ class Platform:
                 controller.queue_all()
         elif lease.startswith(CLUSTER_PREFIX):
             self.clusters.controller.queue.add(lease.removeprefix(CLUSTER_PREFIX))
+        for controller in self._split_by_cluster():
+            controller.queue_all()
+
+    def cluster_owners(self) -> dict[str, int]:
+        """The clusters this replica reconciles now, with their lease's epoch (for /metrics)."""
+        owned = {}
+        for name in self.leases.names():
+            lease = self.leases.lease(name)
+            if lease is not None and name.startswith(CLUSTER_PREFIX):
+                owned[name.removeprefix(CLUSTER_PREFIX)] = lease.epoch
+        return owned
 
     def lease_holders(self) -> dict[str, str]:
         """Which replica holds each lease, as this replica last saw it."""

@@ -17,7 +17,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from wharf.core.leases import WORKING_UNDER
+from wharf.core.leases import fences
 from wharf.store.leases import fence
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -79,8 +79,7 @@ class Database:
         """A transaction that may write; it commits at the end, or rolls back on error.
         Inside a reconcile it first checks the lease the work is done under (fencing)."""
         with self.sessions.begin() as session:
-            lease = WORKING_UNDER.get()
-            if lease is not None and lease.fenced:
+            for lease in fences():  # by name: two writers lock lease rows in one order
                 fence(session, lease)
             yield session
 

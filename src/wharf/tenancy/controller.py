@@ -45,10 +45,18 @@ from wharf.clusters.model import (
 from wharf.clusters.service import ClusterRules
 from wharf.core.controller import Controller
 from wharf.core.errors import OutdatedSpecError
+from wharf.core.leases import PLATFORM, Lease, LeaseBook, LeaseLost, cluster_lease, fenced_by
 from wharf.core.quantity import format_resources, parse_quantity
 from wharf.core.resources import set_condition
 from wharf.identity import service as identity
-from wharf.kube.apply import OwnedElsewhereError, ensure, prune, remove_labelled
+from wharf.kube.apply import (
+    OwnedElsewhereError,
+    RemovalPending,
+    ensure,
+    labelled,
+    prune,
+    remove_labelled,
+)
 from wharf.kube.clients import is_unreachable
 from wharf.kube.connections import ClusterConnections, fingerprint
 from wharf.kube.informer import ClusterWatches, Informer
@@ -240,8 +248,12 @@ class PlacementController:
         connections: ClusterConnections,
         resync: float = 30.0,
         additions: Sequence[AdditionsFor] = (),
+        share: LeaseBook | None = None,
     ) -> None:
         self.service = service
+        # Which clusters' namespaces this replica keeps (their leases), and whether it does the
+        # platform-wide part (deletes finished, tenants' totals). One process: all of it.
+        self.share = share or LeaseBook("local", sole=True)
         self.additions = additions
         self.clusters = clusters
         self.connections = connections
@@ -253,14 +265,23 @@ class PlacementController:
 
     # -- what to reconcile ------------------------------------------------------------------
     def _ready_clusters(self) -> list[StoredResource]:
+        """The Ready clusters whose work this replica holds."""
         with self.service.db.reader() as session:
             return [
                 c
                 for c in ResourceStore(session).query("Cluster")
-                if c.status.get("phase") == "Ready"
+                if c.status.get("phase") == "Ready" and self._lease_of(c.name) is not None
             ]
 
+    def _lease_of(self, cluster: str, registered: bool = True) -> Lease | None:
+        """The lease this replica works on `cluster` under, if it holds it; a cluster not
+        registered (nothing to write there, only a status to say so) is platform-wide."""
+        return self.share.lease(cluster_lease(cluster) if registered else PLATFORM)
+
     async def list_keys(self) -> Iterable[Key]:
+        if not self.share.sole and not self.share.names():
+            return []  # a replica holding nothing has nothing to look at
+
         def projects() -> list[Key]:
             with self.service.db.reader() as session:
                 store = ResourceStore(session)
@@ -362,9 +383,13 @@ class PlacementController:
             # A stored spec today's rules refuse: say so on the project and touch nothing in
             # the clusters (retrying cannot help; a valid apply queues it again).
             log.warning("outdated spec", project=key, error=exc.message)
-            await asyncio.to_thread(
-                self.service.write_status, "Project", key[0], key[1], partial(_outdated, exc)
-            )
+            platform = self.share.lease(PLATFORM)
+            if platform is None:
+                return  # said once, by the replica doing the platform-wide part
+            with fenced_by(platform):
+                await asyncio.to_thread(
+                    self.service.write_status, "Project", key[0], key[1], partial(_outdated, exc)
+                )
 
     async def _reconcile_project(self, key: Key) -> None:
         loaded = await asyncio.to_thread(self._load, key)
@@ -374,10 +399,13 @@ class PlacementController:
             # its namespaces everywhere, and only then drop the record.
             labels = {**OWNED, TENANT_LABEL: key[0], PROJECT_LABEL: key[1]}
             await self._remove_everywhere(clusters.values(), labels)
-            if project is not None:
-                await asyncio.to_thread(
-                    self.service.finish_delete, "Project", key[0], key[1], project.uid
-                )
+            platform = self.share.lease(PLATFORM)
+            if project is not None and platform is not None:
+                await self._left_anywhere(clusters.values(), labels)
+                with fenced_by(platform):
+                    await asyncio.to_thread(
+                        self.service.finish_delete, "Project", key[0], key[1], project.uid
+                    )
             self.controller.queue.add((key[0], ""))
             return
         wanted: dict[str, list[Desired]] = {}
@@ -402,22 +430,38 @@ class PlacementController:
             p["cluster"] for p in (project.status if project else {}).get("placements", [])
         }
         targets = sorted(set(wanted) | placed_before | set(clusters))
+        # Each cluster's part is done by the replica holding its lease, and only that part
+        # of the status is written by it (under that lease).
+        mine = {
+            c: lease
+            for c in targets
+            if (lease := self._lease_of(c, registered=c in clusters)) is not None
+        }
+        if not mine:
+            return
         results = await asyncio.gather(
             *(
-                self._reconcile_cluster(key, clusters.get(c), wanted.get(c, []), held)
-                for c in targets
+                self._reconcile_cluster(key, clusters.get(c), wanted.get(c, []), held, lease)
+                for c, lease in mine.items()
             )
         )
         placements = [p for cluster_placements in results for p in cluster_placements]
         changed = project is None
         if project is not None:
-            written = await asyncio.to_thread(
-                self.service.write_status,
-                "Project",
-                key[0],
-                key[1],
-                partial(_project_status, placements, project.generation),
-            )
+            with fenced_by(*mine.values()):
+                written = await asyncio.to_thread(
+                    self.service.write_status,
+                    "Project",
+                    key[0],
+                    key[1],
+                    partial(
+                        _project_status,
+                        placements,
+                        project.generation,
+                        set(mine),
+                        {(d.env, d.namespace, c) for c, ds in wanted.items() for d in ds},
+                    ),
+                )
             changed = written is None or written.resource_version != project.resource_version
         if tenant is not None and changed:
             # The tenant's totals follow its projects: recount when one of them moved, once
@@ -436,7 +480,12 @@ class PlacementController:
         self._baseline_checked[memo] = time.monotonic()
 
     async def _reconcile_cluster(
-        self, key: Key, cluster: StoredResource | None, desired: list[Desired], held: set[str]
+        self,
+        key: Key,
+        cluster: StoredResource | None,
+        desired: list[Desired],
+        held: set[str],
+        lease: Lease | None = None,
     ) -> list[dict[str, Any]]:
         def placement(d: Desired, state: str, message: str = "", **extra: Any) -> dict[str, Any]:
             return {
@@ -462,6 +511,8 @@ class PlacementController:
             await self._baseline(cluster.name, client)
             out = []
             for d in desired:
+                if lease is not None:
+                    self.share.check(lease)  # lost meanwhile: its new holder goes on
                 if d.namespace not in held:
                     message = f"namespace {d.namespace} is held by another Project"
                     out.append(placement(d, "Conflict", message))
@@ -478,6 +529,8 @@ class PlacementController:
                 )
             owner = {**OWNED, TENANT_LABEL: key[0], PROJECT_LABEL: key[1]}
             keep = {d.namespace for d in desired}
+            if lease is not None:
+                self.share.check(lease)
             removed = await prune(client, Namespace, None, owner, keep)
             # Members' identities of namespaces that are gone (or no longer theirs) go too.
             accounts = set().union(*(d.accounts for d in desired))
@@ -486,6 +539,8 @@ class PlacementController:
             if removed:
                 log.info("pruned", cluster=cluster.name, objects=removed)
             return out
+        except LeaseLost:
+            raise
         except Exception as exc:
             message = f"{type(exc).__name__}: {exc}"[:300]
             log.warning("placement failed", cluster=cluster.name, project=key, error=message)
@@ -536,8 +591,28 @@ class PlacementController:
             if removed:
                 log.info("removed", cluster=cluster.name, objects=removed)
 
-        ready = [c for c in clusters if c.status.get("phase") == "Ready"]
+        ready = [
+            c
+            for c in clusters
+            if c.status.get("phase") == "Ready" and self._lease_of(c.name) is not None
+        ]
         await asyncio.gather(*(remove(c) for c in ready))
+
+    async def _left_anywhere(
+        self, clusters: Iterable[StoredResource], labels: dict[str, Any]
+    ) -> None:
+        """Before a delete is finished: nothing carrying `labels` is left (or not yet being
+        removed) in any Ready cluster, those of other replicas included (a read; their
+        holders remove it). Something left is an error: the delete is retried."""
+
+        async def left(cluster: StoredResource) -> list[str]:
+            client = self.connections.client(cluster.name, self.clusters.kubeconfig(cluster))
+            return await labelled(client, REMOVED_WITH_OWNER, labels)
+
+        ready = [c for c in clusters if c.status.get("phase") == "Ready"]
+        found = [o for objects in await asyncio.gather(*(left(c) for c in ready)) for o in objects]
+        if found:
+            raise RemovalPending(found)
 
     def _load_tenant(self, name: str) -> tuple[StoredResource | None, int, list[StoredResource]]:
         with self.service.db.reader() as session:
@@ -551,13 +626,20 @@ class PlacementController:
 
     async def _reconcile_tenant(self, name: str) -> None:
         tenant, projects, clusters = await asyncio.to_thread(self._load_tenant, name)
+        platform = self.share.lease(PLATFORM)
         if tenant is None or tenant.deleting_since is None:
-            await asyncio.to_thread(self._tenant_status, name)
+            if platform is not None:  # the tenant's totals: platform-wide bookkeeping
+                with fenced_by(platform):
+                    await asyncio.to_thread(self._tenant_status, name)
             return
         if projects:
             return  # each project's own delete queues its tenant again when it is done
-        await self._remove_everywhere(clusters, {**OWNED, TENANT_LABEL: name})
-        await asyncio.to_thread(self.service.finish_delete, "Tenant", "", name, tenant.uid)
+        labels = {**OWNED, TENANT_LABEL: name}
+        await self._remove_everywhere(clusters, labels)
+        if platform is not None:
+            await self._left_anywhere(clusters, labels)
+            with fenced_by(platform):
+                await asyncio.to_thread(self.service.finish_delete, "Tenant", "", name, tenant.uid)
 
     def _tenant_status(self, tenant: str) -> None:
         with self.service.db.session() as session:
@@ -586,10 +668,30 @@ def _outdated(exc: OutdatedSpecError, stored: StoredResource) -> dict[str, Any]:
 
 
 def _project_status(
-    placements: list[dict[str, Any]], generation: int, stored: StoredResource
+    seen: list[dict[str, Any]],
+    generation: int,
+    clusters: set[str],
+    expected: set[tuple[str, str, str]],
+    stored: StoredResource,
 ) -> dict[str, Any]:
-    """The status for what this reconcile saw: `generation` is the spec it started from (a
-    newer spec written meanwhile gets its own reconcile, and must not be reported as seen)."""
+    """The status for what this reconcile saw in `clusters` (the other clusters' placements
+    as their replicas last wrote them, and Pending where none has yet): `generation` is the
+    spec it started from (a newer spec written meanwhile gets its own reconcile, and must not
+    be reported as seen). `expected`: every (environment, namespace, cluster) wanted."""
+    kept = [p for p in stored.status.get("placements", []) if p.get("cluster") not in clusters]
+    placements = kept + seen
+    known = {(p["environment"], p["cluster"]) for p in placements}
+    placements += [
+        {
+            "environment": env,
+            "cluster": cluster,
+            "namespace": namespace,
+            "state": "Pending",
+            "message": "not yet placed by its cluster's replica",
+        }
+        for env, namespace, cluster in sorted(expected)
+        if (env, cluster) not in known
+    ]
     # Usage of what the project holds quota for (the namespaces also count what it was
     # granted none of, always zero).
     held = amounts(PROJECT.typed(stored).quota, "spec.quota")
@@ -618,6 +720,8 @@ def _project_status(
             if conflicts
             else "ClusterUnreachable"
             if any(p["state"] == "Unreachable" for p in bad)
+            else "Pending"
+            if all(p["state"] == "Pending" for p in bad)
             else "ApplyFailed"
         )
         conditions = set_condition(conditions, "Ready", "False", reason, message, generation)
