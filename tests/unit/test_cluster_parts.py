@@ -22,12 +22,12 @@ def test_an_application_keeps_the_other_replicas_clusters() -> None:
     before = {"clusters": {"lab2": {"state": "Available", "message": "", "workloads": []}}}
     app = _stored("Application", {}, before)
     mine = {"lab1": {"state": "Available", "message": "", "workloads": []}}
-    status = _status(mine, [], 2, 1, ["lab1", "lab2", "edge"], app)
+    status = _status(mine, [], 2, 1, ["lab1", "lab2", "edge"], None, app)
     assert status["clusters"]["lab2"] == before["clusters"]["lab2"]
     assert status["clusters"]["edge"]["state"] == "Pending"  # nobody has written it yet
     assert status["state"] == "Progressing"
     # A cluster no longer targeted loses its part.
-    assert set(_status(mine, [], 2, 1, ["lab1"], app)["clusters"]) == {"lab1"}
+    assert set(_status(mine, [], 2, 1, ["lab1"], None, app)["clusters"]) == {"lab1"}
 
 
 def test_a_project_keeps_the_other_replicas_placements() -> None:
