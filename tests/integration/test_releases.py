@@ -279,11 +279,13 @@ def test_a_bad_canary_is_rolled_back_in_the_first_cluster_only(
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_an_inconclusive_canary_waits_for_a_person(wharf: Wharf, shop, clusters, exporter, kubectl):
+    """Inconclusive in lab1 and in lab2: a promote lets lab1 go on; in lab2 an abort rolls
+    back every cluster the release changed (lab1's promotion too) and edge is never reached."""
     tenant, dev, ns = shop
     first_delivery(wharf, kubectl, clusters, tenant, dev, ns)
-    exporter.serve(ns, "web", "lab1", 2, errors=0.1)  # between 5 % and 30 %: inconclusive
-    for name in ("lab2", "edge"):
-        exporter.serve(ns, "web", name, 2, errors=0.0)
+    for name in ("lab1", "lab2"):
+        exporter.serve(ns, "web", name, 2, errors=0.1)  # between 5 % and 30 %: inconclusive
+    exporter.serve(ns, "web", "edge", 2, errors=0.0)
     deliver(wharf, dev, tenant, NEW_IMAGE)
     paused = wait_release(
         dev, tenant, "lab1 inconclusive", lambda r: r["clusters"]["lab1"]["phase"] == "Inconclusive"
@@ -293,11 +295,24 @@ def test_an_inconclusive_canary_waits_for_a_person(wharf: Wharf, shop, clusters,
     path = f"/api/v1/tenants/{tenant}/applications/web/release"
 
     dev.ok("POST", f"{path}/promote")
-    done = wait_release(dev, tenant, "release Succeeded", lambda r: r["phase"] == "Succeeded")
-    assert done["clusters"]["edge"]["phase"] == "Promoted"
-    wait_images(kubectl, clusters, ns, everywhere(NEW_IMAGE))
+    wait_release(
+        dev, tenant, "lab2 inconclusive", lambda r: r["clusters"]["lab2"]["phase"] == "Inconclusive"
+    )
+    assert release(dev, tenant)["clusters"]["lab1"]["phase"] == "Promoted"
+    lab2 = clusters["lab2"]
+    assert deployment(kubectl, lab2, ns, "web-canary") is not None
+    aborted = dev.ok("POST", f"{path}/abort")
+    assert aborted["phase"] == "Aborted"
+    assert {n: c["phase"] for n, c in aborted["clusters"].items()} == {
+        "lab1": "RolledBack",
+        "lab2": "RolledBack",
+        "edge": "Pending",
+    }
+    wait_for(lambda: deployment(kubectl, lab2, ns, "web-canary") is None, what="canary gone")
+    wait_images(kubectl, clusters, ns, everywhere(IMAGE))
     trail = wharf.admin.ok("GET", "/api/v1/audit", params={"tenant": tenant})["items"]
     assert any(e["action"] == "release-promote" and e["actor"] == dev.user for e in trail)
+    assert any(e["action"] == "release-abort" and e["actor"] == dev.user for e in trail)
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
