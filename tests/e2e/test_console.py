@@ -785,3 +785,88 @@ def test_every_page_passes_an_automated_accessibility_audit(site: Site, sign_in)
             found[path] = bad
         assert result["passes"], f"axe checked nothing on {path}"
     assert found == {}
+
+
+def _released_app(site: Site) -> str:
+    """An application of retail's project `rel` (developer dave) whose second revision is a
+    canary waiting for a promote in lab1, before lab2's wave."""
+    admin, tenant = site.admin, site.retail
+    admin.ok(
+        "PUT",
+        f"/api/v1/tenants/{tenant}/projects/rel",
+        json={
+            "kind": "Project",
+            "metadata": {"name": "rel"},
+            "spec": {
+                "members": [{"user": "dave", "role": "developer"}],
+                "quota": {"cpu": "2", "memory": "4Gi", "pods": "20"},
+                "environments": [{"name": "dev", "clusters": ["lab1", "lab2"]}],
+            },
+        },
+    )
+    path = f"/api/v1/tenants/{tenant}/applications/shipit"
+    for image in ("registry.example/shipit:1.0.0", "registry.example/shipit:1.1.0"):
+        admin.ok(
+            "PUT",
+            path,
+            json={
+                "kind": "Application",
+                "metadata": {"name": "shipit", "tenant": tenant},
+                "spec": {
+                    "project": "rel",
+                    "environment": "dev",
+                    "template": {"name": "web-service", "version": "1.0.0"},
+                    "values": {"name": "shipit", "image": image, "replicas": 1},
+                    "strategy": {
+                        "type": "canary",
+                        "canary": {"steps": [{"setWeight": 50}, {"pause": {}}]},
+                        "waves": [{"clusters": ["lab1"]}, {"clusters": ["lab2"]}],
+                    },
+                },
+            },
+        )
+
+    def waiting() -> bool:
+        answer = admin.get(f"{path}/release")
+        body = answer.json() if answer.status_code == 200 else {}
+        lab1 = body.get("clusters", {}).get("lab1", {})
+        return body.get("revision") == 2 and lab1.get("phase") == "WaitingPromote"
+
+    wait_for(waiting, timeout=120, what="the canary waiting for a promote in lab1")
+    return path
+
+
+def test_the_release_timeline_updates_live_and_only_its_tenant_sees_it(
+    site: Site, sign_in: Callable[..., Page]
+):
+    api_path = _released_app(site)
+    url = f"{site.url}/console/tenants/{site.retail}/applications/shipit/release"
+    page = sign_in("dave")
+    page.goto(f"{site.url}/console/tenants/{site.retail}/applications/shipit")
+    page.get_by_role("link", name="Release timeline").click()
+    expect(page.get_by_role("heading", name="Release of shipit")).to_be_visible()
+    timeline = page.get_by_role("table", name="Release timeline")
+
+    def row(cluster: str, step: int | str) -> Any:
+        return timeline.locator(f'tr[data-cluster="{cluster}"][data-step="{step}"]')
+
+    expect(row("lab1", 0)).to_contain_text("setWeight 50")
+    expect(row("lab1", 0)).to_contain_text("Passed")
+    expect(row("lab1", 1)).to_contain_text("pause until promoted")
+    expect(row("lab1", 1)).to_contain_text("WaitingPromote")
+    expect(row("lab2", "")).to_contain_text("Pending")
+    site.shot(page, "release-timeline")
+
+    # A promote elsewhere (the API) reaches the open page without a reload.
+    page.evaluate("window.stayed = true")
+    site.admin.ok("POST", f"{api_path}/release/promote")
+    expect(row("lab1", 2)).to_be_visible(timeout=LIVE)
+    expect(row("lab2", 1)).to_contain_text("WaitingPromote", timeout=LIVE)
+    assert page.evaluate("window.stayed") is True, "the page reloaded; the timeline must be live"
+
+    # Another tenant's admin learns nothing: the page and its stream are 404.
+    stranger = sign_in("mona")
+    for address in (url, f"{url}/stream"):
+        answer = stranger.goto(address)
+        assert answer is not None
+        assert answer.status == 404, address

@@ -33,7 +33,9 @@ def _routing(wharf: Wharf, cluster: str, routing: dict[str, Any]) -> dict[str, A
         status = wharf.admin.ok("GET", f"/api/v1/clusters/{cluster}")["status"]
         wanted = "HTTPRoute" if routing.get("gateway") else "Ingress"
         found = status.get("routing", {})
-        return status if found.get("routes") == wanted else None
+        # The new spec's summary, not the one before it (routes alone may not have changed).
+        seen = found.get("ingressClass") == routing.get("ingressClass") or routing.get("gateway")
+        return status if found.get("routes") == wanted and seen else None
 
     return wait_for(observed, what=f"{cluster} routing observed")  # type: ignore[no-any-return]
 

@@ -22,12 +22,14 @@ from tests.integration.conftest import (
     ServerProcess,
     Wharf,
     cluster_writes,
+    manifest,
     register_clusters,
     wait_for,
 )
 from tests.integration.exporter import Exporter
 from wharf.lab import Lab, LabCluster, find_binaries
 from wharf.lab.prometheus import Prometheus
+from wharf.network.model import route_name
 from wharf.releases.model import Metric, build_query
 
 IMAGE = "registry.example/shop/web:1.4.2"
@@ -277,11 +279,13 @@ def test_a_bad_canary_is_rolled_back_in_the_first_cluster_only(
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_an_inconclusive_canary_waits_for_a_person(wharf: Wharf, shop, clusters, exporter, kubectl):
+    """Inconclusive in lab1 and in lab2: a promote lets lab1 go on; in lab2 an abort rolls
+    back every cluster the release changed (lab1's promotion too) and edge is never reached."""
     tenant, dev, ns = shop
     first_delivery(wharf, kubectl, clusters, tenant, dev, ns)
-    exporter.serve(ns, "web", "lab1", 2, errors=0.1)  # between 5 % and 30 %: inconclusive
-    for name in ("lab2", "edge"):
-        exporter.serve(ns, "web", name, 2, errors=0.0)
+    for name in ("lab1", "lab2"):
+        exporter.serve(ns, "web", name, 2, errors=0.1)  # between 5 % and 30 %: inconclusive
+    exporter.serve(ns, "web", "edge", 2, errors=0.0)
     deliver(wharf, dev, tenant, NEW_IMAGE)
     paused = wait_release(
         dev, tenant, "lab1 inconclusive", lambda r: r["clusters"]["lab1"]["phase"] == "Inconclusive"
@@ -291,17 +295,31 @@ def test_an_inconclusive_canary_waits_for_a_person(wharf: Wharf, shop, clusters,
     path = f"/api/v1/tenants/{tenant}/applications/web/release"
 
     dev.ok("POST", f"{path}/promote")
-    done = wait_release(dev, tenant, "release Succeeded", lambda r: r["phase"] == "Succeeded")
-    assert done["clusters"]["edge"]["phase"] == "Promoted"
-    wait_images(kubectl, clusters, ns, everywhere(NEW_IMAGE))
+    wait_release(
+        dev, tenant, "lab2 inconclusive", lambda r: r["clusters"]["lab2"]["phase"] == "Inconclusive"
+    )
+    assert release(dev, tenant)["clusters"]["lab1"]["phase"] == "Promoted"
+    lab2 = clusters["lab2"]
+    assert deployment(kubectl, lab2, ns, "web-canary") is not None
+    aborted = dev.ok("POST", f"{path}/abort")
+    assert aborted["phase"] == "Aborted"
+    assert {n: c["phase"] for n, c in aborted["clusters"].items()} == {
+        "lab1": "RolledBack",
+        "lab2": "RolledBack",
+        "edge": "Pending",
+    }
+    wait_for(lambda: deployment(kubectl, lab2, ns, "web-canary") is None, what="canary gone")
+    wait_images(kubectl, clusters, ns, everywhere(IMAGE))
     trail = wharf.admin.ok("GET", "/api/v1/audit", params={"tenant": tenant})["items"]
     assert any(e["action"] == "release-promote" and e["actor"] == dev.user for e in trail)
+    assert any(e["action"] == "release-abort" and e["actor"] == dev.user for e in trail)
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_a_header_routed_canary_and_abort(wharf: Wharf, shop, clusters, kubectl):
-    """ingress-nginx canary annotations route one header to the canary, accepted by the API
-    server; abort removes the canary objects and leaves the stable revision everywhere."""
+    """ingress-nginx canary annotations route one header (and one cookie) to the canary,
+    accepted by the API server; abort removes the canary objects and leaves the stable
+    revision everywhere."""
     tenant, dev, ns = shop
     # The canary's Ingress names a host the application holds: the tenant guard lets a
     # namespace route only hosts the domain register gave its applications.
@@ -318,7 +336,8 @@ def test_a_header_routed_canary_and_abort(wharf: Wharf, shop, clusters, kubectl)
     body["spec"]["routes"] = routes
     dev.ok("PUT", path, json=body)
     wait_images(kubectl, clusters, ns, everywhere(IMAGE))
-    routing = {"nginx": {"host": host, "header": {"name": "X-Canary", "value": "yes"}}}
+    header = {"name": "X-Canary", "value": "yes"}
+    routing = {"nginx": {"host": host, "header": header, "cookie": {"name": "canary"}}}
     steps = [{"setWeight": 20}, {"pause": {}}]
     body = canary_app(tenant, NEW_IMAGE, canary={"steps": steps, "trafficRouting": routing})
     body["spec"]["routes"] = routes
@@ -334,6 +353,7 @@ def test_a_header_routed_canary_and_abort(wharf: Wharf, shop, clusters, kubectl)
     assert annotations["nginx.ingress.kubernetes.io/canary"] == "true"
     assert annotations["nginx.ingress.kubernetes.io/canary-by-header"] == "X-Canary"
     assert annotations["nginx.ingress.kubernetes.io/canary-by-header-value"] == "yes"
+    assert annotations["nginx.ingress.kubernetes.io/canary-by-cookie"] == "canary"
     assert annotations["nginx.ingress.kubernetes.io/canary-weight"] == "20"
     backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
     assert backend["name"] == "web-canary"
@@ -352,6 +372,135 @@ def test_a_header_routed_canary_and_abort(wharf: Wharf, shop, clusters, kubectl)
         assert gone.returncode != 0
     wait_images(kubectl, clusters, ns, everywhere(IMAGE))
     assert dev.request("POST", f"{path}/promote").status_code == 409
+
+
+def grant_host(wharf: Wharf, tenant: str, host: str) -> None:
+    grant = {"tenant": tenant, "domains": [host]}
+    wharf.admin.ok(
+        "PUT",
+        f"/api/v1/domaingrants/{tenant}",
+        json={"kind": "DomainGrant", "metadata": {"name": tenant}, "spec": grant},
+    )
+
+
+def route_through_gateway(wharf: Wharf, names) -> None:
+    """Each cluster's routes become HTTPRoutes on a Gateway (its spec.routing)."""
+    for name in names:
+        body = manifest(wharf.admin.ok("GET", f"/api/v1/clusters/{name}"))
+        body["spec"]["routing"] = {"gateway": {"name": "edge", "namespace": "wharf-gateways"}}
+        wharf.admin.ok("PUT", f"/api/v1/clusters/{name}", json=body)
+    for name in names:
+        wait_for(
+            lambda n=name: (
+                wharf.admin.ok("GET", f"/api/v1/clusters/{n}")["status"]
+                .get("routing", {})
+                .get("routes")
+                == "HTTPRoute"
+            ),
+            what=f"{name} routes with a Gateway",
+        )
+
+
+def backends(kubectl, cluster: LabCluster, ns: str, route: str) -> list[tuple[Any, ...]]:
+    """(header matches, [(backend, weight)]) of each rule of an HTTPRoute, as stored."""
+    got = json.loads(kubectl(cluster, "-n", ns, "get", "httproute", route, "-o", "json").stdout)
+    return [
+        (
+            [h for m in rule.get("matches", []) for h in m.get("headers", [])],
+            [(b["name"], b.get("weight")) for b in rule["backendRefs"]],
+        )
+        for rule in got["spec"]["rules"]
+    ]
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_gateway_api_canary_shifts_httproute_weights(wharf: Wharf, shop, clusters, kubectl):
+    """With trafficRouting.gatewayAPI, each weight step is the backendRefs' weights of the
+    host's HTTPRoute (read back from the API server, which checked it against the Gateway API
+    CRD's schema), a header and a cookie are rules to the canary alone; abort gives the
+    stable Service all of it again."""
+    tenant, dev, ns = shop
+    host = f"web.{tenant}.example"
+    grant_host(wharf, tenant, host)
+    route_through_gateway(wharf, clusters)
+    path = f"/api/v1/tenants/{tenant}/applications/web"
+    routes = [{"host": host, "service": "web", "port": 80}]
+    body = canary_app(tenant, IMAGE)
+    body["spec"]["routes"] = routes
+    dev.ok("PUT", path, json=body)
+    wait_images(kubectl, clusters, ns, everywhere(IMAGE))
+    routing = {
+        "gatewayAPI": {
+            "host": host,
+            "header": {"name": "X-Canary", "value": "yes"},
+            "cookie": {"name": "canary"},
+        }
+    }
+    steps = [{"setWeight": 20}, {"pause": {}}, {"setWeight": 50}, {"pause": {}}]
+    body = canary_app(tenant, NEW_IMAGE, canary={"steps": steps, "trafficRouting": routing})
+    body["spec"]["routes"] = routes
+    dev.ok("PUT", path, json=body)
+    lab1, name = clusters["lab1"], route_name("web", host)
+    release_path = f"{path}/release"
+
+    def at_pause(step: int):
+        def check(r: dict[str, Any]) -> bool:
+            lab1_state = r["clusters"]["lab1"]
+            return lab1_state["phase"] == "WaitingPromote" and lab1_state["step"] == step
+
+        return check
+
+    header = {"type": "Exact", "name": "X-Canary", "value": "yes"}
+    cookie = {"type": "RegularExpression", "name": "Cookie", "value": r"(^|;\s*)canary=always(;|$)"}
+    for step, weight in ((1, 20), (3, 50)):
+        wait_release(dev, tenant, f"paused at step {step}", at_pause(step))
+        assert backends(kubectl, lab1, ns, name) == [
+            ([header], [("web-canary", 1)]),
+            ([cookie], [("web-canary", 1)]),
+            ([], [("web", 100 - weight), ("web-canary", weight)]),
+        ]
+        if step == 1:
+            dev.ok("POST", f"{release_path}/promote")
+    # The clusters of later waves are untouched: their route leads to the stable Service.
+    assert backends(kubectl, clusters["lab2"], ns, name) == [([], [("web", 1)])]
+
+    dev.ok("POST", f"{release_path}/abort")
+    wait_for(
+        lambda: backends(kubectl, lab1, ns, name) == [([], [("web", 1)])],
+        what="the HTTPRoute back to the stable Service alone",
+    )
+    wait_for(lambda: deployment(kubectl, lab1, ns, "web-canary") is None, what="canary gone")
+    wait_images(kubectl, clusters, ns, everywhere(IMAGE))
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_canary_cannot_route_another_tenants_host(wharf: Wharf, shop):
+    """Tenant B (shop's tenant) cannot point its canary at a host granted to tenant A, nor
+    route it: each a 422 naming the field, and nothing is created."""
+    tenant, dev, _ns = shop
+    other = wharf.tenant({"cpu": "1"})
+    theirs, mine = f"shop.{other}.example", f"web.{tenant}.example"
+    grant_host(wharf, other, theirs)
+    grant_host(wharf, tenant, mine)
+    path = f"/api/v1/tenants/{tenant}/applications/web"
+
+    def refused(routes: list[str], routing: dict[str, Any], field: str) -> None:
+        steps = [{"setWeight": 20}, {"pause": {}}]
+        body = canary_app(tenant, IMAGE, canary={"steps": steps, "trafficRouting": routing})
+        body["spec"]["routes"] = [{"host": h, "service": "web", "port": 80} for h in routes]
+        answer = dev.request("PUT", path, json=body)
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["field"] == field, answer.text
+
+    where = "spec.strategy.canary.trafficRouting"
+    refused([mine], {"nginx": {"host": theirs}}, f"{where}.nginx.host")
+    refused([], {"nginx": {"host": theirs}}, f"{where}.nginx.host")
+    refused([mine], {"gatewayAPI": {"host": theirs}}, f"{where}.gatewayAPI.host")
+    refused([theirs], {"nginx": {"host": theirs}}, "spec.routes[0].host")
+    # Gateway API only where the environment's clusters route with a Gateway; one router.
+    refused([mine], {"gatewayAPI": {"host": mine}}, f"{where}.gatewayAPI")
+    refused([mine], {"nginx": {"host": mine}, "gatewayAPI": {"host": mine}}, where)
+    assert dev.get(path).status_code == 404
 
 
 def pods(kubectl, cluster: LabCluster, ns: str, selector: dict[str, str]) -> dict[str, str]:

@@ -19,6 +19,7 @@ from wharf.core.errors import InvalidError
 from wharf.core.quantity import parse_quantity
 from wharf.network.model import (
     SERVES_ANNOTATION,
+    CanarySplit,
     DomainGrantSpec,
     NodePortRangeSpec,
     NodePortRequest,
@@ -251,6 +252,29 @@ def test_with_a_gateway_each_host_is_an_httproute_and_tls_hosts_redirect_to_http
         "http://docs.example.com",
         "https://shop.example.com",
     ]
+
+
+def test_a_canary_split_weighs_the_hosts_route_and_sends_its_matches_to_the_canary():
+    header = {"type": "Exact", "name": "X-Canary", "value": "yes"}
+    split = CanarySplit("shop.example.com", "web", "web-canary", 30, (header,))
+    routes = route_objects("web", [SECURE, PLAIN], Routing(gateway=GATEWAY), split)
+    by_serves = {r["metadata"]["annotations"][SERVES_ANNOTATION]: r for r in routes}
+    path = {"type": "PathPrefix", "value": "/"}
+    assert by_serves["https"]["spec"]["rules"] == [
+        {
+            "matches": [{"path": path, "headers": [header]}],
+            "backendRefs": [{"name": "web-canary", "port": 80}],
+        },
+        {
+            "matches": [{"path": path}],
+            "backendRefs": [
+                {"name": "web", "port": 80, "weight": 70},
+                {"name": "web-canary", "port": 80, "weight": 30},
+            ],
+        },
+    ]
+    # Another host of the application keeps its one backend.
+    assert by_serves["http"]["spec"]["rules"][0]["backendRefs"] == [{"name": "api", "port": 8080}]
 
 
 def test_tls_comes_from_the_upload_or_from_the_clusters_issuer():

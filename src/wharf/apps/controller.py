@@ -47,6 +47,7 @@ from wharf.apps.model import (
     ApplicationSpec,
     FailoverPlan,
     ReplicaBounds,
+    canary_split,
     delivery_findings,
     desired_objects,
     failover_plan,
@@ -87,7 +88,7 @@ from wharf.kube.clients import is_unreachable
 from wharf.kube.connections import ClusterConnections, fingerprint
 from wharf.kube.informer import ClusterWatches, Informer
 from wharf.kube.kinds import BY_API
-from wharf.network.model import endpoints, expose_node_ports, tls_objects
+from wharf.network.model import CanarySplit, endpoints, expose_node_ports, tls_objects
 from wharf.network.service import CertificateRules, application_node_ports
 from wharf.resources.service import DELETE_VOLUMES, ResourceService
 from wharf.store.claims import Holder, held_by
@@ -164,6 +165,22 @@ def resources_in(cluster: StoredResource) -> tuple[Any, ...]:
     return RESOURCES + tuple(r for api, kinds in BY_API.items() if apis.get(api) for r in kinds)
 
 
+def _splits(
+    spec: ApplicationSpec,
+    rendered: list[dict[str, Any]],
+    targets: list[str],
+    pins: RevisionPins | None,
+) -> dict[str, CanarySplit]:
+    """Where a release shifts traffic on the application's HTTPRoutes, its split there."""
+    found: dict[str, CanarySplit] = {}
+    for cluster in targets:
+        weight = pins.weight(cluster) if pins is not None else None
+        split = canary_split(spec, rendered, weight) if weight is not None else None
+        if split is not None:
+            found[cluster] = split
+    return found
+
+
 def routing_in(cluster: StoredResource) -> Routing:
     return routing_of(CLUSTER.typed(cluster).routing, cluster.status.get("apis") or {})
 
@@ -181,6 +198,10 @@ class RevisionPins(Protocol):
 
     def revision(self, cluster: str) -> int: ...
 
+    def weight(self, cluster: str) -> int | None:
+        """The canary's share of the traffic there while a release shifts it, else None."""
+        ...
+
 
 # (session, tenant, application, spec, revision) -> pins; releases provide it.
 Pinning = Callable[[Session, str, str, ApplicationSpec, int], RevisionPins]
@@ -196,6 +217,7 @@ class Exposure:
 
     ports: dict[str, dict[tuple[str, int], int]] = field(default_factory=dict)
     certificates: dict[str, tuple[str, str]] = field(default_factory=dict)
+    splits: dict[str, CanarySplit] = field(default_factory=dict)  # a release's, by cluster
 
 
 class DeliveryController:
@@ -344,7 +366,8 @@ class DeliveryController:
             # Read with the spec, in one transaction: the revision is the one this spec is.
             revision = current_revision(session, key[0], key[1])
             rendered = rendered_for(session, spec)
-            variants = self._variants(session, key, spec, revision, targets)
+            pins = self.pinned(session, key[0], key[1], spec, revision) if self.pinned else None
+            variants = self._variants(session, key, revision, targets, pins)
             exposure = Exposure(
                 application_node_ports(session, key[0], key[1]),
                 {
@@ -352,6 +375,7 @@ class DeliveryController:
                     for name in sorted({r.tls for r in spec.routes if r.tls})
                     if (pair := self.certificates.opened(session, key[0], name)) is not None
                 },
+                _splits(spec, rendered, targets, pins),
             )
             return (
                 app,
@@ -366,12 +390,16 @@ class DeliveryController:
             )
 
     def _variants(
-        self, session: Session, key: Key, spec: ApplicationSpec, revision: int, targets: list[str]
+        self,
+        session: Session,
+        key: Key,
+        revision: int,
+        targets: list[str],
+        pins: RevisionPins | None,
     ) -> dict[str, Variant]:
         """Clusters whose stable workloads a release keeps on another revision, with it."""
-        if self.pinned is None:
+        if pins is None:
             return {}
-        pins = self.pinned(session, key[0], key[1], spec, revision)
         found: dict[int, Variant] = {}
         variants: dict[str, Variant] = {}
         for cluster in targets:
@@ -638,7 +666,9 @@ class DeliveryController:
         routing = routing_in(cluster)
         window = self.window(app) if self.window is not None else None
         objects = expose_node_ports(
-            desired_objects(key[1], spec, rendered, name, labels, routing, window),
+            desired_objects(
+                key[1], spec, rendered, name, labels, routing, window, exposure.splits.get(name)
+            ),
             exposure.ports.get(name, {}),
         )
         objects += tls_objects(

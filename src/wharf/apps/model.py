@@ -32,7 +32,7 @@ from wharf.core import documents
 from wharf.core.errors import InvalidError
 from wharf.core.quantity import parse_quantity
 from wharf.core.resources import Kind, Spec
-from wharf.network.model import NodePortRequest, Route, route_objects
+from wharf.network.model import CanarySplit, NodePortRequest, Route, route_objects
 from wharf.tenancy.model import APP_LABEL as APP_LABEL  # placement leaves it to apps
 
 PLACEHOLDER = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -43,6 +43,7 @@ CONFIG_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
 CONFIG_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 HEADER_NAME = re.compile(r"^[A-Za-z0-9-]+$")
+COOKIE_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 CONFIG_NAME_MAX = 63  # the object is named <application>-<name>, a DNS subdomain
 RENDERABLE_KINDS = {
     ("apps/v1", "Deployment"),
@@ -566,17 +567,85 @@ class HeaderRoute(Spec):
         return value
 
 
-class NginxRouting(Spec):
+class CookieRoute(Spec):
+    """Requests whose cookie of this name is `always` go to the canary, whatever the weight
+    (`never`: never; any other value: by the weight), as ingress-nginx's canary-by-cookie."""
+
+    name: str = Field(
+        max_length=64,
+        description="Cookie name, e.g. canary",
+        json_schema_extra={"pattern": COOKIE_NAME.pattern},
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _cookie(cls, value: str) -> str:
+        if not COOKIE_NAME.match(value):
+            raise ValueError("a cookie name is letters, digits, '_' and '-'")
+        return value
+
+
+class CanaryRouting(Spec):
+    """Which host's traffic is shifted, and which requests reach the canary whatever the
+    weight."""
+
+    host: str = Field(description="One of the application's spec.routes hosts")
+    header: HeaderRoute | None = Field(default=None, description="Route a header to the canary")
+    cookie: CookieRoute | None = Field(default=None, description="Route a cookie to the canary")
+
+
+class NginxRouting(CanaryRouting):
     """ingress-nginx canary annotations on a copy of the application's Ingress."""
 
-    host: str = Field(description="The host the application's Ingress serves")
-    header: HeaderRoute | None = Field(default=None, description="Route a header to the canary")
+
+class GatewayRouting(CanaryRouting):
+    """Gateway API: the weights go on the backendRefs of the host's HTTPRoute (stable and
+    canary Service), a header or cookie becomes a rule matching it that leads to the canary
+    alone. Every cluster of the environment must route with a Gateway (spec.routing)."""
 
 
 class TrafficRouting(Spec):
     """How traffic is shifted; without one, by the ratio of canary to stable replicas."""
 
     nginx: NginxRouting | None = Field(default=None, description="ingress-nginx canary")
+    gatewayAPI: GatewayRouting | None = Field(
+        default=None, description="Gateway API HTTPRoute weights and matches"
+    )
+
+    def chosen(self) -> CanaryRouting | None:
+        return self.nginx or self.gatewayAPI
+
+    def where(self) -> str:
+        """The field path of the router that is set."""
+        return "nginx" if self.nginx is not None else "gatewayAPI"
+
+
+def canary_matches(routing: CanaryRouting) -> tuple[dict[str, str], ...]:
+    """Gateway API header matches of the requests that go to the canary alone."""
+    matches = []
+    if routing.header is not None:
+        header = routing.header
+        matches.append({"type": "Exact", "name": header.name, "value": header.value})
+    if routing.cookie is not None:
+        cookie = f"(^|;\\s*){routing.cookie.name}=always(;|$)"
+        matches.append({"type": "RegularExpression", "name": "Cookie", "value": cookie})
+    return tuple(matches)
+
+
+def canary_split(
+    spec: ApplicationSpec, rendered: list[dict[str, Any]], weight: int
+) -> CanarySplit | None:
+    """The share of its Gateway API host a release's canary has at `weight` (None without
+    Gateway API routing): the canary Service is beside the first Service the template renders,
+    as the release controller makes it."""
+    routing = spec.strategy.canary.trafficRouting if spec.strategy.canary else None
+    gateway = routing.gatewayAPI if routing is not None else None
+    services = [o["metadata"]["name"] for o in rendered if o["kind"] == "Service"]
+    if gateway is None or not services:
+        return None
+    return CanarySplit(
+        gateway.host, services[0], f"{services[0]}-canary", weight, canary_matches(gateway)
+    )
 
 
 class CanaryStrategy(Spec):
@@ -851,12 +920,14 @@ def desired_objects(
     labels: dict[str, str],
     routing: Routing | None = None,
     window: ReplicaBounds | None = None,
+    split: CanarySplit | None = None,
 ) -> list[dict[str, Any]]:
     """The objects for one cluster: rendered, configuration added, overrides applied, labelled;
-    routes served as the cluster's `routing` says (an Ingress of its default class if unsaid);
-    `window` is the scheduled window open now, if any."""
+    routes served as the cluster's `routing` says (an Ingress of its default class if unsaid),
+    with a release's `split` of the traffic; `window` is the scheduled window open now, if any."""
     override = spec.overrides.get(cluster, ClusterOverride())
-    objects = copy.deepcopy(rendered) + route_objects(app, spec.routes, routing or Routing())
+    routes = route_objects(app, spec.routes, routing or Routing(), split)
+    objects = copy.deepcopy(rendered) + routes
     if spec.autoscaling is not None:
         objects = with_autoscaler(objects, spec.autoscaling)
     for hpa in (o for o in objects if o["kind"] == AUTOSCALER):

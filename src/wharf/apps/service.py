@@ -17,6 +17,7 @@ from wharf.apps.model import (
     ApplicationSpec,
     AppTemplateSpec,
     TemplateVersion,
+    TrafficRouting,
     check_autoscaling,
     check_configuration,
     check_version,
@@ -27,6 +28,7 @@ from wharf.apps.model import (
     render,
     workload_requests,
 )
+from wharf.clusters.model import CLUSTER, routing_of
 from wharf.core.audit import diff, mask
 from wharf.core.crypto import SealError, SecretBox, place
 from wharf.core.errors import (
@@ -221,6 +223,8 @@ def check_strategy(
                     field=where,
                 )
     store = ResourceStore(session)
+    if strategy.canary is not None and strategy.canary.trafficRouting is not None:
+        check_traffic_routing(store, spec, strategy.canary.trafficRouting, clusters)
     for i, step in enumerate(strategy.canary.steps if strategy.canary else []):
         for j, name in enumerate(step.analysis.templates if step.analysis else []):
             if store.get("AnalysisTemplate", tenant, name) is None:
@@ -228,6 +232,42 @@ def check_strategy(
                 raise InvalidError(
                     f"{where}: no AnalysisTemplate {name!r} in tenant {tenant}", field=where
                 )
+
+
+def check_traffic_routing(
+    store: ResourceStore, spec: ApplicationSpec, routing: TrafficRouting, clusters: list[str]
+) -> None:
+    """One router; its host one the application routes (so one the tenant was granted and the
+    application holds: another tenant's host is refused here, not by the cluster later); and
+    Gateway API only where every cluster of the environment routes with a Gateway."""
+    where = "spec.strategy.canary.trafficRouting"
+    chosen = routing.chosen()
+    if chosen is None:
+        return
+    if routing.nginx is not None and routing.gatewayAPI is not None:
+        raise InvalidError(f"{where}: choose one router, nginx or gatewayAPI", field=where)
+    where = f"{where}.{routing.where()}"
+    hosts = sorted({r.host for r in spec.routes})
+    if chosen.host not in hosts:
+        raise InvalidError(
+            f"{where}.host: {chosen.host!r} is not a host of the application's spec.routes "
+            f"(they are: {', '.join(hosts) or 'none'})",
+            field=f"{where}.host",
+        )
+    if routing.gatewayAPI is None:
+        return
+    for name in clusters:
+        cluster = store.get("Cluster", "", name)
+        routed = cluster is not None and (
+            routing_of(CLUSTER.typed(cluster).routing, cluster.status.get("apis") or {}).kind
+            == "HTTPRoute"
+        )
+        if not routed:
+            raise InvalidError(
+                f"{where}: cluster {name} routes with an Ingress, not a Gateway (its "
+                "spec.routing); use trafficRouting.nginx there",
+                field=where,
+            )
 
 
 def _expandable(session: Session, cluster: str) -> dict[str, bool]:

@@ -225,13 +225,29 @@ SERVES_ANNOTATION = "wharf.io/serves"
 CERT_MANAGER_GROUP = "cert-manager.io"
 
 
-def route_objects(app: str, routes: list[Route], routing: Routing) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class CanarySplit:
+    """A release's share of one host's traffic on its HTTPRoute: `weight` percent of the
+    requests to `service` go to `canary` instead, and requests matching one of `matches`
+    (Gateway API header matches) go to the canary alone."""
+
+    host: str
+    service: str
+    canary: str
+    weight: int
+    matches: tuple[dict[str, str], ...] = ()
+
+
+def route_objects(
+    app: str, routes: list[Route], routing: Routing, split: CanarySplit | None = None
+) -> list[dict[str, Any]]:
     """The objects that serve the application's routes in one cluster (none without routes):
-    HTTPRoutes attached to the cluster's Gateway where it has one, else one Ingress."""
+    HTTPRoutes attached to the cluster's Gateway where it has one (with a release's `split`
+    of the traffic), else one Ingress."""
     if not routes:
         return []
     if routing.gateway is not None:
-        return http_routes(app, routes, routing.gateway)
+        return http_routes(app, routes, routing.gateway, split)
     return ingress_for(app, routes, routing.ingress_class)
 
 
@@ -295,7 +311,30 @@ def _http_route(
     }
 
 
-def http_routes(app: str, routes: list[Route], gateway: GatewayRef) -> list[dict[str, Any]]:
+def route_name(app: str, host: str) -> str:
+    """The name of the HTTPRoute that serves the host (its HTTPS one where it has TLS)."""
+    return _route_name(app, host)
+
+
+def _route_rules(route: Route, split: CanarySplit | None) -> list[dict[str, Any]]:
+    """A route's rules: its path to its Service; under a release's split of its host and
+    Service, first a rule per match to the canary alone, then the weights between the two."""
+    path = {"type": "PathPrefix", "value": route.path}
+    backend = {"name": route.service, "port": route.port}
+    if split is None or (split.host, split.service) != (route.host, route.service):
+        return [{"matches": [{"path": path}], "backendRefs": [backend]}]
+    canary = {"name": split.canary, "port": route.port}
+    matched = [
+        {"matches": [{"path": path, "headers": [match]}], "backendRefs": [canary]}
+        for match in split.matches
+    ]
+    weighted = [{**backend, "weight": 100 - split.weight}, {**canary, "weight": split.weight}]
+    return [*matched, {"matches": [{"path": path}], "backendRefs": weighted}]
+
+
+def http_routes(
+    app: str, routes: list[Route], gateway: GatewayRef, split: CanarySplit | None = None
+) -> list[dict[str, Any]]:
     """An HTTPRoute per host (rules apply to all of a route's hostnames, and hosts may lead to
     different Services): on the HTTPS listener where the host has TLS, with a second route on
     the HTTP listener that redirects it to HTTPS; on the HTTP listener otherwise. Backends are
@@ -305,13 +344,7 @@ def http_routes(app: str, routes: list[Route], gateway: GatewayRef) -> list[dict
         by_host.setdefault(route.host, []).append(route)
     out = []
     for host, mine in by_host.items():
-        rules = [
-            {
-                "matches": [{"path": {"type": "PathPrefix", "value": r.path}}],
-                "backendRefs": [{"name": r.service, "port": r.port}],
-            }
-            for r in mine
-        ]
+        rules = [rule for r in mine for rule in _route_rules(r, split)]
         name = _route_name(app, host)
         if not any(r.tls for r in mine):
             out.append(_http_route(name, "http", host, gateway, rules))

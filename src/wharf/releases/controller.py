@@ -33,9 +33,11 @@ from wharf.apps.model import (
     ApplicationSpec,
     BlueGreenStrategy,
     CanaryStep,
+    canary_split,
     desired_objects,
 )
 from wharf.apps.service import app_labels, current_revision, rendered_for
+from wharf.clusters.model import CLUSTER, routing_of
 from wharf.clusters.service import ClusterRules
 from wharf.core.controller import Controller
 from wharf.core.errors import OutdatedSpecError
@@ -43,6 +45,7 @@ from wharf.core.net import OutboundPolicy, OutboundRefused, Target
 from wharf.core.resources import set_condition
 from wharf.kube.apply import ensure, observe, prune
 from wharf.kube.connections import ClusterConnections
+from wharf.network.model import GATEWAY_GROUP, route_name
 from wharf.releases.model import (
     ANALYSIS_TEMPLATE,
     RELEASE_WEBHOOK,
@@ -459,6 +462,9 @@ class ReleaseController:
                 st["weight"] = weight
                 await self._store(release)
             await self._apply_canary(key, snap, name, step.setReplicas, int(weight))
+            if not await self._shifted(key, snap, name, int(weight)):
+                self._nudge_delivery(key)
+                return 0.5
             _enter(st, index + 1, "Progressing")
             announce(release, "stepPassed", cluster=name, step=index, weight=weight)
             await self._store(release)
@@ -493,6 +499,7 @@ class ReleaseController:
                 announce(release, "rolledBack", cluster=name, step=index, message=st["message"])
         await self._store(release)
         if outcome == "Failed":
+            self.redeliver(key)  # its route, if it carries a split, goes back to stable alone
             await self._remove_canary(key, snap, name)
         return None
 
@@ -675,6 +682,27 @@ class ReleaseController:
             wrote, _ = await ensure(client, obj, owner)
             self.writes += int(wrote)
 
+    async def _shifted(self, key: Key, snap: Snapshot, name: str, weight: int) -> bool:
+        """Whether the host's HTTPRoute gives the canary its weight in the cluster (True where
+        no HTTPRoute carries a split). Delivery writes that route, the one writer of it, with
+        the weight the release stored (service.pinned): the step waits until it is there."""
+        split = canary_split(snap.spec, snap.rendered, weight)
+        cluster = snap.clusters.get(name)
+        if split is None or cluster is None:
+            return True
+        routing = routing_of(CLUSTER.typed(cluster).routing, cluster.status.get("apis") or {})
+        if routing.gateway is None:
+            return True
+        meta = {"name": route_name(key[1], split.host), "namespace": snap.namespace}
+        route = {"apiVersion": f"{GATEWAY_GROUP}/v1", "kind": "HTTPRoute", "metadata": meta}
+        live = await observe(self._client(snap, name), route)
+        refs = [
+            ref
+            for rule in (live or {}).get("spec", {}).get("rules", [])
+            for ref in rule.get("backendRefs", [])
+        ]
+        return any(r.get("name") == split.canary and r.get("weight") == weight for r in refs)
+
     async def _remove_canary(self, key: Key, snap: Snapshot, name: str) -> None:
         client = self._client(snap, name)
         labels: dict[str, Any] = {APP_LABEL: key[1], RELEASE_ROLE: None, TENANT_LABEL: key[0]}
@@ -731,8 +759,9 @@ def release_objects(
         template_labels[TRACK] = role
         out.append(obj)
     routing = snap.spec.strategy.canary.trafficRouting if snap.spec.strategy.canary else None
+    routed = routing is not None and routing.chosen() is not None and role == CANARY
     nginx = routing.nginx if routing is not None and role == CANARY else None
-    if services and (nginx is not None or role == PREVIEW):
+    if services and (routed or role == PREVIEW):
         service = copy.deepcopy(services[0])
         service_name = f"{service['metadata']['name']}-{role}"
         service["metadata"]["name"] = service_name
@@ -744,6 +773,8 @@ def release_objects(
         if nginx.header is not None:
             annotations[f"{NGINX}/canary-by-header"] = nginx.header.name
             annotations[f"{NGINX}/canary-by-header-value"] = nginx.header.value
+        if nginx.cookie is not None:
+            annotations[f"{NGINX}/canary-by-cookie"] = nginx.cookie.name
         port = service["spec"]["ports"][0]["port"]
         backend = {"service": {"name": service_name, "port": {"number": port}}}
         out.append(

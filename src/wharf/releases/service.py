@@ -40,6 +40,8 @@ from wharf.tenancy.model import PROJECT_LABEL
 TERMINAL = ("Succeeded", "Failed", "Aborted", "Superseded")
 # A cluster in these phases runs the release's revision in its stable workload.
 ON_NEW_REVISION = ("Promoting", "Promoted")
+# A cluster in these phases runs the canary beside the stable workload (traffic is shifted).
+CANARY_LIVE = ("Progressing", "WaitingPromote", "Inconclusive")
 Operation = Literal["promote", "pause", "resume", "abort", "retry", "skip-analysis"]
 RETRYABLE = ("Failed", "Aborted")
 
@@ -273,9 +275,13 @@ class Pins:
 
     default: int = 0
     clusters: dict[str, int] = field(default_factory=dict)
+    weights: dict[str, int] = field(default_factory=dict)
 
     def revision(self, cluster: str) -> int:
         return self.clusters.get(cluster, self.default)
+
+    def weight(self, cluster: str) -> int | None:
+        return self.weights.get(cluster)
 
 
 def stable_after(release: Release | None, revision: int) -> int:
@@ -302,6 +308,13 @@ def pinned(session: Session, tenant: str, app: str, spec: ApplicationSpec, revis
             name: revision
             for name, cluster in release.clusters.items()
             if cluster.get("phase") in ON_NEW_REVISION
+        },
+        weights={}
+        if release.done
+        else {
+            name: int(cluster["weight"])
+            for name, cluster in release.clusters.items()
+            if cluster.get("phase") in CANARY_LIVE and cluster.get("weight") is not None
         },
     )
 
