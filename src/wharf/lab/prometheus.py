@@ -1,7 +1,10 @@
-"""A real Prometheus (Debian's package) on loopback, for release analysis in the tests and demo.
+"""A real Prometheus (Debian's package) on loopback, for release analysis and alerts in the
+tests and demo.
 
 It scrapes the targets it is given every `interval` and keeps the labels they expose
 (`honor_labels`), so that an exporter can speak for many namespaces, clusters and revisions.
+Given a rules directory and an Alertmanager, it evaluates the rule files Wharf writes there
+(reloaded through /-/reload, hence --web.enable-lifecycle) and sends what fires to it.
 """
 
 from __future__ import annotations
@@ -30,16 +33,25 @@ def free_port() -> int:
 class Prometheus:
     """One Prometheus process; `start()` returns once it answers queries."""
 
-    def __init__(self, workdir: Path, targets: list[str], interval: str = "1s") -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        targets: list[str],
+        interval: str = "1s",
+        rules_dir: Path | None = None,
+        alertmanager: str | None = None,
+    ) -> None:
         self.workdir = workdir
         self.targets = targets
         self.interval = interval
+        self.rules_dir = rules_dir
+        self.alertmanager = alertmanager  # host:port
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def _config(self) -> Path:
-        config = {
+        config: dict[str, object] = {
             "global": {"scrape_interval": self.interval, "evaluation_interval": self.interval},
             "scrape_configs": [
                 {
@@ -49,6 +61,13 @@ class Prometheus:
                 }
             ],
         }
+        if self.rules_dir is not None:
+            self.rules_dir.mkdir(parents=True, exist_ok=True)
+            config["rule_files"] = [str(self.rules_dir / "*.yml")]
+        if self.alertmanager is not None:
+            config["alerting"] = {
+                "alertmanagers": [{"static_configs": [{"targets": [self.alertmanager]}]}]
+            }
         path = self.workdir / "prometheus.yml"
         path.write_text(yaml.safe_dump(config))
         return path
@@ -63,6 +82,7 @@ class Prometheus:
                     f"--config.file={self._config()}",
                     f"--storage.tsdb.path={self.workdir / 'data'}",
                     f"--web.listen-address=127.0.0.1:{self.port}",
+                    "--web.enable-lifecycle",  # Wharf reloads its rule files through /-/reload
                     "--log.level=warn",
                 ],
                 stdout=log,

@@ -22,6 +22,7 @@ from sqlalchemy import DateTime, Integer, String, column, insert, select, table
 
 import wharf
 from wharf import console
+from wharf.alerts import api as alerts_api
 from wharf.apps import api as apps_api
 from wharf.audit import api as audit_api
 from wharf.core.config import Settings
@@ -130,6 +131,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.platform = platform
     app.state.user_listeners = [platform.user_changed]
     app.state.resources = platform.resources
+    app.state.alerting = platform.alerting
     app.state.cluster_rules = platform.cluster_rules
     app.state.connections = platform.connections
     app.state.login_throttle = platform.login_throttle
@@ -163,6 +165,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(releases_api.router)
     app.include_router(network_api.router)
     app.include_router(scaling_api.router)
+    app.include_router(alerts_api.router)
     console.install(app, settings.assets_dir)
     app.include_router(resource_router(platform.rules))
     openapi.install(app)
