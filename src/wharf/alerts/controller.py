@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 
 from wharf.alerts.model import ALERT_RULE, NOTIFICATION_CHANNEL, file_name, rule_file
-from wharf.alerts.service import NotificationChannelRules, email_text
+from wharf.alerts.service import NotificationChannelRules, email_text, may_act
 from wharf.core.controller import Controller
 from wharf.core.errors import ForbiddenError, OutdatedSpecError, WharfError
 from wharf.core.logging import get_logger
@@ -304,7 +304,7 @@ async def test_channel(
     developers may, readers may not (403), other tenants do not see it (404). Audited."""
     obj = await asyncio.to_thread(service.get, p, NOTIFICATION_CHANNEL.name, tenant, name)
     project = str(obj["spec"]["project"])
-    allowed = p.can("write", tenant, project)
+    allowed = may_act(p, tenant, project)
     event = AuditEvent(
         p.user, p.source, "channel-test", NOTIFICATION_CHANNEL.name, tenant, name,
         "allowed" if allowed else "denied", project=project,

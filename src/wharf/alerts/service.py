@@ -59,6 +59,11 @@ def now() -> dt.datetime:
 # -- alert rules -----------------------------------------------------------------------------
 
 
+def may_act(p: Principal, tenant: str, project: str) -> bool:
+    """Alerts are a developer's work (as delivery is): the project's developers and admins."""
+    return p.can_deliver(tenant, project)
+
+
 class AlertRuleRules(ProjectOwnedRules[AlertRuleSpec]):
     """A rule's expression is confined to its project, its rendered file must pass
     `promtool check rules`, and Prometheus must accept the query, before it is saved."""
@@ -69,14 +74,17 @@ class AlertRuleRules(ProjectOwnedRules[AlertRuleSpec]):
     def __init__(self, prometheus_url: str | None) -> None:
         self.prometheus_url = prometheus_url
 
+    def may_write(self, p: Principal, tenant: str, project: str) -> bool:
+        return may_act(p, tenant, project)
+
     def check(self, change: Change[AlertRuleSpec]) -> None:
         spec = change.spec
         if spec.params.app is not None:
             check_name(spec.params.app, "spec.params.app")
         where = "spec.expr" if spec.expr is not None else "spec.template"
         expr = rule_expr(spec, change.tenant, where)
-        check_rule_file(rule_file(spec, change.tenant, change.name), where)
         ask_prometheus(self.prometheus_url, expr, where)
+        check_rule_file(rule_file(spec, change.tenant, change.name), where)
 
 
 def check_rule_file(text: str, where: str) -> None:
@@ -93,7 +101,8 @@ def check_rule_file(text: str, where: str) -> None:
     if done.returncode != 0:
         lines = (done.stderr or done.stdout).strip().splitlines()
         why = next((line for line in lines if "FAILED" not in line), "refused")
-        raise InvalidError(f"{where}: promtool refuses the rule: {why.strip()}", field=where)
+        why = why.replace(f"{handle.name}: ", "").strip()  # the temporary file means nothing
+        raise InvalidError(f"{where}: promtool refuses the rule: {why}", field=where)
 
 
 # -- notification channels -------------------------------------------------------------------
@@ -109,6 +118,9 @@ class NotificationChannelRules(ProjectOwnedRules[NotificationChannelSpec]):
     def __init__(self, box: SecretBox, policy: OutboundPolicy) -> None:
         self.box = box
         self.policy = policy
+
+    def may_write(self, p: Principal, tenant: str, project: str) -> bool:
+        return may_act(p, tenant, project)
 
     def check(self, change: Change[NotificationChannelSpec]) -> None:
         spec = change.spec
@@ -399,7 +411,7 @@ def act_on_incident(
     (403), other tenants do not see it (404). Audited either way."""
     with service.db.session() as session:
         row = _incident_row(session, p, tenant, incident_id)
-        allowed = p.can("write", tenant, row.project)
+        allowed = may_act(p, tenant, row.project)
         event = AuditEvent(
             p.user, p.source, f"incident-{action}", "Incident", tenant, str(incident_id),
             "allowed" if allowed else "denied", project=row.project,
@@ -503,9 +515,8 @@ def create_silence(
     Alertmanager and audited; developers of the project may, readers may not."""
     project = str(body.get("project") or "")
     _project_readable(service, p, tenant, project)
-    allowed = p.can("write", tenant, project)
-    _audit(service, p, "silence-create", tenant, project, project, allowed)
-    if not allowed:
+    if not may_act(p, tenant, project):
+        _audit(service, p, "silence-create", tenant, project, project, False)
         raise ForbiddenError(f"{p.user} may not silence alerts of project {project}")
     ends = _ends_at(body.get("endsAt"))
     rule = body.get("rule") or None
@@ -521,6 +532,7 @@ def create_silence(
         "comment": str(body.get("comment") or f"silenced by {p.user}")[:500],
     }
     answer = _alertmanager(alertmanager_url, "POST", "/api/v2/silences", json=silence)
+    _audit(service, p, "silence-create", tenant, answer["silenceID"], project, True)
     return {"id": answer["silenceID"], "project": project, "rule": rule, "endsAt": _time(ends)}
 
 
@@ -579,7 +591,7 @@ def expire_silence(
     if silence_id not in mine:
         raise NotFoundError(f"silence {silence_id} not found in tenant {tenant}", field="id")
     project = str(mine[silence_id]["project"])
-    allowed = p.can("write", tenant, project)
+    allowed = may_act(p, tenant, project)
     _audit(service, p, "silence-expire", tenant, silence_id, project, allowed)
     if not allowed:
         raise ForbiddenError(f"{p.user} may not end silences of project {project}")
