@@ -28,6 +28,7 @@ from wharf.identity import service as identity
 from wharf.identity.throttle import LoginThrottle
 from wharf.kube.connections import ClusterConnections
 from wharf.kube.kubeconfig import AddressPolicy
+from wharf.monitoring.service import WorkloadFeed
 from wharf.network.service import (
     CertificateRules,
     DomainGrantRules,
@@ -154,6 +155,8 @@ class Platform:
         self.schedules = ScheduleController(
             self.resources, redeliver=self.delivery.controller.queue.add
         )
+        # What Prometheus scrapes at /metrics/workloads, from the delivery controller's watches.
+        self.workload_feed = WorkloadFeed(db, self.delivery.watches, self.connections.cached)
         self._tasks: list[asyncio.Task[Any]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         # Several replicas share one PostgreSQL by leases; SQLite's one process holds them all.
