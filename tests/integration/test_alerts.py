@@ -63,7 +63,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     )
     alertmanager.start()
     rules_dir = base / "rules"
-    prometheus = Prometheus(base / "prometheus", [], "1s", rules_dir, alertmanager.address)
+    prometheus = Prometheus(
+        base / "prometheus", [], "1s", rules_dir=rules_dir, alertmanager=alertmanager.address
+    )
     prometheus.start()
     mailbox = Mailbox()
     smtp = SmtpController(mailbox, hostname="127.0.0.1", port=free_port())

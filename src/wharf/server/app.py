@@ -15,10 +15,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
+    CollectorRegistry,
     generate_latest,
 )
 from pydantic import BaseModel, Field
 from sqlalchemy import DateTime, Integer, String, column, insert, select, table
+from starlette.concurrency import run_in_threadpool
 
 import wharf
 from wharf import console
@@ -29,6 +31,7 @@ from wharf.core.config import Settings
 from wharf.core.errors import InvalidError, WharfError
 from wharf.core.logging import get_logger
 from wharf.identity import api as identity_api
+from wharf.monitoring.service import FeedCollector
 from wharf.network import api as network_api
 from wharf.registry import api as registry_api
 from wharf.releases import api as releases_api
@@ -208,6 +211,19 @@ def create_app(settings: Settings) -> FastAPI:
             metrics.reconciles.labels(controller.name).set(controller.reconciles)
         metrics.cluster_writes.set(platform.placement.writes)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get(
+        "/metrics/workloads",
+        tags=["health"],
+        summary="Pods' and applications' series for Prometheus (docs/observability.md)",
+        include_in_schema=False,
+    )
+    async def workload_metrics(request: Request) -> Response:
+        # Every tenant's series: for the platform's scraper, guarded as /metrics is.
+        await run_in_threadpool(authorize_scrape, request, settings)
+        registry = CollectorRegistry()
+        registry.register(FeedCollector(await platform.workload_feed.collect()))
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/api/v1/version", tags=["platform"], summary="Wharf's version and its database")
     def version() -> Version:

@@ -30,6 +30,7 @@ from wharf.identity import service as identity
 from wharf.identity.throttle import LoginThrottle
 from wharf.kube.connections import ClusterConnections
 from wharf.kube.kubeconfig import AddressPolicy
+from wharf.monitoring.service import WorkloadFeed
 from wharf.network.service import (
     CertificateRules,
     DomainGrantRules,
@@ -170,6 +171,8 @@ class Platform:
         self.alerting = Alerting(
             bearer_token(settings.receiver_token_file()), settings.alertmanager_url, self.channels
         )
+        # What Prometheus scrapes at /metrics/workloads, from the delivery controller's watches.
+        self.workload_feed = WorkloadFeed(db, self.delivery.watches, self.connections.cached)
         self._tasks: list[asyncio.Task[Any]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         # Several replicas share one PostgreSQL by leases; SQLite's one process holds them all.
