@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 import wharf
+from wharf.alerts import cli as alerts_cli
 from wharf.apps import cli as apps_cli
 from wharf.audit import cli as audit_cli
 from wharf.clusters import cli as clusters_cli
@@ -36,6 +37,7 @@ registry_cli.register(app)
 releases_cli.register(app)
 network_cli.register(app)
 scaling_cli.register(app)
+alerts_cli.register(app)
 
 
 @app.command()

@@ -23,6 +23,7 @@ from fastapi.testclient import TestClient
 
 from wharf.core.config import Settings
 from wharf.lab import Lab, LabCluster
+from wharf.lab.prometheus import Prometheus, wharf_feed
 from wharf.server import create_app
 
 ADMIN_PASSWORD = "admin-password-1"
@@ -426,3 +427,36 @@ def cosign() -> Callable[..., subprocess.CompletedProcess[str]]:
         )
 
     return run
+
+
+@dataclass
+class Monitored:
+    """A real server whose workload feed a real Prometheus scrapes (every second), and which
+    queries that Prometheus: for the monitoring, charts and alert tests."""
+
+    wharf: Wharf
+    server: ServerProcess
+    prometheus: Prometheus
+    token: str  # the server's WHARF_METRICS_TOKEN
+
+    def series(self, promql: str) -> list[dict[str, Any]]:
+        return self.prometheus.query(promql)
+
+
+@pytest.fixture(scope="module")
+def monitored(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Monitored]:
+    workdir = tmp_path_factory.mktemp("monitored")
+    token = uuid.uuid4().hex
+    server = ServerProcess(workdir, None, WHARF_METRICS_TOKEN=token, WHARF_LOG_LEVEL="warning")
+    prometheus = Prometheus(workdir / "prometheus", [], "1s", [wharf_feed(server.url, token)])
+    prometheus.start()
+    server.env["WHARF_PROMETHEUS_URL"] = prometheus.url
+    try:
+        server.start()
+        admin = server.login()
+        register_clusters(admin, lab)
+        wharf = Wharf(None, admin.client, admin, lab)  # type: ignore[arg-type]
+        yield Monitored(wharf, server, prometheus, token)
+    finally:
+        server.stop()
+        prometheus.stop()

@@ -76,8 +76,25 @@ class Settings(BaseSettings):
     )
     prometheus_url: str | None = Field(
         default=None,
-        description="Prometheus that release analysis queries, e.g. http://prometheus:9090",
+        description="Prometheus that release analysis queries and alert rules are checked by "
+        "and reloaded in, e.g. http://prometheus:9090",
     )
+    alert_rules_dir: Path | None = Field(
+        default=None,
+        description="Directory Wharf writes the alert rule files into; Prometheus' rule_files "
+        "lists <dir>/*.yml (unset: alert rules are stored, not evaluated)",
+    )
+    alertmanager_url: str | None = Field(
+        default=None, description="Alertmanager that silences are created in"
+    )
+    alert_receiver_token_file: Path | None = Field(
+        default=None,
+        description="File holding the bearer token Alertmanager sends to Wharf's alert "
+        "receiver; Wharf generates it when missing (default: beside the database)",
+    )
+    smtp_host: str | None = Field(default=None, description="SMTP server for email channels")
+    smtp_port: int = Field(default=25, description="Its port")
+    smtp_from: str = Field(default="wharf@localhost", description="The sender of alert emails")
     replica: str = Field(
         default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}",
         min_length=1,
@@ -140,6 +157,12 @@ class Settings(BaseSettings):
             return self.secret_key_file
         base = self.sqlite_path.parent if self.sqlite_path else state_home()
         return base / "secret.key"
+
+    def receiver_token_file(self) -> Path:
+        if self.alert_receiver_token_file is not None:
+            return self.alert_receiver_token_file
+        base = self.sqlite_path.parent if self.sqlite_path else state_home()
+        return base / "alert-receiver.token"
 
 
 @lru_cache(maxsize=1)

@@ -161,3 +161,16 @@ def box_for(secret_key: str | None, key_file: Path, previous: str = "") -> Secre
         current = SealingKey.from_file(key_file)
     old = [SealingKey.from_setting(e.strip()) for e in previous.split(",") if e.strip()]
     return SecretBox(current, old)
+
+
+def bearer_token(path: Path) -> str:
+    """The token kept in `path` (a new random one, readable only by its owner, when missing):
+    what Alertmanager presents to Wharf's alert receiver, read by both from the same file."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secrets.token_urlsafe(32))
+    return path.read_text().strip()

@@ -13,6 +13,7 @@ import typer
 from wharf.lab import crds
 from wharf.lab.build import BuildError, build, build_helm, describe
 from wharf.lab.lab import Lab, LabError, default_lab_dir
+from wharf.lab.prometheus import Prometheus, wharf_feed
 
 app = typer.Typer(help="Real local Kubernetes clusters for the demo, the tests and benchmarks.")
 
@@ -88,6 +89,29 @@ def up_command(
         typer.echo(f"{cluster.name}\t{cluster.server}\t{cluster.kubeconfig}")
     typer.echo(f"kubeconfig (all clusters): {lab.kubeconfig}")
     _say(f"ready in {time.monotonic() - started:.1f}s")
+
+
+@app.command("prometheus")
+def prometheus_command(
+    wharf: Annotated[str, typer.Option("--wharf", help="The Wharf server whose feed it scrapes")],
+    token: Annotated[
+        str | None,
+        typer.Option("--token", envvar="WHARF_METRICS_TOKEN", help="The server's scrape token"),
+    ] = None,
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1")] = 9090,
+    directory: DirOption = None,
+) -> None:
+    """Start Prometheus (Debian's) scraping the server's workload feed every 5 s; print its
+    URL and leave it running (its pid is in <lab>/prometheus/pid)."""
+    workdir = (directory or default_lab_dir()) / "prometheus"
+    prometheus = Prometheus(workdir, [], "5s", [wharf_feed(wharf, token)], port)
+    try:
+        prometheus.start()
+    except RuntimeError as exc:
+        raise _fail(exc) from exc
+    assert prometheus.proc is not None
+    (workdir / "pid").write_text(f"{prometheus.proc.pid}\n")
+    typer.echo(prometheus.url)
 
 
 @app.command("down")

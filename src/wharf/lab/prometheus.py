@@ -1,7 +1,11 @@
-"""A real Prometheus (Debian's package) on loopback, for release analysis in the tests and demo.
+"""A real Prometheus (Debian's package) on loopback, for release analysis, the monitoring feed
+and charts, in the tests and the demo.
 
 It scrapes the targets it is given every `interval` and keeps the labels they expose
 (`honor_labels`), so that an exporter can speak for many namespaces, clusters and revisions.
+Wharf's own workload feed is one more job (`wharf_feed`): its path, with the scrape token.
+Given a rules directory and an Alertmanager, it evaluates the rule files Wharf writes there
+(reloaded through /-/reload, hence --web.enable-lifecycle) and sends what fires to it.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -27,28 +32,75 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+WORKLOADS_PATH = "/metrics/workloads"
+
+
+@dataclass(frozen=True)
+class ScrapeJob:
+    """One more scrape job: targets (host:port), the path, and a bearer token if it needs one."""
+
+    name: str
+    targets: list[str]
+    path: str = "/metrics"
+    token: str | None = None
+
+    def config(self) -> dict[str, object]:
+        job: dict[str, object] = {
+            "job_name": self.name,
+            "honor_labels": True,
+            "metrics_path": self.path,
+            "static_configs": [{"targets": self.targets}],
+        }
+        if self.token:
+            job["authorization"] = {"type": "Bearer", "credentials": self.token}
+        return job
+
+
+def wharf_feed(server_url: str, token: str | None) -> ScrapeJob:
+    """The job that scrapes a Wharf server's workload feed (docs/observability.md)."""
+    host = urllib.parse.urlsplit(server_url).netloc
+    return ScrapeJob("wharf-workloads", [host], WORKLOADS_PATH, token)
+
+
 class Prometheus:
     """One Prometheus process; `start()` returns once it answers queries."""
 
-    def __init__(self, workdir: Path, targets: list[str], interval: str = "1s") -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        targets: list[str],
+        interval: str = "1s",
+        jobs: list[ScrapeJob] | None = None,
+        port: int | None = None,
+        rules_dir: Path | None = None,
+        alertmanager: str | None = None,
+    ) -> None:
         self.workdir = workdir
+        self.rules_dir = rules_dir
+        self.alertmanager = alertmanager  # host:port
         self.targets = targets
+        self.jobs = list(jobs or [])
         self.interval = interval
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def _config(self) -> Path:
-        config = {
+        config: dict[str, object] = {
             "global": {"scrape_interval": self.interval, "evaluation_interval": self.interval},
             "scrape_configs": [
-                {
-                    "job_name": "wharf-test",
-                    "honor_labels": True,
-                    "static_configs": [{"targets": self.targets}],
-                }
+                job.config()
+                for job in [ScrapeJob("wharf-test", self.targets), *self.jobs]
+                if job.targets
             ],
         }
+        if self.rules_dir is not None:
+            self.rules_dir.mkdir(parents=True, exist_ok=True)
+            config["rule_files"] = [str(self.rules_dir / "*.yml")]
+        if self.alertmanager is not None:
+            config["alerting"] = {
+                "alertmanagers": [{"static_configs": [{"targets": [self.alertmanager]}]}]
+            }
         path = self.workdir / "prometheus.yml"
         path.write_text(yaml.safe_dump(config))
         return path
@@ -63,6 +115,7 @@ class Prometheus:
                     f"--config.file={self._config()}",
                     f"--storage.tsdb.path={self.workdir / 'data'}",
                     f"--web.listen-address=127.0.0.1:{self.port}",
+                    "--web.enable-lifecycle",  # Wharf reloads its rule files through /-/reload
                     "--log.level=warn",
                 ],
                 stdout=log,

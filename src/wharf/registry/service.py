@@ -163,12 +163,16 @@ class ProjectOwnedRules(KindRules[P]):
         project = old.labels.get(PROJECT_LABEL, "")  # derived from the spec when written
         if not p.can("read", tenant, project):
             return "hide"
-        return "allow" if action == "read" or p.can("write", tenant, project) else "forbid"
+        return "allow" if action == "read" or self.may_write(p, tenant, project) else "forbid"
+
+    def may_write(self, p: Principal, tenant: str, project: str) -> bool:
+        """Who manages the kind in a project: its admins (a kind may let developers too)."""
+        return p.can("write", tenant, project)
 
     def create_verdict(self, p: Principal, tenant: str, name: str, project: str) -> Verdict:
         if not p.sees_tenant(tenant):
             return "hide"
-        if p.can("write", tenant, project):
+        if self.may_write(p, tenant, project):
             return "allow"
         return "forbid" if p.can("read", tenant, project) else "hide"
 
@@ -176,7 +180,7 @@ class ProjectOwnedRules(KindRules[P]):
         check_name(change.name, max_length=40)
         spec = change.spec
         _project(change.session, change.principal, change.tenant, spec.project)
-        if not change.principal.can("write", change.tenant, spec.project):
+        if not self.may_write(change.principal, change.tenant, spec.project):
             raise ForbiddenError(
                 f"{change.principal.user} may not manage {self.what} of project {spec.project}"
             )

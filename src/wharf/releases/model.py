@@ -14,9 +14,9 @@ import urllib.parse
 from collections.abc import Callable
 from typing import Any, Literal
 
-import promql_parser
 from pydantic import Field, field_validator
 
+from wharf.core import promql
 from wharf.core.errors import InvalidError
 from wharf.core.resources import Kind, Spec
 from wharf.registry.model import ProjectOwned
@@ -212,28 +212,7 @@ def fill(query: str, args: dict[str, str], where: str) -> str:
 def confine(query: str, namespace: str, where: str) -> str:
     """The query with `namespace="<namespace>"` on every series selector; a query that is not
     PromQL, or that names a namespace or uses `or` matchers itself, is refused at `where`."""
-    try:
-        parsed = promql_parser.parse(query)
-    except (ValueError, TypeError) as exc:
-        raise InvalidError(f"{where}: not valid PromQL: {exc}", field=where) from None
-
-    def scoped(node: Any) -> Any:
-        if not isinstance(node, promql_parser.VectorSelector):
-            return None
-        if node.matchers.or_matchers:
-            raise InvalidError(f"{where}: `or` label matchers are not allowed", field=where)
-        if any(m.name == "namespace" for m in node.matchers.matchers):
-            raise InvalidError(
-                f"{where}: {node} names a namespace; Wharf adds the application's own",
-                field=where,
-            )
-        text = str(node)
-        brace = text.index("{")
-        return promql_parser.parse(
-            f'{text[: brace + 1]}namespace="{namespace}",{text[brace + 1 :]}'
-        )
-
-    return str(promql_parser.transform(parsed, pre_visit=scoped))
+    return promql.confine(query, {"namespace": namespace}, where, "the application's own")
 
 
 def build_query(

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import httpx
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Table, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from wharf.apps.model import APPLICATION, ApplicationSpec
@@ -91,17 +91,21 @@ class AnalysisTemplateRules(KindRules[AnalysisTemplateSpec]):
             raise InvalidError(f"{where}.web.url: {exc}", field=f"{where}.web.url") from None
 
     def _ask_prometheus(self, query: str, where: str) -> None:
-        if not self.prometheus_url:
-            return
-        try:
-            answer = httpx.get(
-                f"{self.prometheus_url}/api/v1/query", params={"query": query}, timeout=5
-            )
-        except httpx.HTTPError:
-            return  # unreachable now: the parse above has checked it, analysis will measure
-        if answer.status_code == 400:
-            error = answer.json().get("error", answer.text)
-            raise InvalidError(f"{where}: Prometheus refuses it: {error}", field=where)
+        ask_prometheus(self.prometheus_url, query, where)
+
+
+def ask_prometheus(prometheus_url: str | None, query: str, where: str) -> None:
+    """Prometheus' own word on a query: one it refuses is a 422 at `where`; none configured,
+    or unreachable now, says nothing (the parse has checked it)."""
+    if not prometheus_url:
+        return
+    try:
+        answer = httpx.get(f"{prometheus_url}/api/v1/query", params={"query": query}, timeout=5)
+    except httpx.HTTPError:
+        return
+    if answer.status_code == 400:
+        error = answer.json().get("error", answer.text)
+        raise InvalidError(f"{where}: Prometheus refuses it: {error}", field=where)
 
 
 # -- release rows ------------------------------------------------------------------------
@@ -580,14 +584,14 @@ class Notification:
     attempts: int
 
 
-def due_notifications(session: Session, limit: int = 50) -> list[Notification]:
+def due_notifications(
+    session: Session, limit: int = 50, table: Table = release_notifications
+) -> list[Notification]:
+    """The outbox's events due now (`table`: release events, or incidents' news)."""
     rows = session.execute(
-        select(release_notifications)
-        .where(
-            release_notifications.c.delivered_at.is_(None),
-            release_notifications.c.next_at <= now(),
-        )
-        .order_by(release_notifications.c.id)
+        select(table)
+        .where(table.c.delivered_at.is_(None), table.c.next_at <= now())
+        .order_by(table.c.id)
         .limit(limit)
     )
     return [
@@ -595,9 +599,13 @@ def due_notifications(session: Session, limit: int = 50) -> list[Notification]:
     ]
 
 
-def mark_sent(session: Session, notification: Notification, error: str | None) -> None:
+def mark_sent(
+    session: Session,
+    notification: Notification,
+    error: str | None,
+    table: Table = release_notifications,
+) -> None:
     """Delivered; or not (`error`), to be tried again after a back-off that doubles."""
-    table = release_notifications
     attempts = notification.attempts + 1
     if error is None:
         values: dict[str, Any] = {"delivered_at": now(), "attempts": attempts, "last_error": ""}

@@ -15,19 +15,23 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
+    CollectorRegistry,
     generate_latest,
 )
 from pydantic import BaseModel, Field
 from sqlalchemy import DateTime, Integer, String, column, insert, select, table
+from starlette.concurrency import run_in_threadpool
 
 import wharf
 from wharf import console
+from wharf.alerts import api as alerts_api
 from wharf.apps import api as apps_api
 from wharf.audit import api as audit_api
 from wharf.core.config import Settings
 from wharf.core.errors import InvalidError, WharfError
 from wharf.core.logging import get_logger
 from wharf.identity import api as identity_api
+from wharf.monitoring.service import FeedCollector
 from wharf.network import api as network_api
 from wharf.registry import api as registry_api
 from wharf.releases import api as releases_api
@@ -135,6 +139,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.platform = platform
     app.state.user_listeners = [platform.user_changed]
     app.state.resources = platform.resources
+    app.state.alerting = platform.alerting
     app.state.cluster_rules = platform.cluster_rules
     app.state.connections = platform.connections
     app.state.login_throttle = platform.login_throttle
@@ -168,6 +173,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(releases_api.router)
     app.include_router(network_api.router)
     app.include_router(scaling_api.router)
+    app.include_router(alerts_api.router)
     console.install(app, settings.assets_dir)
     app.include_router(resource_router(platform.rules))
     openapi.install(app)
@@ -210,6 +216,19 @@ def create_app(settings: Settings) -> FastAPI:
             metrics.reconciles.labels(controller.name).set(controller.reconciles)
         metrics.cluster_writes.set(platform.placement.writes)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get(
+        "/metrics/workloads",
+        tags=["health"],
+        summary="Pods' and applications' series for Prometheus (docs/observability.md)",
+        include_in_schema=False,
+    )
+    async def workload_metrics(request: Request) -> Response:
+        # Every tenant's series: for the platform's scraper, guarded as /metrics is.
+        await run_in_threadpool(authorize_scrape, request, settings)
+        registry = CollectorRegistry()
+        registry.register(FeedCollector(await platform.workload_feed.collect()))
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/api/v1/version", tags=["platform"], summary="Wharf's version and its database")
     def version() -> Version:

@@ -14,13 +14,15 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from wharf.alerts.controller import Alerting, ChannelSender, RuleFileController
+from wharf.alerts.service import AlertRuleRules, NotificationChannelRules
 from wharf.apps.controller import DeliveryController
 from wharf.apps.service import ApplicationRules, AppTemplateRules, seed_catalog
 from wharf.clusters.controller import ClusterController
 from wharf.clusters.service import ClusterRules, NodePoolRules
 from wharf.core.config import Settings
 from wharf.core.controller import Controller, cancel
-from wharf.core.crypto import box_for
+from wharf.core.crypto import bearer_token, box_for
 from wharf.core.leases import CLUSTER_PREFIX, PLATFORM, LeaseBook, cluster_lease
 from wharf.core.logging import get_logger
 from wharf.core.net import OutboundPolicy, networks
@@ -28,6 +30,7 @@ from wharf.identity import service as identity
 from wharf.identity.throttle import LoginThrottle
 from wharf.kube.connections import ClusterConnections, ClusterTimeouts
 from wharf.kube.kubeconfig import AddressPolicy
+from wharf.monitoring.service import WorkloadFeed
 from wharf.network.service import (
     CertificateRules,
     DomainGrantRules,
@@ -89,6 +92,7 @@ class Platform:
         self.certificate_rules = CertificateRules(box)
         self.outbound = OutboundPolicy(networks(settings.outbound_allow))
         self.webhook_rules = ReleaseWebhookRules(box, self.outbound)
+        self.channel_rules = NotificationChannelRules(box, self.outbound)
         self.rules: list[KindRules[Any]] = [
             self.cluster_rules,
             NodePoolRules(),
@@ -108,6 +112,8 @@ class Platform:
             DomainGrantRules(),
             self.certificate_rules,
             TrafficPolicyRules(),
+            AlertRuleRules(settings.prometheus_url),
+            self.channel_rules,
         ]
         self.resources = ResourceService(db, {r.kind.name: r for r in self.rules})
         self.connections = ClusterConnections(
@@ -163,6 +169,19 @@ class Platform:
         self.schedules = ScheduleController(
             self.resources, redeliver=self.delivery.controller.queue.add
         )
+        self.rule_files = RuleFileController(
+            self.resources,
+            settings.alert_rules_dir,
+            settings.prometheus_url,
+            resync=settings.resync_seconds,
+        )
+        smtp = (settings.smtp_host, settings.smtp_port, settings.smtp_from)
+        self.channels = ChannelSender(self.resources, self.channel_rules, self.outbound, smtp)
+        self.alerting = Alerting(
+            bearer_token(settings.receiver_token_file()), settings.alertmanager_url, self.channels
+        )
+        # What Prometheus scrapes at /metrics/workloads, from the delivery controller's watches.
+        self.workload_feed = WorkloadFeed(db, self.delivery.watches, self.connections.cached)
         self._tasks: list[asyncio.Task[Any]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self.lease_keeper = LeaseKeeper(db, self.leases, settings.lease_seconds, self._gained)
@@ -177,6 +196,7 @@ class Platform:
             self.retention.controller,
             self.releases.controller,
             self.schedules.controller,
+            self.rule_files.controller,
         ]
 
     def _split_by_cluster(self) -> list[Controller]:
@@ -227,6 +247,7 @@ class Platform:
             self.retention.controller,
             self.releases.controller,
             self.schedules.controller,
+            self.rule_files.controller,
         ]
 
     def reconciles_per_cluster(self) -> dict[str, dict[str, int]]:
@@ -258,6 +279,7 @@ class Platform:
             self.application_rules,
             self.certificate_rules,
             self.webhook_rules,
+            self.channel_rules,
         ):
             kind = rules.kind.name
             with self.db.reader() as session:
@@ -313,6 +335,8 @@ class Platform:
             loop.call_soon_threadsafe(self.replication.controller.queue.add, (tenant, name))
         elif kind == "TrafficPolicy":  # named after its project, whose namespaces hold it
             loop.call_soon_threadsafe(self.placement.controller.queue.add, (tenant, name))
+        elif kind == "AlertRule":
+            loop.call_soon_threadsafe(self.rule_files.controller.queue.add, (tenant, name))
         elif kind == "RetentionPolicy":
             loop.call_soon_threadsafe(self.retention.controller.queue.add, (tenant, name))
         if kind in ("Tenant", "Cluster", "NodePool", "Registry"):
@@ -352,6 +376,8 @@ class Platform:
                 asyncio.create_task(self.releases.controller.run(), name="releases"),
                 asyncio.create_task(self.schedules.controller.run(), name="schedules"),
                 asyncio.create_task(self.webhooks.run(), name="release-webhooks"),
+                asyncio.create_task(self.rule_files.controller.run(), name="alert-rules"),
+                asyncio.create_task(self.channels.run(), name="incident-channels"),
             ]
 
     async def stop(self) -> None:
@@ -364,4 +390,6 @@ class Platform:
         await self.delivery.stop()
         await self.releases.stop()
         await self.webhooks.stop()
+        await self.rule_files.stop()
+        await self.channels.stop()
         await self.connections.close()

@@ -224,3 +224,57 @@ leases = Table(
     Column("expires_at", DateTime(timezone=True), nullable=False),
     Column("renewed_at", DateTime(timezone=True), nullable=False),
 )
+
+# Incidents: what Alertmanager reported for a project's alert rule, one per rule, application
+# and cluster while it is not resolved, with people's acknowledgements, assignee and notes.
+incidents = Table(
+    "incidents",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("tenant", String(64), nullable=False),
+    Column("project", String(64), nullable=False),
+    Column("rule", String(128), nullable=False),
+    Column("application", String(128), nullable=False, server_default=""),
+    Column("cluster", String(64), nullable=False, server_default=""),
+    Column("state", String(16), nullable=False),
+    Column("severity", String(16), nullable=False, server_default="warning"),
+    Column("summary", Text, nullable=False, server_default=""),
+    Column("assignee", String(64), nullable=False, server_default=""),
+    Column("labels", JSON, nullable=False),
+    Column("opened_at", DateTime(timezone=True), nullable=False),
+    Column("resolved_at", DateTime(timezone=True), nullable=True),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Index("ix_incidents_group", "tenant", "rule", "application", "cluster", "state"),
+    Index("ix_incidents_tenant", "tenant", "project", "state"),
+)
+
+# An incident's timeline: each change of state, assignee, and each note, with who did it.
+incident_events = Table(
+    "incident_events",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("incident_id", Id, ForeignKey("incidents.id", ondelete="CASCADE"), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("actor", String(64), nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("text", Text, nullable=False, server_default=""),
+    Index("ix_incident_events_incident", "incident_id"),
+)
+
+# Incident news accepted for a project's notification channels, kept until delivered (the
+# same outbox as release webhooks': written with the incident, retried with back-off after).
+incident_notifications = Table(
+    "incident_notifications",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("tenant", String(64), nullable=False),
+    Column("webhook", String(128), nullable=False),  # the NotificationChannel's name
+    Column("event", String(32), nullable=False),
+    Column("body", JSON, nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_at", DateTime(timezone=True), nullable=False),
+    Column("delivered_at", DateTime(timezone=True), nullable=True),
+    Column("last_error", Text, nullable=False, server_default=""),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_incident_notifications_due", "delivered_at", "next_at"),
+)

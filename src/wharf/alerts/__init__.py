@@ -1,0 +1,1 @@
+"""Alert rules, incidents, notification channels and silences."""

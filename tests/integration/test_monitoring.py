@@ -1,0 +1,182 @@
+"""The monitoring feed: Wharf's /metrics/workloads, scraped by a real Prometheus, carries each
+application's pods (CPU and memory from metrics-server, restarts, readiness), replicas and its
+project's quota, labelled by tenant, project, app, cluster and namespace from Wharf's records."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.integration.conftest import Monitored, wait_for
+from wharf.lab.lab import USAGE_CPU_ANNOTATION, USAGE_MEMORY_ANNOTATION
+
+IMAGE = "registry.example/shop/web:1.4.2"
+
+
+def application(tenant: str, name: str, replicas: int = 2) -> dict[str, Any]:
+    return {
+        "kind": "Application",
+        "metadata": {"name": name, "tenant": tenant},
+        "spec": {
+            "project": "shop",
+            "environment": "dev",
+            "template": {"name": "worker", "version": "1.0.0"},  # no autoscaler
+            "values": {"name": name, "image": IMAGE, "replicas": replicas},
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def shop(monitored: Monitored) -> dict[str, Any]:
+    """A tenant's project on both clusters with an application of 2 replicas using 200m and
+    300Mi per pod, and a developer of it."""
+    wharf = monitored.wharf
+    dev = wharf.user()
+    tenant = wharf.tenant({"cpu": "8", "memory": "16Gi", "pods": "40"})
+    wharf.project(
+        tenant,
+        "shop",
+        {"cpu": "4", "memory": "8Gi", "pods": "20"},
+        members=[{"user": dev.user, "role": "developer"}],
+    )
+    wharf.wait_placed(tenant, "shop")
+    dev.ok("PUT", f"/api/v1/tenants/{tenant}/applications/web", json=application(tenant, "web"))
+    return {"tenant": tenant, "dev": dev, "namespace": f"{tenant}--shop-dev"}
+
+
+def use(kubectl, monitored: Monitored, namespace: str, cpu: str, memory: str) -> None:
+    for cluster in monitored.wharf.lab.clusters():
+        wait_for(
+            lambda c=cluster: kubectl(c, "-n", namespace, "get", "pods", "-o", "name").stdout,
+            what=f"{cluster.name}: pods of web",
+        )
+        kubectl(
+            cluster,
+            "-n",
+            namespace,
+            "annotate",
+            "pods",
+            "--all",
+            "--overwrite",
+            f"{USAGE_CPU_ANNOTATION}={cpu}",
+            f"{USAGE_MEMORY_ANNOTATION}={memory}",
+        )
+
+
+def feed(monitored: Monitored) -> str:
+    scraper = {"Authorization": f"Bearer {monitored.token}"}
+    return httpx.get(f"{monitored.server.url}/metrics/workloads", headers=scraper).text
+
+
+def by_cluster(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        out.setdefault(row["metric"]["cluster"], []).append(row)
+    return out
+
+
+def test_prometheus_holds_each_pods_use_readiness_restarts_and_the_apps_replicas(
+    monitored: Monitored, shop, kubectl
+):
+    tenant, namespace = shop["tenant"], shop["namespace"]
+    use(kubectl, monitored, namespace, "200m", "300Mi")
+    cpu_query = f'wharf_pod_cpu_usage_cores{{tenant="{tenant}",app="web"}}'
+
+    def measured() -> list[dict[str, Any]] | None:
+        rows = monitored.series(cpu_query)
+        clusters = by_cluster(rows)
+        fine = len(clusters) == 2 and all(
+            len(r) == 2 and all(abs(float(x["value"][1]) - 0.2) < 0.01 for x in r)
+            for r in clusters.values()
+        )
+        return rows if fine else None
+
+    try:
+        rows = wait_for(measured, timeout=180, what="both clusters' pods at 200m in Prometheus")
+    except AssertionError as exc:
+        raise AssertionError(
+            f"{exc}\nPrometheus: {monitored.series(cpu_query)}\nfeed:\n{feed(monitored)}"
+        ) from None
+    labels = rows[0]["metric"]
+    assert {k: labels[k] for k in ("tenant", "project", "app", "namespace")} == {
+        "tenant": tenant,
+        "project": "shop",
+        "app": "web",
+        "namespace": namespace,
+    }
+    assert labels["pod"].startswith("web-")
+
+    def series(promql: str) -> dict[tuple[str, str], float]:
+        return {
+            (r["metric"]["cluster"], r["metric"].get("pod", "")): float(r["value"][1])
+            for r in monitored.series(promql)
+        }
+
+    memory = series(f'wharf_pod_memory_usage_bytes{{tenant="{tenant}"}}')
+    assert len(memory) == 4
+    assert set(memory.values()) == {300 * 2**20}
+    ready = wait_for(
+        lambda: (s := series(f'wharf_pod_ready{{tenant="{tenant}"}}')) and set(s.values()) == {1}
+    )
+    assert ready
+    assert set(series(f'wharf_pod_restarts_total{{tenant="{tenant}"}}').values()) == {0}
+    replicas = series(f'wharf_app_replicas{{tenant="{tenant}",app="web"}}')
+    assert replicas == {("lab1", ""): 2, ("lab2", ""): 2}
+    wait_for(
+        lambda: (
+            series(f'wharf_app_ready_replicas{{tenant="{tenant}"}}')
+            == {("lab1", ""): 2, ("lab2", ""): 2}
+        ),
+        what="ready replicas 2 in each cluster",
+    )
+    quota = {
+        r["metric"]["resource"]: float(r["value"][1])
+        for r in monitored.series(f'wharf_project_quota{{tenant="{tenant}",project="shop"}}')
+    }
+    assert quota == {"cpu": 4, "memory": 8 * 2**30, "pods": 20}
+
+
+def test_a_pod_claiming_an_application_outside_its_namespace_is_not_in_the_feed(
+    monitored: Monitored, shop, kubectl
+):
+    """Owners come from Wharf's records: a pod labelled as the tenant's app, in a namespace that
+    is not the project's, speaks for nobody."""
+    cluster = monitored.wharf.lab.clusters()[0]
+    rogue = f"rogue-{uuid.uuid4().hex[:6]}"
+    kubectl(cluster, "create", "namespace", rogue)
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "web-fake", "labels": {"wharf.io/app": "web"}},
+        "spec": {"containers": [{"name": "main", "image": IMAGE}]},
+    }
+    kubectl(cluster, "-n", rogue, "apply", "-f", "-", stdin=json.dumps(pod))
+    # The scrape after the pod exists: the feed has the real pods of web, never this one.
+    wait_for(
+        lambda: monitored.series(f'wharf_pod_ready{{tenant="{shop["tenant"]}"}}'),
+        what="the feed scraped",
+    )
+    feed = httpx.get(
+        f"{monitored.server.url}/metrics/workloads",
+        headers={"Authorization": f"Bearer {monitored.token}"},
+    ).text
+    assert 'pod="web-fake"' not in feed
+    assert rogue not in feed
+    assert monitored.series(f'{{namespace="{rogue}"}}') == []
+
+
+def test_the_feed_is_for_the_scraper_and_platform_readers_only(monitored: Monitored, shop):
+    url = f"{monitored.server.url}/metrics/workloads"
+    assert httpx.get(url).status_code == 401
+    bearer = {"Authorization": f"Bearer {shop['dev'].token}"}
+    assert httpx.get(url, headers=bearer).status_code == 403  # a tenant's developer
+    wrong = {"Authorization": "Bearer not-the-token"}
+    assert httpx.get(url, headers=wrong).status_code == 401
+    scraper = {"Authorization": f"Bearer {monitored.token}"}
+    answer = httpx.get(url, headers=scraper)
+    assert answer.status_code == 200
+    assert "wharf_pod_ready" in answer.text
