@@ -8,7 +8,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
-from . import account, apps, manage, network, views
+from . import account, apps, charts, manage, network, views
 from .web import error_page
 
 __all__ = ["error_page", "install"]
@@ -24,7 +24,14 @@ def to_the_console() -> RedirectResponse:
 def install(app: FastAPI, assets_dir: Path) -> None:
     """Add the console's pages, its own stylesheet and the npm-installed htmx files."""
     router = APIRouter()
-    for part in (views.router, apps.router, network.router, account.router, manage.router):
+    for part in (
+        views.router,
+        apps.router,
+        charts.router,
+        network.router,
+        account.router,
+        manage.router,
+    ):
         router.include_router(part)
     app.include_router(router)
     app.add_api_route("/", to_the_console, methods=["GET", "HEAD"], include_in_schema=False)
