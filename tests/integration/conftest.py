@@ -448,11 +448,13 @@ def monitored(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mo
     workdir = tmp_path_factory.mktemp("monitored")
     token = uuid.uuid4().hex
     server = ServerProcess(workdir, None, WHARF_METRICS_TOKEN=token, WHARF_LOG_LEVEL="warning")
-    prometheus = Prometheus(workdir / "prometheus", [], "1s", [wharf_feed(server.url, token)])
+    # Every 2 s (the scrape's timeout is its interval): a loaded machine's scrape takes over 1 s.
+    prometheus = Prometheus(workdir / "prometheus", [], "2s", [wharf_feed(server.url, token)])
     prometheus.start()
     server.env["WHARF_PROMETHEUS_URL"] = prometheus.url
     try:
-        server.start()
+        server.launch()
+        server.wait_ready(timeout=300)  # a loaded machine starts an interpreter slowly
         admin = server.login()
         register_clusters(admin, lab)
         wharf = Wharf(None, admin.client, admin, lab)  # type: ignore[arg-type]

@@ -180,3 +180,81 @@ def test_the_feed_is_for_the_scraper_and_platform_readers_only(monitored: Monito
     answer = httpx.get(url, headers=scraper)
     assert answer.status_code == 200
     assert "wharf_pod_ready" in answer.text
+
+
+def metrics(api, tenant: str, project: str = "shop", **params: Any) -> httpx.Response:
+    return api.get(f"/api/v1/tenants/{tenant}/projects/{project}/metrics", params=params)
+
+
+def test_a_developer_reads_the_apps_charts_with_the_projects_quota(monitored: Monitored, shop):
+    tenant, dev = shop["tenant"], shop["dev"]
+
+    def charted() -> dict[str, Any] | None:
+        answer = metrics(dev, tenant, app="web", chart=["cpu", "replicas"]).json()
+        assert "charts" in answer, answer
+        cpu = answer["charts"][0]
+        clusters = {line["labels"]["cluster"] for line in cpu["lines"] if line["points"]}
+        return answer if clusters == {"lab1", "lab2"} and cpu["quota"] else None
+
+    answer = wait_for(charted, timeout=120, what="cpu lines of web in both clusters")
+    cpu, replicas = answer["charts"]
+    assert cpu["unit"] == "cores"
+    assert {q["resource"]: q["value"] for q in cpu["quota"]} == {"cpu": 4}
+    assert all(line["labels"] == {"cluster": line["labels"]["cluster"]} for line in cpu["lines"])
+    assert {q["resource"]: q["value"] for q in replicas["quota"]} == {"pods": 20}
+    assert {line["name"] for line in replicas["lines"]} == {"desired", "ready"}
+    assert "request" in answer["requestRate"]
+    # The project's chart: a line per application.
+    project = metrics(dev, tenant, chart="memory").json()["charts"][0]
+    assert {line["labels"]["app"] for line in project["lines"]} == {"web"}
+
+
+@pytest.mark.parametrize(
+    ("where", "value"),
+    [
+        ("app", 'x"} or {tenant="other"'),
+        ("app", 'web",tenant=~".+'),
+        ("app", "web|.*"),
+        ("app", "__name__"),
+        ("app", '{__name__=~".+"}'),
+        ("project", 'shop"}or{project=~".*'),
+    ],
+)
+def test_hostile_selectors_are_refused_naming_the_parameter(
+    monitored: Monitored, shop, where: str, value: str
+):
+    tenant, dev = shop["tenant"], shop["dev"]
+    if where == "app":
+        answer = metrics(dev, tenant, app=value)
+    else:
+        answer = metrics(dev, tenant, project=httpx.URL(value).path.replace("/", "%2F"))
+    assert answer.status_code in (404, 422), answer.text
+    if answer.status_code == 422:
+        assert answer.json()["field"] == where
+
+
+def test_ranges_too_wide_and_steps_too_small_are_refused(monitored: Monitored, shop):
+    tenant, dev = shop["tenant"], shop["dev"]
+    wide = metrics(dev, tenant, start="2026-01-01T00:00:00Z", end="2026-01-09T00:00:00Z")
+    assert wide.status_code == 422
+    assert wide.json()["field"] == "start"
+    fine = metrics(dev, tenant, start="2026-01-01T00:00:00Z", end="2026-01-01T01:00:00Z", step=1)
+    assert fine.status_code == 422
+    assert fine.json()["field"] == "step"
+    assert "step" in metrics(dev, tenant, step="soon").json()["field"]
+    backwards = metrics(dev, tenant, start="2026-01-02T00:00:00Z", end="2026-01-01T00:00:00Z")
+    assert backwards.json()["field"] == "end"
+
+
+def test_another_tenant_gets_404_and_no_series(monitored: Monitored, shop):
+    wharf, tenant = monitored.wharf, shop["tenant"]
+    stranger = wharf.user()
+    other = wharf.tenant({"cpu": "2", "memory": "4Gi"}, admins=[stranger.user])
+    wharf.project(other, "shop", {"cpu": "1", "memory": "1Gi"}, api=stranger)
+    for path in ("metrics", "top"):
+        answer = stranger.get(f"/api/v1/tenants/{tenant}/projects/shop/{path}")
+        assert answer.status_code == 404, answer.text
+    # Its own project with the same names reads nothing of the first tenant's.
+    own = metrics(stranger, other).json()
+    assert all(not chart["lines"] for chart in own["charts"])
+    assert stranger.get(f"/api/v1/tenants/{other}/projects/shop/top?app=web").status_code == 404

@@ -31,6 +31,7 @@ from wharf.core.config import Settings
 from wharf.core.errors import InvalidError, WharfError
 from wharf.core.logging import get_logger
 from wharf.identity import api as identity_api
+from wharf.monitoring import api as monitoring_api
 from wharf.monitoring.service import FeedCollector
 from wharf.network import api as network_api
 from wharf.registry import api as registry_api
@@ -174,6 +175,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(network_api.router)
     app.include_router(scaling_api.router)
     app.include_router(alerts_api.router)
+    app.include_router(monitoring_api.router)
     console.install(app, settings.assets_dir)
     app.include_router(resource_router(platform.rules))
     openapi.install(app)
