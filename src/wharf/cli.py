@@ -13,6 +13,7 @@ from wharf.audit import cli as audit_cli
 from wharf.clusters import cli as clusters_cli
 from wharf.identity import cli as identity_cli
 from wharf.lab.cli import app as lab_app
+from wharf.logs import cli as logs_cli
 from wharf.network import cli as network_cli
 from wharf.registry import cli as registry_cli
 from wharf.releases import cli as releases_cli
@@ -36,6 +37,7 @@ registry_cli.register(app)
 releases_cli.register(app)
 network_cli.register(app)
 scaling_cli.register(app)
+logs_cli.register(app)
 
 
 @app.command()
