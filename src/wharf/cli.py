@@ -14,6 +14,7 @@ from wharf.audit import cli as audit_cli
 from wharf.clusters import cli as clusters_cli
 from wharf.identity import cli as identity_cli
 from wharf.lab.cli import app as lab_app
+from wharf.logs import cli as logs_cli
 from wharf.monitoring import cli as monitoring_cli
 from wharf.network import cli as network_cli
 from wharf.registry import cli as registry_cli
@@ -40,6 +41,7 @@ network_cli.register(app)
 scaling_cli.register(app)
 alerts_cli.register(app)
 monitoring_cli.register(app)
+logs_cli.register(app)
 
 
 @app.command()

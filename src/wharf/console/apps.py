@@ -17,6 +17,8 @@ from wharf.apps.model import APP_TEMPLATE, APPLICATION
 from wharf.apps.service import CHANGE_CAUSE, list_revisions, revision_changes, rollback
 from wharf.core.audit import diff
 from wharf.core.errors import ForbiddenError, InvalidError, NotFoundError, WharfError
+from wharf.logs.model import LiveBounds
+from wharf.logs.service import LiveLogs
 from wharf.tenancy.model import PROJECT_LABEL
 
 from .forms import fields_of, values_from
@@ -36,6 +38,7 @@ from .web import (
 router = APIRouter(prefix="/console", include_in_schema=False)
 STREAM_POLL_SECONDS = 1.0
 STREAM_LIFETIME_SECONDS = 300  # the browser reconnects; a long-lived stream never goes stale
+LOG_VIEW_LINES = 100  # the log view starts with each container's last lines
 
 
 def _app_url(tenant: str, name: str) -> str:
@@ -154,6 +157,35 @@ async def application_stream(request: Request, tenant: str, name: str) -> Respon
                 data = "".join(f"data: {line}\n" for line in html.splitlines())
                 yield f"event: status\n{data}\n"
             await asyncio.sleep(STREAM_POLL_SECONDS)
+
+    return StreamingResponse(
+        events(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.get("/tenants/{tenant}/applications/{name}/logs/stream")
+async def application_log_stream(request: Request, tenant: str, name: str) -> Response:
+    """Server-sent events: the application's last log lines from every cluster, then each new
+    one as its pod writes it, as an HTML row (escaped) to append to the log view."""
+    service: LiveLogs = request.app.state.live_logs
+    try:
+        who = await run_in_threadpool(viewer, request)
+        places, pairs = await service.targets(who.principal, tenant, name)
+    except SignedOut:
+        return Response("sign in first", status_code=401)
+    except WharfError as exc:
+        return Response(exc.message, status_code=exc.status)
+    bounds = LiveBounds.of(lines=LOG_VIEW_LINES, timeout=STREAM_LIFETIME_SECONDS)
+
+    async def events() -> AsyncIterator[str]:
+        yield "retry: 2000\n\n"
+        async for entry in service.follow(places, pairs, bounds):
+            if await request.is_disconnected():
+                return
+            html = templates.get_template("log_line.html").render(entry=entry)
+            yield f"event: line\ndata: {html}\n\n"
 
     return StreamingResponse(
         events(),

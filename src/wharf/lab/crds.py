@@ -69,6 +69,14 @@ CERT_MANAGER = CrdBundle(
     ),
 )
 BUNDLES = {b.name: b for b in (GATEWAY_API, CERT_MANAGER)}
+# kwok's log simulation, part of every lab (not a choice): kwok reads these kinds at its start.
+KWOK_LOGS = CrdBundle(
+    "kwok-logs",
+    "sigs.k8s.io/kwok",
+    "v0.8.0",
+    "kustomize/crd/bases",
+    ("kwok.x-k8s.io_logs.yaml", "kwok.x-k8s.io_clusterlogs.yaml"),
+)
 # What `wharf lab up` installs unless told otherwise (the tests' lab too).
 DEFAULT_BUNDLES = tuple(BUNDLES)
 

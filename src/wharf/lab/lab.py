@@ -34,7 +34,7 @@ import httpx
 import yaml
 
 from wharf.core.paths import state_home
-from wharf.lab import crds, provisioner
+from wharf.lab import crds, podlogs, provisioner
 from wharf.lab.build import LabBinaries, find_binaries
 from wharf.lab.pki import CertificateAuthority, KeyPair, signing_key
 
@@ -55,6 +55,7 @@ COMPONENTS = (
     "kube-scheduler",
     "kwok",
     "provisioner",  # the lab's stand-in for a storage driver (wharf.lab.provisioner)
+    "pod-logs",  # the containers' log files, which kwok serves (wharf.lab.podlogs)
     "metrics-server",
 )
 
@@ -218,6 +219,26 @@ class LabCluster:
             if e.get("user", {}).get("username") == user and e.get("stage") == "ResponseComplete"
         ]
 
+    @property
+    def pod_log_dir(self) -> Path:
+        """Where simulated containers' logs are, in the kubelet's layout (wharf.lab.podlogs)."""
+        return self.directory / podlogs.LOG_DIRECTORY
+
+    def pod_log(self, namespace: str, pod: str, container: str | None = None) -> Path:
+        """The log file of a container of a pod (its first container when not named)."""
+        found = sorted(self.pod_log_dir.glob(f"{namespace}_{pod}_*/{container or '*'}/0.log"))
+        if not found:
+            raise LabError(f"{self.name}: no log file for pod {namespace}/{pod} yet")
+        return max(found, key=lambda p: p.stat().st_mtime)
+
+    def write_pod_log(
+        self, namespace: str, pod: str, lines: Sequence[str], container: str | None = None
+    ) -> Path:
+        """Append lines to what a simulated container wrote (as its runtime would)."""
+        path = self.pod_log(namespace, pod, container)
+        podlogs.append(path, lines)
+        return path
+
     def pid_file(self, component: str) -> PidFile:
         return PidFile(self.run_dir / f"{component}.pid")
 
@@ -364,6 +385,8 @@ class LabCluster:
                 "--requestheader-extra-headers-prefix=X-Remote-Extra-",
                 f"--proxy-client-cert-file={pki / 'front-proxy-client.crt'}",
                 f"--proxy-client-key-file={pki / 'front-proxy-client.key'}",
+                # `kubectl logs` goes through kwok's kubelet endpoint, served with this CA's cert.
+                f"--kubelet-certificate-authority={pki / 'ca.crt'}",
                 f"--cert-dir={pki}",
                 "--profiling=false",
                 "--v=0",
@@ -418,9 +441,14 @@ class LabCluster:
                 f"--tls-cert-file={pki / 'apiserver.crt'}",
                 f"--tls-private-key-file={pki / 'apiserver.key'}",
                 "--node-lease-duration-seconds=40",
+                # Logs objects name each simulated container's log file (wharf.lab.podlogs).
+                "--enable-crds=Logs,ClusterLogs",
             ]
         if component == "provisioner":
             run = "import sys; from wharf.lab.provisioner import main; main(sys.argv[1])"
+            return [sys.executable, "-c", run, str(d)]
+        if component == "pod-logs":
+            run = "import sys; from wharf.lab.podlogs import main; main(sys.argv[1])"
             return [sys.executable, "-c", run, str(d)]
         if component == "metrics-server":
             kubeconfig = d / "metrics-server.kubeconfig"
@@ -688,6 +716,7 @@ class Lab:
             raise LabError("a lab needs at least one cluster and one node")
         try:
             crd_files = [f for b in crds.bundles(crd_bundles) for f in crds.fetch(b, progress)]
+            kwok_files = crds.fetch(crds.KWOK_LOGS, progress)
         except crds.CrdBundleError as exc:
             raise LabError(str(exc)) from exc
         spec = {
@@ -728,6 +757,8 @@ class Lab:
             wait_all("etcd", _etcd_healthy, "etcd")
             self._start_phase(members, ["kube-apiserver"], progress)
             wait_all("kube-apiserver /readyz", LabCluster.healthy, "kube-apiserver")
+            # kwok watches its Logs kinds from its start: they must be served before it is.
+            self._install_crds(members, kwok_files, lambda _: None)
             # The API servers take in the CRDs while the rest of the cluster comes up.
             with ThreadPoolExecutor(1) as background:
                 installed = background.submit(self._install_crds, members, crd_files, progress)
@@ -741,6 +772,7 @@ class Lab:
                         "kube-scheduler",
                         "kwok",
                         "provisioner",
+                        "pod-logs",
                         "metrics-server",
                     ],
                     progress,

@@ -31,6 +31,8 @@ from wharf.core.config import Settings
 from wharf.core.errors import InvalidError, WharfError
 from wharf.core.logging import get_logger
 from wharf.identity import api as identity_api
+from wharf.logs import api as logs_api
+from wharf.logs.service import LiveLogs
 from wharf.monitoring import api as monitoring_api
 from wharf.monitoring.service import FeedCollector
 from wharf.network import api as network_api
@@ -144,6 +146,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.cluster_rules = platform.cluster_rules
     app.state.connections = platform.connections
     app.state.login_throttle = platform.login_throttle
+    app.state.live_logs = LiveLogs(platform.resources, platform.cluster_rules, platform.connections)
 
     @app.exception_handler(WharfError)
     async def wharf_error(_request: Request, exc: WharfError) -> JSONResponse:
@@ -176,6 +179,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(scaling_api.router)
     app.include_router(alerts_api.router)
     app.include_router(monitoring_api.router)
+    app.include_router(logs_api.router)
     console.install(app, settings.assets_dir)
     app.include_router(resource_router(platform.rules))
     openapi.install(app)

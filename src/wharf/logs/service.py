@@ -1,0 +1,233 @@
+"""Live logs: an application's pods across its clusters, read through each cluster's API.
+
+Who may read: anyone who may read the application (any role in its project, its tenant's
+admins, platform admins) — the same check as `get` on the Application, so everyone else gets
+404, as if it did not exist. Where Wharf reads: only the namespace the placement controller
+placed for the application's project environment in each cluster (its status says Ready, so it
+is the project's own and not another owner's of the same name), and only pods there labelled as
+the application's. The namespace is never taken from the caller, and a pod name is a DNS name
+(no path) that must be one of those pods: another tenant's pod cannot be named into a read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from lightkube import AsyncClient
+from lightkube.resources.core_v1 import Pod
+
+from wharf.apps.model import APP_LABEL, APPLICATION, ApplicationSpec
+from wharf.clusters.service import ClusterRules
+from wharf.core.errors import InvalidError, NotFoundError
+from wharf.identity.model import Principal
+from wharf.kube.connections import ClusterConnections
+from wharf.logs.model import LiveBounds, LogLine, checked_name, merged, split_stamp
+from wharf.resources.service import ResourceService
+from wharf.store.resources import ResourceStore
+from wharf.tenancy.model import namespace_name
+
+
+@dataclass(frozen=True)
+class Place:
+    """An application's namespace in one cluster, and how to reach that cluster."""
+
+    cluster: str
+    namespace: str
+    kubeconfig: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class PodRef:
+    cluster: str
+    namespace: str
+    pod: str
+    containers: tuple[str, ...]
+
+
+class LiveLogs:
+    def __init__(
+        self,
+        resources: ResourceService,
+        cluster_rules: ClusterRules,
+        connections: ClusterConnections,
+    ) -> None:
+        self.resources = resources
+        self.cluster_rules = cluster_rules
+        self.connections = connections
+
+    def places(
+        self, p: Principal, tenant: str, app: str, cluster: str | None = None
+    ) -> tuple[ApplicationSpec, list[Place]]:
+        """The application's placed namespaces (in one cluster, or all); 404 unless the caller
+        may read the application."""
+        _, spec = self.resources.read(p, APPLICATION, tenant, app)
+        namespace = namespace_name(tenant, spec.project, spec.environment)
+        places = []
+        with self.resources.db.reader() as session:
+            store = ResourceStore(session)
+            project = store.get("Project", tenant, spec.project)
+            placed = [
+                entry["cluster"]
+                for entry in (project.status if project else {}).get("placements", [])
+                if entry.get("environment") == spec.environment
+                and entry.get("namespace") == namespace
+                and entry.get("state") == "Ready"
+            ]
+            if cluster is not None and cluster not in placed:
+                raise InvalidError(
+                    f"cluster: {app} has no namespace placed on {cluster!r} "
+                    f"(it is on: {', '.join(placed) or 'none'})",
+                    field="cluster",
+                )
+            for name in placed if cluster is None else [cluster]:
+                stored = store.get("Cluster", "", name)
+                if stored is not None:
+                    kubeconfig = self.cluster_rules.kubeconfig(stored)
+                    places.append(Place(name, namespace, kubeconfig))
+        return spec, places
+
+    def client(self, place: Place) -> AsyncClient:
+        return self.connections.client(place.cluster, place.kubeconfig)
+
+    def clients(self, places: list[Place]) -> dict[str, AsyncClient]:
+        return {place.cluster: self.client(place) for place in places}
+
+    async def pods(self, places: list[Place], app: str) -> list[PodRef]:
+        """The application's pods in each place (a cluster that does not answer is left out)."""
+
+        async def listed(place: Place) -> list[PodRef]:
+            with contextlib.suppress(Exception):
+                return [
+                    _pod_ref(place, pod.to_dict())
+                    async for pod in self.client(place).list(
+                        Pod, namespace=place.namespace, labels={APP_LABEL: app}
+                    )
+                ]
+            return []
+
+        found = await asyncio.gather(*(listed(place) for place in places))
+        return sorted((r for refs in found for r in refs), key=lambda r: (r.cluster, r.pod))
+
+    async def targets(
+        self,
+        p: Principal,
+        tenant: str,
+        app: str,
+        cluster: str | None = None,
+        pod: str | None = None,
+        container: str | None = None,
+    ) -> tuple[list[Place], list[tuple[PodRef, str]]]:
+        """(pod, container) pairs to read: the application's, or the one named (404 when it is
+        not one of the application's pods)."""
+        if pod is not None:
+            checked_name(pod, "pod")
+        if container is not None:
+            checked_name(container, "container")
+        _, places = await asyncio.to_thread(self.places, p, tenant, app, cluster)
+        refs = await self.pods(places, app)
+        if pod is not None:
+            refs = [r for r in refs if r.pod == pod]
+            if not refs:
+                raise NotFoundError(f"pod {pod} of application {app} not found")
+        pairs = [(r, c) for r in refs for c in r.containers if container is None or c == container]
+        if container is not None and not pairs:
+            raise NotFoundError(f"container {container} not found in the pods of {app}")
+        return places, pairs
+
+    async def read(
+        self, places: list[Place], pairs: list[tuple[PodRef, str]], bounds: LiveBounds
+    ) -> list[LogLine]:
+        """The last lines of every container, merged by time and cut to the bounds."""
+        clients = self.clients(places)
+
+        async def one(ref: PodRef, container: str) -> list[LogLine]:
+            out: list[LogLine] = []
+            size = 0
+            with contextlib.suppress(Exception):
+                lines = clients[ref.cluster].log(
+                    ref.pod,
+                    namespace=ref.namespace,
+                    container=container,
+                    since=int(bounds.since.total_seconds()),
+                    tail_lines=bounds.lines,
+                    timestamps=True,
+                    newlines=False,
+                )
+                async for text in lines:
+                    size += len(text)
+                    if size > bounds.bytes:
+                        break
+                    out.append(_line(ref, container, text))
+            return out
+
+        async with asyncio.timeout(bounds.timeout):
+            streams = await asyncio.gather(*(one(r, c) for r, c in pairs))
+        return _within_bytes(merged(streams, bounds.lines), bounds.bytes)
+
+    async def follow(
+        self, places: list[Place], pairs: list[tuple[PodRef, str]], bounds: LiveBounds
+    ) -> AsyncIterator[LogLine]:
+        """Every container's new lines as they come (after its last `lines`), until the
+        timeout or the byte bound ends the stream."""
+        clients = self.clients(places)
+        queue: asyncio.Queue[LogLine | None] = asyncio.Queue(maxsize=1000)
+
+        async def pump(ref: PodRef, container: str) -> None:
+            with contextlib.suppress(Exception):
+                lines = clients[ref.cluster].log(
+                    ref.pod,
+                    namespace=ref.namespace,
+                    container=container,
+                    follow=True,
+                    since=int(bounds.since.total_seconds()),
+                    tail_lines=bounds.lines,
+                    timestamps=True,
+                    newlines=False,
+                )
+                async for text in lines:
+                    await queue.put(_line(ref, container, text))
+
+        tasks = [asyncio.create_task(pump(r, c)) for r, c in pairs]
+        done = asyncio.gather(*tasks)
+        done.add_done_callback(lambda _: queue.put_nowait(None))
+        size = 0
+        try:
+            async with asyncio.timeout(bounds.timeout):
+                while (entry := await queue.get()) is not None:
+                    size += len(entry.line)
+                    if size > bounds.bytes:
+                        return
+                    yield entry
+        except TimeoutError:
+            return
+        finally:
+            for task in tasks:
+                task.cancel()
+            with contextlib.suppress(BaseException):
+                await done
+
+
+def _pod_ref(place: Place, pod: dict[str, Any]) -> PodRef:
+    containers = tuple(c["name"] for c in pod.get("spec", {}).get("containers", []))
+    return PodRef(place.cluster, place.namespace, pod["metadata"]["name"], containers)
+
+
+def _line(ref: PodRef, container: str, text: str) -> LogLine:
+    stamp, line = split_stamp(text)
+    return LogLine(stamp, ref.cluster, ref.pod, container, line)
+
+
+def _within_bytes(lines: list[LogLine], limit: int) -> list[LogLine]:
+    """The newest lines that fit in `limit` bytes."""
+    kept: list[LogLine] = []
+    size = 0
+    for entry in reversed(lines):
+        size += len(entry.line)
+        if size > limit:
+            break
+        kept.append(entry)
+    return kept[::-1]
