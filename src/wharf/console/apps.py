@@ -165,6 +165,18 @@ async def application_stream(request: Request, tenant: str, name: str) -> Respon
     )
 
 
+@router.get("/tenants/{tenant}/applications/{name}/logs", response_class=HTMLResponse)
+def application_logs(request: Request, tenant: str, name: str) -> Response:
+    """The application's live log view, a page of its own: its stream ends and reconnects
+    while the application has no pods, which must not disturb the status page's stream."""
+
+    def build(who: Viewer) -> Response:
+        app, _spec = resources(request).read(who.principal, APPLICATION, tenant, name)
+        return render(request, "logs.html", who, app=app)
+
+    return page(request, build)
+
+
 @router.get("/tenants/{tenant}/applications/{name}/logs/stream")
 async def application_log_stream(request: Request, tenant: str, name: str) -> Response:
     """Server-sent events: the application's last log lines from every cluster, then each new
