@@ -3,14 +3,23 @@ are refused, and every template renders a rule file promtool accepts."""
 
 from __future__ import annotations
 
+import subprocess
 import typing
+from pathlib import Path
 
 import promql_parser
 import pytest
 import yaml
 
-from wharf.alerts.model import AlertRuleSpec, TemplateName, TemplateParams, rule_expr, rule_file
-from wharf.alerts.service import check_rule_file, receiver_allows
+from wharf.alerts.model import (
+    AlertRuleSpec,
+    TemplateName,
+    TemplateParams,
+    alert_name,
+    rule_expr,
+    rule_file,
+)
+from wharf.alerts.service import PROMTOOL, check_rule_file, receiver_allows
 from wharf.core.errors import InvalidError
 
 TEMPLATES: tuple[TemplateName, ...] = typing.get_args(TemplateName)
@@ -92,3 +101,37 @@ def test_the_receiver_takes_only_its_bearer_token() -> None:
     assert not receiver_allows("s3cret-token", "Basic s3cret-token")
     assert not receiver_allows("s3cret-token", None)
     assert not receiver_allows("s3cret-token", "Bearer ")
+
+
+def test_a_summary_is_told_as_written_never_run_as_a_prometheus_template(tmp_path: Path) -> None:
+    """Prometheus expands Go templates in annotations, and `query` there runs unconfined
+    PromQL: another tenant's series must not reach the summary (and so the incident)."""
+    hostile = '{{ range query "secret" }}{{ .Value }}{{ end }}'
+    spec = AlertRuleSpec(project="shop", expr="up", summary=hostile)
+    (tmp_path / "rules.yml").write_text(rule_file(spec, "acme", "r1"))
+    alert = {"exp_labels": {"tenant": "acme", "project": "shop", "wharf_rule": "r1"}}
+    alert["exp_labels"] |= {"severity": spec.severity}
+    test = {
+        "rule_files": ["rules.yml"],
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    {"series": 'up{tenant="acme",project="shop"}', "values": "1 1"},
+                    {"series": 'secret{tenant="other",project="x"}', "values": "42 42"},
+                ],
+                "alert_rule_test": [
+                    {
+                        "eval_time": "1m",
+                        "alertname": alert_name("acme", "r1"),
+                        "exp_alerts": [alert | {"exp_annotations": {"summary": hostile}}],
+                    }
+                ],
+            }
+        ],
+    }
+    (tmp_path / "test.yml").write_text(yaml.safe_dump(test))
+    done = subprocess.run(
+        [PROMTOOL, "test", "rules", "test.yml"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -176,10 +176,16 @@ def rule_file(spec: AlertRuleSpec, tenant: str, name: str) -> str:
             RULE_LABEL: name,
             "severity": spec.severity,
         },
-        "annotations": {"summary": spec.summary or f"{name} fires in {spec.project}"},
+        "annotations": {"summary": literal(spec.summary or f"{name} fires in {spec.project}")},
     }
     group = {"name": f"{tenant}/{name}", "rules": [rule]}
     return yaml.safe_dump({"groups": [group]}, sort_keys=True)
+
+
+def literal(text: str) -> str:
+    """The text as Prometheus tells it: annotations are Go templates whose `query` runs
+    PromQL unconfined (any tenant's series), so each `{{` becomes a template printing it."""
+    return text.replace("{{", '{{ "{{" }}')
 
 
 def file_name(tenant: str, name: str) -> str:

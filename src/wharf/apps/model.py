@@ -648,6 +648,26 @@ def canary_split(
     )
 
 
+def check_canary_route(spec: ApplicationSpec, rendered: list[dict[str, Any]]) -> None:
+    """A Gateway API split weighs the host's route to the first Service the template renders
+    (the canary is its copy): the host must lead there, or no route would ever carry the
+    weight and the release would wait for it forever."""
+    routing = spec.strategy.canary.trafficRouting if spec.strategy.canary else None
+    gateway = routing.gatewayAPI if routing is not None else None
+    if gateway is None:
+        return
+    where = "spec.strategy.canary.trafficRouting.gatewayAPI.host"
+    services = [o["metadata"]["name"] for o in rendered if o["kind"] == "Service"]
+    if not services:
+        raise InvalidError(f"{where}: the template renders no Service to copy", field=where)
+    if not any((r.host, r.service) == (gateway.host, services[0]) for r in spec.routes):
+        raise InvalidError(
+            f"{where}: no route of {gateway.host} leads to Service {services[0]}, the first "
+            "Service the template renders (the canary is its copy)",
+            field=where,
+        )
+
+
 class CanaryStrategy(Spec):
     """A canary workload beside the stable one, moved by steps."""
 

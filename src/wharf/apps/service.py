@@ -19,6 +19,7 @@ from wharf.apps.model import (
     TemplateVersion,
     TrafficRouting,
     check_autoscaling,
+    check_canary_route,
     check_configuration,
     check_version,
     container_images,
@@ -368,6 +369,7 @@ class ApplicationRules(KindRules[ApplicationSpec]):
         rendered = render(tv, spec.values)
         check_node_port_requests(spec.nodePorts, rendered)
         check_routes(spec.routes, rendered)
+        check_canary_route(spec, rendered)
         hosts = [(r.host, f"spec.routes[{i}].host") for i, r in enumerate(spec.routes)]
         claim_hosts(session, tenant, change.name, hosts)
         old_routes = change.old_spec.routes if change.old_spec is not None else []

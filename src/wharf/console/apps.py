@@ -17,7 +17,7 @@ from wharf.apps.model import APP_TEMPLATE, APPLICATION
 from wharf.apps.service import CHANGE_CAUSE, list_revisions, revision_changes, rollback
 from wharf.core.audit import diff
 from wharf.core.errors import ForbiddenError, InvalidError, NotFoundError, WharfError
-from wharf.logs.model import LiveBounds
+from wharf.logs.model import LiveBounds, LogLine
 from wharf.logs.service import LiveLogs
 from wharf.tenancy.model import PROJECT_LABEL
 
@@ -30,6 +30,7 @@ from .web import (
     render,
     resources,
     see_other,
+    sse_event,
     templates,
     tenant_names,
     viewer,
@@ -154,8 +155,7 @@ async def application_stream(request: Request, tenant: str, name: str) -> Respon
             if version != seen:
                 seen = version
                 html = templates.get_template("app_status.html").render(app=app, me=who)
-                data = "".join(f"data: {line}\n" for line in html.splitlines())
-                yield f"event: status\n{data}\n"
+                yield sse_event("status", html)
             await asyncio.sleep(STREAM_POLL_SECONDS)
 
     return StreamingResponse(
@@ -177,6 +177,11 @@ def application_logs(request: Request, tenant: str, name: str) -> Response:
     return page(request, build)
 
 
+def log_event(entry: LogLine) -> str:
+    """A log line as the log view appends it: an escaped HTML row in one event."""
+    return sse_event("line", templates.get_template("log_line.html").render(entry=entry))
+
+
 @router.get("/tenants/{tenant}/applications/{name}/logs/stream")
 async def application_log_stream(request: Request, tenant: str, name: str) -> Response:
     """Server-sent events: the application's last log lines from every cluster, then each new
@@ -196,8 +201,7 @@ async def application_log_stream(request: Request, tenant: str, name: str) -> Re
         async for entry in service.follow(places, pairs, bounds):
             if await request.is_disconnected():
                 return
-            html = templates.get_template("log_line.html").render(entry=entry)
-            yield f"event: line\ndata: {html}\n\n"
+            yield log_event(entry)
 
     return StreamingResponse(
         events(),

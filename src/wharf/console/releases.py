@@ -16,7 +16,7 @@ from wharf.apps.model import APPLICATION, CanaryStep, ReleaseStrategy
 from wharf.core.errors import NotFoundError, WharfError
 from wharf.releases.service import release_status
 
-from .web import SignedOut, Viewer, page, render, resources, templates, viewer
+from .web import SignedOut, Viewer, page, render, resources, sse_event, templates, viewer
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 STREAM_POLL_SECONDS = 1.0
@@ -144,8 +144,7 @@ async def release_stream(request: Request, tenant: str, name: str) -> Response:
             html = templates.get_template("release_timeline.html").render(me=now, **context)
             if html != seen:
                 seen = html
-                data = "".join(f"data: {line}\n" for line in html.splitlines())
-                yield f"event: timeline\n{data}\n"
+                yield sse_event("timeline", html)
             await asyncio.sleep(STREAM_POLL_SECONDS)
 
     return StreamingResponse(

@@ -163,3 +163,11 @@ templates.env.globals["size"] = size
 templates.env.globals["query"] = query
 # Usage comes in the clusters' quota names (requests.cpu); bars show it under the quota's own.
 templates.env.globals["spelled_as"] = spelled_as
+
+
+def sse_event(event: str, html: str) -> str:
+    """One server-sent event carrying `html`: a `data:` field per line, split at every line
+    break an EventSource knows (a lone CR too), so no text in it (a pod's log line, say)
+    can start a field of its own."""
+    data = "".join(f"data: {line}\n" for line in html.splitlines())
+    return f"event: {event}\n{data}\n"

@@ -768,7 +768,9 @@ def release_objects(
         service["metadata"]["namespace"] = snap.namespace
         service["spec"]["selector"] = {**service["spec"].get("selector", {}), TRACK: role}
         out.append(service)
-    if services and nginx is not None:
+    # Only a host the application routes (and so holds): a spec stored before the apply-time
+    # check may name another tenant's.
+    if services and nginx is not None and nginx.host in {r.host for r in snap.spec.routes}:
         annotations = {f"{NGINX}/canary": "true", f"{NGINX}/canary-weight": str(weight)}
         if nginx.header is not None:
             annotations[f"{NGINX}/canary-by-header"] = nginx.header.name
