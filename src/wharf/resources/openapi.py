@@ -200,7 +200,7 @@ def kinds_body(
 
 # Routes that take credentials of their own (a password, a registry's secret), not a token.
 SIGN_INS = ("/api/v1/login", "/api/v1/registry/token")
-OWN_CREDENTIALS = (*SIGN_INS, "/api/v1/registries/{name}/events")
+OWN_CREDENTIALS = (*SIGN_INS, "/api/v1/registries/{name}/events", "/api/v1/alerting/receiver")
 # Routes that check a password under the login throttle (a long-lived token, a password
 # change), so a token in hand guesses no faster than a login: 429 too.
 THROTTLED = (*SIGN_INS, "/api/v1/tokens", "/api/v1/users/{name}/password")
