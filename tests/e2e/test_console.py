@@ -91,7 +91,8 @@ def site(
                     "kind": "Tenant",
                     "metadata": {"name": tenant},
                     "spec": {
-                        "quota": {"cpu": "8", "memory": "16Gi", "pods": "60"},
+                        # Room for every test's project: the journeys' three and the release's.
+                        "quota": {"cpu": "10", "memory": "20Gi", "pods": "80"},
                         "admins": admins,
                         "viewers": viewers,
                         "clusters": ["lab1", "lab2"],
