@@ -222,6 +222,20 @@ def deliver(page: Page, site: Site, tenant: str, project: str, app: str) -> None
     landed_on(page, f"Application {app}")
 
 
+def settled(site: Site, tenant: str, app: str) -> None:
+    """The application is Available at its generation: its controllers write no more now."""
+
+    def done() -> bool:
+        got = site.admin.ok("GET", f"/api/v1/tenants/{tenant}/applications/{app}")
+        status = got.get("status") or {}
+        return bool(
+            status.get("state") == "Available"
+            and status.get("observedGeneration") == got["metadata"]["generation"]
+        )
+
+    wait_for(done, timeout=120, what=f"application {app} Available at its generation")
+
+
 def watch_available(page: Page) -> None:
     """The status turns Available in both clusters while the page stays loaded (SSE)."""
     page.evaluate("window.stayed = true")
@@ -382,6 +396,8 @@ def test_developer_journey(site: Site, sign_in: Callable[..., Page]):
     site.shot(page, "developer")
 
     # Configuration: a change made as YAML becomes a configuration version with its diff.
+    # The YAML carries the resourceVersion: edit it once the rollback's status writes are done.
+    settled(site, site.retail, "cart")
     page.goto(f"{site.url}/console/tenants/{site.retail}/applications/cart")
     page.get_by_role("link", name="Edit YAML").click()
     editor = page.get_by_label("Manifest (YAML)")
