@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Depends, Header, Path, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from wharf.alerts.controller import Alerting, test_channel
@@ -173,8 +173,13 @@ def incidents(
     return IncidentList.model_validate({"items": items})
 
 
+# An incident's number: a row id, so within the databases' 64-bit integers (a larger one is a
+# 422 naming the parameter, not an overflow in the query).
+IncidentId = Annotated[int, Path(ge=1, le=2**63 - 1, description="the incident's number")]
+
+
 @router.get("/tenants/{tenant}/incidents/{incident_id}", summary="An incident and its timeline")
-def incident(tenant: str, incident_id: int, p: Caller, request: Request) -> Incident:
+def incident(tenant: str, incident_id: IncidentId, p: Caller, request: Request) -> Incident:
     return Incident.model_validate(get_incident(_service(request), p, tenant, incident_id))
 
 
@@ -184,7 +189,7 @@ def incident(tenant: str, incident_id: int, p: Caller, request: Request) -> Inci
 )
 def act(
     tenant: str,
-    incident_id: int,
+    incident_id: IncidentId,
     action: Literal["ack", "resolve", "note", "assign"],
     p: Caller,
     request: Request,
