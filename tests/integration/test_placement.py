@@ -130,6 +130,45 @@ def test_revoking_a_member_removes_the_role_binding(wharf: Wharf, kubectl):
         assert f"{bob.user}.{ns}" not in accounts
 
 
+def test_a_system_namespace_deleted_under_wharf_comes_back(wharf: Wharf, kubectl):
+    """wharf-system deleted behind Wharf's back (a cluster that left and came back, an
+    operator's mistake) is made again by the next placement that needs it, not a minute
+    later when the baseline's periodic check comes round."""
+    bob = wharf.user()
+    tenant = wharf.tenant({"cpu": "4", "memory": "8Gi"})
+    members = [{"user": bob.user, "role": "developer"}]
+    wharf.project(tenant, "before", {"cpu": "1", "memory": "1Gi"}, members=members)
+    wharf.wait_placed(tenant, "before")  # the baseline was just checked on both clusters
+    lab2 = wharf.lab.cluster("lab2")
+    hold = json.dumps({"metadata": {"finalizers": ["wharf.test/hold"]}})
+    kubectl(lab2, "patch", "namespace", "wharf-system", "--type=merge", "-p", hold)
+    kubectl(lab2, "delete", "namespace", "wharf-system", "--wait=false")
+    path = f"/api/v1/tenants/{tenant}/projects/shop"
+    try:
+        wharf.project(tenant, "shop", {"cpu": "1", "memory": "1Gi"}, members=members)
+
+        def lab2_failed() -> str | None:
+            status = wharf.admin.ok("GET", path)["status"]
+            states = {p["cluster"]: p for p in status.get("placements", [])}
+            failed = states.get("lab2", {})
+            return failed.get("message") if failed.get("state") == "Error" else None
+
+        # Terminating, it takes no new identities: lab2 says so and why.
+        assert "wharf-system" in wait_for(lab2_failed, what="lab2 placement Error")
+    finally:
+        release = json.dumps([{"op": "remove", "path": "/metadata/finalizers"}])
+        kubectl(lab2, "patch", "namespace", "wharf-system", "--type=json", "-p", release)
+
+    def placed() -> bool:
+        status = wharf.admin.ok("GET", path)["status"]
+        return bool(status.get("phase") == "Ready")
+
+    # Well inside the minute the periodic baseline check waits.
+    wait_for(placed, timeout=30, what="shop placed again once wharf-system is gone")
+    accounts = kubectl_json(kubectl, lab2, "-n", "wharf-system", "serviceaccounts")["items"]
+    assert f"{bob.user}.{tenant}--shop-dev" in {a["metadata"]["name"] for a in accounts}
+
+
 def test_drift_is_reverted_and_a_no_op_reconcile_writes_nothing(wharf: Wharf, kubectl):
     tenant = wharf.tenant({"cpu": "8", "memory": "8Gi"})
     wharf.project(tenant, "web", {"cpu": "2", "memory": "2Gi"})

@@ -123,8 +123,10 @@ def shop(wharf: Wharf, clusters: dict[str, LabCluster]) -> tuple[str, Api, str]:
     return tenant, dev, f"{tenant}--shop-dev"
 
 
-def canary_app(tenant: str, image: str, **strategy: Any) -> dict[str, Any]:
-    return {
+def canary_app(
+    tenant: str, image: str, routes: list[dict[str, Any]] | None = None, **strategy: Any
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
         "kind": "Application",
         "metadata": {"name": "web", "tenant": tenant},
         "spec": {
@@ -142,11 +144,21 @@ def canary_app(tenant: str, image: str, **strategy: Any) -> dict[str, Any]:
             },
         },
     }
+    if routes is not None:
+        body["spec"]["routes"] = routes
+    return body
 
 
-def deliver(wharf: Wharf, dev: Api, tenant: str, image: str, **strategy: Any) -> None:
+def deliver(
+    wharf: Wharf,
+    dev: Api,
+    tenant: str,
+    image: str,
+    routes: list[dict[str, Any]] | None = None,
+    **strategy: Any,
+) -> None:
     path = f"/api/v1/tenants/{tenant}/applications/web"
-    dev.ok("PUT", path, json=canary_app(tenant, image, **strategy))
+    dev.ok("PUT", path, json=canary_app(tenant, image, routes, **strategy))
 
 
 def wait_images(kubectl, clusters: dict[str, LabCluster], ns: str, images: dict[str, str]):
@@ -330,18 +342,14 @@ def test_a_header_routed_canary_and_abort(wharf: Wharf, shop, clusters, kubectl)
         f"/api/v1/domaingrants/{tenant}",
         json={"kind": "DomainGrant", "metadata": {"name": tenant}, "spec": grant},
     )
-    path = f"/api/v1/tenants/{tenant}/applications/web"
     routes = [{"host": host, "service": "web", "port": 80}]
-    body = canary_app(tenant, IMAGE)
-    body["spec"]["routes"] = routes
-    dev.ok("PUT", path, json=body)
+    deliver(wharf, dev, tenant, IMAGE, routes)
     wait_images(kubectl, clusters, ns, everywhere(IMAGE))
     header = {"name": "X-Canary", "value": "yes"}
     routing = {"nginx": {"host": host, "header": header, "cookie": {"name": "canary"}}}
     steps = [{"setWeight": 20}, {"pause": {}}]
-    body = canary_app(tenant, NEW_IMAGE, canary={"steps": steps, "trafficRouting": routing})
-    body["spec"]["routes"] = routes
-    dev.ok("PUT", path, json=body)
+    canary = {"steps": steps, "trafficRouting": routing}
+    deliver(wharf, dev, tenant, NEW_IMAGE, routes, canary=canary)
     wait_release(
         dev, tenant, "paused", lambda r: r["clusters"]["lab1"]["phase"] == "WaitingPromote"
     )

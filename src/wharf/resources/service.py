@@ -82,12 +82,18 @@ class _Audit:
         )
 
 
+def _listed_tenants(p: Principal, tenant: str | None) -> set[str] | None:
+    """The tenants a listing covers: those the caller sees (None: all), narrowed to `tenant`."""
+    tenants = p.visible_tenants()
+    if tenant is None:
+        return tenants
+    return {tenant} if tenants is None or tenant in tenants else set()
+
+
 def project_scopes(p: Principal, tenant: str | None, label: str) -> Scopes:
     """What a caller may list of a kind owned by projects (its rows carry the project in
     `label`): all of a tenant it reads tenant-wide, else the rows of its projects."""
-    tenants = p.visible_tenants()
-    if tenant is not None:
-        tenants = {tenant} if tenants is None or tenant in tenants else set()
+    tenants = _listed_tenants(p, tenant)
     if tenants is None:
         return [("*", None)]
     scopes: list[tuple[str, LabelIn | None]] = []
@@ -103,9 +109,7 @@ def project_scopes(p: Principal, tenant: str | None, label: str) -> Scopes:
 def named_project_scopes(p: Principal, tenant: str | None) -> Scopes:
     """What a caller may list of a kind named after its project (the Project itself, its
     TrafficPolicy): all of a tenant it reads tenant-wide, else the rows of its projects."""
-    tenants = p.visible_tenants()
-    if tenant is not None:
-        tenants = {tenant} if tenants is None or tenant in tenants else set()
+    tenants = _listed_tenants(p, tenant)
     if tenants is None:
         return [("*", None)]
     scopes = [(t, p.visible_projects(t)) for t in sorted(tenants)]

@@ -474,10 +474,21 @@ class PlacementController:
         memo = (cluster, id(client))
         if time.monotonic() - self._baseline_checked.get(memo, -BASELINE_EVERY) < BASELINE_EVERY:
             return
+        settled = True
         for obj in cluster_baseline():
-            wrote, _ = await ensure(client, obj, owner=OWNED)
+            wrote, current = await ensure(client, obj, owner=OWNED)
             self.writes += int(wrote)
-        self._baseline_checked[memo] = time.monotonic()
+            # A baseline object on its way out (a cluster that left, or someone deleting
+            # wharf-system) is gone in a moment: check again at the next reconcile.
+            settled = settled and not current.get("metadata", {}).get("deletionTimestamp")
+        if settled:
+            self._baseline_checked[memo] = time.monotonic()
+
+    def _forget_baseline(self, cluster: str) -> None:
+        """A placement that failed on a cluster checks the baseline again next time: what
+        failed may be the baseline itself, gone since it was last seen."""
+        for memo in [m for m in self._baseline_checked if m[0] == cluster]:
+            del self._baseline_checked[memo]
 
     async def _reconcile_cluster(
         self,
@@ -542,6 +553,7 @@ class PlacementController:
         except LeaseLost:
             raise
         except Exception as exc:
+            self._forget_baseline(cluster.name)
             message = f"{type(exc).__name__}: {exc}"[:300]
             log.warning("placement failed", cluster=cluster.name, project=key, error=message)
             state = "Unreachable" if is_unreachable(exc) else "Error"
