@@ -6,9 +6,11 @@ a namespace slipped into the query."""
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from tests.integration.conftest import Api, Wharf, wait_for
+from wharf.logs.api import ACCESS_CHECK_SECONDS
 from wharf.tenancy.model import namespace_name
 
 IMAGE = "registry.example/shop/web:1.0.0"
@@ -108,6 +110,35 @@ def test_live_logs_of_an_application_across_clusters_and_tenants(wharf: Wharf):
             else:
                 break
     assert seen == [f"secret of {a} in lab1", "later"]
+
+    # A member removed while following stops receiving lines: the stream asks again whether
+    # its caller may read the application before it sends more, and ends saying why.
+    with dev_a.client.stream(
+        "GET",
+        logs,
+        params={"follow": "true", "cluster": "lab1", "tail": 1, "timeout": 30},
+        headers={"Authorization": f"Bearer {dev_a.token}"},
+    ) as stream:
+        assert stream.status_code == 200
+        events: list[str] = []
+        for line in stream.iter_lines():
+            if line.startswith("event: "):
+                events.append(line)
+            if line.startswith("data: {") and len(events) == 1:
+                wharf.project(a, "shop", {"cpu": "2", "memory": "4Gi", "pods": "10"}, members=[])
+                time.sleep(ACCESS_CHECK_SECONDS + 0.5)
+                lab1 = wharf.lab.cluster("lab1")
+                lab1.write_pod_log(namespace_a, pods_a["lab1"], ["after the member left"])
+            if line.startswith("data: {") and "after the member left" in line:
+                raise AssertionError("a removed member still received a line")
+    assert events == ["event: line", "event: denied"]
+    assert dev_a.get(logs).status_code == 404
+    wharf.project(
+        a,
+        "shop",
+        {"cpu": "2", "memory": "4Gi", "pods": "10"},
+        members=[{"user": dev_a.user, "role": "developer"}],
+    )
 
     # Bounds: refused with the field named, never unbounded.
     for params, field in (

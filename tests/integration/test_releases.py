@@ -565,6 +565,18 @@ def test_blue_green_previews_switches_and_switches_back_without_new_pods(
     assert selector(kubectl, lab1, ns, "web") == {"app.kubernetes.io/name": "web"}
     wait_images(kubectl, clusters, ns, everywhere(IMAGE))
 
+    # Deleted, the application takes its releases along at once: one made again under the
+    # same name (by anyone who may, in any project) never sees the old one's history.
+    app = f"/api/v1/tenants/{tenant}/applications/web"
+    dev.ok("DELETE", app, params={"confirm": "web"})
+    gone = dev.request("GET", path)
+    assert gone.status_code == 404, gone.text
+    again = canary_app(tenant, IMAGE)
+    again["spec"]["strategy"] = {"type": "rolling"}
+    # Accepted once delivery has taken the old one out of the clusters.
+    wait_for(lambda: dev.request("PUT", app, json=again).status_code == 201, what="web again")
+    assert dev.request("GET", path).status_code == 404
+
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_bad_strategies_are_refused_naming_the_field(wharf: Wharf, shop, prometheus):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from fractions import Fraction
 from typing import Any
 
@@ -289,6 +289,10 @@ class ApplicationRules(KindRules[ApplicationSpec]):
     def __init__(self, box: SecretBox, signer: TokenSigner | None = None) -> None:
         self.box = box
         self.signer = signer  # reads the registries for the delivery's image checks
+        # What packages above keep per application (its releases) and drop with it, in the
+        # delete's own transaction: an application made again under the same name starts
+        # with none of it.
+        self.forget: list[Callable[[Session, str, str], None]] = []
 
     def project_of(self, name: str, spec: Any) -> str:
         project = spec.get("project", "") if isinstance(spec, dict) else ""
@@ -544,6 +548,8 @@ class ApplicationRules(KindRules[ApplicationSpec]):
             )
             release(session, Holder("Application", old.tenant, old.name))
             release_node_ports(session, old.tenant, old.name)
+            for forget in self.forget:
+                forget(session, old.tenant, old.name)
             return
         if old is not None and old.spec == stored.spec:
             return

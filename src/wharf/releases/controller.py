@@ -165,7 +165,8 @@ class ReleaseController:
         with self.service.db.reader() as session:
             store = ResourceStore(session)
             app = store.get("Application", key[0], key[1])
-            if app is None:
+            if app is None or app.deleting_since is not None:
+                # Being deleted, it is delivery's to take out of the clusters, canary and all.
                 if latest_release(session, key[0], key[1]) is not None:
                     self._forget(key)
                 return None

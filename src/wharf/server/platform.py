@@ -50,7 +50,12 @@ from wharf.registry.service import (
     pull_secret_objects,
 )
 from wharf.releases.controller import ReleaseController, WebhookSender
-from wharf.releases.service import AnalysisTemplateRules, ReleaseWebhookRules, pinned
+from wharf.releases.service import (
+    AnalysisTemplateRules,
+    ReleaseWebhookRules,
+    drop_releases,
+    pinned,
+)
 from wharf.resources.service import KindRules, ResourceService
 from wharf.scaling.controller import ScheduleController
 from wharf.scaling.model import applied_window
@@ -89,6 +94,7 @@ class Platform:
         policy = AddressPolicy(allow_loopback=settings.allow_loopback_clusters)
         self.cluster_rules = ClusterRules(box, policy)
         self.application_rules = ApplicationRules(box, self.token_signer)
+        self.application_rules.forget.append(drop_releases)
         self.certificate_rules = CertificateRules(box)
         self.outbound = OutboundPolicy(networks(settings.outbound_allow))
         self.webhook_rules = ReleaseWebhookRules(box, self.outbound)
