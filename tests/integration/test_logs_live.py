@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from tests.integration.conftest import Api, Wharf, wait_for
-from wharf.logs.api import ACCESS_CHECK_SECONDS
+from wharf.logs.service import ACCESS_CHECK_SECONDS
 from wharf.tenancy.model import namespace_name
 
 IMAGE = "registry.example/shop/web:1.0.0"

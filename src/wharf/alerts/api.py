@@ -103,7 +103,7 @@ class Incident(BaseModel):
     openedAt: str
     resolvedAt: str | None
     links: dict[str, str] = Field(
-        description="The application's logs and charts around the time it opened"
+        description="The console's pages of the application: its live logs and its project's charts of it"
     )
     timeline: list[IncidentEvent] | None = None
 

@@ -308,7 +308,6 @@ def _set_state(
 
 
 def present_incident(row: Any, events: list[Any] | None = None) -> dict[str, Any]:
-    at = row.opened_at if row.opened_at.tzinfo else row.opened_at.replace(tzinfo=dt.UTC)
     answer: dict[str, Any] = {
         "id": row.id,
         "tenant": row.tenant,
@@ -323,7 +322,7 @@ def present_incident(row: Any, events: list[Any] | None = None) -> dict[str, Any
         "labels": dict(row.labels),
         "openedAt": _time(row.opened_at),
         "resolvedAt": _time(row.resolved_at) if row.resolved_at else None,
-        "links": links(row.tenant, row.application, row.cluster, at),
+        "links": links(row.tenant, row.project, row.application, row.cluster),
     }
     if events is not None:
         answer["timeline"] = [
@@ -338,17 +337,16 @@ def _time(at: dt.datetime) -> str:
     return at.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def links(tenant: str, app: str, cluster: str, at: dt.datetime) -> dict[str, str]:
-    """The application's logs and charts around the time the alert opened (15 minutes
-    before to 15 after)."""
+def links(tenant: str, project: str, app: str, cluster: str) -> dict[str, str]:
+    """The console's pages for the application: its live logs, and its project's charts of
+    it (the charts page's ranges reach back 7 days)."""
     if not app:
         return {}
-    since, until = _time(at - dt.timedelta(minutes=15)), _time(at + dt.timedelta(minutes=15))
-    query = urllib.parse.urlencode(
-        {"from": since, "to": until, **({"cluster": cluster} if cluster else {})}
-    )
-    base = f"/console/t/{tenant}/apps/{app}"
-    return {"logs": f"{base}/logs?{query}", "charts": f"{base}/metrics?{query}"}
+    charts = urllib.parse.urlencode({"app": app, **({"cluster": cluster} if cluster else {})})
+    return {
+        "logs": f"/console/tenants/{tenant}/applications/{app}/logs",
+        "charts": f"/console/tenants/{tenant}/projects/{project}/metrics?{charts}",
+    }
 
 
 def _readable_projects(p: Principal, tenant: str, projects: list[str]) -> list[str]:

@@ -17,8 +17,9 @@ from wharf.apps.model import APP_TEMPLATE, APPLICATION
 from wharf.apps.service import CHANGE_CAUSE, list_revisions, revision_changes, rollback
 from wharf.core.audit import diff
 from wharf.core.errors import ForbiddenError, InvalidError, NotFoundError, WharfError
+from wharf.identity.api import authenticate_request
 from wharf.logs.model import LiveBounds, LogLine
-from wharf.logs.service import LiveLogs
+from wharf.logs.service import DENIED, AccessEndedError, LiveLogs
 from wharf.tenancy.model import PROJECT_LABEL
 
 from .forms import fields_of, values_from
@@ -196,12 +197,17 @@ async def application_log_stream(request: Request, tenant: str, name: str) -> Re
         return Response(exc.message, status_code=exc.status)
     bounds = LiveBounds.of(lines=LOG_VIEW_LINES, timeout=STREAM_LIFETIME_SECONDS)
 
+    allowed = service.may_read(lambda: authenticate_request(request), tenant, name, None)
+
     async def events() -> AsyncIterator[str]:
         yield "retry: 2000\n\n"
-        async for entry in service.follow(places, pairs, bounds):
-            if await request.is_disconnected():
-                return
-            yield log_event(entry)
+        try:
+            async for entry in service.follow(places, pairs, bounds, allowed):
+                if await request.is_disconnected():
+                    return
+                yield log_event(entry)
+        except AccessEndedError:
+            yield f"event: denied\ndata: {DENIED}\n\n"
 
     return StreamingResponse(
         events(),

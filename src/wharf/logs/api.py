@@ -2,28 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 
-from wharf.core.errors import WharfError
 from wharf.identity.api import authenticate_request, current_principal
 from wharf.identity.model import Principal
 from wharf.logs.model import LiveBounds, LogLine
-from wharf.logs.service import LiveLogs
+from wharf.logs.service import DENIED, AccessEndedError, LiveLogs
 from wharf.resources.openapi import response_of
 
 router = APIRouter(prefix="/api/v1/tenants/{tenant}/applications/{name}", tags=["Logs"])
 Caller = Annotated[Principal, Depends(current_principal)]
-# A followed stream asks again, at most this often, whether its caller may still read the
-# application: a revoked token, a removed member or a deleted application ends it.
-ACCESS_CHECK_SECONDS = 1.0
 
 
 class LogLineModel(BaseModel):
@@ -108,16 +102,8 @@ async def application_logs(
     service = live_logs(request)
     places, pairs = await service.targets(p, tenant, name, cluster, pod, container)
     if follow:
-
-        async def still_allowed() -> bool:
-            try:
-                now = await asyncio.to_thread(authenticate_request, request)
-                await asyncio.to_thread(service.places, now, tenant, name, cluster)
-            except WharfError:
-                return False
-            return True
-
-        return _events(request, service.follow(places, pairs, bounds), still_allowed)
+        allowed = service.may_read(lambda: authenticate_request(request), tenant, name, cluster)
+        return _events(request, service.follow(places, pairs, bounds, allowed))
     lines = await service.read(places, pairs, bounds)
     return JSONResponse({"items": [entry.as_dict() for entry in lines]})
 
@@ -158,21 +144,17 @@ async def pod_logs(
     )
 
 
-def _events(
-    request: Request, lines: AsyncIterator[LogLine], allowed: Callable[[], Awaitable[bool]]
-) -> StreamingResponse:
+def _events(request: Request, lines: AsyncIterator[LogLine]) -> StreamingResponse:
     async def events() -> AsyncIterator[str]:
         yield "retry: 2000\n\n"
-        checked = time.monotonic()
-        async for entry in lines:
-            if await request.is_disconnected():
-                return
-            if time.monotonic() - checked >= ACCESS_CHECK_SECONDS:
-                if not await allowed():
-                    yield "event: denied\ndata: access to the application ended\n\n"
+        try:
+            async for entry in lines:
+                if await request.is_disconnected():
                     return
-                checked = time.monotonic()
-            yield f"event: line\ndata: {json.dumps(entry.as_dict())}\n\n"
+                yield f"event: line\ndata: {json.dumps(entry.as_dict())}\n\n"
+        except AccessEndedError:
+            yield f"event: denied\ndata: {DENIED}\n\n"
+            return
         yield "event: end\ndata: the stream reached its bounds\n\n"
 
     return StreamingResponse(

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,13 +23,24 @@ from lightkube.resources.core_v1 import Pod
 
 from wharf.apps.model import APP_LABEL, APPLICATION, ApplicationSpec
 from wharf.clusters.service import ClusterRules
-from wharf.core.errors import InvalidError, NotFoundError
+from wharf.core.errors import InvalidError, NotFoundError, WharfError
 from wharf.identity.model import Principal
 from wharf.kube.connections import ClusterConnections
 from wharf.logs.model import LiveBounds, LogLine, checked_name, merged, split_stamp
 from wharf.resources.service import ResourceService
 from wharf.store.resources import ResourceStore
 from wharf.tenancy.model import namespace_name
+
+# A followed stream asks again, at most this often, whether its caller may still read the
+# application: a revoked token, a removed member or a deleted application ends it.
+ACCESS_CHECK_SECONDS = 1.0
+
+
+DENIED = "access to the application ended"
+
+
+class AccessEndedError(Exception):
+    """The caller of a followed stream may no longer read the application."""
 
 
 @dataclass(frozen=True)
@@ -138,6 +150,24 @@ class LiveLogs:
             raise NotFoundError(f"container {container} not found in the pods of {app}")
         return places, pairs
 
+    def may_read(
+        self, caller: Callable[[], Principal], tenant: str, app: str, cluster: str | None
+    ) -> Callable[[], Awaitable[bool]]:
+        """The check a followed stream repeats: the caller as the request says now (its
+        token or session again), still allowed to read the application."""
+
+        def check() -> bool:
+            try:
+                self.places(caller(), tenant, app, cluster)
+            except WharfError:
+                return False
+            return True
+
+        async def allowed() -> bool:
+            return await asyncio.to_thread(check)
+
+        return allowed
+
     async def read(
         self, places: list[Place], pairs: list[tuple[PodRef, str]], bounds: LiveBounds
     ) -> list[LogLine]:
@@ -169,10 +199,15 @@ class LiveLogs:
         return _within_bytes(merged(streams, bounds.lines), bounds.bytes)
 
     async def follow(
-        self, places: list[Place], pairs: list[tuple[PodRef, str]], bounds: LiveBounds
+        self,
+        places: list[Place],
+        pairs: list[tuple[PodRef, str]],
+        bounds: LiveBounds,
+        allowed: Callable[[], Awaitable[bool]],
     ) -> AsyncIterator[LogLine]:
         """Every container's new lines as they come (after its last `lines`), until the
-        timeout or the byte bound ends the stream."""
+        timeout or the byte bound ends the stream; AccessEndedError once `allowed` (asked
+        before a line goes out, at most every ACCESS_CHECK_SECONDS) says no more."""
         clients = self.clients(places)
         queue: asyncio.Queue[LogLine | None] = asyncio.Queue(maxsize=1000)
 
@@ -195,12 +230,17 @@ class LiveLogs:
         done = asyncio.gather(*tasks)
         done.add_done_callback(lambda _: queue.put_nowait(None))
         size = 0
+        checked = time.monotonic()
         try:
             async with asyncio.timeout(bounds.timeout):
                 while (entry := await queue.get()) is not None:
                     size += len(entry.line)
                     if size > bounds.bytes:
                         return
+                    if time.monotonic() - checked >= ACCESS_CHECK_SECONDS:
+                        if not await allowed():
+                            raise AccessEndedError
+                        checked = time.monotonic()
                     yield entry
         except TimeoutError:
             return
