@@ -9,6 +9,7 @@ log; what a role may not do is neither offered nor accepted. Screenshots go to a
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -237,6 +238,20 @@ def settled(site: Site, tenant: str, app: str) -> None:
         )
 
     wait_for(done, timeout=120, what=f"application {app} Available at its generation")
+    # Pods of the old revision may still be leaving (each one a status write): quiet means
+    # the same resourceVersion over a few seconds.
+    path = f"/api/v1/tenants/{tenant}/applications/{app}"
+    last = {"version": ""}
+
+    def quiet() -> bool:
+        version = site.admin.ok("GET", path)["metadata"]["resourceVersion"]
+        same = version == last["version"]
+        last["version"] = version
+        if not same:
+            time.sleep(3)
+        return same
+
+    wait_for(quiet, timeout=120, what=f"application {app}'s status quiet")
 
 
 def watch_available(page: Page) -> None:

@@ -5,14 +5,25 @@ project's quota, labelled by tenant, project, app, cluster and namespace from Wh
 from __future__ import annotations
 
 import json
+import os
+import re
+import socket
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 
 from tests.integration.conftest import Monitored, wait_for
+from wharf.core.config import Settings
 from wharf.lab.lab import USAGE_CPU_ANNOTATION, USAGE_MEMORY_ANNOTATION
+from wharf.server import create_app
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 
 IMAGE = "registry.example/shop/web:1.4.2"
 
@@ -258,3 +269,130 @@ def test_another_tenant_gets_404_and_no_series(monitored: Monitored, shop):
     own = metrics(stranger, other).json()
     assert all(not chart["lines"] for chart in own["charts"])
     assert stranger.get(f"/api/v1/tenants/{other}/projects/shop/top?app=web").status_code == 404
+
+
+def test_wharf_top_prints_each_pods_use(monitored: Monitored, shop, tmp_path):
+    env = {**os.environ, "WHARF_CONFIG": str(tmp_path / "config.yaml")}
+
+    def wharf(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "wharf", *args], env=env, capture_output=True, text=True
+        )
+
+    url = monitored.server.url
+    login = wharf("login", "--server", url, "-u", shop["dev"].user, "-p", "password-123")
+    assert login.returncode == 0, login.stderr
+    out = wharf("top", "web", "-t", shop["tenant"])
+    assert out.returncode == 0, out.stderr
+    header, *rows = out.stdout.splitlines()
+    assert header.split()[:4] == ["NAME", "APP", "CLUSTER", "CPU(cores)"]
+    assert len(rows) == 4
+    assert {row.split()[2] for row in rows} == {"lab1", "lab2"}
+    assert {row.split()[3] for row in rows} == {"200m"}
+    assert {row.split()[4] for row in rows} == {"300Mi"}
+
+
+# -- the console's charts ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path="/usr/bin/chromium",
+            headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--no-first-run"],
+        )
+        yield chromium
+        chromium.close()
+
+
+def signed_in(browser, url: str, user: str):
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(f"{url}/console/login")
+    page.get_by_label("Username").fill(user)
+    page.get_by_label("Password").fill("password-123")
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(r"/console/$"))
+    return page
+
+
+def test_a_developer_sees_charts_with_data_and_another_tenant_gets_404(
+    monitored: Monitored, shop, browser
+):
+    from playwright.sync_api import expect
+
+    tenant, url = shop["tenant"], monitored.server.url
+    path = f"/console/tenants/{tenant}/projects/shop/metrics"
+    wait_for(
+        lambda: (
+            all(
+                line["points"]
+                for c in metrics(shop["dev"], tenant, app="web", chart="cpu").json()["charts"]
+                for line in c["lines"]
+            )
+            and metrics(shop["dev"], tenant, app="web", chart="cpu").json()["charts"][0]["lines"]
+        ),
+        what="web's CPU in Prometheus",
+    )
+    page = signed_in(browser, url, shop["dev"].user)
+    page.goto(f"{url}{path}?app=web&range=15m")
+    cpu = page.locator('svg[data-chart="cpu"]')
+    expect(cpu).to_be_visible()
+    assert cpu.locator("polyline.series").count() == 2  # one line per cluster
+    assert cpu.locator('line.quota[data-resource="cpu"]').count() == 1
+    expect(page.locator('svg[data-chart="replicas"] line.quota')).to_have_count(1)
+    # The range is chosen on the page.
+    page.locator('select[name="range"]').select_option("6h")
+    page.get_by_role("button", name="Show").click()
+    page.wait_for_url(re.compile(r"range=6h"))
+    expect(page.locator('svg[data-chart="memory"] polyline.series')).to_have_count(2)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "console-metrics.png"), full_page=True)
+    # The project's page: a line per application.
+    page.goto(f"{url}{path}")
+    expect(page.locator('svg[data-chart="cpu"] polyline.series')).to_have_count(1)
+    page.close()
+
+    wharf = monitored.wharf
+    viewer = wharf.user()
+    other = wharf.tenant({"cpu": "1", "memory": "1Gi"}, viewers=[viewer.user])
+    assert other
+    stranger = signed_in(browser, url, viewer.user)
+    answer = stranger.goto(f"{url}{path}?app=web")
+    assert answer is not None
+    assert answer.status == 404
+    assert "polyline" not in stranger.content()
+    stranger.close()
+    assert viewer.get(f"/api/v1/tenants/{tenant}/projects/shop/metrics").status_code == 404
+
+
+def test_with_prometheus_down_the_panel_says_so_and_the_page_works(monitored: Monitored, shop):
+    """Another server process on the same database whose Prometheus does not answer."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    settings = Settings(
+        database_url=monitored.server.env["WHARF_DATABASE_URL"],
+        secret_key="integration-test-key",
+        prometheus_url=f"http://127.0.0.1:{closed}",
+        controllers=False,
+    )
+    with TestClient(create_app(settings), follow_redirects=False) as client:
+        signed = client.post(
+            "/console/login", data={"username": shop["dev"].user, "password": "password-123"}
+        )
+        assert signed.status_code == 303
+        page = client.get(f"/console/tenants/{shop['tenant']}/projects/shop/metrics?app=web")
+        assert page.status_code == 200
+        assert "Metrics are unavailable: Prometheus did not answer" in page.text
+        assert 'aria-label="Time range"' in page.text  # the rest of the page is there
+        assert "<svg" not in page.text
+        api = client.get(
+            f"/api/v1/tenants/{shop['tenant']}/projects/shop/metrics",
+            headers={"Authorization": f"Bearer {shop['dev'].token}"},
+        )
+        assert api.status_code == 503
+        assert api.json()["code"] == "metrics-unavailable"
