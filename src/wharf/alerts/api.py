@@ -103,7 +103,7 @@ class Incident(BaseModel):
     openedAt: str
     resolvedAt: str | None
     links: dict[str, str] = Field(
-        description="The console's pages of the application: its live logs and its project's charts of it"
+        description="The console's pages of the application: its live logs, its project's charts"
     )
     timeline: list[IncidentEvent] | None = None
 
