@@ -38,7 +38,7 @@ from wharf.alerts.model import (
 from wharf.core.crypto import SecretBox, place
 from wharf.core.errors import ConflictError, ForbiddenError, InvalidError, NotFoundError
 from wharf.core.net import OutboundPolicy, OutboundRefused
-from wharf.core.resources import check_name
+from wharf.core.resources import NAME_RE, check_name
 from wharf.identity.model import Principal
 from wharf.registry.service import ProjectOwnedRules
 from wharf.releases.service import ask_prometheus
@@ -340,12 +340,16 @@ def _time(at: dt.datetime) -> str:
 def links(tenant: str, project: str, app: str, cluster: str) -> dict[str, str]:
     """The console's pages for the application: its live logs, and its project's charts of
     it (the charts page's ranges reach back 7 days)."""
-    if not app:
-        return {}
+    if not app or not NAME_RE.match(app):
+        return {}  # not an application's name: nothing of it to link to
     charts = urllib.parse.urlencode({"app": app, **({"cluster": cluster} if cluster else {})})
+    # The labels come from the alert (a rule's PromQL may set them): quoted, a name cannot
+    # turn the link into another page's path.
+    path = "/".join(urllib.parse.quote(part, safe="") for part in (tenant, "applications", app))
     return {
-        "logs": f"/console/tenants/{tenant}/applications/{app}/logs",
-        "charts": f"/console/tenants/{tenant}/projects/{project}/metrics?{charts}",
+        "logs": f"/console/tenants/{path}/logs",
+        "charts": f"/console/tenants/{urllib.parse.quote(tenant, safe='')}/projects/"
+        f"{urllib.parse.quote(project, safe='')}/metrics?{charts}",
     }
 
 

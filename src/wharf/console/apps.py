@@ -197,7 +197,7 @@ async def application_log_stream(request: Request, tenant: str, name: str) -> Re
         return Response(exc.message, status_code=exc.status)
     bounds = LiveBounds.of(lines=LOG_VIEW_LINES, timeout=STREAM_LIFETIME_SECONDS)
 
-    allowed = service.may_read(lambda: authenticate_request(request), tenant, name, None)
+    allowed = service.may_read(lambda: authenticate_request(request), tenant, name, None, places)
 
     async def events() -> AsyncIterator[str]:
         yield "retry: 2000\n\n"

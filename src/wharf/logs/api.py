@@ -102,7 +102,11 @@ async def application_logs(
     service = live_logs(request)
     places, pairs = await service.targets(p, tenant, name, cluster, pod, container)
     if follow:
-        allowed = service.may_read(lambda: authenticate_request(request), tenant, name, cluster)
+
+        def caller() -> Principal:
+            return authenticate_request(request)
+
+        allowed = service.may_read(caller, tenant, name, cluster, places)
         return _events(request, service.follow(places, pairs, bounds, allowed))
     lines = await service.read(places, pairs, bounds)
     return JSONResponse({"items": [entry.as_dict() for entry in lines]})

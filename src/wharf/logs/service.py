@@ -151,17 +151,25 @@ class LiveLogs:
         return places, pairs
 
     def may_read(
-        self, caller: Callable[[], Principal], tenant: str, app: str, cluster: str | None
+        self,
+        caller: Callable[[], Principal],
+        tenant: str,
+        app: str,
+        cluster: str | None,
+        started: list[Place],
     ) -> Callable[[], Awaitable[bool]]:
         """The check a followed stream repeats: the caller as the request says now (its
-        token or session again), still allowed to read the application."""
+        token or session again), still allowed to read the application, which still lives
+        in every namespace the stream reads (one made again elsewhere under the name is not
+        the one whose pods are being read)."""
+        reading = {(p.cluster, p.namespace) for p in started}
 
         def check() -> bool:
             try:
-                self.places(caller(), tenant, app, cluster)
+                _, now = self.places(caller(), tenant, app, cluster)
             except WharfError:
                 return False
-            return True
+            return reading <= {(p.cluster, p.namespace) for p in now}
 
         async def allowed() -> bool:
             return await asyncio.to_thread(check)

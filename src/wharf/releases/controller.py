@@ -215,6 +215,8 @@ class ReleaseController:
         release = snap.release
         if release is None or release.revision < snap.revision:
             release = await self._start(key, snap, release)
+            if release is None:
+                return  # the application went meanwhile
         if release.revision != snap.revision:
             return
         if release.done:
@@ -241,7 +243,7 @@ class ReleaseController:
         await self._store(release)
         await self._clean_up(key, snap, release)
 
-    async def _start(self, key: Key, snap: Snapshot, previous: Release | None) -> Release:
+    async def _start(self, key: Key, snap: Snapshot, previous: Release | None) -> Release | None:
         """A new revision: the release before it (if under way) is superseded and its canaries
         go; the new release starts from the last revision that completed."""
         if previous is not None and not previous.done:
@@ -260,11 +262,18 @@ class ReleaseController:
         if stable == 0:
             state["message"] = "the first revision is delivered as it is"
 
-        def create() -> Release:
+        def create() -> Release | None:
             with self.service.db.session() as session:
+                # Under the application row's lock: a delete that committed since the snapshot
+                # was read (it drops the releases in its own transaction) leaves nothing to
+                # start, and none is left behind for an application made again under the name.
+                if ResourceStore(session).get("Application", key[0], key[1], lock=True) is None:
+                    return None
                 return create_release(session, key[0], key[1], snap.revision, stable, state)
 
         release = await asyncio.to_thread(create)
+        if release is None:
+            return None
         log.info("release started", app=key, revision=snap.revision, stable=stable)
         # No redelivery: the write that made the revision queued delivery, which pins the
         # stable workloads to `stable` already (see service.pinned), with or without this row.
