@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ProgrammingError
 
 from wharf.lab import Lab, LabCluster, build, find_binaries
 from wharf.lab.build import BuildError
@@ -90,8 +92,17 @@ def fresh_postgres() -> Iterator[str]:
     try:
         yield make_url(base).set(database=name).render_as_string(hide_password=False)
     finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        # An autovacuum worker may be in the database (FORCE may not end it: it belongs to
+        # no role): it finishes in a moment, so try again briefly.
+        for attempt in range(40):
+            try:
+                with admin.connect() as conn:
+                    conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+                break
+            except ProgrammingError:
+                if attempt == 39:
+                    raise
+                time.sleep(0.5)
         admin.dispose()
 
 
