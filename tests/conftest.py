@@ -94,13 +94,14 @@ def fresh_postgres() -> Iterator[str]:
     finally:
         # An autovacuum worker may be in the database (FORCE may not end it: it belongs to
         # no role): it finishes in a moment, so try again briefly.
-        for attempt in range(40):
+        deadline = time.monotonic() + 20
+        while True:
             try:
                 with admin.connect() as conn:
                     conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
                 break
             except ProgrammingError:
-                if attempt == 39:
+                if time.monotonic() > deadline:
                     raise
                 time.sleep(0.5)
         admin.dispose()

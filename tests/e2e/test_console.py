@@ -229,8 +229,10 @@ def deliver(page: Page, site: Site, tenant: str, project: str, app: str) -> None
 def settled(site: Site, tenant: str, app: str) -> None:
     """The application is Available at its generation: its controllers write no more now."""
 
+    path = f"/api/v1/tenants/{tenant}/applications/{app}"
+
     def done() -> bool:
-        got = site.admin.ok("GET", f"/api/v1/tenants/{tenant}/applications/{app}")
+        got = site.admin.ok("GET", path)
         status = got.get("status") or {}
         return bool(
             status.get("state") == "Available"
@@ -238,18 +240,13 @@ def settled(site: Site, tenant: str, app: str) -> None:
         )
 
     wait_for(done, timeout=120, what=f"application {app} Available at its generation")
+
     # Pods of the old revision may still be leaving (each one a status write): quiet means
     # the same resourceVersion over a few seconds.
-    path = f"/api/v1/tenants/{tenant}/applications/{app}"
-    last = {"version": ""}
-
     def quiet() -> bool:
-        version = site.admin.ok("GET", path)["metadata"]["resourceVersion"]
-        same = version == last["version"]
-        last["version"] = version
-        if not same:
-            time.sleep(3)
-        return same
+        before = site.admin.ok("GET", path)["metadata"]["resourceVersion"]
+        time.sleep(3)
+        return bool(before == site.admin.ok("GET", path)["metadata"]["resourceVersion"])
 
     wait_for(quiet, timeout=120, what=f"application {app}'s status quiet")
 

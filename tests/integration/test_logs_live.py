@@ -14,6 +14,7 @@ from wharf.logs.service import ACCESS_CHECK_SECONDS
 from wharf.tenancy.model import namespace_name
 
 IMAGE = "registry.example/shop/web:1.0.0"
+PROJECT_QUOTA = {"cpu": "2", "memory": "4Gi", "pods": "10"}
 
 
 def _application(tenant: str, name: str) -> dict[str, Any]:
@@ -52,7 +53,7 @@ def _site(wharf: Wharf) -> tuple[str, Api, dict[str, str], str, Api, dict[str, s
         wharf.project(
             tenant,
             "shop",
-            {"cpu": "2", "memory": "4Gi", "pods": "10"},
+            PROJECT_QUOTA,
             members=[{"user": dev.user, "role": "developer"}],
         )
         wharf.wait_placed(tenant, "shop")
@@ -66,6 +67,13 @@ def _lines(api: Api, path: str, **params: Any) -> list[dict[str, str]]:
     assert answer.status_code == 200, answer.text
     items: list[dict[str, str]] = answer.json()["items"]
     return items
+
+
+def _follow(api: Api, path: str, timeout: int) -> Any:
+    """A followed stream of lab1's lines of the application, from its last line on."""
+    params = {"follow": "true", "cluster": "lab1", "tail": 1, "timeout": timeout}
+    headers = {"Authorization": f"Bearer {api.token}"}
+    return api.client.stream("GET", path, params=params, headers=headers)
 
 
 def test_live_logs_of_an_application_across_clusters_and_tenants(wharf: Wharf):
@@ -92,12 +100,7 @@ def test_live_logs_of_an_application_across_clusters_and_tenants(wharf: Wharf):
     ]
 
     # Followed: what is there first, then a line written while the stream is open.
-    with dev_a.client.stream(
-        "GET",
-        logs,
-        params={"follow": "true", "cluster": "lab1", "tail": 1, "timeout": 20},
-        headers={"Authorization": f"Bearer {dev_a.token}"},
-    ) as stream:
+    with _follow(dev_a, logs, timeout=20) as stream:
         assert stream.status_code == 200
         assert stream.headers["content-type"].startswith("text/event-stream")
         seen: list[str] = []
@@ -113,19 +116,14 @@ def test_live_logs_of_an_application_across_clusters_and_tenants(wharf: Wharf):
 
     # A member removed while following stops receiving lines: the stream asks again whether
     # its caller may read the application before it sends more, and ends saying why.
-    with dev_a.client.stream(
-        "GET",
-        logs,
-        params={"follow": "true", "cluster": "lab1", "tail": 1, "timeout": 30},
-        headers={"Authorization": f"Bearer {dev_a.token}"},
-    ) as stream:
+    with _follow(dev_a, logs, timeout=30) as stream:
         assert stream.status_code == 200
         events: list[str] = []
         for line in stream.iter_lines():
             if line.startswith("event: "):
                 events.append(line)
             if line.startswith("data: {") and len(events) == 1:
-                wharf.project(a, "shop", {"cpu": "2", "memory": "4Gi", "pods": "10"}, members=[])
+                wharf.project(a, "shop", PROJECT_QUOTA, members=[])
                 time.sleep(ACCESS_CHECK_SECONDS + 0.5)
                 lab1 = wharf.lab.cluster("lab1")
                 lab1.write_pod_log(namespace_a, pods_a["lab1"], ["after the member left"])
@@ -136,7 +134,7 @@ def test_live_logs_of_an_application_across_clusters_and_tenants(wharf: Wharf):
     wharf.project(
         a,
         "shop",
-        {"cpu": "2", "memory": "4Gi", "pods": "10"},
+        PROJECT_QUOTA,
         members=[{"user": dev_a.user, "role": "developer"}],
     )
 

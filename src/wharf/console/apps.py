@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Query, Request
@@ -197,7 +198,8 @@ async def application_log_stream(request: Request, tenant: str, name: str) -> Re
         return Response(exc.message, status_code=exc.status)
     bounds = LiveBounds.of(lines=LOG_VIEW_LINES, timeout=STREAM_LIFETIME_SECONDS)
 
-    allowed = service.may_read(lambda: authenticate_request(request), tenant, name, None, places)
+    caller = partial(authenticate_request, request)
+    allowed = service.may_read(caller, tenant, name, None, places)
 
     async def events() -> AsyncIterator[str]:
         yield "retry: 2000\n\n"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -102,10 +103,7 @@ async def application_logs(
     service = live_logs(request)
     places, pairs = await service.targets(p, tenant, name, cluster, pod, container)
     if follow:
-
-        def caller() -> Principal:
-            return authenticate_request(request)
-
+        caller = partial(authenticate_request, request)
         allowed = service.may_read(caller, tenant, name, cluster, places)
         return _events(request, service.follow(places, pairs, bounds, allowed))
     lines = await service.read(places, pairs, bounds)

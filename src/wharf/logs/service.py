@@ -34,8 +34,6 @@ from wharf.tenancy.model import namespace_name
 # A followed stream asks again, at most this often, whether its caller may still read the
 # application: a revoked token, a removed member or a deleted application ends it.
 ACCESS_CHECK_SECONDS = 1.0
-
-
 DENIED = "access to the application ended"
 
 
