@@ -5,11 +5,13 @@ controllers off (these pages need no cluster)."""
 from __future__ import annotations
 
 import datetime as dt
+import html
 import re
 from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
+from httpx import Response
 from sqlalchemy import select, update
 
 from tests.integration.conftest import ADMIN_PASSWORD
@@ -183,3 +185,51 @@ def test_the_bare_address_leads_to_the_console_and_docs_stay(console: TestClient
     assert console.get("/console/").headers["location"].startswith("/console/login")
     assert console.get("/docs").status_code == 200
     assert "/" not in console.get("/openapi.json").json()["paths"]
+
+
+def test_the_yaml_editor_refuses_a_spec_changed_meanwhile_but_not_a_status(
+    console: TestClient,
+):
+    headers = bearer(console)
+    path = "/api/v1/tenants/alpha"
+    tenant = {"kind": "Tenant", "metadata": {"name": "alpha"}, "spec": {"displayName": "A"}}
+    console.put(path, json=tenant, headers=headers).raise_for_status()
+    csrf = sign_in(console)
+
+    def opened() -> tuple[str, str]:
+        page = console.get("/console/edit/Tenant/-/alpha").text
+        text = re.search(r'<textarea id="yaml"[^>]*>(.*?)</textarea>', page, re.S)
+        seen = re.search(r'name="generation" value="(\d+)"', page)
+        assert text, "the editor shows the manifest"
+        assert seen, "the form carries the generation the manifest is of"
+        return html.unescape(text.group(1)), seen.group(1)
+
+    def submit(text: str, seen: str) -> Response:
+        form = {"yaml": text, "generation": seen, "csrf": csrf}
+        return console.post("/console/edit/Tenant/-/alpha", data=form)
+
+    # A controller writes the status while the editor is open: the edit still lands.
+    text, seen = opened()
+    assert "resourceVersion" not in text
+    service = console.app.state.resources  # type: ignore[attr-defined]
+    assert service.write_status("Tenant", "", "alpha", lambda s: {"note": "written meanwhile"})
+    answer = submit(text.replace("displayName: A", "displayName: B"), seen)
+    assert answer.status_code == 303, answer.text
+    assert console.get(path, headers=headers).json()["spec"]["displayName"] == "B"
+
+    # Someone else changes the spec while it is open: refused, theirs kept, and refused
+    # again when sent again from the page that said so.
+    text, seen = opened()
+    console.put(
+        path, json={**tenant, "spec": {"displayName": "theirs"}}, headers=headers
+    ).raise_for_status()
+    answer = submit(text.replace("displayName: B", "displayName: mine"), seen)
+    assert answer.status_code == 409
+    assert "changed by someone else since you opened it" in answer.text
+    assert f'name="generation" value="{seen}"' in answer.text
+    assert console.get(path, headers=headers).json()["spec"]["displayName"] == "theirs"
+    # A resourceVersion typed into the manifest still pins it, as for the API.
+    text, seen = opened()
+    pinned = text.replace("metadata:\n", "metadata:\n  resourceVersion: '1'\n", 1)
+    assert submit(pinned.replace("theirs", "pinned"), seen).status_code == 409
+    assert console.get(path, headers=headers).json()["spec"]["displayName"] == "theirs"

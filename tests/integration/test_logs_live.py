@@ -5,12 +5,13 @@ a namespace slipped into the query."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from typing import Any
 
 from tests.integration.conftest import Api, Wharf, wait_for
-from wharf.logs.service import ACCESS_CHECK_SECONDS
+from wharf.logs.service import ACCESS_CHECK_SECONDS, MAX_FOLLOWED_PER_USER
 from wharf.tenancy.model import namespace_name
 
 IMAGE = "registry.example/shop/web:1.0.0"
@@ -166,3 +167,24 @@ def test_live_logs_of_an_application_across_clusters_and_tenants(wharf: Wharf):
     assert items
     assert all(i["pod"] in pods_b.values() for i in items)
     assert not any(a in i["line"] for i in items)
+
+    # One user follows at most so many streams at once (each holds watches on the clusters,
+    # opened with Wharf's credentials): one more is 429 and says when to try again; another
+    # user is not held back; a stream that ends gives its slot back.
+    slots = wharf.app.state.live_logs.slots
+    with contextlib.ExitStack() as held:
+        for _ in range(MAX_FOLLOWED_PER_USER - 1):
+            assert held.enter_context(_follow(dev_a, logs, timeout=15)).status_code == 200
+        short = held.enter_context(_follow(dev_a, logs, timeout=2))
+        assert short.status_code == 200
+        assert slots.held(dev_a.user) == MAX_FOLLOWED_PER_USER
+        refused = dev_a.get(logs, params={"follow": "true", "timeout": 5})
+        assert refused.status_code == 429, refused.text
+        assert "already follows" in refused.json()["message"]
+        assert int(refused.headers["Retry-After"]) >= 1
+        with _follow(dev_b, own + "/logs", timeout=1) as other:
+            assert other.status_code == 200
+        assert "event: end" in list(short.iter_lines())
+        assert slots.held(dev_a.user) == MAX_FOLLOWED_PER_USER - 1
+        with _follow(dev_a, logs, timeout=1) as again:
+            assert again.status_code == 200

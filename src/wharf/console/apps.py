@@ -200,16 +200,22 @@ async def application_log_stream(request: Request, tenant: str, name: str) -> Re
 
     caller = partial(authenticate_request, request)
     allowed = service.may_read(caller, tenant, name, None, places)
+    try:
+        give_back = service.slots.take(who.principal.user, bounds.timeout)
+    except WharfError as exc:
+        return Response(exc.message, status_code=exc.status, headers=exc.headers())
 
     async def events() -> AsyncIterator[str]:
-        yield "retry: 2000\n\n"
         try:
+            yield "retry: 2000\n\n"
             async for entry in service.follow(places, pairs, bounds, allowed):
                 if await request.is_disconnected():
                     return
                 yield log_event(entry)
         except AccessEndedError:
             yield f"event: denied\ndata: {DENIED}\n\n"
+        finally:
+            give_back()
 
     return StreamingResponse(
         events(),

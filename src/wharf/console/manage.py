@@ -19,12 +19,15 @@ from .web import Viewer, page, render, resources, see_other
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 PLATFORM = "-"  # the tenant segment of a platform-scoped object's URL
-STATUS_FIELDS = ("uid", "generation", "creationTimestamp", "updateTimestamp")
+# Server-set metadata the editor leaves out. resourceVersion too: every status write moves
+# it, so an edit pinned to it would be refused for a controller's write; the form carries
+# the generation it shows instead, which moves only with the spec (as kubectl edit's patch
+# fails only on what was edited).
+STATUS_FIELDS = ("uid", "generation", "resourceVersion", "creationTimestamp", "updateTimestamp")
 
 
 def _editable(obj: dict[str, Any]) -> str:
-    """The object as a manifest to edit: no status or server-set metadata, but its
-    resourceVersion, so a concurrent change is refused rather than overwritten."""
+    """The object as a manifest to edit: no status or server-set metadata."""
     metadata = {k: v for k, v in obj["metadata"].items() if k not in STATUS_FIELDS}
     manifest = {
         "apiVersion": obj["apiVersion"],
@@ -69,7 +72,9 @@ def object_url(obj: dict[str, Any]) -> str:
 def edit_page(request: Request, kind: str, tenant: str, name: str) -> Response:
     def build(who: Viewer) -> Response:
         obj = resources(request).get(who.principal, kind, _tenant(tenant), name)
-        return render(request, "edit.html", who, obj=obj, text=_editable(obj), error=None)
+        text = _editable(obj)
+        seen = obj["metadata"]["generation"]
+        return render(request, "edit.html", who, obj=obj, text=text, seen=seen, error=None)
 
     return page(request, build)
 
@@ -81,6 +86,7 @@ def edit(
     tenant: str,
     name: str,
     text: Annotated[str, Form(alias="yaml")],
+    generation: Annotated[int | None, Form()] = None,
     csrf: Annotated[str, Form()] = "",
 ) -> Response:
     def build(who: Viewer) -> Response:
@@ -90,12 +96,29 @@ def edit(
             docs = _parse(text)
             if len(docs) != 1:
                 raise InvalidError("yaml: edit one object here", field="yaml")
-            saved, _ = service.apply(who.principal, docs[0], _tenant(tenant) or None, kind, name)
+            saved, _ = service.apply(
+                who.principal,
+                docs[0],
+                _tenant(tenant) or None,
+                kind,
+                name,
+                seen_generation=generation,
+            )
         except WharfError as exc:
             if exc.status in (401, 403, 404):
                 raise
+            # The form keeps the generation its text was made from: a refused edit sent
+            # again is refused again if the spec moved on.
+            seen = obj["metadata"]["generation"] if generation is None else generation
             return render(
-                request, "edit.html", who, status_code=exc.status, obj=obj, text=text, error=exc
+                request,
+                "edit.html",
+                who,
+                status_code=exc.status,
+                obj=obj,
+                text=text,
+                seen=seen,
+                error=exc,
             )
         return see_other(object_url(saved))
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from functools import partial
 from typing import Annotated
 
@@ -105,7 +105,8 @@ async def application_logs(
     if follow:
         caller = partial(authenticate_request, request)
         allowed = service.may_read(caller, tenant, name, cluster, places)
-        return _events(request, service.follow(places, pairs, bounds, allowed))
+        give_back = service.slots.take(p.user, bounds.timeout)
+        return _events(request, service.follow(places, pairs, bounds, allowed), give_back)
     lines = await service.read(places, pairs, bounds)
     return JSONResponse({"items": [entry.as_dict() for entry in lines]})
 
@@ -146,10 +147,12 @@ async def pod_logs(
     )
 
 
-def _events(request: Request, lines: AsyncIterator[LogLine]) -> StreamingResponse:
+def _events(
+    request: Request, lines: AsyncIterator[LogLine], give_back: Callable[[], None]
+) -> StreamingResponse:
     async def events() -> AsyncIterator[str]:
-        yield "retry: 2000\n\n"
         try:
+            yield "retry: 2000\n\n"
             async for entry in lines:
                 if await request.is_disconnected():
                     return
@@ -157,6 +160,8 @@ def _events(request: Request, lines: AsyncIterator[LogLine]) -> StreamingRespons
         except AccessEndedError:
             yield f"event: denied\ndata: {DENIED}\n\n"
             return
+        finally:
+            give_back()
         yield "event: end\ndata: the stream reached its bounds\n\n"
 
     return StreamingResponse(

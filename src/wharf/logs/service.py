@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -23,7 +25,7 @@ from lightkube.resources.core_v1 import Pod
 
 from wharf.apps.model import APP_LABEL, APPLICATION, ApplicationSpec
 from wharf.clusters.service import ClusterRules
-from wharf.core.errors import InvalidError, NotFoundError, WharfError
+from wharf.core.errors import InvalidError, NotFoundError, ThrottledError, WharfError
 from wharf.identity.model import Principal
 from wharf.kube.connections import ClusterConnections
 from wharf.logs.model import LiveBounds, LogLine, checked_name, merged, split_stamp
@@ -37,8 +39,58 @@ ACCESS_CHECK_SECONDS = 1.0
 DENIED = "access to the application ended"
 
 
+# A followed stream holds a watch on every pod it follows, opened with Wharf's credentials to
+# the clusters: a user holds at most this many at once (per server replica); one more is 429.
+MAX_FOLLOWED_PER_USER = 8
+# A slot outlives its stream's own bound by this much at most, should its end go unnoticed.
+SLOT_GRACE_SECONDS = 5.0
+
+
 class AccessEndedError(Exception):
     """The caller of a followed stream may no longer read the application."""
+
+
+class FollowSlots:
+    """The followed streams each user holds open. A slot is given back when its stream ends,
+    and lapses anyway once the stream's bound has passed: a response whose body never ran (the
+    client left first) cannot hold a slot for ever."""
+
+    def __init__(
+        self,
+        limit: int = MAX_FOLLOWED_PER_USER,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.limit = limit
+        self.clock = clock
+        self._held: dict[str, dict[int, float]] = {}
+        self._numbers = itertools.count()
+
+    def held(self, user: str) -> int:
+        now = self.clock()
+        return sum(1 for until in self._held.get(user, {}).values() if until > now)
+
+    def take(self, user: str, lifetime: float) -> Callable[[], None]:
+        """A slot for a stream of at most `lifetime` seconds, and what gives it back."""
+        now = self.clock()
+        held = {n: until for n, until in self._held.get(user, {}).items() if until > now}
+        if len(held) >= self.limit:
+            wait = max(1, math.ceil(min(held.values()) - now))
+            raise ThrottledError(
+                f"user {user!r} already follows {len(held)} log streams, the most one user "
+                f"may follow at once: close one, or try again in {wait} s",
+                retry_after=wait,
+            )
+        number = next(self._numbers)
+        held[number] = now + lifetime + SLOT_GRACE_SECONDS
+        self._held[user] = held
+
+        def give_back() -> None:
+            mine = self._held.get(user, {})
+            mine.pop(number, None)
+            if not mine:
+                self._held.pop(user, None)
+
+        return give_back
 
 
 @dataclass(frozen=True)
@@ -68,6 +120,7 @@ class LiveLogs:
         self.resources = resources
         self.cluster_rules = cluster_rules
         self.connections = connections
+        self.slots = FollowSlots()
 
     def places(
         self, p: Principal, tenant: str, app: str, cluster: str | None = None

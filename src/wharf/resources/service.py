@@ -27,6 +27,7 @@ from wharf.core.errors import (
     InvalidError,
     NotFoundError,
     OutdatedSpecError,
+    StaleError,
     WharfError,
 )
 from wharf.core.resources import API_VERSION, Kind, Manifest, Spec, check_name
@@ -373,12 +374,14 @@ class ResourceService:
         kind: str | None = None,
         name: str | None = None,
         create_only: bool = False,
+        seen_generation: int | None = None,
     ) -> tuple[dict[str, Any], bool]:
         """Create or update from a whole manifest; return (object, created).
 
         The row is locked from read to write, so a manifest without metadata.resourceVersion
         always lands on what is there (as kubectl apply does); one that pins a stale
-        resourceVersion fails with 409.
+        resourceVersion fails with 409. `seen_generation` (the console's editor) refuses only
+        a spec changed since it was read: status writes meanwhile do not count.
         """
         if documents.nesting(body) > documents.MAX_DEPTH:
             raise InvalidError(
@@ -423,6 +426,8 @@ class ResourceService:
                 raise ConflictError(
                     f"{rules.kind.name} {name!r} already exists", field="metadata.name"
                 )
+            if seen_generation is not None:
+                _check_seen(rules.kind.name, name, old, seen_generation)
             # A secret sent back masked means "unchanged": put the kept value back before
             # parsing, so that `get` then `apply` round-trips.
             sent = self._keep_secrets(rules, copy.deepcopy(manifest.spec), old)
@@ -559,6 +564,22 @@ class ResourceService:
             if isinstance(node, dict) and leaf in node and isinstance(masked_node, dict):
                 node[leaf] = unmasked(node[leaf], masked_node.get(leaf), old_node.get(leaf))
         return spec
+
+
+def _check_seen(kind: str, name: str, old: StoredResource | None, seen: int) -> None:
+    """An edit of generation `seen` lands only on that generation (spec unchanged since)."""
+    if old is None:
+        raise StaleError(
+            f"{kind} {name!r} was deleted since you opened it: nothing was changed",
+            field="metadata.name",
+        )
+    if old.generation != seen:
+        raise StaleError(
+            f"{kind} {name!r} was changed by someone else since you opened it (its spec is "
+            f"now at generation {old.generation}, you edited generation {seen}): open it "
+            "again and redo your change",
+            field="spec",
+        )
 
 
 def _old_spec(rules: KindRules[S], old: StoredResource | None) -> S | None:
