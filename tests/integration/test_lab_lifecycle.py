@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -10,7 +11,7 @@ import sys
 import pytest
 
 from wharf.lab import Lab, LabError, find_binaries
-from wharf.lab.lab import COMPONENTS, LabCluster
+from wharf.lab.lab import COMPACT_COMPONENTS, COMPONENTS, LabCluster
 
 
 def _wharf(*args: str) -> subprocess.CompletedProcess[str]:
@@ -87,3 +88,60 @@ def test_up_reports_a_process_that_fails_to_start_and_cleans_up(tmp_path, monkey
         lab.up(clusters=1, nodes=1, progress=lambda _: None, timeout=30)
     assert "no-such-flag" in str(failure.value)
     assert all(pid is None for pid in lab.cluster("lab1").running().values())
+
+
+def test_a_compact_lab_shares_one_etcd_and_keeps_its_clusters_apart(tmp_path):
+    """Many clusters on one machine: each compact cluster is an API server (with its
+    controllers, scheduler and kwok) keeping its objects in the first cluster's etcd under
+    a prefix of its own, and is still a cluster of its own to whoever uses it."""
+    binaries = find_binaries()
+    assert binaries is not None
+    directory = tmp_path / "lab"
+    lab = Lab(directory, binaries)
+    try:
+        up = _wharf(
+            "lab", "up", "--compact", "--clusters", "3", "--nodes", "1", "--crds", "none",
+            "--dir", str(directory),
+        )  # fmt: skip
+        assert up.returncode == 0, up.stderr
+        one, two, three = lab.clusters()
+        assert set(one.running()) == {"etcd", *COMPACT_COMPONENTS}
+        assert set(two.running()) == set(three.running()) == set(COMPACT_COMPONENTS)
+        assert all(pid is not None for c in (one, two, three) for pid in c.running().values())
+        assert not (two.directory / "etcd-data").exists()
+
+        # A namespace and a Deployment in lab2 are lab2's: lab3 (same etcd) has neither,
+        # and lab2's own controllers, scheduler and kwok run the Deployment's pod.
+        kubectl = [str(binaries.path("kubectl"))]
+        with two.http() as client:
+            client.post(
+                "/api/v1/namespaces", json={"metadata": {"name": "only-in-two"}}
+            ).raise_for_status()
+        deployment = subprocess.run(
+            [*kubectl, "--kubeconfig", str(two.kubeconfig), "-n", "only-in-two", "create",
+             "deployment", "web", "--image=registry.example/web:1"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert deployment.returncode == 0, deployment.stderr
+        wait = subprocess.run(
+            [*kubectl, "--kubeconfig", str(two.kubeconfig), "-n", "only-in-two", "wait",
+             "--for=condition=Available", "deployment/web", "--timeout=120s"],
+            capture_output=True, text=True, timeout=150,
+        )  # fmt: skip
+        assert wait.returncode == 0, wait.stderr
+        with three.http() as client:
+            assert client.get("/api/v1/namespaces/only-in-two").status_code == 404
+            pods = client.get("/api/v1/pods").json()["items"]
+            assert not [p for p in pods if p["metadata"]["namespace"] == "only-in-two"]
+
+        status = _wharf("lab", "status", "--dir", str(directory), "-o", "json")
+        assert status.returncode == 0, status.stdout
+        assert all(row["memoryMiB"] > 0 for row in json.loads(status.stdout))
+        # More than a full lab takes asks for compact, and says so.
+        refused = _wharf("lab", "up", "--clusters", "9", "--dir", str(tmp_path / "other"))
+        assert refused.returncode != 0
+        assert "--compact" in refused.stderr
+    finally:
+        down = _wharf("lab", "down", "--dir", str(directory))
+    assert down.returncode == 0
+    assert all(pid is None for c in lab.clusters() for pid in c.running().values())

@@ -12,7 +12,7 @@ import typer
 
 from wharf.lab import crds
 from wharf.lab.build import BuildError, build, build_helm, describe
-from wharf.lab.lab import Lab, LabError, default_lab_dir
+from wharf.lab.lab import MAX_COMPACT_CLUSTERS, Lab, LabError, default_lab_dir
 from wharf.lab.prometheus import Prometheus, wharf_feed
 
 app = typer.Typer(help="Real local Kubernetes clusters for the demo, the tests and benchmarks.")
@@ -66,7 +66,9 @@ def build_command(
 
 @app.command("up")
 def up_command(
-    clusters: Annotated[int, typer.Option(min=1, max=8, help="Number of clusters")] = 2,
+    clusters: Annotated[
+        int, typer.Option(min=1, max=MAX_COMPACT_CLUSTERS, help="Number of clusters")
+    ] = 2,
     nodes: Annotated[int, typer.Option(min=1, max=500, help="Simulated nodes per cluster")] = 3,
     directory: DirOption = None,
     crd_bundles: Annotated[
@@ -76,13 +78,23 @@ def up_command(
             help=f"CRD bundles to install, comma-separated ({', '.join(crds.BUNDLES)}), or 'none'",
         ),
     ] = ",".join(crds.DEFAULT_BUNDLES),
+    compact: Annotated[
+        bool,
+        typer.Option(
+            "--compact",
+            help="Fewer processes per cluster and one shared etcd, for many clusters (up to "
+            f"{MAX_COMPACT_CLUSTERS}): no metrics-server, storage provisioner or pod log files",
+        ),
+    ] = False,
 ) -> None:
     """Start the lab clusters (with the CRD bundles) and wait until their nodes are Ready."""
     lab = Lab(directory or default_lab_dir())
     started = time.monotonic()
     bundles = [] if crd_bundles == "none" else [b for b in crd_bundles.split(",") if b]
     try:
-        members = lab.up(clusters=clusters, nodes=nodes, progress=_say, crd_bundles=bundles)
+        members = lab.up(
+            clusters=clusters, nodes=nodes, progress=_say, crd_bundles=bundles, compact=compact
+        )
     except LabError as exc:
         raise _fail(exc) from exc
     for cluster in members:
@@ -133,12 +145,12 @@ def status_command(
     if not rows:
         typer.echo("no lab clusters")
         raise typer.Exit(1)
-    typer.echo(f"{'CLUSTER':<8} {'HEALTHY':<8} {'NODES':<6} {'SERVER':<28} PROCESSES")
+    typer.echo(f"{'CLUSTER':<8} {'HEALTHY':<8} {'NODES':<6} {'MEMORY':<9} {'SERVER':<28} PROCESSES")
     for row in rows:
         procs = " ".join(f"{k}={'up' if v else 'down'}" for k, v in row["processes"].items())
         typer.echo(
             f"{row['cluster']:<8} {('yes' if row['healthy'] else 'no'):<8} "
-            f"{row['nodes_ready']:<6} {row['server']:<28} {procs}"
+            f"{row['nodes_ready']:<6} {str(row['memoryMiB']) + 'Mi':<9} {row['server']:<28} {procs}"
         )
     if not all(row["healthy"] for row in rows):
         raise typer.Exit(1)

@@ -7,6 +7,10 @@ metrics-server, which serves that use as the `metrics.k8s.io` API (for `kubectl 
 Every process binds to 127.0.0.1 on a free port and records its pid and start time in a pid
 file, so that a later `up` or `down` finds exactly the processes it started (never by process
 name), even after a crash of the command that started them.
+
+A compact lab (for many clusters) runs less per cluster: kube-apiserver, controller-manager,
+scheduler and kwok, every API server keeping its objects in one etcd (the first cluster's)
+under a key prefix of its own; no metrics-server, storage provisioner or pod log files.
 """
 
 from __future__ import annotations
@@ -58,6 +62,18 @@ COMPONENTS = (
     "pod-logs",  # the containers' log files, which kwok serves (wharf.lab.podlogs)
     "metrics-server",
 )
+
+# A compact cluster's processes; the first cluster runs the shared etcd besides.
+COMPACT_COMPONENTS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+# A compact cluster's Go processes keep their heaps near these soft limits (GOMEMLIMIT).
+COMPACT_MEMORY = {
+    "kube-apiserver": "200MiB",
+    "kube-controller-manager": "60MiB",
+    "kube-scheduler": "40MiB",
+    "kwok": "40MiB",
+}
+MAX_CLUSTERS = 8  # full clusters: each runs 8 processes
+MAX_COMPACT_CLUSTERS = 40
 
 Progress = Callable[[str], None]
 
@@ -180,6 +196,7 @@ class LabCluster:
         self.run_dir = directory / "run"
         self.log_dir = directory / "logs"
         self._ports: dict[str, int] | None = None
+        self._profile: dict[str, Any] | None = None
 
     # -- layout ---------------------------------------------------------------------------
     @property
@@ -187,6 +204,31 @@ class LabCluster:
         if self._ports is None:
             self._ports = json.loads((self.directory / "ports.json").read_text())
         return self._ports
+
+    @property
+    def profile(self) -> dict[str, Any]:
+        """{"compact": bool, "etcd": the etcd its API server uses (a compact lab's shared one)}"""
+        if self._profile is None:
+            try:
+                self._profile = json.loads((self.directory / "profile.json").read_text())
+            except (OSError, ValueError):
+                self._profile = {"compact": False, "etcd": None}
+        return self._profile
+
+    @property
+    def components(self) -> tuple[str, ...]:
+        """The processes this cluster runs, in the order to start them."""
+        if not self.profile["compact"]:
+            return COMPONENTS
+        own_etcd = self.profile["etcd"] == self.etcd_url_of_own()
+        return ("etcd", *COMPACT_COMPONENTS) if own_etcd else COMPACT_COMPONENTS
+
+    def etcd_url_of_own(self) -> str:
+        return f"http://127.0.0.1:{self.ports['etcd']}"
+
+    @property
+    def etcd_url(self) -> str:
+        return str(self.profile["etcd"] or self.etcd_url_of_own())
 
     @property
     def server(self) -> str:
@@ -254,8 +296,10 @@ class LabCluster:
         return _write_yaml(path, kubeconfig_dict([entry]))
 
     # -- preparing --------------------------------------------------------------------------
-    def prepare(self) -> None:
-        """Choose ports, issue certificates and write kubeconfigs (certificates are kept)."""
+    def prepare(self, compact: bool = False, shared_etcd: str | None = None) -> None:
+        """Choose ports, issue certificates and write kubeconfigs (certificates are kept).
+        A compact cluster keeps its objects in `shared_etcd` (None: its own, which it then
+        runs for the others)."""
         for d in (self.pki_dir, self.run_dir, self.log_dir):
             d.mkdir(parents=True, exist_ok=True)
         names = (
@@ -269,6 +313,10 @@ class LabCluster:
         )
         self._ports = dict(zip(names, _free_ports(len(names)), strict=True))
         (self.directory / "ports.json").write_text(json.dumps(self._ports, indent=2))
+        self._profile = {"compact": compact, "etcd": shared_etcd or self.etcd_url_of_own()}
+        if not compact:
+            self._profile["etcd"] = None
+        (self.directory / "profile.json").write_text(json.dumps(self._profile, indent=2))
         ca = self.ca
         ca.issue(
             "apiserver",
@@ -355,7 +403,11 @@ class LabCluster:
         if component == "kube-apiserver":
             return [
                 str(b.path("kube-apiserver")),
-                f"--etcd-servers=http://{loop}:{p['etcd']}",
+                f"--etcd-servers={self.etcd_url}",
+                # One etcd for every compact cluster: each API server under its own prefix.
+                f"--etcd-prefix=/lab/{self.name}/registry"
+                if self.profile["compact"]
+                else "--etcd-prefix=/registry",
                 f"--bind-address={loop}",
                 f"--advertise-address={loop}",
                 f"--secure-port={p['kube-apiserver']}",
@@ -473,10 +525,15 @@ class LabCluster:
 
     # -- processes --------------------------------------------------------------------------
     def start(self, component: str) -> None:
+        env = None
+        if self.profile["compact"] and component in COMPACT_MEMORY:
+            # Go's collector works harder rather than let the heap double (its default).
+            env = {**os.environ, "GOMEMLIMIT": COMPACT_MEMORY[component]}
         with self.log_file(component).open("ab") as log:
             proc = subprocess.Popen(
                 self.command(component),
                 cwd=self.directory,
+                env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -485,7 +542,18 @@ class LabCluster:
         self.pid_file(component).write(proc.pid)
 
     def running(self) -> dict[str, int | None]:
-        return {c: self.pid_file(c).running_pid() for c in COMPONENTS}
+        return {c: self.pid_file(c).running_pid() for c in self.components}
+
+    def memory_mib(self) -> float:
+        """The memory of this cluster's running processes, in MiB: their proportional set
+        size, so the pages of a binary that 30 API servers share count once, not 30 times."""
+        total = 0
+        for pid in self.running().values():
+            with contextlib.suppress(OSError):
+                for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1])
+        return total / 1024
 
     def stop(self, timeout: float = 15.0) -> list[str]:
         """Stop every process this cluster's pid files name; return the ones that were running."""
@@ -709,11 +777,20 @@ class Lab:
         progress: Progress = print,
         timeout: float = 180.0,
         crd_bundles: Sequence[str] = crds.DEFAULT_BUNDLES,
+        compact: bool = False,
     ) -> list[LabCluster]:
         """Bring up `clusters` clusters of `nodes` simulated nodes each, with the CRDs of
-        `crd_bundles` installed; reuse a healthy lab."""
+        `crd_bundles` installed; reuse a healthy lab. `compact`: fewer processes per cluster
+        and one shared etcd, for labs of many clusters."""
         if clusters < 1 or nodes < 1:
             raise LabError("a lab needs at least one cluster and one node")
+        if clusters > (MAX_COMPACT_CLUSTERS if compact else MAX_CLUSTERS):
+            raise LabError(
+                f"at most {MAX_COMPACT_CLUSTERS} compact clusters"
+                if compact
+                else f"at most {MAX_CLUSTERS} full clusters; a compact lab (--compact) takes up "
+                f"to {MAX_COMPACT_CLUSTERS}"
+            )
         try:
             crd_files = [f for b in crds.bundles(crd_bundles) for f in crds.fetch(b, progress)]
             kwok_files = crds.fetch(crds.KWOK_LOGS, progress)
@@ -723,6 +800,7 @@ class Lab:
             "clusters": [f"lab{i}" for i in range(1, clusters + 1)],
             "nodes": nodes,
             "crdBundles": list(crd_bundles),
+            **({"compact": True} if compact else {}),
         }
         previous = self._read_spec()
         wanted = {**spec, "kubernetes_version": self.binaries.kubernetes_version}
@@ -739,19 +817,24 @@ class Lab:
 
         def wait_all(what: str, check: Callable[[LabCluster], bool], *components: str) -> None:
             for c in members:
+                if components and not set(components) & set(c.components):
+                    continue  # a compact cluster without the shared etcd, say
                 _wait(
                     f"{c.name} {what}",
                     partial(check, c),
                     timeout,
-                    partial(_check_alive, c, components or COMPONENTS),
+                    partial(_check_alive, c, components or c.components),
                 )
 
         try:
+            shared_etcd = None
             for cluster in members:
                 # A fresh etcd each time: a lab is scratch state, and old data with new
                 # certificates or ports only confuses.
                 shutil.rmtree(cluster.directory / "etcd-data", ignore_errors=True)
-                cluster.prepare()
+                cluster.prepare(compact, shared_etcd)
+                if compact:
+                    shared_etcd = cluster.etcd_url
             self._write_merged_kubeconfig(members)
             self._start_phase(members, ["etcd"], progress)
             wait_all("etcd", _etcd_healthy, "etcd")
@@ -784,7 +867,10 @@ class Lab:
                 wait_all("default service account", _default_service_account)
                 # Registered, not awaited: its first figures come a scrape or two later, and
                 # nothing at start-up needs them.
-                wait_all("metrics.k8s.io registered", _register_metrics_api)
+                wait_all(
+                    "metrics.k8s.io registered",
+                    lambda c: "metrics-server" not in c.components or _register_metrics_api(c),
+                )
                 installed.result()
         except BaseException:
             self.down(progress=lambda _: None)
@@ -820,7 +906,8 @@ class Lab:
     def _start_phase(members: list[LabCluster], components: list[str], progress: Progress) -> None:
         for component in components:
             for cluster in members:
-                cluster.start(component)
+                if component in cluster.components:
+                    cluster.start(component)
         progress(f"started {', '.join(components)} in {len(members)} cluster(s)")
 
     def _write_merged_kubeconfig(self, members: list[LabCluster]) -> None:
@@ -839,7 +926,10 @@ class Lab:
         """Stop every process the pid files name, in every cluster directory found."""
         stopped: list[str] = []
         root = self.directory / "clusters"
-        for directory in sorted(root.iterdir()) if root.is_dir() else []:
+        directories = sorted(root.iterdir()) if root.is_dir() else []
+        # A compact lab's API servers stop before the etcd they share.
+        directories.sort(key=lambda d: LabCluster(d).pid_file("etcd").running_pid() is not None)
+        for directory in directories:
             cluster = LabCluster(directory)
             names = cluster.stop()
             stopped += [f"{cluster.name}/{n}" for n in names]
@@ -858,6 +948,7 @@ class Lab:
                     "healthy": up and cluster.healthy(),
                     "nodes_ready": _nodes_ready(cluster) if up and cluster.healthy() else 0,
                     "processes": running,
+                    "memoryMiB": round(cluster.memory_mib()),
                 }
             )
         return rows
