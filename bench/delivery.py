@@ -2,7 +2,10 @@
 concurrent server-side-apply loop of the same manifests, measured in the same run on the same
 lab. Prints objects per second, p50/p99 from submit to applied, and the ratio of the two.
 
-    uv run python bench/delivery.py [--apps 50] [--clusters 2]
+    uv run python bench/delivery.py [--apps 50] [--clusters 2] [--compact]
+
+More than 8 clusters need `--compact` (the lab's API servers sharing one etcd: docs/lab.md);
+the default is compact from 9 clusters on.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from wharf.apps.catalog import CATALOG
 from wharf.apps.model import ApplicationSpec, TemplateVersion, desired_objects, render
 from wharf.kube import async_client
 from wharf.lab import Lab, find_binaries
+from wharf.lab.lab import MAX_CLUSTERS
 
 IMAGE = "registry.example/bench/web:1.0.0"
 
@@ -172,19 +176,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--apps", type=int, default=50)
     parser.add_argument("--clusters", type=int, default=2)
+    parser.add_argument("--compact", action=argparse.BooleanOptionalAction, default=None)
     args = parser.parse_args()
+    compact = args.clusters > MAX_CLUSTERS if args.compact is None else args.compact
     binaries = find_binaries()
     if binaries is None:
         raise SystemExit("build the lab first: uv run wharf lab build")
     with tempfile.TemporaryDirectory() as tmp:
         lab = Lab(Path(tmp) / "lab", binaries)
-        lab.up(clusters=args.clusters, nodes=3, progress=lambda _: None)
+        lab.up(clusters=args.clusters, nodes=3, progress=lambda _: None, compact=compact)
         try:
             base_s, base_lat, base_n = asyncio.run(baseline(lab, args.apps))
             wharf_s, wharf_lat, wharf_n = wharf(lab, args.apps, Path(tmp))
         finally:
             lab.down(progress=lambda _: None)
-    print(f"{args.apps} applications (web-service) to {args.clusters} clusters")
+    kind = "compact " if compact else ""
+    print(f"{args.apps} applications (web-service) to {args.clusters} {kind}clusters")
     print(f"{'':<28}{'objects/s':>10}{'p50 ms':>10}{'p99 ms':>10}")
     base_rate, wharf_rate = base_n / base_s, wharf_n / wharf_s
     for label, rate, lat in (
