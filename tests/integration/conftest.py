@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from fastapi.testclient import TestClient
 
 from wharf.core.config import Settings
 from wharf.lab import Lab, LabCluster
+from wharf.lab.lab import _free_ports
 from wharf.lab.prometheus import Prometheus, wharf_feed
 from wharf.server import create_app
 
@@ -224,9 +224,9 @@ class ServerProcess:
     (the CLI, the browser, killing it mid-reconcile)."""
 
     def __init__(self, workdir: Path, database_url: str | None = None, **env: str) -> None:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = int(sock.getsockname()[1])
+        # Below the ephemeral range (as the lab's): with test files running side by side, a
+        # port the kernel handed out for port 0 may go to another worker's connection.
+        self.port = _free_ports(1)[0]
         self.url = f"http://127.0.0.1:{self.port}"
         self.workdir = workdir
         self.env = {
@@ -247,6 +247,10 @@ class ServerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def _ready(self) -> bool:
+        # Ours, not whatever else answers on the port: our process must still be running.
+        if self.proc is not None and self.proc.poll() is not None:
+            log = (self.workdir / "server.log").read_text()[-2000:]
+            raise AssertionError(f"wharf server exited ({self.proc.returncode}):\n{log}")
         try:
             return httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200
         except httpx.HTTPError:
@@ -306,9 +310,7 @@ class RegistryProcess:
     BINARY = "/usr/bin/docker-registry"
 
     def __init__(self, workdir: Path, name: str) -> None:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = int(sock.getsockname()[1])
+        self.port = _free_ports(1)[0]  # below the ephemeral range, as ServerProcess's
         self.name = name
         self.host = f"127.0.0.1:{self.port}"
         self.url = f"http://{self.host}"

@@ -8,6 +8,7 @@ import datetime as dt
 import html
 import re
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -187,9 +188,7 @@ def test_the_bare_address_leads_to_the_console_and_docs_stay(console: TestClient
     assert "/" not in console.get("/openapi.json").json()["paths"]
 
 
-def test_the_yaml_editor_refuses_a_spec_changed_meanwhile_but_not_a_status(
-    console: TestClient,
-):
+def test_the_yaml_editor_refuses_what_changed_meanwhile_but_not_a_status(console: TestClient):
     headers = bearer(console)
     path = "/api/v1/tenants/alpha"
     tenant = {"kind": "Tenant", "metadata": {"name": "alpha"}, "spec": {"displayName": "A"}}
@@ -199,14 +198,18 @@ def test_the_yaml_editor_refuses_a_spec_changed_meanwhile_but_not_a_status(
     def opened() -> tuple[str, str]:
         page = console.get("/console/edit/Tenant/-/alpha").text
         text = re.search(r'<textarea id="yaml"[^>]*>(.*?)</textarea>', page, re.S)
-        seen = re.search(r'name="generation" value="(\d+)"', page)
+        seen = re.search(r'name="seen" value="([^"]+)"', page)
         assert text, "the editor shows the manifest"
-        assert seen, "the form carries the generation the manifest is of"
+        assert seen, "the form carries the mark of what it shows"
         return html.unescape(text.group(1)), seen.group(1)
 
-    def submit(text: str, seen: str) -> Response:
-        form = {"yaml": text, "generation": seen, "csrf": csrf}
+    def submit(text: str, seen: str | None) -> Response:
+        form = {"yaml": text, "csrf": csrf, **({"seen": seen} if seen else {})}
         return console.post("/console/edit/Tenant/-/alpha", data=form)
+
+    def stored() -> dict[str, Any]:
+        got: dict[str, Any] = console.get(path, headers=headers).json()
+        return got
 
     # A controller writes the status while the editor is open: the edit still lands.
     text, seen = opened()
@@ -215,7 +218,7 @@ def test_the_yaml_editor_refuses_a_spec_changed_meanwhile_but_not_a_status(
     assert service.write_status("Tenant", "", "alpha", lambda s: {"note": "written meanwhile"})
     answer = submit(text.replace("displayName: A", "displayName: B"), seen)
     assert answer.status_code == 303, answer.text
-    assert console.get(path, headers=headers).json()["spec"]["displayName"] == "B"
+    assert stored()["spec"]["displayName"] == "B"
 
     # Someone else changes the spec while it is open: refused, theirs kept, and refused
     # again when sent again from the page that said so.
@@ -226,10 +229,27 @@ def test_the_yaml_editor_refuses_a_spec_changed_meanwhile_but_not_a_status(
     answer = submit(text.replace("displayName: B", "displayName: mine"), seen)
     assert answer.status_code == 409
     assert "changed by someone else since you opened it" in answer.text
-    assert f'name="generation" value="{seen}"' in answer.text
-    assert console.get(path, headers=headers).json()["spec"]["displayName"] == "theirs"
+    assert f'name="seen" value="{seen}"' in answer.text
+    assert submit(text.replace("displayName: B", "displayName: mine"), seen).status_code == 409
+    assert stored()["spec"]["displayName"] == "theirs"
+
+    # Only a label changed (no new generation): refused all the same, the label kept.
+    text, seen = opened()
+    labelled = {**tenant, "metadata": {"name": "alpha", "labels": {"tier": "quarantined"}}}
+    console.put(
+        path, json={**labelled, "spec": {"displayName": "theirs"}}, headers=headers
+    ).raise_for_status()
+    answer = submit(text.replace("displayName: theirs", "displayName: mine"), seen)
+    assert answer.status_code == 409, answer.text
+    assert stored()["metadata"]["labels"] == {"tier": "quarantined"}
+
     # A resourceVersion typed into the manifest still pins it, as for the API.
     text, seen = opened()
     pinned = text.replace("metadata:\n", "metadata:\n  resourceVersion: '1'\n", 1)
     assert submit(pinned.replace("theirs", "pinned"), seen).status_code == 409
-    assert console.get(path, headers=headers).json()["spec"]["displayName"] == "theirs"
+    assert stored()["spec"]["displayName"] == "theirs"
+
+    # A form that came without a mark is not given one on its error page.
+    answer = submit("kind: [", None)
+    assert answer.status_code == 422
+    assert 'name="seen"' not in answer.text

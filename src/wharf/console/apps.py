@@ -191,17 +191,18 @@ async def application_log_stream(request: Request, tenant: str, name: str) -> Re
     service: LiveLogs = request.app.state.live_logs
     try:
         who = await run_in_threadpool(viewer, request)
+        service.slots.check(who.principal.user)  # a user at the cap costs no cluster read
         places, pairs = await service.targets(who.principal, tenant, name)
     except SignedOut:
         return Response("sign in first", status_code=401)
     except WharfError as exc:
-        return Response(exc.message, status_code=exc.status)
+        return Response(exc.message, status_code=exc.status, headers=exc.headers())
     bounds = LiveBounds.of(lines=LOG_VIEW_LINES, timeout=STREAM_LIFETIME_SECONDS)
 
     caller = partial(authenticate_request, request)
     allowed = service.may_read(caller, tenant, name, None, places)
     try:
-        give_back = service.slots.take(who.principal.user, bounds.timeout)
+        give_back = service.slots.take(who.principal.user, bounds.timeout, len(pairs))
     except WharfError as exc:
         return Response(exc.message, status_code=exc.status, headers=exc.headers())
 

@@ -14,6 +14,7 @@ from wharf.core import documents
 from wharf.core.errors import ForbiddenError, InvalidError, WharfError
 from wharf.identity import service as identity
 from wharf.identity.api import database
+from wharf.resources.service import edit_mark
 
 from .web import Viewer, page, render, resources, see_other
 
@@ -21,8 +22,8 @@ router = APIRouter(prefix="/console", include_in_schema=False)
 PLATFORM = "-"  # the tenant segment of a platform-scoped object's URL
 # Server-set metadata the editor leaves out. resourceVersion too: every status write moves
 # it, so an edit pinned to it would be refused for a controller's write; the form carries
-# the generation it shows instead, which moves only with the spec (as kubectl edit's patch
-# fails only on what was edited).
+# an edit mark instead (the spec's generation, a digest of labels and annotations), which
+# moves only with what can be edited (as kubectl edit fails only on what was edited).
 STATUS_FIELDS = ("uid", "generation", "resourceVersion", "creationTimestamp", "updateTimestamp")
 
 
@@ -73,7 +74,8 @@ def edit_page(request: Request, kind: str, tenant: str, name: str) -> Response:
     def build(who: Viewer) -> Response:
         obj = resources(request).get(who.principal, kind, _tenant(tenant), name)
         text = _editable(obj)
-        seen = obj["metadata"]["generation"]
+        meta = obj["metadata"]
+        seen = edit_mark(meta["generation"], meta["labels"], meta["annotations"])
         return render(request, "edit.html", who, obj=obj, text=text, seen=seen, error=None)
 
     return page(request, build)
@@ -86,7 +88,7 @@ def edit(
     tenant: str,
     name: str,
     text: Annotated[str, Form(alias="yaml")],
-    generation: Annotated[int | None, Form()] = None,
+    seen: Annotated[str | None, Form(max_length=64)] = None,
     csrf: Annotated[str, Form()] = "",
 ) -> Response:
     def build(who: Viewer) -> Response:
@@ -102,14 +104,13 @@ def edit(
                 _tenant(tenant) or None,
                 kind,
                 name,
-                seen_generation=generation,
+                seen=seen,
             )
         except WharfError as exc:
             if exc.status in (401, 403, 404):
                 raise
-            # The form keeps the generation its text was made from: a refused edit sent
-            # again is refused again if the spec moved on.
-            seen = obj["metadata"]["generation"] if generation is None else generation
+            # The form keeps the mark its text was made from (none if it came without
+            # one): a refused edit sent again is refused again if the object moved on.
             return render(
                 request,
                 "edit.html",

@@ -101,11 +101,13 @@ async def application_logs(
 ) -> Response:
     bounds = LiveBounds.of(since, tail, limit_bytes, seconds)
     service = live_logs(request)
+    if follow:
+        service.slots.check(p.user)  # a user at the cap costs no cluster read
     places, pairs = await service.targets(p, tenant, name, cluster, pod, container)
     if follow:
         caller = partial(authenticate_request, request)
         allowed = service.may_read(caller, tenant, name, cluster, places)
-        give_back = service.slots.take(p.user, bounds.timeout)
+        give_back = service.slots.take(p.user, bounds.timeout, len(pairs))
         return _events(request, service.follow(places, pairs, bounds, allowed), give_back)
     lines = await service.read(places, pairs, bounds)
     return JSONResponse({"items": [entry.as_dict() for entry in lines]})

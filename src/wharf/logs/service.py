@@ -37,11 +37,14 @@ from wharf.tenancy.model import namespace_name
 # application: a revoked token, a removed member or a deleted application ends it.
 ACCESS_CHECK_SECONDS = 1.0
 DENIED = "access to the application ended"
+QUIET = LogLine("", "", "", "", "")  # no line came for a while: time to ask about access
 
 
-# A followed stream holds a watch on every pod it follows, opened with Wharf's credentials to
-# the clusters: a user holds at most this many at once (per server replica); one more is 429.
+# A followed stream holds a watch on every container it follows, opened with Wharf's
+# credentials to the clusters: a user holds at most so many streams, and so many containers
+# followed across them, at once (per server replica); more is 429.
 MAX_FOLLOWED_PER_USER = 8
+MAX_CONTAINERS_PER_USER = 200
 # A slot outlives its stream's own bound by this much at most, should its end go unnoticed.
 SLOT_GRACE_SECONDS = 5.0
 
@@ -51,37 +54,67 @@ class AccessEndedError(Exception):
 
 
 class FollowSlots:
-    """The followed streams each user holds open. A slot is given back when its stream ends,
-    and lapses anyway once the stream's bound has passed: a response whose body never ran (the
-    client left first) cannot hold a slot for ever."""
+    """The followed streams each user holds open, each weighing the containers it follows. A
+    slot is given back when its stream ends, and lapses anyway once the stream's bound has
+    passed: a response whose body never ran (the client left first) cannot hold one for ever."""
 
     def __init__(
         self,
         limit: int = MAX_FOLLOWED_PER_USER,
+        containers: int = MAX_CONTAINERS_PER_USER,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.limit = limit
+        self.containers = containers
         self.clock = clock
-        self._held: dict[str, dict[int, float]] = {}
+        self._held: dict[str, dict[int, tuple[float, int]]] = {}
         self._numbers = itertools.count()
 
-    def held(self, user: str) -> int:
+    def _live(self, user: str) -> dict[int, tuple[float, int]]:
         now = self.clock()
-        return sum(1 for until in self._held.get(user, {}).values() if until > now)
+        return {n: held for n, held in self._held.get(user, {}).items() if held[0] > now}
 
-    def take(self, user: str, lifetime: float) -> Callable[[], None]:
-        """A slot for a stream of at most `lifetime` seconds, and what gives it back."""
-        now = self.clock()
-        held = {n: until for n, until in self._held.get(user, {}).items() if until > now}
+    def held(self, user: str) -> int:
+        return len(self._live(user))
+
+    def _refuse(self, user: str, held: dict[int, tuple[float, int]], why: str) -> ThrottledError:
+        wait = max(1, math.ceil(min(until for until, _ in held.values()) - self.clock()))
+        message = f"user {user!r} {why}: close one, or try again in {wait} s"
+        return ThrottledError(message, retry_after=wait)
+
+    def check(self, user: str) -> None:
+        """Refuse at once a user who holds every stream already (before any work for it)."""
+        held = self._live(user)
         if len(held) >= self.limit:
-            wait = max(1, math.ceil(min(held.values()) - now))
-            raise ThrottledError(
-                f"user {user!r} already follows {len(held)} log streams, the most one user "
-                f"may follow at once: close one, or try again in {wait} s",
-                retry_after=wait,
+            raise self._refuse(user, held, self._full(len(held)))
+
+    @staticmethod
+    def _full(count: int) -> str:
+        return f"already follows {count} log streams, the most one user may follow at once"
+
+    def take(self, user: str, lifetime: float, containers: int = 1) -> Callable[[], None]:
+        """A slot for a stream of at most `lifetime` seconds following `containers`
+        containers, and what gives it back."""
+        if containers > self.containers:
+            raise InvalidError(
+                f"the stream would follow {containers} containers, more than the "
+                f"{self.containers} one user may follow at once: follow one cluster "
+                "(cluster=) or one pod (pod=)",
+                field="pod",
+            )
+        held = self._live(user)
+        if len(held) >= self.limit:
+            raise self._refuse(user, held, self._full(len(held)))
+        following = sum(weight for _, weight in held.values())
+        if following + containers > self.containers:
+            raise self._refuse(
+                user,
+                held,
+                f"already follows {following} containers' logs; {containers} more would pass "
+                f"the {self.containers} one user may follow at once",
             )
         number = next(self._numbers)
-        held[number] = now + lifetime + SLOT_GRACE_SECONDS
+        held[number] = (self.clock() + lifetime + SLOT_GRACE_SECONDS, containers)
         self._held[user] = held
 
         def give_back() -> None:
@@ -292,14 +325,24 @@ class LiveLogs:
         checked = time.monotonic()
         try:
             async with asyncio.timeout(bounds.timeout):
-                while (entry := await queue.get()) is not None:
-                    size += len(entry.line)
-                    if size > bounds.bytes:
+                while True:
+                    # A quiet stream asks too: a revoked token does not keep Wharf's watches
+                    # open (nor its slot) until the stream's bound.
+                    try:
+                        entry = await asyncio.wait_for(queue.get(), ACCESS_CHECK_SECONDS)
+                    except TimeoutError:
+                        entry = QUIET
+                    if entry is None:
                         return
                     if time.monotonic() - checked >= ACCESS_CHECK_SECONDS:
                         if not await allowed():
                             raise AccessEndedError
                         checked = time.monotonic()
+                    if entry is QUIET:
+                        continue
+                    size += len(entry.line)
+                    if size > bounds.bytes:
+                        return
                     yield entry
         except TimeoutError:
             return

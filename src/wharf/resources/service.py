@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import copy
 import datetime as dt
+import hashlib
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -374,14 +375,14 @@ class ResourceService:
         kind: str | None = None,
         name: str | None = None,
         create_only: bool = False,
-        seen_generation: int | None = None,
+        seen: str | None = None,
     ) -> tuple[dict[str, Any], bool]:
         """Create or update from a whole manifest; return (object, created).
 
         The row is locked from read to write, so a manifest without metadata.resourceVersion
         always lands on what is there (as kubectl apply does); one that pins a stale
-        resourceVersion fails with 409. `seen_generation` (the console's editor) refuses only
-        a spec changed since it was read: status writes meanwhile do not count.
+        resourceVersion fails with 409. `seen` (the console's editor: `edit_mark` of what it
+        showed) refuses a spec, labels or annotations changed since; status writes do not count.
         """
         if documents.nesting(body) > documents.MAX_DEPTH:
             raise InvalidError(
@@ -426,8 +427,8 @@ class ResourceService:
                 raise ConflictError(
                     f"{rules.kind.name} {name!r} already exists", field="metadata.name"
                 )
-            if seen_generation is not None:
-                _check_seen(rules.kind.name, name, old, seen_generation)
+            if seen is not None:
+                _check_seen(rules.kind.name, name, old, seen)
             # A secret sent back masked means "unchanged": put the kept value back before
             # parsing, so that `get` then `apply` round-trips.
             sent = self._keep_secrets(rules, copy.deepcopy(manifest.spec), old)
@@ -566,19 +567,26 @@ class ResourceService:
         return spec
 
 
-def _check_seen(kind: str, name: str, old: StoredResource | None, seen: int) -> None:
-    """An edit of generation `seen` lands only on that generation (spec unchanged since)."""
+def edit_mark(generation: int, labels: dict[str, str], annotations: dict[str, str]) -> str:
+    """What an editor showed of an object: its spec's generation, and a digest of its labels
+    and annotations, which move no generation (cluster labels place workloads)."""
+    metadata = json.dumps([labels, annotations], sort_keys=True).encode()
+    return f"{generation}-{hashlib.sha256(metadata).hexdigest()[:16]}"
+
+
+def _check_seen(kind: str, name: str, old: StoredResource | None, seen: str) -> None:
+    """An edit lands only on the object as its editor showed it (`edit_mark`)."""
     if old is None:
         raise StaleError(
             f"{kind} {name!r} was deleted since you opened it: nothing was changed",
             field="metadata.name",
         )
-    if old.generation != seen:
+    if edit_mark(old.generation, old.labels, old.annotations) != seen:
+        what = "its spec" if not seen.startswith(f"{old.generation}-") else "its labels"
         raise StaleError(
-            f"{kind} {name!r} was changed by someone else since you opened it (its spec is "
-            f"now at generation {old.generation}, you edited generation {seen}): open it "
-            "again and redo your change",
-            field="spec",
+            f"{kind} {name!r} was changed by someone else since you opened it ({what} or "
+            "annotations, say): nothing was changed; open it again and redo your change",
+            field="metadata" if what == "its labels" else "spec",
         )
 
 
