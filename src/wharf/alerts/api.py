@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Header, Path, Request
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from wharf.alerts.controller import Alerting, test_channel
 from wharf.alerts.service import (
+    INCIDENT_PAGE,
     act_on_incident,
     create_silence,
     expire_silence,
@@ -21,6 +22,7 @@ from wharf.alerts.service import (
     receiver_allows,
 )
 from wharf.core.errors import UnauthenticatedError
+from wharf.core.resources import ListMeta
 from wharf.identity.api import current_principal
 from wharf.identity.model import Principal
 from wharf.resources.service import ResourceService
@@ -109,6 +111,9 @@ class Incident(BaseModel):
 
 
 class IncidentList(BaseModel):
+    """A page of incidents, newest first, and where the page ends."""
+
+    metadata: ListMeta = Field(description="Pagination")
     items: list[Incident]
 
 
@@ -168,9 +173,11 @@ def incidents(
     request: Request,
     project: str | None = None,
     state: Literal["open", "acknowledged", "resolved"] | None = None,
+    limit: Annotated[int, Query(ge=1, le=INCIDENT_PAGE)] = INCIDENT_PAGE,
+    continue_: Annotated[str | None, Query(alias="continue")] = None,
 ) -> IncidentList:
-    items = list_incidents(_service(request), p, tenant, project, state)
-    return IncidentList.model_validate({"items": items})
+    found = list_incidents(_service(request), p, tenant, project, state, limit, continue_)
+    return IncidentList.model_validate({"metadata": {"continue": found.next}, "items": found.items})
 
 
 # An incident's number: a row id, so within the databases' 64-bit integers (a larger one is a

@@ -353,8 +353,15 @@ def links(tenant: str, project: str, app: str, cluster: str) -> dict[str, str]:
     }
 
 
-def _readable_projects(p: Principal, tenant: str, projects: list[str]) -> list[str]:
-    return [project for project in projects if p.can("read", tenant, project)]
+INCIDENT_PAGE = 500  # at most this many incidents a page
+
+
+@dataclass(frozen=True)
+class IncidentPage:
+    """One page of incidents, newest first, and the token of the next page (None: the last)."""
+
+    items: list[dict[str, Any]]
+    next: str | None
 
 
 def list_incidents(
@@ -363,19 +370,35 @@ def list_incidents(
     tenant: str,
     project: str | None = None,
     state: str | None = None,
-) -> list[dict[str, Any]]:
-    """The incidents of the tenant's projects the caller reads, newest first."""
+    limit: int = INCIDENT_PAGE,
+    continue_: str | None = None,
+) -> IncidentPage:
+    """The incidents of the tenant's projects the caller reads, newest first, a page at a
+    time: `continue_` is the token the previous page gave (the last number it showed)."""
     if not p.sees_tenant(tenant):
         raise NotFoundError(f"tenant {tenant} not found", field="tenant")
+    limit = max(1, min(limit, INCIDENT_PAGE))
     query = select(incidents).where(incidents.c.tenant == tenant)
+    readable = p.visible_projects(tenant)
+    if readable is not None:  # only some projects: chosen in the query, so pages stay full
+        query = query.where(incidents.c.project.in_(sorted(readable)))
     if project:
         query = query.where(incidents.c.project == project)
     if state:
         query = query.where(incidents.c.state == state)
+    if continue_:
+        query = query.where(incidents.c.id < _after(continue_))
     with service.db.reader() as session:
-        rows = list(session.execute(query.order_by(incidents.c.id.desc()).limit(500)))
-    readable = set(_readable_projects(p, tenant, sorted({r.project for r in rows})))
-    return [present_incident(r) for r in rows if r.project in readable]
+        rows = list(session.execute(query.order_by(incidents.c.id.desc()).limit(limit + 1)))
+    shown = [r for r in rows[:limit] if p.can("read", tenant, r.project)]
+    following = str(rows[limit - 1].id) if len(rows) > limit else None
+    return IncidentPage([present_incident(r) for r in shown], following)
+
+
+def _after(token: str) -> int:
+    if not token.isdigit() or not 1 <= int(token) < 2**63:
+        raise InvalidError("continue: not a token this list gave", field="continue")
+    return int(token)
 
 
 def _incident_row(session: Session, p: Principal, tenant: str, incident_id: int) -> Any:

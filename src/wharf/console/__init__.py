@@ -8,7 +8,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
-from . import account, apps, charts, manage, network, releases, views
+from . import account, apps, charts, incidents, manage, network, releases, views
 from .web import error_page
 
 __all__ = ["error_page", "install"]
@@ -29,6 +29,7 @@ def install(app: FastAPI, assets_dir: Path) -> None:
         apps.router,
         releases.router,
         charts.router,
+        incidents.router,
         network.router,
         account.router,
         manage.router,

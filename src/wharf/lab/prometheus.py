@@ -6,6 +6,12 @@ It scrapes the targets it is given every `interval` and keeps the labels they ex
 Wharf's own workload feed is one more job (`wharf_feed`): its path, with the scrape token.
 Given a rules directory and an Alertmanager, it evaluates the rule files Wharf writes there
 (reloaded through /-/reload, hence --web.enable-lifecycle) and sends what fires to it.
+
+It sends what fires again at every evaluation (`--rules.alert.resend-delay` = the interval,
+not the default minute): a reload empties Prometheus' list of Alertmanagers for up to 5 s
+(prometheus/prometheus#13064, so in Debian 12's 2.42), and a notification sent meanwhile is
+dropped; with the default delay an alert that starts firing just after a rule changed reaches
+Alertmanager a minute late, or never when it stops firing within that minute.
 """
 
 from __future__ import annotations
@@ -116,6 +122,7 @@ class Prometheus:
                     f"--storage.tsdb.path={self.workdir / 'data'}",
                     f"--web.listen-address=127.0.0.1:{self.port}",
                     "--web.enable-lifecycle",  # Wharf reloads its rule files through /-/reload
+                    f"--rules.alert.resend-delay={self.interval}",  # see the module's docstring
                     "--log.level=warn",
                 ],
                 stdout=log,
