@@ -119,16 +119,21 @@ def test_a_pod_of_another_application_is_not_found():
 
 def test_a_continue_token_belongs_to_its_search():
     first = _search(q="paid", limit=2)
-    cursor = Cursor(epoch_ns("2026-11-30T01:59:00.000000005Z"), 1, first.digest())
+    start = epoch_ns("2026-11-30T00:30:00Z")  # the first page's since, not this one's
+    cursor = Cursor(epoch_ns("2026-11-30T01:59:00.000000005Z"), 1, first.digest(), start)
     again = _search(q="paid", limit=2, token=cursor.token())
     assert again.cursor == cursor
     assert again.window() == (
-        "2026-11-30T01:00:00.000000000Z",
+        "2026-11-30T00:30:00.000000000Z",
         "2026-11-30T01:59:00.000000006Z",
         1,
     )
     with pytest.raises(InvalidError) as caught:
         _search(q="other", limit=2, token=cursor.token())
+    assert caught.value.field == "continue"
+    wide = Cursor(cursor.end_ns, 1, first.digest(), start - 8 * 86400 * 10**9)
+    with pytest.raises(InvalidError) as caught:  # an edited token widens nothing
+        _search(q="paid", limit=2, token=wide.token())
     assert caught.value.field == "continue"
 
 

@@ -551,6 +551,7 @@ def build_victorialogs(progress: Progress = print, root: Path | None = None) -> 
     )
     for command, target in targets.items():
         (partial / command).rename(target)  # only complete binaries count as built
+    partial.rmdir()
     return targets
 
 

@@ -196,23 +196,28 @@ def epoch_ns(stamp: str) -> int:
 @dataclass(frozen=True)
 class Cursor:
     """Where the next page starts: before `end_ns`, less the `skip` lines at exactly `end_ns`
-    already given (the store orders newest first, so a page ends on its oldest line)."""
+    already given (the store orders newest first, so a page ends on its oldest line), back to
+    the first page's start (a relative `since` given again would have moved)."""
 
     end_ns: int
     skip: int
     filters: str  # the digest of what the first page asked, which later pages must repeat
+    since_ns: int = 0
 
     def token(self) -> str:
-        raw = json.dumps({"e": self.end_ns, "s": self.skip, "f": self.filters})
+        raw = json.dumps({"e": self.end_ns, "s": self.skip, "f": self.filters, "b": self.since_ns})
         return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
     @classmethod
     def of(cls, token: str, filters: str) -> Cursor:
         try:
             raw = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-            cursor = cls(int(raw["e"]), int(raw["s"]), str(raw["f"]))
+            cursor = cls(int(raw["e"]), int(raw["s"]), str(raw["f"]), int(raw["b"]))
         except (ValueError, KeyError, TypeError) as exc:
             raise InvalidError("continue: not a token this API gave", field="continue") from exc
+        span = cursor.end_ns - cursor.since_ns
+        if not 0 < span <= _ns_of(MAX_SEARCH_RANGE):
+            raise InvalidError("continue: not a token this API gave", field="continue")
         if cursor.filters != filters or cursor.skip < 0 or cursor.skip > MAX_SEARCH_LIMIT * 10:
             raise InvalidError(
                 "continue: the token belongs to another search (same since, until and filters "
@@ -289,14 +294,18 @@ class LogSearch:
             limit=_within(limit, DEFAULT_SEARCH_LIMIT, MAX_SEARCH_LIMIT, "limit"),
         )
         if token:
-            return dataclasses.replace(search, cursor=Cursor.of(token, search.digest()))
+            cursor = Cursor.of(token, search.digest())
+            since_at = dt.datetime.fromtimestamp(cursor.since_ns // 1_000_000_000, dt.UTC)
+            return dataclasses.replace(
+                search,
+                since=since_at + dt.timedelta(microseconds=cursor.since_ns % 1_000_000_000 // 1000),
+                cursor=cursor,
+            )
         return search
 
     def digest(self) -> str:
-        """What a continue token must repeat: everything but the limit and the cursor."""
+        """What a continue token must repeat: the filters (the range is the token's)."""
         asked = [
-            rfc3339_ns(_ns(self.since)),
-            rfc3339_ns(_ns(self.until)),
             self.text,
             self.regex,
             self.cluster,
@@ -325,12 +334,16 @@ class LogSearch:
         """The store's start, end (exclusive) and offset for this page."""
         if self.cursor is None:
             return rfc3339_ns(_ns(self.since)), rfc3339_ns(_ns(self.until) + 1), 0
-        end = min(self.cursor.end_ns, _ns(self.until)) + 1
+        end = self.cursor.end_ns + 1
         return rfc3339_ns(_ns(self.since)), rfc3339_ns(end), self.cursor.skip
 
 
 def _ns(when: dt.datetime) -> int:
     return int(when.timestamp()) * 1_000_000_000 + when.microsecond * 1000
+
+
+def _ns_of(span: dt.timedelta) -> int:
+    return int(span.total_seconds()) * 1_000_000_000
 
 
 @dataclass(frozen=True)
@@ -381,7 +394,7 @@ def next_cursor(search: LogSearch, lines: list[FoundLine]) -> Cursor | None:
     same = sum(1 for entry in lines if entry.stored_ns == oldest)
     if search.cursor is not None and search.cursor.end_ns == oldest:
         same += search.cursor.skip
-    return Cursor(oldest, same, search.digest())
+    return Cursor(oldest, same, search.digest(), _ns(search.since))
 
 
 @dataclass(frozen=True)
