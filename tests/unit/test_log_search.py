@@ -174,3 +174,36 @@ def test_the_collector_ships_each_placed_namespace_to_its_tenant():
     assert "-fileCollector.tenantID=9:0" in flags
     assert not any("gone" in flag for flag in flags)
     assert collector_flags([], {}) == []
+
+
+def test_wharf_logs_search_pages_through_the_search_api(monkeypatch):
+    from typer.testing import CliRunner
+
+    from wharf.cli import app
+    from wharf.core.apiclient import ApiClient
+
+    asked: list[tuple[str, dict[str, object]]] = []
+    pages = [
+        {"items": [_printed("second")], "continue": "tok"},
+        {"items": [_printed("first")], "continue": None},
+    ]
+
+    def answer(self, method, path, params=None, **_):
+        asked.append((path, dict(params or {})))
+        return pages[len(asked) - 1]
+
+    monkeypatch.setattr(ApiClient, "__init__", lambda self, *a, **k: None)
+    monkeypatch.setattr(ApiClient, "json", answer)
+    args = ["logs", "web", "-t", "shop", "--search", "paid", "--since", "2h", "--pages", "5"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == ["lab1/web-a-b web │ second", "lab1/web-a-b web │ first"]
+    path = "/api/v1/tenants/shop/applications/web/logs/search"
+    assert asked == [
+        (path, {"q": "paid", "since": "2h"}),
+        (path, {"q": "paid", "since": "2h", "continue": "tok"}),
+    ]
+
+
+def _printed(line: str) -> dict[str, str]:
+    return {"time": "", "cluster": "lab1", "pod": "web-a-b", "container": "web", "line": line}
