@@ -43,6 +43,7 @@ from wharf.logs.model import (
     split_stamp,
 )
 from wharf.resources.service import ResourceService
+from wharf.store.database import Database
 from wharf.store.resources import ResourceStore
 from wharf.tenancy.model import namespace_name
 
@@ -404,26 +405,30 @@ class HistoryLogs:
         return lines, next_cursor(search, lines)
 
     def sources(self) -> list[LogSource]:
-        """What the collector ships: every namespace placed Ready, into its tenant's store
-        tenant, labelled with tenant, project, environment, namespace and cluster."""
-        with self.live.resources.db.reader() as session:
-            store = ResourceStore(session)
-            accounts = {t.name: t.id for t in store.query("Tenant")}
-            found = []
-            for project in store.query("Project"):
-                if project.tenant not in accounts:
+        return log_sources(self.live.resources.db)
+
+
+def log_sources(db: Database) -> list[LogSource]:
+    """What the collector ships: every namespace placed Ready, into its tenant's store tenant,
+    labelled with tenant, project, environment, namespace and cluster."""
+    with db.reader() as session:
+        store = ResourceStore(session)
+        accounts = {t.name: t.id for t in store.query("Tenant")}
+        found = []
+        for project in store.query("Project"):
+            if project.tenant not in accounts:
+                continue
+            for entry in project.status.get("placements", []):
+                if entry.get("state") != "Ready":
                     continue
-                for entry in project.status.get("placements", []):
-                    if entry.get("state") != "Ready":
-                        continue
-                    found.append(
-                        LogSource(
-                            cluster=entry["cluster"],
-                            tenant=project.tenant,
-                            account=accounts[project.tenant],
-                            project=project.name,
-                            environment=entry["environment"],
-                            namespace=entry["namespace"],
-                        )
+                found.append(
+                    LogSource(
+                        cluster=entry["cluster"],
+                        tenant=project.tenant,
+                        account=accounts[project.tenant],
+                        project=project.name,
+                        environment=entry["environment"],
+                        namespace=entry["namespace"],
                     )
-        return found
+                )
+    return found
