@@ -136,9 +136,27 @@ def test_search_finds_a_tenants_lines_and_no_others(wharf: Wharf, log_store: Log
             break
     assert sorted(seen) == [f"page line {n}" for n in range(5)]
 
+    # The console's search page: the same lines, escaped; B's session gets A's page as 404.
+    console = wharf.client
+    page = f"/console/tenants/{a}/applications/web/logs/search"
+    login = {"username": dev_b.user, "password": "password-123"}
+    assert console.post("/console/login", data=login, follow_redirects=False).status_code == 303
+    assert console.get(page, params={"q": "paid"}).status_code == 404
+    login = {"username": dev_a.user, "password": "password-123"}
+    assert console.post("/console/login", data=login, follow_redirects=False).status_code == 303
+    html = console.get(page, params={"q": "paid", "since": "1h"})
+    assert html.status_code == 200
+    assert html.text.count(f"order of {a} paid") == 2
+    refused = console.get(page, params={"q": "x", "since": "30d"})
+    assert refused.status_code == 200
+    assert "since: the range may span 7d" in refused.text
+
     # The store down: said so, by name, not a server error.
     log_store.store.stop()
     answer = _search(dev_a, a, q="paid")
     assert answer.status_code == 503, answer.text
     assert answer.json()["code"] == "logs-unavailable"
     assert "log store" in answer.json()["message"]
+    down = console.get(page, params={"q": "paid"})
+    assert down.status_code == 200
+    assert "the log store (VictoriaLogs) did not answer" in down.text
