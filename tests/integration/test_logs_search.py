@@ -13,6 +13,7 @@ import pytest
 
 from tests.integration.conftest import Api, Wharf, wait_for
 from tests.integration.test_logs_live import _site
+from wharf.lab.build import BuildError, build_victorialogs
 from wharf.lab.logstore import LogStore
 from wharf.logs.model import collector_flags
 from wharf.tenancy.model import namespace_name
@@ -21,6 +22,10 @@ from wharf.tenancy.model import namespace_name
 @pytest.fixture
 def log_store(tmp_path: Any) -> Iterator[LogStore]:
     """A store per test: its tenants' AccountIDs are the test database's tenant row ids."""
+    try:
+        build_victorialogs(progress=lambda _: None)  # a cache from before log search has none
+    except BuildError as exc:
+        pytest.fail(f"VictoriaLogs did not build: {exc}")
     store = LogStore(tmp_path / "logstore")
     store.start()
     yield store
