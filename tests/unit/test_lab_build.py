@@ -1,3 +1,7 @@
+import importlib
+
+import pytest
+
 from wharf.lab.build import _kubernetes_ldflags, staging_replacements
 
 GO_MOD = """module k8s.io/kubernetes
@@ -50,3 +54,36 @@ def test_tools_are_pinned_and_cached_beside_the_lab(tmp_path):
     assert command == "github.com/sigstore/cosign/v2/cmd/cosign"
     assert version.startswith("v2.")
     assert tool_path("cosign", tmp_path) == tmp_path / "tools" / f"cosign-{version}" / "cosign"
+
+
+def test_the_log_store_and_its_collector_are_pinned_beside_the_lab(tmp_path):
+    from wharf.lab.build import VICTORIALOGS_VERSION, victorialogs_module, victorialogs_path
+
+    home = tmp_path / "tools" / f"victorialogs-{VICTORIALOGS_VERSION}"
+    assert victorialogs_path("victoria-logs", tmp_path) == home / "victoria-logs"
+    assert victorialogs_path("vlagent", tmp_path) == home / "vlagent"
+    module = victorialogs_module("1.26.5")
+    assert "\ngo 1.26.5\n" in module
+    assert f"require github.com/VictoriaMetrics/VictoriaLogs {VICTORIALOGS_VERSION}\n" in module
+    with pytest.raises(ValueError, match="vlselect"):
+        victorialogs_path("vlselect", tmp_path)
+
+
+def test_a_built_log_store_is_found_without_go(tmp_path, monkeypatch):
+    build = importlib.import_module("wharf.lab.build")
+
+    for command in build.VICTORIALOGS_COMMANDS:
+        path = build.victorialogs_path(command, tmp_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("")
+    monkeypatch.setattr(build.shutil, "which", lambda _: None)
+    found = build.build_victorialogs(progress=lambda _: None, root=tmp_path)
+    assert found == {c: build.victorialogs_path(c, tmp_path) for c in build.VICTORIALOGS_COMMANDS}
+
+
+def test_an_unbuilt_log_store_without_go_names_go(tmp_path, monkeypatch):
+    build = importlib.import_module("wharf.lab.build")
+
+    monkeypatch.setattr(build.shutil, "which", lambda _: None)
+    with pytest.raises(build.BuildError, match="`go` is not on PATH"):
+        build.build_victorialogs(progress=lambda _: None, root=tmp_path)

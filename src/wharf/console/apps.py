@@ -19,15 +19,23 @@ from wharf.apps.service import CHANGE_CAUSE, list_revisions, revision_changes, r
 from wharf.core.audit import diff
 from wharf.core.errors import ForbiddenError, InvalidError, NotFoundError, WharfError
 from wharf.identity.api import authenticate_request
-from wharf.logs.model import LiveBounds, LogLine
-from wharf.logs.service import DENIED, AccessEndedError, LiveLogs
+from wharf.logs.model import LiveBounds, LogLine, LogSearch
+from wharf.logs.service import (
+    DENIED,
+    AccessEndedError,
+    HistoryLogs,
+    LiveLogs,
+    LogsUnavailableError,
+)
 from wharf.tenancy.model import PROJECT_LABEL
 
 from .forms import fields_of, values_from
 from .web import (
     SignedOut,
     Viewer,
+    error_page,
     listing,
+    login_redirect,
     page,
     render,
     resources,
@@ -223,6 +231,43 @@ async def application_log_stream(request: Request, tenant: str, name: str) -> Re
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
+
+
+@router.get("/tenants/{tenant}/applications/{name}/logs/search", response_class=HTMLResponse)
+async def application_log_search(
+    request: Request,
+    tenant: str,
+    name: str,
+    q: str = "",
+    since: str = "1h",
+    regex: bool = False,
+    token: Annotated[str | None, Query(alias="continue")] = None,
+) -> Response:
+    """A page of the application's collected lines (newest first). A refused search or a log
+    store that does not answer is said on the page, in words, with the form to try again."""
+    try:
+        who = await run_in_threadpool(viewer, request)
+    except SignedOut:
+        return login_redirect(request)
+    except WharfError as exc:
+        return error_page(request, None, exc)
+    history: HistoryLogs = request.app.state.history_logs
+    try:
+        app, _spec = await run_in_threadpool(
+            resources(request).read, who.principal, APPLICATION, tenant, name
+        )
+    except WharfError as exc:
+        return error_page(request, who, exc)
+    context: dict[str, Any] = {"app": app, "q": q, "since": since, "regex": regex}
+    try:
+        search = LogSearch.of(since, None, q or None, regex, token=token)
+        lines, cursor = await history.search(who.principal, tenant, name, search)
+        context.update(lines=lines, next=cursor.token() if cursor else None)
+    except (InvalidError, LogsUnavailableError) as exc:
+        context.update(lines=[], problem=exc)
+    except WharfError as exc:
+        return error_page(request, who, exc)
+    return render(request, "logs_search.html", who, **context)
 
 
 @router.get("/tenants/{tenant}/applications/{name}/diff", response_class=HTMLResponse)

@@ -79,6 +79,11 @@ class Settings(BaseSettings):
         description="Prometheus that release analysis queries and alert rules are checked by "
         "and reloaded in, e.g. http://prometheus:9090",
     )
+    log_store_url: str | None = Field(
+        default=None,
+        description="VictoriaLogs that log search queries (one store tenant per Wharf tenant), "
+        "e.g. http://victorialogs:9428 (unset: search answers 503 logs-unavailable)",
+    )
     alert_rules_dir: Path | None = Field(
         default=None,
         description="Directory Wharf writes the alert rule files into; Prometheus' rule_files "

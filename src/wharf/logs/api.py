@@ -13,8 +13,8 @@ from pydantic import BaseModel, Field
 
 from wharf.identity.api import authenticate_request, current_principal
 from wharf.identity.model import Principal
-from wharf.logs.model import LiveBounds, LogLine
-from wharf.logs.service import DENIED, AccessEndedError, LiveLogs
+from wharf.logs.model import LiveBounds, LogLine, LogSearch
+from wharf.logs.service import DENIED, AccessEndedError, HistoryLogs, LiveLogs
 from wharf.resources.openapi import response_of
 
 router = APIRouter(prefix="/api/v1/tenants/{tenant}/applications/{name}", tags=["Logs"])
@@ -146,6 +146,59 @@ async def pod_logs(
         limit_bytes,
         seconds,
         follow,
+    )
+
+
+class FoundLineModel(LogLineModel):
+    pass
+
+
+class SearchPage(BaseModel):
+    items: list[FoundLineModel] = Field(description="Newest first")
+    continue_: str | None = Field(
+        None, alias="continue", description="Pass as `continue` for the next page (same query)"
+    )
+
+
+def history_logs(request: Request) -> HistoryLogs:
+    service: HistoryLogs = request.app.state.history_logs
+    return service
+
+
+@router.get(
+    "/logs/search",
+    summary="Search the application's collected logs over a bounded time range (paginated)",
+    description="The log store (VictoriaLogs) holds each tenant's lines in its own store "
+    "tenant. `since` is required; the range may span 7d; `limit` at most 1000; `q` is text "
+    "the line contains (taken literally) or, with `regex=true`, an RE2 pattern. 503 (code "
+    "logs-unavailable) when the log store does not answer.",
+    response_model=None,
+    responses=response_of(SearchPage, "A page of lines, newest first"),
+)
+async def search_logs(
+    tenant: str,
+    name: str,
+    p: Caller,
+    request: Request,
+    since: Annotated[
+        str | None, Query(description="Start: a duration back (1h) or an RFC 3339 time")
+    ] = None,
+    until: Annotated[str | None, Query(description="End (default now), same forms")] = None,
+    q: Annotated[str | None, Query(description="Text the line contains (literal)")] = None,
+    regex: Annotated[bool, Query(description="`q` is an RE2 regular expression")] = False,
+    cluster: str | None = None,
+    pod: str | None = None,
+    container: str | None = None,
+    limit: Annotated[int | None, Query(description="Lines per page (100, at most 1000)")] = None,
+    token: Annotated[str | None, Query(alias="continue", description="The last page's")] = None,
+) -> JSONResponse:
+    search = LogSearch.of(since, until, q, regex, cluster, pod, container, limit, token)
+    lines, cursor = await history_logs(request).search(p, tenant, name, search)
+    return JSONResponse(
+        {
+            "items": [entry.as_dict() for entry in lines],
+            "continue": cursor.token() if cursor else None,
+        }
     )
 
 

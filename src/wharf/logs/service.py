@@ -14,12 +14,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 from lightkube import AsyncClient
 from lightkube.resources.core_v1 import Pod
 
@@ -28,8 +30,22 @@ from wharf.clusters.service import ClusterRules
 from wharf.core.errors import InvalidError, NotFoundError, ThrottledError, WharfError
 from wharf.identity.model import Principal
 from wharf.kube.connections import ClusterConnections
-from wharf.logs.model import LiveBounds, LogLine, checked_name, merged, split_stamp
+from wharf.logs.model import (
+    SEARCH_TIMEOUT,
+    Cursor,
+    FoundLine,
+    LiveBounds,
+    LogLine,
+    LogSearch,
+    LogSource,
+    checked_name,
+    found_line,
+    merged,
+    next_cursor,
+    split_stamp,
+)
 from wharf.resources.service import ResourceService
+from wharf.store.database import Database
 from wharf.store.resources import ResourceStore
 from wharf.tenancy.model import namespace_name
 
@@ -373,3 +389,142 @@ def _within_bytes(lines: list[LogLine], limit: int) -> list[LogLine]:
             break
         kept.append(entry)
     return kept[::-1]
+
+
+class LogsUnavailableError(WharfError):
+    """The log store did not answer; the caller is told so, by name."""
+
+    code = "logs-unavailable"
+    status = 503
+
+
+class LogStoreClient:
+    """VictoriaLogs' query API. The tenant is the `AccountID` header, always the one Wharf
+    derives from the caller's tenant; `extra_filters` (exact field values, JSON) pin the
+    tenant, namespace and clusters again inside the store, for subqueries too."""
+
+    def __init__(self, url: str | None, timeout: float = SEARCH_TIMEOUT) -> None:
+        self.url = url.rstrip("/") if url else None
+        self.timeout = timeout
+
+    async def query(
+        self,
+        account: int,
+        logsql: str,
+        window: tuple[str, str, int],
+        limit: int,
+        pinned: dict[str, Any],
+        regex: bool = False,
+    ) -> list[dict[str, str]]:
+        if not self.url:
+            raise LogsUnavailableError(
+                "log search is off: no log store is configured (WHARF_LOG_STORE_URL)"
+            )
+        start, end, offset = window
+        params = {
+            "query": logsql,
+            "start": start,
+            "end": end,
+            "limit": str(limit),
+            "offset": str(offset),
+            "timeout": f"{self.timeout:g}s",
+            "extra_filters": json.dumps(pinned, sort_keys=True),
+        }
+        headers = {"AccountID": str(account), "ProjectID": "0"}
+        try:
+            async with httpx.AsyncClient(timeout=self.timeout + 2) as http:
+                answer = await http.post(
+                    f"{self.url}/select/logsql/query", data=params, headers=headers
+                )
+        except httpx.HTTPError as exc:
+            raise LogsUnavailableError(
+                f"the log store (VictoriaLogs) did not answer: {type(exc).__name__}; "
+                "live logs still work (without `--search`)"
+            ) from exc
+        if answer.status_code == 400 and regex:
+            raise InvalidError(
+                f"q: the log store refused the pattern: {answer.text[:300]}", field="q"
+            )
+        if answer.status_code != 200:
+            raise LogsUnavailableError(
+                f"the log store (VictoriaLogs) answered {answer.status_code}: {answer.text[:300]}"
+            )
+        rows: list[dict[str, str]] = []
+        for line in answer.text.splitlines():
+            with contextlib.suppress(ValueError):
+                row = json.loads(line)
+                if isinstance(row, dict):
+                    rows.append(row)
+        return rows
+
+
+class HistoryLogs:
+    """Search over an application's collected logs, with live logs' access rules."""
+
+    def __init__(self, live: LiveLogs, store: LogStoreClient) -> None:
+        self.live = live
+        self.store = store
+
+    def account(self, tenant: str) -> int:
+        """The store's AccountID of a Wharf tenant: its row's id, never reused by another."""
+        with self.live.resources.db.reader() as session:
+            stored = ResourceStore(session).get("Tenant", "", tenant)
+        if stored is None:
+            raise NotFoundError(f"tenant {tenant} not found")
+        return stored.id
+
+    async def search(
+        self, p: Principal, tenant: str, app: str, search: LogSearch
+    ) -> tuple[list[FoundLine], Cursor | None]:
+        """One page, newest first; 404 unless the caller may read the application."""
+        spec, places = await asyncio.to_thread(self.live.places, p, tenant, app, search.cluster)
+        if not places:
+            return [], None
+        account = await asyncio.to_thread(self.account, tenant)
+        namespace = namespace_name(tenant, spec.project, spec.environment)
+        pinned = {
+            "tenant": tenant,
+            "namespace": namespace,
+            "cluster": sorted(place.cluster for place in places),
+        }
+        rows = await self.store.query(
+            account,
+            search.logsql(namespace, app),
+            search.window(),
+            search.limit,
+            pinned,
+            search.regex,
+        )
+        lines = [entry for entry in map(found_line, rows) if entry is not None]
+        lines.sort(key=lambda entry: entry.stored_ns, reverse=True)
+        lines = lines[: search.limit]
+        return lines, next_cursor(search, lines)
+
+    def sources(self) -> list[LogSource]:
+        return log_sources(self.live.resources.db)
+
+
+def log_sources(db: Database) -> list[LogSource]:
+    """What the collector ships: every namespace placed Ready, into its tenant's store tenant,
+    labelled with tenant, project, environment, namespace and cluster."""
+    with db.reader() as session:
+        store = ResourceStore(session)
+        accounts = {t.name: t.id for t in store.query("Tenant")}
+        found = []
+        for project in store.query("Project"):
+            if project.tenant not in accounts:
+                continue
+            for entry in project.status.get("placements", []):
+                if entry.get("state") != "Ready":
+                    continue
+                found.append(
+                    LogSource(
+                        cluster=entry["cluster"],
+                        tenant=project.tenant,
+                        account=accounts[project.tenant],
+                        project=project.name,
+                        environment=entry["environment"],
+                        namespace=entry["namespace"],
+                    )
+                )
+    return found

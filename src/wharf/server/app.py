@@ -32,7 +32,7 @@ from wharf.core.errors import InvalidError, WharfError
 from wharf.core.logging import get_logger
 from wharf.identity import api as identity_api
 from wharf.logs import api as logs_api
-from wharf.logs.service import LiveLogs
+from wharf.logs.service import HistoryLogs, LiveLogs, LogStoreClient
 from wharf.monitoring import api as monitoring_api
 from wharf.monitoring.service import FeedCollector
 from wharf.network import api as network_api
@@ -147,6 +147,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.connections = platform.connections
     app.state.login_throttle = platform.login_throttle
     app.state.live_logs = LiveLogs(platform.resources, platform.cluster_rules, platform.connections)
+    app.state.history_logs = HistoryLogs(
+        app.state.live_logs, LogStoreClient(settings.log_store_url)
+    )
 
     @app.exception_handler(WharfError)
     async def wharf_error(_request: Request, exc: WharfError) -> JSONResponse:
