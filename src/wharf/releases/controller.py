@@ -151,6 +151,7 @@ class ReleaseController:
         self.writes = 0
         self.http = httpx.AsyncClient(timeout=5)
         self._nudged: dict[Key, float] = {}
+        self._promoting: set[Key] = set()  # releases waiting for delivery's status
         self._store_locks: dict[int, asyncio.Lock] = {}
 
     async def list_keys(self) -> Iterable[Key]:
@@ -373,8 +374,9 @@ class ReleaseController:
             if index >= count:
                 st["phase"] = "Promoting"
                 await self._store(release)
+                self._promoting.add(key)  # before delivery can report back
                 self.redeliver(key)
-                return 0.5
+                return REDELIVER_EVERY
             if blue_green:
                 wait = await self._blue_green_step(key, snap, release, name, index)
             else:
@@ -636,14 +638,23 @@ class ReleaseController:
         there; then the canary goes."""
         delivered = (snap.app.status.get("clusters") or {}).get(name, {})
         if delivered.get("revision") != release.revision or delivered.get("state") != "Available":
+            # Delivery's status write wakes the release (see `delivered`); the wait is the
+            # fallback for a cluster another replica delivers to, not a 0.5 s poll.
+            self._promoting.add(key)
             self._nudge_delivery(key)
-            return 0.5
+            return REDELIVER_EVERY
         if snap.spec.strategy.type == "blueGreen":
             await self._unpin_live(snap, name, self._client(snap, name))
         await self._remove_canary(key, snap, name)
         release.clusters[name]["phase"] = "Promoted"
         await self._store(release)
         return None
+
+    def delivered(self, key: Key) -> None:
+        """Delivery wrote the application's status: a promotion waiting for it looks now."""
+        if key in self._promoting:
+            self._promoting.discard(key)  # added again by a pass that still waits
+            self.controller.queue.add(key)
 
     def _nudge_delivery(self, key: Key) -> None:
         """Delivery was asked when the cluster entered Promoting, and its watches follow the

@@ -166,6 +166,7 @@ class Platform:
             resync=settings.resync_seconds,
             outbound=self.outbound,
         )
+        self.delivery.delivered.append(self.releases.delivered)
         self.webhooks = WebhookSender(self.resources, self.webhook_rules, self.outbound)
         self.replication = ReplicationController(
             self.resources, self.token_signer, resync=settings.resync_seconds
