@@ -252,6 +252,8 @@ class DeliveryController:
         )
         self.writes = 0
         self.per_cluster: Counter[str] = Counter()  # deliveries by cluster, for /metrics
+        # Told after each status write (a release waiting for its promotion to be delivered).
+        self.delivered: list[Callable[[Key], None]] = []
 
     def _lease_of(self, cluster: str, registered: bool = True) -> Lease | None:
         """The lease this replica delivers to `cluster` under, if it holds it; a cluster not
@@ -514,6 +516,8 @@ class DeliveryController:
                         plan if spec.failover is not None else None,
                     ),
                 )
+            for listener in self.delivered:
+                listener(key)
         failed = [e for e in await leaving if isinstance(e, BaseException)]
         if failed:
             raise failed[0]

@@ -7,10 +7,16 @@ from typing import Any
 
 import httpx2
 from lightkube import AsyncClient, Client
+from lightkube.config.client_adapter import verify_cluster
 from lightkube.config.kubeconfig import KubeConfig, SingleConfig
 
 # Every write Wharf makes to a cluster is a server-side apply under this manager.
 FIELD_MANAGER = "wharf"
+# A client keeps every connection it opened (up to its limit) for a while. httpx keeps 20 of
+# 100: under concurrent releases each burst of calls to a cluster closed the surplus after use
+# and the next burst paid a TLS handshake for each again, on both ends (py-spy: 5 % of the
+# server's event loop in do_handshake). The API server closes idle connections after 90 s.
+POOL = httpx2.Limits(max_connections=100, max_keepalive_connections=100, keepalive_expiry=30)
 
 
 class KubeconfigError(ValueError):
@@ -37,10 +43,18 @@ def async_client(
 ) -> AsyncClient:
     """A client whose every request gives up after `timeout` seconds (connect, read, write):
     a cluster that stops answering fails its callers instead of holding them forever."""
+    config = _config(kubeconfig, context)
+    assert config.user is not None  # lightkube requires one too
+    # The transport carries the pool's limits, so it carries the TLS set-up as well (the
+    # cluster's CA and the client certificate, as lightkube would make it).
+    transport = httpx2.AsyncHTTPTransport(
+        verify=verify_cluster(config.cluster, config.user, config.abs_file), limits=POOL
+    )
     return AsyncClient(
-        _config(kubeconfig, context),
+        config,
         field_manager=FIELD_MANAGER,
         timeout=httpx2.Timeout(timeout),
+        transport=transport,
     )
 
 

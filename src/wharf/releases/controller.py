@@ -14,7 +14,7 @@ import copy
 import dataclasses
 import datetime as dt
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -151,6 +151,7 @@ class ReleaseController:
         self.writes = 0
         self.http = httpx.AsyncClient(timeout=5)
         self._nudged: dict[Key, float] = {}
+        self._promoting: set[Key] = set()  # releases waiting for delivery's status
         self._store_locks: dict[int, asyncio.Lock] = {}
 
     async def list_keys(self) -> Iterable[Key]:
@@ -362,7 +363,7 @@ class ReleaseController:
         while True:
             phase = st["phase"]
             if phase == "Pending":
-                _enter(st, 0, "Progressing")
+                _enter(st, 0, "Progressing", steps)
                 await self._store(release)
                 continue
             if phase in WAITING or phase in SETTLED:
@@ -373,8 +374,9 @@ class ReleaseController:
             if index >= count:
                 st["phase"] = "Promoting"
                 await self._store(release)
+                self._promoting.add(key)  # before delivery can report back
                 self.redeliver(key)
-                return 0.5
+                return REDELIVER_EVERY
             if blue_green:
                 wait = await self._blue_green_step(key, snap, release, name, index)
             else:
@@ -465,17 +467,17 @@ class ReleaseController:
         """Run one step; None when it is done (the cluster moved on or stopped), else the
         seconds to wait before looking again."""
         st = release.clusters[name]
-        if step.setWeight is not None or step.setReplicas is not None:
-            weight = step.setWeight if step.setWeight is not None else st.get("weight", 0)
+        steps = snap.spec.strategy.canary.steps if snap.spec.strategy.canary else []
+        if _sets_canary(step):
             if st.get("applying") != index:  # recorded first, then applied
-                st["applying"] = index
-                st["weight"] = weight
+                _record_applying(st, index, step)
                 await self._store(release)
+            weight = st.get("weight", 0)
             await self._apply_canary(key, snap, name, step.setReplicas, int(weight))
             if not await self._shifted(key, snap, name, int(weight)):
                 self._nudge_delivery(key)
                 return 0.5
-            _enter(st, index + 1, "Progressing")
+            _enter(st, index + 1, "Progressing", steps)
             announce(release, "stepPassed", cluster=name, step=index, weight=weight)
             await self._store(release)
             return None
@@ -489,7 +491,7 @@ class ReleaseController:
             left = step.pause.duration - _since(st["stepStartedAt"])
             if left > 0:
                 return left
-            _enter(st, index + 1, "Progressing")
+            _enter(st, index + 1, "Progressing", steps)
             announce(release, "stepPassed", cluster=name, step=index)
             await self._store(release)
             return None
@@ -498,7 +500,7 @@ class ReleaseController:
         if outcome == "Running":
             return wait
         if outcome == "Successful":
-            _enter(st, index + 1, "Progressing")
+            _enter(st, index + 1, "Progressing", steps)
             announce(release, "stepPassed", cluster=name, step=index)
         else:
             st["phase"] = outcome  # Failed, or Inconclusive: waits for a person
@@ -636,14 +638,23 @@ class ReleaseController:
         there; then the canary goes."""
         delivered = (snap.app.status.get("clusters") or {}).get(name, {})
         if delivered.get("revision") != release.revision or delivered.get("state") != "Available":
+            # Delivery's status write wakes the release (see `delivered`); the wait is the
+            # fallback for a cluster another replica delivers to, not a 0.5 s poll.
+            self._promoting.add(key)
             self._nudge_delivery(key)
-            return 0.5
+            return REDELIVER_EVERY
         if snap.spec.strategy.type == "blueGreen":
             await self._unpin_live(snap, name, self._client(snap, name))
         await self._remove_canary(key, snap, name)
         release.clusters[name]["phase"] = "Promoted"
         await self._store(release)
         return None
+
+    def delivered(self, key: Key) -> None:
+        """Delivery wrote the application's status: a promotion waiting for it looks now."""
+        if key in self._promoting:
+            self._promoting.discard(key)  # added again by a pass that still waits
+            self.controller.queue.add(key)
 
     def _nudge_delivery(self, key: Key) -> None:
         """Delivery was asked when the cluster entered Promoting, and its watches follow the
@@ -842,11 +853,26 @@ def announce(release: Release, event: ReleaseEvent, **detail: Any) -> None:
     release.events.append(event_body(release, event, **detail))
 
 
-def _enter(st: dict[str, Any], step: int, phase: str) -> None:
+def _enter(st: dict[str, Any], step: int, phase: str, steps: Sequence[CanaryStep] = ()) -> None:
     at = now().isoformat()
     st.update(phase=phase, step=step, stepStartedAt=at, message="")
     st.setdefault("stepsStartedAt", {})[str(step)] = at  # the timeline keeps every step's start
     st.pop("applying", None)
+    if step < len(steps) and _sets_canary(steps[step]):
+        # Its apply is recorded with its entry: one write of the release row, not two in a
+        # row on the step's path (a step is still recorded before its objects are applied).
+        _record_applying(st, step, steps[step])
+
+
+def _sets_canary(step: CanaryStep) -> bool:
+    return step.setWeight is not None or step.setReplicas is not None
+
+
+def _record_applying(st: dict[str, Any], index: int, step: CanaryStep) -> None:
+    """Note that the step's canary is being applied, and the weight it gives (delivery
+    writes a route's split from it)."""
+    st["applying"] = index
+    st["weight"] = step.setWeight if step.setWeight is not None else st.get("weight", 0)
 
 
 def _parse(text: str) -> dt.datetime:

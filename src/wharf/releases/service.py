@@ -42,6 +42,7 @@ TERMINAL = ("Succeeded", "Failed", "Aborted", "Superseded")
 ON_NEW_REVISION = ("Promoting", "Promoted")
 # A cluster in these phases runs the canary beside the stable workload (traffic is shifted).
 CANARY_LIVE = ("Progressing", "WaitingPromote", "Inconclusive")
+RELEASE = "Release"  # a change only the release controller reacts to (see operate)
 Operation = Literal["promote", "pause", "resume", "abort", "retry", "skip-analysis"]
 RETRYABLE = ("Failed", "Aborted")
 
@@ -386,6 +387,7 @@ def operate(
         raise ForbiddenError(f"{p.user} may not {operation} releases in project {project}")
     with resources.db.session() as session:
         release = latest_release(session, tenant, app, lock=True)
+        before = delivery_view(release)
         if operation == "retry":
             _retry(release, app)
         elif release is None or release.done:
@@ -401,8 +403,27 @@ def operate(
         save_release(session, release)
         record(session, event)
         release.measurements = measurements(session, release.id)
-    resources.notify("Application", tenant, app)
+    # Delivery (every object of the application in every cluster) only when the operation
+    # changed what it renders: a promote of 20 releases at once delivered 20 applications
+    # everywhere for nothing, while their next steps waited for the CPU.
+    changed = delivery_view(release) != before
+    resources.notify("Application" if changed else RELEASE, tenant, app)
     return present(release)
+
+
+def delivery_view(release: Release | None) -> Any:
+    """What delivery renders from a release (see `pinned`): the revisions and, while it is
+    under way, each cluster's new-revision pin and canary weight."""
+    if release is None:
+        return None
+    clusters = {
+        name: (
+            cluster.get("phase") in ON_NEW_REVISION,
+            cluster.get("weight") if cluster.get("phase") in CANARY_LIVE else None,
+        )
+        for name, cluster in release.clusters.items()
+    }
+    return release.revision, release.stable_revision, release.phase, release.done, clusters
 
 
 def analysis_steps(resources: ResourceService, p: Principal, tenant: str, app: str) -> set[int]:

@@ -59,6 +59,14 @@ class ScheduleController:
 
     def _record(self, key: Key, now: dt.datetime) -> bool:
         """Write the window open at `now` into the status; True when it changed."""
+        # Every change of every application queues it here: most have no window to record,
+        # and a read tells so without a turn at the write lock (see Database.session).
+        with self.service.db.reader() as session:
+            current = ResourceStore(session).get("Application", key[0], key[1])
+        if current is None:
+            return False
+        if _wanted(current, current.status.get("schedule"), now) == current.status.get("schedule"):
+            return False
         changed = False
 
         def build(stored: StoredResource) -> dict[str, Any]:

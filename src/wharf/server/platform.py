@@ -51,6 +51,7 @@ from wharf.registry.service import (
 )
 from wharf.releases.controller import ReleaseController, WebhookSender
 from wharf.releases.service import (
+    RELEASE,
     AnalysisTemplateRules,
     ReleaseWebhookRules,
     drop_releases,
@@ -165,6 +166,7 @@ class Platform:
             resync=settings.resync_seconds,
             outbound=self.outbound,
         )
+        self.delivery.delivered.append(self.releases.delivered)
         self.webhooks = WebhookSender(self.resources, self.webhook_rules, self.outbound)
         self.replication = ReplicationController(
             self.resources, self.token_signer, resync=settings.resync_seconds
@@ -337,6 +339,8 @@ class Platform:
             project = self._project_of_application(tenant, name)
             if project:
                 loop.call_soon_threadsafe(self.placement.controller.queue.add, (tenant, project))
+        elif kind == RELEASE:  # an operation on a release that delivery need not follow
+            loop.call_soon_threadsafe(self.releases.controller.queue.add, (tenant, name))
         elif kind == "ReplicationRule":
             loop.call_soon_threadsafe(self.replication.controller.queue.add, (tenant, name))
         elif kind == "TrafficPolicy":  # named after its project, whose namespaces hold it
