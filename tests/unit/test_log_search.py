@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from wharf.core.errors import InvalidError, NotFoundError
+from wharf.core.errors import InvalidError, NotFoundError, ThrottledError
 from wharf.logs.model import (
     MAX_SEARCH_LIMIT,
     Cursor,
@@ -24,6 +24,7 @@ from wharf.logs.model import (
     re2_literal,
     rfc3339_ns,
 )
+from wharf.logs.service import SearchSlots
 
 NOW = dt.datetime(2026, 11, 30, 2, 0, tzinfo=dt.UTC)
 NS = "shop--web-dev"
@@ -104,17 +105,23 @@ def test_re2_literal_matches_exactly_its_text(text):
 def test_the_application_pattern_is_its_namespace_and_its_pods_only():
     query = _search().logsql(NS, "web")
     file = _literal(query, "file:~")
-    assert re.search(file, f"/var/log/pods/{NS}_web-7d9c6c8f5-abcde_uid/web/0.log")
-    assert not re.search(file, f"/var/log/pods/{NS}_web-api-7d9c6-abcde_uid/web/0.log")
-    assert not re.search(file, "/var/log/pods/other--web-dev_web-7d9c6-abcde_uid/web/0.log")
-    assert not re.search(file, f"/var/log/pods/x{NS}_web-7d9c6-abcde_uid/web/0.log")
+    assert re.search(file, f"/var/log/pods/{NS}_web-7d9c6c8f5-x2k9p_uid/web/0.log")
+    assert not re.search(file, f"/var/log/pods/{NS}_web-api-7d9c6-x2k9p_uid/web/0.log")
+    assert not re.search(file, "/var/log/pods/other--web-dev_web-7d9c6-x2k9p_uid/web/0.log")
+    assert not re.search(file, f"/var/log/pods/x{NS}_web-7d9c6-x2k9p_uid/web/0.log")
+    # Its release's canary and preview pods are its own; a StatefulSet `web-x`'s are not,
+    # nor those of an application `web-canary-api`.
+    assert re.search(file, f"/var/log/pods/{NS}_web-canary-7d9c6c8f5-x2k9p_uid/web/0.log")
+    assert re.search(file, f"/var/log/pods/{NS}_web-preview-7d9c6c8f5-x2k9p_uid/web/0.log")
+    assert not re.search(file, f"/var/log/pods/{NS}_web-x-0_uid/web/0.log")
+    assert not re.search(file, f"/var/log/pods/{NS}_web-canary-api-7d9c6-x2k9p_uid/web/0.log")
 
 
 def test_a_pod_of_another_application_is_not_found():
     with pytest.raises(NotFoundError):
-        _search(pod="api-7d9c6-abcde").logsql(NS, "web")
-    query = _search(pod="web-7d9c6-abcde", container="web").logsql(NS, "web")
-    assert "web-7d9c6-abcde" in _literal(query, "file:~")
+        _search(pod="api-7d9c6-x2k9p").logsql(NS, "web")
+    query = _search(pod="web-7d9c6-x2k9p", container="web").logsql(NS, "web")
+    assert "web-7d9c6-x2k9p" in _literal(query, "file:~")
 
 
 def test_a_continue_token_belongs_to_its_search():
@@ -159,7 +166,7 @@ def test_the_next_cursor_skips_lines_of_the_same_nanosecond():
 
 def test_the_collector_ships_each_placed_namespace_to_its_tenant():
     sources = [
-        LogSource("lab1", "shop", 7, "web", "dev", "shop--web-dev"),
+        LogSource("lab1", "shop", 7, "web", "dev", "shop--web-dev", tenant_uid="u-7"),
         LogSource("lab2", "bank", 9, "core", "prod", "bank--core-prod"),
         LogSource("gone", "bank", 9, "core", "prod", "bank--core-prod"),
     ]
@@ -169,7 +176,7 @@ def test_the_collector_ships_each_placed_namespace_to_its_tenant():
         "-fileCollector.excludeGlob=",
         "-fileCollector.tenantID=7:0",
         '-fileCollector.extraFields={"cluster": "lab1", "environment": "dev", '
-        '"namespace": "shop--web-dev", "project": "web", "tenant": "shop"}',
+        '"namespace": "shop--web-dev", "project": "web", "tenant": "shop", "tenantUid": "u-7"}',
     ]
     assert "-fileCollector.tenantID=9:0" in flags
     assert not any("gone" in flag for flag in flags)
@@ -207,3 +214,33 @@ def test_wharf_logs_search_pages_through_the_search_api(monkeypatch):
 
 def _printed(line: str) -> dict[str, str]:
     return {"time": "", "cluster": "lab1", "pod": "web-a-b", "container": "web", "line": line}
+
+
+def test_an_edited_continue_token_is_a_422_not_a_crash():
+    digest = _search(q="paid").digest()
+    for end, since in ((10**30, 10**30 - 1), (5, -(10**20)), (10**20, 10**20 - 10)):
+        token = Cursor(end, 0, digest, since).token()
+        with pytest.raises(InvalidError) as refused:
+            _search(q="paid", token=token)
+        assert refused.value.field == "continue"
+
+
+def test_text_beyond_ascii_is_a_go_string_the_store_reads():
+    query = _search(q="paid 😀 é").logsql(NS, "web")
+    assert '"paid 😀 é"' in query or "paid 😀 é" in query
+    assert "\\ud83d" not in query
+
+
+def test_searches_at_once_are_bounded_per_user_and_per_tenant():
+    slots = SearchSlots(per_user=2, per_tenant=3)
+    with slots.held("dave", "shop"), slots.held("dave", "shop"):
+        with pytest.raises(ThrottledError), slots.held("dave", "shop"):
+            pass
+        with slots.held("erin", "shop"):
+            with pytest.raises(ThrottledError) as refused, slots.held("finn", "shop"):
+                pass
+            assert "tenant shop" in refused.value.message
+        with slots.held("gus", "bank"):
+            pass
+    assert slots.users == {}
+    assert slots.tenants == {}

@@ -148,6 +148,7 @@ CRI_LINE = re.compile(r"^(\S+) (stdout|stderr) [FP] (.*)$", re.S)
 # RE2's metacharacters: a backslash before each makes it literal (Go's regexp takes `\` before
 # any punctuation as the character itself).
 RE2_META = frozenset("\\.+*?()|[]{}^$")
+KUBE_RANDOM = "[bcdfghjklmnpqrstvwxz2456789]"  # the alphabet of generated names' suffixes
 
 
 def re2_literal(text: str) -> str:
@@ -156,8 +157,10 @@ def re2_literal(text: str) -> str:
 
 
 def logsql_string(text: str) -> str:
-    """A LogsQL double-quoted string literal of `text` (Go's escapes, as JSON writes them)."""
-    return json.dumps(text)
+    """A LogsQL double-quoted string literal of `text` (Go's escapes, as JSON writes them).
+    Not ASCII-escaped: JSON's surrogate pairs for an emoji are no Go escape, and the store
+    refuses them."""
+    return json.dumps(text, ensure_ascii=False)
 
 
 def parse_instant(text: str, field: str, now: dt.datetime) -> dt.datetime:
@@ -216,7 +219,10 @@ class Cursor:
         except (ValueError, KeyError, TypeError) as exc:
             raise InvalidError("continue: not a token this API gave", field="continue") from exc
         span = cursor.end_ns - cursor.since_ns
-        if not 0 < span <= _ns_of(MAX_SEARCH_RANGE):
+        latest = _ns(dt.datetime.now(dt.UTC) + dt.timedelta(days=1))
+        if not 0 < span <= _ns_of(MAX_SEARCH_RANGE) or cursor.since_ns < 0:
+            raise InvalidError("continue: not a token this API gave", field="continue")
+        if cursor.end_ns > latest:
             raise InvalidError("continue: not a token this API gave", field="continue")
         if cursor.filters != filters or cursor.skip < 0 or cursor.skip > MAX_SEARCH_LIMIT * 10:
             raise InvalidError(
@@ -318,7 +324,12 @@ class LogSearch:
         """The store's query: the application's pods' files, then the text. Every part the
         caller gave is a validated name or an escaped literal; the tenant, namespace and
         clusters are not in it at all (the store's tenant header and `extra_filters`)."""
-        own = f"{app.replace('.', '[.]')}-[a-z0-9]+-[a-z0-9]+"
+        # A Deployment's pods (the stable one's, a release's canary or preview): the name, the
+        # pod template's hash and a suffix, both in Kubernetes' own alphabet (no vowels), so
+        # app `web` never takes app `web-api`'s pods, nor `web-x-0` of a StatefulSet.
+        own = (
+            f"{app.replace('.', '[.]')}(-canary|-preview)?-{KUBE_RANDOM}{{1,10}}-{KUBE_RANDOM}{{5}}"
+        )
         if self.pod is not None and not re.fullmatch(own, self.pod):
             raise NotFoundError(f"pod {self.pod} of application {app} not found")
         pod = self.pod.replace(".", "[.]") if self.pod else own
@@ -407,10 +418,12 @@ class LogSource:
     project: str
     environment: str
     namespace: str
+    tenant_uid: str = ""  # a tenant deleted and made again anew is another tenant
 
     def fields(self) -> dict[str, str]:
         return {
             "tenant": self.tenant,
+            "tenantUid": self.tenant_uid,
             "project": self.project,
             "environment": self.environment,
             "namespace": self.namespace,

@@ -17,7 +17,7 @@ import itertools
 import json
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -458,20 +458,65 @@ class LogStoreClient:
         return rows
 
 
+# A search may keep the shared store busy for its timeout: so many at once per user and per
+# tenant (per server replica), or 429, so that one tenant cannot fill the store's queue.
+MAX_SEARCHES_PER_USER = 4
+MAX_SEARCHES_PER_TENANT = 8
+SEARCH_RETRY_SECONDS = 2
+
+
+class SearchSlots:
+    """Searches under way, per user and per tenant."""
+
+    def __init__(
+        self, per_user: int = MAX_SEARCHES_PER_USER, per_tenant: int = MAX_SEARCHES_PER_TENANT
+    ) -> None:
+        self.per_user = per_user
+        self.per_tenant = per_tenant
+        self.users: dict[str, int] = {}
+        self.tenants: dict[str, int] = {}
+
+    @contextlib.contextmanager
+    def held(self, user: str, tenant: str) -> Iterator[None]:
+        if self.users.get(user, 0) >= self.per_user:
+            raise ThrottledError(
+                f"user {user!r} has {self.per_user} log searches under way, the most at once: "
+                f"try again in {SEARCH_RETRY_SECONDS} s",
+                retry_after=SEARCH_RETRY_SECONDS,
+            )
+        if self.tenants.get(tenant, 0) >= self.per_tenant:
+            raise ThrottledError(
+                f"tenant {tenant} has {self.per_tenant} log searches under way, the most at "
+                f"once: try again in {SEARCH_RETRY_SECONDS} s",
+                retry_after=SEARCH_RETRY_SECONDS,
+            )
+        self.users[user] = self.users.get(user, 0) + 1
+        self.tenants[tenant] = self.tenants.get(tenant, 0) + 1
+        try:
+            yield
+        finally:
+            for counts, key in ((self.users, user), (self.tenants, tenant)):
+                counts[key] -= 1
+                if not counts[key]:
+                    del counts[key]
+
+
 class HistoryLogs:
     """Search over an application's collected logs, with live logs' access rules."""
 
     def __init__(self, live: LiveLogs, store: LogStoreClient) -> None:
         self.live = live
         self.store = store
+        self.searches = SearchSlots()
 
-    def account(self, tenant: str) -> int:
-        """The store's AccountID of a Wharf tenant: its row's id, never reused by another."""
+    def account(self, tenant: str) -> tuple[int, str]:
+        """The store's AccountID of a Wharf tenant (its row's id) and the tenant's uid: SQLite
+        may give a deleted tenant's row id to the next one, so its lines carry the uid too."""
         with self.live.resources.db.reader() as session:
             stored = ResourceStore(session).get("Tenant", "", tenant)
         if stored is None:
             raise NotFoundError(f"tenant {tenant} not found")
-        return stored.id
+        return stored.id, stored.uid
 
     async def search(
         self, p: Principal, tenant: str, app: str, search: LogSearch
@@ -480,21 +525,27 @@ class HistoryLogs:
         spec, places = await asyncio.to_thread(self.live.places, p, tenant, app, search.cluster)
         if not places:
             return [], None
-        account = await asyncio.to_thread(self.account, tenant)
+        account, uid = await asyncio.to_thread(self.account, tenant)
         namespace = namespace_name(tenant, spec.project, spec.environment)
+        # Pinned by the store on every part of the query. The project and environment too:
+        # `shop`/`prod-eu` and `shop-prod`/`eu` name the same namespace, one after the other.
         pinned = {
             "tenant": tenant,
+            "tenantUid": uid,
+            "project": spec.project,
+            "environment": spec.environment,
             "namespace": namespace,
             "cluster": sorted(place.cluster for place in places),
         }
-        rows = await self.store.query(
-            account,
-            search.logsql(namespace, app),
-            search.window(),
-            search.limit,
-            pinned,
-            search.regex,
-        )
+        with self.searches.held(p.user, tenant):
+            rows = await self.store.query(
+                account,
+                search.logsql(namespace, app),
+                search.window(),
+                search.limit,
+                pinned,
+                search.regex,
+            )
         lines = [entry for entry in map(found_line, rows) if entry is not None]
         lines.sort(key=lambda entry: entry.stored_ns, reverse=True)
         lines = lines[: search.limit]
@@ -509,7 +560,7 @@ def log_sources(db: Database) -> list[LogSource]:
     labelled with tenant, project, environment, namespace and cluster."""
     with db.reader() as session:
         store = ResourceStore(session)
-        accounts = {t.name: t.id for t in store.query("Tenant")}
+        accounts = {t.name: (t.id, t.uid) for t in store.query("Tenant")}
         found = []
         for project in store.query("Project"):
             if project.tenant not in accounts:
@@ -521,7 +572,8 @@ def log_sources(db: Database) -> list[LogSource]:
                     LogSource(
                         cluster=entry["cluster"],
                         tenant=project.tenant,
-                        account=accounts[project.tenant],
+                        account=accounts[project.tenant][0],
+                        tenant_uid=accounts[project.tenant][1],
                         project=project.name,
                         environment=entry["environment"],
                         namespace=entry["namespace"],
