@@ -12,7 +12,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from wharf.core.errors import InvalidError
-from wharf.logs.model import retention_due, retention_filter, retention_record
+from wharf.logs.model import (
+    deleting_accounts,
+    retention_due,
+    retention_filter,
+    retention_record,
+)
 from wharf.logs.service import LogStoreClient
 from wharf.tenancy.model import TENANT, TenantSpec, parse_retention
 from wharf.tenancy.service import TenantRules
@@ -82,3 +87,20 @@ def test_the_delete_is_refused_outside_a_wharf_tenants_store_tenant(account: int
     store = LogStoreClient("http://127.0.0.1:9")
     with pytest.raises(ValueError, match="store tenant"):
         asyncio.run(store.delete_before(account, NOW))
+
+
+def test_a_tenant_with_a_delete_still_running_is_known_by_its_account() -> None:
+    """The store's /delete/active_tasks: one task at a time per store tenant."""
+    tasks = [
+        {
+            "task_id": "1",
+            "tenant_ids": [{"account_id": 12, "project_id": 0}],
+            "filter": "_time:<2026-11-29T03:00:00Z",
+            "start_time": "2026-11-30T03:00:00Z",
+        },
+        {"task_id": "2", "tenant_ids": [{"account_id": "x"}, {"project_id": 0}]},
+        "garbage",
+    ]
+    assert deleting_accounts(tasks) == {12}
+    assert deleting_accounts(None) == set()
+    assert deleting_accounts({"tenant_ids": []}) == set()

@@ -476,6 +476,17 @@ def retention_due(
     return now.replace(microsecond=0) - kept
 
 
+def deleting_accounts(tasks: Any) -> set[int]:
+    """The store tenants (AccountIDs) a delete task is still running in, from the store's
+    /delete/active_tasks answer (a list of tasks, each with its `tenant_ids`)."""
+    accounts: set[int] = set()
+    for task in tasks if isinstance(tasks, list) else []:
+        for tenant in (task.get("tenant_ids") or []) if isinstance(task, dict) else []:
+            with contextlib.suppress(AttributeError, KeyError, TypeError, ValueError):
+                accounts.add(int(tenant["account_id"]))
+    return accounts
+
+
 def retention_record(
     kept: dt.timedelta, before: dt.datetime, now: dt.datetime, task: str
 ) -> dict[str, str]:
