@@ -261,8 +261,13 @@ async def application_log_search(
     context: dict[str, Any] = {"app": app, "q": q, "since": since, "regex": regex}
     try:
         search = LogSearch.of(since, None, q or None, regex, token=token)
-        lines, cursor = await history.search(who.principal, tenant, name, search)
-        context.update(lines=lines, next=cursor.token() if cursor else None)
+        answer = await history.search(who.principal, tenant, name, search)
+        cursor = answer.cursor
+        context.update(
+            lines=answer.lines,
+            next=cursor.token() if cursor else None,
+            kept=answer.kept.as_dict(answer.clamped),
+        )
     except (InvalidError, LogsUnavailableError) as exc:
         context.update(lines=[], problem=exc)
     except WharfError as exc:

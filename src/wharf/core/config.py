@@ -84,6 +84,19 @@ class Settings(BaseSettings):
         description="VictoriaLogs that log search queries (one store tenant per Wharf tenant), "
         "e.g. http://victorialogs:9428 (unset: search answers 503 logs-unavailable)",
     )
+    log_store_retention: str = Field(
+        default="7d",
+        pattern=r"^[0-9]{1,5}[dw]$",
+        description="The log store's own retention (VictoriaLogs' -retentionPeriod, in days or "
+        "weeks): the default and the longest a tenant's spec.logs.retention may be",
+    )
+    log_retention_seconds: float = Field(
+        default=86400.0,
+        gt=0,
+        le=30 * 86400,
+        description="How often, at most, each tenant's lines older than its retention are "
+        "deleted from the log store (a delete rewrites stored data: keep it rare)",
+    )
     alert_rules_dir: Path | None = Field(
         default=None,
         description="Directory Wharf writes the alert rule files into; Prometheus' rule_files "

@@ -153,8 +153,17 @@ class FoundLineModel(LogLineModel):
     pass
 
 
+class RetentionModel(BaseModel):
+    period: str = Field(description="How long the tenant's lines are kept (spec.logs.retention)")
+    oldest: str = Field(description="The oldest instant searched: now less the period")
+    clamped: bool = Field(description="`since` was older, and was moved up to `oldest`")
+
+
 class SearchPage(BaseModel):
     items: list[FoundLineModel] = Field(description="Newest first")
+    retention: RetentionModel = Field(
+        description="Lines older than the tenant's retention are never returned"
+    )
     continue_: str | None = Field(
         None, alias="continue", description="Pass as `continue` for the next page (same query)"
     )
@@ -169,9 +178,10 @@ def history_logs(request: Request) -> HistoryLogs:
     "/logs/search",
     summary="Search the application's collected logs over a bounded time range (paginated)",
     description="The log store (VictoriaLogs) holds each tenant's lines in its own store "
-    "tenant. `since` is required; the range may span 7d; `limit` at most 1000; `q` is text "
-    "the line contains (taken literally) or, with `regex=true`, an RE2 pattern. 503 (code "
-    "logs-unavailable) when the log store does not answer.",
+    "tenant. `since` is required; the range may span 7d; a `since` older than the tenant's "
+    "retention (spec.logs.retention) is moved up to it (`retention.clamped`); `limit` at "
+    "most 1000; `q` is text the line contains (taken literally) or, with `regex=true`, an "
+    "RE2 pattern. 503 (code logs-unavailable) when the log store does not answer.",
     response_model=None,
     responses=response_of(SearchPage, "A page of lines, newest first"),
 )
@@ -193,11 +203,12 @@ async def search_logs(
     token: Annotated[str | None, Query(alias="continue", description="The last page's")] = None,
 ) -> JSONResponse:
     search = LogSearch.of(since, until, q, regex, cluster, pod, container, limit, token)
-    lines, cursor = await history_logs(request).search(p, tenant, name, search)
+    answer = await history_logs(request).search(p, tenant, name, search)
     return JSONResponse(
         {
-            "items": [entry.as_dict() for entry in lines],
-            "continue": cursor.token() if cursor else None,
+            "items": [entry.as_dict() for entry in answer.lines],
+            "continue": answer.cursor.token() if answer.cursor else None,
+            "retention": answer.kept.as_dict(answer.clamped),
         }
     )
 

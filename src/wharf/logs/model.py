@@ -8,15 +8,16 @@ field named, never clipped silently.
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
 import heapq
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from wharf.core.errors import InvalidError, NotFoundError
 
@@ -452,3 +453,60 @@ def collector_flags(sources: Iterable[LogSource], directory: dict[str, str]) -> 
     if flags:
         flags += [f"-fileCollector.streamFields={STREAM_FIELDS}", "-fileCollector.hostnameField="]
     return flags
+
+
+# --- Retention per tenant (spec.logs.retention; docs/observability-logs.md) ------------------
+
+
+def retention_filter(before: dt.datetime) -> str:
+    """The store's delete filter: every line stamped before `before`. Made of a time alone,
+    never of text a caller gave; which store tenant it deletes in is the request's header."""
+    return f"_time:<{utc_seconds(before)}"
+
+
+def utc_seconds(when: dt.datetime) -> str:
+    """RFC 3339 in UTC to the second, the year always four digits."""
+    stamp = when.astimezone(dt.UTC).replace(microsecond=0, tzinfo=None).isoformat()
+    return f"{stamp}Z"
+
+
+def retention_due(
+    kept: dt.timedelta | None,
+    last: Mapping[str, Any] | None,
+    now: dt.datetime,
+    every: dt.timedelta,
+) -> dt.datetime | None:
+    """Where a tenant's lines should be cut now (lines before it go), or None when nothing is
+    due: its retention is the store's own (`kept` None: the store drops them itself), or the
+    last cut ran with this retention less than `every` ago."""
+    if kept is None:
+        return None
+    if last is not None and last.get("retention") == f"{kept.days}d":
+        with contextlib.suppress(ValueError, TypeError):
+            ran = dt.datetime.fromisoformat(str(last.get("time", "")).replace("Z", "+00:00"))
+            if dt.timedelta(0) <= now - ran < every:
+                return None
+    return now.replace(microsecond=0) - kept
+
+
+def deleting_accounts(tasks: Any) -> set[int]:
+    """The store tenants (AccountIDs) a delete task is still running in, from the store's
+    /delete/active_tasks answer (a list of tasks, each with its `tenant_ids`)."""
+    accounts: set[int] = set()
+    for task in tasks if isinstance(tasks, list) else []:
+        for tenant in (task.get("tenant_ids") or []) if isinstance(task, dict) else []:
+            with contextlib.suppress(AttributeError, KeyError, TypeError, ValueError):
+                accounts.add(int(tenant["account_id"]))
+    return accounts
+
+
+def retention_record(
+    kept: dt.timedelta, before: dt.datetime, now: dt.datetime, task: str
+) -> dict[str, str]:
+    """What the Tenant's status says of the last cut (status.logs.lastRetention)."""
+    return {
+        "time": utc_seconds(now),
+        "retention": f"{kept.days}d",
+        "before": utc_seconds(before),
+        "task": task,
+    }

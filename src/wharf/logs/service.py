@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import datetime as dt
 import itertools
 import json
 import math
@@ -39,15 +41,19 @@ from wharf.logs.model import (
     LogSearch,
     LogSource,
     checked_name,
+    deleting_accounts,
     found_line,
     merged,
     next_cursor,
+    retention_due,
+    retention_filter,
+    retention_record,
     split_stamp,
 )
 from wharf.resources.service import ResourceService
 from wharf.store.database import Database
-from wharf.store.resources import ResourceStore
-from wharf.tenancy.model import namespace_name
+from wharf.store.resources import ResourceStore, StoredResource
+from wharf.tenancy.model import TENANT, namespace_name
 
 # A followed stream asks again, at most this often, whether its caller may still read the
 # application: a revoked token, a removed member or a deleted application ends it.
@@ -449,13 +455,82 @@ class LogStoreClient:
             raise LogsUnavailableError(
                 f"the log store (VictoriaLogs) answered {answer.status_code}: {answer.text[:300]}"
             )
-        rows: list[dict[str, str]] = []
-        for line in answer.text.splitlines():
-            with contextlib.suppress(ValueError):
-                row = json.loads(line)
-                if isinstance(row, dict):
-                    rows.append(row)
-        return rows
+        return _rows(answer.text)
+
+    async def delete_before(self, account: int, before: dt.datetime) -> str:
+        """Start the store's task deleting the lines stamped before `before` in one store
+        tenant (`account`, its headers) and nowhere else; the task's id."""
+        if not self.url:
+            raise LogsUnavailableError("no log store is configured (WHARF_LOG_STORE_URL)")
+        if not 0 < account < 1 << 32:  # the store's AccountID is a uint32; 0 is its default
+            raise ValueError(f"not a Wharf tenant's store tenant: {account}")
+        headers = {"AccountID": str(account), "ProjectID": "0"}
+        try:
+            async with httpx.AsyncClient(timeout=self.timeout + 2) as http:
+                answer = await http.post(
+                    f"{self.url}/delete/run_task",
+                    data={"filter": retention_filter(before)},
+                    headers=headers,
+                )
+        except httpx.HTTPError as exc:
+            raise LogsUnavailableError(
+                f"the log store (VictoriaLogs) did not answer: {type(exc).__name__}"
+            ) from exc
+        if answer.status_code != 200:
+            raise LogsUnavailableError(
+                f"the log store (VictoriaLogs) answered {answer.status_code}: {answer.text[:300]}"
+            )
+        return str(answer.json().get("task_id", ""))
+
+    async def deleting(self) -> set[int]:
+        """The store tenants a delete task still runs in (the store's active tasks)."""
+        try:
+            async with httpx.AsyncClient(timeout=self.timeout + 2) as http:
+                answer = await http.get(f"{self.url}/delete/active_tasks")
+        except httpx.HTTPError as exc:
+            raise LogsUnavailableError(
+                f"the log store (VictoriaLogs) did not answer: {type(exc).__name__}"
+            ) from exc
+        if answer.status_code != 200:
+            raise LogsUnavailableError(
+                f"the log store (VictoriaLogs) answered {answer.status_code}: {answer.text[:300]}"
+            )
+        return deleting_accounts(answer.json())
+
+
+def _rows(text: str) -> list[dict[str, str]]:
+    """The store's answer: one JSON object a line."""
+    rows: list[dict[str, str]] = []
+    for line in text.splitlines():
+        with contextlib.suppress(ValueError):
+            row = json.loads(line)
+            if isinstance(row, dict):
+                rows.append(row)
+    return rows
+
+
+@dataclass(frozen=True)
+class Kept:
+    """How far back a tenant's lines are kept: its retention, and the oldest instant a
+    search may reach now."""
+
+    retention: dt.timedelta
+    oldest: dt.datetime
+
+    def as_dict(self, clamped: bool) -> dict[str, Any]:
+        return {
+            "period": f"{self.retention.days}d",
+            "oldest": self.oldest.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "clamped": clamped,
+        }
+
+
+@dataclass(frozen=True)
+class SearchAnswer:
+    lines: list[FoundLine]
+    cursor: Cursor | None
+    kept: Kept
+    clamped: bool  # `since` was before the oldest kept instant, and moved up to it
 
 
 # A search may keep the shared store busy for its timeout: so many at once per user and per
@@ -504,28 +579,38 @@ class SearchSlots:
 class HistoryLogs:
     """Search over an application's collected logs, with live logs' access rules."""
 
-    def __init__(self, live: LiveLogs, store: LogStoreClient) -> None:
+    def __init__(
+        self,
+        live: LiveLogs,
+        store: LogStoreClient,
+        store_retention: dt.timedelta = dt.timedelta(days=7),
+    ) -> None:
         self.live = live
         self.store = store
         self.searches = SearchSlots()
+        self.store_retention = store_retention
 
-    def account(self, tenant: str) -> tuple[int, str]:
-        """The store's AccountID of a Wharf tenant (its row's id) and the tenant's uid: SQLite
-        may give a deleted tenant's row id to the next one, so its lines carry the uid too."""
+    def account(self, tenant: str) -> tuple[int, str, dt.timedelta]:
+        """The store's AccountID of a Wharf tenant (its row's id), the tenant's uid (SQLite
+        may give a deleted tenant's row id to the next one, so its lines carry the uid too),
+        and how long its lines are kept (spec.logs.retention, at most the store's)."""
         with self.live.resources.db.reader() as session:
             stored = ResourceStore(session).get("Tenant", "", tenant)
         if stored is None:
             raise NotFoundError(f"tenant {tenant} not found")
-        return stored.id, stored.uid
+        return stored.id, stored.uid, TENANT.typed(stored).log_retention(self.store_retention)
 
-    async def search(
-        self, p: Principal, tenant: str, app: str, search: LogSearch
-    ) -> tuple[list[FoundLine], Cursor | None]:
-        """One page, newest first; 404 unless the caller may read the application."""
+    async def search(self, p: Principal, tenant: str, app: str, search: LogSearch) -> SearchAnswer:
+        """One page, newest first, never older than the tenant's retention; 404 unless the
+        caller may read the application."""
         spec, places = await asyncio.to_thread(self.live.places, p, tenant, app, search.cluster)
-        if not places:
-            return [], None
-        account, uid = await asyncio.to_thread(self.account, tenant)
+        account, uid, retention = await asyncio.to_thread(self.account, tenant)
+        kept = Kept(retention, dt.datetime.now(dt.UTC).replace(microsecond=0) - retention)
+        clamped = search.since < kept.oldest
+        if clamped:
+            search = dataclasses.replace(search, since=kept.oldest)
+        if not places or search.until <= search.since:
+            return SearchAnswer([], None, kept, clamped)
         namespace = namespace_name(tenant, spec.project, spec.environment)
         # Pinned by the store on every part of the query. The project and environment too:
         # `shop`/`prod-eu` and `shop-prod`/`eu` name the same namespace, one after the other.
@@ -549,10 +634,66 @@ class HistoryLogs:
         lines = [entry for entry in map(found_line, rows) if entry is not None]
         lines.sort(key=lambda entry: entry.stored_ns, reverse=True)
         lines = lines[: search.limit]
-        return lines, next_cursor(search, lines)
+        return SearchAnswer(lines, next_cursor(search, lines), kept, clamped)
 
     def sources(self) -> list[LogSource]:
         return log_sources(self.live.resources.db)
+
+
+class LogRetention:
+    """Deletes each tenant's lines older than its retention from the store, in its own store
+    tenant only, at most once every `every` per tenant (and at once when its retention
+    changes); the Tenant's status.logs.lastRetention says when it last ran."""
+
+    def __init__(
+        self,
+        resources: ResourceService,
+        store: LogStoreClient,
+        store_retention: dt.timedelta,
+        every: dt.timedelta,
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    ) -> None:
+        self.resources = resources
+        self.store = store
+        self.store_retention = store_retention
+        self.every = every
+        self.clock = clock
+
+    def tenants(self) -> list[str]:
+        with self.resources.db.reader() as session:
+            return [t.name for t in ResourceStore(session).query("Tenant")]
+
+    def _due(self, tenant: str) -> tuple[int, dt.timedelta, dt.datetime] | None:
+        with self.resources.db.reader() as session:
+            stored = ResourceStore(session).get("Tenant", "", tenant)
+        if stored is None:
+            return None
+        kept = TENANT.typed(stored).log_retention(self.store_retention)
+        shorter = kept if kept < self.store_retention else None
+        last = (stored.status.get("logs") or {}).get("lastRetention")
+        before = retention_due(shorter, last, self.clock(), self.every)
+        return (stored.id, kept, before) if before is not None else None
+
+    async def cut(self, tenant: str) -> None:
+        """One tenant's reconcile: nothing when nothing is due (no store call, no write)."""
+        if not self.store.url:
+            return
+        due = await asyncio.to_thread(self._due, tenant)
+        if due is None:
+            return
+        account, kept, before = due
+        if account in await self.store.deleting():
+            return  # the last one still runs (a big store): one at a time, look again later
+        task = await self.store.delete_before(account, before)
+        record = retention_record(kept, before, self.clock(), task)
+
+        def status(row: StoredResource) -> dict[str, Any]:
+            if row.id != account:  # deleted and made again meanwhile: not the same tenant
+                return row.status
+            logs = {**(row.status.get("logs") or {}), "lastRetention": record}
+            return {**row.status, "logs": logs}
+
+        await asyncio.to_thread(self.resources.write_status, "Tenant", "", tenant, status)
 
 
 def log_sources(db: Database) -> list[LogSource]:

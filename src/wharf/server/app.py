@@ -148,7 +148,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.login_throttle = platform.login_throttle
     app.state.live_logs = LiveLogs(platform.resources, platform.cluster_rules, platform.connections)
     app.state.history_logs = HistoryLogs(
-        app.state.live_logs, LogStoreClient(settings.log_store_url)
+        app.state.live_logs, LogStoreClient(settings.log_store_url), platform.log_store_retention
     )
 
     @app.exception_handler(WharfError)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import secrets
 from collections.abc import Awaitable, Callable, Hashable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +31,8 @@ from wharf.identity import service as identity
 from wharf.identity.throttle import LoginThrottle
 from wharf.kube.connections import ClusterConnections, ClusterTimeouts
 from wharf.kube.kubeconfig import AddressPolicy
+from wharf.logs.controller import LogRetentionController
+from wharf.logs.service import LogRetention, LogStoreClient
 from wharf.monitoring.service import WorkloadFeed
 from wharf.network.service import (
     CertificateRules,
@@ -65,7 +68,12 @@ from wharf.store import Database
 from wharf.store.audit import AuditEvent, record
 from wharf.store.resources import ResourceStore
 from wharf.tenancy.controller import PlacementController
-from wharf.tenancy.model import NamespaceAdditions, namespace_name, owner_labels
+from wharf.tenancy.model import (
+    NamespaceAdditions,
+    namespace_name,
+    owner_labels,
+    parse_retention,
+)
 from wharf.tenancy.service import ProjectRules, TenantRules
 
 log = get_logger("wharf.platform")
@@ -89,6 +97,9 @@ class Platform:
         self.db = db
         box = box_for(settings.secret_key, settings.key_file(), settings.previous_secret_keys)
         self.box = box
+        self.log_store_retention = parse_retention(
+            settings.log_store_retention, "WHARF_LOG_STORE_RETENTION"
+        )
         self.token_signer = TokenSigner(
             box, settings.registry_token_issuer, settings.registry_token_seconds
         )
@@ -103,7 +114,7 @@ class Platform:
         self.rules: list[KindRules[Any]] = [
             self.cluster_rules,
             NodePoolRules(),
-            TenantRules(),
+            TenantRules(self.log_store_retention),
             ProjectRules(),
             AppTemplateRules(),
             self.application_rules,
@@ -174,6 +185,15 @@ class Platform:
         self.retention = RetentionController(
             self.resources, self.token_signer, resync=settings.resync_seconds
         )
+        self.log_retention = LogRetentionController(
+            LogRetention(
+                self.resources,
+                LogStoreClient(settings.log_store_url),
+                self.log_store_retention,
+                dt.timedelta(seconds=settings.log_retention_seconds),
+            ),
+            resync=settings.resync_seconds,
+        )
         self.schedules = ScheduleController(
             self.resources, redeliver=self.delivery.controller.queue.add
         )
@@ -205,6 +225,7 @@ class Platform:
             self.releases.controller,
             self.schedules.controller,
             self.rule_files.controller,
+            self.log_retention.controller,
         ]
 
     def _split_by_cluster(self) -> list[Controller]:
@@ -256,6 +277,7 @@ class Platform:
             self.releases.controller,
             self.schedules.controller,
             self.rule_files.controller,
+            self.log_retention.controller,
         ]
 
     def reconciles_per_cluster(self) -> dict[str, dict[str, int]]:
@@ -349,6 +371,8 @@ class Platform:
             loop.call_soon_threadsafe(self.rule_files.controller.queue.add, (tenant, name))
         elif kind == "RetentionPolicy":
             loop.call_soon_threadsafe(self.retention.controller.queue.add, (tenant, name))
+        if kind == "Tenant":  # its log retention may have changed
+            loop.call_soon_threadsafe(self.log_retention.controller.queue.add, name)
         if kind in ("Tenant", "Cluster", "NodePool", "Registry"):
             # Membership, quota or reachability may change any project's namespaces.
             loop.call_soon_threadsafe(self.placement.controller.queue_all)
@@ -387,6 +411,7 @@ class Platform:
                 asyncio.create_task(self.schedules.controller.run(), name="schedules"),
                 asyncio.create_task(self.webhooks.run(), name="release-webhooks"),
                 asyncio.create_task(self.rule_files.controller.run(), name="alert-rules"),
+                asyncio.create_task(self.log_retention.controller.run(), name="log-retention"),
                 asyncio.create_task(self.channels.run(), name="incident-channels"),
             ]
 

@@ -7,6 +7,7 @@ the namespaces' ResourceQuotas add up to the project quota and never to more.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -217,6 +218,48 @@ class DeliveryPolicy(Spec):
     )
 
 
+# A tenant's log retention: whole days or weeks, as the log store counts (by day partitions).
+RETENTION_RE = re.compile(r"^([0-9]{1,5})([dw])$")
+MIN_RETENTION = dt.timedelta(days=1)
+
+
+def parse_retention(text: str, where: str = "spec.logs.retention") -> dt.timedelta:
+    """`7d`, `30d`, `2w`: at least a day; anything else is an error naming `where`."""
+    match = RETENTION_RE.fullmatch(text)  # not `match`: its `$` lets a trailing newline by
+    if match is None:
+        raise InvalidError(
+            f"{where}: {text!r} is not a retention such as 7d, 30d or 2w (whole days or weeks)",
+            field=where,
+        )
+    days = int(match.group(1)) * (7 if match.group(2) == "w" else 1)
+    if days < MIN_RETENTION.days:
+        raise InvalidError(f"{where}: at least 1d (asked {text})", field=where)
+    return dt.timedelta(days=days)
+
+
+class TenantLogs(Spec):
+    """How long the tenant's collected logs are kept in the log store."""
+
+    retention: str | None = Field(
+        default=None,
+        description="How long the tenant's lines are kept and searchable: whole days or weeks "
+        "(7d, 30d, 2w), at least 1d and at most the log store's own retention "
+        "(WHARF_LOG_STORE_RETENTION), which is the default. Search never returns older lines; "
+        "a daily task deletes them from the store",
+        json_schema_extra={"pattern": RETENTION_RE.pattern},
+    )
+
+    @field_validator("retention")
+    @classmethod
+    def _retention(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parse_retention(value)
+            except InvalidError as exc:
+                raise ValueError(str(exc).removeprefix("spec.logs.retention: ")) from None
+        return value
+
+
 class TenantSpec(Spec):
     """A department: its admins, the clusters and node pools granted to it, and its quota."""
 
@@ -239,6 +282,15 @@ class TenantSpec(Spec):
     storageClasses: list[str] = Field(
         default_factory=list, description="Storage classes its projects may claim volumes of"
     )
+    logs: TenantLogs | None = Field(
+        default=None, description="Its collected logs: how long the log store keeps them"
+    )
+
+    def log_retention(self, store: dt.timedelta) -> dt.timedelta:
+        """How long its lines are kept: its own retention, never past the store's."""
+        if self.logs is None or self.logs.retention is None:
+            return store
+        return min(parse_retention(self.logs.retention), store)
 
 
 class ProjectSpec(Spec):

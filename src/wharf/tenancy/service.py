@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from fractions import Fraction
 from typing import Any
 
@@ -30,6 +31,7 @@ from wharf.tenancy.model import (
     check_tenant_name,
     check_within,
     namespace_name,
+    parse_retention,
     split_project_quota,
     total,
 )
@@ -68,6 +70,11 @@ def _users_exist(session: Session, users: list[str], where: str) -> None:
 class TenantRules(KindRules[TenantSpec]):
     kind = TENANT
     owns_cluster_objects = True  # whatever carries its tenant label
+
+    def __init__(self, log_retention: dt.timedelta = dt.timedelta(days=7)) -> None:
+        # The log store's own retention: a tenant's may be shorter, never longer (the store
+        # keeps nothing past it).
+        self.log_retention = log_retention
 
     def audit_tenant(self, tenant: str, name: str) -> str:
         return name  # a tenant's own object is part of its trail
@@ -113,6 +120,7 @@ class TenantRules(KindRules[TenantSpec]):
                 )
         _users_exist(session, spec.admins, "spec.admins")
         _users_exist(session, spec.viewers, "spec.viewers")
+        self._check_log_retention(spec)
         asked = amounts(spec.quota, "spec.quota")
         others = total(
             amounts(TENANT.typed(t).quota, "spec.quota")
@@ -135,6 +143,16 @@ class TenantRules(KindRules[TenantSpec]):
             f"tenant {change.name}", asked, handed_out, "what its projects hold", "spec.quota"
         )
         return spec
+
+    def _check_log_retention(self, spec: TenantSpec) -> None:
+        asked = spec.logs.retention if spec.logs else None
+        if asked is not None and parse_retention(asked) > self.log_retention:
+            raise InvalidError(
+                f"spec.logs.retention: {asked} is longer than the log store keeps anything "
+                f"({self.log_retention.days}d); use at most that, or leave it out for the "
+                "store's retention",
+                field="spec.logs.retention",
+            )
 
     def before_delete(self, session: Session, p: Principal, old: StoredResource) -> None:
         projects = ResourceStore(session).query("Project", scopes=[(old.name, None)], limit=5)
