@@ -244,3 +244,10 @@ def test_searches_at_once_are_bounded_per_user_and_per_tenant():
             pass
     assert slots.users == {}
     assert slots.tenants == {}
+
+
+def test_a_time_at_the_edge_of_the_calendar_is_a_422():
+    for since in ("9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+23:59"):
+        with pytest.raises(InvalidError) as refused:
+            LogSearch.of(since, None, None, False, None, None, None, None, None, now=NOW)
+        assert refused.value.field == "since"

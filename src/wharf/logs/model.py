@@ -178,7 +178,10 @@ def parse_instant(text: str, field: str, now: dt.datetime) -> dt.datetime:
             f"{field}: {text!r} is neither a duration such as 5m nor an RFC 3339 time with a zone",
             field=field,
         )
-    return when.astimezone(dt.UTC)
+    try:
+        return when.astimezone(dt.UTC)
+    except OverflowError:  # 9999-12-31T23:59:59-23:59 is past the last representable time
+        raise InvalidError(f"{field}: {text!r} is out of range", field=field) from None
 
 
 def rfc3339_ns(ns: int) -> str:
