@@ -373,13 +373,8 @@ class FoundLine:
     line: str
 
     def as_dict(self) -> dict[str, str]:
-        return {
-            "time": self.time,
-            "cluster": self.cluster,
-            "pod": self.pod,
-            "container": self.container,
-            "line": self.line,
-        }
+        """As a live line is given (the store's own order stays inside)."""
+        return LogLine(self.time, self.cluster, self.pod, self.container, self.line).as_dict()
 
 
 def found_line(row: dict[str, str]) -> FoundLine | None:
