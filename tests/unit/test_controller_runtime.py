@@ -73,3 +73,58 @@ def test_a_key_is_reconciled_only_under_its_lease_which_travels_with_it() -> Non
     asyncio.run(scenario())
     assert seen == {"mine": Lease("cluster/mine", "r1", 7)}
     assert WORKING_UNDER.get() is None
+
+
+def test_a_key_queued_while_it_is_reconciled_waits_for_it_and_runs_once_more() -> None:
+    """Client-go's way: a key queued N times during its reconcile is not handed to another
+    worker (which used to sleep 50 ms and queue it again, over and over) but marked dirty and
+    queued once when the reconcile finishes."""
+    handed: list[Hashable] = []
+    runs: list[Hashable] = []
+    shop_started = asyncio.Event()
+    release_shop = asyncio.Event()
+    other_done = asyncio.Event()
+    shop_again = asyncio.Event()
+
+    async def reconcile(key: Hashable) -> None:
+        runs.append(key)
+        if key == "shop" and runs.count("shop") == 1:
+            shop_started.set()
+            await release_shop.wait()
+        elif key == "shop":
+            shop_again.set()
+        if key == "other":
+            other_done.set()
+
+    async def keys() -> Iterable[Hashable]:
+        return []
+
+    async def scenario() -> None:
+        controller = Controller("test", reconcile, keys, resync=3600, workers=2)
+        get = controller.queue.get
+
+        async def counted() -> Hashable:
+            key = await get()
+            handed.append(key)
+            return key
+
+        controller.queue.get = counted  # type: ignore[method-assign]
+        task = asyncio.get_running_loop().create_task(controller.run())
+        try:
+            async with asyncio.timeout(30):
+                controller.queue.add("shop")
+                await shop_started.wait()
+                for _ in range(5):
+                    controller.queue.add("shop")
+                    await asyncio.sleep(0)
+                controller.queue.add("other")  # the free worker takes it, not "shop" again
+                await other_done.wait()
+                release_shop.set()
+                await shop_again.wait()
+                await controller.idle()
+        finally:
+            await cancel([task])
+
+    asyncio.run(scenario())
+    assert handed == ["shop", "other", "shop"]
+    assert runs == ["shop", "other", "shop"]

@@ -19,13 +19,22 @@ log = structlog.get_logger("wharf.controller")
 
 
 class WorkQueue:
-    """Keys waiting to be reconciled; a key queued twice is reconciled once."""
+    """Keys waiting to be reconciled; a key queued twice is reconciled once.
+
+    As client-go's work queue: a key handed out is being processed until `done`; queued again
+    meanwhile it is marked dirty, not handed to a second worker, and queued once when its
+    reconcile finishes (however often it was queued in between)."""
 
     def __init__(self) -> None:
-        self._pending: dict[Hashable, None] = {}
+        self._pending: dict[Hashable, None] = {}  # queued, in order, not being processed
+        self._dirty: set[Hashable] = set()  # queued since it was handed out
+        self.processing: set[Hashable] = set()
         self._event = asyncio.Event()
 
     def add(self, key: Hashable) -> None:
+        if key in self.processing:
+            self._dirty.add(key)  # queued again when its reconcile is done
+            return
         self._pending[key] = None
         self._event.set()
 
@@ -35,10 +44,18 @@ class WorkQueue:
             await self._event.wait()
         key = next(iter(self._pending))
         del self._pending[key]
+        self.processing.add(key)
         return key
 
+    def done(self, key: Hashable) -> None:
+        """The key's reconcile finished: queue it again if it was queued meanwhile."""
+        self.processing.discard(key)
+        if key in self._dirty:
+            self._dirty.discard(key)
+            self.add(key)
+
     def __len__(self) -> int:
-        return len(self._pending)
+        return len(self._pending) + len(self._dirty)
 
 
 class Controller:
@@ -62,7 +79,6 @@ class Controller:
         self.queue = WorkQueue()
         self._failures: dict[Hashable, int] = {}
         self._last_error: dict[Hashable, str] = {}
-        self._active: set[Hashable] = set()
         self.reconciles = 0
         self._background: set[asyncio.Task[None]] = set()
         # With several replicas: the lease a key's work needs; None when this replica does
@@ -71,43 +87,46 @@ class Controller:
 
     async def _worker(self) -> None:
         while True:
-            key = await self.queue.get()
-            if key in self._active:  # another worker has it; look again after it is done
-                await asyncio.sleep(0.05)
-                self.queue.add(key)
-                continue
-            lease = self.lease_for(key) if self.lease_for is not None else None
-            if self.lease_for is not None and lease is None:
-                continue  # another replica's work; the lease's new holder queues it
-            self._active.add(key)
-            working_under = WORKING_UNDER.set(lease)
+            key = await self.queue.get()  # never a key another worker is reconciling
             try:
-                await self.reconcile(key)
-                self._failures.pop(key, None)
-                self._last_error.pop(key, None)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                failures = self._failures.get(key, 0) + 1
-                self._failures[key] = failures
-                delay = min(30.0, self.backoff * 2**failures)
-                error = f"{type(exc).__name__}: {exc}"
-                # A new failure is news; the same one again at each retry is not.
-                report = log.debug if self._last_error.get(key) == error else log.warning
-                self._last_error[key] = error
-                report(
-                    "reconcile failed",
-                    controller=self.name,
-                    key=str(key),
-                    error=error,
-                    retry_in=delay,
-                    failures=failures,
-                )
-                asyncio.get_running_loop().call_later(delay, self.queue.add, key)
+                await self._reconcile_once(key)
             finally:
-                WORKING_UNDER.reset(working_under)
-                self._active.discard(key)
-                self.reconciles += 1
+                self.queue.done(key)
+
+    async def _reconcile_once(self, key: Hashable) -> None:
+        lease = self.lease_for(key) if self.lease_for is not None else None
+        if self.lease_for is not None and lease is None:
+            return  # another replica's work; the lease's new holder queues it
+        working_under = WORKING_UNDER.set(lease)
+        try:
+            await self.reconcile(key)
+            self._failures.pop(key, None)
+            self._last_error.pop(key, None)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._failed(key, exc)
+        finally:
+            WORKING_UNDER.reset(working_under)
+            self.reconciles += 1
+
+    def _failed(self, key: Hashable, exc: Exception) -> None:
+        failures = self._failures.get(key, 0) + 1
+        self._failures[key] = failures
+        delay = min(30.0, self.backoff * 2**failures)
+        error = f"{type(exc).__name__}: {exc}"
+        # A new failure is news; the same one again at each retry is not.
+        report = log.debug if self._last_error.get(key) == error else log.warning
+        self._last_error[key] = error
+        report(
+            "reconcile failed",
+            controller=self.name,
+            key=str(key),
+            error=error,
+            retry_in=delay,
+            failures=failures,
+        )
+        asyncio.get_running_loop().call_later(delay, self.queue.add, key)
 
     async def _enqueue_all(self) -> None:
         try:
@@ -137,7 +156,7 @@ class Controller:
 
     async def idle(self) -> None:
         """Wait until nothing is queued or running (callers bound it with asyncio.timeout)."""
-        while self.queue or self._active:  # noqa: ASYNC110 - a test aid, polling is fine
+        while self.queue or self.queue.processing:  # noqa: ASYNC110 - a test aid, polling is fine
             await asyncio.sleep(0.05)
 
 
