@@ -1,5 +1,6 @@
 """The release controller stores a release's one row while a wave's clusters advance at once:
-each cluster's step is kept, and no pass is thrown away as stale by its own other clusters."""
+each cluster's step is kept, no pass is thrown away as stale by its own other clusters, and
+the clusters' changes made while a write is under way go out in one write after it."""
 
 from __future__ import annotations
 
@@ -51,5 +52,8 @@ def test_a_waves_clusters_store_the_release_one_after_another(db: Database):
     with db.reader() as session:
         stored = latest_release(session, "acme", "web")
     assert stored is not None
-    assert stored.version == release.version == first + len(CLUSTERS) * STEPS
+    assert stored.version == release.version
+    # Changes asked to be stored while a write was under way went out together in one write
+    # (each caller waited for a write holding its change): fewer writes than changes.
+    assert stored.version - first < len(CLUSTERS) * STEPS
     assert {c: s["step"] for c, s in stored.clusters.items()} == dict.fromkeys(CLUSTERS, STEPS)

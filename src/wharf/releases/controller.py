@@ -111,6 +111,16 @@ REDELIVER_EVERY = 5.0  # seconds between asking delivery again while a promotion
 
 
 @dataclass
+class _StoreTurn:
+    """One release row's stores: one at a time; `asked` and `stored` count the changes asked
+    to be stored and those a committed write holds."""
+
+    lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
+    asked: int = 0
+    stored: int = 0
+
+
+@dataclass
 class Snapshot:
     """What one pass works from, read in one transaction."""
 
@@ -124,6 +134,7 @@ class Snapshot:
     rendered: list[dict[str, Any]]
     release: Release | None
     templates: dict[str, AnalysisTemplateSpec]
+    deliveries: int = 0  # delivery's status writes of the application seen before the read
 
 
 class ReleaseController:
@@ -151,8 +162,12 @@ class ReleaseController:
         self.writes = 0
         self.http = httpx.AsyncClient(timeout=5)
         self._nudged: dict[Key, float] = {}
-        self._promoting: set[Key] = set()  # releases waiting for delivery's status
-        self._store_locks: dict[int, asyncio.Lock] = {}
+        self._awaiting: set[Key] = set()  # releases waiting for delivery (a route, a rollout)
+        self._asked: dict[Key, tuple[str, int, int]] = {}  # the step delivery was last asked for
+        self._wakes: dict[Key, asyncio.TimerHandle] = {}  # each release's one timed look
+        self._deliveries: dict[Key, int] = {}  # delivery's status writes, per application
+        self._store_turns: dict[int, _StoreTurn] = {}
+        self.stores = 0  # writes of release rows (a test's count)
 
     async def list_keys(self) -> Iterable[Key]:
         def keys() -> list[Key]:
@@ -207,9 +222,11 @@ class ReleaseController:
             drop_releases(session, key[0], key[1])
 
     async def reconcile(self, key: Key) -> None:
+        deliveries = self._deliveries.get(key, 0)
         snap = await asyncio.to_thread(self._load, key)
         if snap is None:
             return
+        snap.deliveries = deliveries
         if snap.spec.strategy.type == "rolling":
             await self._stop_for_rolling(key, snap)
             return
@@ -230,8 +247,22 @@ class ReleaseController:
         except StaleReleaseError:
             self.controller.queue.add(key)  # a person acted meanwhile: look again
             return
+        self._wake(key, wait)
+
+    def _wake(self, key: Key, wait: float | None) -> None:
+        """Look at the release again in `wait` seconds (None: when an event says so). A pass
+        reads the whole release, so its wait replaces any earlier one: timers set by passes
+        that events caused would otherwise add up, each waking the release on its own."""
+        earlier = self._wakes.pop(key, None)
+        if earlier is not None:
+            earlier.cancel()
         if wait is not None:
-            asyncio.get_running_loop().call_later(wait, self.controller.queue.add, key)
+            loop = asyncio.get_running_loop()
+            self._wakes[key] = loop.call_later(wait, self._woken, key)
+
+    def _woken(self, key: Key) -> None:
+        self._wakes.pop(key, None)
+        self.controller.queue.add(key)
 
     async def _stop_for_rolling(self, key: Key, snap: Snapshot) -> None:
         """The strategy went back to rolling mid-release: the release is superseded and what
@@ -289,9 +320,16 @@ class ReleaseController:
         """Store the release as it is now. A pass advances a wave's clusters at once, and each
         stores the one shared row: one at a time (else two writes of the same version race,
         and one pass is thrown away as stale), each from a copy taken in the event loop (the
-        others go on changing the state meanwhile)."""
-        lock = self._store_locks.setdefault(release.id, asyncio.Lock())
-        async with lock:
+        others go on changing the state meanwhile). Stores asked for while one is under way
+        are done by one write (group commit): it copies the state after all their changes,
+        and each caller returns only once a write holding its change has committed."""
+        turn = self._store_turns.setdefault(release.id, _StoreTurn())
+        turn.asked += 1
+        mine = turn.asked
+        async with turn.lock:
+            if turn.stored >= mine:
+                return  # a write that began after this change was made carried it
+            upto = turn.asked
             copied = dataclasses.replace(
                 release, state=copy.deepcopy(release.state), events=list(release.events)
             )
@@ -299,6 +337,8 @@ class ReleaseController:
             await asyncio.to_thread(self._save, copied)
             release.version = copied.version
             release.state["conditions"] = copied.state["conditions"]
+            turn.stored = upto
+            self.stores += 1
 
     async def _advance(self, key: Key, snap: Snapshot, release: Release) -> float | None:
         state = release.state
@@ -374,7 +414,7 @@ class ReleaseController:
             if index >= count:
                 st["phase"] = "Promoting"
                 await self._store(release)
-                self._promoting.add(key)  # before delivery can report back
+                self._awaiting.add(key)  # before delivery can report back
                 self.redeliver(key)
                 return REDELIVER_EVERY
             if blue_green:
@@ -475,8 +515,10 @@ class ReleaseController:
             weight = st.get("weight", 0)
             await self._apply_canary(key, snap, name, step.setReplicas, int(weight))
             if not await self._shifted(key, snap, name, int(weight)):
-                self._nudge_delivery(key)
-                return 0.5
+                # Delivery writes the route, then its status, which wakes the release (see
+                # `delivered`); the wait is the fallback for another replica's delivery.
+                self._ask_delivery(key, (name, index, int(weight)))
+                return self._await_delivery(key, snap)
             _enter(st, index + 1, "Progressing", steps)
             announce(release, "stepPassed", cluster=name, step=index, weight=weight)
             await self._store(release)
@@ -640,9 +682,8 @@ class ReleaseController:
         if delivered.get("revision") != release.revision or delivered.get("state") != "Available":
             # Delivery's status write wakes the release (see `delivered`); the wait is the
             # fallback for a cluster another replica delivers to, not a 0.5 s poll.
-            self._promoting.add(key)
             self._nudge_delivery(key)
-            return REDELIVER_EVERY
+            return self._await_delivery(key, snap)
         if snap.spec.strategy.type == "blueGreen":
             await self._unpin_live(snap, name, self._client(snap, name))
         await self._remove_canary(key, snap, name)
@@ -650,11 +691,31 @@ class ReleaseController:
         await self._store(release)
         return None
 
+    def _await_delivery(self, key: Key, snap: Snapshot) -> float:
+        """Wait for delivery's next status write; at once if one came since the pass read
+        the application (its wake-up found no waiter)."""
+        if self._deliveries.get(key, 0) != snap.deliveries:
+            return 0.0
+        self._awaiting.add(key)
+        return REDELIVER_EVERY
+
     def delivered(self, key: Key) -> None:
-        """Delivery wrote the application's status: a promotion waiting for it looks now."""
-        if key in self._promoting:
-            self._promoting.discard(key)  # added again by a pass that still waits
+        """Delivery wrote the application's status: a step waiting for it (a route's split,
+        a promotion's rollout) looks now."""
+        self._deliveries[key] = self._deliveries.get(key, 0) + 1
+        if key in self._awaiting:
+            self._awaiting.discard(key)  # added again by a pass that still waits
             self.controller.queue.add(key)
+
+    def _ask_delivery(self, key: Key, step: tuple[str, int, int]) -> None:
+        """A route waits for a weight delivery has not written: ask at once for a step not
+        asked for yet (its weight is stored), else now and then only."""
+        if self._asked.get(key) != step:
+            self._asked[key] = step
+            self._nudged[key] = asyncio.get_running_loop().time()
+            self.redeliver(key)
+        else:
+            self._nudge_delivery(key)
 
     def _nudge_delivery(self, key: Key) -> None:
         """Delivery was asked when the cluster entered Promoting, and its watches follow the
@@ -674,7 +735,7 @@ class ReleaseController:
             # Whatever the strategy is now: a preview left by an earlier one goes too.
             await self._switch_back(key, snap, name)
             await self._remove_canary(key, snap, name)
-        self._store_locks.pop(release.id, None)
+        self._store_turns.pop(release.id, None)
 
     async def _switch_back(self, key: Key, snap: Snapshot, name: str) -> None:
         """Blue-green rollback: the live Service goes back to the stable pods at once (a
