@@ -236,7 +236,8 @@ def run(
         "WHARF_PROMETHEUS_URL": prometheus.url,
         "WHARF_METRICS_PUBLIC": "true",  # the controllers' reconcile counts, for the report
     }
-    server = start_server(port, env, log=workdir / "server.log")
+    # A loaded machine may take more than the default minute to start the server.
+    server = start_server(port, env, log=workdir / "server.log", timeout=300)
     base = f"http://127.0.0.1:{port}"
     seen = Seen()
     names = [c.name for c in lab.clusters()]
