@@ -397,7 +397,7 @@ def run(lab: Lab, args: argparse.Namespace, workdir: Path) -> None:
     base = f"http://127.0.0.1:{port}"
     db = args.database_url or f"sqlite:///{workdir / 'scale.db'}"
     log = workdir / "server.log"
-    server = start_server(port, {"WHARF_DATABASE_URL": db}, log)
+    server = start_server(port, {"WHARF_DATABASE_URL": db}, log, timeout=300)
     say(f"server ready (log {log})")
     rss: list[tuple[str, float, float]] = []
 
