@@ -23,8 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import httpx2
 from benchkit import PASSWORD, free_port, pct, start_server
 from lightkube.codecs import from_dict
+from lightkube.core.exceptions import ApiError
 
 from wharf.apps.catalog import CATALOG
 from wharf.apps.controller import OWNED, RESOURCES
@@ -51,9 +53,23 @@ def manifests(app: str, clusters: list[str]) -> dict[str, list[dict[str, Any]]]:
     return {c: desired_objects(app, spec, rendered, c, {"bench": "baseline"}) for c in clusters}
 
 
+async def applied(client: Any, obj: dict[str, Any]) -> None:
+    """One forced server-side apply, retried as any client would when an overloaded API
+    server gives up on it (a shared machine can make it)."""
+    for attempt in range(6):
+        try:
+            await client.apply(from_dict(obj), force=True)
+            return
+        except (ApiError, httpx2.TimeoutException) as exc:
+            code = exc.status.code if isinstance(exc, ApiError) else 0
+            if attempt == 5 or code not in (0, 429, 500, 503, 504):
+                raise
+            await asyncio.sleep(0.5 * 2**attempt)
+
+
 async def baseline(lab: Lab, apps: int) -> tuple[float, list[float], int]:
     """Plain SSA: every object of every app to every cluster, all at once."""
-    clusters = {c.name: async_client(c.kubeconfig) for c in lab.clusters()}
+    clusters = {c.name: async_client(c.kubeconfig, timeout=120) for c in lab.clusters()}
     names = sorted(clusters)
     for client in clusters.values():
         await client.apply(
@@ -71,7 +87,7 @@ async def baseline(lab: Lab, apps: int) -> tuple[float, list[float], int]:
             nonlocal count
             for obj in per_cluster[cluster]:
                 obj["metadata"]["namespace"] = "baseline"
-                await clusters[cluster].apply(from_dict(obj), force=True)
+                await applied(clusters[cluster], obj)
                 count += 1
 
         await asyncio.gather(*(to(c) for c in names))
@@ -88,7 +104,9 @@ async def baseline(lab: Lab, apps: int) -> tuple[float, list[float], int]:
 def wharf(lab: Lab, apps: int, workdir: Path) -> tuple[float, list[float], int]:
     port = free_port()
     db = os.environ.get("WHARF_DATABASE_URL") or f"sqlite:///{workdir / 'bench.db'}"
-    server = start_server(port, {"WHARF_HEARTBEAT_SECONDS": "1", "WHARF_DATABASE_URL": db})
+    server = start_server(
+        port, {"WHARF_HEARTBEAT_SECONDS": "1", "WHARF_DATABASE_URL": db}, timeout=600
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         token = httpx.post(
@@ -197,7 +215,7 @@ async def cache_footprint(lab: Lab) -> list[tuple[str, int, float, float, float]
     """Per kind delivery watches, in the first cluster: objects, bytes per object on the wire
     (JSON, as listed), in the cache's JSON (managedFields dropped), and in memory here."""
     cluster = lab.clusters()[0]
-    client = async_client(cluster.kubeconfig)
+    client = async_client(cluster.kubeconfig, timeout=120)
     rows = []
     for kind in RESOURCES:
         labels = OWNED
