@@ -110,9 +110,13 @@ def wharf(lab: Lab, apps: int, workdir: Path) -> tuple[float, list[float], int]:
     base = f"http://127.0.0.1:{port}"
     try:
         token = httpx.post(
-            f"{base}/api/v1/login", json={"username": "admin", "password": PASSWORD}
+            f"{base}/api/v1/login",
+            json={"username": "admin", "password": PASSWORD},
+            timeout=120,
         ).json()["token"]
-        http = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=60)
+        http = httpx.Client(
+            base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=120
+        )
         names = [c.name for c in lab.clusters()]
         for cluster in lab.clusters():
             http.put(
@@ -249,6 +253,7 @@ def main() -> None:
         lab.up(clusters=args.clusters, nodes=3, progress=lambda _: None, compact=compact)
         try:
             base_s, base_lat, base_n = asyncio.run(baseline(lab, args.apps))
+            print(f"plain loop: {base_n / base_s:.1f} objects/s", flush=True)
             wharf_s, wharf_lat, wharf_n = wharf(lab, args.apps, Path(tmp))
             footprint = asyncio.run(cache_footprint(lab))
         finally:
@@ -264,9 +269,9 @@ def main() -> None:
         print(f"{label:<28}{rate:>10.1f}{pct(lat, 50):>10.0f}{pct(lat, 99):>10.0f}")
     print(f"ratio wharf / plain: {wharf_rate / base_rate:.2f} of the objects per second")
     print("\ndelivery's watch cache in the first cluster, bytes per object")
-    print(f"{'kind':<14}{'objects':>8}{'wire JSON':>11}{'cache JSON':>12}{'in memory':>11}")
+    print(f"{'kind':<26}{'objects':>8}{'wire JSON':>11}{'cache JSON':>12}{'in memory':>11}")
     for kind_name, count, wire, kept, memory in footprint:
-        print(f"{kind_name:<14}{count:>8}{wire:>11.0f}{kept:>12.0f}{memory:>11.0f}")
+        print(f"{kind_name:<26}{count:>8}{wire:>11.0f}{kept:>12.0f}{memory:>11.0f}")
 
 
 if __name__ == "__main__":
