@@ -1,6 +1,8 @@
 """Deliver K applications to N clusters through Wharf, next to the physical limit: a plain
 concurrent server-side-apply loop of the same manifests, measured in the same run on the same
-lab. Prints objects per second, p50/p99 from submit to applied, and the ratio of the two.
+lab. Prints objects per second, p50/p99 from submit to applied, and the ratio of the two;
+then the memory delivery's watch caches take per object, next to the object's size as the API
+server sends it (with managedFields) and as the cache keeps it.
 
     uv run python bench/delivery.py [--apps 50] [--clusters 2] [--compact]
 
@@ -12,19 +14,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
+import httpx2
 from benchkit import PASSWORD, free_port, pct, start_server
 from lightkube.codecs import from_dict
+from lightkube.core.exceptions import ApiError
 
 from wharf.apps.catalog import CATALOG
+from wharf.apps.controller import OWNED, RESOURCES
 from wharf.apps.model import ApplicationSpec, TemplateVersion, desired_objects, render
 from wharf.kube import async_client
+from wharf.kube.informer import Informer, slim
 from wharf.lab import Lab, find_binaries
 from wharf.lab.lab import MAX_CLUSTERS
 
@@ -45,9 +53,23 @@ def manifests(app: str, clusters: list[str]) -> dict[str, list[dict[str, Any]]]:
     return {c: desired_objects(app, spec, rendered, c, {"bench": "baseline"}) for c in clusters}
 
 
+async def applied(client: Any, obj: dict[str, Any]) -> None:
+    """One forced server-side apply, retried as any client would when an overloaded API
+    server gives up on it (a shared machine can make it)."""
+    for attempt in range(6):
+        try:
+            await client.apply(from_dict(obj), force=True)
+            return
+        except (ApiError, httpx2.TimeoutException) as exc:
+            code = exc.status.code if isinstance(exc, ApiError) else 0
+            if attempt == 5 or code not in (0, 429, 500, 503, 504):
+                raise
+            await asyncio.sleep(0.5 * 2**attempt)
+
+
 async def baseline(lab: Lab, apps: int) -> tuple[float, list[float], int]:
     """Plain SSA: every object of every app to every cluster, all at once."""
-    clusters = {c.name: async_client(c.kubeconfig) for c in lab.clusters()}
+    clusters = {c.name: async_client(c.kubeconfig, timeout=120) for c in lab.clusters()}
     names = sorted(clusters)
     for client in clusters.values():
         await client.apply(
@@ -65,7 +87,7 @@ async def baseline(lab: Lab, apps: int) -> tuple[float, list[float], int]:
             nonlocal count
             for obj in per_cluster[cluster]:
                 obj["metadata"]["namespace"] = "baseline"
-                await clusters[cluster].apply(from_dict(obj), force=True)
+                await applied(clusters[cluster], obj)
                 count += 1
 
         await asyncio.gather(*(to(c) for c in names))
@@ -82,13 +104,19 @@ async def baseline(lab: Lab, apps: int) -> tuple[float, list[float], int]:
 def wharf(lab: Lab, apps: int, workdir: Path) -> tuple[float, list[float], int]:
     port = free_port()
     db = os.environ.get("WHARF_DATABASE_URL") or f"sqlite:///{workdir / 'bench.db'}"
-    server = start_server(port, {"WHARF_HEARTBEAT_SECONDS": "1", "WHARF_DATABASE_URL": db})
+    server = start_server(
+        port, {"WHARF_HEARTBEAT_SECONDS": "1", "WHARF_DATABASE_URL": db}, timeout=600
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         token = httpx.post(
-            f"{base}/api/v1/login", json={"username": "admin", "password": PASSWORD}
+            f"{base}/api/v1/login",
+            json={"username": "admin", "password": PASSWORD},
+            timeout=120,
         ).json()["token"]
-        http = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=60)
+        http = httpx.Client(
+            base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=120
+        )
         names = [c.name for c in lab.clusters()]
         for cluster in lab.clusters():
             http.put(
@@ -172,6 +200,44 @@ def wharf(lab: Lab, apps: int, workdir: Path) -> tuple[float, list[float], int]:
         server.wait(timeout=30)
 
 
+def deep_size(obj: Any, seen: set[int] | None = None) -> int:
+    """Bytes a decoded object takes in this process: its containers and what they hold, each
+    counted once (strings shared between objects, like interned keys, are counted once)."""
+    seen = set() if seen is None else seen
+    if id(obj) in seen:
+        return 0
+    seen.add(id(obj))
+    size = sys.getsizeof(obj)
+    if isinstance(obj, dict):
+        size += sum(deep_size(k, seen) + deep_size(v, seen) for k, v in obj.items())
+    elif isinstance(obj, list):
+        size += sum(deep_size(v, seen) for v in obj)
+    return size
+
+
+async def cache_footprint(lab: Lab) -> list[tuple[str, int, float, float, float]]:
+    """Per kind delivery watches, in the first cluster: objects, bytes per object on the wire
+    (JSON, as listed), in the cache's JSON (managedFields dropped), and in memory here."""
+    cluster = lab.clusters()[0]
+    client = async_client(cluster.kubeconfig, timeout=120)
+    rows = []
+    for kind in RESOURCES:
+        labels = OWNED
+        raw = [o.to_dict() async for o in client.list(kind, namespace="*", labels=labels)]
+        if not raw:
+            continue
+        wire = sum(len(json.dumps(o)) for o in raw) / len(raw)
+        cache = Informer(client, kind, labels=labels)
+        await cache._list()
+        kept = list(cache.items.values())
+        slim_json = sum(len(json.dumps(slim(o))) for o in kept) / len(kept)
+        seen: set[int] = set()
+        memory = sum(deep_size(o, seen) for o in kept) / len(kept)
+        rows.append((kind.__name__, len(kept), wire, slim_json, memory))
+    await client.close()
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--apps", type=int, default=50)
@@ -187,7 +253,9 @@ def main() -> None:
         lab.up(clusters=args.clusters, nodes=3, progress=lambda _: None, compact=compact)
         try:
             base_s, base_lat, base_n = asyncio.run(baseline(lab, args.apps))
+            print(f"plain loop: {base_n / base_s:.1f} objects/s", flush=True)
             wharf_s, wharf_lat, wharf_n = wharf(lab, args.apps, Path(tmp))
+            footprint = asyncio.run(cache_footprint(lab))
         finally:
             lab.down(progress=lambda _: None)
     kind = "compact " if compact else ""
@@ -200,6 +268,10 @@ def main() -> None:
     ):
         print(f"{label:<28}{rate:>10.1f}{pct(lat, 50):>10.0f}{pct(lat, 99):>10.0f}")
     print(f"ratio wharf / plain: {wharf_rate / base_rate:.2f} of the objects per second")
+    print("\ndelivery's watch cache in the first cluster, bytes per object")
+    print(f"{'kind':<26}{'objects':>8}{'wire JSON':>11}{'cache JSON':>12}{'in memory':>11}")
+    for kind_name, count, wire, kept, memory in footprint:
+        print(f"{kind_name:<26}{count:>8}{wire:>11.0f}{kept:>12.0f}{memory:>11.0f}")
 
 
 if __name__ == "__main__":

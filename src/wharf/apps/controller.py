@@ -82,6 +82,7 @@ from wharf.kube.apply import (
     observe,
     owner_labels,
     prune,
+    prune_cached,
     remove_labelled,
 )
 from wharf.kube.clients import is_unreachable
@@ -282,23 +283,35 @@ class DeliveryController:
 
     async def _owners_in(self, cluster: StoredResource) -> set[Key]:
         """(tenant, application) of every object Wharf delivered to the cluster."""
+        caches = self._caches(cluster.name)
+        owners: set[tuple[str, ...]] = {
+            (labels.get(TENANT_LABEL, ""), labels.get(APP_LABEL, ""))
+            for kind in resources_in(cluster)
+            if kind.__name__ in caches
+            for obj in caches[kind.__name__].items.values()
+            if (labels := obj["metadata"].get("labels") or {})
+            and obj["metadata"].get("namespace", "").startswith(f"{labels.get(TENANT_LABEL, '')}--")
+        }
+        # Kinds not watched yet (no delivery there since start, or a watch relisting) are
+        # listed.
+        unwatched = [k for k in resources_in(cluster) if k.__name__ not in caches]
         try:
             client = self.connections.client(cluster.name, self.clusters.kubeconfig(cluster))
-            owners = await owner_labels(
-                client,
-                resources_in(cluster),
-                OWNED,
-                (TENANT_LABEL, APP_LABEL),
-                in_owners_namespace=True,
+            owners |= await owner_labels(
+                client, unwatched, OWNED, (TENANT_LABEL, APP_LABEL), in_owners_namespace=True
             )
         except Exception as exc:
             log.info("sweep skipped a cluster", cluster=cluster.name, error=str(exc)[:300])
             return set()
         return {(t, a) for t, a in owners if t and a}
 
-    async def _watch(self, cluster: StoredResource) -> None:
+    async def _watch(self, cluster: StoredResource) -> dict[str, Informer]:
+        """The cluster's watch caches, by kind: every kind delivery writes (its objects only),
+        the application's pods, and the cluster's events. Deployments, StatefulSets and pods
+        queue their application when they change (drift, rollout); the rest are read."""
         kubeconfig = self.clusters.kubeconfig(cluster)
         client = self.connections.client(cluster.name, kubeconfig)
+        kinds = resources_in(cluster)
 
         def changed(event: str, obj: dict[str, Any]) -> None:
             labels = obj.get("metadata", {}).get("labels") or {}
@@ -308,23 +321,36 @@ class DeliveryController:
             if event in ("ADDED", "MODIFIED", "DELETED") and ours:
                 self.controller.queue.add((labels.get(TENANT_LABEL, ""), labels[APP_LABEL]))
 
+        def informer(kind: Any, labels: dict[str, Any] | None, queues: bool) -> Informer:
+            return Informer(
+                client,
+                kind,
+                labels=labels,
+                on_event=changed if queues else None,
+                name=f"{cluster.name}/apps/{kind.__name__}",
+                watch_seconds=self.connections.timeouts.watch,
+            )
+
         def make() -> list[Informer]:
+            # Pods carry only the app label (their template's), what delivery writes both.
             return [
-                Informer(
-                    client,
-                    kind,
-                    # Pods carry only the app label (their template's), workloads both.
-                    labels={APP_LABEL: None}
-                    if kind is Pod
-                    else {MANAGED_BY: "wharf", APP_LABEL: None},
-                    on_event=changed,
-                    name=f"{cluster.name}/apps/{kind.__name__}",
-                    watch_seconds=self.connections.timeouts.watch,
-                )
-                for kind in (Deployment, StatefulSet, Pod)
+                *(informer(k, OWNED, k in (Deployment, StatefulSet)) for k in kinds),
+                informer(Pod, {APP_LABEL: None}, True),
+                informer(Event, None, False),
             ]
 
-        await self.watches.ensure(f"apps/{cluster.name}", fingerprint(kubeconfig), make)
+        # New kinds served (a CRD installed) make a new set of caches.
+        version = f"{fingerprint(kubeconfig)}/{','.join(k.__name__ for k in kinds)}"
+        informers = await self.watches.ensure(f"apps/{cluster.name}", version, make)
+        return {i.resource.__name__: i for i in informers}
+
+    def _caches(self, cluster: str) -> dict[str, Informer]:
+        """The cluster's watch caches that hold the whole of their kind now (synced)."""
+        return {
+            i.resource.__name__: i
+            for i in self.watches.informers(f"apps/{cluster}")
+            if i.synced.is_set()
+        }
 
     def _load(
         self, key: Key
@@ -680,49 +706,25 @@ class DeliveryController:
         )
         try:
             client = self.connections.client(name, self.clusters.kubeconfig(cluster))
-            await self._watch(cluster)
+            caches = await self._watch(cluster)
             for obj in objects:
                 obj["metadata"]["namespace"] = namespace
-            # Before anything changes, the cluster checks every object against its own schema
-            # (a dry run stores nothing); a revision it refuses is applied nowhere in it.
-            currents = [await observe(client, o) for o in objects]
-            if spec.autoscaling is not None:
-                keep_autoscaled_replicas(objects, currents)
             # Never take over: an object this app renders that another owner already has
             # (another application, or nothing of Wharf's) stops delivery to this cluster.
             owner = {MANAGED_BY: "wharf", TENANT_LABEL: key[0], APP_LABEL: key[1]}
-            for current in currents:
-                check_owner(current, owner)
-            pending = [
-                i for i, c in enumerate(currents) if c is None or not contains(objects[i], c)
-            ]
-            for i in pending:
-                await dry_run(client, objects[i])
-            observed = []
-            for i, (obj, current) in enumerate(zip(objects, currents, strict=True)):
-                if i in pending:
-                    self.share.check(lease)  # lost meanwhile: its new holder goes on
-                    current = await apply(client, obj)
+            currents, pending = await self._compared(client, name, objects, owner, spec)
+            self.share.check(lease)  # lost meanwhile: its new holder goes on
+            for wave in _waves(objects, pending):
+                applied = await asyncio.gather(*(apply(client, objects[i]) for i in wave))
+                for i, current in zip(wave, applied, strict=True):
                     self.writes += 1
-                assert current is not None
-                observed.append(current)
-            keep: dict[str, set[str]] = {}
-            for obj in objects:
-                keep.setdefault(obj["kind"], set()).add(obj["metadata"]["name"])
-            # A release's canary objects are the release controller's, not delivery's to prune.
-            ours: dict[str, Any] = {
-                MANAGED_BY: "wharf",
-                APP_LABEL: key[1],
-                RELEASE_ROLE: operators.not_exists(),
-            }
+                    currents[i] = current
+                    if (cache := caches.get(objects[i]["kind"])) is not None:
+                        cache.remember(current)
+            observed = [c for c in currents if c is not None]
             self.share.check(lease)
-            for resource in resources_in(cluster):
-                removed = await prune(
-                    client, resource, namespace, ours, keep.get(resource.__name__, set())
-                )
-                self.writes += len(removed)
-            informers = self.watches.informers(f"apps/{name}")
-            return await _cluster_status(client, informers, namespace, key[1], observed)
+            await self._prune(client, cluster, namespace, key[1], objects)
+            return await _cluster_status(client, self._caches(name), namespace, key[1], observed)
         except LeaseLost:
             raise
         except RejectedError as exc:
@@ -734,8 +736,109 @@ class DeliveryController:
             log.warning("delivery failed", cluster=name, app=key, error=message)
             return {"state": "Unreachable" if is_unreachable(exc) else "Failed", "message": message}
 
+    async def _compared(
+        self,
+        client: AsyncClient,
+        cluster: str,
+        objects: list[dict[str, Any]],
+        owner: dict[str, str],
+        spec: ApplicationSpec,
+    ) -> tuple[list[dict[str, Any] | None], list[int]]:
+        """Each object as the cluster has it (from the watch caches; read only where a cache
+        cannot say), its owner checked, and which ones differ — each of those checked by the
+        cluster's schema (a dry run) before anything is written anywhere in it."""
+        caches = self._caches(cluster)
+        cached = [caches.get(o["kind"]) for o in objects]
+        currents = list(
+            await asyncio.gather(
+                *(
+                    _cached_get(cache, o) if cache is not None else observe(client, o)
+                    for o, cache in zip(objects, cached, strict=True)
+                )
+            )
+        )
+        if spec.autoscaling is not None:
+            keep_autoscaled_replicas(objects, currents)
+        for current in currents:
+            check_owner(current, owner)
+        pending = [i for i, c in enumerate(currents) if c is None or not contains(objects[i], c)]
+        checked = await asyncio.gather(*(dry_run(client, objects[i]) for i in pending))
+        # In the cluster but not in the cache (another owner's object, or a watch behind):
+        # read it, check its owner, and write only if it differs.
+        there = [
+            i
+            for i, would in zip(pending, checked, strict=True)
+            if currents[i] is None and (would.get("metadata") or {}).get("resourceVersion")
+        ]
+        for i, found in zip(
+            there, await asyncio.gather(*(observe(client, objects[i]) for i in there)), strict=True
+        ):
+            check_owner(found, owner)
+            currents[i] = found
+        if there and spec.autoscaling is not None:
+            keep_autoscaled_replicas(objects, currents)
+        return currents, [i for i in pending if not _holds(currents[i], objects[i])]
+
+    async def _prune(
+        self,
+        client: AsyncClient,
+        cluster: StoredResource,
+        namespace: str,
+        app: str,
+        objects: list[dict[str, Any]],
+    ) -> None:
+        """Delete the application's objects in the namespace that it no longer renders; from
+        the watch caches where they hold the kind (each deleted only as the cache saw it),
+        else listed. A release's canary objects are the release controller's."""
+        keep: dict[str, set[str]] = {}
+        for obj in objects:
+            keep.setdefault(obj["kind"], set()).add(obj["metadata"]["name"])
+        ours: dict[str, Any] = {
+            MANAGED_BY: "wharf",
+            APP_LABEL: app,
+            RELEASE_ROLE: operators.not_exists(),
+        }
+        caches = self._caches(cluster.name)
+        for resource in resources_in(cluster):
+            kind = resource.__name__
+            if kind in caches:
+                mine = [o for o in caches[kind].in_namespace(namespace) if _delivered(o, app)]
+                removed = await prune_cached(client, mine, keep.get(kind, set()))
+            else:
+                removed = await prune(client, resource, namespace, ours, keep.get(kind, set()))
+            self.writes += len(removed)
+
     async def stop(self) -> None:
         await self.watches.stop()
+
+
+# Applied first, all at once: what workloads refer to; then the rest, all at once.
+REFERENCED = {"ConfigMap", "Secret", "ServiceAccount", "PersistentVolumeClaim", "Service"}
+
+
+def _waves(objects: list[dict[str, Any]], pending: list[int]) -> list[list[int]]:
+    first = [i for i in pending if objects[i]["kind"] in REFERENCED]
+    rest = [i for i in pending if objects[i]["kind"] not in REFERENCED]
+    return [w for w in (first, rest) if w]
+
+
+def _holds(current: dict[str, Any] | None, desired: dict[str, Any]) -> bool:
+    return current is not None and contains(desired, current)
+
+
+def _delivered(obj: dict[str, Any], app: str) -> bool:
+    """Delivery's own object of this application (not a release's canary)."""
+    labels = obj["metadata"].get("labels") or {}
+    return (
+        labels.get(MANAGED_BY) == "wharf"
+        and labels.get(APP_LABEL) == app
+        and RELEASE_ROLE not in labels
+    )
+
+
+async def _cached_get(cache: Informer, obj: dict[str, Any]) -> dict[str, Any] | None:
+    meta = obj["metadata"]
+    return cache.get(meta.get("namespace") or "", meta["name"])
 
 
 async def _settled(result: dict[str, Any]) -> dict[str, Any]:
@@ -744,21 +847,20 @@ async def _settled(result: dict[str, Any]) -> dict[str, Any]:
 
 async def _cluster_status(
     client: AsyncClient,
-    informers: list[Informer],
+    cached: dict[str, Informer],
     namespace: str,
     app: str,
     observed: list[dict[str, Any]],
 ) -> dict[str, Any]:
     """Replicas, conditions, pods and recent events of the application in one cluster, read
-    from the watch caches (the API only when a watch has not synced yet)."""
-    cached = {i.resource.__name__: i for i in informers if i.synced.is_set()}
+    from the (synced) watch caches; the API only when a watch has not synced yet."""
     workloads = []
     settled = True
     for obj in observed:
         kind, name = obj.get("kind"), obj["metadata"]["name"]
         if kind not in ("Deployment", "StatefulSet"):
             continue
-        current = cached[kind].items.get((namespace, name)) if kind in cached else None
+        current = cached[kind].get(namespace, name) if kind in cached else None
         if current is None:
             fetched = await client.get(BY_KIND[kind], name, namespace=namespace)
             current = fetched.to_dict()  # type: ignore[attr-defined]
@@ -786,8 +888,8 @@ async def _cluster_status(
     if "Pod" in cached:
         pod_objects = [
             p
-            for (ns, _), p in cached["Pod"].items.items()
-            if ns == namespace and p["metadata"].get("labels", {}).get(APP_LABEL) == app
+            for p in cached["Pod"].in_namespace(namespace)
+            if p["metadata"].get("labels", {}).get(APP_LABEL) == app
         ]
     else:
         pod_objects = [
@@ -814,9 +916,12 @@ async def _cluster_status(
             name.startswith(f"{w}-") or name == w for w in workload_names
         )
 
+    if "Event" in cached:
+        event_objects = cached["Event"].in_namespace(namespace)
+    else:
+        event_objects = [e.to_dict() async for e in client.list(Event, namespace=namespace)]
     events = []
-    async for event in client.list(Event, namespace=namespace):
-        e = event.to_dict()
+    for e in event_objects:
         involved = e.get("involvedObject", {})
         if about_app(involved.get("name", "")):
             events.append(

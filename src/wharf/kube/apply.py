@@ -137,6 +137,46 @@ async def prune(
     return removed
 
 
+async def delete_exactly(client: AsyncClient, obj: dict[str, Any]) -> bool:
+    """Delete the object only if it is still the one read (same uid and resourceVersion):
+    a cache that missed a change (a watch being restarted) deletes nothing it did not see.
+    False when it is gone or has changed since."""
+    resource = _type_of(obj)
+    meta = obj["metadata"]
+    options = {
+        "kind": "DeleteOptions",
+        "apiVersion": "v1",
+        "preconditions": {"uid": meta["uid"], "resourceVersion": meta["resourceVersion"]},
+    }
+    http = client._client._client  # the configured HTTP client: base URL, TLS, credentials
+    response = await http.request(
+        "DELETE",
+        _path(resource, meta["name"], meta.get("namespace")),
+        content=json.dumps(options),
+        headers={"Content-Type": "application/json"},
+    )
+    if response.status_code in (404, 409):
+        return False
+    response.raise_for_status()
+    return True
+
+
+async def prune_cached(
+    client: AsyncClient, cached: Iterable[dict[str, Any]], keep: set[str]
+) -> list[str]:
+    """`prune` from a watch cache's objects (already selected by their labels): each is
+    deleted only as the cache saw it (`delete_exactly`), so a stale cache prunes nothing
+    wrong; what it missed is pruned once the watch has caught up."""
+    removed = []
+    for obj in cached:
+        meta = obj["metadata"]
+        if meta["name"] in keep or meta.get("deletionTimestamp"):
+            continue
+        if await delete_exactly(client, obj):
+            removed.append(meta["name"])
+    return removed
+
+
 async def remove_labelled(
     client: AsyncClient,
     resources: Iterable[Any],
@@ -229,9 +269,10 @@ def _path(resource: Any, name: str, namespace: str | None) -> str:
     return f"{base}{where}/{info.plural}/{name}"
 
 
-async def dry_run(client: AsyncClient, obj: dict[str, Any]) -> None:
+async def dry_run(client: AsyncClient, obj: dict[str, Any]) -> dict[str, Any]:
     """Server-side apply `obj` with dryRun=All and strict field validation: the target
-    cluster checks it against its own OpenAPI schema and admission, and stores nothing."""
+    cluster checks it against its own OpenAPI schema and admission, and stores nothing.
+    Returns the object as it would be: with a resourceVersion only when it exists already."""
     resource = _type_of(obj)
     meta = obj["metadata"]
     http = client._client._client  # the configured HTTP client: base URL, TLS, credentials
@@ -252,3 +293,5 @@ async def dry_run(client: AsyncClient, obj: dict[str, Any]) -> None:
         except ValueError:
             message = response.text
         raise RejectedError(f"{obj['kind']} {meta['name']}: {message}")
+    result: dict[str, Any] = response.json()
+    return result

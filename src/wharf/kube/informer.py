@@ -4,7 +4,11 @@ Every watch ends: the API server closes it after `watch_seconds` (timeoutSeconds
 client stops following when nothing has come for `WATCH_GRACE` seconds longer than that (a
 frozen or partitioned server keeps the connection open but silent). Then the cache is rebuilt
 by a relist, whose requests time out like any other: a silent partition is noticed within one
-watch period and a request timeout, not never, and a quiet resource is relisted that often."""
+watch period and a request timeout, not never, and a quiet resource is relisted that often.
+
+A cache holds what Wharf reads, not the server's bookkeeping: `managedFields` (often the
+largest part of an object) and the last-applied annotation are dropped as objects come in.
+Objects are indexed by namespace, so that one application's part is found without a scan."""
 
 from __future__ import annotations
 
@@ -24,6 +28,25 @@ REPORT_EVERY = 300.0  # seconds between info lines about one informer's broken w
 WATCH_GRACE = 5.0  # seconds the client waits past a watch's timeoutSeconds
 
 Handler = Callable[[str, dict[str, Any]], None]
+Key = tuple[str, str]  # (namespace, name)
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+
+
+def slim(obj: dict[str, Any]) -> dict[str, Any]:
+    """The object without what no reader of a cache needs (in place; returned)."""
+    meta = obj.get("metadata")
+    if isinstance(meta, dict):
+        meta.pop("managedFields", None)
+        annotations = meta.get("annotations")
+        if annotations and LAST_APPLIED in annotations:
+            annotations.pop(LAST_APPLIED)
+    return obj
+
+
+def _version(obj: dict[str, Any]) -> int | None:
+    """The object's resourceVersion as a number (etcd's are), None when it is not one."""
+    value = str(obj.get("metadata", {}).get("resourceVersion") or "")
+    return int(value) if value.isdigit() else None
 
 
 class Informer:
@@ -43,7 +66,8 @@ class Informer:
         self.labels = labels
         self.on_event = on_event
         self.name = name
-        self.items: dict[tuple[str, str], dict[str, Any]] = {}
+        self.items: dict[Key, dict[str, Any]] = {}
+        self._by_namespace: dict[str, dict[str, dict[str, Any]]] = {}
         self.synced = asyncio.Event()
         # Namespaced kinds are watched in every namespace (a client's default is one).
         self._where = {"namespace": ALL_NS} if issubclass(resource, NamespacedResource) else {}
@@ -55,13 +79,44 @@ class Informer:
         meta = obj.get("metadata", {})
         return meta.get("namespace") or "", meta.get("name", "")
 
+    def get(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.items.get((namespace, name))
+
+    def in_namespace(self, namespace: str) -> list[dict[str, Any]]:
+        return list(self._by_namespace.get(namespace, {}).values())
+
+    def remember(self, obj: dict[str, Any]) -> None:
+        """Take an object a write returned, unless the cache already has a newer one (its
+        watch event may come first): the next read sees the write without waiting."""
+        key = self._key(obj)
+        cached = self.items.get(key)
+        mine, theirs = _version(obj), _version(cached) if cached is not None else None
+        if cached is not None and (mine is None or theirs is None or theirs >= mine):
+            return
+        self._put(key, slim(obj))
+
+    def _put(self, key: Key, obj: dict[str, Any]) -> None:
+        self.items[key] = obj
+        self._by_namespace.setdefault(key[0], {})[key[1]] = obj
+
+    def _drop(self, key: Key) -> None:
+        self.items.pop(key, None)
+        names = self._by_namespace.get(key[0])
+        if names is not None:
+            names.pop(key[1], None)
+            if not names:
+                del self._by_namespace[key[0]]
+
     async def _list(self) -> str:
-        items: dict[tuple[str, str], dict[str, Any]] = {}
+        items: dict[Key, dict[str, Any]] = {}
         listing = self.client.list(self.resource, labels=self.labels, **self._where)  # type: ignore[call-overload]
         async for item in listing:
-            obj = item.to_dict()
+            obj = slim(item.to_dict())
             items[self._key(obj)] = obj
-        self.items = items
+        by_namespace: dict[str, dict[str, dict[str, Any]]] = {}
+        for (namespace, name), obj in items.items():
+            by_namespace.setdefault(namespace, {})[name] = obj
+        self.items, self._by_namespace = items, by_namespace
         return str(listing.resourceVersion)
 
     async def _watch(self, version: str) -> None:
@@ -86,9 +141,9 @@ class Informer:
 
     def _take(self, event: str, obj: dict[str, Any]) -> None:
         if event == "DELETED":
-            self.items.pop(self._key(obj), None)
+            self._drop(self._key(obj))
         else:
-            self.items[self._key(obj)] = obj
+            self._put(self._key(obj), slim(obj))
         if self.on_event:
             self.on_event(event, obj)
 

@@ -1,0 +1,68 @@
+"""Delivery reads and prunes from watch caches: what a cache holds, and that a cache which
+missed changes (its watch down or being restarted) never deletes an object it did not see."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+from lightkube.codecs import from_dict
+from lightkube.resources.core_v1 import ConfigMap
+
+from wharf.kube import async_client
+from wharf.kube.apply import MANAGED_BY, prune_cached
+from wharf.kube.informer import Informer
+from wharf.lab import Lab
+
+OURS = {MANAGED_BY: "wharf", "wharf.io/app": "web"}
+
+
+def config_map(name: str, namespace: str, labels: dict[str, str]) -> Any:
+    return from_dict(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": namespace, "labels": labels},
+            "data": {"k": "v"},
+        }
+    )
+
+
+async def test_a_stale_cache_prunes_nothing_it_did_not_see(lab: Lab) -> None:
+    client = async_client(lab.cluster("lab1").kubeconfig)
+    namespace = f"cache-{uuid.uuid4().hex[:8]}"
+    await client.apply(
+        from_dict({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+    )
+    for name in ("replaced", "relabelled", "left"):
+        await client.apply(config_map(name, namespace, OURS), field_manager="wharf")
+    cache = Informer(client, ConfigMap, labels={MANAGED_BY: "wharf"}, name="test")
+    task = asyncio.create_task(cache.run())
+    try:
+        await asyncio.wait_for(cache.synced.wait(), 30)
+        assert len(cache.in_namespace(namespace)) == 3  # listed once synced
+        # The cache keeps what Wharf reads, not the server's bookkeeping.
+        assert all("managedFields" not in o["metadata"] for o in cache.in_namespace(namespace))
+    finally:
+        task.cancel()  # the watch is down from here: the cache goes stale
+    seen = cache.in_namespace(namespace)
+    # Meanwhile: one object is deleted and made again by someone else under the same name,
+    # another is taken by another application (same object, new labels).
+    await client.delete(ConfigMap, "replaced", namespace=namespace)
+    await client.apply(config_map("replaced", namespace, {"owner": "someone"}), field_manager="x")
+    await client.apply(
+        config_map("relabelled", namespace, {MANAGED_BY: "wharf", "wharf.io/app": "other"}),
+        field_manager="wharf",
+    )
+    # Nothing is kept: the stale cache says all three are the application's to prune.
+    removed = await prune_cached(client, seen, keep=set())
+    assert removed == ["left"]
+    replaced = await client.get(ConfigMap, "replaced", namespace=namespace)
+    assert replaced.metadata is not None
+    assert replaced.metadata.labels == {"owner": "someone"}
+    relabelled = await client.get(ConfigMap, "relabelled", namespace=namespace)
+    assert relabelled.metadata is not None
+    assert relabelled.metadata.labels is not None
+    assert relabelled.metadata.labels["wharf.io/app"] == "other"
+    await client.close()
