@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from wharf.clusters.model import NODE_POOL, QUOTA_TO_CAPACITY
 from wharf.core.errors import ConflictError, ForbiddenError, InvalidError, NotFoundError
 from wharf.core.quantity import QuantityError, format_resources, parse_quantity
-from wharf.core.resources import check_name
+from wharf.core.resources import check_name, spec_of
 from wharf.identity import service as identity
 from wharf.identity.model import Action, Principal
 from wharf.resources.service import Change, KindRules, Verdict, named_project_scopes
@@ -23,6 +23,7 @@ from wharf.tenancy.model import (
     PROJECT_NAME_MAX,
     TENANT,
     TENANT_NAME_MAX,
+    ProjectQuota,
     ProjectSpec,
     TenantSpec,
     amounts,
@@ -228,9 +229,10 @@ class ProjectRules(KindRules[ProjectSpec]):
                     )
         asked = amounts(spec.quota, "spec.quota")
         tenant_quota = amounts(tenant_spec.quota, "spec.quota")
+        # Only the siblings' quotas are read: this runs inside the write transaction.
         siblings = total(
-            amounts(PROJECT.typed(x).quota, "spec.quota")
-            for x in store.query("Project", scopes=[(change.tenant, None)])
+            amounts(spec_of(x, ProjectQuota).quota, "spec.quota")
+            for x in store.spec_parts("Project", ["quota"], scopes=[(change.tenant, None)])
             if x.name != change.name
         )
         check_within(
