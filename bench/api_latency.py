@@ -303,7 +303,9 @@ def main() -> None:
             server = start_server(port, {"WHARF_DATABASE_URL": db}, timeout=300)
             base = f"http://127.0.0.1:{port}"
             token = httpx.post(
-                f"{base}/api/v1/login", json={"username": "admin", "password": PASSWORD}
+                f"{base}/api/v1/login",
+                json={"username": "admin", "password": PASSWORD},
+                timeout=60,
             ).json()["token"]
             http = httpx.Client(
                 base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=60

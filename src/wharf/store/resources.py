@@ -65,6 +65,8 @@ class SpecPart:
     tenant: str
     name: str
     spec: dict[str, Any]
+    uid: str
+    resource_version: int
 
 
 def _row(row: Any) -> StoredResource:
@@ -174,13 +176,14 @@ class ResourceStore:
         """`fields` of the spec of each live resource of a kind (in `scopes`): the database
         picks them out, so neither the rest of the spec nor labels and status are decoded."""
         columns = [resources.c.spec[f].label(f"spec_{i}") for i, f in enumerate(fields)]
-        query = self._filtered(kind, scopes, None).with_only_columns(
-            resources.c.tenant, resources.c.name, *columns
-        )
+        keys = (resources.c.tenant, resources.c.name, resources.c.uid, resources.c.resource_version)
+        query = self._filtered(kind, scopes, None).with_only_columns(*keys, *columns)
         parts = []
         for row in self.session.execute(query):
-            values = {f: row[2 + i] for i, f in enumerate(fields) if row[2 + i] is not None}
-            parts.append(SpecPart(kind, row.tenant, row.name, values))
+            values = {f: row[4 + i] for i, f in enumerate(fields) if row[4 + i] is not None}
+            parts.append(
+                SpecPart(kind, row.tenant, row.name, values, row.uid, row.resource_version)
+            )
         return parts
 
     def count(
