@@ -5,7 +5,15 @@ tenants and projects, then sends requests on a fixed schedule (open loop: a slow
 not slow the sender) and prints p50/p99 per endpoint beside /healthz of the same server,
 measured in the same run. Prints figures; asserts nothing about time.
 
+By default (`--busy`) the controllers are kept busy throughout: a one-cluster lab is started
+and registered, a tenant's projects are placed on it, and a steady churn of quota and label
+edits on those projects (other projects than the measured ones) keeps the placement
+controller applying ResourceQuotas, writing project status and recounting the tenant's
+totals while each endpoint is measured. Each row says how many reconciles ran in its window.
+`--no-busy` measures once the controllers are idle (the figures before issue 16).
+
     uv run python bench/api_latency.py [--rate 50] [--seconds 10] [--projects 1000]
+        [--busy | --no-busy] [--churn 10] [--churn-projects 20]
 """
 
 from __future__ import annotations
@@ -15,10 +23,19 @@ import asyncio
 import os
 import tempfile
 import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 from benchkit import PASSWORD, free_port, pct, start_server
+
+from wharf.lab import Lab, find_binaries
+
+CHURN_TENANT = "churn"
+Request = tuple[str, str, dict[str, Any] | None]
 
 
 def seed(http: httpx.Client, tenants: int, projects: int) -> None:
@@ -44,22 +61,131 @@ def seed(http: httpx.Client, tenants: int, projects: int) -> None:
             ).raise_for_status()
 
 
-def wait_idle(http: httpx.Client) -> None:
-    """Measure the steady state: wait until the controllers have placed what was seeded."""
-    deadline = time.monotonic() + 300
+def churn_project(cluster: str, i: int, quota: int, labels: dict[str, str]) -> dict[str, Any]:
+    name = f"c{i:03d}"
+    return {
+        "kind": "Project",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "quota": {"count/configmaps": str(quota)},
+            "environments": [{"name": "dev", "clusters": [cluster]}],
+        },
+    }
+
+
+def place_churn_projects(http: httpx.Client, lab: Lab, count: int) -> str:
+    """Register the lab's cluster and place `count` projects of one tenant on it; its name."""
+    cluster = lab.clusters()[0]
+    http.put(
+        f"/api/v1/clusters/{cluster.name}",
+        json={
+            "kind": "Cluster",
+            "metadata": {"name": cluster.name},
+            "spec": {"kubeconfig": cluster.kubeconfig.read_text()},
+        },
+    ).raise_for_status()
+    wait_for("the cluster's capacity", lambda: _cluster_ready(http, cluster.name))
+    http.put(
+        f"/api/v1/tenants/{CHURN_TENANT}",
+        json={
+            "kind": "Tenant",
+            "metadata": {"name": CHURN_TENANT},
+            "spec": {
+                "quota": {"count/configmaps": str(count * 20)},
+                "clusters": [cluster.name],
+            },
+        },
+    ).raise_for_status()
+    for i in range(count):
+        http.put(
+            f"/api/v1/tenants/{CHURN_TENANT}/projects/c{i:03d}",
+            json=churn_project(cluster.name, i, 10, {}),
+        ).raise_for_status()
+    wait_for("the churn projects' namespaces", lambda: _placed(http, count))
+    return cluster.name
+
+
+def _cluster_ready(http: httpx.Client, name: str) -> bool:
+    status = http.get(f"/api/v1/clusters/{name}").json()["status"]
+    return bool(status.get("capacity")) and status.get("phase") == "Ready"
+
+
+def _placed(http: httpx.Client, count: int) -> bool:
+    page = http.get(f"/api/v1/tenants/{CHURN_TENANT}/projects", params={"limit": 500}).json()
+    ready = [p for p in page["items"] if p["status"].get("phase") == "Ready"]
+    return len(ready) == count
+
+
+def wait_for(what: str, check: Callable[[], bool], timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        depths = [
-            float(line.rsplit(" ", 1)[1])
-            for line in http.get("/metrics").text.splitlines()
-            if line.startswith("wharf_controller_queue_depth{")
-        ]
-        if depths and not any(depths):
+        if check():
             return
         time.sleep(0.5)
-    raise SystemExit("the controllers did not settle within 5 minutes")
+    raise SystemExit(f"{what}: not there within {timeout:.0f}s")
 
 
-async def measure(client: httpx.AsyncClient, make, rate: float, seconds: float) -> list[float]:
+def _metric(http: httpx.Client, name: str) -> dict[str, float]:
+    """One metric's value by its `controller` label."""
+    out: dict[str, float] = {}
+    for line in http.get("/metrics").text.splitlines():
+        if line.startswith(name + "{"):
+            labels, value = line.rsplit(" ", 1)
+            out[labels.split('controller="', 1)[1].split('"', 1)[0]] = float(value)
+    return out
+
+
+def wait_idle(http: httpx.Client) -> None:
+    """Wait until the controllers have placed what was seeded."""
+    wait_for(
+        "the controllers settling",
+        lambda: not any(_metric(http, "wharf_controller_queue_depth").values()),
+    )
+
+
+class Churn:
+    """Quota and label edits on the churn tenant's projects at a fixed rate (open loop),
+    for as long as it runs; each one gives the placement controller a reconcile."""
+
+    def __init__(self, cluster: str, projects: int, rate: float) -> None:
+        self.cluster, self.projects, self.rate = cluster, projects, rate
+        self.sent = 0
+        self.answers: Counter[str] = Counter()
+
+    def edit(self, n: int) -> Request:
+        i, round_ = n % self.projects, n // self.projects
+        # Odd rounds move the quota (a ResourceQuota to apply, a status and the tenant's
+        # totals to write); even rounds move a label only.
+        quota = 10 + (round_ + 1) // 2 % 2
+        body = churn_project(self.cluster, i, quota, {"rev": str(round_ % 4)})
+        return "PUT", f"/api/v1/tenants/{CHURN_TENANT}/projects/c{i:03d}", body
+
+    async def run(self, client: httpx.AsyncClient, stop: asyncio.Event) -> None:
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def one(n: int) -> None:
+            method, url, body = self.edit(n)
+            try:
+                answer = str((await client.request(method, url, json=body)).status_code)
+            except httpx.HTTPError as exc:  # counted, as a slow answer is: the churn goes on
+                answer = type(exc).__name__
+            self.answers[answer] += 1
+
+        start = time.perf_counter()
+        while not stop.is_set():
+            delay = start + self.sent / self.rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            task = asyncio.create_task(one(self.sent))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            self.sent += 1
+        await asyncio.gather(*tasks)
+
+
+async def measure(
+    client: httpx.AsyncClient, make: Callable[[int], Request], rate: float, seconds: float
+) -> list[float]:
     """Send make(i) at `rate` per second for `seconds`; return each latency in ms."""
     latencies: list[float] = []
     interval = 1.0 / rate
@@ -83,38 +209,69 @@ async def measure(client: httpx.AsyncClient, make, rate: float, seconds: float) 
     return latencies
 
 
-async def run(base: str, token: str, rate: float, seconds: float) -> None:
+def cases(project: dict[str, Any]) -> dict[str, Callable[[int], Request]]:
+    def mutate(i: int) -> Request:
+        body = {**project, "spec": {**project["spec"], "displayName": f"run {i}"}}
+        body["metadata"] = {"name": "p0000"}
+        return "PUT", "/api/v1/tenants/bench000/projects/p0000", body
+
+    return {
+        "empty (GET /healthz)": lambda i: ("GET", "/healthz", None),
+        "list (GET /api/v1/projects?limit=100)": lambda i: (
+            "GET",
+            "/api/v1/projects?limit=100",
+            None,
+        ),
+        "get (GET one project)": lambda i: (
+            "GET",
+            f"/api/v1/tenants/bench000/projects/p{i % 50:04d}",
+            None,
+        ),
+        "mutation (PUT a project)": mutate,
+    }
+
+
+@contextmanager
+def reconciles(http: httpx.Client, into: dict[str, float]) -> Iterator[None]:
+    """The controllers' reconciles during the block, by controller (into `into`)."""
+    before = _metric(http, "wharf_controller_reconciles")
+    yield
+    after = _metric(http, "wharf_controller_reconciles")
+    into.update({k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)})
+
+
+async def run(
+    base: str, token: str, rate: float, seconds: float, churn: Churn | None, http: httpx.Client
+) -> None:
     headers = {"Authorization": f"Bearer {token}"}
     async with httpx.AsyncClient(base_url=base, headers=headers, timeout=30) as client:
         project = (await client.get("/api/v1/tenants/bench000/projects/p0000")).json()
-
-        def mutate(i: int) -> tuple[str, str, dict]:
-            body = {**project, "spec": {**project["spec"], "displayName": f"run {i}"}}
-            body["metadata"] = {"name": "p0000"}
-            return "PUT", "/api/v1/tenants/bench000/projects/p0000", body
-
-        cases = {
-            "empty (GET /healthz)": lambda i: ("GET", "/healthz", None),
-            "list (GET /api/v1/projects?limit=100)": lambda i: (
-                "GET",
-                "/api/v1/projects?limit=100",
-                None,
-            ),
-            "get (GET one project)": lambda i: (
-                "GET",
-                f"/api/v1/tenants/bench000/projects/p{i % 50:04d}",
-                None,
-            ),
-            "mutation (PUT a project)": mutate,
-        }
-        await measure(client, cases["empty (GET /healthz)"], rate, 1.0)  # warm up
-        print(f"{'endpoint':<42}{'p50 ms':>10}{'p99 ms':>10}{'vs empty p50':>15}")
+        stop = asyncio.Event()
+        # The churn has its own connections: its requests never wait for the measured ones'.
+        other = httpx.AsyncClient(base_url=base, headers=headers, timeout=30)
+        churning = asyncio.create_task(churn.run(other, stop)) if churn else None
+        await measure(client, cases(project)["empty (GET /healthz)"], rate, 1.0)  # warm up
+        print(f"{'endpoint':<42}{'p50 ms':>10}{'p99 ms':>10}{'vs empty p50':>15}   reconciles")
         baseline = None
-        for name, make in cases.items():
-            values = await measure(client, make, rate, seconds)
+        started, sent = time.perf_counter(), churn.sent if churn else 0
+        for name, make in cases(project).items():
+            done: dict[str, float] = {}
+            with reconciles(http, done):
+                values = await measure(client, make, rate, seconds)
             p50, p99 = pct(values, 50), pct(values, 99)
             baseline = baseline or p50
-            print(f"{name:<42}{p50:>10.2f}{p99:>10.2f}{p50 / baseline:>14.1f}x")
+            counted = ", ".join(f"{k} {v:.0f}" for k, v in sorted(done.items())) or "none"
+            print(f"{name:<42}{p50:>10.2f}{p99:>10.2f}{p50 / baseline:>14.1f}x   {counted}")
+        if churn and churning:
+            elapsed, edits = time.perf_counter() - started, churn.sent - sent
+            stop.set()
+            await churning
+            answers = ", ".join(f"{k}: {v}" for k, v in sorted(churn.answers.items()))
+            print(
+                f"churn: {edits / elapsed:.1f} project edits/s on {churn.projects} placed "
+                f"projects while measuring (answers {answers})"
+            )
+        await other.aclose()
 
 
 def main() -> None:
@@ -123,30 +280,62 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="per endpoint")
     parser.add_argument("--projects", type=int, default=1000)
     parser.add_argument("--tenants", type=int, default=20)
+    parser.add_argument(
+        "--busy",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="keep the controllers busy while measuring (a lab cluster and a churn of edits)",
+    )
+    parser.add_argument("--churn", type=float, default=10.0, help="project edits per second")
+    parser.add_argument("--churn-projects", type=int, default=20)
     args = parser.parse_args()
+    binaries = find_binaries()
+    if args.busy and binaries is None:
+        raise SystemExit("--busy needs the lab: uv run wharf lab build (or pass --no-busy)")
     with tempfile.TemporaryDirectory() as tmp:
-        port = free_port()
-        db = os.environ.get("WHARF_DATABASE_URL") or f"sqlite:///{Path(tmp) / 'bench.db'}"
-        server = start_server(port, {"WHARF_DATABASE_URL": db}, timeout=30)
+        lab = Lab(Path(tmp) / "lab", binaries) if args.busy and binaries else None
+        server = None
         try:
+            if lab is not None:
+                lab.up(clusters=1, nodes=1, progress=lambda _: None)
+            port = free_port()
+            db = os.environ.get("WHARF_DATABASE_URL") or f"sqlite:///{Path(tmp) / 'bench.db'}"
+            server = start_server(port, {"WHARF_DATABASE_URL": db}, timeout=300)
             base = f"http://127.0.0.1:{port}"
             token = httpx.post(
-                f"{base}/api/v1/login", json={"username": "admin", "password": PASSWORD}
+                f"{base}/api/v1/login",
+                json={"username": "admin", "password": PASSWORD},
+                timeout=60,
             ).json()["token"]
-            http = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"})
+            http = httpx.Client(
+                base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=60
+            )
             started = time.perf_counter()
             seed(http, args.tenants, args.projects)
             database = http.get("/api/v1/version").json()["database"]
+            churn = None
+            if lab is not None:
+                cluster = place_churn_projects(http, lab, args.churn_projects)
+                churn = Churn(cluster, args.churn_projects, args.churn)
             wait_idle(http)
+            busy = (
+                f"; busy: {args.churn:.0f} edits/s on {args.churn_projects} projects placed "
+                "on a lab cluster"
+                if churn
+                else "; controllers idle"
+            )
             print(
                 f"seeded {args.tenants} tenants, {args.projects} projects on {database} "
                 f"in {time.perf_counter() - started:.1f}s; {args.rate:.0f} req/s for "
-                f"{args.seconds:.0f}s per endpoint"
+                f"{args.seconds:.0f}s per endpoint{busy}"
             )
-            asyncio.run(run(base, token, args.rate, args.seconds))
+            asyncio.run(run(base, token, args.rate, args.seconds, churn, http))
         finally:
-            server.terminate()
-            server.wait(timeout=30)
+            if server is not None:
+                server.terminate()
+                server.wait(timeout=30)
+            if lab is not None:
+                lab.down(progress=lambda _: None)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ def _store_as_of_old(wharf: Wharf, tenant: str, name: str, spec: dict[str, Any])
     """Write a spec as an older server would have stored it (no validation on the way)."""
     with wharf.platform.db.session() as session:
         store = ResourceStore(session)
-        old = store.get("Project", tenant, name)
+        old = store.get("Project", tenant, name, lock=True)  # a status write may land meanwhile
         assert old is not None
         store.update(old, labels=old.labels, annotations=old.annotations, spec=spec)
 

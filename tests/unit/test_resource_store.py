@@ -537,3 +537,18 @@ def test_two_concurrent_creates_of_one_name_give_one_row_and_a_conflict(db: Data
     assert isinstance(outcome[0], ConflictError), outcome
     with db.session() as session:
         assert ResourceStore(session).count(KIND) == 1
+
+
+def test_spec_parts_read_only_the_named_fields_of_live_rows_in_scope(db: Database) -> None:
+    _create(db, "acme", "alpha", spec={"quota": {"cpu": "2"}, "members": [{"user": "ann"}]})
+    _create(db, "acme", "beta", spec={"members": []})  # no quota: the field is left out
+    gone = _create(db, "acme", "gamma", spec={"quota": {"cpu": "1"}})
+    _create(db, "other", "alpha", spec={"quota": {"cpu": "9"}})
+    with db.session() as session:
+        ResourceStore(session).mark_deleting(gone)
+    with db.reader() as session:
+        parts = ResourceStore(session).spec_parts(KIND, ["quota"], scopes=[("acme", None)])
+    assert sorted((p.tenant, p.name, p.spec) for p in parts) == [
+        ("acme", "alpha", {"quota": {"cpu": "2"}}),
+        ("acme", "beta", {}),
+    ]

@@ -256,11 +256,14 @@ class ResourceService:
             creationTimestamp=_ts(stored.created_at),
             updateTimestamp=_ts(stored.updated_at),
         )
+        # A kind without secrets shows its spec as stored (mask copies it: a cost for each
+        # item of a list page).
+        secrets = rules.kind.secret_fields
         return {
             "apiVersion": API_VERSION,
             "kind": rules.kind.name,
             "metadata": metadata,
-            "spec": mask(stored.spec, rules.kind.secret_fields),
+            "spec": mask(stored.spec, secrets) if secrets else stored.spec,
             "status": rules.present_status(stored, p),
         }
 

@@ -66,9 +66,10 @@ from wharf.scaling.model import applied_window
 from wharf.server.leases import LeaseKeeper
 from wharf.store import Database
 from wharf.store.audit import AuditEvent, record
-from wharf.store.resources import ResourceStore
+from wharf.store.resources import LabelIn, ResourceStore
 from wharf.tenancy.controller import PlacementController
 from wharf.tenancy.model import (
+    PROJECT_LABEL,
     NamespaceAdditions,
     namespace_name,
     owner_labels,
@@ -211,6 +212,7 @@ class Platform:
         # What Prometheus scrapes at /metrics/workloads, from the delivery controller's watches.
         self.workload_feed = WorkloadFeed(db, self.delivery.watches, self.connections.cached)
         self._tasks: list[asyncio.Task[Any]] = []
+        self._background: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.lease_keeper = LeaseKeeper(db, self.leases, settings.lease_seconds, self._gained)
         self._lease_work()
@@ -351,6 +353,9 @@ class Platform:
             return
         if kind == "Project":
             loop.call_soon_threadsafe(self.placement.controller.queue.add, (tenant, name))
+            # Its applications are delivered from its environments: those, and no others
+            # (a sweep of every cluster for each project edit kept the event loop busy).
+            loop.call_soon_threadsafe(self._deliver_applications_of, tenant, name)
         elif kind == "Cluster":
             loop.call_soon_threadsafe(self.clusters.controller.queue.add, name)
         elif kind == "Application":
@@ -376,8 +381,32 @@ class Platform:
         if kind in ("Tenant", "Cluster", "NodePool", "Registry"):
             # Membership, quota or reachability may change any project's namespaces.
             loop.call_soon_threadsafe(self.placement.controller.queue_all)
-        if kind in ("Project", "Cluster", "AppTemplate"):
+        if kind in ("Cluster", "AppTemplate"):
             loop.call_soon_threadsafe(self.delivery.controller.queue_all)
+
+    def _deliver_applications_of(self, tenant: str, project: str) -> None:
+        """Queue a project's applications for delivery (runs in the controllers' loop)."""
+
+        async def queue() -> None:
+            try:
+                keys = await asyncio.to_thread(self._applications_of, tenant, project)
+            except Exception as exc:  # the periodic resync looks at them all anyway
+                log.warning("could not list a project's applications", error=str(exc))
+                return
+            for key in keys:
+                self.delivery.controller.queue.add(key)
+
+        task = asyncio.get_running_loop().create_task(queue())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _applications_of(self, tenant: str, project: str) -> list[tuple[str, str]]:
+        scope = [(tenant, LabelIn(PROJECT_LABEL, frozenset([project])))]
+        with self.db.reader() as session:
+            store = ResourceStore(session)
+            live = store.query("Application", scopes=scope)
+            deleting = store.query("Application", scopes=scope, deleting=True)
+            return [(a.tenant, a.name) for a in live + deleting]
 
     def user_changed(self, _name: str) -> None:
         """A user was disabled or enabled: the member ServiceAccounts that carry its access

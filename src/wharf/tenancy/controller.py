@@ -654,12 +654,12 @@ class PlacementController:
                 await asyncio.to_thread(self.service.finish_delete, "Tenant", "", name, tenant.uid)
 
     def _tenant_status(self, tenant: str) -> None:
-        with self.service.db.session() as session:
-            store = ResourceStore(session)
-            stored = store.get("Tenant", "", tenant)
-            if stored is None:
-                return
-            store.write_status(stored, {**stored.status, **tenant_usage(session, tenant)})
+        # Counted in a read, written in a short write: counting every project inside the
+        # write held SQLite's one writer (and the API's writes) meanwhile. A project that
+        # moves after the count queues another one, which runs after this one.
+        with self.service.db.reader() as session:
+            usage = tenant_usage(session, tenant)
+        self.service.write_status("Tenant", "", tenant, lambda stored: {**stored.status, **usage})
 
     async def stop(self) -> None:
         await self.watches.stop()

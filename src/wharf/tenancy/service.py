@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from fractions import Fraction
 from typing import Any
 
@@ -11,18 +12,19 @@ from sqlalchemy.orm import Session
 from wharf.clusters.model import NODE_POOL, QUOTA_TO_CAPACITY
 from wharf.core.errors import ConflictError, ForbiddenError, InvalidError, NotFoundError
 from wharf.core.quantity import QuantityError, format_resources, parse_quantity
-from wharf.core.resources import check_name
+from wharf.core.resources import check_name, spec_of
 from wharf.identity import service as identity
 from wharf.identity.model import Action, Principal
 from wharf.resources.service import Change, KindRules, Verdict, named_project_scopes
 from wharf.store.claims import Holder, Wanted, hold, release
-from wharf.store.resources import LabelIn, ResourceStore, Scopes, StoredResource
+from wharf.store.resources import LabelIn, ResourceStore, Scopes, SpecPart, StoredResource
 from wharf.tenancy.model import (
     PROJECT,
     PROJECT_LABEL,
     PROJECT_NAME_MAX,
     TENANT,
     TENANT_NAME_MAX,
+    ProjectQuota,
     ProjectSpec,
     TenantSpec,
     amounts,
@@ -229,8 +231,8 @@ class ProjectRules(KindRules[ProjectSpec]):
         asked = amounts(spec.quota, "spec.quota")
         tenant_quota = amounts(tenant_spec.quota, "spec.quota")
         siblings = total(
-            amounts(PROJECT.typed(x).quota, "spec.quota")
-            for x in store.query("Project", scopes=[(change.tenant, None)])
+            _sibling_quota(store, x)
+            for x in store.spec_parts("Project", ["quota"], scopes=[(change.tenant, None)])
             if x.name != change.name
         )
         check_within(
@@ -291,6 +293,29 @@ class ProjectRules(KindRules[ProjectSpec]):
             return
         members = [(m.user, m.role) for m in PROJECT.typed(stored).members]
         identity.replace_members(session, stored.tenant, stored.name, members)
+
+
+# Versions of project rows whose whole spec met today's rules when a sibling's write read
+# it: each is read and parsed once, not at every write of every sibling (inside the write
+# transaction). A version never changes, so this holds across replicas too.
+_MEETS_TODAY: dict[tuple[str, int], None] = {}
+_MEETS_TODAY_MAX = 20_000
+_MEETS_TODAY_LOCK = threading.Lock()
+
+
+def _sibling_quota(store: ResourceStore, part: SpecPart) -> dict[str, Fraction]:
+    """A sibling project's quota; an OutdatedSpecError naming it when its stored spec no
+    longer meets today's rules (the write that needs it cannot be judged)."""
+    version = (part.uid, part.resource_version)
+    if version not in _MEETS_TODAY:
+        stored = store.get("Project", part.tenant, part.name)
+        if stored is not None:
+            PROJECT.typed(stored)
+        with _MEETS_TODAY_LOCK:
+            if len(_MEETS_TODAY) >= _MEETS_TODAY_MAX:
+                del _MEETS_TODAY[next(iter(_MEETS_TODAY))]
+            _MEETS_TODAY[version] = None
+    return amounts(spec_of(part, ProjectQuota).quota, "spec.quota")
 
 
 def _pod_security_levels(spec: ProjectSpec) -> dict[str, tuple[str, str]]:

@@ -1,0 +1,78 @@
+"""A project's change is delivered to its own applications: the platform queues them, and
+neither every application nor a sweep of every cluster (which, for each project edit, listed
+what Wharf owns in every cluster on the controllers' event loop, next to the API's requests)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Hashable, Iterable
+from pathlib import Path
+
+from wharf.core.config import Settings
+from wharf.identity.model import Grant, Principal
+from wharf.server.platform import Platform
+from wharf.store import Database, migrate
+from wharf.store.resources import ResourceStore
+from wharf.tenancy.model import PROJECT_LABEL
+
+ADMIN = Principal("admin", frozenset({Grant("platform-admin")}))
+
+
+def _manifest(kind: str, name: str, tenant: str = "") -> dict[str, object]:
+    metadata = {"name": name, **({"tenant": tenant} if tenant else {})}
+    return {"apiVersion": "wharf.io/v1", "kind": kind, "metadata": metadata, "spec": {}}
+
+
+def test_a_project_change_queues_its_own_applications_and_sweeps_nothing(
+    database_url: str, tmp_path: Path
+) -> None:
+    db = Database(database_url)
+    migrate(db)
+    settings = Settings(
+        database_url=database_url,
+        secret_key="unit-test-key",
+        controllers=False,
+        alert_receiver_token_file=tmp_path / "receiver-token",
+    )
+    platform = Platform(settings, db)
+    platform.resources.apply(ADMIN, _manifest("Tenant", "acme"))
+    for project in ("shop", "blog"):
+        platform.resources.apply(ADMIN, _manifest("Project", project, "acme"))
+    with db.session() as session:  # applications as their service stores them: labelled
+        store = ResourceStore(session)
+        for project, app in (("shop", "web"), ("shop", "api"), ("blog", "feed")):
+            store.create(
+                "Application", "acme", app, labels={PROJECT_LABEL: project}, annotations={}, spec={}
+            )
+    sweeps: list[str] = []
+
+    async def every_application() -> Iterable[Hashable]:
+        sweeps.append("swept")
+        return [("acme", "web"), ("acme", "api"), ("acme", "feed")]
+
+    platform.delivery.controller.list_keys = every_application
+    queue = platform.delivery.controller.queue
+
+    async def run() -> set[Hashable]:
+        platform.start()
+        platform.resources.apply(
+            ADMIN,
+            {
+                **_manifest("Project", "shop", "acme"),
+                "metadata": {"name": "shop", "tenant": "acme", "labels": {"team": "a"}},
+            },
+        )
+        queued: set[Hashable] = set()
+        async with asyncio.timeout(30):
+            while len(queued) < 2:
+                queued.add(await queue.get())
+        for _ in range(20):  # let anything else the change set off run
+            await asyncio.sleep(0)
+        while len(queue):
+            queued.add(await queue.get())
+        await platform.stop()
+        return queued
+
+    assert asyncio.run(run()) == {("acme", "web"), ("acme", "api")}
+    assert sweeps == []
+    db.dispose()
