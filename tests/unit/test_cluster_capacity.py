@@ -109,3 +109,39 @@ def test_the_cluster_controller_keeps_of_a_pod_only_what_capacity_reads() -> Non
     ]
     assert all("managedFields" not in p["metadata"] and "labels" not in p["metadata"] for p in kept)
     assert all("tolerations" not in p["spec"] and "podIP" not in p["status"] for p in kept)
+
+
+class _Listed:
+    def __init__(self, obj: dict[str, Any]) -> None:
+        self.obj = obj
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.obj
+
+
+class _Listing:
+    """What lightkube's list gives: items, then the list's resourceVersion."""
+
+    resourceVersion = "5"
+
+    def __init__(self, objs: list[dict[str, Any]]) -> None:
+        self.objs = objs
+
+    async def __aiter__(self) -> Any:
+        for obj in self.objs:
+            yield _Listed(obj)
+
+
+def test_a_relist_keeps_only_what_capacity_reads_in_every_index() -> None:
+    # The first cut trimmed `items` after a relist but not the per-namespace index, which
+    # kept every whole pod of each relist (found by the review of that change).
+    from lightkube.resources.core_v1 import Pod
+
+    from wharf.clusters.controller import PodRequests
+
+    client = SimpleNamespace(list=lambda *_a, **_k: _Listing([_kwok_pod(i) for i in range(2)]))
+    pods = PodRequests(client, Pod, name="lab1/pods")  # type: ignore[arg-type]
+    asyncio.run(pods._list())
+    kept = list(pods.items.values()) + pods.in_namespace("scale-load")
+    assert len(kept) == 4
+    assert all("tolerations" not in p["spec"] and "labels" not in p["metadata"] for p in kept)

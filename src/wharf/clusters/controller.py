@@ -73,13 +73,8 @@ class PodRequests(Informer):
     """A cluster's pods as capacity counts them (model.pod_requests): 100,000 whole pods
     were gigabytes of the server's memory for a handful of fields each."""
 
-    def _take(self, event: str, obj: dict[str, Any]) -> None:
-        super()._take(event, pod_requests(obj))
-
-    async def _list(self) -> str:
-        version = await super()._list()
-        self.items = {key: pod_requests(pod) for key, pod in self.items.items()}
-        return version
+    def _shape(self, obj: dict[str, Any]) -> dict[str, Any]:
+        return pod_requests(obj)
 
 
 class ClusterController:

@@ -85,6 +85,11 @@ class Informer:
     def in_namespace(self, namespace: str) -> list[dict[str, Any]]:
         return list(self._by_namespace.get(namespace, {}).values())
 
+    def _shape(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """What the cache keeps of an object; a subclass keeps less. Every way in (list,
+        watch, a write's answer) goes through here, so no path keeps whole objects."""
+        return slim(obj)
+
     def remember(self, obj: dict[str, Any]) -> None:
         """Take an object a write returned, unless the cache already has a newer one (its
         watch event may come first): the next read sees the write without waiting."""
@@ -93,7 +98,7 @@ class Informer:
         mine, theirs = _version(obj), _version(cached) if cached is not None else None
         if cached is not None and (mine is None or theirs is None or theirs >= mine):
             return
-        self._put(key, slim(obj))
+        self._put(key, self._shape(obj))
 
     def _put(self, key: Key, obj: dict[str, Any]) -> None:
         self.items[key] = obj
@@ -111,7 +116,7 @@ class Informer:
         items: dict[Key, dict[str, Any]] = {}
         listing = self.client.list(self.resource, labels=self.labels, **self._where)  # type: ignore[call-overload]
         async for item in listing:
-            obj = slim(item.to_dict())
+            obj = self._shape(item.to_dict())
             items[self._key(obj)] = obj
         by_namespace: dict[str, dict[str, dict[str, Any]]] = {}
         for (namespace, name), obj in items.items():
@@ -143,7 +148,7 @@ class Informer:
         if event == "DELETED":
             self._drop(self._key(obj))
         else:
-            self._put(self._key(obj), slim(obj))
+            self._put(self._key(obj), self._shape(obj))
         if self.on_event:
             self.on_event(event, obj)
 
@@ -182,6 +187,9 @@ class ClusterWatches:
 
     def __init__(self) -> None:
         self._watches: dict[str, tuple[str, list[Informer], list[asyncio.Task[None]]]] = {}
+        # One replacement at a time per cluster: two workers replacing a cluster's set at
+        # once would each start one, and the first one's watches would run on, unowned.
+        self._replacing: dict[str, asyncio.Lock] = {}
 
     def clusters(self) -> set[str]:
         return set(self._watches)
@@ -196,11 +204,15 @@ class ClusterWatches:
         known = self._watches.get(cluster)
         if known and known[0] == fingerprint:
             return known[1]
-        await self.drop(cluster)
-        informers = make()
-        tasks = [asyncio.create_task(i.run(), name=i.name) for i in informers]
-        self._watches[cluster] = (fingerprint, informers, tasks)
-        return informers
+        async with self._replacing.setdefault(cluster, asyncio.Lock()):
+            known = self._watches.get(cluster)
+            if known and known[0] == fingerprint:
+                return known[1]  # another worker replaced it while this one waited
+            await self.drop(cluster)
+            informers = make()
+            tasks = [asyncio.create_task(i.run(), name=i.name) for i in informers]
+            self._watches[cluster] = (fingerprint, informers, tasks)
+            return informers
 
     async def drop(self, cluster: str) -> None:
         known = self._watches.pop(cluster, None)
