@@ -114,3 +114,25 @@ def test_the_platform_tells_the_release_controller_of_each_delivery(
     platform = Platform(settings, db)
     assert platform.delivery.delivered == [platform.releases.delivered]
     db.dispose()
+
+
+def test_an_application_with_no_release_to_drive_leaves_nothing_behind() -> None:
+    # Review of the event-driven steps: the per-application maps only grew, one entry for
+    # every application ever delivered or released, deleted ones included.
+    controller = ReleaseController(
+        cast(Any, None), cast(Any, None), cast(Any, None), None, lambda _key: None
+    )
+    controller._load = lambda _key: None  # type: ignore[method-assign]
+
+    async def run() -> None:
+        controller.delivered(KEY)
+        controller._ask_delivery(KEY, ("lab1", 2, 20))
+        controller._awaiting.add(KEY)
+        controller._wake(KEY, 60.0)
+        await controller.reconcile(KEY)
+        await controller.stop()
+
+    asyncio.run(run())
+    kept = (controller._deliveries, controller._asked, controller._nudged, controller._wakes)
+    assert [dict(m) for m in kept] == [{}, {}, {}, {}]
+    assert KEY not in controller._awaiting

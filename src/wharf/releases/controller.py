@@ -225,6 +225,7 @@ class ReleaseController:
         deliveries = self._deliveries.get(key, 0)
         snap = await asyncio.to_thread(self._load, key)
         if snap is None:
+            self._let_go(key)
             return
         snap.deliveries = deliveries
         if snap.spec.strategy.type == "rolling":
@@ -248,6 +249,15 @@ class ReleaseController:
             self.controller.queue.add(key)  # a person acted meanwhile: look again
             return
         self._wake(key, wait)
+
+    def _let_go(self, key: Key) -> None:
+        """No release to drive (the application is gone, or rolls): what was kept of it goes,
+        so these maps hold only applications in a release, not every one ever seen."""
+        self._deliveries.pop(key, None)
+        self._asked.pop(key, None)
+        self._nudged.pop(key, None)
+        self._awaiting.discard(key)
+        self._wake(key, None)
 
     def _wake(self, key: Key, wait: float | None) -> None:
         """Look at the release again in `wait` seconds (None: when an event says so). A pass
