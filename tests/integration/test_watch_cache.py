@@ -11,7 +11,7 @@ from lightkube.codecs import from_dict
 from lightkube.resources.core_v1 import ConfigMap
 
 from wharf.kube import async_client
-from wharf.kube.apply import MANAGED_BY, prune_cached
+from wharf.kube.apply import MANAGED_BY, dry_run, prune_cached, seen_otherwise
 from wharf.kube.informer import Informer
 from wharf.lab import Lab
 
@@ -65,4 +65,37 @@ async def test_a_stale_cache_prunes_nothing_it_did_not_see(lab: Lab) -> None:
     assert relabelled.metadata is not None
     assert relabelled.metadata.labels is not None
     assert relabelled.metadata.labels["wharf.io/app"] == "other"
+    await client.close()
+
+
+async def test_a_dry_run_tells_an_object_the_cache_did_not_see_as_it_is(lab: Lab) -> None:
+    # Review of the caches: deletes were guarded, writes were not. An object made again by
+    # someone else, or relabelled, while the watch was behind passed the owner check on the
+    # cache's copy and was force-applied: taken over. The dry run each changed object gets
+    # anyway says whether the cache saw it as it is; when not, delivery reads it first.
+    client = async_client(lab.cluster("lab1").kubeconfig)
+    namespace = f"cache-{uuid.uuid4().hex[:8]}"
+    await client.apply(
+        from_dict({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+    )
+    for name in ("replaced", "relabelled", "same"):
+        await client.apply(config_map(name, namespace, OURS), field_manager="wharf")
+    cache = Informer(client, ConfigMap, labels={MANAGED_BY: "wharf"}, name="test")
+    task = asyncio.create_task(cache.run())
+    try:
+        await asyncio.wait_for(cache.synced.wait(), 30)
+    finally:
+        task.cancel()
+    await client.delete(ConfigMap, "replaced", namespace=namespace)
+    await client.apply(config_map("replaced", namespace, {"owner": "someone"}), field_manager="x")
+    await client.apply(
+        config_map("relabelled", namespace, {MANAGED_BY: "wharf", "wharf.io/app": "other"}),
+        field_manager="wharf",
+    )
+    changed = {**config_map("x", namespace, OURS).to_dict(), "data": {"k": "changed"}}
+    told = {}
+    for name in ("replaced", "relabelled", "same", "new"):
+        obj = {**changed, "metadata": {**changed["metadata"], "name": name}}
+        told[name] = seen_otherwise(cache.get(namespace, name), await dry_run(client, obj))
+    assert told == {"replaced": True, "relabelled": True, "same": False, "new": False}
     await client.close()

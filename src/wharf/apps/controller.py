@@ -84,6 +84,7 @@ from wharf.kube.apply import (
     prune,
     prune_cached,
     remove_labelled,
+    seen_otherwise,
 )
 from wharf.kube.clients import is_unreachable
 from wharf.kube.connections import ClusterConnections, fingerprint
@@ -713,8 +714,8 @@ class DeliveryController:
             # (another application, or nothing of Wharf's) stops delivery to this cluster.
             owner = {MANAGED_BY: "wharf", TENANT_LABEL: key[0], APP_LABEL: key[1]}
             currents, pending = await self._compared(client, name, objects, owner, spec)
-            self.share.check(lease)  # lost meanwhile: its new holder goes on
             for wave in _waves(objects, pending):
+                self.share.check(lease)  # lost meanwhile: its new holder goes on
                 applied = await asyncio.gather(*(apply(client, objects[i]) for i in wave))
                 for i, current in zip(wave, applied, strict=True):
                     self.writes += 1
@@ -763,12 +764,13 @@ class DeliveryController:
             check_owner(current, owner)
         pending = [i for i, c in enumerate(currents) if c is None or not contains(objects[i], c)]
         checked = await asyncio.gather(*(dry_run(client, objects[i]) for i in pending))
-        # In the cluster but not in the cache (another owner's object, or a watch behind):
-        # read it, check its owner, and write only if it differs.
+        # In the cluster but not as the cache has it (another owner's object, one made
+        # again or relabelled while a watch was behind): read it, check its owner, and
+        # write only if it differs.
         there = [
             i
             for i, would in zip(pending, checked, strict=True)
-            if currents[i] is None and (would.get("metadata") or {}).get("resourceVersion")
+            if seen_otherwise(currents[i], would)
         ]
         for i, found in zip(
             there, await asyncio.gather(*(observe(client, objects[i]) for i in there)), strict=True

@@ -177,6 +177,22 @@ async def prune_cached(
     return removed
 
 
+def seen_otherwise(seen: dict[str, Any] | None, would: dict[str, Any]) -> bool:
+    """The dry run (`would`) met an object the cache did not show as it is: one the cache
+    lacks, another one under the same name (uid) or a later version of it. Then the
+    cache's owner check says nothing, and the object must be read before it is written."""
+    meta = would.get("metadata") or {}
+    if not meta.get("resourceVersion"):
+        return False  # nothing there: the apply creates it
+    if seen is None:
+        return True
+    had = seen.get("metadata") or {}
+    return (had.get("uid"), had.get("resourceVersion")) != (
+        meta.get("uid"),
+        meta.get("resourceVersion"),
+    )
+
+
 async def remove_labelled(
     client: AsyncClient,
     resources: Iterable[Any],
