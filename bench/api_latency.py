@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from benchkit import PASSWORD, free_port, pct, start_server
+from benchkit import PASSWORD, free_port, pct, register_cluster, start_server
 
 from wharf.lab import Lab, find_binaries
 
@@ -76,14 +76,7 @@ def churn_project(cluster: str, i: int, quota: int, labels: dict[str, str]) -> d
 def place_churn_projects(http: httpx.Client, lab: Lab, count: int) -> str:
     """Register the lab's cluster and place `count` projects of one tenant on it; its name."""
     cluster = lab.clusters()[0]
-    http.put(
-        f"/api/v1/clusters/{cluster.name}",
-        json={
-            "kind": "Cluster",
-            "metadata": {"name": cluster.name},
-            "spec": {"kubeconfig": cluster.kubeconfig.read_text()},
-        },
-    ).raise_for_status()
+    register_cluster(http, cluster.name, cluster.kubeconfig)
     wait_for("the cluster's capacity", lambda: _cluster_ready(http, cluster.name))
     http.put(
         f"/api/v1/tenants/{CHURN_TENANT}",

@@ -17,6 +17,18 @@ PASSWORD = "bench-password-1"
 SECRET_KEY = "bench"
 
 
+def register_cluster(http: httpx.Client, name: str, kubeconfig: Path) -> None:
+    """Register a lab cluster with the server by its kubeconfig (as a platform admin)."""
+    http.put(
+        f"/api/v1/clusters/{name}",
+        json={
+            "kind": "Cluster",
+            "metadata": {"name": name},
+            "spec": {"kubeconfig": kubeconfig.read_text()},
+        },
+    ).raise_for_status()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 import httpx2
-from benchkit import PASSWORD, free_port, pct, start_server
+from benchkit import PASSWORD, free_port, pct, register_cluster, start_server
 from lightkube.codecs import from_dict
 from lightkube.core.exceptions import ApiError
 
@@ -119,14 +119,7 @@ def wharf(lab: Lab, apps: int, workdir: Path) -> tuple[float, list[float], int]:
         )
         names = [c.name for c in lab.clusters()]
         for cluster in lab.clusters():
-            http.put(
-                f"/api/v1/clusters/{cluster.name}",
-                json={
-                    "kind": "Cluster",
-                    "metadata": {"name": cluster.name},
-                    "spec": {"kubeconfig": cluster.kubeconfig.read_text()},
-                },
-            ).raise_for_status()
+            register_cluster(http, cluster.name, cluster.kubeconfig)
         while not all(
             c["status"].get("capacity") for c in http.get("/api/v1/clusters").json()["items"]
         ):

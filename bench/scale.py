@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from benchkit import PASSWORD, free_port, pct, start_server
+from benchkit import PASSWORD, free_port, pct, register_cluster, start_server
 from console import fetch, measure, peak_rss_mb
 from lightkube import AsyncClient
 from lightkube.codecs import from_dict
@@ -184,14 +184,7 @@ def login(base: str) -> httpx.Client:
 def register(http: httpx.Client, clusters: list[LabCluster]) -> float:
     started = time.perf_counter()
     for cluster in clusters:
-        http.put(
-            f"/api/v1/clusters/{cluster.name}",
-            json={
-                "kind": "Cluster",
-                "metadata": {"name": cluster.name},
-                "spec": {"kubeconfig": cluster.kubeconfig.read_text()},
-            },
-        ).raise_for_status()
+        register_cluster(http, cluster.name, cluster.kubeconfig)
     wait_until(
         "clusters Ready",
         lambda: sum(
