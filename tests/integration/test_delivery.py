@@ -271,6 +271,42 @@ def test_objects_the_cluster_schema_refuses_are_applied_nowhere(wharf: Wharf, pl
         )
 
 
+def test_an_application_delivered_before_its_namespace_waits_for_it_instead_of_failing(
+    wharf: Wharf, monkeypatch
+):
+    """Applied with its project in one go, an application can reach a cluster before the
+    project's placement made the namespace: that is a wait (Pending, tried again), not a
+    failure a watcher stops at. Placement is held back here to make the race certain."""
+    placement = wharf.platform.placement.controller
+    monkeypatch.setattr(placement, "lease_for", lambda _key: None)  # as if another's work
+    dev = wharf.user()
+    tenant = wharf.tenant({"cpu": "8", "memory": "16Gi", "pods": "40"})
+    wharf.project(
+        tenant,
+        "shop",
+        {"cpu": "4", "memory": "8Gi", "pods": "20"},
+        members=[{"user": dev.user, "role": "developer"}],
+    )
+    path = f"/api/v1/tenants/{tenant}/applications/early"
+    dev.ok("PUT", path, json=application(tenant, "early", {"replicas": 1}))
+
+    def waiting() -> dict[str, Any] | None:
+        status = dev.ok("GET", path)["status"]
+        clusters = status.get("clusters", {})
+        return status if len(clusters) == 2 else None
+
+    status = wait_for(waiting, what="the delivery tried in both clusters")
+    assert status["state"] == "Progressing", status
+    for cluster in ("lab1", "lab2"):
+        part = status["clusters"][cluster]
+        assert part["state"] == "Pending", part
+        assert f"waiting for its namespace {tenant}--shop-dev" in part["message"]
+
+    monkeypatch.undo()  # placement goes on: the application follows without being touched
+    placement.queue.add((tenant, "shop"))
+    wait_available(wharf, dev, tenant, "early")
+
+
 def test_secrets_are_sealed_at_rest_and_reach_the_clusters(wharf: Wharf, place, kubectl):
     tenant, dev = place
     path = f"/api/v1/tenants/{tenant}/applications/api"

@@ -78,6 +78,7 @@ from wharf.kube.apply import (
     check_owner,
     contains,
     dry_run,
+    is_missing_namespace,
     labelled,
     observe,
     owner_labels,
@@ -193,6 +194,14 @@ KEPT_STATUS = ("schedule",)
 OWNED: dict[str, Any] = {MANAGED_BY: "wharf", APP_LABEL: None}  # None: the label is set
 # A revision delivered to one cluster: its spec as stored, its rendered objects, its number.
 Variant = tuple[dict[str, Any], list[dict[str, Any]], int]
+
+
+WAITING_FOR_NAMESPACE = "waiting for its namespace"
+
+
+class NamespacePending(Exception):
+    """Delivered before its project's placement made the namespace in some cluster: tried
+    again (with the controller's backoff) rather than reported failed."""
 
 
 class RevisionPins(Protocol):
@@ -548,6 +557,9 @@ class DeliveryController:
         failed = [e for e in await leaving if isinstance(e, BaseException)]
         if failed:
             raise failed[0]
+        waiting = [c for c, r in zip(mine, results, strict=True) if _waits_for_namespace(r)]
+        if waiting:
+            raise NamespacePending(f"{namespace} not yet in {', '.join(waiting)}")
 
     async def _failover(
         self,
@@ -728,11 +740,17 @@ class DeliveryController:
             return await _cluster_status(client, self._caches(name), namespace, key[1], observed)
         except LeaseLost:
             raise
-        except RejectedError as exc:
-            return {"state": "Failed", "message": f"rejected by the cluster: {exc}"[:400]}
-        except OwnedElsewhereError as exc:
-            return {"state": "Conflict", "message": str(exc)[:400]}
         except Exception as exc:
+            if is_missing_namespace(exc):  # its project's placement is making it
+                message = (
+                    f"{WAITING_FOR_NAMESPACE} {namespace}: the project's placement makes it "
+                    "(its status says how that goes)"
+                )
+                return {"state": "Pending", "message": message}
+            if isinstance(exc, RejectedError):
+                return {"state": "Failed", "message": f"rejected by the cluster: {exc}"[:400]}
+            if isinstance(exc, OwnedElsewhereError):
+                return {"state": "Conflict", "message": str(exc)[:400]}
             message = f"{type(exc).__name__}: {exc}"[:300]
             log.warning("delivery failed", cluster=name, app=key, error=message)
             return {"state": "Unreachable" if is_unreachable(exc) else "Failed", "message": message}
@@ -1097,3 +1115,9 @@ def _status(
         "warnings": warnings,
         "conditions": conditions,
     }
+
+
+def _waits_for_namespace(result: dict[str, Any]) -> bool:
+    return result.get("state") == "Pending" and str(result.get("message", "")).startswith(
+        WAITING_FOR_NAMESPACE
+    )

@@ -277,6 +277,10 @@ class RejectedError(Exception):
     """The cluster's own schema or admission refused an object (found by a dry run)."""
 
 
+class NamespaceMissingError(RejectedError):
+    """The object's namespace is not in the cluster (yet): nothing wrong with the object."""
+
+
 def _path(resource: Any, name: str, namespace: str | None) -> str:
     info = api_info(resource)
     group, version = info.resource.group, info.resource.version
@@ -305,9 +309,28 @@ async def dry_run(client: AsyncClient, obj: dict[str, Any]) -> dict[str, Any]:
     )
     if response.status_code >= 400:
         try:
-            message = response.json().get("message", response.text)
+            status = response.json()
         except ValueError:
-            message = response.text
+            status = {}
+        message = status.get("message", response.text) if isinstance(status, dict) else ""
+        if response.status_code == 404 and _missing_namespace(status):
+            raise NamespaceMissingError(f"{obj['kind']} {meta['name']}: {message}")
         raise RejectedError(f"{obj['kind']} {meta['name']}: {message}")
     result: dict[str, Any] = response.json()
     return result
+
+
+def _missing_namespace(status: Any) -> bool:
+    """Whether a 404 Status says the namespace is what is not there (not the object)."""
+    details = status.get("details") if isinstance(status, dict) else None
+    return isinstance(details, dict) and details.get("kind") == "namespaces"
+
+
+def is_missing_namespace(exc: BaseException) -> bool:
+    """Whether a write failed because its namespace is not in the cluster (yet)."""
+    if isinstance(exc, NamespaceMissingError):
+        return True
+    if isinstance(exc, ApiError) and exc.status.code == 404:
+        details = exc.status.details
+        return details is not None and details.kind == "namespaces"
+    return False

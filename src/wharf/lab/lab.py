@@ -266,11 +266,17 @@ class LabCluster:
         """Where simulated containers' logs are, in the kubelet's layout (wharf.lab.podlogs)."""
         return self.directory / podlogs.LOG_DIRECTORY
 
-    def pod_log(self, namespace: str, pod: str, container: str | None = None) -> Path:
-        """The log file of a container of a pod (its first container when not named)."""
-        found = sorted(self.pod_log_dir.glob(f"{namespace}_{pod}_*/{container or '*'}/0.log"))
-        if not found:
-            raise LabError(f"{self.name}: no log file for pod {namespace}/{pod} yet")
+    def pod_log(
+        self, namespace: str, pod: str, container: str | None = None, wait: float = 30.0
+    ) -> Path:
+        """The log file of a container of a pod (its first container when not named). The
+        pod-logs component makes it within a poll of the pod being scheduled: wait that long."""
+        pattern = f"{namespace}_{pod}_*/{container or '*'}/0.log"
+        deadline = time.monotonic() + wait
+        while not (found := sorted(self.pod_log_dir.glob(pattern))):
+            if time.monotonic() >= deadline:
+                raise LabError(f"{self.name}: no log file for pod {namespace}/{pod} after {wait} s")
+            time.sleep(0.2)
         return max(found, key=lambda p: p.stat().st_mtime)
 
     def write_pod_log(
