@@ -307,6 +307,26 @@ def test_an_application_delivered_before_its_namespace_waits_for_it_instead_of_f
     wait_available(wharf, dev, tenant, "early")
 
 
+def test_only_an_application_change_its_namespaces_list_places_its_project_again(
+    wharf: Wharf, place, monkeypatch
+):
+    """The namespaces list their applications' node ports and hosts: a new application with
+    neither leaves them as they are (no placement pass per application delivered); an edit or
+    a delete may not, and places the project again."""
+    tenant, dev = place
+    # Deletes stay unfinished (their controller's work is another replica's, as it were).
+    monkeypatch.setattr(wharf.platform.delivery.controller, "lease_for", lambda _key: None)
+    path = f"/api/v1/tenants/{tenant}/applications/plain"
+    dev.ok("PUT", path, json=application(tenant, "plain", {"replicas": 1}))
+    affected = wharf.platform._placement_of_application
+    assert affected(tenant, "plain") == ""
+    dev.ok("PUT", path, json=application(tenant, "plain", {"replicas": 2}))
+    assert affected(tenant, "plain") == "shop"
+    dev.ok("DELETE", path, params={"confirm": "plain"})
+    assert affected(tenant, "plain") == "shop"
+    assert affected(tenant, "nothing") == ""
+
+
 def test_secrets_are_sealed_at_rest_and_reach_the_clusters(wharf: Wharf, place, kubectl):
     tenant, dev = place
     path = f"/api/v1/tenants/{tenant}/applications/api"

@@ -39,6 +39,7 @@ from wharf.network.service import (
     DomainGrantRules,
     NodePortRangeRules,
     TrafficPolicyRules,
+    application_node_ports,
     namespace_additions,
 )
 from wharf.registry.controller import ReplicationController, RetentionController
@@ -362,8 +363,8 @@ class Platform:
             loop.call_soon_threadsafe(self.delivery.controller.queue.add, (tenant, name))
             loop.call_soon_threadsafe(self.releases.controller.queue.add, (tenant, name))
             loop.call_soon_threadsafe(self.schedules.controller.queue.add, (tenant, name))
-            # Its node ports are listed on its namespaces, which the placement keeps.
-            project = self._project_of_application(tenant, name)
+            # Its node ports and hosts are listed on its namespaces, which the placement keeps.
+            project = self._placement_of_application(tenant, name)
             if project:
                 loop.call_soon_threadsafe(self.placement.controller.queue.add, (tenant, project))
         elif kind == RELEASE:  # an operation on a release that delivery need not follow
@@ -415,10 +416,22 @@ class Platform:
         if loop is not None:
             loop.call_soon_threadsafe(self.placement.controller.queue_all)
 
-    def _project_of_application(self, tenant: str, name: str) -> str:
+    def _placement_of_application(self, tenant: str, name: str) -> str:
+        """The project whose namespaces an application's change may change, or "" when it
+        cannot: a new one that holds no node port and serves no host adds nothing to them
+        (placing the project again for each such application slowed delivery down)."""
         with self.db.reader() as session:
             app = ResourceStore(session).get("Application", tenant, name, with_deleting=True)
-            return str(app.spec.get("project", "")) if app is not None else ""
+            if app is None:
+                return ""
+            new = app.generation == 1 and app.deleting_since is None
+            if (
+                new
+                and not app.spec.get("routes")
+                and not application_node_ports(session, tenant, name)
+            ):
+                return ""
+            return str(app.spec.get("project", ""))
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
