@@ -570,15 +570,16 @@ def queue_events(session: Session, release: Release, bodies: list[dict[str, Any]
     if not bodies:
         return 0
     store = ResourceStore(session)
+    # The tenant's webhooks first (an index seek): most have none, and then the application
+    # need not be read at every step of every release.
+    hooks = store.query(RELEASE_WEBHOOK.name, scopes=[(release.tenant, None)])
+    if not hooks:
+        return 0
     app = store.get("Application", release.tenant, release.application)
     if app is None:
         return 0
     project = app.labels.get(PROJECT_LABEL, "")
-    hooks = [
-        h
-        for h in store.query(RELEASE_WEBHOOK.name, selector={PROJECT_LABEL: project})
-        if h.tenant == release.tenant
-    ]
+    hooks = [h for h in hooks if h.labels.get(PROJECT_LABEL) == project]
     at, count = now(), 0
     for hook in hooks:
         wanted = RELEASE_WEBHOOK.typed(hook).events
