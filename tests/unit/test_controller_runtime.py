@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Hashable, Iterable
+from typing import Any
 
 from structlog.testing import capture_logs
 
@@ -42,6 +43,36 @@ def test_a_failure_repeated_at_each_retry_is_logged_once_and_a_new_one_again() -
         ("warning", "RuntimeError: quota gone"),
     ]
     assert [e["failures"] for e in failed] == [1, 2, 3, 4]
+
+
+def test_a_key_failing_for_days_is_retried_every_30_s_and_never_stops_the_controller() -> None:
+    """A key that fails a thousand times and more (a namespace that never comes, a cluster
+    answering 404 to everything) keeps its back-off at 30 s; 2**1024 would overflow a float
+    inside the failure handler and end every worker of the controller."""
+    delays: list[float] = []
+
+    async def reconcile(key: Hashable) -> None:
+        raise RuntimeError("namespace not there")
+
+    async def keys() -> Iterable[Hashable]:
+        return []
+
+    async def scenario() -> None:
+        controller = Controller("test", reconcile, keys, resync=3600, workers=1)
+        loop = asyncio.get_running_loop()
+        real = loop.call_later
+
+        def later(delay: float, *args: Any) -> asyncio.TimerHandle:
+            delays.append(delay)
+            return real(3600, *args)  # noted, not waited for
+
+        loop.call_later = later  # type: ignore[method-assign, assignment]
+        controller._failures["shop"] = 5000
+        await controller._reconcile_once("shop")
+        assert controller._failures["shop"] == 5001
+
+    asyncio.run(scenario())
+    assert delays == [30.0]
 
 
 def test_a_key_is_reconciled_only_under_its_lease_which_travels_with_it() -> None:

@@ -741,11 +741,11 @@ class DeliveryController:
         except LeaseLost:
             raise
         except Exception as exc:
-            if is_missing_namespace(exc):  # its project's placement is making it
+            if is_missing_namespace(exc, namespace):  # its project's placement makes it
                 message = (
                     f"{WAITING_FOR_NAMESPACE} {namespace}: the project's placement makes it "
-                    "(its status says how that goes)"
-                )
+                    f"(its status says how that goes); the cluster said: {exc}"
+                )[:400]
                 return {"state": "Pending", "message": message}
             if isinstance(exc, RejectedError):
                 return {"state": "Failed", "message": f"rejected by the cluster: {exc}"[:400]}

@@ -113,7 +113,8 @@ class Controller:
     def _failed(self, key: Hashable, exc: Exception) -> None:
         failures = self._failures.get(key, 0) + 1
         self._failures[key] = failures
-        delay = min(30.0, self.backoff * 2**failures)
+        # The exponent is capped: a key that fails for days must not overflow the float.
+        delay = min(30.0, self.backoff * 2 ** min(failures, 16))
         error = f"{type(exc).__name__}: {exc}"
         # A new failure is news; the same one again at each retry is not.
         report = log.debug if self._last_error.get(key) == error else log.warning

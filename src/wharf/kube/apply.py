@@ -313,24 +313,29 @@ async def dry_run(client: AsyncClient, obj: dict[str, Any]) -> dict[str, Any]:
         except ValueError:
             status = {}
         message = status.get("message", response.text) if isinstance(status, dict) else ""
-        if response.status_code == 404 and _missing_namespace(status):
+        if response.status_code == 404 and _missing_namespace(status, meta.get("namespace")):
             raise NamespaceMissingError(f"{obj['kind']} {meta['name']}: {message}")
         raise RejectedError(f"{obj['kind']} {meta['name']}: {message}")
     result: dict[str, Any] = response.json()
     return result
 
 
-def _missing_namespace(status: Any) -> bool:
-    """Whether a 404 Status says the namespace is what is not there (not the object)."""
+def _missing_namespace(status: Any, namespace: str | None) -> bool:
+    """Whether a 404 Status says the object's own namespace is what is not there."""
     details = status.get("details") if isinstance(status, dict) else None
-    return isinstance(details, dict) and details.get("kind") == "namespaces"
+    return (
+        isinstance(details, dict)
+        and details.get("kind") == "namespaces"
+        and namespace is not None
+        and details.get("name") == namespace
+    )
 
 
-def is_missing_namespace(exc: BaseException) -> bool:
-    """Whether a write failed because its namespace is not in the cluster (yet)."""
+def is_missing_namespace(exc: BaseException, namespace: str) -> bool:
+    """Whether a write to `namespace` failed because that namespace is not in the cluster."""
     if isinstance(exc, NamespaceMissingError):
         return True
     if isinstance(exc, ApiError) and exc.status.code == 404:
         details = exc.status.details
-        return details is not None and details.kind == "namespaces"
+        return details is not None and (details.kind, details.name) == ("namespaces", namespace)
     return False
