@@ -16,9 +16,8 @@ from tests.integration.conftest import Wharf, cluster_writes, manifest, wait_for
 IMAGE = "registry.example/shop/web:1.4.2"
 
 
-@pytest.fixture
-def place(wharf: Wharf):
-    """A tenant and a project placed on both clusters, and a developer of that project."""
+def shop_project(wharf: Wharf) -> tuple[str, Any]:
+    """A tenant and its project `shop` on both clusters (not waited for), and a developer."""
     dev = wharf.user()
     tenant = wharf.tenant({"cpu": "8", "memory": "16Gi", "pods": "40"})
     wharf.project(
@@ -27,6 +26,13 @@ def place(wharf: Wharf):
         {"cpu": "4", "memory": "8Gi", "pods": "20"},
         members=[{"user": dev.user, "role": "developer"}],
     )
+    return tenant, dev
+
+
+@pytest.fixture
+def place(wharf: Wharf):
+    """A tenant and a project placed on both clusters, and a developer of that project."""
+    tenant, dev = shop_project(wharf)
     wharf.wait_placed(tenant, "shop")
     return tenant, dev
 
@@ -279,14 +285,7 @@ def test_an_application_delivered_before_its_namespace_waits_for_it_instead_of_f
     failure a watcher stops at. Placement is held back here to make the race certain."""
     placement = wharf.platform.placement.controller
     monkeypatch.setattr(placement, "lease_for", lambda _key: None)  # as if another's work
-    dev = wharf.user()
-    tenant = wharf.tenant({"cpu": "8", "memory": "16Gi", "pods": "40"})
-    wharf.project(
-        tenant,
-        "shop",
-        {"cpu": "4", "memory": "8Gi", "pods": "20"},
-        members=[{"user": dev.user, "role": "developer"}],
-    )
+    tenant, dev = shop_project(wharf)
     path = f"/api/v1/tenants/{tenant}/applications/early"
     dev.ok("PUT", path, json=application(tenant, "early", {"replicas": 1}))
 

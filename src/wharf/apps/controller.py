@@ -196,9 +196,6 @@ OWNED: dict[str, Any] = {MANAGED_BY: "wharf", APP_LABEL: None}  # None: the labe
 Variant = tuple[dict[str, Any], list[dict[str, Any]], int]
 
 
-WAITING_FOR_NAMESPACE = "waiting for its namespace"
-
-
 class NamespacePending(Exception):
     """Delivered before its project's placement made the namespace in some cluster: tried
     again (with the controller's backoff) rather than reported failed."""
@@ -557,7 +554,8 @@ class DeliveryController:
         failed = [e for e in await leaving if isinstance(e, BaseException)]
         if failed:
             raise failed[0]
-        waiting = [c for c, r in zip(mine, results, strict=True) if _waits_for_namespace(r)]
+        # Pending: a cluster whose namespace is not there yet (nothing else delivered is).
+        waiting = [c for c, r in zip(mine, results, strict=True) if r["state"] == "Pending"]
         if waiting:
             raise NamespacePending(f"{namespace} not yet in {', '.join(waiting)}")
 
@@ -743,7 +741,7 @@ class DeliveryController:
         except Exception as exc:
             if is_missing_namespace(exc, namespace):  # its project's placement makes it
                 message = (
-                    f"{WAITING_FOR_NAMESPACE} {namespace}: the project's placement makes it "
+                    f"waiting for its namespace {namespace}: the project's placement makes it "
                     f"(its status says how that goes); the cluster said: {exc}"
                 )[:400]
                 return {"state": "Pending", "message": message}
@@ -1115,9 +1113,3 @@ def _status(
         "warnings": warnings,
         "conditions": conditions,
     }
-
-
-def _waits_for_namespace(result: dict[str, Any]) -> bool:
-    return result.get("state") == "Pending" and str(result.get("message", "")).startswith(
-        WAITING_FOR_NAMESPACE
-    )
