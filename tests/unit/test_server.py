@@ -44,8 +44,12 @@ def test_metrics_count_requests_by_route(tmp_path):
         for _ in range(3):
             client.get("/healthz")
         client.get("/no/such/page")
+        client.get("/api/v1/tenants/acme/projects/shop")  # no token: 401, but a known route
         body = client.get("/metrics", headers={"Authorization": "Bearer scrape"}).text
     assert 'wharf_http_requests_total{method="GET",route="/healthz",status="200"} 3.0' in body
+    # The API's routes (inside included routers) by their templates, names left out.
+    api = 'route="/api/v1/tenants/{tenant}/projects/{name}",status="401"} 1.0'
+    assert f'wharf_http_requests_total{{method="GET",{api}' in body
     assert 'route="unmatched",status="404"' in body
     assert "wharf_http_request_duration_seconds_bucket" in body
 

@@ -14,10 +14,10 @@ from enum import Enum
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from wharf.core.errors import InvalidError, NotFoundError
+from wharf.core.jsoncodec import JSONAnswer
 from wharf.core.resources import Kind, kind_schema, list_model, resource_model, schema_url
 from wharf.identity.api import current_principal
 from wharf.identity.model import Principal
@@ -91,19 +91,19 @@ def _routes(router: APIRouter, rules: KindRules[Any]) -> None:
         labelSelector: Annotated[str | None, Query(description="k=v[,k=v]")] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 100,
         continue_: Annotated[str | None, Query(alias="continue")] = None,
-    ) -> JSONResponse:
+    ) -> JSONAnswer:
         # Encoded straight to JSON: the objects are plain JSON data already, and FastAPI's
         # generic encoder walking every field of a 500-item page is the slowest part of a list.
-        return JSONResponse(
+        return JSONAnswer(
             service.list_(p, kind.name, tenant or None, labelSelector, limit, continue_)
         )
 
-    def get(p: Caller, service: Service, name: str, tenant: str = "") -> JSONResponse:
-        return JSONResponse(service.get(p, kind.name, tenant, name))
+    def get(p: Caller, service: Service, name: str, tenant: str = "") -> JSONAnswer:
+        return JSONAnswer(service.get(p, kind.name, tenant, name))
 
-    def create(p: Caller, service: Service, body: ManifestBody, tenant: str = "") -> JSONResponse:
+    def create(p: Caller, service: Service, body: ManifestBody, tenant: str = "") -> JSONAnswer:
         obj, _ = service.apply(p, body, tenant or None, kind=kind.name, create_only=True)
-        return JSONResponse(obj, status_code=201)
+        return JSONAnswer(obj, status_code=201)
 
     def apply(
         p: Caller,
@@ -111,9 +111,9 @@ def _routes(router: APIRouter, rules: KindRules[Any]) -> None:
         name: str,
         body: ManifestBody,
         tenant: str = "",
-    ) -> JSONResponse:
+    ) -> JSONAnswer:
         obj, created = service.apply(p, body, tenant or None, kind=kind.name, name=name)
-        return JSONResponse(obj, status_code=201 if created else 200)
+        return JSONAnswer(obj, status_code=201 if created else 200)
 
     def delete(
         p: Caller,
@@ -128,8 +128,8 @@ def _routes(router: APIRouter, rules: KindRules[Any]) -> None:
                 "and the answer's status.deletion says so"
             ),
         ] = False,
-    ) -> JSONResponse:
-        return JSONResponse(service.delete(p, kind.name, tenant, name, confirm, deleteVolumes))
+    ) -> JSONAnswer:
+        return JSONAnswer(service.delete(p, kind.name, tenant, name, confirm, deleteVolumes))
 
     listed = response_of(page, f"A page of {kind.plural}")
     router.add_api_route(
@@ -209,9 +209,9 @@ def resource_router(rules: list[KindRules[Any]]) -> APIRouter:
         responses=kinds_body(kinds_)[1],
         openapi_extra=kinds_body(kinds_)[0],
     )
-    def apply_any(p: Caller, service: Service, body: ManifestBody) -> JSONResponse:
+    def apply_any(p: Caller, service: Service, body: ManifestBody) -> JSONAnswer:
         obj, created = service.apply(p, body)
-        return JSONResponse(obj, status_code=201 if created else 200)
+        return JSONAnswer(obj, status_code=201 if created else 200)
 
     @router.get(
         "/schemas/{kind}.json",
@@ -222,12 +222,12 @@ def resource_router(rules: list[KindRules[Any]]) -> APIRouter:
     )
     def kind_schema_(
         kind: Annotated[str, Path(description="The kind, lowercase: tenant, application, …")],
-    ) -> JSONResponse:
+    ) -> JSONAnswer:
         found = next((k for k in kinds_ if kind in (k.name.lower(), k.plural)), None)
         if found is None:
             known = ", ".join(k.name.lower() for k in kinds_)
             raise NotFoundError(f"no kind {kind!r}: known kinds are {known}", field="kind")
-        return JSONResponse(kind_schema(found))
+        return JSONAnswer(kind_schema(found))
 
     @router.get("/kinds", tags=["resources"], summary="The kinds this server knows")
     def kinds(_p: Caller) -> KindList:

@@ -18,6 +18,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from wharf.core import jsoncodec
 from wharf.core.leases import fences
 from wharf.store.leases import fence
 
@@ -65,7 +66,14 @@ class Database:
         self.url = url
         if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        self.engine: Engine = create_engine(url, pool_pre_ping=True)
+        sqlite = url.startswith("sqlite")
+        self.engine: Engine = create_engine(
+            url,
+            # A SQLite connection is a file handle that cannot go stale: no ping before each use.
+            pool_pre_ping=not sqlite,
+            json_serializer=jsoncodec.dumps,
+            json_deserializer=jsoncodec.loads,
+        )
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _on_sqlite_connect)
             event.listen(self.engine, "begin", _on_sqlite_begin)
