@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 
+import httpx2
 from sqlalchemy import event, text
 
 from tests.integration.conftest import Wharf, cluster_writes, wait_for
@@ -315,3 +317,83 @@ def test_kubectl_edits_by_users_outside_wharf_are_left_alone(wharf: Wharf, kubec
         for b in kubectl_json(kubectl, lab2, "-n", ns, "rolebindings")["items"]
     }
     assert "mine" in names
+
+
+def test_a_no_op_reconcile_reads_from_the_watch_caches_not_the_clusters(
+    wharf: Wharf, kubectl, monkeypatch
+):
+    """At a thousand projects the placement's resync made two LISTs per project and cluster
+    (and a GET and four LISTs per namespace): all of it now comes from the watch caches."""
+    bob = wharf.user()
+    tenant = wharf.tenant({"cpu": "4", "memory": "8Gi"})
+    members = [{"user": bob.user, "role": "viewer"}]
+    wharf.project(tenant, "api", {"cpu": "2", "memory": "2Gi"}, members=members)
+    wharf.wait_placed(tenant, "api")
+    ns = f"{tenant}--api-dev"
+    placement = wharf.platform.placement
+    portal = wharf.client.portal
+    assert portal is not None
+
+    async def settle() -> None:
+        async with asyncio.timeout(30):
+            await placement.controller.idle()
+
+    portal.call(settle)
+    requests: list[str] = []
+    send = httpx2.AsyncClient.send
+
+    async def counted(self, request, *args, **kwargs):
+        path, query = request.url.path, str(request.url.query)
+        concerns_project = (
+            f"/namespaces/{ns}" in path
+            or path.endswith("/namespaces")  # a LIST of namespaces (the prune)
+            or path.endswith("/wharf-system/serviceaccounts")  # members' identities
+        )
+        if concerns_project and "watch=" not in query:
+            requests.append(f"{request.method} {path}?{query}")
+        return await send(self, request, *args, **kwargs)
+
+    monkeypatch.setattr(httpx2.AsyncClient, "send", counted)
+    for _ in range(3):
+        placement.controller.queue.add((tenant, "api"))
+        portal.call(settle)
+    monkeypatch.setattr(httpx2.AsyncClient, "send", send)
+    assert requests == [], f"a no-op reconcile asked the clusters {len(requests)}x: {requests[:3]}"
+
+
+def test_a_binding_added_with_wharfs_labels_is_pruned_without_waiting_for_the_resync(
+    wharf: Wharf, kubectl, monkeypatch
+):
+    """Prunes read the watch caches: an object someone else adds with Wharf's labels is
+    looked at when its watch event comes, not at the next resync (which this test puts an
+    hour away; the resync under way, 5 s, is over before the binding is added)."""
+    monkeypatch.setattr(wharf.platform.placement.controller, "resync", 3600.0)
+    started = time.monotonic()
+    tenant = wharf.tenant({"cpu": "4", "memory": "8Gi"})
+    wharf.project(tenant, "api", {"cpu": "2", "memory": "2Gi"})
+    wharf.wait_placed(tenant, "api")
+    time.sleep(max(0.0, 6.0 - (time.monotonic() - started)))
+    ns = f"{tenant}--api-dev"
+    lab1 = wharf.lab.clusters()[0]
+    stray = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {
+            "name": "stray",
+            "namespace": ns,
+            "labels": {
+                "app.kubernetes.io/managed-by": "wharf",
+                "wharf.io/tenant": tenant,
+                "wharf.io/project": "api",
+                "wharf.io/env": "dev",
+            },
+        },
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+        "subjects": [{"kind": "User", "name": "mallory"}],
+    }
+    kubectl(lab1, "apply", "-f", "-", stdin=json.dumps(stray))
+    wait_for(
+        lambda: kubectl(lab1, "-n", ns, "get", "rolebinding", "stray", check=False).returncode != 0,
+        timeout=15,
+        what="the stray binding pruned",
+    )

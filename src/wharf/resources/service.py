@@ -605,9 +605,11 @@ def _old_spec(rules: KindRules[S], old: StoredResource | None) -> S | None:
 
 
 def _ts(value: dt.datetime) -> str:
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.UTC)
-    return str(value.isoformat(timespec="seconds").replace("+00:00", "Z"))
+    # Naive values are UTC (SQLite keeps no zone). Two of these per item of a list page: the
+    # common case is formatted without making a zoned copy first.
+    if value.tzinfo is None or not value.utcoffset():
+        return value.isoformat(timespec="seconds")[:19] + "Z"
+    return value.isoformat(timespec="seconds")
 
 
 # On an object being deleted: its volumes go too (the caller asked, deleteVolumes).

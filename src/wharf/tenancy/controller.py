@@ -52,9 +52,12 @@ from wharf.identity import service as identity
 from wharf.kube.apply import (
     OwnedElsewhereError,
     RemovalPending,
+    check_owner,
+    contains,
     ensure,
     labelled,
     prune,
+    prune_cached,
     remove_labelled,
 )
 from wharf.kube.clients import is_unreachable
@@ -305,19 +308,15 @@ class PlacementController:
 
         def changed(event: str, obj: dict[str, Any]) -> None:
             labels = obj.get("metadata", {}).get("labels") or {}
-            if event in ("MODIFIED", "DELETED") and TENANT_LABEL in labels:
+            # Reconciles read and prune from these caches: an object that appears (made by
+            # someone else with Wharf's labels, or by a write the cache has not seen) is
+            # looked at as soon as it does.
+            if event in ("ADDED", "MODIFIED", "DELETED") and TENANT_LABEL in labels:
                 self.controller.queue.add((labels[TENANT_LABEL], labels.get(PROJECT_LABEL, "")))
 
         def make() -> list[Informer]:
-            return [
-                Informer(
-                    client,
-                    kind,
-                    labels=OWNED,
-                    on_event=changed,
-                    name=f"{cluster.name}/{kind.__name__}",
-                    watch_seconds=self.connections.timeouts.watch,
-                )
+            kinds: list[tuple[Any, dict[str, Any]]] = [
+                (kind, OWNED)
                 for kind in (
                     Namespace,
                     ResourceQuota,
@@ -326,6 +325,20 @@ class PlacementController:
                     RoleBinding,
                     ServiceAccount,
                 )
+            ]
+            # Only the secrets other capabilities add to namespaces (pull secrets), not
+            # applications' own.
+            kinds.append((Secret, {**OWNED, EXTRA_LABEL: operators.exists()}))
+            return [
+                Informer(
+                    client,
+                    kind,
+                    labels=labels,
+                    on_event=changed,
+                    name=f"{cluster.name}/{kind.__name__}",
+                    watch_seconds=self.connections.timeouts.watch,
+                )
+                for kind, labels in kinds
             ]
 
         return await self.watches.ensure(cluster.name, fingerprint(kubeconfig), make)
@@ -518,7 +531,7 @@ class PlacementController:
             return [placement(d, "Unreachable", why) for d in desired]
         try:
             client = self.connections.client(cluster.name, self.clusters.kubeconfig(cluster))
-            await self._watch(cluster)
+            caches = _synced(await self._watch(cluster))
             await self._baseline(cluster.name, client)
             out = []
             for d in desired:
@@ -529,7 +542,7 @@ class PlacementController:
                     out.append(placement(d, "Conflict", message))
                     continue
                 try:
-                    quota = await self._apply_namespace(client, d)
+                    quota = await self._apply_namespace(client, caches, d)
                 except OwnedElsewhereError as exc:
                     log.warning("placement conflict", cluster=cluster.name, error=str(exc))
                     out.append(placement(d, "Conflict", str(exc)))
@@ -542,10 +555,12 @@ class PlacementController:
             keep = {d.namespace for d in desired}
             if lease is not None:
                 self.share.check(lease)
-            removed = await prune(client, Namespace, None, owner, keep)
+            removed = await _prune(client, caches, Namespace, None, owner, keep)
             # Members' identities of namespaces that are gone (or no longer theirs) go too.
             accounts = set().union(*(d.accounts for d in desired))
-            removed += await prune(client, ServiceAccount, SYSTEM_NAMESPACE, owner, accounts)
+            removed += await _prune(
+                client, caches, ServiceAccount, SYSTEM_NAMESPACE, owner, accounts
+            )
             self.writes += len(removed)
             if removed:
                 log.info("pruned", cluster=cluster.name, objects=removed)
@@ -559,7 +574,9 @@ class PlacementController:
             state = "Unreachable" if is_unreachable(exc) else "Error"
             return [placement(d, state, message) for d in desired]
 
-    async def _apply_namespace(self, client: AsyncClient, d: Desired) -> dict[str, Any]:
+    async def _apply_namespace(
+        self, client: AsyncClient, caches: Caches, d: Desired
+    ) -> dict[str, Any]:
         owner = {
             k: v
             for k, v in d.objects[0]["metadata"]["labels"].items()
@@ -570,20 +587,20 @@ class PlacementController:
         # developers could use them). Applications' own objects (app label) are not ours here.
         mine: dict[str, Any] = {**owner, APP_LABEL: operators.not_exists()}
         keep = {o["metadata"]["name"] for o in d.objects if o["kind"] == "RoleBinding"}
-        removed = await prune(client, RoleBinding, d.namespace, mine, keep)
-        removed += await prune(client, ServiceAccount, d.namespace, mine, set())
+        removed = await _prune(client, caches, RoleBinding, d.namespace, mine, keep)
+        removed += await _prune(client, caches, ServiceAccount, d.namespace, mine, set())
         extras = {o["metadata"]["name"] for o in d.objects if o["kind"] == "Secret"}
         extra: dict[str, Any] = {**mine, EXTRA_LABEL: operators.exists()}
-        removed += await prune(client, Secret, d.namespace, extra, extras)
+        removed += await _prune(client, caches, Secret, d.namespace, extra, extras)
         # Policies of traffic rules that are gone (or the isolation a default-deny replaced).
         policies = {o["metadata"]["name"] for o in d.objects if o["kind"] == "NetworkPolicy"}
-        removed += await prune(client, NetworkPolicy, d.namespace, mine, policies)
+        removed += await _prune(client, caches, NetworkPolicy, d.namespace, mine, policies)
         self.writes += len(removed)
         quota: dict[str, Any] = {}
         for obj in d.objects:
             # Never adopt: an object of this name that carries another owner's labels (or
             # none of Wharf's) stops the placement with a Conflict instead.
-            wrote, current = await ensure(client, obj, owner=owner)
+            wrote, current = await _ensure(client, caches, obj, owner)
             self.writes += int(wrote)
             if obj["kind"] == "ResourceQuota":
                 quota = current
@@ -663,6 +680,72 @@ class PlacementController:
 
     async def stop(self) -> None:
         await self.watches.stop()
+
+
+Caches = Mapping[str, Informer]  # a cluster's synced watch caches, by kind
+
+
+def _synced(informers: Sequence[Informer]) -> Caches:
+    """The watch caches that have listed once (and are watching); a kind whose cache has not
+    is read from the cluster."""
+    return {i.resource.__name__: i for i in informers if i.synced.is_set()}
+
+
+def _labelled(obj: dict[str, Any], selector: Mapping[str, Any]) -> bool:
+    """Whether a cached object matches a label selector of values and exists / not-exists
+    operators (the ones this controller uses)."""
+    labels = obj.get("metadata", {}).get("labels") or {}
+    for key, want in selector.items():
+        if isinstance(want, str):
+            if labels.get(key) != want:
+                return False
+        elif isinstance(want, operators.UnaryOperator) and want.op_name == "exists":
+            if key not in labels:
+                return False
+        elif isinstance(want, operators.UnaryOperator) and want.op_name == "not_exists":
+            if key in labels:
+                return False
+        else:
+            raise TypeError(f"label selector {key}: {want!r} is not matched on a cache")
+    return True
+
+
+async def _prune(
+    client: AsyncClient,
+    caches: Caches,
+    resource: Any,
+    namespace: str | None,
+    selector: dict[str, Any],
+    keep: set[str],
+) -> list[str]:
+    """`prune` from the kind's watch cache when there is one (each object deleted only as
+    the cache saw it, so a stale cache deletes nothing wrong), else listed."""
+    cache = caches.get(resource.__name__)
+    if cache is None:
+        return await prune(client, resource, namespace, selector, keep)
+    mine = [o for o in cache.in_namespace(namespace or "") if _labelled(o, selector)]
+    return await prune_cached(client, mine, keep)
+
+
+async def _ensure(
+    client: AsyncClient, caches: Caches, obj: dict[str, Any], owner: Mapping[str, str]
+) -> tuple[bool, dict[str, Any]]:
+    """`ensure`, answered by the watch cache when it holds the object as wanted (and owned
+    by `owner`). Anything else — not in the cache (which holds only objects with Wharf's
+    labels, so another owner's object of that name is never there) or different — is read
+    from the cluster, its owner checked there, and applied only if it differs."""
+    cache = caches.get(obj["kind"])
+    if cache is not None:
+        meta = obj["metadata"]
+        seen = cache.get(meta.get("namespace") or "", meta["name"])
+        if seen is not None:
+            check_owner(seen, owner)
+            if contains(obj, seen):
+                return False, seen
+    wrote, current = await ensure(client, obj, owner=owner)
+    if wrote and cache is not None:
+        cache.remember(current)
+    return wrote, current
 
 
 def _outdated(exc: OutdatedSpecError, stored: StoredResource) -> dict[str, Any]:
