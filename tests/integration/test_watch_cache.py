@@ -7,11 +7,21 @@ import asyncio
 import uuid
 from typing import Any
 
+import httpx2
+import pytest
 from lightkube.codecs import from_dict
 from lightkube.resources.core_v1 import ConfigMap
 
 from wharf.kube import async_client
-from wharf.kube.apply import MANAGED_BY, dry_run, prune_cached, seen_otherwise
+from wharf.kube.apply import (
+    MANAGED_BY,
+    OwnedElsewhereError,
+    dry_run,
+    ensure_cached,
+    prune_cached,
+    prune_selected,
+    seen_otherwise,
+)
 from wharf.kube.informer import Informer
 from wharf.lab import Lab
 
@@ -99,3 +109,63 @@ async def test_a_dry_run_tells_an_object_the_cache_did_not_see_as_it_is(lab: Lab
         told[name] = seen_otherwise(cache.get(namespace, name), await dry_run(client, obj))
     assert told == {"replaced": True, "relabelled": True, "same": False, "new": False}
     await client.close()
+
+
+async def test_ensure_from_a_cache_asks_nothing_when_in_place_and_never_adopts(
+    lab: Lab, monkeypatch
+) -> None:
+    """`ensure_cached` (placement and release steps): an object the cache holds as wanted
+    costs no request; one the cache does not hold — another owner's, without Wharf's labels —
+    is read from the cluster and refused, never taken over."""
+    client = async_client(lab.cluster("lab1").kubeconfig)
+    namespace = f"cache-{uuid.uuid4().hex[:8]}"
+    await client.apply(
+        from_dict({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+    )
+    await client.apply(config_map("theirs", namespace, {"owner": "someone"}), field_manager="x")
+    cache = Informer(client, ConfigMap, labels={MANAGED_BY: "wharf"}, name="test")
+    task = asyncio.create_task(cache.run())
+    requests: list[str] = []
+    send = httpx2.AsyncClient.send
+
+    async def counted(self, request, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if "watch=" not in str(request.url.query):
+            requests.append(f"{request.method} {request.url.path}")
+        return await send(self, request, *args, **kwargs)
+
+    try:
+        await asyncio.wait_for(cache.synced.wait(), 30)
+        monkeypatch.setattr(httpx2.AsyncClient, "send", counted)
+        ours = config_map("ours", namespace, OURS).to_dict()
+        wrote, _ = await ensure_cached(client, cache, ours, OURS)
+        assert wrote
+        assert len(requests) == 2
+        requests.clear()
+        wrote, current = await ensure_cached(client, cache, ours, OURS)
+        assert not wrote
+        assert current["metadata"]["name"] == "ours"
+        assert requests == [], "an object in place was asked of the cluster"
+        theirs = config_map("theirs", namespace, OURS).to_dict()
+        with pytest.raises(OwnedElsewhereError):
+            await ensure_cached(client, cache, theirs, OURS)
+        assert [r.split()[0] for r in requests] == ["GET"], requests  # read, not written
+        # Pruning from the cache: only what matches the selector (and only Wharf's).
+        requests.clear()
+        other = {MANAGED_BY: "wharf", "wharf.io/app": "other"}
+        await client.apply(config_map("other", namespace, other), field_manager="wharf")
+        await client.apply(config_map("gone", namespace, OURS), field_manager="wharf")
+        for _ in range(100):
+            if len(cache.in_namespace(namespace)) == 3:
+                break
+            await asyncio.sleep(0.1)
+        requests.clear()
+        removed = await prune_selected(client, cache, ConfigMap, namespace, OURS, {"ours"})
+        assert removed == ["gone"]
+        assert [r.split()[0] for r in requests] == ["DELETE"], requests  # no LIST
+        left = {c.metadata.name async for c in client.list(ConfigMap, namespace=namespace)}
+        assert {"ours", "other", "theirs"} <= left
+        assert "gone" not in left
+    finally:
+        monkeypatch.setattr(httpx2.AsyncClient, "send", send)
+        task.cancel()
+        await client.close()

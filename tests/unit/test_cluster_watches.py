@@ -7,7 +7,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from wharf.kube.informer import ClusterWatches
+import pytest
+from lightkube import operators
+
+from wharf.kube.informer import ClusterWatches, matches
 
 
 class _Watch:
@@ -45,3 +48,15 @@ def test_two_workers_replacing_a_clusters_watches_at_once_leave_none_running_uno
         return [w.name for w in made if not w.stopped]
 
     assert asyncio.run(scenario()) == []
+
+
+def test_a_cached_objects_labels_are_matched_like_a_label_selector() -> None:
+    obj = {"metadata": {"labels": {"a": "1", "b": "2"}}}
+    assert matches(obj, {"a": "1"})
+    assert not matches(obj, {"a": "2"})
+    assert matches(obj, {"b": operators.exists(), "c": operators.not_exists()})
+    assert not matches(obj, {"c": operators.exists()})
+    assert not matches(obj, {"a": operators.not_exists()})
+    assert matches({"metadata": {}}, {"c": operators.not_exists()})
+    with pytest.raises(TypeError):  # an operator a cache cannot evaluate is refused, not guessed
+        matches(obj, {"a": operators.in_(["1"])})

@@ -290,7 +290,7 @@ class DeliveryController:
 
     async def _owners_in(self, cluster: StoredResource) -> set[Key]:
         """(tenant, application) of every object Wharf delivered to the cluster."""
-        caches = self._caches(cluster.name)
+        caches = self.caches(cluster.name)
         owners: set[tuple[str, ...]] = {
             (labels.get(TENANT_LABEL, ""), labels.get(APP_LABEL, ""))
             for kind in resources_in(cluster)
@@ -351,7 +351,7 @@ class DeliveryController:
         informers = await self.watches.ensure(f"apps/{cluster.name}", version, make)
         return {i.resource.__name__: i for i in informers}
 
-    def _caches(self, cluster: str) -> dict[str, Informer]:
+    def caches(self, cluster: str) -> dict[str, Informer]:
         """The cluster's watch caches that hold the whole of their kind now (synced)."""
         return {
             i.resource.__name__: i
@@ -735,7 +735,7 @@ class DeliveryController:
             observed = [c for c in currents if c is not None]
             self.share.check(lease)
             await self._prune(client, cluster, namespace, key[1], objects)
-            return await _cluster_status(client, self._caches(name), namespace, key[1], observed)
+            return await _cluster_status(client, self.caches(name), namespace, key[1], observed)
         except LeaseLost:
             raise
         except Exception as exc:
@@ -764,7 +764,7 @@ class DeliveryController:
         """Each object as the cluster has it (from the watch caches; read only where a cache
         cannot say), its owner checked, and which ones differ — each of those checked by the
         cluster's schema (a dry run) before anything is written anywhere in it."""
-        caches = self._caches(cluster)
+        caches = self.caches(cluster)
         cached = [caches.get(o["kind"]) for o in objects]
         currents = list(
             await asyncio.gather(
@@ -816,7 +816,7 @@ class DeliveryController:
             APP_LABEL: app,
             RELEASE_ROLE: operators.not_exists(),
         }
-        caches = self._caches(cluster.name)
+        caches = self.caches(cluster.name)
         for resource in resources_in(cluster):
             kind = resource.__name__
             if kind in caches:

@@ -19,6 +19,7 @@ from lightkube.core.generic_client import ALL_NS
 from lightkube.core.resource import NamespacedResource, api_info
 
 from wharf.core.quantity import QuantityError, parse_quantity
+from wharf.kube.informer import Informer, matches
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
 
@@ -175,6 +176,46 @@ async def prune_cached(
         if await delete_exactly(client, obj):
             removed.append(meta["name"])
     return removed
+
+
+async def ensure_cached(
+    client: AsyncClient,
+    cache: Informer | None,
+    obj: dict[str, Any],
+    owner: Mapping[str, str],
+) -> tuple[bool, dict[str, Any]]:
+    """`ensure`, answered by a synced watch cache of the object's kind when it holds the
+    object as wanted and owned by `owner`: then nothing is asked of the cluster. Anything else
+    — not in the cache (which holds only objects with Wharf's labels, so another owner's object
+    of that name is never there) or different — is read from the cluster, its owner checked
+    there, and applied only if it differs; the cache then remembers the write."""
+    if cache is not None:
+        meta = obj["metadata"]
+        seen = cache.get(meta.get("namespace") or "", meta["name"])
+        if seen is not None:
+            check_owner(seen, owner)
+            if contains(obj, seen):
+                return False, seen
+    wrote, current = await ensure(client, obj, owner=owner)
+    if wrote and cache is not None:
+        cache.remember(current)
+    return wrote, current
+
+
+async def prune_selected(
+    client: AsyncClient,
+    cache: Informer | None,
+    resource: Any,
+    namespace: str | None,
+    selector: dict[str, Any],
+    keep: set[str],
+) -> list[str]:
+    """`prune` from a synced watch cache of the kind when there is one (`prune_cached`: each
+    object deleted only as the cache saw it), else listed."""
+    if cache is None:
+        return await prune(client, resource, namespace, selector, keep)
+    mine = [o for o in cache.in_namespace(namespace or "") if matches(o, selector)]
+    return await prune_cached(client, mine, keep)
 
 
 def seen_otherwise(seen: dict[str, Any] | None, would: dict[str, Any]) -> bool:

@@ -15,13 +15,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import structlog
 from lightkube import AsyncClient
 from lightkube.core.generic_client import ALL_NS
 from lightkube.core.resource import NamespacedResource
+from lightkube.operators import UnaryOperator
 
 log = structlog.get_logger("wharf.kube.informer")
 REPORT_EVERY = 300.0  # seconds between info lines about one informer's broken watch
@@ -180,6 +181,28 @@ class Informer:
                 report("watch interrupted", informer=self.name, error=self.error, retry_in=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
+
+
+def synced(informers: Iterable[Informer]) -> dict[str, Informer]:
+    """The caches that have listed once (and are watching), by kind; a kind whose cache has
+    not is read from the cluster."""
+    return {i.resource.__name__: i for i in informers if i.synced.is_set()}
+
+
+def matches(obj: dict[str, Any], selector: Mapping[str, Any]) -> bool:
+    """Whether a cached object's labels match a selector of values and exists / not-exists
+    operators (what Wharf's selectors use; anything else is refused, not guessed)."""
+    labels = obj.get("metadata", {}).get("labels") or {}
+    for key, want in selector.items():
+        if isinstance(want, str):
+            if labels.get(key) != want:
+                return False
+        elif isinstance(want, UnaryOperator) and want.op_name in ("exists", "not_exists"):
+            if (key in labels) != (want.op_name == "exists"):
+                return False
+        else:
+            raise TypeError(f"label selector {key}: {want!r} is not matched on a cache")
+    return True
 
 
 class ClusterWatches:

@@ -14,7 +14,7 @@ import copy
 import dataclasses
 import datetime as dt
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,8 +43,9 @@ from wharf.core.controller import Controller
 from wharf.core.errors import OutdatedSpecError
 from wharf.core.net import OutboundPolicy, OutboundRefused, Target
 from wharf.core.resources import set_condition
-from wharf.kube.apply import ensure, observe, prune
+from wharf.kube.apply import ensure_cached, observe, prune
 from wharf.kube.connections import ClusterConnections
+from wharf.kube.informer import Informer
 from wharf.network.model import GATEWAY_GROUP, route_name
 from wharf.releases.model import (
     ANALYSIS_TEMPLATE,
@@ -147,8 +148,12 @@ class ReleaseController:
         redeliver: Callable[[Key], None],
         resync: float = 30.0,
         outbound: OutboundPolicy | None = None,
+        caches: Callable[[str], Mapping[str, Informer]] | None = None,
     ) -> None:
         self.service = service
+        # Delivery's watch caches of a cluster (canary objects carry its labels): a step
+        # whose objects are already in place asks the cluster nothing.
+        self.caches = caches or (lambda _cluster: {})
         self.outbound = outbound or OutboundPolicy()
         self.clusters = clusters
         self.connections = connections
@@ -445,8 +450,9 @@ class ReleaseController:
         if index == 0:
             await self._pin_live(snap, name, client, PREVIEW, to_preview=False)
             owner = {MANAGED_BY: "wharf", TENANT_LABEL: key[0], APP_LABEL: key[1]}
+            caches = self.caches(name)
             for obj in release_objects(key, snap, name, PREVIEW, None, 100):
-                wrote, _ = await ensure(client, obj, owner)
+                wrote, _ = await ensure_cached(client, caches.get(obj["kind"]), obj, owner)
                 self.writes += int(wrote)
             if strategy.autoPromote:
                 _enter(st, 1, "Progressing")
@@ -772,9 +778,10 @@ class ReleaseController:
         owner = {MANAGED_BY: "wharf", TENANT_LABEL: key[0], APP_LABEL: key[1]}
         # At once: none of them refers to another in a way the API server checks, and one
         # after another each step waited a round trip per object on a busy machine.
+        caches = self.caches(name)
         results = await asyncio.gather(
             *(
-                ensure(client, obj, owner)
+                ensure_cached(client, caches.get(obj["kind"]), obj, owner)
                 for obj in release_objects(key, snap, name, CANARY, replicas, weight)
             )
         )

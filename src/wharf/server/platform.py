@@ -178,6 +178,7 @@ class Platform:
             redeliver=self.delivery.controller.queue.add,
             resync=settings.resync_seconds,
             outbound=self.outbound,
+            caches=self.delivery.caches,
         )
         self.delivery.delivered.append(self.releases.delivered)
         self.webhooks = WebhookSender(self.resources, self.webhook_rules, self.outbound)

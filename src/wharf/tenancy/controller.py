@@ -52,17 +52,15 @@ from wharf.identity import service as identity
 from wharf.kube.apply import (
     OwnedElsewhereError,
     RemovalPending,
-    check_owner,
-    contains,
     ensure,
+    ensure_cached,
     labelled,
-    prune,
-    prune_cached,
+    prune_selected,
     remove_labelled,
 )
 from wharf.kube.clients import is_unreachable
 from wharf.kube.connections import ClusterConnections, fingerprint
-from wharf.kube.informer import ClusterWatches, Informer
+from wharf.kube.informer import ClusterWatches, Informer, synced
 from wharf.resources.service import ResourceService
 from wharf.store.claims import Holder, held_by
 from wharf.store.resources import ResourceStore, StoredResource
@@ -531,7 +529,7 @@ class PlacementController:
             return [placement(d, "Unreachable", why) for d in desired]
         try:
             client = self.connections.client(cluster.name, self.clusters.kubeconfig(cluster))
-            caches = _synced(await self._watch(cluster))
+            caches = synced(await self._watch(cluster))
             await self._baseline(cluster.name, client)
             out = []
             for d in desired:
@@ -600,7 +598,7 @@ class PlacementController:
         for obj in d.objects:
             # Never adopt: an object of this name that carries another owner's labels (or
             # none of Wharf's) stops the placement with a Conflict instead.
-            wrote, current = await _ensure(client, caches, obj, owner)
+            wrote, current = await ensure_cached(client, caches.get(obj["kind"]), obj, owner)
             self.writes += int(wrote)
             if obj["kind"] == "ResourceQuota":
                 quota = current
@@ -685,31 +683,6 @@ class PlacementController:
 Caches = Mapping[str, Informer]  # a cluster's synced watch caches, by kind
 
 
-def _synced(informers: Sequence[Informer]) -> Caches:
-    """The watch caches that have listed once (and are watching); a kind whose cache has not
-    is read from the cluster."""
-    return {i.resource.__name__: i for i in informers if i.synced.is_set()}
-
-
-def _labelled(obj: dict[str, Any], selector: Mapping[str, Any]) -> bool:
-    """Whether a cached object matches a label selector of values and exists / not-exists
-    operators (the ones this controller uses)."""
-    labels = obj.get("metadata", {}).get("labels") or {}
-    for key, want in selector.items():
-        if isinstance(want, str):
-            if labels.get(key) != want:
-                return False
-        elif isinstance(want, operators.UnaryOperator) and want.op_name == "exists":
-            if key not in labels:
-                return False
-        elif isinstance(want, operators.UnaryOperator) and want.op_name == "not_exists":
-            if key in labels:
-                return False
-        else:
-            raise TypeError(f"label selector {key}: {want!r} is not matched on a cache")
-    return True
-
-
 async def _prune(
     client: AsyncClient,
     caches: Caches,
@@ -718,34 +691,8 @@ async def _prune(
     selector: dict[str, Any],
     keep: set[str],
 ) -> list[str]:
-    """`prune` from the kind's watch cache when there is one (each object deleted only as
-    the cache saw it, so a stale cache deletes nothing wrong), else listed."""
     cache = caches.get(resource.__name__)
-    if cache is None:
-        return await prune(client, resource, namespace, selector, keep)
-    mine = [o for o in cache.in_namespace(namespace or "") if _labelled(o, selector)]
-    return await prune_cached(client, mine, keep)
-
-
-async def _ensure(
-    client: AsyncClient, caches: Caches, obj: dict[str, Any], owner: Mapping[str, str]
-) -> tuple[bool, dict[str, Any]]:
-    """`ensure`, answered by the watch cache when it holds the object as wanted (and owned
-    by `owner`). Anything else — not in the cache (which holds only objects with Wharf's
-    labels, so another owner's object of that name is never there) or different — is read
-    from the cluster, its owner checked there, and applied only if it differs."""
-    cache = caches.get(obj["kind"])
-    if cache is not None:
-        meta = obj["metadata"]
-        seen = cache.get(meta.get("namespace") or "", meta["name"])
-        if seen is not None:
-            check_owner(seen, owner)
-            if contains(obj, seen):
-                return False, seen
-    wrote, current = await ensure(client, obj, owner=owner)
-    if wrote and cache is not None:
-        cache.remember(current)
-    return wrote, current
+    return await prune_selected(client, cache, resource, namespace, selector, keep)
 
 
 def _outdated(exc: OutdatedSpecError, stored: StoredResource) -> dict[str, Any]:
