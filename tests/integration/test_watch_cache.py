@@ -169,3 +169,35 @@ async def test_ensure_from_a_cache_asks_nothing_when_in_place_and_never_adopts(
         monkeypatch.setattr(httpx2.AsyncClient, "send", send)
         task.cancel()
         await client.close()
+
+
+async def test_a_prune_from_a_stale_cache_still_removes_what_changed_but_is_still_selected(
+    lab: Lab,
+) -> None:
+    """The cache saw an older version of an object that is still to be pruned (its watch was
+    behind): the conditional delete fails, and the prune then decides on what the cluster holds
+    now — a revoked member's binding is not left until something else looks again. What no
+    longer matches (taken by another application) is still left alone."""
+    client = async_client(lab.cluster("lab1").kubeconfig)
+    namespace = f"cache-{uuid.uuid4().hex[:8]}"
+    await client.apply(
+        from_dict({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+    )
+    for name in ("edited", "taken"):
+        await client.apply(config_map(name, namespace, OURS), field_manager="wharf")
+    cache = Informer(client, ConfigMap, labels={MANAGED_BY: "wharf"}, name="test")
+    task = asyncio.create_task(cache.run())
+    try:
+        await asyncio.wait_for(cache.synced.wait(), 30)
+    finally:
+        task.cancel()  # stale from here, but still holding both as they were
+    edited = config_map("edited", namespace, {**OURS, "note": "edited-since"})
+    await client.apply(edited, field_manager="wharf")
+    taken = {MANAGED_BY: "wharf", "wharf.io/app": "other"}
+    await client.apply(config_map("taken", namespace, taken), field_manager="wharf")
+    removed = await prune_selected(client, cache, ConfigMap, namespace, OURS, set())
+    assert removed == ["edited"]
+    left = {c.metadata.name async for c in client.list(ConfigMap, namespace=namespace)}
+    assert "taken" in left
+    assert "edited" not in left
+    await client.close()

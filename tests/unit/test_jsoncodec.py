@@ -5,9 +5,13 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import pytest
 from sqlalchemy import text
+from starlette.testclient import TestClient
 
 from wharf.core import jsoncodec
+from wharf.core.config import Settings
+from wharf.server.app import create_app
 from wharf.store import Database, migrate
 from wharf.store.resources import ResourceStore
 
@@ -38,3 +42,36 @@ def test_a_stored_spec_keeps_a_big_integer_and_an_old_nan(tmp_path: Path) -> Non
     assert stored is not None
     assert stored.spec == {"n": 2**80}
     assert math.isnan(stored.status["score"])
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        (b'{"kind": "Tenant", "metadata": {"name": "acme"}, "spec": {"x": Infinity}}', "Infinity"),
+        (b'{"kind": "Tenant", "metadata": {"name": "acme"}, "spec": {"x": NaN}}', "NaN"),
+        (
+            b'{"kind": "Tenant", "metadata": {"name": "acme"}, '
+            b'"spec": {"displayName": "a\\ud800b"}}',
+            "surrogate",
+        ),
+    ],
+)
+def test_what_is_not_json_text_or_numbers_is_refused_and_nothing_stored(
+    tmp_path: Path, body: bytes, says: str
+) -> None:
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'w.db'}",
+        admin_password="password-123",
+        secret_key="unit-test-key",
+        controllers=False,
+        alert_receiver_token_file=tmp_path / "receiver-token",
+    )
+    with TestClient(create_app(settings)) as client:
+        login = {"username": "admin", "password": "password-123"}
+        token = client.post("/api/v1/login", json=login).json()["token"]
+        headers = {"Authorization": f"Bearer {token}", "content-type": "application/json"}
+        answer = client.put("/api/v1/tenants/acme", content=body, headers=headers)
+        assert answer.status_code == 422, answer.text
+        assert says in answer.json()["message"]
+        assert answer.json()["field"] == "body"
+        assert client.get("/api/v1/tenants/acme", headers=headers).status_code == 404

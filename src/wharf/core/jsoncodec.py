@@ -2,9 +2,10 @@
 
 msgspec's codec is about three times faster than the standard library's on the rows and pages
 Wharf moves (a list page decodes four JSON columns per row and encodes every item again), and
-keeps what matters exactly: integers of any size, key order, the same Python values. What it
-refuses that the standard library takes (NaN and infinities, which are not JSON) falls back to
-the standard library, so nothing readable before becomes unreadable.
+keeps what matters exactly: integers of any size, key order, the same Python values. NaN and
+infinities are not JSON: it writes them as null (the API refuses them in what it is sent), and
+reads those an older release stored through the standard library, so nothing readable before
+becomes unreadable.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ def encode(value: Any) -> bytes:
     """UTF-8 JSON for an answer's body."""
     try:
         return _encoder.encode(value)
-    except (TypeError, msgspec.EncodeError):
-        # Whatever msgspec does not take, the standard library decides as it always did.
+    except (TypeError, msgspec.EncodeError, UnicodeEncodeError):
+        # Whatever msgspec does not take (a lone surrogate is not UTF-8), the standard
+        # library decides as it always did (it escapes one).
         return json.dumps(value).encode()
 
 

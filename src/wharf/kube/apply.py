@@ -215,7 +215,19 @@ async def prune_selected(
     if cache is None:
         return await prune(client, resource, namespace, selector, keep)
     mine = [o for o in cache.in_namespace(namespace or "") if matches(o, selector)]
-    return await prune_cached(client, mine, keep)
+    removed = await prune_cached(client, mine, keep)
+    left = [
+        o
+        for o in mine
+        if o["metadata"]["name"] not in keep
+        and o["metadata"]["name"] not in removed
+        and not o["metadata"].get("deletionTimestamp")
+    ]
+    if left:
+        # Changed (or gone) since the cache saw them: decide on what the cluster holds now,
+        # rather than leave a revoked member's binding until something else looks again.
+        removed += await prune(client, resource, namespace, selector, keep)
+    return removed
 
 
 def seen_otherwise(seen: dict[str, Any] | None, would: dict[str, Any]) -> bool:

@@ -30,15 +30,30 @@ Caller = Annotated[Principal, Depends(current_principal)]
 async def manifest_body(request: Request) -> dict[str, Any]:
     """The request's manifest as JSON data; its shape is checked by the service, after
     authorization, so that a 422 never tells a caller more than a 403 would."""
+    raw = await request.body()
     try:
-        body = json.loads(await request.body())
+        body = json.loads(raw, parse_constant=_not_a_number)
     except ValueError:
         raise InvalidError("body: not valid JSON", field="body") from None
     except RecursionError:  # deeper than the parser goes: no manifest is shaped like that
         raise InvalidError("body: nested too deeply", field="body") from None
     if not isinstance(body, dict):
         raise InvalidError("body: a manifest is a JSON object", field="body")
+    if b"\\u" in raw:  # only an escape can make half of a UTF-16 pair, which no text holds
+        try:
+            json.dumps(body, ensure_ascii=False).encode()
+        except UnicodeEncodeError:
+            raise InvalidError(
+                "body: holds an unpaired UTF-16 surrogate escape (\\ud800 to \\udfff), not text",
+                field="body",
+            ) from None
     return body
+
+
+def _not_a_number(constant: str) -> Any:
+    # The standard library takes NaN and Infinity, which JSON has not (nor would a database
+    # keep them as numbers).
+    raise InvalidError(f"body: {constant} is not a JSON number", field="body")
 
 
 ManifestBody = Annotated[dict[str, Any], Depends(manifest_body)]

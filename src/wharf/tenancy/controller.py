@@ -305,12 +305,13 @@ class PlacementController:
         client = self.connections.client(cluster.name, kubeconfig)
 
         def changed(event: str, obj: dict[str, Any]) -> None:
-            labels = obj.get("metadata", {}).get("labels") or {}
             # Reconciles read and prune from these caches: an object that appears (made by
             # someone else with Wharf's labels, or by a write the cache has not seen) is
             # looked at as soon as it does.
-            if event in ("ADDED", "MODIFIED", "DELETED") and TENANT_LABEL in labels:
-                self.controller.queue.add((labels[TENANT_LABEL], labels.get(PROJECT_LABEL, "")))
+            if event in ("ADDED", "MODIFIED", "DELETED"):
+                key = _owner_key(obj)
+                if key is not None:
+                    self.controller.queue.add(key)
 
         def make() -> list[Informer]:
             kinds: list[tuple[Any, dict[str, Any]]] = [
@@ -681,6 +682,24 @@ class PlacementController:
 
 
 Caches = Mapping[str, Informer]  # a cluster's synced watch caches, by kind
+
+
+def _owner_key(obj: dict[str, Any]) -> Key | None:
+    """The project (or tenant) a watched object's event is about, if its labels may say so.
+
+    Inside a project's namespaces the labels are the tenant's to write (its developers may
+    make secrets): there an object names only the project whose namespace it sits in, so
+    nobody queues another tenant's work, or an endless stream of made-up projects. A Namespace
+    is where it is; wharf-system is Wharf's alone."""
+    meta = obj.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    tenant, project = labels.get(TENANT_LABEL), labels.get(PROJECT_LABEL, "")
+    place = meta.get("namespace") or meta.get("name") or ""
+    if not tenant or (
+        place != SYSTEM_NAMESPACE and not (project and place.startswith(f"{tenant}--{project}-"))
+    ):
+        return None
+    return tenant, project
 
 
 async def _prune(
