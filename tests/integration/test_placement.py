@@ -15,6 +15,18 @@ from sqlalchemy import event, text
 from tests.integration.conftest import Wharf, cluster_writes, wait_for
 
 
+def settle(wharf: Wharf) -> None:
+    """Wait until the placement controller has nothing queued or running (30 s at most)."""
+    portal = wharf.client.portal
+    assert portal is not None
+
+    async def idle() -> None:
+        async with asyncio.timeout(30):
+            await wharf.platform.placement.controller.idle()
+
+    portal.call(idle)
+
+
 def kubectl_json(kubectl, cluster, *args: str) -> dict:
     return json.loads(kubectl(cluster, "get", *args, "-o", "json").stdout)
 
@@ -216,13 +228,6 @@ def test_drift_is_reverted_and_a_no_op_reconcile_writes_nothing(wharf: Wharf, ku
     # which the project's status reports), then reconcile again: zero writes to the clusters
     # and zero writes of this tenant's and project's rows.
     placement = wharf.platform.placement
-    portal = wharf.client.portal
-    assert portal is not None
-
-    async def settle() -> None:
-        async with asyncio.timeout(30):
-            await placement.controller.idle()
-
     path = f"/api/v1/tenants/{tenant}/projects/web"
     wait_for(
         lambda: all(
@@ -231,7 +236,7 @@ def test_drift_is_reverted_and_a_no_op_reconcile_writes_nothing(wharf: Wharf, ku
         ),
         what="project status reports the reverted quota",
     )
-    portal.call(settle)
+    settle(wharf)
     before = {c.name: len(cluster_writes(c, ns)) for c in (lab1, lab2)}
     assert all(before.values()), "the writes of the first placement are in the audit logs"
     with wharf.platform.db.engine.connect() as conn:
@@ -252,7 +257,7 @@ def test_drift_is_reverted_and_a_no_op_reconcile_writes_nothing(wharf: Wharf, ku
     try:
         for _ in range(3):
             placement.controller.queue.add((tenant, "web"))
-            portal.call(settle)
+            settle(wharf)
     finally:
         event.remove(engine, "before_cursor_execute", count)
     after = {c.name: len(cluster_writes(c, ns)) for c in (lab1, lab2)}
@@ -331,14 +336,7 @@ def test_a_no_op_reconcile_reads_from_the_watch_caches_not_the_clusters(
     wharf.wait_placed(tenant, "api")
     ns = f"{tenant}--api-dev"
     placement = wharf.platform.placement
-    portal = wharf.client.portal
-    assert portal is not None
-
-    async def settle() -> None:
-        async with asyncio.timeout(30):
-            await placement.controller.idle()
-
-    portal.call(settle)
+    settle(wharf)
     informers = [i for c in wharf.lab.clusters() for i in placement.watches.informers(c.name)]
     wait_for(lambda: all(i.synced.is_set() for i in informers), what="the watch caches synced")
     requests: list[str] = []
@@ -360,7 +358,7 @@ def test_a_no_op_reconcile_reads_from_the_watch_caches_not_the_clusters(
     monkeypatch.setattr(httpx2.AsyncClient, "send", counted)
     for _ in range(3):
         placement.controller.queue.add((tenant, "api"))
-        portal.call(settle)
+        settle(wharf)
     monkeypatch.setattr(httpx2.AsyncClient, "send", send)
     assert requests == [], f"a no-op reconcile asked the clusters {len(requests)}x: {requests[:3]}"
     assert len(unsynced) < 10, f"the caches were not synced: {unsynced[:3]}"

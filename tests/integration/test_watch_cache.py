@@ -39,12 +39,17 @@ def config_map(name: str, namespace: str, labels: dict[str, str]) -> Any:
     )
 
 
-async def test_a_stale_cache_prunes_nothing_it_did_not_see(lab: Lab) -> None:
-    client = async_client(lab.cluster("lab1").kubeconfig)
+async def new_namespace(client: Any) -> str:
     namespace = f"cache-{uuid.uuid4().hex[:8]}"
     await client.apply(
         from_dict({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
     )
+    return namespace
+
+
+async def test_a_stale_cache_prunes_nothing_it_did_not_see(lab: Lab) -> None:
+    client = async_client(lab.cluster("lab1").kubeconfig)
+    namespace = await new_namespace(client)
     for name in ("replaced", "relabelled", "left"):
         await client.apply(config_map(name, namespace, OURS), field_manager="wharf")
     cache = Informer(client, ConfigMap, labels={MANAGED_BY: "wharf"}, name="test")
@@ -84,10 +89,7 @@ async def test_a_dry_run_tells_an_object_the_cache_did_not_see_as_it_is(lab: Lab
     # cache's copy and was force-applied: taken over. The dry run each changed object gets
     # anyway says whether the cache saw it as it is; when not, delivery reads it first.
     client = async_client(lab.cluster("lab1").kubeconfig)
-    namespace = f"cache-{uuid.uuid4().hex[:8]}"
-    await client.apply(
-        from_dict({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
-    )
+    namespace = await new_namespace(client)
     for name in ("replaced", "relabelled", "same"):
         await client.apply(config_map(name, namespace, OURS), field_manager="wharf")
     cache = Informer(client, ConfigMap, labels={MANAGED_BY: "wharf"}, name="test")
@@ -118,10 +120,7 @@ async def test_ensure_from_a_cache_asks_nothing_when_in_place_and_never_adopts(
     costs no request; one the cache does not hold — another owner's, without Wharf's labels —
     is read from the cluster and refused, never taken over."""
     client = async_client(lab.cluster("lab1").kubeconfig)
-    namespace = f"cache-{uuid.uuid4().hex[:8]}"
-    await client.apply(
-        from_dict({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
-    )
+    namespace = await new_namespace(client)
     await client.apply(config_map("theirs", namespace, {"owner": "someone"}), field_manager="x")
     cache = Informer(client, ConfigMap, labels={MANAGED_BY: "wharf"}, name="test")
     task = asyncio.create_task(cache.run())
@@ -150,7 +149,6 @@ async def test_ensure_from_a_cache_asks_nothing_when_in_place_and_never_adopts(
             await ensure_cached(client, cache, theirs, OURS)
         assert [r.split()[0] for r in requests] == ["GET"], requests  # read, not written
         # Pruning from the cache: only what matches the selector (and only Wharf's).
-        requests.clear()
         other = {MANAGED_BY: "wharf", "wharf.io/app": "other"}
         await client.apply(config_map("other", namespace, other), field_manager="wharf")
         await client.apply(config_map("gone", namespace, OURS), field_manager="wharf")
@@ -179,10 +177,7 @@ async def test_a_prune_from_a_stale_cache_still_removes_what_changed_but_is_stil
     now — a revoked member's binding is not left until something else looks again. What no
     longer matches (taken by another application) is still left alone."""
     client = async_client(lab.cluster("lab1").kubeconfig)
-    namespace = f"cache-{uuid.uuid4().hex[:8]}"
-    await client.apply(
-        from_dict({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
-    )
+    namespace = await new_namespace(client)
     for name in ("edited", "taken"):
         await client.apply(config_map(name, namespace, OURS), field_manager="wharf")
     cache = Informer(client, ConfigMap, labels={MANAGED_BY: "wharf"}, name="test")

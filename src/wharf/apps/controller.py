@@ -89,7 +89,7 @@ from wharf.kube.apply import (
 )
 from wharf.kube.clients import is_unreachable
 from wharf.kube.connections import ClusterConnections, fingerprint
-from wharf.kube.informer import ClusterWatches, Informer
+from wharf.kube.informer import ClusterWatches, Informer, synced
 from wharf.kube.kinds import BY_API
 from wharf.network.model import CanarySplit, endpoints, expose_node_ports, tls_objects
 from wharf.network.service import CertificateRules, application_node_ports
@@ -353,11 +353,7 @@ class DeliveryController:
 
     def caches(self, cluster: str) -> dict[str, Informer]:
         """The cluster's watch caches that hold the whole of their kind now (synced)."""
-        return {
-            i.resource.__name__: i
-            for i in self.watches.informers(f"apps/{cluster}")
-            if i.synced.is_set()
-        }
+        return synced(self.watches.informers(f"apps/{cluster}"))
 
     def _load(
         self, key: Key
