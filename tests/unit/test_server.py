@@ -87,3 +87,15 @@ def test_a_wild_kubeconfig_lifetime_is_a_4xx_not_a_500(tmp_path):
             headers={"Authorization": f"Bearer {token}"},
         )
     assert 400 <= answer.status_code < 500, answer.text
+
+
+def test_the_probes_are_found_before_the_api_routes(database_url):
+    """A route is found by trying each in turn: /healthz behind the 200 API and console routes
+    cost ~1.3 ms of CPU to find (and about 0.01 ms to answer) on every probe."""
+    app = create_app(Settings(database_url=database_url))
+    paths = [getattr(route, "path", type(route).__name__) for route in app.router.routes]
+    first_router = next(
+        i for i, route in enumerate(app.router.routes) if not hasattr(route, "path")
+    )
+    for probe in ("/healthz", "/readyz", "/metrics"):
+        assert paths.index(probe) < first_router, paths

@@ -172,25 +172,8 @@ def create_app(settings: Settings) -> FastAPI:
             return console.error_page(_request, None, error)  # a page, not JSON, in a browser
         return JSONResponse(error.body(), status_code=error.status)
 
-    app.include_router(identity_api.router)
-    app.include_router(audit_api.router)
-    app.include_router(tenancy_api.router)
-    app.include_router(apps_api.router)
-    app.include_router(registry_api.router)
-    app.include_router(releases_api.router)
-    app.include_router(network_api.router)
-    app.include_router(scaling_api.router)
-    app.include_router(alerts_api.router)
-    app.include_router(monitoring_api.router)
-    app.include_router(logs_api.router)
-    console.install(app, settings.assets_dir)
-    app.include_router(resource_router(platform.rules))
-    openapi.install(app)
-
-    app.add_middleware(RequestMetrics, metrics=metrics, log=log)
-    # Last added, so outermost: no middleware or route reads more than the bound.
-    app.add_middleware(RequestBounds, limit=settings.max_body_bytes)
-
+    # The probes first: a route is found by trying each in turn (about 6 µs apiece), and
+    # /healthz behind the 200 others cost more to find than to answer.
     @app.get("/healthz", tags=["health"], summary="Liveness: the process serves requests")
     async def healthz() -> Health:
         return Health(status="ok")
@@ -238,6 +221,25 @@ def create_app(settings: Settings) -> FastAPI:
         registry = CollectorRegistry()
         registry.register(FeedCollector(await platform.workload_feed.collect()))
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.include_router(identity_api.router)
+    app.include_router(audit_api.router)
+    app.include_router(tenancy_api.router)
+    app.include_router(apps_api.router)
+    app.include_router(registry_api.router)
+    app.include_router(releases_api.router)
+    app.include_router(network_api.router)
+    app.include_router(scaling_api.router)
+    app.include_router(alerts_api.router)
+    app.include_router(monitoring_api.router)
+    app.include_router(logs_api.router)
+    console.install(app, settings.assets_dir)
+    app.include_router(resource_router(platform.rules))
+    openapi.install(app)
+
+    app.add_middleware(RequestMetrics, metrics=metrics, log=log)
+    # Last added, so outermost: no middleware or route reads more than the bound.
+    app.add_middleware(RequestBounds, limit=settings.max_body_bytes)
 
     @app.get("/api/v1/version", tags=["platform"], summary="Wharf's version and its database")
     def version() -> Version:
