@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from tests.integration.conftest import Api, ServerProcess, register_clusters, wa
 from wharf.lab import Lab
 
 LEASE_SECONDS = 4
+RESYNC_SECONDS = 3600
 HELD = re.compile(r'^wharf_lease_held\{lease="([^"]+)",replica="([^"]+)"\} 1\.0$', re.M)
 
 
@@ -33,6 +35,9 @@ def replicas(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[lis
                 WHARF_REPLICA=f"r{n}",
                 WHARF_LEASE_SECONDS=str(LEASE_SECONDS),
                 WHARF_METRICS_PUBLIC="true",
+                # Longer than any wait here: a change reaches the other replicas by NOTIFY
+                # or not at all (a lease gained still looks at everything).
+                WHARF_RESYNC_SECONDS=str(RESYNC_SECONDS),
             )
             servers.append(server)
         try:
@@ -93,6 +98,56 @@ def test_each_cluster_is_held_by_exactly_one_replica(
         lambda: _status_holders(api) == {k: v for k, v in held.items() if k != "platform"},
         what="cluster status naming the replica that holds it",
     )
+
+
+def test_a_write_taken_by_one_replica_reaches_the_clusters_the_others_hold(
+    replicas: list[ServerProcess], lab: Lab, kubectl
+) -> None:
+    """The replica that takes a write wakes its own controllers; the replicas holding the
+    clusters it concerns hear of it through PostgreSQL's NOTIFY (their resync is an hour)."""
+    work = _work(lab)
+    held = wait_for(lambda: _shared_once(replicas, work), what="every lease held")
+    holders = {held[f"cluster/{c.name}"] for c in lab.clusters()}
+    taker = next(s for s in replicas if s.env["WHARF_REPLICA"] not in holders)
+    api = taker.login()
+    tenant = f"t{uuid.uuid4().hex[:8]}"
+    clusters = [c.name for c in lab.clusters()]
+    tenant_spec = {"quota": {"cpu": "2", "memory": "2Gi"}, "clusters": clusters}
+    api.ok(
+        "PUT",
+        f"/api/v1/tenants/{tenant}",
+        json={"kind": "Tenant", "metadata": {"name": tenant}, "spec": tenant_spec},
+    )
+    project = {
+        "kind": "Project",
+        "metadata": {"name": "web"},
+        "spec": {
+            "quota": {"cpu": "1", "memory": "1Gi"},
+            "environments": [{"name": "dev", "clusters": clusters}],
+        },
+    }
+    api.ok("PUT", f"/api/v1/tenants/{tenant}/projects/web", json=project)
+    namespace = f"{tenant}--web-dev"
+    for cluster in lab.clusters():
+        wait_for(
+            lambda c=cluster: (
+                kubectl(c, "get", "namespace", namespace, check=False).returncode == 0
+            ),
+            timeout=120,
+            what=f"{namespace} in {cluster.name}, held by {held[f'cluster/{cluster.name}']}",
+        )
+    heard = {
+        s.env["WHARF_REPLICA"]: re.search(
+            r"^wharf_replica_changes_heard ([0-9.]+)$",
+            httpx.get(f"{s.url}/metrics", timeout=10).text,
+            re.M,
+        )
+        for s in replicas
+    }
+    for holder in holders:
+        found = heard[holder]
+        assert found is not None, heard
+        assert float(found.group(1)) >= 2, heard  # the tenant and the project, at least
 
 
 def test_a_killed_replica_loses_its_clusters_to_the_others(

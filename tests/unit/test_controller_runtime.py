@@ -159,3 +159,40 @@ def test_a_key_queued_while_it_is_reconciled_waits_for_it_and_runs_once_more() -
     asyncio.run(scenario())
     assert handed == ["shop", "other", "shop"]
     assert runs == ["shop", "other", "shop"]
+
+
+def test_the_resync_takes_its_keys_from_resync_keys_and_queue_all_from_list_keys() -> None:
+    """A controller whose events cover most changes resyncs fewer keys; something all keys
+    depend on (queue_all) and the first pass at the start still look at every one."""
+    seen: list[Hashable] = []
+    resynced, swept = asyncio.Event(), asyncio.Event()
+
+    async def reconcile(key: Hashable) -> None:
+        seen.append(key)
+        if seen.count("unsettled") >= 4:
+            resynced.set()
+        if seen.count("settled") >= 2:
+            swept.set()
+
+    async def every() -> Iterable[Hashable]:
+        return ["settled", "unsettled"]
+
+    async def unsettled() -> Iterable[Hashable]:
+        return ["unsettled"]
+
+    async def scenario() -> None:
+        controller = Controller(
+            "test", reconcile, every, resync=0.05, workers=1, resync_keys=unsettled
+        )
+        task = asyncio.get_running_loop().create_task(controller.run())
+        try:
+            async with asyncio.timeout(30):
+                await resynced.wait()
+            assert seen.count("settled") == 1, seen  # the pass at the start only
+            controller.queue_all()
+            async with asyncio.timeout(30):
+                await swept.wait()
+        finally:
+            await cancel([task])
+
+    asyncio.run(scenario())

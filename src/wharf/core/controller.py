@@ -59,7 +59,9 @@ class WorkQueue:
 
 
 class Controller:
-    """Runs `reconcile(key)` for queued keys; all keys from `list_keys` every `resync` s."""
+    """Runs `reconcile(key)` for queued keys; all keys from `list_keys` every `resync` s (or
+    those from `resync_keys`, when given: a controller whose events cover most changes may
+    look again at fewer keys each time)."""
 
     def __init__(
         self,
@@ -69,10 +71,12 @@ class Controller:
         resync: float = 30.0,
         workers: int = 2,
         backoff: float = 0.5,
+        resync_keys: Callable[[], Awaitable[Iterable[Hashable]]] | None = None,
     ) -> None:
         self.name = name
         self.reconcile = reconcile
         self.list_keys = list_keys
+        self.resync_keys = resync_keys
         self.resync = resync
         self.workers = workers
         self.backoff = backoff  # the first retry's delay; it doubles up to 30 s
@@ -129,9 +133,10 @@ class Controller:
         )
         asyncio.get_running_loop().call_later(delay, self.queue.add, key)
 
-    async def _enqueue_all(self) -> None:
+    async def _enqueue_all(self, resync: bool = False) -> None:
+        keys = self.resync_keys if resync and self.resync_keys is not None else self.list_keys
         try:
-            for key in await self.list_keys():
+            for key in await keys():
                 self.queue.add(key)
         except asyncio.CancelledError:
             raise
@@ -145,9 +150,10 @@ class Controller:
         task.add_done_callback(self._background.discard)
 
     async def _resync(self) -> None:
+        await self._enqueue_all()  # everything once at the start
         while True:
-            await self._enqueue_all()
             await asyncio.sleep(self.resync)
+            await self._enqueue_all(resync=True)
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:

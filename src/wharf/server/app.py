@@ -207,6 +207,7 @@ def create_app(settings: Settings) -> FastAPI:
             metrics.queue_depth.labels(controller.name).set(len(controller.queue))
             metrics.reconciles.labels(controller.name).set(controller.reconciles)
         metrics.cluster_writes.set(platform.placement.writes)
+        metrics.changes_heard.set(platform.changes.heard)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get(

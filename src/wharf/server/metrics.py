@@ -131,6 +131,11 @@ class Metrics:
             "Writes the placement controller made to clusters",
             registry=self.registry,
         )
+        self.changes_heard = Gauge(
+            "wharf_replica_changes_heard",
+            "Writes taken by other replicas that this one was told of (PostgreSQL NOTIFY)",
+            registry=self.registry,
+        )
         self.latency = Histogram(
             "wharf_http_request_duration_seconds",
             "HTTP request latency",

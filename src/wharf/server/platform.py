@@ -67,6 +67,7 @@ from wharf.scaling.model import applied_window
 from wharf.server.leases import LeaseKeeper
 from wharf.store import Database
 from wharf.store.audit import AuditEvent, record
+from wharf.store.changes import USER, Change, ChangeChannel
 from wharf.store.resources import LabelIn, ResourceStore
 from wharf.tenancy.controller import PlacementController
 from wharf.tenancy.model import (
@@ -218,8 +219,15 @@ class Platform:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.lease_keeper = LeaseKeeper(db, self.leases, settings.lease_seconds, self._gained)
         self._lease_work()
-        # A cluster gone or back changes where applications' replicas run (failover).
-        self.clusters.on_phase = self.delivery.controller.queue_all
+        # A write one replica takes wakes the replica holding its work (PostgreSQL's NOTIFY).
+        self.changes = ChangeChannel(db, settings.replica)
+        self.clusters.on_phase = self._cluster_phase
+
+    def _cluster_phase(self) -> None:
+        """A cluster went or came back: where applications' replicas run (failover) and
+        which clusters a project's namespaces are on follow."""
+        self.delivery.controller.queue_all()
+        self.placement.controller.queue_all()
 
     def _platform_wide(self) -> list[Controller]:
         """The controllers whose work is not one cluster's (registries, releases, windows)."""
@@ -410,9 +418,28 @@ class Platform:
             deleting = store.query("Application", scopes=scope, deleting=True)
             return [(a.tenant, a.name) for a in live + deleting]
 
-    def user_changed(self, _name: str) -> None:
+    def user_changed(self, name: str) -> None:
         """A user was disabled or enabled: the member ServiceAccounts that carry its access
-        into the clusters follow (runs in the API's worker thread)."""
+        into the clusters follow (runs in the API's worker thread), here and on the other
+        replicas."""
+        self._user_changed(name)
+        self.changes.tell(USER, "", name)
+
+    def _heard(self, change: Change) -> None:
+        """Another replica took a write: wake what it concerns here (not told on again;
+        runs in a worker thread, as the API's own changes do)."""
+        if change.kind == USER:
+            self._user_changed(change.name)
+        else:
+            self._on_change(change.kind, change.tenant, change.name)
+
+    def _missed(self) -> None:
+        """The other replicas' changes may have gone unheard (the listener's connection
+        broke): look at everything this replica holds."""
+        for controller in self.controllers():
+            controller.queue_all()
+
+    def _user_changed(self, _name: str) -> None:
         loop = self._loop
         if loop is not None:
             loop.call_soon_threadsafe(self.placement.controller.queue_all)
@@ -442,8 +469,10 @@ class Platform:
             ThreadPoolExecutor(max_workers=CONTROLLER_THREADS, thread_name_prefix="wharf")
         )
         self.resources.listeners.append(self._on_change)
+        self.resources.listeners.append(self.changes.tell)
         if self.settings.controllers:
             self._tasks = [
+                asyncio.create_task(self.changes.listen(self._heard, self._missed), name="changes"),
                 asyncio.create_task(self.lease_keeper.run(), name="leases"),
                 asyncio.create_task(self.clusters.controller.run(), name="clusters"),
                 asyncio.create_task(self.placement.controller.run(), name="placement"),

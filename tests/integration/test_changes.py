@@ -1,0 +1,85 @@
+"""Changes told between replicas (PostgreSQL's NOTIFY): what a replica hears, what it ignores,
+and what it does when its listening connection breaks. Two replicas each reconciling the
+clusters they hold are in test_replicas.py."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from sqlalchemy import create_engine, text
+
+from tests.integration.conftest import Wharf, wait_for
+from wharf.store.changes import CHANNEL, Change
+
+
+def _listener_pids(url: str) -> list[int]:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(
+                text(
+                    "SELECT pid FROM pg_stat_activity"
+                    " WHERE query = :q AND datname = current_database()"
+                ),
+                {"q": f"LISTEN {CHANNEL}"},
+            )
+            return [int(r.pid) for r in rows]
+    finally:
+        engine.dispose()
+
+
+def _notify(url: str, payload: str) -> None:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT pg_notify(:c, :p)"), {"c": CHANNEL, "p": payload})
+            connection.commit()
+    finally:
+        engine.dispose()
+
+
+def test_a_replica_hears_the_others_and_not_itself_nor_junk(
+    wharf: Wharf, database_url, monkeypatch
+):
+    changes = wharf.platform.changes
+    if not database_url.startswith("postgresql"):
+        assert not changes.enabled  # one process: nothing to tell, nothing listened to
+        return
+    heard: list[tuple[str, str, str]] = []
+    monkeypatch.setattr(wharf.platform, "_on_change", lambda *key: heard.append(key))
+    wait_for(lambda: _listener_pids(database_url), what="the replica listening")
+    mine = Change(changes.replica, "Project", "shop", "mine").payload()
+    for junk in ("not json", json.dumps({"kind": "Project"}), json.dumps([1, 2, 3, 4]), mine):
+        _notify(database_url, junk)
+    _notify(database_url, Change("another", "Project", "shop", "web").payload())
+    wait_for(lambda: heard, what="the other replica's change heard")
+    assert heard == [("Project", "shop", "web")]
+
+
+def test_a_broken_listening_connection_looks_at_everything_again(
+    wharf: Wharf, database_url, monkeypatch
+):
+    """Changes told while a replica was not listening are gone: once it listens again it
+    looks at every key it holds (the next resync could be many minutes away)."""
+    if not database_url.startswith("postgresql"):
+        assert not wharf.platform.changes.enabled
+        return
+    looked = asyncio.Event()
+    monkeypatch.setattr(wharf.platform.placement.controller, "queue_all", looked.set)
+    monkeypatch.setattr(wharf.platform.changes, "retry", 0.1)
+    pids = wait_for(lambda: _listener_pids(database_url), what="the replica listening")
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            for pid in pids:
+                connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    finally:
+        engine.dispose()
+
+    async def looked_again() -> None:
+        async with asyncio.timeout(60):
+            await looked.wait()
+
+    wharf.client.portal.call(looked_again)
+    wait_for(lambda: set(_listener_pids(database_url)) - set(pids), what="listening again")
