@@ -83,3 +83,58 @@ def test_a_broken_listening_connection_looks_at_everything_again(
 
     wharf.client.portal.call(looked_again)
     wait_for(lambda: set(_listener_pids(database_url)) - set(pids), what="listening again")
+
+
+def test_a_forged_notification_naming_a_project_almost_removes_nothing(
+    wharf: Wharf, database_url, kubectl
+):
+    """Anyone who may connect to the database may NOTIFY. A project that does not exist is
+    one whose namespaces are removed, and a cluster reads the selector `project=web ` as
+    `project=web`: such names are dropped when heard, and refused by the removal itself."""
+    if not database_url.startswith("postgresql"):
+        assert not wharf.platform.changes.enabled
+        return
+    tenant = wharf.tenant({"cpu": "2", "memory": "2Gi"})
+    wharf.project(tenant, "web", {"cpu": "1", "memory": "1Gi"})
+    wharf.wait_placed(tenant, "web")
+    changes = wharf.platform.changes
+    wait_for(lambda: _listener_pids(database_url), what="the replica listening")
+    before = changes.heard
+    for name in ("web ", "web\n", "web,app.kubernetes.io/managed-by"):
+        _notify(database_url, json.dumps(["x", "Project", tenant, name]))
+    _notify(database_url, Change("x", "Project", tenant, "web").payload())  # heard after them
+    wait_for(lambda: changes.heard > before, what="the valid notification heard")
+    assert changes.heard == before + 1
+
+    async def idle() -> None:
+        async with asyncio.timeout(60):
+            await wharf.platform.placement.controller.idle()
+
+    wharf.client.portal.call(idle)
+    for cluster in wharf.lab.clusters():
+        found = kubectl(cluster, "get", "namespace", f"{tenant}--web-dev", check=False)
+        assert found.returncode == 0, (cluster.name, found.stderr)
+
+
+def test_a_change_that_fails_to_act_on_keeps_the_channel(wharf: Wharf, database_url, monkeypatch):
+    """One notification whose handling fails (a name the database refuses, say) is logged;
+    the connection stays, and nothing is looked at all over again."""
+    if not database_url.startswith("postgresql"):
+        assert not wharf.platform.changes.enabled
+        return
+    changes = wharf.platform.changes
+    pids = wait_for(lambda: _listener_pids(database_url), what="the replica listening")
+
+    def fail(*_key: str) -> None:
+        raise RuntimeError("cannot act on it")
+
+    everything: list[str] = []
+    monkeypatch.setattr(wharf.platform, "_on_change", fail)
+    placement = wharf.platform.placement.controller
+    monkeypatch.setattr(placement, "queue_all", lambda: everything.append("all"))
+    before = changes.heard
+    for name in ("one", "two"):
+        _notify(database_url, Change("x", "Project", "shop", name).payload())
+    wait_for(lambda: changes.heard >= before + 2, what="both heard")
+    assert _listener_pids(database_url) == pids
+    assert everything == []

@@ -445,3 +445,29 @@ def test_a_cluster_changing_phase_looks_at_every_project_again(wharf: Wharf, mon
         return len(looked) - before
 
     assert wharf.client.portal.call(phase_changed) == 1
+
+
+def test_a_write_whose_notice_was_lost_is_found_by_the_next_resync(wharf: Wharf, monkeypatch):
+    """A replica killed between its commit and its NOTIFY leaves a change no one was told
+    of: the resync sees the database's objects moved and looks at every project, settled or
+    not, instead of waiting for the sweep."""
+    placement = wharf.platform.placement
+    tenant = wharf.tenant({"cpu": "4", "memory": "8Gi"})
+    wharf.project(tenant, "api", {"cpu": "1", "memory": "1Gi"})
+    wharf.wait_placed(tenant, "api")
+    wait_for(lambda: (tenant, "api") in placement.settled, what="the project settled")
+
+    async def nothing() -> list[tuple[str, str]]:
+        return []
+
+    # The controller's own resync out of the way: each round below is this test's.
+    monkeypatch.setattr(placement.controller, "resync_keys", nothing)
+    monkeypatch.setattr(placement, "_resyncs", 1)  # the next rounds are not sweeps
+    portal = wharf.client.portal
+    portal.call(placement.resync_keys)  # takes the database's marker as it is now
+    assert (tenant, "api") not in portal.call(placement.resync_keys)
+    # A write no one hears of (no listener told, as if its replica died after the commit).
+    monkeypatch.setattr(wharf.platform.resources, "listeners", [])
+    wharf.project(tenant, "api", {"cpu": "2", "memory": "1Gi"})
+    assert (tenant, "api") in portal.call(placement.resync_keys)
+    assert (tenant, "api") not in portal.call(placement.resync_keys)

@@ -39,7 +39,7 @@ BY = "tenant, project, app, cluster"
 
 
 def _duration(value: str) -> str:
-    if not DURATION.match(value):
+    if not DURATION.fullmatch(value):
         raise ValueError("write a Prometheus duration, e.g. 30s, 5m or 1h")
     return value
 

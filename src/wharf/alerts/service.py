@@ -139,7 +139,7 @@ class NotificationChannelRules(ProjectOwnedRules[NotificationChannelSpec]):
         if not spec.to:
             raise InvalidError("spec.to: an email channel needs an address", field="spec.to")
         for i, address in enumerate(spec.to):
-            if not EMAIL.match(address):
+            if not EMAIL.fullmatch(address):
                 where = f"spec.to[{i}]"
                 raise InvalidError(f"{where}: {address!r} is not an address", field=where)
 
@@ -340,7 +340,7 @@ def _time(at: dt.datetime) -> str:
 def links(tenant: str, project: str, app: str, cluster: str) -> dict[str, str]:
     """The console's pages for the application: its live logs, and its project's charts of
     it (the charts page's ranges reach back 7 days)."""
-    if not app or not NAME_RE.match(app):
+    if not app or not NAME_RE.fullmatch(app):
         return {}  # not an application's name: nothing of it to link to
     charts = urllib.parse.urlencode({"app": app, **({"cluster": cluster} if cluster else {})})
     # The labels come from the alert (a rule's PromQL may set them): quoted, a name cannot

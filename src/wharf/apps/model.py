@@ -43,6 +43,7 @@ CONFIG_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
 CONFIG_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 HEADER_NAME = re.compile(r"^[A-Za-z0-9-]+$")
+HEADER_VALUE = re.compile(r"^[!-~]([ -~]*[!-~])?$")
 COOKIE_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 CONFIG_NAME_MAX = 63  # the object is named <application>-<name>, a DNS subdomain
 RENDERABLE_KINDS = {
@@ -87,7 +88,7 @@ class TemplateVersion(Spec):
     @field_validator("version")
     @classmethod
     def _semver(cls, value: str) -> str:
-        if not SEMVER.match(value):
+        if not SEMVER.fullmatch(value):
             raise ValueError("use a semantic version such as 1.0.0")
         return value
 
@@ -353,7 +354,7 @@ class ScalingWindow(Spec):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not CONFIG_NAME.match(value):
+        if not CONFIG_NAME.fullmatch(value):
             raise ValueError("lowercase letters, digits and '-', starting with a letter or digit")
         return value
 
@@ -476,7 +477,7 @@ def config_key_problem(key: str) -> str | None:
     """Why Kubernetes would refuse a ConfigMap or Secret key, or None."""
     if len(key) > 253:
         return "is longer than 253 characters"
-    if not CONFIG_KEY.match(key):
+    if not CONFIG_KEY.fullmatch(key):
         return "may hold only letters, digits, '-', '_' and '.'"
     if key in (".", "..") or key.startswith(".."):
         return "may not be '.' or start with '..'"
@@ -488,7 +489,7 @@ def check_configuration(config: Configuration, overrides: dict[str, ClusterOverr
     for section, objects in (("configMaps", config.configMaps), ("secrets", config.secrets)):
         for name, data in objects.items():
             where = f"spec.config.{section}.{name}"
-            if not CONFIG_NAME.match(name) or len(name) > CONFIG_NAME_MAX:
+            if not CONFIG_NAME.fullmatch(name) or len(name) > CONFIG_NAME_MAX:
                 raise InvalidError(
                     f"{where}: {name!r} is not a valid name: at most {CONFIG_NAME_MAX} lowercase "
                     "letters, digits and '-', starting and ending with a letter or digit",
@@ -502,7 +503,7 @@ def check_configuration(config: Configuration, overrides: dict[str, ClusterOverr
                     )
     for cluster, override in overrides.items():
         for name in override.env:
-            if not ENV_NAME.match(name) or len(name) > 253:
+            if not ENV_NAME.fullmatch(name) or len(name) > 253:
                 where = f"spec.overrides.{cluster}.env"
                 raise InvalidError(
                     f"{where}: {name!r} is not a valid environment variable name",
@@ -557,13 +558,29 @@ class HeaderRoute(Spec):
         description="HTTP header name, e.g. X-Canary",
         json_schema_extra={"pattern": "^[A-Za-z0-9-]+$"},
     )
-    value: str = Field(default="always", description="The value that routes to the canary")
+    value: str = Field(
+        default="always",
+        max_length=256,
+        description="The value that routes to the canary",
+        json_schema_extra={"pattern": HEADER_VALUE.pattern},
+    )
 
     @field_validator("name")
     @classmethod
     def _header(cls, value: str) -> str:
-        if not HEADER_NAME.match(value):
+        if not HEADER_NAME.fullmatch(value):
             raise ValueError("a header name is letters, digits and '-'")
+        return value
+
+    @field_validator("value")
+    @classmethod
+    def _value(cls, value: str) -> str:
+        # It becomes an ingress-nginx annotation and an HTTPRoute match: no line breaks or
+        # other control characters to carry anything past them.
+        if not HEADER_VALUE.fullmatch(value):
+            raise ValueError(
+                "a header value is printable ASCII, without leading or trailing spaces"
+            )
         return value
 
 
@@ -580,7 +597,7 @@ class CookieRoute(Spec):
     @field_validator("name")
     @classmethod
     def _cookie(cls, value: str) -> str:
-        if not COOKIE_NAME.match(value):
+        if not COOKIE_NAME.fullmatch(value):
             raise ValueError("a cookie name is letters, digits, '_' and '-'")
         return value
 

@@ -37,7 +37,7 @@ NAME_SCHEMA: dict[str, Any] = {"pattern": NAME_RE.pattern, "maxLength": 40}
 
 def check_name(name: str, where: str = "metadata.name", max_length: int = 40) -> str:
     """Names become parts of Kubernetes names, so they follow DNS-label rules (shorter)."""
-    if not NAME_RE.match(name) or len(name) > max_length:
+    if not NAME_RE.fullmatch(name) or len(name) > max_length:
         raise InvalidError(
             f"{where}: {name!r} is not a valid name: use at most {max_length} lowercase letters, "
             "digits and '-', starting and ending with a letter or digit",
@@ -117,9 +117,9 @@ class Metadata(BaseModel):
     @classmethod
     def _labels(cls, labels: dict[str, str]) -> dict[str, str]:
         for key, value in labels.items():
-            if not LABEL_KEY_RE.match(key) or len(key) > 253:
+            if not LABEL_KEY_RE.fullmatch(key) or len(key) > 253:
                 raise ValueError(f"label key {key!r} is not a valid Kubernetes label key")
-            if not LABEL_VALUE_RE.match(value) or len(value) > 63:
+            if not LABEL_VALUE_RE.fullmatch(value) or len(value) > 63:
                 raise ValueError(f"label {key}: value {value!r} is not a valid label value")
         return labels
 

@@ -18,7 +18,7 @@ _DURATION = re.compile(r"^(\d+)([smhd])$")
 
 
 def seconds(text: str) -> int:
-    match = _DURATION.match(text)
+    match = _DURATION.fullmatch(text)
     if not match:
         raise typer.BadParameter("use a number and a unit: 90m, 12h, 30d")
     return int(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]

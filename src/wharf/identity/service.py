@@ -11,7 +11,7 @@ from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from wharf.core.errors import (
@@ -74,6 +74,18 @@ def generations(session: Session) -> dict[str, int]:
     it, so those of before a disable are never theirs again (even if no cluster heard of it)."""
     rows = session.execute(select(users.c.name, users.c.generation).where(users.c.generation > 0))
     return {r.name: int(r.generation) for r in rows}
+
+
+def users_marker(session: Session) -> tuple[int, int, int]:
+    """A figure that moves whenever a user is added, removed, disabled or enabled."""
+    row = session.execute(
+        select(
+            func.count(),
+            func.coalesce(func.sum(users.c.generation), 0),
+            func.count().filter(users.c.disabled.is_(True)),
+        )
+    ).one()
+    return int(row[0]), int(row[1]), int(row[2])
 
 
 def generation(session: Session, name: str) -> int:

@@ -19,6 +19,7 @@ from lightkube.core.generic_client import ALL_NS
 from lightkube.core.resource import NamespacedResource, api_info
 
 from wharf.core.quantity import QuantityError, parse_quantity
+from wharf.core.resources import LABEL_VALUE_RE
 from wharf.kube.informer import Informer, matches
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -246,6 +247,15 @@ def seen_otherwise(seen: dict[str, Any] | None, would: dict[str, Any]) -> bool:
     )
 
 
+def exact(labels: dict[str, Any]) -> None:
+    """Refuse a selector whose values are not label values: an API server reads "web " as
+    "web" and "web,x" as two requirements, so a removal by such a value would take what
+    carries another owner's labels."""
+    for key, value in labels.items():
+        if isinstance(value, str) and not LABEL_VALUE_RE.fullmatch(value):
+            raise ValueError(f"label {key}={value!r} is not a label value: nothing removed")
+
+
 async def remove_labelled(
     client: AsyncClient,
     resources: Iterable[Any],
@@ -256,6 +266,7 @@ async def remove_labelled(
     when given), that carries `labels`; return them as kind/namespace/name. Errors other than
     404 propagate, so that a caller finishing a delete does not drop its record before the
     cluster has accepted every removal."""
+    exact(labels)
     removed = []
     for resource in resources:
         where = {"namespace": ALL_NS} if issubclass(resource, NamespacedResource) else {}
@@ -289,6 +300,7 @@ async def labelled(
     namespace_prefix: str = "",
 ) -> list[str]:
     """What `remove_labelled` would delete (a read only), as kind/namespace/name."""
+    exact(labels)
     found = []
     for resource in resources:
         where = {"namespace": ALL_NS} if issubclass(resource, NamespacedResource) else {}

@@ -37,7 +37,7 @@ UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 def parse_duration(text: str, field: str) -> dt.timedelta:
     """`30s`, `5m`, `2h`, `1d`: a whole number and a unit."""
-    match = DURATION.match(text.strip())
+    match = DURATION.fullmatch(text.strip())
     if not match:
         raise InvalidError(
             f"{field}: {text!r} is not a duration such as 30s, 5m, 2h or 1d", field=field
@@ -46,7 +46,7 @@ def parse_duration(text: str, field: str) -> dt.timedelta:
 
 
 def checked_name(text: str, field: str) -> str:
-    if not NAME.match(text):
+    if not NAME.fullmatch(text):
         raise InvalidError(f"{field}: {text!r} is not a pod or container name", field=field)
     return text
 
@@ -167,7 +167,7 @@ def logsql_string(text: str) -> str:
 def parse_instant(text: str, field: str, now: dt.datetime) -> dt.datetime:
     """`5m` (that long before now) or an RFC 3339 time with its zone."""
     text = text.strip()
-    if DURATION.match(text):
+    if DURATION.fullmatch(text):
         return now - parse_duration(text, field)
     try:
         when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))

@@ -199,7 +199,7 @@ def _escaped(value: str) -> str:
 
 
 def check_name(value: str, field_name: str) -> str:
-    if len(value) > 63 or not NAME.match(value):
+    if len(value) > 63 or not NAME.fullmatch(value):
         raise InvalidError(
             f"{field_name}: {value[:80]!r} is not a name (lower-case letters, digits and '-')",
             field=field_name,

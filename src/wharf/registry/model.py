@@ -164,7 +164,7 @@ def parse_scope(text: str) -> Scope:
             field="scope",
         )
     if type_.startswith("repository") and (
-        len(name) > MAX_NAME or not REPOSITORY_RE.match(name) or name != name.lower()
+        len(name) > MAX_NAME or not REPOSITORY_RE.fullmatch(name) or name != name.lower()
     ):
         raise InvalidError(
             f"scope: {name!r} is not a repository name (lowercase components of letters and "
@@ -172,7 +172,7 @@ def parse_scope(text: str) -> Scope:
             field="scope",
         )
     listed = tuple(a for a in actions.split(","))
-    if not listed or not all(_ACTION_RE.match(a) for a in listed):
+    if not listed or not all(_ACTION_RE.fullmatch(a) for a in listed):
         raise InvalidError(
             f"scope: {actions!r} is not a comma-separated list of actions (pull, push, …)",
             field="scope",
@@ -202,7 +202,7 @@ def locate(name: str) -> Repository:
     parts = name.split("/")
     if len(parts) > 1 and ("." in parts[0] or ":" in parts[0] or parts[0] == "localhost"):
         parts = parts[1:]
-    if len(parts) < 3 or not all(NAME_RE.match(p) for p in parts[:2]):
+    if len(parts) < 3 or not all(NAME_RE.fullmatch(p) for p in parts[:2]):
         return Repository(name)
     return Repository(name, parts[0], parts[1], "/".join(parts[2:]))
 
@@ -235,7 +235,7 @@ def split_account(username: str, prefix: str) -> tuple[str, str] | None:
     if not username.startswith(prefix):
         return None
     tenant, sep, name = username[len(prefix) :].partition("+")
-    if not sep or not NAME_RE.match(tenant) or not NAME_RE.match(name):
+    if not sep or not NAME_RE.fullmatch(tenant) or not NAME_RE.fullmatch(name):
         return None
     return tenant, name
 
@@ -559,7 +559,7 @@ def parse_image(image: str) -> ImageRef | None:
     repository, colon, tag = path.rpartition(":")
     if not colon or "/" in tag:
         repository, tag = path, ""
-    if not REPOSITORY_RE.match(repository) or repository != repository.lower():
+    if not REPOSITORY_RE.fullmatch(repository) or repository != repository.lower():
         return None
     if (tag and not _TAG_RE.fullmatch(tag)) or (digest and not _DIGEST_RE.fullmatch(digest)):
         return None  # what is checked must be what the cluster pulls: no path tricks

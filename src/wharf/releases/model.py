@@ -36,7 +36,7 @@ Outcome = Literal["Successful", "Failed", "Inconclusive", "Error"]
 
 
 def _condition(value: str) -> str:
-    if not CONDITION.match(value):
+    if not CONDITION.fullmatch(value):
         raise ValueError("write a comparison of the result with a number, e.g. 'result < 0.05'")
     return value
 
@@ -63,7 +63,7 @@ class WebCheck(Spec):
     @field_validator("jsonPath")
     @classmethod
     def _path(cls, value: str) -> str:
-        if not JSON_PATH.match(value):
+        if not JSON_PATH.fullmatch(value):
             raise ValueError("write a path of .names and [indexes], e.g. $.data.errorRate")
         return value
 
@@ -230,7 +230,7 @@ def web_url(metric: Metric, args: dict[str, str], where: str = "spec.metrics") -
 
 
 def _holds(condition: str, value: float) -> bool:
-    match = CONDITION.match(condition)
+    match = CONDITION.fullmatch(condition)
     assert match is not None  # checked when the template was written
     return OPERATORS[match.group(1)](value, float(match.group(2)))
 

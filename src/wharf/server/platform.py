@@ -221,6 +221,7 @@ class Platform:
         self._lease_work()
         # A write one replica takes wakes the replica holding its work (PostgreSQL's NOTIFY).
         self.changes = ChangeChannel(db, settings.replica)
+        self._kinds = {r.kind.name for r in self.rules} | {RELEASE}  # what a change may name
         self.clusters.on_phase = self._cluster_phase
 
     def _cluster_phase(self) -> None:
@@ -430,7 +431,7 @@ class Platform:
         runs in a worker thread, as the API's own changes do)."""
         if change.kind == USER:
             self._user_changed(change.name)
-        else:
+        elif change.kind in self._kinds:
             self._on_change(change.kind, change.tenant, change.name)
 
     def _missed(self) -> None:

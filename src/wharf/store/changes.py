@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -21,12 +22,15 @@ import structlog
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
+from wharf.core.resources import NAME_RE
 from wharf.store.database import Database
 
 log = structlog.get_logger("wharf.changes")
 
 CHANNEL = "wharf_changes"
 USER = "User"  # the kind a user's change (disabled, renamed identities) is told under
+KIND_RE = re.compile(r"^[A-Z][A-Za-z]{0,63}$")
+PING_SECONDS = 30.0  # a connection silent this long is asked whether it is still there
 
 
 @dataclass(frozen=True)
@@ -41,13 +45,21 @@ class Change:
 
     @classmethod
     def parse(cls, payload: str) -> Change | None:
+        """The change a payload tells, or None when it is not one Wharf sends. Anyone who may
+        connect to the database may NOTIFY: a name that is not a valid name ("web " or
+        "web,other") must not reach a controller, whose label selectors a cluster parses
+        leniently (a missing object's key removes what carries its labels)."""
         try:
             replica, kind, tenant, name = json.loads(payload)
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, RecursionError):
             return None  # not ours (something else NOTIFYing on the channel)
         fields = (replica, kind, tenant, name)
         if not all(isinstance(f, str) for f in fields):
             return None
+        if not KIND_RE.fullmatch(kind) or (tenant and not NAME_RE.fullmatch(tenant)):
+            return None
+        if kind != USER and not NAME_RE.fullmatch(name):
+            return None  # a user's name is only logged: every project is looked at
         return cls(replica, kind, tenant, name)
 
 
@@ -76,6 +88,17 @@ class ChangeChannel:
         except Exception as exc:  # the write is committed; the others find it at resync
             log.warning("could not tell the other replicas", kind=kind, error=str(exc))
 
+    async def _hand_on(self, payload: str, heard: Callable[[Change], None]) -> None:
+        change = Change.parse(payload)
+        if change is None or change.replica == self.replica:
+            return
+        self.heard += 1
+        try:
+            # In a thread: what it wakes may read the database first.
+            await asyncio.to_thread(heard, change)
+        except Exception as exc:  # one change's failure is not the channel's
+            log.warning("could not act on another replica's change", error=str(exc))
+
     def _conninfo(self) -> str:
         url = make_url(self.db.url).set(drivername="postgresql")
         return url.render_as_string(hide_password=False)
@@ -98,14 +121,13 @@ class ChangeChannel:
                         log.info("listening to the other replicas again")
                         missed()
                     delay, broken = self.retry, False
-                    async for notify in connection.notifies():
-                        change = Change.parse(notify.payload)
-                        if change is None or change.replica == self.replica:
-                            continue
-                        self.heard += 1
-                        # In a thread: what it wakes may read the database first.
-                        await asyncio.to_thread(heard, change)
-                broken = True  # the server ended the stream: listen again
+                    while True:
+                        async for notify in connection.notifies(timeout=PING_SECONDS):
+                            await self._hand_on(notify.payload, heard)
+                        # Quiet for a while: a half-open connection (the server gone without
+                        # a word) would stay quiet forever, so ask.
+                        async with asyncio.timeout(PING_SECONDS):
+                            await connection.execute("SELECT 1")
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

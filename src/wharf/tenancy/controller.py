@@ -63,7 +63,7 @@ from wharf.kube.connections import ClusterConnections, fingerprint
 from wharf.kube.informer import ClusterWatches, Informer, synced
 from wharf.resources.service import ResourceService
 from wharf.store.claims import Holder, held_by
-from wharf.store.resources import ResourceStore, StoredResource
+from wharf.store.resources import ResourceStore, StoredResource, spec_marker
 from wharf.tenancy.guard import (
     CLUSTER_ROLE_FOR,
     STORAGE_CLASSES_ANNOTATION,
@@ -268,6 +268,7 @@ class PlacementController:
         # wake them, so the resync looks at them only every SWEEP_EVERY-th time.
         self.settled: set[Key] = set()
         self._resyncs = 0
+        self._last_marker: tuple[int, ...] = ()
         self.writes = 0  # API writes made, for metrics and tests
         self.per_cluster: Counter[str] = Counter()  # reconciles by cluster, for /metrics
         self._baseline_checked: dict[tuple[str, int], float] = {}
@@ -288,12 +289,33 @@ class PlacementController:
         return self.share.lease(cluster_lease(cluster) if registered else PLATFORM)
 
     async def resync_keys(self) -> Iterable[Key]:
-        """The periodic resync: every key each SWEEP_EVERY-th time, otherwise those not
-        settled (placed with a conflict, on a cluster not Ready, failed, not yet looked at).
-        At a thousand projects, reading each one's inputs every 30 s kept a tenth of a core
-        busy on an idle server."""
+        """The periodic resync: every key when a write may have gone unannounced (the
+        database's objects or users moved since the last resync: a replica killed between its
+        commit and its NOTIFY) and each SWEEP_EVERY-th time; otherwise only those not settled
+        (placed with a conflict, on a cluster not Ready, failed, not yet looked at). At a
+        thousand projects, reading each one's inputs every 30 s kept a tenth of a core busy on
+        an idle server. The clusters' baselines, which no watch covers, are checked here too."""
         self._resyncs += 1
-        return self.to_resync(await self.list_keys(), sweep=self._resyncs % SWEEP_EVERY == 0)
+        marker = await asyncio.to_thread(self._marker)
+        moved, self._last_marker = marker != self._last_marker, marker
+        keys = await self.list_keys()
+        await self._check_baselines()
+        return self.to_resync(keys, sweep=moved or self._resyncs % SWEEP_EVERY == 0)
+
+    def _marker(self) -> tuple[int, ...]:
+        with self.service.db.reader() as session:
+            return spec_marker(session) + identity.users_marker(session)
+
+    async def _check_baselines(self) -> None:
+        """Wharf's roles, admission policy and system namespace in each cluster this replica
+        holds (at most once a minute each): a project reconcile checks them too, but settled
+        projects are not reconciled at every resync."""
+        for cluster in await asyncio.to_thread(self._ready_clusters):
+            try:
+                client = self.connections.client(cluster.name, self.clusters.kubeconfig(cluster))
+                await self._baseline(cluster.name, client)
+            except Exception as exc:  # the cluster's next reconcile reports it
+                log.warning("baseline check failed", cluster=cluster.name, error=str(exc))
 
     def to_resync(self, keys: Iterable[Key], sweep: bool) -> list[Key]:
         return list(keys) if sweep else [k for k in keys if k not in self.settled]

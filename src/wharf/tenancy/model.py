@@ -109,7 +109,7 @@ def spelled_as(values: Mapping[str, str] | None, names: Iterable[str]) -> dict[s
 
 def check_quota_names(quota: Mapping[str, str], where: str) -> None:
     for name in quota:
-        if name not in _STANDARD and not any(p.match(name) for p in _PATTERNS):
+        if name not in _STANDARD and not any(p.fullmatch(name) for p in _PATTERNS):
             raise InvalidError(
                 f"{where}.{name}: not a resource a Kubernetes ResourceQuota accepts "
                 "(for example cpu, memory, pods, services.nodeports, requests.storage, "
@@ -181,7 +181,7 @@ class Environment(Spec):
     @field_validator("name")
     @classmethod
     def _env_name(cls, value: str) -> str:
-        if not NAME_RE.match(value) or len(value) > ENV_NAME_MAX:
+        if not NAME_RE.fullmatch(value) or len(value) > ENV_NAME_MAX:
             raise ValueError(f"use at most {ENV_NAME_MAX} lowercase letters, digits and '-'")
         return value
 
