@@ -471,3 +471,26 @@ def test_a_write_whose_notice_was_lost_is_found_by_the_next_resync(wharf: Wharf,
     wharf.project(tenant, "api", {"cpu": "2", "memory": "1Gi"})
     assert (tenant, "api") in portal.call(placement.resync_keys)
     assert (tenant, "api") not in portal.call(placement.resync_keys)
+
+
+def test_the_resync_puts_back_a_deleted_admission_binding_with_every_project_settled(
+    wharf: Wharf, kubectl, monkeypatch
+):
+    """Wharf's baseline in a cluster (the tenant guard's admission policy and binding, its
+    roles, wharf-system) is watched by nothing: a project reconcile checks it, and settled
+    projects are not reconciled at each resync, so the resync checks it itself."""
+    placement = wharf.platform.placement
+    tenant = wharf.tenant({"cpu": "4", "memory": "8Gi"})
+    wharf.project(tenant, "api", {"cpu": "1", "memory": "1Gi"})
+    wharf.wait_placed(tenant, "api")
+    lab1 = wharf.lab.cluster("lab1")
+    binding = ("validatingadmissionpolicybinding", "wharf-tenant-guard")
+    kubectl(lab1, "delete", *binding)
+
+    async def nothing() -> list[tuple[str, str]]:
+        return []
+
+    monkeypatch.setattr(placement.controller, "resync_keys", nothing)  # this test's rounds only
+    monkeypatch.setattr(placement, "_baseline_checked", {})  # as if checked over a minute ago
+    wharf.client.portal.call(placement.resync_keys)
+    assert kubectl(lab1, "get", *binding, check=False).returncode == 0
