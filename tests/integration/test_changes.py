@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 from sqlalchemy import create_engine, text
 
@@ -13,39 +14,47 @@ from tests.integration.conftest import Wharf, wait_for
 from wharf.store.changes import CHANNEL, Change
 
 
-def _listener_pids(url: str) -> list[int]:
+def _sql(url: str, statement: str, **params: Any) -> list[Any]:
+    """Run one statement on its own connection (committed); its rows, if it returns any."""
     engine = create_engine(url)
     try:
         with engine.connect() as connection:
-            rows = connection.execute(
-                text(
-                    "SELECT pid FROM pg_stat_activity"
-                    " WHERE query = :q AND datname = current_database()"
-                ),
-                {"q": f"LISTEN {CHANNEL}"},
-            )
-            return [int(r.pid) for r in rows]
+            result = connection.execute(text(statement), params)
+            rows = list(result) if result.returns_rows else []
+            connection.commit()
+            return rows
     finally:
         engine.dispose()
+
+
+def _listener_pids(url: str) -> list[int]:
+    rows = _sql(
+        url,
+        "SELECT pid FROM pg_stat_activity WHERE query = :q AND datname = current_database()",
+        q=f"LISTEN {CHANNEL}",
+    )
+    return [int(row.pid) for row in rows]
 
 
 def _notify(url: str, payload: str) -> None:
-    engine = create_engine(url)
-    try:
-        with engine.connect() as connection:
-            connection.execute(text("SELECT pg_notify(:c, :p)"), {"c": CHANNEL, "p": payload})
-            connection.commit()
-    finally:
-        engine.dispose()
+    _sql(url, "SELECT pg_notify(:c, :p)", c=CHANNEL, p=payload)
+
+
+def _on_postgres(wharf: Wharf, database_url: str) -> bool:
+    """The replicas tell each other through PostgreSQL; SQLite has one process, which tells
+    and listens to nothing (checked here; nothing more to test on it)."""
+    if database_url.startswith("postgresql"):
+        return True
+    assert not wharf.platform.changes.enabled
+    return False
 
 
 def test_a_replica_hears_the_others_and_not_itself_nor_junk(
     wharf: Wharf, database_url, monkeypatch
 ):
-    changes = wharf.platform.changes
-    if not database_url.startswith("postgresql"):
-        assert not changes.enabled  # one process: nothing to tell, nothing listened to
+    if not _on_postgres(wharf, database_url):
         return
+    changes = wharf.platform.changes
     heard: list[tuple[str, str, str]] = []
     monkeypatch.setattr(wharf.platform, "_on_change", lambda *key: heard.append(key))
     wait_for(lambda: _listener_pids(database_url), what="the replica listening")
@@ -62,20 +71,13 @@ def test_a_broken_listening_connection_looks_at_everything_again(
 ):
     """Changes told while a replica was not listening are gone: once it listens again it
     looks at every key it holds (the next resync could be many minutes away)."""
-    if not database_url.startswith("postgresql"):
-        assert not wharf.platform.changes.enabled
+    if not _on_postgres(wharf, database_url):
         return
     looked = asyncio.Event()
     monkeypatch.setattr(wharf.platform.placement.controller, "queue_all", looked.set)
-    monkeypatch.setattr(wharf.platform.changes, "retry", 0.1)
     pids = wait_for(lambda: _listener_pids(database_url), what="the replica listening")
-    engine = create_engine(database_url)
-    try:
-        with engine.connect() as connection:
-            for pid in pids:
-                connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
-    finally:
-        engine.dispose()
+    for pid in pids:
+        _sql(database_url, "SELECT pg_terminate_backend(:pid)", pid=pid)
 
     async def looked_again() -> None:
         async with asyncio.timeout(60):
@@ -91,8 +93,7 @@ def test_a_forged_notification_naming_a_project_almost_removes_nothing(
     """Anyone who may connect to the database may NOTIFY. A project that does not exist is
     one whose namespaces are removed, and a cluster reads the selector `project=web ` as
     `project=web`: such names are dropped when heard, and refused by the removal itself."""
-    if not database_url.startswith("postgresql"):
-        assert not wharf.platform.changes.enabled
+    if not _on_postgres(wharf, database_url):
         return
     tenant = wharf.tenant({"cpu": "2", "memory": "2Gi"})
     wharf.project(tenant, "web", {"cpu": "1", "memory": "1Gi"})
@@ -119,8 +120,7 @@ def test_a_forged_notification_naming_a_project_almost_removes_nothing(
 def test_a_change_that_fails_to_act_on_keeps_the_channel(wharf: Wharf, database_url, monkeypatch):
     """One notification whose handling fails (a name the database refuses, say) is logged;
     the connection stays, and nothing is looked at all over again."""
-    if not database_url.startswith("postgresql"):
-        assert not wharf.platform.changes.enabled
+    if not _on_postgres(wharf, database_url):
         return
     changes = wharf.platform.changes
     pids = wait_for(lambda: _listener_pids(database_url), what="the replica listening")

@@ -28,6 +28,15 @@ def settle(wharf: Wharf) -> None:
     portal.call(idle)
 
 
+def quiet_resync(placement, monkeypatch) -> None:
+    """The controller's own resync out of the way: each resync round is the test's."""
+
+    async def nothing() -> list[tuple[str, str]]:
+        return []
+
+    monkeypatch.setattr(placement.controller, "resync_keys", nothing)
+
+
 def kubectl_json(kubectl, cluster, *args: str) -> dict:
     return json.loads(kubectl(cluster, "get", *args, "-o", "json").stdout)
 
@@ -457,11 +466,7 @@ def test_a_write_whose_notice_was_lost_is_found_by_the_next_resync(wharf: Wharf,
     wharf.wait_placed(tenant, "api")
     wait_for(lambda: (tenant, "api") in placement.settled, what="the project settled")
 
-    async def nothing() -> list[tuple[str, str]]:
-        return []
-
-    # The controller's own resync out of the way: each round below is this test's.
-    monkeypatch.setattr(placement.controller, "resync_keys", nothing)
+    quiet_resync(placement, monkeypatch)
     monkeypatch.setattr(placement, "_resyncs", 1)  # the next rounds are not sweeps
     portal = wharf.client.portal
     portal.call(placement.resync_keys)  # takes the database's marker as it is now
@@ -487,10 +492,7 @@ def test_the_resync_puts_back_a_deleted_admission_binding_with_every_project_set
     binding = ("validatingadmissionpolicybinding", "wharf-tenant-guard")
     kubectl(lab1, "delete", *binding)
 
-    async def nothing() -> list[tuple[str, str]]:
-        return []
-
-    monkeypatch.setattr(placement.controller, "resync_keys", nothing)  # this test's rounds only
+    quiet_resync(placement, monkeypatch)
     monkeypatch.setattr(placement, "_baseline_checked", {})  # as if checked over a minute ago
     wharf.client.portal.call(placement.resync_keys)
     assert kubectl(lab1, "get", *binding, check=False).returncode == 0

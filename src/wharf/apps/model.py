@@ -556,7 +556,7 @@ class HeaderRoute(Spec):
 
     name: str = Field(
         description="HTTP header name, e.g. X-Canary",
-        json_schema_extra={"pattern": "^[A-Za-z0-9-]+$"},
+        json_schema_extra={"pattern": HEADER_NAME.pattern},
     )
     value: str = Field(
         default="always",

@@ -124,6 +124,7 @@ async def prune(
     keep: set[str],
 ) -> list[str]:
     """Delete objects of a resource type that carry `labels` and are not in `keep`."""
+    exact(labels)
     removed = []
     namespaced = issubclass(resource, NamespacedResource)
     listing = (

@@ -59,7 +59,7 @@ class Change:
         if not KIND_RE.fullmatch(kind) or (tenant and not NAME_RE.fullmatch(tenant)):
             return None
         if kind != USER and not NAME_RE.fullmatch(name):
-            return None  # a user's name is only logged: every project is looked at
+            return None  # a user's change looks at every project: its name is not used
         return cls(replica, kind, tenant, name)
 
 

@@ -298,21 +298,24 @@ class PlacementController:
         self._resyncs += 1
         marker = await asyncio.to_thread(self._marker)
         moved, self._last_marker = marker != self._last_marker, marker
-        keys = await self.list_keys()
-        await self._check_baselines()
+        if not self._holds_any():
+            return []
+        ready = await asyncio.to_thread(self._ready_clusters)
+        keys = await self._keys(ready)
+        await self._check_baselines(ready)
         return self.to_resync(keys, sweep=moved or self._resyncs % SWEEP_EVERY == 0)
 
     def _marker(self) -> tuple[int, ...]:
         with self.service.db.reader() as session:
             return spec_marker(session) + identity.users_marker(session)
 
-    async def _check_baselines(self) -> None:
+    async def _check_baselines(self, ready: list[StoredResource]) -> None:
         """Wharf's roles, admission policy and system namespace in each cluster this replica
         holds (at most once a minute each): a project reconcile checks them too, but settled
         projects are not reconciled at every resync."""
-        for cluster in await asyncio.to_thread(self._ready_clusters):
+        for cluster in ready:
             try:
-                client = self.connections.client(cluster.name, self.clusters.kubeconfig(cluster))
+                client = self._client(cluster)
                 await self._baseline(cluster.name, client)
             except Exception as exc:  # the cluster's next reconcile reports it
                 log.warning("baseline check failed", cluster=cluster.name, error=str(exc))
@@ -320,9 +323,21 @@ class PlacementController:
     def to_resync(self, keys: Iterable[Key], sweep: bool) -> list[Key]:
         return list(keys) if sweep else [k for k in keys if k not in self.settled]
 
+    def _holds_any(self) -> bool:
+        """A replica holding nothing has nothing to look at."""
+        return self.share.sole or bool(self.share.names())
+
+    def _client(self, cluster: StoredResource) -> AsyncClient:
+        return self.connections.client(cluster.name, self.clusters.kubeconfig(cluster))
+
     async def list_keys(self) -> Iterable[Key]:
-        if not self.share.sole and not self.share.names():
-            return []  # a replica holding nothing has nothing to look at
+        if not self._holds_any():
+            return []
+        return await self._keys(await asyncio.to_thread(self._ready_clusters))
+
+    async def _keys(self, ready: list[StoredResource]) -> list[Key]:
+        """Every project (and tenant being deleted), and the owners of namespaces found in
+        the `ready` clusters."""
 
         def projects() -> list[Key]:
             with self.service.db.reader() as session:
@@ -334,7 +349,7 @@ class PlacementController:
 
         keys = set(await asyncio.to_thread(projects))
         # Namespaces whose project is gone are found in the clusters (level-triggered cleanup).
-        for cluster in await asyncio.to_thread(self._ready_clusters):
+        for cluster in ready:
             informers = await self._watch(cluster)
             for obj in informers[0].items.values():
                 labels = obj.get("metadata", {}).get("labels", {})
@@ -575,7 +590,7 @@ class PlacementController:
             why = f"cluster {cluster.name} is {cluster.status.get('phase', 'not yet observed')}"
             return [placement(d, "Unreachable", why) for d in desired]
         try:
-            client = self.connections.client(cluster.name, self.clusters.kubeconfig(cluster))
+            client = self._client(cluster)
             caches = synced(await self._watch(cluster))
             await self._baseline(cluster.name, client)
             out = []
@@ -659,7 +674,7 @@ class PlacementController:
         what is left there when it is back."""
 
         async def remove(cluster: StoredResource) -> None:
-            client = self.connections.client(cluster.name, self.clusters.kubeconfig(cluster))
+            client = self._client(cluster)
             removed = await remove_labelled(client, REMOVED_WITH_OWNER, labels)
             self.writes += len(removed)
             if removed:
@@ -680,7 +695,7 @@ class PlacementController:
         holders remove it). Something left is an error: the delete is retried."""
 
         async def left(cluster: StoredResource) -> list[str]:
-            client = self.connections.client(cluster.name, self.clusters.kubeconfig(cluster))
+            client = self._client(cluster)
             return await labelled(client, REMOVED_WITH_OWNER, labels)
 
         ready = [c for c in clusters if c.status.get("phase") == "Ready"]
