@@ -117,6 +117,8 @@ class Settings(BaseSettings):
         default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}",
         min_length=1,
         max_length=200,
+        # It names the replica in HTTP headers (the clusters' audit logs) and in NOTIFYs.
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
         description="This server's name among replicas (the chart gives the pod's name)",
     )
     lease_seconds: float = Field(

@@ -40,9 +40,11 @@ def async_client(
     kubeconfig: Path | dict[str, Any] | SingleConfig,
     context: str | None = None,
     timeout: float = 10.0,
+    user_agent: str | None = None,
 ) -> AsyncClient:
     """A client whose every request gives up after `timeout` seconds (connect, read, write):
-    a cluster that stops answering fails its callers instead of holding them forever."""
+    a cluster that stops answering fails its callers instead of holding them forever. The
+    user agent names the caller in the cluster's audit log (which replica wrote)."""
     config = _config(kubeconfig, context)
     assert config.user is not None  # lightkube requires one too
     # The transport carries the pool's limits, so it carries the TLS set-up as well (the
@@ -50,12 +52,15 @@ def async_client(
     transport = httpx2.AsyncHTTPTransport(
         verify=verify_cluster(config.cluster, config.user, config.abs_file), limits=POOL
     )
-    return AsyncClient(
+    client = AsyncClient(
         config,
         field_manager=FIELD_MANAGER,
         timeout=httpx2.Timeout(timeout),
         transport=transport,
     )
+    if user_agent is not None:
+        client._client._client.headers["User-Agent"] = user_agent  # lightkube has no option
+    return client
 
 
 def sync_client(

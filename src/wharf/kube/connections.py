@@ -27,10 +27,14 @@ class ClusterTimeouts:
 
 class ClusterConnections:
     def __init__(
-        self, policy: AddressPolicy | None = None, timeouts: ClusterTimeouts | None = None
+        self,
+        policy: AddressPolicy | None = None,
+        timeouts: ClusterTimeouts | None = None,
+        user_agent: str | None = None,
     ) -> None:
         self.policy = policy or AddressPolicy()
         self.timeouts = timeouts or ClusterTimeouts()
+        self.user_agent = user_agent
         self._clients: dict[str, tuple[str, AsyncClient]] = {}
 
     def client(self, cluster: str, kubeconfig: dict[str, Any]) -> AsyncClient:
@@ -39,7 +43,9 @@ class ClusterConnections:
         if known and known[0] == print_:
             return known[1]
         client = async_client(
-            cluster_config(kubeconfig, self.policy), timeout=self.timeouts.request
+            cluster_config(kubeconfig, self.policy),
+            timeout=self.timeouts.request,
+            user_agent=self.user_agent,
         )
         self._clients[cluster] = (print_, client)
         return client

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from wharf import __version__
 from wharf.alerts.controller import Alerting, ChannelSender, RuleFileController
 from wharf.alerts.service import AlertRuleRules, NotificationChannelRules
 from wharf.apps.controller import DeliveryController
@@ -140,6 +141,7 @@ class Platform:
         self.connections = ClusterConnections(
             policy,
             ClusterTimeouts(settings.cluster_request_timeout, settings.watch_timeout_seconds),
+            user_agent=f"wharf/{__version__} (replica {settings.replica})",
         )
         self.login_throttle = LoginThrottle()
         # Several replicas share one PostgreSQL by leases; SQLite's one process holds them all.
