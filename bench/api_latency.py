@@ -12,14 +12,19 @@ controller applying ResourceQuotas, writing project status and recounting the te
 totals while each endpoint is measured. Each row says how many reconciles ran in its window.
 `--no-busy` measures once the controllers are idle (the figures before issue 16).
 
+`--api-servers N` (PostgreSQL only) starts N more servers with WHARF_CONTROLLERS=false, as
+the Helm chart's API deployment runs them, and sends the measured requests to those in turn
+(a Service in front of them); the first server runs the controllers and takes the churn.
+
     uv run python bench/api_latency.py [--rate 50] [--seconds 10] [--projects 1000]
-        [--busy | --no-busy] [--churn 10] [--churn-projects 20]
+        [--busy | --no-busy] [--churn 10] [--churn-projects 20] [--api-servers N]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import tempfile
 import time
@@ -177,9 +182,13 @@ class Churn:
 
 
 async def measure(
-    client: httpx.AsyncClient, make: Callable[[int], Request], rate: float, seconds: float
+    clients: list[httpx.AsyncClient],
+    make: Callable[[int], Request],
+    rate: float,
+    seconds: float,
 ) -> list[float]:
-    """Send make(i) at `rate` per second for `seconds`; return each latency in ms."""
+    """Send make(i) at `rate` per second for `seconds`, to the servers in turn; return each
+    latency in ms."""
     latencies: list[float] = []
     interval = 1.0 / rate
     start = time.perf_counter()
@@ -188,7 +197,7 @@ async def measure(
     async def one(i: int) -> None:
         method, url, body = make(i)
         sent = time.perf_counter()
-        response = await client.request(method, url, json=body)
+        response = await clients[i % len(clients)].request(method, url, json=body)
         latencies.append((time.perf_counter() - sent) * 1000)
         if response.status_code >= 400:
             raise SystemExit(f"{method} {url}: {response.status_code} {response.text}")
@@ -234,23 +243,36 @@ def reconciles(http: httpx.Client, into: dict[str, float]) -> Iterator[None]:
 
 
 async def run(
-    base: str, token: str, rate: float, seconds: float, churn: Churn | None, http: httpx.Client
+    bases: list[str],
+    token: str,
+    rate: float,
+    seconds: float,
+    churn: Churn | None,
+    http: httpx.Client,
 ) -> None:
     headers = {"Authorization": f"Bearer {token}"}
-    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=30) as client:
-        project = (await client.get("/api/v1/tenants/bench000/projects/p0000")).json()
+    measured = bases[1:] or bases  # the API-only servers when there are any
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [
+            await stack.enter_async_context(
+                httpx.AsyncClient(base_url=b, headers=headers, timeout=30)
+            )
+            for b in measured
+        ]
+        base = bases[0]
+        project = (await clients[0].get("/api/v1/tenants/bench000/projects/p0000")).json()
         stop = asyncio.Event()
         # The churn has its own connections: its requests never wait for the measured ones'.
         other = httpx.AsyncClient(base_url=base, headers=headers, timeout=30)
         churning = asyncio.create_task(churn.run(other, stop)) if churn else None
-        await measure(client, cases(project)["empty (GET /healthz)"], rate, 1.0)  # warm up
+        await measure(clients, cases(project)["empty (GET /healthz)"], rate, 1.0)  # warm up
         print(f"{'endpoint':<42}{'p50 ms':>10}{'p99 ms':>10}{'vs empty p50':>15}   reconciles")
         baseline = None
         started, sent = time.perf_counter(), churn.sent if churn else 0
         for name, make in cases(project).items():
             done: dict[str, float] = {}
             with reconciles(http, done):
-                values = await measure(client, make, rate, seconds)
+                values = await measure(clients, make, rate, seconds)
             p50, p99 = pct(values, 50), pct(values, 99)
             baseline = baseline or p50
             counted = ", ".join(f"{k} {v:.0f}" for k, v in sorted(done.items())) or "none"
@@ -281,6 +303,12 @@ def main() -> None:
     )
     parser.add_argument("--churn", type=float, default=10.0, help="project edits per second")
     parser.add_argument("--churn-projects", type=int, default=20)
+    parser.add_argument(
+        "--api-servers",
+        type=int,
+        default=0,
+        help="more servers without controllers to measure (PostgreSQL)",
+    )
     args = parser.parse_args()
     binaries = find_binaries()
     if args.busy and binaries is None:
@@ -288,13 +316,22 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         lab = Lab(Path(tmp) / "lab", binaries) if args.busy and binaries else None
         server = None
+        api_servers: list[Any] = []
         try:
             if lab is not None:
                 lab.up(clusters=1, nodes=1, progress=lambda _: None)
             port = free_port()
             db = os.environ.get("WHARF_DATABASE_URL") or f"sqlite:///{Path(tmp) / 'bench.db'}"
+            if args.api_servers and not db.startswith("postgresql"):
+                raise SystemExit("--api-servers needs PostgreSQL (WHARF_DATABASE_URL)")
             server = start_server(port, {"WHARF_DATABASE_URL": db}, timeout=300)
             base = f"http://127.0.0.1:{port}"
+            bases = [base]
+            for _ in range(args.api_servers):
+                api_port = free_port()
+                env = {"WHARF_DATABASE_URL": db, "WHARF_CONTROLLERS": "false"}
+                api_servers.append(start_server(api_port, env, timeout=300))
+                bases.append(f"http://127.0.0.1:{api_port}")
             token = httpx.post(
                 f"{base}/api/v1/login",
                 json={"username": "admin", "password": PASSWORD},
@@ -321,9 +358,17 @@ def main() -> None:
                 f"seeded {args.tenants} tenants, {args.projects} projects on {database} "
                 f"in {time.perf_counter() - started:.1f}s; {args.rate:.0f} req/s for "
                 f"{args.seconds:.0f}s per endpoint{busy}"
+                + (
+                    f"; measured on {args.api_servers} API-only server(s)"
+                    if args.api_servers
+                    else ""
+                )
             )
-            asyncio.run(run(base, token, args.rate, args.seconds, churn, http))
+            asyncio.run(run(bases, token, args.rate, args.seconds, churn, http))
         finally:
+            for api in api_servers:
+                api.terminate()
+                api.wait(timeout=30)
             if server is not None:
                 server.terminate()
                 server.wait(timeout=30)

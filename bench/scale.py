@@ -44,7 +44,7 @@ from lightkube.resources.core_v1 import Pod, ResourceQuota
 
 from wharf.kube import async_client
 from wharf.lab import Lab, find_binaries
-from wharf.lab.lab import KWOK_NODE_ANNOTATION, LabCluster
+from wharf.lab.lab import KWOK_NODE_ANNOTATION, SETUP_TIMEOUT, LabCluster
 from wharf.tenancy.model import NAMESPACE_QUOTA, namespace_name
 
 LOAD_NS = "scale-load"
@@ -77,7 +77,7 @@ def rss_mib(pid: int) -> float:
 def bulk_nodes(cluster: LabCluster, pods: int) -> list[str]:
     """Two kwok nodes that take `pods` pods each and more (the lab's nodes take 110)."""
     names = [f"{cluster.name}-bulk-{i}" for i in (1, 2)]
-    with cluster.http() as client:
+    with cluster.http(SETUP_TIMEOUT) as client:
         for name in names:
             # Room besides the load for the tenants' quotas, which the platform's capacity bounds.
             capacity = {"cpu": "1000", "memory": "4000Gi", "pods": str(pods + 5000)}

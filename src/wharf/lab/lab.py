@@ -72,6 +72,9 @@ COMPACT_MEMORY = {
     "kube-scheduler": "40MiB",
     "kwok": "40MiB",
 }
+# The lab's own set-up writes (nodes, storage classes, the metrics API) wait this long: thirty
+# compact clusters coming up at once keep two cores busy past a health check's 5 s.
+SETUP_TIMEOUT = 60.0
 MAX_CLUSTERS = 8  # full clusters: each runs 8 processes
 MAX_COMPACT_CLUSTERS = 40
 
@@ -601,7 +604,8 @@ class LabCluster:
         return ctx
 
     def http(self, timeout: float = 5.0) -> httpx.Client:
-        """An admin HTTP client to the apiserver, for health checks."""
+        """An admin HTTP client to the apiserver, for health checks (and with SETUP_TIMEOUT,
+        for the lab's own set-up writes)."""
         return httpx.Client(base_url=self.server, verify=self.ssl_context(), timeout=timeout)
 
     def healthy(self) -> bool:
@@ -637,7 +641,7 @@ def _etcd_healthy(cluster: LabCluster) -> bool:
 
 
 def _register_nodes(cluster: LabCluster, nodes: int) -> None:
-    with cluster.http() as client:
+    with cluster.http(SETUP_TIMEOUT) as client:
         for i in range(1, nodes + 1):
             name = f"{cluster.name}-node-{i}"
             node = {
@@ -703,7 +707,7 @@ def metrics_api_objects(cluster: LabCluster) -> list[tuple[str, dict[str, Any]]]
 
 def _register_metrics_api(cluster: LabCluster) -> bool:
     """Create metrics-server's Service and APIService; False until kube-system exists."""
-    with cluster.http() as client:
+    with cluster.http(SETUP_TIMEOUT) as client:
         for path, obj in metrics_api_objects(cluster):
             response = client.post(path, json=obj)
             if response.status_code == 404:
@@ -852,7 +856,7 @@ class Lab:
             with ThreadPoolExecutor(1) as background:
                 installed = background.submit(self._install_crds, members, crd_files, progress)
                 for c in members:
-                    with c.http() as client:
+                    with c.http(SETUP_TIMEOUT) as client:
                         provisioner.install_classes(client)
                 self._start_phase(
                     members,
