@@ -16,7 +16,7 @@ Prints figures; asserts nothing about time.
 
     uv run python bench/scale.py [--clusters 30] [--pods 100000] [--projects 1000]
         [--tenants 20] [--per-project 3] [--requests 100] [--changes 10] [--lab DIR]
-        [--keep-lab] [--database-url URL]
+        [--keep-lab] [--server-log PATH] [--database-url URL]
 """
 
 from __future__ import annotations
@@ -330,11 +330,26 @@ async def wharf_changes(
     for i in range(changes):
         per_cluster = 20 + i + 1
         manifest = project_manifest(WIDE, names, per_cluster * len(names))
+        queued = await queue_depth(http, "placement")
         started = time.perf_counter()
         answer = await http.put(f"/api/v1/tenants/t00/projects/{WIDE}", json=manifest)
         answer.raise_for_status()
+        taken = time.perf_counter() - started
         times.append(await quota_everywhere(clients, namespace, str(per_cluster), started))
+        say(
+            f"quota edit {i + 1}: {times[-1]:.2f}s to every cluster, the PUT answered in "
+            f"{taken:.2f}s ({queued} keys queued in placement)"
+        )
     return times
+
+
+async def queue_depth(http: httpx.AsyncClient, controller: str) -> str:
+    """The controller's queue depth as /metrics says it (what an edit may wait behind)."""
+    prefix = f'wharf_controller_queue_depth{{controller="{controller}"}} '
+    for line in (await http.get("/metrics")).text.splitlines():
+        if line.startswith(prefix):
+            return line.removeprefix(prefix)
+    return "?"
 
 
 async def plain_changes(clients: dict[str, AsyncClient], changes: int) -> list[float]:
@@ -389,7 +404,7 @@ def run(lab: Lab, args: argparse.Namespace, workdir: Path) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     db = args.database_url or f"sqlite:///{workdir / 'scale.db'}"
-    log = workdir / "server.log"
+    log = args.server_log or workdir / "server.log"
     server = start_server(port, {"WHARF_DATABASE_URL": db}, log, timeout=300)
     say(f"server ready (log {log})")
     rss: list[tuple[str, float, float]] = []
@@ -528,6 +543,7 @@ def main() -> None:
     parser.add_argument("--changes", type=int, default=10, help="project quota edits timed")
     parser.add_argument("--lab", type=Path, help="lab directory (reused if up)")
     parser.add_argument("--keep-lab", action="store_true", help="leave the lab running")
+    parser.add_argument("--server-log", type=Path, help="keep the server's log here")
     parser.add_argument("--database-url", help="a fresh, empty database (default: SQLite)")
     args = parser.parse_args()
     binaries = find_binaries()

@@ -196,3 +196,36 @@ async def test_a_prune_from_a_stale_cache_still_removes_what_changed_but_is_stil
     assert "taken" in left
     assert "edited" not in left
     await client.close()
+
+
+async def test_the_echo_of_a_write_the_cache_remembered_wakes_nothing(lab: Lab) -> None:
+    # Each write of Wharf's came back through the watch and queued its project or application
+    # once more for nothing: seeding 1,000 projects left a second round of them queued as
+    # changes, and a project's quota edit waited behind that round (bench/scale.py, half a
+    # minute to a minute). A change made by someone else still wakes it.
+    client = async_client(lab.cluster("lab1").kubeconfig)
+    namespace = await new_namespace(client)
+    told: list[tuple[str, str]] = []
+    theirs_seen = asyncio.Event()
+
+    def on_event(event: str, obj: dict[str, Any]) -> None:
+        name = obj.get("metadata", {}).get("name", "")
+        told.append((event, name))
+        if name == "theirs":
+            theirs_seen.set()
+
+    cache = Informer(client, ConfigMap, labels={MANAGED_BY: "wharf"}, on_event=on_event)
+    task = asyncio.create_task(cache.run())
+    try:
+        await asyncio.wait_for(cache.synced.wait(), 30)
+        written = await client.apply(config_map("mine", namespace, OURS), field_manager="wharf")
+        cache.remember(written.to_dict())
+        # Made after it, so its event comes after the echo of ours on the same watch.
+        await client.apply(config_map("theirs", namespace, OURS), field_manager="someone")
+        await asyncio.wait_for(theirs_seen.wait(), 30)
+    finally:
+        task.cancel()
+    assert ("ADDED", "theirs") in told
+    assert not [t for t in told if t[1] == "mine"], told
+    assert cache.get(namespace, "mine") is not None
+    await client.close()

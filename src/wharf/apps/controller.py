@@ -74,7 +74,7 @@ from wharf.kube.apply import (
     OwnedElsewhereError,
     RejectedError,
     RemovalPending,
-    apply,
+    apply_watched,
     check_owner,
     contains,
     dry_run,
@@ -722,12 +722,15 @@ class DeliveryController:
             currents, pending = await self._compared(client, name, objects, owner, spec)
             for wave in _waves(objects, pending):
                 self.share.check(lease)  # lost meanwhile: its new holder goes on
-                applied = await asyncio.gather(*(apply(client, objects[i]) for i in wave))
+                applied = await asyncio.gather(
+                    *(
+                        apply_watched(client, caches.get(objects[i]["kind"]), objects[i])
+                        for i in wave
+                    )
+                )
                 for i, current in zip(wave, applied, strict=True):
                     self.writes += 1
                     currents[i] = current
-                    if (cache := caches.get(objects[i]["kind"])) is not None:
-                        cache.remember(current)
             observed = [c for c in currents if c is not None]
             self.share.check(lease)
             await self._prune(client, cluster, namespace, key[1], objects)

@@ -23,27 +23,44 @@ class WorkQueue:
 
     As client-go's work queue: a key handed out is being processed until `done`; queued again
     meanwhile it is marked dirty, not handed to a second worker, and queued once when its
-    reconcile finishes (however often it was queued in between)."""
+    reconcile finishes (however often it was queued in between).
+
+    A key queued by a change goes before the keys a resync or sweep queued (`later`): with a
+    thousand projects, a sweep's keys took a minute to work through, and a project edited
+    meanwhile waited behind all of them. Every LATER_TURN-th key handed out is a swept one
+    while both wait, so a steady stream of changes never holds a sweep up for good."""
+
+    LATER_TURN = 4
 
     def __init__(self) -> None:
-        self._pending: dict[Hashable, None] = {}  # queued, in order, not being processed
-        self._dirty: set[Hashable] = set()  # queued since it was handed out
+        self._pending: dict[Hashable, None] = {}  # queued by a change, in order
+        self._later: dict[Hashable, None] = {}  # queued by a sweep, in order
+        self._dirty: dict[Hashable, bool] = {}  # queued since handed out: by a change?
         self.processing: set[Hashable] = set()
         self._event = asyncio.Event()
+        self._turn = 0
 
-    def add(self, key: Hashable) -> None:
+    def add(self, key: Hashable, later: bool = False) -> None:
         if key in self.processing:
-            self._dirty.add(key)  # queued again when its reconcile is done
+            # Queued again when its reconcile is done (as a change if any add was one).
+            self._dirty[key] = self._dirty.get(key, False) or not later
             return
-        self._pending[key] = None
+        if not later:
+            self._later.pop(key, None)
+            self._pending[key] = None
+        elif key not in self._pending:
+            self._later[key] = None
         self._event.set()
 
     async def get(self) -> Hashable:
-        while not self._pending:
+        while not (self._pending or self._later):
             self._event.clear()
             await self._event.wait()
-        key = next(iter(self._pending))
-        del self._pending[key]
+        self._turn += 1
+        swept = not self._pending or (self._later and self._turn % self.LATER_TURN == 0)
+        source = self._later if swept else self._pending
+        key = next(iter(source))
+        del source[key]
         self.processing.add(key)
         return key
 
@@ -51,11 +68,10 @@ class WorkQueue:
         """The key's reconcile finished: queue it again if it was queued meanwhile."""
         self.processing.discard(key)
         if key in self._dirty:
-            self._dirty.discard(key)
-            self.add(key)
+            self.add(key, later=not self._dirty.pop(key))
 
     def __len__(self) -> int:
-        return len(self._pending) + len(self._dirty)
+        return len(self._pending) + len(self._later) + len(self._dirty)
 
 
 class Controller:
@@ -137,7 +153,7 @@ class Controller:
         keys = self.resync_keys if resync and self.resync_keys is not None else self.list_keys
         try:
             for key in await keys():
-                self.queue.add(key)
+                self.queue.add(key, later=True)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

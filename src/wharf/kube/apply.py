@@ -198,10 +198,26 @@ async def ensure_cached(
             check_owner(seen, owner)
             if contains(obj, seen):
                 return False, seen
-    wrote, current = await ensure(client, obj, owner=owner)
-    if wrote and cache is not None:
-        cache.remember(current)
+    if cache is None:
+        return await ensure(client, obj, owner=owner)
+    with cache.writing(obj):
+        wrote, current = await ensure(client, obj, owner=owner)
+        if wrote:
+            cache.remember(current)
     return wrote, current
+
+
+async def apply_watched(
+    client: AsyncClient, cache: Informer | None, obj: dict[str, Any]
+) -> dict[str, Any]:
+    """`apply`, its answer remembered by the kind's watch cache, whose echo of the write then
+    wakes nobody (`Informer.writing`)."""
+    if cache is None:
+        return await apply(client, obj)
+    with cache.writing(obj):
+        current = await apply(client, obj)
+        cache.remember(current)
+    return current
 
 
 async def prune_selected(

@@ -8,14 +8,19 @@ watch period and a request timeout, not never, and a quiet resource is relisted 
 
 A cache holds what Wharf reads, not the server's bookkeeping: `managedFields` (often the
 largest part of an object) and the last-applied annotation are dropped as objects come in.
-Objects are indexed by namespace, so that one application's part is found without a scan."""
+Objects are indexed by namespace, so that one application's part is found without a scan.
+
+The echo of Wharf's own write (its watch event, before or after the write's answer) wakes
+nobody: writes go through `writing`, which holds the object's events while the write is under
+way and tells afterwards only those that are not the write itself."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import structlog
@@ -74,6 +79,9 @@ class Informer:
         self._where = {"namespace": ALL_NS} if issubclass(resource, NamespacedResource) else {}
         self.error: str | None = None
         self._reported_at = -REPORT_EVERY  # when a broken watch was last logged at info
+        self._writing: Counter[Key] = Counter()  # writes of ours under way, by object
+        self._held: dict[Key, list[tuple[str, dict[str, Any]]]] = {}  # their events meanwhile
+        self._wrote: dict[Key, int | None] = {}  # the version a write under way answered
 
     @staticmethod
     def _key(obj: dict[str, Any]) -> tuple[str, str]:
@@ -91,10 +99,32 @@ class Informer:
         watch, a write's answer) goes through here, so no path keeps whole objects."""
         return slim(obj)
 
+    @contextlib.contextmanager
+    def writing(self, obj: dict[str, Any]) -> Iterator[None]:
+        """A write of ours to `obj` is under way (its answer goes to `remember`): the object's
+        events are held until it ends, and then told unless they are the write's own echo.
+        Each echo had queued its project or application once more for nothing: seeding 1,000
+        projects left a second round of them queued, and an edit waited behind it."""
+        key = self._key(obj)
+        self._writing[key] += 1
+        try:
+            yield
+        finally:
+            self._writing[key] -= 1
+            if self._writing[key] <= 0:
+                del self._writing[key]
+                wrote = self._wrote.pop(key, None)
+                held = self._held.pop(key, [])
+                news = [e for e in held if wrote is None or _version(e[1]) != wrote]
+                if news and self.on_event:
+                    self.on_event(*news[-1])  # the last says where the object is now
+
     def remember(self, obj: dict[str, Any]) -> None:
         """Take an object a write returned, unless the cache already has a newer one (its
         watch event may come first): the next read sees the write without waiting."""
         key = self._key(obj)
+        if key in self._writing:
+            self._wrote[key] = _version(obj)
         cached = self.items.get(key)
         mine, theirs = _version(obj), _version(cached) if cached is not None else None
         if cached is not None and (mine is None or theirs is None or theirs >= mine):
@@ -146,10 +176,18 @@ class Informer:
                         deadline.reschedule(loop.time() + quiet)
 
     def _take(self, event: str, obj: dict[str, Any]) -> None:
+        key = self._key(obj)
+        cached = self.items.get(key)
         if event == "DELETED":
-            self._drop(self._key(obj))
+            self._drop(key)
         else:
-            self._put(self._key(obj), self._shape(obj))
+            self._put(key, self._shape(obj))
+        if key in self._writing:
+            self._held.setdefault(key, []).append((event, obj))  # told when the write ends
+            return
+        version = _version(obj)
+        if event != "DELETED" and version is not None and cached and _version(cached) == version:
+            return  # a write of ours the cache has remembered already: nothing new
         if self.on_event:
             self.on_event(event, obj)
 
