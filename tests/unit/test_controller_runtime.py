@@ -255,3 +255,40 @@ def test_a_sweep_is_never_held_up_for_good_by_changes_and_a_change_keeps_its_pla
         assert [await queue.get() for _ in range(3)] == ["c", "a", "b"]
 
     asyncio.run(scenario())
+
+
+def test_a_pass_for_what_every_key_depends_on_waits_behind_no_sweep() -> None:
+    """queue_all (a user disabled, a cluster gone, a lease taken over) is a change: the hostile
+    review found a revocation or a failover queued behind the periodic pass, at a quarter of
+    the workers."""
+    seen: list[Hashable] = []
+    calls = 0
+    revoked, started = asyncio.Event(), asyncio.Event()
+
+    async def reconcile(key: Hashable) -> None:
+        seen.append(key)
+        if len(seen) == 3:
+            started.set()
+        if key == "revoked":
+            revoked.set()
+        await asyncio.sleep(0.001)
+
+    async def every() -> Iterable[Hashable]:
+        nonlocal calls
+        calls += 1
+        return [f"p{i:03d}" for i in range(200)] if calls == 1 else ["revoked"]
+
+    async def scenario() -> None:
+        controller = Controller("test", reconcile, every, resync=3600, workers=1)
+        task = asyncio.get_running_loop().create_task(controller.run())
+        try:
+            async with asyncio.timeout(30):
+                await started.wait()
+            controller.queue_all()
+            async with asyncio.timeout(30):
+                await revoked.wait()
+        finally:
+            await cancel([task])
+
+    asyncio.run(scenario())
+    assert seen.index("revoked") <= 6, seen[:10]

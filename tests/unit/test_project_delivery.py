@@ -8,12 +8,14 @@ import asyncio
 from collections.abc import Hashable, Iterable
 from pathlib import Path
 
+from wharf.apps.model import RELEASE_ROLE
 from wharf.core.config import Settings
+from wharf.core.controller import WorkQueue
 from wharf.identity.model import Grant, Principal
 from wharf.server.platform import Platform
 from wharf.store import Database, migrate
 from wharf.store.resources import ResourceStore
-from wharf.tenancy.model import PROJECT_LABEL
+from wharf.tenancy.model import APP_LABEL, PROJECT_LABEL, TENANT_LABEL
 
 ADMIN = Principal("admin", frozenset({Grant("platform-admin")}))
 
@@ -76,3 +78,36 @@ def test_a_project_change_queues_its_own_applications_and_sweeps_nothing(
     assert asyncio.run(run()) == {("acme", "web"), ("acme", "api")}
     assert sweeps == []
     db.dispose()
+
+
+def test_a_pod_outside_its_tenants_namespaces_wakes_no_application(
+    database_url: str, tmp_path: Path
+) -> None:
+    """A tenant's pod labelled as another tenant's application (or one made up) queued that
+    application from delivery's watch, without limit (the hostile review): only an object in
+    its own tenant's namespaces wakes its application."""
+    db = Database(database_url)
+    migrate(db)
+    settings = Settings(
+        database_url=database_url,
+        secret_key="unit-test-key",
+        controllers=False,
+        alert_receiver_token_file=tmp_path / "receiver-token",
+    )
+    delivery = Platform(settings, db).delivery
+
+    def pod(namespace: str, labels: dict[str, str]) -> dict[str, object]:
+        return {"metadata": {"name": "p", "namespace": namespace, "labels": labels}}
+
+    async def queued(event: str, obj: dict[str, object]) -> int:
+        delivery.controller.queue = WorkQueue()
+        delivery.watch_event(event, obj)
+        return len(delivery.controller.queue)
+
+    theirs = {TENANT_LABEL: "globex", APP_LABEL: "web"}
+    assert asyncio.run(queued("MODIFIED", pod("globex--shop-dev", theirs))) == 1
+    assert asyncio.run(queued("MODIFIED", pod("acme--shop-dev", theirs))) == 0
+    assert asyncio.run(queued("ADDED", pod("globexx--shop-dev", theirs))) == 0
+    assert asyncio.run(queued("ADDED", pod("acme--shop-dev", {APP_LABEL: "web"}))) == 0
+    canary = {**theirs, RELEASE_ROLE: "canary"}
+    assert asyncio.run(queued("MODIFIED", pod("globex--shop-dev", canary))) == 0

@@ -312,6 +312,24 @@ class DeliveryController:
             return set()
         return {(t, a) for t, a in owners if t and a}
 
+    def watch_event(self, event: str, obj: dict[str, Any]) -> None:
+        """A delivered Deployment, StatefulSet or pod changed in a cluster: queue its
+        application. A release's canary and its pods are the release controller's: their
+        every step and pod start would otherwise re-deliver the whole application everywhere.
+        An object outside its tenant's namespaces (a tenant's pod labelled as another tenant's
+        application, or as one made up) wakes nothing."""
+        meta = obj.get("metadata", {})
+        labels = meta.get("labels") or {}
+        tenant = labels.get(TENANT_LABEL, "")
+        ours = (
+            APP_LABEL in labels
+            and RELEASE_ROLE not in labels
+            and bool(tenant)
+            and str(meta.get("namespace", "")).startswith(f"{tenant}--")
+        )
+        if event in ("ADDED", "MODIFIED", "DELETED") and ours:
+            self.controller.queue.add((tenant, labels[APP_LABEL]))
+
     async def _watch(self, cluster: StoredResource) -> dict[str, Informer]:
         """The cluster's watch caches, by kind: every kind delivery writes (its objects only),
         the application's pods, and the cluster's events. Deployments, StatefulSets and pods
@@ -320,20 +338,12 @@ class DeliveryController:
         client = self.connections.client(cluster.name, kubeconfig)
         kinds = resources_in(cluster)
 
-        def changed(event: str, obj: dict[str, Any]) -> None:
-            labels = obj.get("metadata", {}).get("labels") or {}
-            # A release's canary and its pods are the release controller's: their every step
-            # and pod start would otherwise re-deliver the whole application everywhere.
-            ours = APP_LABEL in labels and RELEASE_ROLE not in labels
-            if event in ("ADDED", "MODIFIED", "DELETED") and ours:
-                self.controller.queue.add((labels.get(TENANT_LABEL, ""), labels[APP_LABEL]))
-
         def informer(kind: Any, labels: dict[str, Any] | None, queues: bool) -> Informer:
             return Informer(
                 client,
                 kind,
                 labels=labels,
-                on_event=changed if queues else None,
+                on_event=self.watch_event if queues else None,
                 name=f"{cluster.name}/apps/{kind.__name__}",
                 watch_seconds=self.connections.timeouts.watch,
             )

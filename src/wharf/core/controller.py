@@ -149,11 +149,11 @@ class Controller:
         )
         asyncio.get_running_loop().call_later(delay, self.queue.add, key)
 
-    async def _enqueue_all(self, resync: bool = False) -> None:
+    async def _enqueue_all(self, resync: bool = False, later: bool = True) -> None:
         keys = self.resync_keys if resync and self.resync_keys is not None else self.list_keys
         try:
             for key in await keys():
-                self.queue.add(key, later=True)
+                self.queue.add(key, later=later)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -161,7 +161,9 @@ class Controller:
 
     def queue_all(self) -> None:
         """Look at every object soon (something they all depend on changed)."""
-        task = asyncio.get_running_loop().create_task(self._enqueue_all())
+        # A change, not a sweep: something every key depends on (a user disabled, a cluster
+        # gone, a lease taken over), so a revocation or a failover waits behind no sweep.
+        task = asyncio.get_running_loop().create_task(self._enqueue_all(later=False))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 

@@ -52,7 +52,9 @@ def slim(obj: dict[str, Any]) -> dict[str, Any]:
 def _version(obj: dict[str, Any]) -> int | None:
     """The object's resourceVersion as a number (etcd's are), None when it is not one."""
     value = str(obj.get("metadata", {}).get("resourceVersion") or "")
-    return int(value) if value.isdigit() else None
+    # ASCII digits of a sane length only: "²" is a digit to isdigit() and not to int(), and a
+    # hostile server's 5,000-digit version would make int() raise.
+    return int(value) if value.isascii() and value.isdigit() and len(value) <= 20 else None
 
 
 class Informer:
@@ -123,10 +125,14 @@ class Informer:
         """Take an object a write returned, unless the cache already has a newer one (its
         watch event may come first): the next read sees the write without waiting."""
         key = self._key(obj)
+        mine = _version(obj)
         if key in self._writing:
-            self._wrote[key] = _version(obj)
+            self._wrote[key] = mine
+            deleted = [o for e, o in self._held.get(key, []) if e == "DELETED"]
+            if any((_version(o) or 0) > (mine or 0) for o in deleted):
+                return  # deleted after the write (its event came first): not put back
         cached = self.items.get(key)
-        mine, theirs = _version(obj), _version(cached) if cached is not None else None
+        theirs = _version(cached) if cached is not None else None
         if cached is not None and (mine is None or theirs is None or theirs >= mine):
             return
         self._put(key, self._shape(obj))
@@ -183,7 +189,11 @@ class Informer:
         else:
             self._put(key, self._shape(obj))
         if key in self._writing:
-            self._held.setdefault(key, []).append((event, obj))  # told when the write ends
+            # Told when the write ends. Two are enough: at most one of them is the write's
+            # echo (its version is the write's alone), and the other says where it is now.
+            held = self._held.setdefault(key, [])
+            held.append((event, obj))
+            del held[:-2]
             return
         version = _version(obj)
         if event != "DELETED" and version is not None and cached and _version(cached) == version:
