@@ -16,6 +16,7 @@ from wharf.kube import async_client
 from wharf.kube.apply import (
     MANAGED_BY,
     OwnedElsewhereError,
+    apply_watched,
     dry_run,
     ensure_cached,
     prune_cached,
@@ -218,8 +219,8 @@ async def test_the_echo_of_a_write_the_cache_remembered_wakes_nothing(lab: Lab) 
     task = asyncio.create_task(cache.run())
     try:
         await asyncio.wait_for(cache.synced.wait(), 30)
-        written = await client.apply(config_map("mine", namespace, OURS), field_manager="wharf")
-        cache.remember(written.to_dict())
+        # Its answer and its echo through the watch come in either order.
+        await apply_watched(client, cache, config_map("mine", namespace, OURS).to_dict())
         # Made after it, so its event comes after the echo of ours on the same watch.
         await client.apply(config_map("theirs", namespace, OURS), field_manager="someone")
         await asyncio.wait_for(theirs_seen.wait(), 30)
