@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Hashable, Iterable
-from pathlib import Path
 
 from wharf.apps.model import RELEASE_ROLE
-from wharf.core.config import Settings
 from wharf.core.controller import WorkQueue
 from wharf.identity.model import Grant, Principal
 from wharf.server.platform import Platform
-from wharf.store import Database, migrate
 from wharf.store.resources import ResourceStore
 from wharf.tenancy.model import APP_LABEL, PROJECT_LABEL, TENANT_LABEL
 
@@ -26,17 +23,10 @@ def _manifest(kind: str, name: str, tenant: str = "") -> dict[str, object]:
 
 
 def test_a_project_change_queues_its_own_applications_and_sweeps_nothing(
-    database_url: str, tmp_path: Path
+    idle_platform: Platform,
 ) -> None:
-    db = Database(database_url)
-    migrate(db)
-    settings = Settings(
-        database_url=database_url,
-        secret_key="unit-test-key",
-        controllers=False,
-        alert_receiver_token_file=tmp_path / "receiver-token",
-    )
-    platform = Platform(settings, db)
+    platform = idle_platform
+    db = platform.db
     platform.resources.apply(ADMIN, _manifest("Tenant", "acme"))
     for project in ("shop", "blog"):
         platform.resources.apply(ADMIN, _manifest("Project", project, "acme"))
@@ -77,24 +67,15 @@ def test_a_project_change_queues_its_own_applications_and_sweeps_nothing(
 
     assert asyncio.run(run()) == {("acme", "web"), ("acme", "api")}
     assert sweeps == []
-    db.dispose()
 
 
 def test_a_pod_outside_its_tenants_namespaces_wakes_no_application(
-    database_url: str, tmp_path: Path
+    idle_platform: Platform,
 ) -> None:
     """A tenant's pod labelled as another tenant's application (or one made up) queued that
     application from delivery's watch, without limit (the hostile review): only an object in
     its own tenant's namespaces wakes its application."""
-    db = Database(database_url)
-    migrate(db)
-    settings = Settings(
-        database_url=database_url,
-        secret_key="unit-test-key",
-        controllers=False,
-        alert_receiver_token_file=tmp_path / "receiver-token",
-    )
-    delivery = Platform(settings, db).delivery
+    delivery = idle_platform.delivery
 
     def pod(namespace: str, labels: dict[str, str]) -> dict[str, object]:
         return {"metadata": {"name": "p", "namespace": namespace, "labels": labels}}

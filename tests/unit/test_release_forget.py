@@ -5,9 +5,7 @@ old one's history, whether or not the release controller has run since."""
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 
-from wharf.core.config import Settings
 from wharf.identity.model import Principal
 from wharf.releases.service import (
     add_measurement,
@@ -16,22 +14,14 @@ from wharf.releases.service import (
     measurements,
 )
 from wharf.server.platform import Platform
-from wharf.store import Database, migrate
 from wharf.store.resources import StoredResource
 
 
 def test_deleting_an_application_drops_its_releases_and_measurements(
-    database_url: str, tmp_path: Path
+    idle_platform: Platform,
 ):
-    db = Database(database_url)
-    migrate(db)
-    settings = Settings(
-        database_url=database_url,
-        secret_key="unit-test-key",
-        controllers=False,
-        alert_receiver_token_file=tmp_path / "receiver-token",
-    )
-    platform = Platform(settings, db)
+    platform = idle_platform
+    db = platform.db
     now = dt.datetime.now(dt.UTC)
     old = StoredResource(
         id=1, kind="Application", tenant="acme", name="web", uid="u1", generation=2,
@@ -50,4 +40,3 @@ def test_deleting_an_application_drops_its_releases_and_measurements(
         assert kept is not None
         assert kept.id == other.id
         assert measurements(session, made.id) == []
-    db.dispose()

@@ -5,14 +5,11 @@ application, its release and its clusters)."""
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
 
-from wharf.core.config import Settings
 from wharf.releases.controller import REDELIVER_EVERY, ReleaseController
 from wharf.server.platform import Platform
-from wharf.store import Database, migrate
 
 KEY = ("acme", "web")
 
@@ -101,19 +98,10 @@ def test_a_pass_wait_replaces_the_one_before_it() -> None:
 
 
 def test_the_platform_tells_the_release_controller_of_each_delivery(
-    database_url: str, tmp_path: Path
+    idle_platform: Platform,
 ) -> None:
-    db = Database(database_url)
-    migrate(db)
-    settings = Settings(
-        database_url=database_url,
-        secret_key="unit-test-key",
-        controllers=False,
-        alert_receiver_token_file=tmp_path / "receiver-token",
-    )
-    platform = Platform(settings, db)
+    platform = idle_platform
     assert platform.delivery.delivered == [platform.releases.delivered]
-    db.dispose()
 
 
 def test_an_application_with_no_release_to_drive_leaves_nothing_behind() -> None:
