@@ -28,15 +28,7 @@ from typing import Any
 
 import httpx
 from api_latency import seed
-from benchkit import PASSWORD, free_port, pct, start_server
-
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
+from benchkit import PASSWORD, cpu_seconds, free_port, pct, start_server
 
 
 def settle(pid: int, limit: float = 120.0) -> float:

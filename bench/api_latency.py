@@ -3,7 +3,8 @@
 Starts a real `wharf server` (SQLite by default; WHARF_DATABASE_URL for PostgreSQL), seeds
 tenants and projects, then sends requests on a fixed schedule (open loop: a slow answer does
 not slow the sender) and prints p50/p99 per endpoint beside /healthz of the same server,
-measured in the same run. Prints figures; asserts nothing about time.
+measured in the same run, and the servers' CPU (% of one core) in each endpoint's window.
+Prints figures; asserts nothing about time.
 
 By default (`--busy`) the controllers are kept busy throughout: a one-cluster lab is started
 and registered, a tenant's projects are placed on it, and a steady churn of quota and label
@@ -35,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from benchkit import PASSWORD, free_port, pct, register_cluster, start_server
+from benchkit import PASSWORD, cpu_seconds, free_port, pct, register_cluster, start_server
 
 from wharf.lab import Lab, find_binaries
 
@@ -234,10 +235,14 @@ def cases(project: dict[str, Any]) -> dict[str, Callable[[int], Request]]:
 
 
 @contextmanager
-def reconciles(http: httpx.Client, into: dict[str, float]) -> Iterator[None]:
-    """The controllers' reconciles during the block, by controller (into `into`)."""
+def reconciles(http: httpx.Client, pids: list[int], into: dict[str, float]) -> Iterator[None]:
+    """The controllers' reconciles during the block, by controller, and the servers' CPU
+    in % of one core (into `into`)."""
     before = _metric(http, "wharf_controller_reconciles")
+    cpu, started = [cpu_seconds(p) for p in pids], time.perf_counter()
     yield
+    elapsed = time.perf_counter() - started
+    into["cpu"] = sum(cpu_seconds(p) - c for p, c in zip(pids, cpu, strict=True)) / elapsed * 100
     after = _metric(http, "wharf_controller_reconciles")
     into.update({k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)})
 
@@ -249,6 +254,7 @@ async def run(
     seconds: float,
     churn: Churn | None,
     http: httpx.Client,
+    pids: list[int],
 ) -> None:
     headers = {"Authorization": f"Bearer {token}"}
     measured = bases[1:] or bases  # the API-only servers when there are any
@@ -266,17 +272,23 @@ async def run(
         other = httpx.AsyncClient(base_url=base, headers=headers, timeout=30)
         churning = asyncio.create_task(churn.run(other, stop)) if churn else None
         await measure(clients, cases(project)["empty (GET /healthz)"], rate, 1.0)  # warm up
-        print(f"{'endpoint':<42}{'p50 ms':>10}{'p99 ms':>10}{'vs empty p50':>15}   reconciles")
+        print(
+            f"{'endpoint':<42}{'p50 ms':>10}{'p99 ms':>10}{'vs empty p50':>15}{'CPU %':>8}"
+            "   reconciles"
+        )
         baseline = None
         started, sent = time.perf_counter(), churn.sent if churn else 0
         for name, make in cases(project).items():
             done: dict[str, float] = {}
-            with reconciles(http, done):
+            with reconciles(http, pids, done):
                 values = await measure(clients, make, rate, seconds)
             p50, p99 = pct(values, 50), pct(values, 99)
             baseline = baseline or p50
+            cpu = done.pop("cpu")
             counted = ", ".join(f"{k} {v:.0f}" for k, v in sorted(done.items())) or "none"
-            print(f"{name:<42}{p50:>10.2f}{p99:>10.2f}{p50 / baseline:>14.1f}x   {counted}")
+            print(
+                f"{name:<42}{p50:>10.2f}{p99:>10.2f}{p50 / baseline:>14.1f}x{cpu:>8.0f}   {counted}"
+            )
         if churn and churning:
             elapsed, edits = time.perf_counter() - started, churn.sent - sent
             stop.set()
@@ -364,7 +376,8 @@ def main() -> None:
                     else ""
                 )
             )
-            asyncio.run(run(bases, token, args.rate, args.seconds, churn, http))
+            pids = [server.pid] + [api.pid for api in api_servers]
+            asyncio.run(run(bases, token, args.rate, args.seconds, churn, http, pids))
         finally:
             for api in api_servers:
                 api.terminate()

@@ -35,6 +35,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
 def start_server(
     port: int, env: dict[str, str], log: Path | None = None, timeout: float = 60
 ) -> subprocess.Popen[bytes]:

@@ -4,14 +4,26 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import APIRouter, FastAPI
+from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from . import account, apps, charts, incidents, manage, network, releases, views
 from .web import error_page
 
-__all__ = ["error_page", "install"]
+__all__ = ["ROUTERS", "error_page", "install"]
+
+# The pages, added by the server as its own routes (server/routing.py says why).
+ROUTERS = (
+    views.router,
+    apps.router,
+    releases.router,
+    charts.router,
+    incidents.router,
+    network.router,
+    account.router,
+    manage.router,
+)
 
 STATIC = Path(__file__).parent / "static"
 
@@ -22,20 +34,7 @@ def to_the_console() -> RedirectResponse:
 
 
 def install(app: FastAPI, assets_dir: Path) -> None:
-    """Add the console's pages, its own stylesheet and the npm-installed htmx files."""
-    router = APIRouter()
-    for part in (
-        views.router,
-        apps.router,
-        releases.router,
-        charts.router,
-        incidents.router,
-        network.router,
-        account.router,
-        manage.router,
-    ):
-        router.include_router(part)
-    app.include_router(router)
+    """Add the console's front door, its own stylesheet and the npm-installed htmx files."""
     app.add_api_route("/", to_the_console, methods=["GET", "HEAD"], include_in_schema=False)
     app.mount("/static/console", StaticFiles(directory=STATIC), name="console")
     for package, mount in (("htmx.org", "htmx"), ("htmx-ext-sse", "htmx-ext-sse")):

@@ -44,6 +44,7 @@ from wharf.scaling import api as scaling_api
 from wharf.server.limits import RefusedInput, RequestBounds
 from wharf.server.metrics import Metrics, RequestMetrics, authorize_scrape
 from wharf.server.platform import Platform
+from wharf.server.routing import add_routes
 from wharf.store import Database, migrate, schema_head
 from wharf.tenancy import api as tenancy_api
 
@@ -223,19 +224,23 @@ def create_app(settings: Settings) -> FastAPI:
         registry.register(FeedCollector(await platform.workload_feed.collect()))
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    app.include_router(identity_api.router)
-    app.include_router(audit_api.router)
-    app.include_router(tenancy_api.router)
-    app.include_router(apps_api.router)
-    app.include_router(registry_api.router)
-    app.include_router(releases_api.router)
-    app.include_router(network_api.router)
-    app.include_router(scaling_api.router)
-    app.include_router(alerts_api.router)
-    app.include_router(monitoring_api.router)
-    app.include_router(logs_api.router)
+    add_routes(
+        app,
+        identity_api.router,
+        audit_api.router,
+        tenancy_api.router,
+        apps_api.router,
+        registry_api.router,
+        releases_api.router,
+        network_api.router,
+        scaling_api.router,
+        alerts_api.router,
+        monitoring_api.router,
+        logs_api.router,
+        *console.ROUTERS,
+    )
     console.install(app, settings.assets_dir)
-    app.include_router(resource_router(platform.rules))
+    add_routes(app, resource_router(platform.rules))
     openapi.install(app)
 
     app.add_middleware(RequestMetrics, metrics=metrics, log=log)
