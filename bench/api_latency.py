@@ -3,7 +3,8 @@
 Starts a real `wharf server` (SQLite by default; WHARF_DATABASE_URL for PostgreSQL), seeds
 tenants and projects, then sends requests on a fixed schedule (open loop: a slow answer does
 not slow the sender) and prints p50/p99 per endpoint beside /healthz of the same server,
-measured in the same run, and the servers' CPU (% of one core) in each endpoint's window.
+measured in the same run, and in each endpoint's window the servers' CPU (% of one core) and
+the whole machine's (% of all its cores: at 100 everything on it waits its turn).
 Prints figures; asserts nothing about time.
 
 By default (`--busy`) the controllers are kept busy throughout: a one-cluster lab is started
@@ -36,7 +37,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from benchkit import PASSWORD, cpu_seconds, free_port, pct, register_cluster, start_server
+from benchkit import (
+    PASSWORD,
+    cpu_seconds,
+    free_port,
+    host_busy,
+    pct,
+    register_cluster,
+    start_server,
+)
 
 from wharf.lab import Lab, find_binaries
 
@@ -218,6 +227,16 @@ def cases(project: dict[str, Any]) -> dict[str, Callable[[int], Request]]:
         body["metadata"] = {"name": "p0000"}
         return "PUT", "/api/v1/tenants/bench000/projects/p0000", body
 
+    def mutate_many(i: int) -> Request:
+        # As seeded, with a new display name: fifty projects of one tenant in turn.
+        name = f"p{i % 50:04d}"
+        body = {
+            "kind": "Project",
+            "metadata": {"name": name, "labels": {"team": f"x{i % 50 % 7}"}},
+            "spec": {"quota": {"count/configmaps": "10"}, "displayName": f"run {i}"},
+        }
+        return "PUT", f"/api/v1/tenants/bench000/projects/{name}", body
+
     return {
         "empty (GET /healthz)": lambda i: ("GET", "/healthz", None),
         "list (GET /api/v1/projects?limit=100)": lambda i: (
@@ -230,7 +249,8 @@ def cases(project: dict[str, Any]) -> dict[str, Callable[[int], Request]]:
             f"/api/v1/tenants/bench000/projects/p{i % 50:04d}",
             None,
         ),
-        "mutation (PUT a project)": mutate,
+        "mutation (PUT one project)": mutate,
+        "mutation (PUT 50 projects in turn)": mutate_many,
     }
 
 
@@ -239,10 +259,12 @@ def reconciles(http: httpx.Client, pids: list[int], into: dict[str, float]) -> I
     """The controllers' reconciles during the block, by controller, and the servers' CPU
     in % of one core (into `into`)."""
     before = _metric(http, "wharf_controller_reconciles")
-    cpu, started = [cpu_seconds(p) for p in pids], time.perf_counter()
+    cpu, started, host = [cpu_seconds(p) for p in pids], time.perf_counter(), host_busy()
     yield
     elapsed = time.perf_counter() - started
     into["cpu"] = sum(cpu_seconds(p) - c for p, c in zip(pids, cpu, strict=True)) / elapsed * 100
+    busy, total = (now - then for now, then in zip(host_busy(), host, strict=True))
+    into["host"] = busy / total * 100
     after = _metric(http, "wharf_controller_reconciles")
     into.update({k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)})
 
@@ -274,7 +296,7 @@ async def run(
         await measure(clients, cases(project)["empty (GET /healthz)"], rate, 1.0)  # warm up
         print(
             f"{'endpoint':<42}{'p50 ms':>10}{'p99 ms':>10}{'vs empty p50':>15}{'CPU %':>8}"
-            "   reconciles"
+            f"{'host %':>8}   reconciles"
         )
         baseline = None
         started, sent = time.perf_counter(), churn.sent if churn else 0
@@ -284,10 +306,11 @@ async def run(
                 values = await measure(clients, make, rate, seconds)
             p50, p99 = pct(values, 50), pct(values, 99)
             baseline = baseline or p50
-            cpu = done.pop("cpu")
+            cpu, host = done.pop("cpu"), done.pop("host")
             counted = ", ".join(f"{k} {v:.0f}" for k, v in sorted(done.items())) or "none"
             print(
-                f"{name:<42}{p50:>10.2f}{p99:>10.2f}{p50 / baseline:>14.1f}x{cpu:>8.0f}   {counted}"
+                f"{name:<42}{p50:>10.2f}{p99:>10.2f}{p50 / baseline:>14.1f}x{cpu:>8.0f}"
+                f"{host:>8.0f}   {counted}"
             )
         if churn and churning:
             elapsed, edits = time.perf_counter() - started, churn.sent - sent

@@ -44,6 +44,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
+def host_busy() -> tuple[float, float]:
+    """The machine's CPU time so far, busy and in all (seconds over every core, /proc/stat)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle and iowait
+    return (sum(fields) - idle) / TICK, sum(fields) / TICK
+
+
 def start_server(
     port: int, env: dict[str, str], log: Path | None = None, timeout: float = 60
 ) -> subprocess.Popen[bytes]:

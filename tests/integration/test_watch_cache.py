@@ -10,7 +10,7 @@ from typing import Any
 import httpx2
 import pytest
 from lightkube.codecs import from_dict
-from lightkube.resources.core_v1 import ConfigMap
+from lightkube.resources.core_v1 import ConfigMap, ResourceQuota
 
 from wharf.kube import async_client
 from wharf.kube.apply import (
@@ -229,4 +229,55 @@ async def test_the_echo_of_a_write_the_cache_remembered_wakes_nothing(lab: Lab) 
     assert ("ADDED", "theirs") in told
     assert not [t for t in told if t[1] == "mine"], told
     assert cache.get(namespace, "mine") is not None
+    await client.close()
+
+
+async def test_the_clusters_count_of_a_quotas_use_is_told_apart_from_a_change(lab: Lab) -> None:
+    # The lab's controller manager fills in a ResourceQuota's status after each write and
+    # each pod: a placement reader takes that after the changes waiting (1,000 projects placed
+    # had their quotas' counts queue a round of them as changes ahead of the next edit).
+    client = async_client(lab.cluster("lab1").kubeconfig)
+    namespace = await new_namespace(client)
+    changes: list[tuple[str, str]] = []
+    statuses: list[dict[str, Any]] = []
+    counted = asyncio.Event()
+
+    def on_event(event: str, obj: dict[str, Any]) -> None:
+        if event in ("ADDED", "MODIFIED", "DELETED"):  # not the cache's SYNCED or ERROR
+            changes.append((event, obj["spec"]["hard"]["count/configmaps"]))
+
+    def on_status(_event: str, obj: dict[str, Any]) -> None:
+        statuses.append(obj.get("status", {}))
+        counted.set()
+
+    cache = Informer(
+        client,
+        ResourceQuota,
+        labels={MANAGED_BY: "wharf"},
+        on_event=on_event,
+        on_status=on_status,
+    )
+    quota = {
+        "apiVersion": "v1",
+        "kind": "ResourceQuota",
+        "metadata": {"name": "quota", "namespace": namespace, "labels": OURS},
+        "spec": {"hard": {"count/configmaps": "5"}},
+    }
+    task = asyncio.create_task(cache.run())
+    try:
+        await asyncio.wait_for(cache.synced.wait(), 30)
+        await apply_watched(client, cache, quota)  # its echo wakes nobody
+        await asyncio.wait_for(counted.wait(), 60)  # the controller manager's count
+        assert changes == [], changes
+        assert statuses[-1]["hard"] == {"count/configmaps": "5"}
+        # Someone else's edit of the quota itself is a change, told as one.
+        quota["spec"]["hard"]["count/configmaps"] = "7"
+        await client.apply(from_dict(quota), field_manager="someone", force=True)
+        for _ in range(300):
+            if changes:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        task.cancel()
+    assert changes[:1] == [("MODIFIED", "7")], changes
     await client.close()

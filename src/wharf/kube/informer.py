@@ -57,6 +57,25 @@ def _version(obj: dict[str, Any]) -> int | None:
     return int(value) if value.isascii() and value.isdigit() and len(value) <= 20 else None
 
 
+def _status_only(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Whether two versions of an object differ in their status alone (and in the version
+    every write gives)."""
+    if old.keys() - {"status"} != new.keys() - {"status"}:
+        return False
+    for field, value in new.items():
+        if field == "metadata":
+            before = old["metadata"]
+            if not isinstance(value, dict) or not isinstance(before, dict):
+                return False
+            if value.keys() != before.keys() or any(
+                value[k] != before[k] for k in value if k != "resourceVersion"
+            ):
+                return False
+        elif field != "status" and value != old[field]:
+            return False
+    return True
+
+
 class Informer:
     def __init__(
         self,
@@ -65,6 +84,7 @@ class Informer:
         *,
         labels: dict[str, Any] | None = None,
         on_event: Handler | None = None,
+        on_status: Handler | None = None,
         name: str = "",
         watch_seconds: int = 60,
     ) -> None:
@@ -73,6 +93,9 @@ class Informer:
         self.resource = resource
         self.labels = labels
         self.on_event = on_event
+        # Told, when given, in place of on_event of a change to an object's status alone:
+        # a reader to whom that is news of less weight than a change of what it wrote.
+        self.on_status = on_status
         self.name = name
         self.items: dict[Key, dict[str, Any]] = {}
         self._by_namespace: dict[str, dict[str, dict[str, Any]]] = {}
@@ -84,6 +107,7 @@ class Informer:
         self._writing: Counter[Key] = Counter()  # writes of ours under way, by object
         self._held: dict[Key, list[tuple[str, dict[str, Any]]]] = {}  # their events meanwhile
         self._wrote: dict[Key, int | None] = {}  # the version a write under way answered
+        self._answers: dict[Key, dict[str, Any]] = {}  # and the object, as the cache keeps it
 
     @staticmethod
     def _key(obj: dict[str, Any]) -> tuple[str, str]:
@@ -116,18 +140,21 @@ class Informer:
             if self._writing[key] <= 0:
                 del self._writing[key]
                 wrote = self._wrote.pop(key, None)
+                answer = self._answers.pop(key, None)
                 held = self._held.pop(key, [])
                 news = [e for e in held if wrote is None or _version(e[1]) != wrote]
-                if news and self.on_event:
-                    self.on_event(*news[-1])  # the last says where the object is now
+                if news:  # the last says where the object is now, next to what we wrote
+                    self._tell(*news[-1], before=answer, now=self.items.get(key))
 
     def remember(self, obj: dict[str, Any]) -> None:
         """Take an object a write returned, unless the cache already has a newer one (its
         watch event may come first): the next read sees the write without waiting."""
         key = self._key(obj)
         mine = _version(obj)
+        shaped = self._shape(obj)
         if key in self._writing:
             self._wrote[key] = mine
+            self._answers[key] = shaped
             deleted = [o for e, o in self._held.get(key, []) if e == "DELETED"]
             if any((_version(o) or 0) > (mine or 0) for o in deleted):
                 return  # deleted after the write (its event came first): not put back
@@ -135,7 +162,7 @@ class Informer:
         theirs = _version(cached) if cached is not None else None
         if cached is not None and (mine is None or theirs is None or theirs >= mine):
             return
-        self._put(key, self._shape(obj))
+        self._put(key, shaped)
 
     def _put(self, key: Key, obj: dict[str, Any]) -> None:
         self.items[key] = obj
@@ -198,7 +225,26 @@ class Informer:
         version = _version(obj)
         if event != "DELETED" and version is not None and cached and _version(cached) == version:
             return  # a write of ours the cache has remembered already: nothing new
-        if self.on_event:
+        self._tell(event, obj, before=cached, now=self.items.get(key))
+
+    def _tell(
+        self,
+        event: str,
+        obj: dict[str, Any],
+        before: dict[str, Any] | None,
+        now: dict[str, Any] | None,
+    ) -> None:
+        """Tell an event: to on_status if it changed the status alone (`before` → `now`, as
+        the cache keeps them), else to on_event."""
+        if (
+            self.on_status
+            and event == "MODIFIED"
+            and before is not None
+            and now is not None
+            and _status_only(before, now)
+        ):
+            self.on_status(event, obj)
+        elif self.on_event:
             self.on_event(event, obj)
 
     async def run(self) -> None:

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 
 import structlog
+from sqlalchemy.orm import Session
 
 from wharf.core.leases import CLUSTER_PREFIX, PLATFORM, LeaseBook, cluster_lease
 from wharf.store import Database
@@ -41,22 +42,26 @@ class LeaseKeeper:
         self.gained = gained
         self.holders: dict[str, str] = {}  # every lease's holder, as last seen (for status)
 
-    def work(self) -> list[str]:
+    @staticmethod
+    def work(session: Session) -> list[str]:
         """Every piece of work to hold: the platform-wide controllers, and each cluster."""
-        with self.db.reader() as session:
-            store = ResourceStore(session)
-            clusters = store.query("Cluster") + store.query("Cluster", deleting=True)
-            return [PLATFORM, *sorted({cluster_lease(c.name) for c in clusters})]
+        store = ResourceStore(session)
+        clusters = store.query("Cluster") + store.query("Cluster", deleting=True)
+        return [PLATFORM, *sorted({cluster_lease(c.name) for c in clusters})]
 
     def round(self) -> list[str]:
         """One round of taking and renewing; the leases new to this replica."""
-        work = self.work()
         if self.book.sole:
+            with self.db.reader() as session:
+                work = self.work(session)
             self.holders = dict.fromkeys(work, self.book.holder)
             return [n for n in work if self.book.hold(n, 0, math.inf)]
         started = time.monotonic()
         me = self.book.holder
-        with self.db.session() as session:
+        # All of it on the leases' own connections: reads too, which the API's readers could
+        # otherwise keep waiting until the leases lapsed.
+        with self.db.control() as session:
+            work = self.work(session)
             take(session, REPLICA_PREFIX + me, me, self.seconds)
             current = {h.name: h for h in holdings(session)}
             replicas = sum(1 for n in current if n.startswith(REPLICA_PREFIX))
@@ -100,7 +105,7 @@ class LeaseKeeper:
         names = self.book.names()
         for name in names:
             self.book.drop(name)
-        with self.db.session() as session:
+        with self.db.control() as session:
             release(session, [*names, REPLICA_PREFIX + self.book.holder], self.book.holder)
 
     def cluster_holder(self, cluster: str) -> str | None:

@@ -67,23 +67,47 @@ class Database:
         if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         sqlite = url.startswith("sqlite")
-        self.engine: Engine = create_engine(
-            url,
-            # A SQLite connection is a file handle that cannot go stale: no ping before each use.
-            pool_pre_ping=not sqlite,
-            json_serializer=jsoncodec.dumps,
-            json_deserializer=jsoncodec.loads,
-        )
+        self.engine: Engine = self._engine(pool_size=10)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _on_sqlite_connect)
             event.listen(self.engine, "begin", _on_sqlite_begin)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # Readers have connections of their own on PostgreSQL: writers waiting there for a row
+        # lock (ten edits a second of one tenant's projects take turns on its row) held every
+        # connection of a shared pool, and a list page waited seconds for one. (SQLite's
+        # writers wait for their turn before they take a connection.)
+        self.reading_engine = self.engine if sqlite else self._engine(pool_size=15)
+        self._readers = sessionmaker(self.reading_engine, expire_on_commit=False)
+        # The replicas' leases have their own too: a lease renewal waited for a connection
+        # behind those writers, and could have lapsed.
+        # 10 + 15 + 2 connections (and a listener's) a server: three replicas stay within
+        # PostgreSQL's default of 100 (docs/deploy.md).
+        self.control_engine = self.engine if sqlite else self._engine(pool_size=2)
+        self._control = None if sqlite else sessionmaker(self.control_engine)
         # SQLite has one writer at a time. This process's writers take turns on a lock that
         # is handed over at each commit; in SQLite's busy handler they slept and polled (up to
         # 100 ms a time, each holding a pool connection): with 20 releases under way, a
         # thread was always waiting in BEGIN IMMEDIATE. Other processes still meet the busy
         # timeout. (Re-entrant: a nested writer behaves as before, on SQLite's lock.)
         self._writers = threading.RLock() if self.engine.dialect.name == "sqlite" else None
+
+    def _engine(self, pool_size: int) -> Engine:
+        if self.url.startswith("sqlite"):
+            # A SQLite connection is a file handle that cannot go stale: no ping before each
+            # use; its writers take turns (below), so the default pool does.
+            return create_engine(
+                self.url, json_serializer=jsoncodec.dumps, json_deserializer=jsoncodec.loads
+            )
+        return create_engine(
+            self.url,
+            pool_pre_ping=True,
+            # No connections beyond the pool's: each was opened (a new server process and a
+            # SCRAM handshake, milliseconds of CPU on both sides) for one burst and closed.
+            pool_size=pool_size,
+            max_overflow=0,
+            json_serializer=jsoncodec.dumps,
+            json_deserializer=jsoncodec.loads,
+        )
 
     @property
     def dialect(self) -> str:
@@ -102,6 +126,17 @@ class Database:
             yield session
 
     @contextmanager
+    def control(self) -> Iterator[Session]:
+        """A writing transaction of the replicas' leases, on PostgreSQL on connections no API
+        or controller read or write can hold."""
+        if self._control is None:
+            with self.session() as session:
+                yield session
+            return
+        with self._control.begin() as session:
+            yield session
+
+    @contextmanager
     def exclusive(self) -> Iterator[Session]:
         """A writing transaction that runs alone among the servers sharing this database (on
         PostgreSQL an advisory lock; SQLite's writers take turns anyway): first-start work."""
@@ -113,26 +148,29 @@ class Database:
     @contextmanager
     def reader(self) -> Iterator[Session]:
         """A transaction that only reads (on SQLite it takes no write lock)."""
-        with self.sessions() as session:
+        with self._readers() as session:
             session.connection(execution_options={"wharf_reader": True})
             yield session
             session.rollback()
 
     def current_revision(self) -> str | None:
         # Read alembic's table directly: its MigrationContext logs two lines at info on every
-        # call, and readiness probes call this every few seconds.
-        with self.engine.connect() as conn:
+        # call, and readiness probes call this every few seconds (on the readers' connections,
+        # as `ping`: not behind writers waiting for a row lock).
+        with self.reading_engine.connect() as conn:
             if not inspect(conn).has_table("alembic_version"):
                 return None
             version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
             return None if version is None else str(version)
 
     def ping(self) -> bool:
-        with self.engine.connect() as conn:
+        with self.reading_engine.connect() as conn:
             return conn.execute(text("SELECT 1")).scalar() == 1
 
     def dispose(self) -> None:
         self.engine.dispose()
+        self.reading_engine.dispose()
+        self.control_engine.dispose()
 
 
 def migrate(db: Database) -> str:
