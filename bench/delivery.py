@@ -39,6 +39,7 @@ from wharf.lab.lab import MAX_CLUSTERS
 
 IMAGE = "registry.example/bench/web:1.0.0"
 SUBMITTERS = 8
+POLL_SECONDS = 0.2
 
 
 def manifests(app: str, clusters: list[str]) -> dict[str, list[dict[str, Any]]]:
@@ -180,6 +181,7 @@ def wharf(lab: Lab, apps: int, workdir: Path) -> tuple[float, list[float], int]:
                 },
             ).raise_for_status()
 
+        print(f"wharf: submitting {apps} applications", flush=True)
         started = time.perf_counter()
         # Submitted as a deploy pipeline would, several at once (the loop applies all at once).
         with ThreadPoolExecutor(max_workers=SUBMITTERS) as pool:
@@ -189,6 +191,8 @@ def wharf(lab: Lab, apps: int, workdir: Path) -> tuple[float, list[float], int]:
             f"{time.perf_counter() - started:.1f} s",
             flush=True,
         )
+        # Watched at 5 lists a second: the bench's own reads are not delivery's work (at 20 a
+        # second, lists of 200 applications with their status took a sizeable share of a core).
         while len(applied) < apps:
             page = http.get("/api/v1/applications", params={"limit": 500}).json()["items"]
             now = time.perf_counter()
@@ -202,7 +206,7 @@ def wharf(lab: Lab, apps: int, workdir: Path) -> tuple[float, list[float], int]:
                 )
                 if done and name not in applied:
                     applied[name] = now
-            time.sleep(0.05)
+            time.sleep(POLL_SECONDS)
         elapsed = max(applied.values()) - started
         latencies = [(applied[n] - submitted[n]) * 1000 for n in submitted]
         count = apps * len(names) * len(manifests("x", names)[names[0]])

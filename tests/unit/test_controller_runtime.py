@@ -292,3 +292,27 @@ def test_a_pass_for_what_every_key_depends_on_waits_behind_no_sweep() -> None:
 
     asyncio.run(scenario())
     assert seen.index("revoked") <= 6, seen[:10]
+
+
+def test_a_status_refresh_asked_in_a_burst_is_queued_once_after_its_delay() -> None:
+    async def scenario() -> None:
+        queue = WorkQueue()
+        for _ in range(50):  # a quota's count changing with each pod of a burst
+            queue.add_after("project", 0.2)
+        queue.add_after("other", 0.2)
+        assert len(queue) == 2  # waiting counts as queued (Controller.idle waits for it)
+        await asyncio.sleep(0)
+        assert not queue._pending
+        assert not queue._later
+        async with asyncio.timeout(30):
+            handed = {await queue.get(), await queue.get()}
+        assert handed == {"project", "other"}
+        for key in handed:
+            queue.done(key)
+        assert len(queue) == 0
+        # Asked again once due: queued again (a later count is not lost).
+        queue.add_after("project", 0.05)
+        async with asyncio.timeout(30):
+            assert await queue.get() == "project"
+
+    asyncio.run(scenario())

@@ -92,3 +92,38 @@ def test_a_pod_outside_its_tenants_namespaces_wakes_no_application(
     assert asyncio.run(queued("ADDED", pod("acme--shop-dev", {APP_LABEL: "web"}))) == 0
     canary = {**theirs, RELEASE_ROLE: "canary"}
     assert asyncio.run(queued("MODIFIED", pod("globex--shop-dev", canary))) == 0
+
+
+def test_a_status_only_change_queues_its_application_once_after_a_delay(
+    idle_platform: Platform,
+) -> None:
+    """A pod starting or a rollout's count changing shows in the application's status: a
+    burst of them (every pod of a delivery) reconciled the application back to back; now it
+    is looked at once, a moment later. The tenant's namespaces still bound what wakes what."""
+    delivery = idle_platform.delivery
+
+    def pod(namespace: str, labels: dict[str, str]) -> dict[str, object]:
+        return {"metadata": {"name": "p", "namespace": namespace, "labels": labels}}
+
+    theirs = {TENANT_LABEL: "globex", APP_LABEL: "web"}
+
+    async def burst() -> tuple[int, list[Hashable]]:
+        delivery.controller.queue = queue = WorkQueue()
+        for _ in range(30):
+            delivery.status_event("MODIFIED", pod("globex--shop-dev", theirs))
+            delivery.status_event("MODIFIED", pod("acme--shop-dev", theirs))
+            delivery.status_event(
+                "MODIFIED", pod("globex--shop-dev", {**theirs, RELEASE_ROLE: "canary"})
+            )
+        waiting = len(queue)
+        handed = []
+        async with asyncio.timeout(30):
+            handed.append(await queue.get())
+        queue.done(handed[0])
+        for _ in range(20):
+            await asyncio.sleep(0)
+        return waiting, [*handed, *([await queue.get()] if len(queue) else [])]
+
+    waiting, handed = asyncio.run(burst())
+    assert waiting == 1
+    assert handed == [("globex", "web")]

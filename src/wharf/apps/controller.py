@@ -66,7 +66,7 @@ from wharf.apps.service import (
 )
 from wharf.clusters.model import CLUSTER, Routing, routing_of
 from wharf.clusters.service import ClusterRules
-from wharf.core.controller import Controller
+from wharf.core.controller import STATUS_REFRESH_SECONDS, Controller
 from wharf.core.errors import OutdatedSpecError
 from wharf.core.leases import PLATFORM, Lease, LeaseBook, LeaseLost, cluster_lease, fenced_by
 from wharf.core.resources import condition, set_condition
@@ -318,17 +318,16 @@ class DeliveryController:
         every step and pod start would otherwise re-deliver the whole application everywhere.
         An object outside its tenant's namespaces (a tenant's pod labelled as another tenant's
         application, or as one made up) wakes nothing."""
-        meta = obj.get("metadata", {})
-        labels = meta.get("labels") or {}
-        tenant = labels.get(TENANT_LABEL, "")
-        ours = (
-            APP_LABEL in labels
-            and RELEASE_ROLE not in labels
-            and bool(tenant)
-            and str(meta.get("namespace", "")).startswith(f"{tenant}--")
-        )
-        if event in ("ADDED", "MODIFIED", "DELETED") and ours:
-            self.controller.queue.add((tenant, labels[APP_LABEL]))
+        key = _application_of(obj)
+        if event in ("ADDED", "MODIFIED", "DELETED") and key is not None:
+            self.controller.queue.add(key)
+
+    def status_event(self, _event: str, obj: dict[str, Any]) -> None:
+        """Only the status of such an object changed (a rollout going on, a pod starting):
+        its application's status follows, a burst of them looked at once."""
+        key = _application_of(obj)
+        if key is not None:
+            self.controller.queue.add_after(key, STATUS_REFRESH_SECONDS)
 
     async def _watch(self, cluster: StoredResource) -> dict[str, Informer]:
         """The cluster's watch caches, by kind: every kind delivery writes (its objects only),
@@ -344,6 +343,7 @@ class DeliveryController:
                 kind,
                 labels=labels,
                 on_event=self.watch_event if queues else None,
+                on_status=self.status_event if queues else None,
                 name=f"{cluster.name}/apps/{kind.__name__}",
                 watch_seconds=self.connections.timeouts.watch,
             )
@@ -861,6 +861,21 @@ def _delivered(obj: dict[str, Any], app: str) -> bool:
         and labels.get(APP_LABEL) == app
         and RELEASE_ROLE not in labels
     )
+
+
+def _application_of(obj: dict[str, Any]) -> Key | None:
+    """The application a delivered object or pod belongs to; None for a release's canary
+    (the release controller's) and for anything outside its tenant's namespaces."""
+    meta = obj.get("metadata", {})
+    labels = meta.get("labels") or {}
+    tenant = labels.get(TENANT_LABEL, "")
+    ours = (
+        APP_LABEL in labels
+        and RELEASE_ROLE not in labels
+        and bool(tenant)
+        and str(meta.get("namespace", "")).startswith(f"{tenant}--")
+    )
+    return (tenant, labels[APP_LABEL]) if ours else None
 
 
 async def _cached_get(cache: Informer, obj: dict[str, Any]) -> dict[str, Any] | None:

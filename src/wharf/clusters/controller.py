@@ -45,7 +45,7 @@ from wharf.clusters.model import (
     tainted_node,
 )
 from wharf.clusters.service import ClusterRules
-from wharf.core.controller import Controller
+from wharf.core.controller import STATUS_REFRESH_SECONDS, Controller
 from wharf.core.errors import OutdatedSpecError
 from wharf.core.leases import WORKING_UNDER
 from wharf.core.resources import now, set_condition, spec_of
@@ -161,12 +161,18 @@ class ClusterController:
             if event != "SYNCED":
                 self.controller.queue.add(name)
 
+        def counted(event: str, _obj: dict[str, Any]) -> None:
+            # Pods only change the capacity in use the status shows: a burst of them (an
+            # application delivered, a node drained) is looked at once.
+            if event != "SYNCED":
+                self.controller.queue.add_after(name, STATUS_REFRESH_SECONDS)
+
         def make() -> list[Informer]:
             return [
                 (PodRequests if kind is Pod else Informer)(
                     client,
                     kind,
-                    on_event=changed,
+                    on_event=counted if kind is Pod else changed,
                     name=f"{name}/{plural}",
                     watch_seconds=self.connections.timeouts.watch,
                 )

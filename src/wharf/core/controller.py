@@ -18,6 +18,10 @@ from wharf.core.leases import WORKING_UNDER, Lease
 log = structlog.get_logger("wharf.controller")
 
 
+# How long a status-only change (see WorkQueue.add_after) waits to be looked at, at most.
+STATUS_REFRESH_SECONDS = 1.0
+
+
 class WorkQueue:
     """Keys waiting to be reconciled; a key queued twice is reconciled once.
 
@@ -37,6 +41,7 @@ class WorkQueue:
         self._later: dict[Hashable, None] = {}  # queued by a sweep, in order
         self._dirty: dict[Hashable, bool] = {}  # queued since handed out: by a change?
         self.processing: set[Hashable] = set()
+        self._waiting: set[Hashable] = set()  # queued soon by `add_after`
         self._event = asyncio.Event()
         self._turn = 0
 
@@ -51,6 +56,21 @@ class WorkQueue:
         elif key not in self._pending:
             self._later[key] = None
         self._event.set()
+
+    def add_after(self, key: Hashable, seconds: float) -> None:
+        """Queue `key` (as a sweep's) in `seconds`, once however often asked meanwhile: for
+        what only refreshes a status shown (a quota's count, a pod starting), which in a burst
+        reconciled its key back to back (delivering 50 applications placed their project
+        again for each pod that counted against its quota)."""
+        if key in self._waiting:
+            return
+        self._waiting.add(key)
+
+        def due() -> None:
+            self._waiting.discard(key)
+            self.add(key, later=True)
+
+        asyncio.get_running_loop().call_later(seconds, due)
 
     async def get(self) -> Hashable:
         while not (self._pending or self._later):
@@ -71,7 +91,7 @@ class WorkQueue:
             self.add(key, later=not self._dirty.pop(key))
 
     def __len__(self) -> int:
-        return len(self._pending) + len(self._later) + len(self._dirty)
+        return len(self._pending) + len(self._later) + len(self._dirty) + len(self._waiting)
 
 
 class Controller:

@@ -43,7 +43,7 @@ from wharf.clusters.model import (
     pool_tenant_label,
 )
 from wharf.clusters.service import ClusterRules
-from wharf.core.controller import Controller
+from wharf.core.controller import STATUS_REFRESH_SECONDS, Controller
 from wharf.core.errors import OutdatedSpecError
 from wharf.core.leases import PLATFORM, Lease, LeaseBook, LeaseLost, cluster_lease, fenced_by
 from wharf.core.quantity import format_resources, parse_quantity
@@ -368,14 +368,19 @@ class PlacementController:
         kubeconfig = self.clusters.kubeconfig(cluster)
         client = self.connections.client(cluster.name, kubeconfig)
 
-        def changed(event: str, obj: dict[str, Any], later: bool = False) -> None:
+        def changed(event: str, obj: dict[str, Any]) -> None:
             # Reconciles read and prune from these caches: an object that appears (made by
             # someone else with Wharf's labels, or by a write the cache has not seen) is
             # looked at as soon as it does.
             if event in ("ADDED", "MODIFIED", "DELETED"):
                 key = _owner_key(obj)
                 if key is not None:
-                    self.controller.queue.add(key, later=later)
+                    self.controller.queue.add(key)
+
+        def counted(event: str, obj: dict[str, Any]) -> None:
+            key = _owner_key(obj)
+            if key is not None:
+                self.controller.queue.add_after(key, STATUS_REFRESH_SECONDS)
 
         def make() -> list[Informer]:
             kinds: list[tuple[Any, dict[str, Any]]] = [
@@ -401,8 +406,8 @@ class PlacementController:
                     # A quota's use, counted by the cluster, is shown in the project's status
                     # and changes nothing Wharf wrote: it waits behind the changes (1,000
                     # projects placed had their quotas' counts queue a round of them ahead
-                    # of the next edit).
-                    on_status=partial(changed, later=True),
+                    # of the next edit), and a burst of counts is looked at once.
+                    on_status=counted,
                     name=f"{cluster.name}/{kind.__name__}",
                     watch_seconds=self.connections.timeouts.watch,
                 )
