@@ -11,11 +11,14 @@ from typing import Any
 
 import httpx2
 import pytest
+import yaml
 from lightkube.codecs import from_dict
 from lightkube.resources.core_v1 import ConfigMap, Namespace
 
-from wharf.kube import async_client
+from wharf.kube import async_client, server_version
 from wharf.kube.clients import IN_FLIGHT, BoundedTransport
+from wharf.kube.connections import ClusterConnections
+from wharf.kube.kubeconfig import AddressPolicy
 from wharf.lab import Lab
 
 
@@ -90,3 +93,33 @@ async def test_a_request_waits_for_a_slot_until_its_pool_timeout(lab: Lab) -> No
             assert found.metadata.name == "default"
     finally:
         await client.close()
+
+
+async def test_the_heartbeats_probe_waits_for_no_slot(lab: Lab) -> None:
+    """A cluster busy with a burst of delivery (every slot taken, more waiting) still answers
+    its heartbeat: the probe waiting behind them timed out and called the cluster
+    Unreachable, which moves its replicas away (failover)."""
+    client = async_client(lab.cluster("lab1").kubeconfig, timeout=2, in_flight=1)
+    http = client._client._client
+    try:
+        async with http.stream("GET", "/api/v1/namespaces/default") as held:
+            assert held.status_code == 200
+            assert (await server_version(client)).startswith("v1.")
+    finally:
+        await client.close()
+
+
+async def test_a_users_reads_take_no_slot_of_the_controllers(lab: Lab) -> None:
+    """Logs are read on a user's behalf: with the controllers' client, a tenant reading the
+    logs of many pods at once held the slots delivery and placement need on that cluster."""
+    connections = ClusterConnections(AddressPolicy(allow_loopback=True))
+    kubeconfig = yaml.safe_load(lab.cluster("lab1").kubeconfig.read_text())
+    controllers = connections.client("lab1", kubeconfig)
+    logs = connections.client("lab1", kubeconfig, purpose="logs")
+    assert logs is not controllers
+    assert connections.client("lab1", kubeconfig, purpose="logs") is logs
+    assert _transport(logs)._slots is not _transport(controllers)._slots
+    await connections.forget("lab1")  # a cluster leaving closes both
+    assert connections.cached("lab1") is None
+    assert connections.client("lab1", kubeconfig, purpose="logs") is not logs
+    await connections.close()

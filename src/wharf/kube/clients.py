@@ -27,6 +27,11 @@ POOL = httpx2.Limits(max_connections=100, max_keepalive_connections=100, keepali
 IN_FLIGHT = 20
 
 
+# A request extension: this request waits for no slot (the heartbeat's probe, which must
+# not time out behind a burst of delivery and call a busy cluster unreachable).
+UNBOUNDED = "wharf.unbounded"
+
+
 class _Releasing(httpx2.AsyncByteStream):
     """A response body that gives its request's slot back once it is closed."""
 
@@ -58,7 +63,11 @@ class BoundedTransport(httpx2.AsyncHTTPTransport):
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         params = request.url.params
-        if params.get("watch") in ("true", "1") or params.get("follow") in ("true", "1"):
+        if (
+            params.get("watch") in ("true", "1")
+            or params.get("follow") in ("true", "1")
+            or request.extensions.get(UNBOUNDED)
+        ):
             return await super().handle_async_request(request)
         wait = (request.extensions.get("timeout") or {}).get("pool")
         try:
@@ -136,7 +145,7 @@ def sync_client(
 async def server_version(client: AsyncClient) -> str:
     """The cluster's gitVersion from /version (lightkube has no typed call for it)."""
     http = client._client._client  # the configured HTTP client: base URL, TLS, credentials
-    response = await http.get("/version")
+    response = await http.get("/version", extensions={UNBOUNDED: True})
     response.raise_for_status()
     return str(response.json().get("gitVersion", ""))
 

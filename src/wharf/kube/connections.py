@@ -35,11 +35,14 @@ class ClusterConnections:
         self.policy = policy or AddressPolicy()
         self.timeouts = timeouts or ClusterTimeouts()
         self.user_agent = user_agent
-        self._clients: dict[str, tuple[str, AsyncClient]] = {}
+        self._clients: dict[tuple[str, str], tuple[str, AsyncClient]] = {}
 
-    def client(self, cluster: str, kubeconfig: dict[str, Any]) -> AsyncClient:
+    def client(self, cluster: str, kubeconfig: dict[str, Any], purpose: str = "") -> AsyncClient:
+        """The cluster's client for the controllers; another `purpose` (what a user asks of
+        the cluster, as reading logs) gets a client of its own, so that its requests never
+        take the slots the controllers' work and heartbeats need (kube.clients.IN_FLIGHT)."""
         print_ = fingerprint(kubeconfig)
-        known = self._clients.get(cluster)
+        known = self._clients.get((cluster, purpose))
         if known and known[0] == print_:
             return known[1]
         client = async_client(
@@ -47,20 +50,21 @@ class ClusterConnections:
             timeout=self.timeouts.request,
             user_agent=self.user_agent,
         )
-        self._clients[cluster] = (print_, client)
+        self._clients[(cluster, purpose)] = (print_, client)
         return client
 
     def cached(self, cluster: str) -> AsyncClient | None:
-        known = self._clients.get(cluster)
+        known = self._clients.get((cluster, ""))
         return known[1] if known else None
 
     async def forget(self, cluster: str) -> None:
-        known = self._clients.pop(cluster, None)
-        if known:
-            await known[1].close()
+        for key in [k for k in self._clients if k[0] == cluster]:
+            known = self._clients.pop(key, None)
+            if known is not None:
+                await known[1].close()
 
     async def close(self) -> None:
-        for name in list(self._clients):
+        for name in {cluster for cluster, _ in self._clients}:
             await self.forget(name)
 
 

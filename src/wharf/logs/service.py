@@ -209,7 +209,8 @@ class LiveLogs:
         return spec, places
 
     def client(self, place: Place) -> AsyncClient:
-        return self.connections.client(place.cluster, place.kubeconfig)
+        # Apart from the controllers' client: a user's reads never hold up their work.
+        return self.connections.client(place.cluster, place.kubeconfig, purpose="logs")
 
     def clients(self, places: list[Place]) -> dict[str, AsyncClient]:
         return {place.cluster: self.client(place) for place in places}
