@@ -83,7 +83,8 @@ async def issue_kubeconfig(
         admin = rules.kubeconfig(cluster)
         context = {c["name"]: c["context"] for c in admin["contexts"]}[admin["current-context"]]
         server = {c["name"]: c["cluster"] for c in admin["clusters"]}[context["cluster"]]
-        client = connections.client(cluster.name, admin)
+        # A user's request: never in the controllers' slots (kube.clients.IN_FLIGHT).
+        client = connections.client(cluster.name, admin, purpose="users")
         account = member_account(user, namespace, generation)
         request = ServiceAccount.Token(
             metadata=ObjectMeta(name=account, namespace=SYSTEM_NAMESPACE),
