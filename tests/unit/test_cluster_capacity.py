@@ -96,13 +96,26 @@ def test_the_cluster_controller_keeps_of_a_pod_only_what_capacity_reads() -> Non
     controller = ClusterController.__new__(ClusterController)
     controller.watches = Watches()  # type: ignore[assignment]
     controller.connections = Connections()  # type: ignore[assignment]
-    controller.controller = SimpleNamespace(queue=set())  # type: ignore[assignment]
+
+    class Queue:  # what the pods' events ask for: the capacity refreshed soon
+        def __init__(self) -> None:
+            self.soon: list[Any] = []
+
+        def add(self, key: Any) -> None:
+            raise AssertionError(f"a pod queued {key} at once")
+
+        def add_after(self, key: Any, _seconds: float) -> None:
+            self.soon.append(key)
+
+    queue = Queue()
+    controller.controller = SimpleNamespace(queue=queue)  # type: ignore[assignment]
     asyncio.run(controller._watch("lab1", {}))
     pods = next(i for i in informers if i.name == "lab1/pods")
     full = [_kwok_pod(i) for i in range(3)]
     for pod in full:
         pods._take("ADDED", pod)
     kept = list(pods.items.values())
+    assert queue.soon == ["lab1"] * 3
     assert capacity_of([NODE], kept) == capacity_of([NODE], full)
     assert [(p["metadata"]["namespace"], p["metadata"]["name"]) for p in kept] == [
         ("scale-load", f"load-000-cd4cd69b4-{i:05d}") for i in range(3)
